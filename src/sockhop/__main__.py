@@ -1,0 +1,3 @@
+from sockhop.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,212 @@
+"""The ``sockhop`` command: parses arguments, builds a service, hands it to an engine.
+
+Every mistake a user can make ends in one plain line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import sys
+from collections.abc import Callable, Sequence
+
+from sockhop import __version__
+from sockhop.engine import MODELS, Limits, Listener, make_server
+from sockhop.engine.limits import default_workers
+from sockhop.errors import SockhopError
+from sockhop.net.addresses import parse_endpoint
+from sockhop.net.listeners import open_listeners
+
+log = logging.getLogger("sockhop")
+
+
+class UsageError(SockhopError):
+    """Wrong use of the command."""
+
+
+# -- shared pieces of the serve commands ----------------------------------------------------------------------------
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
+    return value
+
+
+def add_engine_options(parser: argparse.ArgumentParser, default_listen: str) -> None:
+    """The options every server takes: where to listen, which model, and the engine's limits."""
+    parser.add_argument(
+        "--listen",
+        action="append",
+        metavar="ENDPOINT",
+        help=f"host:port, [v6addr]:port, :port (all interfaces) or host:service; repeatable (default {default_listen})",
+    )
+    parser.set_defaults(default_listen=default_listen)
+    parser.add_argument("--model", choices=list(MODELS), default="eventloop", help="how to serve many clients")
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=0,
+        help=f"threads (pool) or processes (prefork); default {default_workers()}",
+    )
+    parser.add_argument("--idle-timeout", type=positive_float, default=60.0, metavar="S", help="default 60")
+    parser.add_argument("--max-connections", type=positive_int, default=1024, metavar="N", help="default 1024")
+    parser.add_argument(
+        "--grace", type=positive_float, default=10.0, metavar="S", help="time to finish on stop (default 10)"
+    )
+
+
+def limits_from(args: argparse.Namespace) -> Limits:
+    return Limits(
+        idle_timeout=args.idle_timeout,
+        max_connections=args.max_connections,
+        grace=args.grace,
+        workers=args.workers,
+    )
+
+
+def endpoints_from(args: argparse.Namespace, proto: str = "tcp"):
+    return [parse_endpoint(text, proto=proto) for text in (args.listen or [args.default_listen])]
+
+
+def open_service(
+    args: argparse.Namespace,
+    factory: Callable,
+    kind: socket.SocketKind = socket.SOCK_STREAM,
+    *,
+    busy: bytes = b"",
+    name: str = "",
+) -> list[Listener]:
+    proto = "tcp" if kind == socket.SOCK_STREAM else "udp"
+    socks = open_listeners(endpoints_from(args, proto), kind)
+    return [Listener(sock, factory, busy=busy, name=name) for sock in socks]
+
+
+def run_server(args: argparse.Namespace, listeners: list[Listener], model: str | None = None) -> int:
+    """Build the chosen model over the listeners, say where it listens, and serve until stopped."""
+    model = model or args.model
+    try:
+        server = make_server(model, listeners, limits_from(args))
+    except BaseException:
+        for listener in listeners:
+            listener.sock.close()
+        raise
+    workers = ""
+    if model in ("pool", "prefork"):
+        workers = f", {server.limits.worker_count()} workers"
+    for listener in listeners:
+        print(f"sockhop: {listener.describe()} (model {model}{workers})", file=sys.stderr, flush=True)
+    server.serve()
+    return 0
+
+
+# -- commands -------------------------------------------------------------------------------------------------------
+def cmd_serve_echo(args: argparse.Namespace) -> int:
+    from sockhop.echo import EchoDatagram, EchoStream
+
+    if args.udp:
+        listeners = open_service(args, EchoDatagram, socket.SOCK_DGRAM, name="echo")
+    else:
+        listeners = open_service(args, EchoStream, name="echo")
+    return run_server(args, listeners)
+
+
+def cmd_talk(args: argparse.Namespace) -> int:
+    from sockhop.net.addresses import Endpoint, parse_port
+    from sockhop.talk import talk
+
+    endpoint = Endpoint(args.host, parse_port(args.port, "udp" if args.udp else "tcp"))
+    talk(endpoint, udp=args.udp, timeout=args.timeout, wait=args.wait)
+    return 0
+
+
+def cmd_ports(args: argparse.Namespace) -> int:
+    from sockhop.net import ports
+
+    if args.port is None:
+        print(ports.table())
+    else:
+        print(ports.describe(ports.query(args.port)))
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from sockhop.up import up
+
+    return up(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sockhop",
+        description="Berkeley sockets made real: servers under six concurrency models, and clients.",
+    )
+    parser.add_argument("--version", action="version", version=f"sockhop {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v events, -vv everything)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    up = sub.add_parser("up", help="start every service on loopback with built-in defaults")
+    up.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    up.add_argument("--model", choices=list(MODELS), default="eventloop")
+    up.add_argument("--workers", type=positive_int, default=0)
+    up.add_argument("--data", default="sockhop-data", help="folder for what services keep (default ./sockhop-data)")
+    up.add_argument("--idle-timeout", type=positive_float, default=60.0, metavar="S")
+    up.add_argument("--max-connections", type=positive_int, default=1024, metavar="N")
+    up.add_argument("--grace", type=positive_float, default=10.0, metavar="S")
+    up.set_defaults(func=cmd_up)
+
+    serve = sub.add_parser("serve", help="run one server")
+    services = serve.add_subparsers(dest="service", metavar="SERVICE", required=True)
+    echo = services.add_parser("echo", help="echo (RFC 862) over TCP, or UDP with --udp")
+    echo.add_argument("--udp", action="store_true", help="serve datagrams instead of a stream")
+    add_engine_options(echo, default_listen="127.0.0.1:7007")
+    echo.set_defaults(func=cmd_serve_echo)
+
+    talk = sub.add_parser("talk", help="connect, send standard input, print what comes back (as netcat)")
+    talk.add_argument("host")
+    talk.add_argument("port", help="number or service name")
+    talk.add_argument("--udp", action="store_true", help="one datagram per line of input")
+    talk.add_argument("--timeout", type=positive_float, default=10.0, metavar="S", help="connect timeout")
+    talk.add_argument("--wait", type=positive_float, default=1.0, metavar="S", help="UDP: wait this long for replies")
+    talk.set_defaults(func=cmd_talk)
+
+    ports = sub.add_parser("ports", help="what a port is for and which range it is in")
+    ports.add_argument("port", nargs="?", help="a number or a service name; none: the table")
+    ports.set_defaults(func=cmd_ports)
+    return parser
+
+
+def setup_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="sockhop[%(process)d] %(levelname)s %(message)s", stream=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        return args.func(args)
+    except SockhopError as exc:
+        print(f"sockhop: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except OSError as exc:  # last resort: still one line, never a traceback
+        print(f"sockhop: {exc.strerror or exc}", file=sys.stderr)
+        return 1

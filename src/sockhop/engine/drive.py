@@ -1,0 +1,228 @@
+"""One protocol over one blocking socket: the loop the iterative, fork, thread and pool models share.
+
+recv -> protocol -> sendall/sendfile, with the idle timeout and the graceful stop enforced here, once. The driver
+polls the connection and the engine's stop flag together, so a stop request reaches a blocked reader at once.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import socket
+import struct
+import time
+
+from sockhop.engine.limits import Limits
+from sockhop.engine.protocol import Address, DatagramProtocol, FileRegion, Reply, StreamProtocol, format_address
+
+log = logging.getLogger("sockhop.engine")
+
+RECV_SIZE = 256 * 1024
+LINGER = 2.0  # seconds to drain a closing peer's input so our last bytes are not lost to a reset
+
+# Errors that mean "the peer went away" rather than "the server is broken".
+GONE = (ConnectionError, TimeoutError, BlockingIOError)
+
+
+def peer_name(peer: Address) -> str:
+    try:
+        return format_address(peer)
+    except (TypeError, IndexError):
+        return str(peer)
+
+
+def protocol_failed(peer: Address, where: str, exc: BaseException) -> None:
+    """A protocol raised: log one line (the traceback at debug level) -- only this connection pays."""
+    log.error("%s: protocol error in %s: %s: %s; connection closed", peer_name(peer), where, type(exc).__name__, exc)
+    log.debug("traceback", exc_info=exc)
+
+
+def send_timeout(sock: socket.socket, seconds: float) -> None:
+    """SO_SNDTIMEO: a blocking send gives up after this long, so a client that never reads cannot hold a thread
+    forever -- the kernel keeps the clock, no extra poll per send."""
+    whole = int(seconds)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", whole, int((seconds - whole) * 1e6)))
+
+
+def close_region(piece: FileRegion) -> None:
+    if piece.close:
+        try:
+            os.close(piece.fd)
+        except OSError:
+            pass
+
+
+def send_blocking(sock: socket.socket, pieces: tuple) -> None:
+    """Send every piece in order on a blocking socket: bytes with sendall, file regions with sendfile. Files of
+    pieces not sent (the peer went away) are closed all the same."""
+    for i, piece in enumerate(pieces):
+        try:
+            if isinstance(piece, FileRegion):
+                send_region(sock, piece)
+            elif piece:
+                sock.sendall(piece)
+        except BaseException:
+            release(pieces[i + 1 :])
+            raise
+
+
+def send_region(sock: socket.socket, piece: FileRegion) -> None:
+    try:
+        offset, left = piece.offset, piece.count
+        while left > 0:
+            sent = os.sendfile(sock.fileno(), piece.fd, offset, left)
+            if sent == 0:
+                break  # the file shrank under us: send what there was
+            offset += sent
+            left -= sent
+    finally:
+        close_region(piece)
+
+
+def carry_out(sock: socket.socket, reply: Reply) -> Reply:
+    """Send a reply, then run its deferred work (blocking is fine here) and send what that answers, to the end of
+    the chain. Returns the last reply, closing if any link asked to close."""
+    send_blocking(sock, reply.send)
+    close = reply.close
+    while reply.then is not None:
+        reply = reply.then()
+        send_blocking(sock, reply.send)
+        close = close or reply.close
+    return reply._replace(close=close) if close != reply.close else reply
+
+
+def release(pieces: tuple) -> None:
+    """Close the files of pieces that will never be sent."""
+    for piece in pieces:
+        if isinstance(piece, FileRegion):
+            close_region(piece)
+
+
+def linger_close(sock: socket.socket, seconds: float = LINGER) -> None:
+    """Half-close, then read and discard until the peer closes or time runs out, then close.
+
+    Closing a socket that still has unread input makes the kernel send a reset, and a reset can destroy our last
+    reply before the peer reads it (nginx's lingering_close exists for this).
+    """
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        end = time.monotonic() + seconds
+        sock.settimeout(seconds)
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            sock.settimeout(left)
+            if not sock.recv(RECV_SIZE):
+                break
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+def drive_stream(sock: socket.socket, peer: Address, protocol: StreamProtocol, limits: Limits, stop_fd: int) -> None:
+    """Serve one connection to its end. Never raises for the peer's or the protocol's faults; closes ``sock``."""
+    sock.setblocking(True)
+    send_timeout(sock, limits.idle_timeout)
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    poller.register(stop_fd, select.POLLIN)
+    fd = sock.fileno()
+    stop_deadline: float | None = None
+    peer_closed = False
+    where = "connection_made"
+    reply: Reply | None = None
+    try:
+        reply = carry_out(sock, protocol.connection_made(peer, sock.getsockname()))
+        while not reply.close:
+            timeout = limits.idle_timeout
+            if stop_deadline is not None:
+                timeout = min(timeout, stop_deadline - time.monotonic())
+            events = poller.poll(int(timeout * 1000) + 1 if timeout > 0 else 0)
+            if not events:
+                if stop_deadline is not None and time.monotonic() >= stop_deadline:
+                    log.debug("%s: closed at the end of the grace period", peer_name(peer))
+                    break
+                log.debug("%s: idle for %gs, closed", peer_name(peer), limits.idle_timeout)
+                where = "timed_out"
+                reply = carry_out(sock, protocol.timed_out())
+                break
+            for event_fd, _ in events:
+                if event_fd == fd:
+                    data = sock.recv(RECV_SIZE)
+                    if data:
+                        where = "data_received"
+                        reply = protocol.data_received(data)
+                    else:
+                        peer_closed = True
+                        where = "eof_received"
+                        reply = protocol.eof_received()
+                        reply = reply._replace(close=True)  # nothing more can arrive, so nothing more to answer
+                else:
+                    poller.unregister(stop_fd)
+                    stop_deadline = time.monotonic() + limits.grace
+                    where = "stop_requested"
+                    reply = protocol.stop_requested()
+                reply = carry_out(sock, reply)
+                if reply.close:
+                    break
+    except GONE as exc:
+        log.debug("%s: %s", peer_name(peer), exc)
+        peer_closed = True
+    except OSError as exc:
+        if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ETIMEDOUT, errno.EAGAIN):
+            log.warning("%s: %s", peer_name(peer), exc)
+        peer_closed = True
+    except Exception as exc:
+        protocol_failed(peer, where, exc)
+        if reply is not None:
+            release(reply.send)
+    finally:
+        try:
+            protocol.connection_lost()
+        except Exception as exc:
+            protocol_failed(peer, "connection_lost", exc)
+        if peer_closed:
+            sock.close()
+        else:
+            linger_close(sock, min(LINGER, limits.grace))
+
+
+def serve_datagram(sock: socket.socket, protocol: DatagramProtocol, stop_fd: int) -> None:
+    """Answer datagrams on ``sock`` until the stop flag is set; several threads may run this on one socket, the
+    kernel hands each datagram to exactly one of them."""
+    sock.setblocking(False)
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    poller.register(stop_fd, select.POLLIN)
+    fd = sock.fileno()
+    while True:
+        for event_fd, _ in poller.poll():
+            if event_fd != fd:
+                return
+            answer_datagrams(sock, protocol)
+
+
+def answer_datagrams(sock: socket.socket, protocol: DatagramProtocol, batch: int = 64) -> None:
+    """Read up to ``batch`` waiting datagrams from a nonblocking socket and send the protocol's answers."""
+    for _ in range(batch):
+        try:
+            data, peer = sock.recvfrom(65535)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:  # an ICMP error from an earlier send surfaces here: not ours to worry about
+            log.debug("udp: %s", exc)
+            continue
+        try:
+            replies = protocol.datagram_received(data, peer)
+        except Exception as exc:
+            protocol_failed(peer, "datagram_received", exc)
+            continue
+        for out in replies:
+            try:
+                sock.sendto(out, peer)
+            except OSError as exc:  # best effort, as UDP is: a full buffer drops the reply
+                log.debug("udp %s: reply dropped: %s", peer_name(peer), exc)

@@ -1,0 +1,474 @@
+"""One process, nonblocking sockets, epoll: the lecture's "nonblocking I/O".
+
+Do a little work on one connection, then switch to whichever is ready. Output is written at once when the socket
+takes it; what it does not take is queued and the connection is watched for write only while something is
+pending. A connection whose queue passes ``Limits.write_buffer`` is not read from until it drains (backpressure),
+so a client that never reads cannot grow the server's memory. Idle deadlines sit in a heap that is checked lazily:
+activity only moves a number, it costs no heap operation.
+
+Deferred work (``Reply.then``, an fsync before SMTP's 250) runs on a small thread pool; its result comes back
+through the wakeup pipe, and the connection is not read from meanwhile.
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import itertools
+import logging
+import os
+import select
+import socket
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+from sockhop.engine.base import RESOURCE_ERRORS, RESOURCE_PAUSE, Server
+from sockhop.engine.drive import LINGER, RECV_SIZE, answer_datagrams, close_region, peer_name, protocol_failed, release
+from sockhop.engine.protocol import Address, DatagramProtocol, FileRegion, Listener, Reply, StreamProtocol
+
+log = logging.getLogger("sockhop.engine")
+
+_order = itertools.count()  # ties in the timer heap break on this, never on the connection object
+
+IN = select.EPOLLIN | select.EPOLLRDHUP
+OUT = select.EPOLLOUT
+
+
+class Connection:
+    __slots__ = (
+        "sock", "fd", "peer", "protocol", "out", "pending", "mask", "closing", "lingering", "eof",
+        "deadline", "timed", "busy", "stop_told",
+    )  # fmt: skip
+
+    def __init__(self, sock: socket.socket, peer: Address, protocol: StreamProtocol) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.peer = peer
+        self.protocol = protocol
+        self.out: deque = deque()  # bytes / memoryview / FileRegion not yet sent
+        self.pending = 0  # bytes in out
+        self.mask = IN
+        self.closing = False  # close once out drains
+        self.lingering = False  # write side shut; reading and dropping until the peer closes
+        self.eof = False  # the peer half-closed
+        self.deadline = 0.0
+        self.timed = False  # has an entry in the timer heap
+        self.busy = False  # deferred work running
+        self.stop_told = False
+
+
+class EventLoopServer(Server):
+    name = "eventloop"
+
+    def __init__(
+        self, listeners: list[Listener], limits=None, *, exclusive: bool = False, share: int = 1, stop_flag=None
+    ) -> None:
+        super().__init__(listeners, limits, stop_flag=stop_flag)
+        self.exclusive = exclusive  # prefork workers share listeners: wake only one per connection
+        self.max_connections = max(1, -(-self.limits.max_connections // share))
+        self.conns: dict[int, Connection] = {}
+        self.timers: list[tuple[float, int, Connection]] = []
+        self.listener_fds: dict[int, Listener] = {}
+        self.datagrams: dict[int, tuple[socket.socket, DatagramProtocol]] = {}
+        self.done: deque = deque()  # (connection, reply or exception) from deferred work
+        self.executor: ThreadPoolExecutor | None = None
+        self.stopping_at: float | None = None
+        self.paused_until: float | None = None
+        self.ep: select.epoll | None = None
+
+    # -- the loop ------------------------------------------------------------------------------------------------
+    def run(self) -> None:
+        ep = self.ep = select.epoll()
+        try:
+            self._register_listeners()
+            ep.register(self.stop_flag.fileno(), select.EPOLLIN)
+            ep.register(self.wakeup.fileno(), select.EPOLLIN)
+            self._loop(ep)
+        finally:
+            for conn in list(self.conns.values()):
+                self._close(conn)
+            if self.executor is not None:
+                self.executor.shutdown(wait=True, cancel_futures=True)
+            ep.close()
+
+    def _register_listeners(self) -> None:
+        assert self.ep is not None
+        flags = select.EPOLLIN | (select.EPOLLEXCLUSIVE if self.exclusive else 0)
+        for listener in self.listeners:
+            sock = listener.sock
+            sock.setblocking(False)
+            fd = sock.fileno()
+            if listener.is_stream:
+                self.listener_fds[fd] = listener
+            else:
+                protocol = listener.factory()
+                assert isinstance(protocol, DatagramProtocol)
+                self.datagrams[fd] = (sock, protocol)
+            self.ep.register(fd, flags)
+
+    def _loop(self, ep: select.epoll) -> None:
+        conns = self.conns
+        stop_fd = self.stop_flag.fileno()
+        wake_fd = self.wakeup.fileno()
+        recv_size = RECV_SIZE
+        idle = self.limits.idle_timeout
+        monotonic = time.monotonic
+        while True:
+            timeout = self._next_timeout()
+            if self.stopping_at is not None and not conns:
+                return
+            events = ep.poll(timeout)
+            now = monotonic()
+            for fd, ev in events:
+                conn = conns.get(fd)
+                if conn is not None:
+                    if ev & OUT:
+                        self._flush(conn)
+                        if conn.fd < 0:
+                            continue
+                    if ev & (IN | select.EPOLLERR | select.EPOLLHUP) and conn.mask & select.EPOLLIN:
+                        try:
+                            data = conn.sock.recv(recv_size)
+                        except (BlockingIOError, InterruptedError):
+                            continue
+                        except OSError as exc:
+                            log.debug("%s: %s", peer_name(conn.peer), exc)
+                            self._close(conn)
+                            continue
+                        if conn.lingering:
+                            if not data:
+                                self._close(conn)
+                            continue
+                        conn.deadline = now + idle
+                        if data:
+                            try:
+                                reply = conn.protocol.data_received(data)
+                            except Exception as exc:
+                                protocol_failed(conn.peer, "data_received", exc)
+                                self._close(conn)
+                                continue
+                        else:
+                            conn.eof = True
+                            try:
+                                reply = conn.protocol.eof_received()._replace(close=True)
+                            except Exception as exc:
+                                protocol_failed(conn.peer, "eof_received", exc)
+                                self._close(conn)
+                                continue
+                        self._apply(conn, reply)
+                elif fd in self.listener_fds:
+                    self._accept(self.listener_fds[fd], now)
+                elif fd in self.datagrams:
+                    sock, protocol = self.datagrams[fd]
+                    answer_datagrams(sock, protocol)
+                elif fd == wake_fd:
+                    self.wakeup.drain()
+                    self.signals.take()
+                    self._finish_deferred()
+                    if self.stop_flag.requests > 1:  # asked twice: stop now
+                        for conn in list(conns.values()):
+                            self._close(conn)
+                elif fd == stop_fd:
+                    self._begin_stop(now)
+            if self.timers and self.timers[0][0] <= now:
+                self._expire(now)
+            if self.stopping_at is not None and now >= self.stopping_at:
+                for conn in list(conns.values()):
+                    log.debug("%s: closed at the end of the grace period", peer_name(conn.peer))
+                    self._close(conn)
+            if self.paused_until is not None and now >= self.paused_until:
+                self.paused_until = None
+                for lfd in self.listener_fds:
+                    ep.register(lfd, select.EPOLLIN | (select.EPOLLEXCLUSIVE if self.exclusive else 0))
+
+    def _next_timeout(self) -> float:
+        wake = []
+        if self.timers:
+            wake.append(self.timers[0][0])
+        if self.paused_until is not None:
+            wake.append(self.paused_until)
+        if self.stopping_at is not None:
+            wake.append(self.stopping_at)
+        if not wake:
+            return -1
+        return max(0.0, min(wake) - time.monotonic()) + 0.001
+
+    # -- accepting -----------------------------------------------------------------------------------------------
+    def _accept(self, listener: Listener, now: float) -> None:
+        assert self.ep is not None
+        for _ in range(128):
+            try:
+                sock, peer = listener.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in RESOURCE_ERRORS:
+                    log.warning("out of file descriptors or memory: pausing accept for %gs", RESOURCE_PAUSE)
+                    for lfd in self.listener_fds:
+                        self.ep.unregister(lfd)
+                    self.paused_until = now + RESOURCE_PAUSE
+                    return
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
+                    continue
+                raise
+            if len(self.conns) >= self.max_connections:
+                self.refuse(sock, peer, listener)
+                continue
+            sock.setblocking(False)
+            try:
+                protocol = listener.factory()
+                assert isinstance(protocol, StreamProtocol)
+            except Exception as exc:
+                protocol_failed(peer, "factory", exc)
+                sock.close()
+                continue
+            conn = Connection(sock, peer, protocol)
+            self.conns[conn.fd] = conn
+            self.ep.register(conn.fd, IN)
+            conn.deadline = now + self.limits.idle_timeout
+            self._arm(conn)
+            log.debug("%s: connected", peer_name(peer))
+            try:
+                reply = protocol.connection_made(peer, sock.getsockname())
+            except Exception as exc:
+                protocol_failed(peer, "connection_made", exc)
+                self._close(conn)
+                continue
+            self._apply(conn, reply)
+
+    # -- output --------------------------------------------------------------------------------------------------
+    def _apply(self, conn: Connection, reply: Reply) -> None:
+        """Carry out a protocol's reply: queue and try to send, close when asked, hand off deferred work."""
+        if conn.fd < 0:
+            release(reply.send)
+            return
+        if reply.send:
+            if conn.out:
+                for piece in reply.send:
+                    self._queue(conn, piece)
+            else:
+                sock = conn.sock
+                pieces = reply.send
+                for i, piece in enumerate(pieces):
+                    if type(piece) is bytes:
+                        try:
+                            sent = sock.send(piece)
+                        except (BlockingIOError, InterruptedError):
+                            sent = 0
+                        except OSError as exc:
+                            log.debug("%s: %s", peer_name(conn.peer), exc)
+                            release(pieces[i:])
+                            self._close(conn)
+                            return
+                        if sent < len(piece):
+                            self._queue(conn, memoryview(piece)[sent:])
+                            for rest in pieces[i + 1 :]:
+                                self._queue(conn, rest)
+                            break
+                    else:
+                        self._queue(conn, piece)
+                        for rest in pieces[i + 1 :]:
+                            self._queue(conn, rest)
+                        self._flush(conn)
+                        if conn.fd < 0:
+                            return
+                        break
+        if reply.close:
+            conn.closing = True
+        if reply.then is not None:
+            self._defer(conn, reply)
+        elif conn.closing and not conn.out:
+            self._end(conn)
+        else:
+            self._update_mask(conn)
+
+    def _queue(self, conn: Connection, piece) -> None:
+        if isinstance(piece, FileRegion):
+            conn.pending += piece.count
+        else:
+            if not piece:
+                return
+            conn.pending += len(piece)
+        conn.out.append(piece)
+
+    def _flush(self, conn: Connection) -> None:
+        """Send queued output until the socket is full or the queue is empty."""
+        out = conn.out
+        sock = conn.sock
+        try:
+            while out:
+                piece = out[0]
+                if isinstance(piece, FileRegion):
+                    sent = os.sendfile(conn.fd, piece.fd, piece.offset, piece.count) if piece.count else 0
+                    if sent == 0 or sent == piece.count:
+                        out.popleft()
+                        close_region(piece)
+                        conn.pending -= piece.count
+                        continue
+                    out[0] = FileRegion(piece.fd, piece.offset + sent, piece.count - sent, piece.close)
+                else:
+                    sent = sock.send(piece)
+                    if sent == len(piece):
+                        out.popleft()
+                    else:
+                        out[0] = memoryview(piece)[sent:]
+                conn.pending -= sent
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as exc:
+            log.debug("%s: %s", peer_name(conn.peer), exc)
+            self._close(conn)
+            return
+        if not out and conn.closing and not conn.busy:
+            self._end(conn)
+        else:
+            self._update_mask(conn)
+
+    def _update_mask(self, conn: Connection) -> None:
+        """Watch for write only while output is pending; stop reading while the backlog is over the limit or
+        deferred work runs."""
+        if conn.fd < 0:
+            return
+        mask = 0
+        if conn.out:
+            mask |= OUT
+        if not conn.busy and not conn.closing and conn.pending <= self.limits.write_buffer:
+            mask |= IN
+        if conn.lingering:
+            mask = IN
+        if mask != conn.mask:
+            conn.mask = mask
+            assert self.ep is not None
+            self.ep.modify(conn.fd, mask)
+
+    # -- deferred work -------------------------------------------------------------------------------------------
+    def _defer(self, conn: Connection, reply: Reply) -> None:
+        if self.executor is None:
+            self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="deferred")
+        conn.busy = True
+        self._update_mask(conn)
+        then = reply.then
+        assert then is not None
+
+        def run() -> None:
+            try:
+                result: object = then()
+            except Exception as exc:
+                result = exc
+            self.done.append((conn, result))
+            self.wakeup.poke()
+
+        self.executor.submit(run)
+
+    def _finish_deferred(self) -> None:
+        while self.done:
+            conn, result = self.done.popleft()
+            conn.busy = False
+            if conn.fd < 0:
+                if isinstance(result, Reply):
+                    release(result.send)
+                continue
+            if isinstance(result, Exception):
+                protocol_failed(conn.peer, "deferred work", result)
+                self._close(conn)
+                continue
+            conn.deadline = time.monotonic() + self.limits.idle_timeout
+            self._apply(conn, result)
+
+    # -- timers and closing --------------------------------------------------------------------------------------
+    def _arm(self, conn: Connection) -> None:
+        if not conn.timed:
+            conn.timed = True
+            heapq.heappush(self.timers, (conn.deadline, next(_order), conn))
+
+    def _expire(self, now: float) -> None:
+        timers = self.timers
+        while timers and timers[0][0] <= now:
+            _, _, conn = heapq.heappop(timers)
+            conn.timed = False
+            if conn.fd < 0:
+                continue
+            if conn.deadline > now:
+                self._arm(conn)  # active since: the real deadline moved on
+                continue
+            if conn.lingering or conn.busy is False and conn.closing:
+                self._close(conn)
+                continue
+            if conn.busy:
+                conn.deadline = now + self.limits.idle_timeout
+                self._arm(conn)
+                continue
+            log.debug("%s: idle for %gs, closed", peer_name(conn.peer), self.limits.idle_timeout)
+            try:
+                reply = conn.protocol.timed_out()
+            except Exception as exc:
+                protocol_failed(conn.peer, "timed_out", exc)
+                reply = Reply()
+            self._apply(conn, reply._replace(close=True, then=None))
+            if conn.fd >= 0:
+                self._close(conn)  # a silent client gets no linger: what did not fit is dropped
+
+    def _end(self, conn: Connection) -> None:
+        """Output done and the protocol asked to close: close at once if the peer has closed too, else half-close
+        and drain its input for a moment (lingering close), so a reset cannot destroy our last reply."""
+        if conn.eof:
+            self._close(conn)
+            return
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(conn)
+            return
+        conn.lingering = True
+        conn.closing = False
+        conn.deadline = min(conn.deadline, time.monotonic() + LINGER)
+        heapq.heappush(self.timers, (conn.deadline, next(_order), conn))
+        conn.timed = True
+        self._update_mask(conn)
+
+    def _close(self, conn: Connection) -> None:
+        if conn.fd < 0:
+            return
+        self.conns.pop(conn.fd, None)
+        try:
+            assert self.ep is not None
+            self.ep.unregister(conn.fd)
+        except (OSError, ValueError):
+            pass
+        conn.sock.close()
+        conn.fd = -1
+        release(tuple(conn.out))
+        conn.out.clear()
+        try:
+            conn.protocol.connection_lost()
+        except Exception as exc:
+            protocol_failed(conn.peer, "connection_lost", exc)
+        log.debug("%s: closed", peer_name(conn.peer))
+
+    def _begin_stop(self, now: float) -> None:
+        """Stop accepting, tell every conversation, and give them the grace period."""
+        assert self.ep is not None
+        if self.stopping_at is None:
+            log.info("%s: stopping, %d connection(s) in flight", self.name, len(self.conns))
+            self.ep.unregister(self.stop_flag.fileno())
+            for fd in list(self.listener_fds) + list(self.datagrams):
+                try:
+                    self.ep.unregister(fd)
+                except (OSError, ValueError):
+                    pass
+            self.listener_fds.clear()
+            self.datagrams.clear()
+            self.paused_until = None
+            self.close_listeners()
+            self.stopping_at = now + self.limits.grace
+            for conn in list(self.conns.values()):
+                if conn.fd >= 0 and not conn.stop_told:
+                    conn.stop_told = True
+                    try:
+                        reply = conn.protocol.stop_requested()
+                    except Exception as exc:
+                        protocol_failed(conn.peer, "stop_requested", exc)
+                        self._close(conn)
+                        continue
+                    self._apply(conn, reply)

@@ -1,0 +1,131 @@
+"""The hybrid: N worker processes, each an event loop, sharing the listening sockets; a master keeps them alive.
+
+Each worker registers the shared listeners with EPOLLEXCLUSIVE, so a new connection wakes one worker, not all.
+The master does nothing but watch: its signal handlers only record, its loop reaps with ``waitpid(-1, WNOHANG)``,
+logs each death and forks a replacement. A worker that fails before it can serve exits with WORKER_BOOT_ERROR,
+and the master stops rather than respawning forever (gunicorn's rule).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import time
+
+from sockhop.engine.base import Server
+from sockhop.engine.eventloop import EventLoopServer
+from sockhop.engine.lifecycle import Deadline, describe_status, reap, reset_after_fork
+from sockhop.errors import EngineError
+
+log = logging.getLogger("sockhop.engine")
+
+WORKER_BOOT_ERROR = 3
+RESPAWN_DELAY = 1.0  # a worker that died within this long of starting is replaced only after this long
+
+
+class PreforkServer(Server):
+    name = "prefork"
+
+    def __init__(self, listeners, limits=None) -> None:
+        super().__init__(listeners, limits)
+        self.count = self.limits.worker_count()
+        self.workers: dict[int, float] = {}  # pid -> when it started
+        self.respawn_at: list[float] = []
+        self.failed = False
+
+    def extra_signals(self) -> tuple[signal.Signals, ...]:
+        return (signal.SIGCHLD,)
+
+    def run(self) -> None:
+        for _ in range(self.count):
+            self.spawn()
+        poller = select.poll()
+        poller.register(self.wakeup, select.POLLIN)
+        poller.register(self.stop_flag, select.POLLIN)
+        while not self.stop_flag.is_set:
+            timeout = None
+            if self.respawn_at:
+                timeout = max(0.0, min(self.respawn_at) - time.monotonic()) * 1000 + 1
+            poller.poll(timeout)
+            self.wakeup.drain()
+            self.signals.take()
+            reap(self.worker_exited)
+            if self.failed:
+                self.stop_flag.request()
+                break
+            now = time.monotonic()
+            due = [t for t in self.respawn_at if t <= now]
+            self.respawn_at = [t for t in self.respawn_at if t > now]
+            for _ in due:
+                if not self.stop_flag.is_set:
+                    self.spawn()
+        self.close_listeners()
+        log.info("prefork: stopping %d worker(s)", len(self.workers))
+        self.finish()
+        if self.failed:
+            raise EngineError("a worker could not start; see the log above")
+
+    def spawn(self) -> None:
+        pid = os.fork()
+        if pid:
+            self.workers[pid] = time.monotonic()
+            log.info("prefork: worker %d started", pid)
+            return
+        status = WORKER_BOOT_ERROR
+        try:
+            reset_after_fork()
+            self.wakeup.close()
+            worker = EventLoopServer(
+                self.listeners, self.limits, exclusive=True, share=self.count, stop_flag=self.stop_flag
+            )
+            status = 1
+            worker.run()
+            status = 0
+        except BaseException as exc:
+            if status == WORKER_BOOT_ERROR:
+                log.error("prefork: worker %d could not start: %s", os.getpid(), exc)
+            else:
+                log.error("prefork: worker %d failed: %s: %s", os.getpid(), type(exc).__name__, exc)
+        finally:
+            os._exit(status)
+
+    def worker_exited(self, pid: int, status: int) -> None:
+        started = self.workers.pop(pid, None)
+        if started is None:
+            return
+        if self.stop_flag.is_set:
+            log.info("prefork: worker %d %s", pid, describe_status(status))
+            return
+        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == WORKER_BOOT_ERROR:
+            log.error("prefork: worker %d could not start; not respawning", pid)
+            self.failed = True
+            return
+        log.warning("prefork: worker %d %s; starting a new one", pid, describe_status(status))
+        soon = time.monotonic()
+        if soon - started < RESPAWN_DELAY:
+            soon += RESPAWN_DELAY  # crash loop: do not fork as fast as it dies
+        self.respawn_at.append(soon)
+
+    def finish(self) -> None:
+        deadline = Deadline(self.limits.grace + 1.0)
+        poller = select.poll()
+        poller.register(self.wakeup, select.POLLIN)
+        while self.workers and not deadline.passed and self.stop_flag.requests < 2:
+            reap(self.worker_exited)
+            if self.workers:
+                poller.poll(min(deadline.left(), 0.5) * 1000)
+                self.wakeup.drain()
+                self.signals.take()
+        for pid in list(self.workers):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        while self.workers:
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            self.workers.pop(pid, None)

@@ -1,0 +1,115 @@
+"""The contract between a protocol and the engine that drives it.
+
+A protocol knows the conversation and nothing about sockets: it is fed bytes (or one datagram) and answers with a
+:class:`Reply` saying what to send and whether to close. It never blocks, never sleeps, never reads a clock, so the
+same object runs unchanged under every concurrency model, and tests can feed it bytes directly.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+Address = Any  # what the socket module reports: (host, port) for IPv4, (host, port, flow, scope) for IPv6
+
+
+@dataclass(frozen=True, slots=True)
+class FileRegion:
+    """Part of an open file to send with ``os.sendfile`` (zero copy). The engine closes ``fd`` when done if
+    ``close`` is true."""
+
+    fd: int
+    offset: int
+    count: int
+    close: bool = True
+
+    def read(self) -> bytes:
+        """The bytes of the region, for layers that cannot use sendfile (TLS)."""
+        return os.pread(self.fd, self.count, self.offset)
+
+
+class Reply(NamedTuple):
+    """What to do after an event: send these pieces in order, then close if asked.
+
+    A NamedTuple rather than a dataclass: one is built per event on the hot path, and tuple construction is the
+    cheapest object Python makes.
+    """
+
+    send: tuple[bytes | FileRegion, ...] = ()
+    close: bool = False
+    #: Blocking work (an fsync before SMTP's 250) to run after ``send`` is sent. The engine runs it where it stalls
+    #: no other connection (a worker thread under the event loop) and then carries out the Reply it returns. No
+    #: other method of the protocol is called meanwhile, so it may touch the protocol's state freely.
+    then: Callable[[], Reply] | None = None
+
+
+NOTHING = Reply()
+CLOSE = Reply(close=True)
+
+
+class StreamProtocol:
+    """One instance per connection. Override what you need; every method returns a :class:`Reply`."""
+
+    def connection_made(self, peer: Address, local: Address) -> Reply:
+        """A client connected (SMTP sends its 220 greeting here)."""
+        return NOTHING
+
+    def data_received(self, data: bytes) -> Reply:
+        """Some bytes arrived; ``data`` is never empty."""
+        return NOTHING
+
+    def eof_received(self) -> Reply:
+        """The peer half-closed (recv returned b""). By default: finish sending, then close."""
+        return CLOSE
+
+    def stop_requested(self) -> Reply:
+        """The server is stopping gracefully: finish the conversation soon. Called once; the connection is closed
+        anyway when the grace period ends. Protocols with idle points (HTTP keep-alive, SMTP between commands) can
+        close at once; the default lets the conversation run on."""
+        return NOTHING
+
+    def timed_out(self) -> Reply:
+        """The idle timeout expired. The reply is sent (best effort) and the connection closed."""
+        return CLOSE
+
+    def connection_lost(self) -> None:
+        """The connection is gone, whoever closed it. Release what the protocol holds."""
+
+
+class DatagramProtocol:
+    """One instance per socket and worker. Returns the datagrams to send back to ``peer``."""
+
+    def datagram_received(self, data: bytes, peer: Address) -> list[bytes]:
+        return []
+
+
+@dataclass(frozen=True)
+class Listener:
+    """An open listening socket and how to make the protocol for what arrives on it.
+
+    ``factory`` returns a :class:`StreamProtocol` for a SOCK_STREAM socket (called once per connection) or a
+    :class:`DatagramProtocol` for a SOCK_DGRAM socket (called once per socket and worker). ``busy`` is sent to a
+    client refused because the server is at its connection limit (an SMTP 421, an HTTP 503), then it is closed.
+    """
+
+    sock: socket.socket
+    factory: Callable[[], StreamProtocol | DatagramProtocol]
+    busy: bytes = b""
+    name: str = ""
+
+    @property
+    def is_stream(self) -> bool:
+        return self.sock.type == socket.SOCK_STREAM
+
+    def describe(self) -> str:
+        kind = "tcp" if self.is_stream else "udp"
+        return f"{self.name or kind} {kind} {format_address(self.sock.getsockname())}"
+
+
+def format_address(addr: Address) -> str:
+    """``host:port``, with IPv6 hosts in brackets, as endpoints are written."""
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,108 @@
+"""Opening listening sockets: socket(), bind(), listen() -- with the mistakes people make turned into one line."""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+from sockhop.errors import AddressError, AddressInUseError, PrivilegedPortError
+from sockhop.net.addresses import Endpoint, resolve
+from sockhop.net.ports import unprivileged_start
+
+# The kernel caps this at net.core.somaxconn; asking for more costs nothing and lets a tuned host use it.
+BACKLOG = 4096
+
+
+def _has_ipv6() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def _describe(family: socket.AddressFamily, sockaddr: tuple, kind: socket.SocketKind) -> str:
+    host, port = sockaddr[0], sockaddr[1]
+    where = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+    return f"{where} ({'tcp' if kind == socket.SOCK_STREAM else 'udp'})"
+
+
+def open_socket(
+    family: socket.AddressFamily,
+    sockaddr: tuple,
+    kind: socket.SocketKind = socket.SOCK_STREAM,
+    *,
+    dual_stack: bool = False,
+    reuse_port: bool = False,
+    backlog: int = BACKLOG,
+) -> socket.socket:
+    """One bound (and, for TCP, listening) socket. Raises an :class:`AddressError` that says what to do."""
+    sock = socket.socket(family, kind)
+    try:
+        if kind == socket.SOCK_STREAM:
+            # Let a restarted server bind while old connections sit in TIME_WAIT.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
+        try:
+            sock.bind(sockaddr)
+        except OSError as exc:
+            where = _describe(family, sockaddr, kind)
+            if exc.errno == errno.EADDRINUSE:
+                raise AddressInUseError(
+                    f"address {where} is already in use: another program listens there; stop it or pick another port"
+                ) from None
+            if exc.errno == errno.EACCES and sockaddr[1] < unprivileged_start():
+                raise PrivilegedPortError(
+                    f"port {sockaddr[1]} is privileged (below {unprivileged_start()}): run as root, grant the program "
+                    f"CAP_NET_BIND_SERVICE, or listen on a port above 1023 (such as {sockaddr[1] + 8000})"
+                ) from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise AddressError(f"cannot listen on {where}: that is not an address of this machine") from None
+            raise AddressError(f"cannot listen on {where}: {exc.strerror}") from None
+        if kind == socket.SOCK_STREAM:
+            sock.listen(backlog)
+        return sock
+    except BaseException:
+        sock.close()
+        raise
+
+
+def open_listeners(
+    endpoints: list[Endpoint], kind: socket.SocketKind = socket.SOCK_STREAM, *, reuse_port: bool = False
+) -> list[socket.socket]:
+    """Open a socket for every address the endpoints name.
+
+    An endpoint with no host listens on every interface: one IPv6 socket that also takes IPv4 (dual stack) where
+    the machine has IPv6, else 0.0.0.0. A host name with several addresses (``localhost``) gets one socket each,
+    all on the same port -- the first one's, when the port is 0. The caller closes them.
+    """
+    socks: list[socket.socket] = []
+    try:
+        for endpoint in endpoints:
+            if not endpoint.host:
+                if _has_ipv6():
+                    socks.append(
+                        open_socket(
+                            socket.AF_INET6, ("::", endpoint.port), kind, dual_stack=True, reuse_port=reuse_port
+                        )
+                    )
+                else:
+                    socks.append(open_socket(socket.AF_INET, ("0.0.0.0", endpoint.port), kind, reuse_port=reuse_port))
+                continue
+            port = endpoint.port
+            for family, sockaddr in resolve(endpoint, kind, passive=True):
+                sockaddr = (sockaddr[0], port, *sockaddr[2:])
+                sock = open_socket(family, sockaddr, kind, reuse_port=reuse_port)
+                socks.append(sock)
+                port = sock.getsockname()[1]
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks

@@ -1,0 +1,176 @@
+"""The lecture's client side as a tool, as netcat is: connect, send standard input, print what comes back.
+
+TCP: at the end of input the write side is shut (a half-close) and whatever is still in flight is printed until
+the server closes. UDP: each line of input is one datagram; replies are printed as they come, and the tool waits
+``wait`` seconds after the last one.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import selectors
+import socket
+import sys
+import time
+
+from sockhop.errors import SockhopError
+from sockhop.net.addresses import Endpoint, resolve
+
+
+class TalkError(SockhopError):
+    """The conversation failed."""
+
+
+def _connect(endpoint: Endpoint, kind: socket.SocketKind, timeout: float) -> socket.socket:
+    last: OSError | None = None
+    for family, sockaddr in resolve(endpoint, kind):
+        sock = socket.socket(family, kind)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(sockaddr)
+            return sock
+        except OSError as exc:
+            sock.close()
+            last = exc
+    where = str(endpoint)
+    if isinstance(last, ConnectionRefusedError):
+        raise TalkError(f"cannot connect to {where}: connection refused (nothing listens there)")
+    if isinstance(last, TimeoutError | socket.timeout):
+        raise TalkError(f"cannot connect to {where}: timed out after {timeout:g}s")
+    raise TalkError(f"cannot connect to {where}: {last.strerror if last else 'no address'}")
+
+
+def talk_tcp(endpoint: Endpoint, stdin: int, stdout, timeout: float = 10.0) -> None:
+    """Copy stdin to the server and the server to stdout at once, never blocking one direction on the other
+    (a large input would otherwise deadlock against a server that answers as it reads)."""
+    sock = _connect(endpoint, socket.SOCK_STREAM, timeout)
+    sock.setblocking(False)
+    sel = selectors.DefaultSelector()
+    sel.register(sock, selectors.EVENT_READ)
+    try:
+        sel.register(stdin, selectors.EVENT_READ)
+        sel.unregister(stdin)
+        file_input = False  # a pipe or terminal: read it when it is ready
+    except (PermissionError, ValueError):
+        file_input = True  # a regular file or /dev/null: always ready, and epoll refuses it
+    input_open = True
+    watching_input = False
+    out = b""
+    try:
+        while True:
+            if input_open and not out and file_input:
+                out = _read_input(stdin)
+                if not out:
+                    input_open = False
+                    sock.shutdown(socket.SHUT_WR)  # half-close: "no more from me", keep reading
+            # Read input only when the last chunk is sent: memory stays bounded whatever the server does.
+            want_input = input_open and not out and not file_input
+            if want_input != watching_input:
+                if want_input:
+                    sel.register(stdin, selectors.EVENT_READ)
+                else:
+                    sel.unregister(stdin)
+                watching_input = want_input
+            sel.modify(sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if out else 0))
+            for key, events in sel.select():
+                if key.fileobj is not sock:
+                    out = _read_input(stdin)
+                    if not out:
+                        input_open = False
+                        sock.shutdown(socket.SHUT_WR)
+                    continue
+                if events & selectors.EVENT_WRITE and out:
+                    try:
+                        out = out[sock.send(out) :]
+                    except BlockingIOError:
+                        pass
+                    except (BrokenPipeError, ConnectionResetError):
+                        raise TalkError(f"{endpoint}: the server closed the connection") from None
+                if events & selectors.EVENT_READ:
+                    try:
+                        data = sock.recv(65536)
+                    except BlockingIOError:
+                        continue
+                    except ConnectionResetError:
+                        raise TalkError(f"{endpoint}: connection reset by the server") from None
+                    if not data:
+                        return
+                    stdout.write(data)
+                    stdout.flush()
+    finally:
+        sel.close()
+        sock.close()
+
+
+def _read_input(fd: int) -> bytes:
+    return os.read(fd, 65536)
+
+
+def talk_udp(endpoint: Endpoint, stdin: int, stdout, wait: float = 1.0) -> None:
+    sock = _connect(endpoint, socket.SOCK_DGRAM, wait)
+    sock.setblocking(False)
+    sel = selectors.DefaultSelector()
+    sel.register(sock, selectors.EVENT_READ)
+    pending = b""
+    input_open = True
+    try:
+        sel.register(stdin, selectors.EVENT_READ)
+    except (PermissionError, ValueError):
+        pending = b""
+        while chunk := os.read(stdin, 65536):
+            pending += chunk
+        for line in pending.splitlines(keepends=True):
+            _send_datagram(sock, line, endpoint)
+        pending = b""
+        input_open = False
+    quiet_until = time.monotonic() + wait
+    try:
+        while input_open or time.monotonic() < quiet_until:
+            timeout = None if input_open else max(0.0, quiet_until - time.monotonic())
+            for key, _ in sel.select(timeout):
+                if key.fileobj is sock:
+                    try:
+                        data = sock.recv(65535)
+                    except BlockingIOError:
+                        continue
+                    except ConnectionRefusedError:
+                        raise TalkError(f"no one is listening on udp {endpoint}") from None
+                    stdout.write(data)
+                    stdout.flush()
+                    quiet_until = time.monotonic() + wait
+                else:
+                    chunk = os.read(stdin, 65536)
+                    if not chunk:
+                        sel.unregister(stdin)
+                        input_open = False
+                        if pending:
+                            _send_datagram(sock, pending, endpoint)
+                        quiet_until = time.monotonic() + wait
+                        continue
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        _send_datagram(sock, line + b"\n", endpoint)
+    finally:
+        sel.close()
+        sock.close()
+
+
+def _send_datagram(sock: socket.socket, data: bytes, endpoint: Endpoint) -> None:
+    try:
+        sock.send(data)
+    except ConnectionRefusedError:
+        raise TalkError(f"no one is listening on udp {endpoint}") from None
+    except OSError as exc:
+        if exc.errno == errno.EMSGSIZE:
+            raise TalkError(f"a line of {len(data)} bytes is too long for one datagram (65507 at most)") from None
+        raise TalkError(f"udp {endpoint}: {exc.strerror}") from None
+
+
+def talk(endpoint: Endpoint, *, udp: bool = False, timeout: float = 10.0, wait: float = 1.0) -> None:
+    stdout = sys.stdout.buffer
+    if udp:
+        talk_udp(endpoint, sys.stdin.fileno(), stdout, wait)
+    else:
+        talk_tcp(endpoint, sys.stdin.fileno(), stdout, timeout)
