@@ -1,7 +1,7 @@
 """``sockhop up``: every service sockhop has, on loopback, with built-in defaults, in one server.
 
 All services share one engine -- one event loop (or whichever model is asked for) serving every listener -- and
-stop together on Ctrl-C.
+stop together on Ctrl-C. Each service contributes a function ``(UpContext) -> list[Offer]`` to ``SERVICES``.
 """
 
 from __future__ import annotations
@@ -9,42 +9,70 @@ from __future__ import annotations
 import argparse
 import socket
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
-from sockhop.echo import DEFAULT_PORT as ECHO_PORT
-from sockhop.echo import EchoDatagram, EchoStream
 from sockhop.engine import Limits, Listener, make_server
 from sockhop.net.listeners import open_socket
 
 
-def _family(host: str) -> socket.AddressFamily:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
+@dataclass(frozen=True)
+class UpContext:
+    host: str
+    data: Path  # where services keep what they store (mail, certificates)
+
+    def open(self, port: int, kind: socket.SocketKind = socket.SOCK_STREAM) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        return open_socket(family, (self.host, port), kind)
+
+
+@dataclass(frozen=True)
+class Offer:
+    """One listener of one service, and a command that shows it working."""
+
+    listener: Listener
+    try_it: str
+
+
+def echo_service(ctx: UpContext) -> list[Offer]:
+    from sockhop.echo import DEFAULT_PORT, EchoDatagram, EchoStream
+
+    return [
+        Offer(Listener(ctx.open(DEFAULT_PORT), EchoStream, name="echo"), f"echo hello | sockhop talk {ctx.host} 7007"),
+        Offer(
+            Listener(ctx.open(DEFAULT_PORT, socket.SOCK_DGRAM), EchoDatagram, name="echo"),
+            f"echo hello | sockhop talk --udp {ctx.host} 7007",
+        ),
+    ]
+
+
+SERVICES: list[Callable[[UpContext], list[Offer]]] = [echo_service]
 
 
 def up(args: argparse.Namespace) -> int:
-    host = args.host
-    fam = _family(host)
-    shown = f"[{host}]" if ":" in host else host
-    listeners: list[Listener] = []
+    ctx = UpContext(host=args.host, data=Path(args.data))
+    offers: list[Offer] = []
     try:
-        listeners.append(Listener(open_socket(fam, (host, ECHO_PORT)), EchoStream, name="echo"))
-        listeners.append(Listener(open_socket(fam, (host, ECHO_PORT), socket.SOCK_DGRAM), EchoDatagram, name="echo"))
+        for service in SERVICES:
+            offers.extend(service(ctx))
         limits = Limits(
             idle_timeout=args.idle_timeout, max_connections=args.max_connections, grace=args.grace, workers=args.workers
         )
         model = args.model
         if model in ("fork", "thread"):
-            # UDP needs a model that serves datagrams; the stream services still get a process/thread each in
-            # their own `sockhop serve` if that is what is wanted.
             print(f"sockhop: --model {model} cannot serve UDP; `sockhop up` uses eventloop", file=sys.stderr)
             model = "eventloop"
-        server = make_server(model, listeners, limits)
+        server = make_server(model, [offer.listener for offer in offers], limits)
     except BaseException:
-        for listener in listeners:
-            listener.sock.close()
+        for offer in offers:
+            offer.listener.sock.close()
         raise
-    print(f"sockhop up: serving on {host} (model {model}); Ctrl-C stops everything", file=sys.stderr)
-    print(f"  echo  tcp {shown}:{ECHO_PORT}   try: echo hello | sockhop talk {host} {ECHO_PORT}", file=sys.stderr)
-    print(f"  echo  udp {shown}:{ECHO_PORT}   try: echo hello | sockhop talk --udp {host} {ECHO_PORT}", file=sys.stderr)
+    print(f"sockhop up: every service on {args.host} (model {model}); Ctrl-C stops them all", file=sys.stderr)
+    for offer in offers:
+        listener = offer.listener
+        print(f"sockhop: {listener.describe()} (model {model})", file=sys.stderr)
+        print(f"    try: {offer.try_it}", file=sys.stderr)
     sys.stderr.flush()
     server.serve()
     print("sockhop up: stopped", file=sys.stderr)

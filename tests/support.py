@@ -1,0 +1,123 @@
+"""What every test that runs a real server needs: start sockhop as a subprocess on ephemeral loopback ports, learn
+the ports it got, stop it, and make sure nothing is left behind. Real sockets only."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+LISTENING = re.compile(r"^sockhop: (?P<name>\S+) (?P<kind>tcp|udp) (?P<addr>\S+) \(model")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def require_tool(name: str) -> str:
+    """The path of a real client the test drives. Missing: a skip on a developer's machine, a failure in CI."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (make test installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def split_address(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+@dataclass
+class ServerProcess:
+    """A running ``sockhop`` and the addresses it announced, as (host, port) by (name, kind)."""
+
+    proc: subprocess.Popen
+    addresses: dict[tuple[str, str], list[tuple[str, int]]] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def address(self, name: str = "", kind: str = "tcp") -> tuple[str, int]:
+        for (n, k), addrs in self.addresses.items():
+            if k == kind and (not name or n == name):
+                return addrs[0]
+        raise KeyError(f"server announced no {name} {kind} address: {self.lines}")
+
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+def start_server(args: list[str], *, announce: int = 1, timeout: float = 15.0, env=None, **popen) -> ServerProcess:
+    """Run ``python -m sockhop ARGS`` and wait until it has announced ``announce`` listening addresses."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sockhop", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        **popen,
+    )
+    server = ServerProcess(proc)
+    ready = threading.Event()
+
+    def drain() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            line = line.rstrip("\n")
+            server.lines.append(line)
+            match = LISTENING.match(line)
+            if match:
+                key = (match["name"], match["kind"])
+                server.addresses.setdefault(key, []).append(split_address(match["addr"]))
+                if sum(len(v) for v in server.addresses.values()) >= announce:
+                    ready.set()
+        ready.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while not ready.wait(0.05):
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise AssertionError(f"server did not start: {server.log()}")
+    if proc.poll() is not None and not server.addresses:
+        raise AssertionError(f"server exited with {proc.returncode}: {server.log()}")
+    return server
+
+
+@pytest.fixture
+def sockhop_server():
+    """Start servers with ``sockhop_server([...args])``; every one is stopped (and reaped) after the test."""
+    started: list[ServerProcess] = []
+
+    def start(args: list[str], **kwargs) -> ServerProcess:
+        server = start_server(args, **kwargs)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+        if server.proc.stderr:
+            server.proc.stderr.close()
