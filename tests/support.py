@@ -67,10 +67,14 @@ class ServerProcess:
             return self.proc.wait()
 
 
-def start_server(args: list[str], *, announce: int = 1, timeout: float = 15.0, env=None, **popen) -> ServerProcess:
-    """Run ``python -m sockhop ARGS`` and wait until it has announced ``announce`` listening addresses."""
+def start_server(
+    args: list[str], *, announce: int = 1, timeout: float = 15.0, module: str = "sockhop", env=None, **popen
+) -> ServerProcess:
+    """Run ``python -m MODULE ARGS`` (from the repository's root) and wait until it has announced ``announce``
+    listening addresses."""
+    popen.setdefault("cwd", ROOT)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sockhop", *args],
+        [sys.executable, "-m", module, *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

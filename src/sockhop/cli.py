@@ -194,12 +194,10 @@ def setup_logging(verbosity: int) -> None:
     logging.basicConfig(level=level, format="sockhop[%(process)d] %(levelname)s %(message)s", stream=sys.stderr)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
+def main_guard(func: Callable[..., int], *args) -> int:
+    """Run a command so that every failure ends in one plain line and an exit status, never a traceback."""
     try:
-        return args.func(args)
+        return func(*args)
     except SockhopError as exc:
         print(f"sockhop: {exc}", file=sys.stderr)
         return 1
@@ -207,6 +205,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-    except OSError as exc:  # last resort: still one line, never a traceback
+    except OSError as exc:  # last resort: still one line
         print(f"sockhop: {exc.strerror or exc}", file=sys.stderr)
         return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    return main_guard(args.func, args)

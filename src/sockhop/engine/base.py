@@ -9,6 +9,7 @@ import select
 import signal
 import socket
 import threading
+import time
 
 from sockhop.engine.drive import drive_stream, peer_name, protocol_failed
 from sockhop.engine.lifecycle import Deadline, Signals, StopFlag, Wakeup
@@ -21,6 +22,15 @@ log = logging.getLogger("sockhop.engine")
 # accept() failing with these means the machine, not the client, is out of something: wait, do not spin.
 RESOURCE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 RESOURCE_PAUSE = 0.1
+_last_exhaustion_note = [0.0]
+
+
+def note_exhaustion(exc_text: str = "out of file descriptors or memory") -> None:
+    """Log running out of descriptors at most every 10 s: the pause repeats ten times a second while it lasts."""
+    now = time.monotonic()
+    if now - _last_exhaustion_note[0] >= 10.0:
+        _last_exhaustion_note[0] = now
+        log.warning("%s: pausing accept for %gs at a time until some close", exc_text, RESOURCE_PAUSE)
 
 
 class Server:
@@ -140,7 +150,7 @@ class BlockingServer(Server):
                         if not listener.is_stream:
                             self.answer_inline(listener)
                         elif not self.accept(listener):
-                            log.warning("out of file descriptors or memory: pausing accept for %gs", RESOURCE_PAUSE)
+                            note_exhaustion()
                             for lfd in by_fd:
                                 poller.unregister(lfd)
                             paused = Deadline(RESOURCE_PAUSE)

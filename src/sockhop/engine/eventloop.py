@@ -23,7 +23,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
-from sockhop.engine.base import RESOURCE_ERRORS, RESOURCE_PAUSE, Server
+from sockhop.engine.base import RESOURCE_ERRORS, RESOURCE_PAUSE, Server, note_exhaustion
 from sockhop.engine.drive import LINGER, RECV_SIZE, answer_datagrams, close_region, peer_name, protocol_failed, release
 from sockhop.engine.protocol import Address, DatagramProtocol, FileRegion, Listener, Reply, StreamProtocol
 
@@ -204,7 +204,7 @@ class EventLoopServer(Server):
                 return
             except OSError as exc:
                 if exc.errno in RESOURCE_ERRORS:
-                    log.warning("out of file descriptors or memory: pausing accept for %gs", RESOURCE_PAUSE)
+                    note_exhaustion()
                     for lfd in self.listener_fds:
                         self.ep.unregister(lfd)
                     self.paused_until = now + RESOURCE_PAUSE
