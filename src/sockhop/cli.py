@@ -107,9 +107,12 @@ def run_server(args: argparse.Namespace, listeners: list[Listener], model: str |
     workers = ""
     if model in ("pool", "prefork"):
         workers = f", {server.limits.worker_count()} workers"
-    for listener in listeners:
-        print(f"sockhop: {listener.describe()} (model {model}{workers})", file=sys.stderr, flush=True)
-    server.serve()
+
+    def announce() -> None:
+        for listener in listeners:
+            print(f"sockhop: {listener.describe()} (model {model}{workers})", file=sys.stderr, flush=True)
+
+    server.serve(on_ready=announce)
     return 0
 
 

@@ -68,12 +68,14 @@ def up(args: argparse.Namespace) -> int:
         for offer in offers:
             offer.listener.sock.close()
         raise
-    print(f"sockhop up: every service on {args.host} (model {model}); Ctrl-C stops them all", file=sys.stderr)
-    for offer in offers:
-        listener = offer.listener
-        print(f"sockhop: {listener.describe()} (model {model})", file=sys.stderr)
-        print(f"    try: {offer.try_it}", file=sys.stderr)
-    sys.stderr.flush()
-    server.serve()
+
+    def announce() -> None:
+        print(f"sockhop up: every service on {args.host} (model {model}); Ctrl-C stops them all", file=sys.stderr)
+        for offer in offers:
+            print(f"sockhop: {offer.listener.describe()} (model {model})", file=sys.stderr)
+            print(f"    try: {offer.try_it}", file=sys.stderr)
+        sys.stderr.flush()
+
+    server.serve(on_ready=announce)
     print("sockhop up: stopped", file=sys.stderr)
     return 0

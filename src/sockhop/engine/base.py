@@ -10,6 +10,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 from sockhop.engine.drive import drive_stream, peer_name, protocol_failed
 from sockhop.engine.lifecycle import Deadline, Signals, StopFlag, Wakeup
@@ -61,9 +62,13 @@ class Server:
         self.stop_flag.request()
         self.wakeup.poke()
 
-    def serve(self) -> None:
+    def serve(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Run until stopped. ``on_ready`` is called once the signal handlers are in place, so whoever is told
+        the server is up can stop it gracefully from then on."""
         self.signals.install()
         try:
+            if on_ready is not None:
+                on_ready()
             self.run()
         finally:
             self.signals.restore()

@@ -33,6 +33,8 @@ _order = itertools.count()  # ties in the timer heap break on this, never on the
 
 IN = select.EPOLLIN | select.EPOLLRDHUP
 OUT = select.EPOLLOUT
+READABLE = IN | select.EPOLLERR | select.EPOLLHUP  # errors and hang-ups surface through recv
+EPOLLIN = select.EPOLLIN
 
 
 class Connection:
@@ -127,7 +129,7 @@ class EventLoopServer(Server):
                         self._flush(conn)
                         if conn.fd < 0:
                             continue
-                    if ev & (IN | select.EPOLLERR | select.EPOLLHUP) and conn.mask & select.EPOLLIN:
+                    if ev & READABLE and conn.mask & EPOLLIN:
                         try:
                             data = conn.sock.recv(recv_size)
                         except (BlockingIOError, InterruptedError):
@@ -148,6 +150,22 @@ class EventLoopServer(Server):
                                 protocol_failed(conn.peer, "data_received", exc)
                                 self._close(conn)
                                 continue
+                            # The hot path (one piece of bytes, nothing queued, nothing else asked): send it here.
+                            send = reply.send
+                            if len(send) == 1 and not conn.out and reply.then is None and not reply.close:
+                                piece = send[0]
+                                if type(piece) is bytes:
+                                    try:
+                                        sent = conn.sock.send(piece)
+                                    except (BlockingIOError, InterruptedError):
+                                        sent = 0
+                                    except OSError as exc:
+                                        log.debug("%s: %s", peer_name(conn.peer), exc)
+                                        self._close(conn)
+                                        continue
+                                    if sent == len(piece):
+                                        continue
+                                    reply = Reply((memoryview(piece)[sent:],))  # the rest goes the general way
                         else:
                             conn.eof = True
                             try:

@@ -1,0 +1,110 @@
+"""The command line as a user meets it: one plain line for each mistake, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from tests.support import ROOT
+
+
+def sockhop(*args: str, input: bytes | None = None, timeout: float = 20, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "sockhop", *args], input=input, capture_output=True, timeout=timeout, cwd=ROOT, **kwargs
+    )
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    err = result.stderr.decode()
+    assert result.returncode != 0
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_unknown_host():
+    assert "unknown host 'no-such-host.invalid'" in one_line_error(
+        sockhop("serve", "echo", "--listen", "no-such-host.invalid:7007")
+    )
+
+
+def test_unknown_service_name():
+    assert "unknown service name 'nosuchsvc'" in one_line_error(sockhop("serve", "echo", "--listen", ":nosuchsvc"))
+
+
+def test_port_out_of_range():
+    assert "out of range" in one_line_error(sockhop("serve", "echo", "--listen", "127.0.0.1:70000"))
+
+
+def test_address_in_use_says_which():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        line = one_line_error(sockhop("serve", "echo", "--listen", f"127.0.0.1:{port}"))
+    assert f"127.0.0.1:{port}" in line and "already in use" in line
+
+
+def test_privileged_port_without_privilege_says_what_to_do():
+    def drop_bind_capability():
+        # As root, drop CAP_NET_BIND_SERVICE from the bounding set: after exec the process is root without the
+        # right to bind low ports, as an ordinary user is.
+        import ctypes
+
+        pr_capbset_drop, cap_net_bind_service = 24, 10
+        if ctypes.CDLL(None, use_errno=True).prctl(pr_capbset_drop, cap_net_bind_service, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl")
+
+    preexec = drop_bind_capability if os.getuid() == 0 else None
+    line = one_line_error(sockhop("serve", "echo", "--listen", "127.0.0.1:80", preexec_fn=preexec))
+    assert "privileged" in line and "CAP_NET_BIND_SERVICE" in line
+
+
+def test_talk_to_nothing_listening():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound but not listening: connections are refused
+        assert "connection refused" in one_line_error(sockhop("talk", "127.0.0.1", str(port)))
+
+
+def test_ports_table_and_lookup():
+    table = sockhop("ports")
+    assert table.returncode == 0
+    for name in ("nsiiops", "https", "ftps-data", "ftps", "telnets", "imaps", "ircs", "pop3s", "submission"):
+        assert name.encode() in table.stdout
+    one = sockhop("ports", "imaps")
+    assert one.returncode == 0 and b"993" in one.stdout and b"well-known" in one.stdout
+    by_number = sockhop("ports", "40000")
+    assert b"registered" in by_number.stdout
+    assert "out of range" in one_line_error(sockhop("ports", "65536"))
+
+
+def test_talk_tcp_half_closes_and_prints_what_was_in_flight(sockhop_server):
+    server = sockhop_server(["serve", "echo", "--listen", "127.0.0.1:0"])
+    host, port = server.address("echo")
+    data = os.urandom(2 * 1024 * 1024)
+    result = sockhop("talk", host, str(port), input=data)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == data
+
+
+def test_talk_udp_one_datagram_per_line(sockhop_server):
+    server = sockhop_server(["serve", "echo", "--udp", "--listen", "127.0.0.1:0"])
+    host, port = server.address("echo", "udp")
+    result = sockhop("talk", "--udp", "--wait", "0.5", host, str(port), input=b"one\ntwo\nthree")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"one\ntwo\nthree"
+
+
+@pytest.mark.parametrize("model", ["iterative", "prefork"])
+def test_sigint_stops_gracefully(sockhop_server, model):
+    import signal
+
+    server = sockhop_server(["serve", "echo", "--model", model, "--listen", "127.0.0.1:0", "--workers", "2"])
+    assert server.stop(signal.SIGINT) == 0
+    assert "Traceback" not in server.log()
