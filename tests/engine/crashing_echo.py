@@ -1,4 +1,5 @@
-"""The engine suite's server: sockhop's echo, except that a message containing CRASH makes the protocol raise.
+"""The engine suite's server: sockhop's echo, except that a message containing CRASH makes the protocol raise,
+one containing ALARM sets a one-second alarm (Reply.alarm), and a timeout says so before the connection closes.
 
 It is run as a real subprocess, built with the same pieces as `sockhop serve echo`, so every model and limit the
 CLI offers is exercised; the crash shows that a protocol's exception costs only its own connection.
@@ -21,7 +22,12 @@ class CrashingEcho(EchoStream):
     def data_received(self, data: bytes) -> Reply:
         if TRIGGER in data:
             raise RuntimeError("asked to crash")
+        if b"ALARM" in data:
+            return Reply((data,), alarm=1.0)
         return Reply((data,))
+
+    def timed_out(self) -> Reply:
+        return Reply((b"timed out\n",))
 
 
 class CrashingEchoDatagram(EchoDatagram):

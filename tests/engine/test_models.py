@@ -21,7 +21,6 @@ from tests.engine.clients import (
     fd_count,
     read_until_eof,
     rss_kib,
-    socket_fds,
     state,
     tree,
     wait_for,
@@ -35,14 +34,25 @@ SERVER = "tests.engine.crashing_echo"
 
 
 def listen_on(host: str) -> str:
-    return f"[{host}]:0" if ":" in host else f"{host}:0"
+    return f"[{host}]:0" if ":" in host else f"{host}:0"  # "" gives ":0": every interface
 
 
-def serve(model: str, host: str = "127.0.0.1", *extra: str, udp: bool = False, **kwargs):
-    args = ["--model", model, "--listen", listen_on(host), "--workers", "2", *extra]
-    if udp:
-        args.append("--udp")
-    return start_server(args, module=SERVER, **kwargs)
+@pytest.fixture
+def serve():
+    """``serve(model, host, *flags, udp=False)`` starts the suite's server; all are stopped after the test."""
+    started = []
+
+    def start(model: str, host: str = "127.0.0.1", *extra: str, udp: bool = False, **kwargs):
+        args = ["--model", model, "--listen", listen_on(host), "--workers", "2", *extra]
+        if udp:
+            args.append("--udp")
+        proc = start_server(args, module=SERVER, **kwargs)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
 
 
 @pytest.fixture(params=MODELS)
@@ -56,7 +66,7 @@ def host(request):
 
 
 @pytest.fixture
-def server(model, host):
+def server(serve, model, host):
     """A server of the model on an ephemeral loopback port, stopped and reaped after the test."""
     proc = serve(model, host, "--grace", "3")
     yield proc
@@ -130,7 +140,7 @@ def test_a_protocol_exception_costs_only_its_own_connection(server, model):
 
 
 # -- lifecycle ------------------------------------------------------------------------------------------------------
-def test_graceful_stop_delivers_in_flight_data(model, host):
+def test_graceful_stop_delivers_in_flight_data(serve, model, host):
     proc = serve(model, host, "--grace", "5")
     payload = os.urandom(1024 * 1024)
     sock = connect(proc.address())
@@ -146,7 +156,7 @@ def test_graceful_stop_delivers_in_flight_data(model, host):
         connect(proc.address(), timeout=2).close()
 
 
-def test_stop_ends_a_conversation_that_does_not_end_by_itself(model):
+def test_stop_ends_a_conversation_that_does_not_end_by_itself(serve, model):
     proc = serve(model, "127.0.0.1", "--grace", "1")
     sock = connect(proc.address())
     sock.sendall(b"x")
@@ -176,27 +186,49 @@ def test_no_zombies_and_no_leaked_descriptors(server, model):
         assert wait_for(lambda: children(root) == [], 10), children(root)
 
 
-def test_idle_timeout(model, host):
+def test_idle_timeout(serve, model, host):
     proc = serve(model, host, "--idle-timeout", "1")
     with connect(proc.address()) as idle:
         started = time.monotonic()
         if model == "iterative":
-            assert read_until_eof(idle) == b""
+            assert read_until_eof(idle) == b"timed out\n"  # the protocol's last word, then the close
         else:
             with connect(proc.address()) as busy:
                 for _ in range(6):  # a client that keeps talking is never idle
                     busy.sendall(b"tick")
                     assert busy.recv(4) == b"tick"
                     time.sleep(0.3)
-                assert read_until_eof(idle, timeout=5) == b""
+                assert read_until_eof(idle, timeout=5) == b"timed out\n"
                 busy.sendall(b"tock")
                 assert busy.recv(4) == b"tock"
         assert 0.8 < time.monotonic() - started < 5
-    proc.stop()
+
+
+def test_the_protocols_alarm_fires_however_busy_the_client(serve, model):
+    proc = serve(model, "127.0.0.1", "--idle-timeout", "30")
+    with connect(proc.address()) as sock:
+        started = time.monotonic()
+        sock.sendall(b"ALARM")
+        assert sock.recv(5) == b"ALARM"
+        sock.settimeout(0.1)
+        received = b""
+        for _ in range(50):  # a slowloris: a byte every 0.1 s, never idle, never done
+            try:
+                sock.sendall(b".")
+                chunk = sock.recv(100)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            received += chunk
+        assert received.endswith(b"timed out\n"), received
+        assert 0.8 < time.monotonic() - started < 4
 
 
 @pytest.mark.parametrize("model", [m for m in MODELS if m != "iterative"])
-def test_connection_limit_refuses_cleanly_and_stays_up(model):
+def test_connection_limit_refuses_cleanly_and_stays_up(serve, model):
     # pool: three threads, so all three are served at once; prefork: one worker holds the whole limit.
     proc = serve(model, "127.0.0.1", "--max-connections", "3", "--workers", "3" if model == "pool" else "1")
     held = [connect(proc.address()) for _ in range(3)]
@@ -245,7 +277,7 @@ def test_a_client_that_never_reads_cannot_grow_server_memory(server):
     assert growth < 16 * 1024, f"server grew {growth} KiB for one client that never reads (sent {sent} bytes)"
 
 
-def test_survives_running_out_of_file_descriptors(model):
+def test_survives_running_out_of_file_descriptors(serve, model):
     def low_limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
 
@@ -270,7 +302,7 @@ def test_survives_running_out_of_file_descriptors(model):
 
 
 # -- prefork --------------------------------------------------------------------------------------------------------
-def test_prefork_replaces_a_worker_killed_with_sigkill(host):
+def test_prefork_replaces_a_worker_killed_with_sigkill(serve, host):
     proc = serve("prefork", host)
     assert wait_for(lambda: len(children(proc.pid)) == 2, 10)
     victim = children(proc.pid)[0]
@@ -284,7 +316,7 @@ def test_prefork_replaces_a_worker_killed_with_sigkill(host):
 
 # -- UDP ------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("model", DATAGRAM_MODELS)
-def test_udp_datagrams_of_many_sizes(model, host):
+def test_udp_datagrams_of_many_sizes(serve, model, host):
     proc = serve(model, host, udp=True)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
@@ -323,5 +355,10 @@ def test_udp_under_fork_or_thread_is_a_one_line_error(model, sockhop_server):
     assert len(lines) == 1 and "cannot serve UDP" in lines[0], result.stderr
 
 
-def test_socket_fd_helper_sees_the_listener(server):
-    assert socket_fds(server.pid) >= 1
+def test_a_wildcard_listen_serves_ipv4_and_ipv6(serve):
+    proc = serve("eventloop", "")
+    host, port = proc.address()
+    assert host == "::"
+    assert echo_once(("127.0.0.1", port), b"v4") == b"v4"
+    assert echo_once(("::1", port), b"v6") == b"v6"
+    assert proc.stop() == 0

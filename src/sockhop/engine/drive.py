@@ -85,14 +85,15 @@ def send_region(sock: socket.socket, piece: FileRegion) -> None:
 
 def carry_out(sock: socket.socket, reply: Reply) -> Reply:
     """Send a reply, then run its deferred work (blocking is fine here) and send what that answers, to the end of
-    the chain. Returns the last reply, closing if any link asked to close."""
+    the chain. Returns the chain folded into one reply: closing if any link asked to, the last alarm set."""
     send_blocking(sock, reply.send)
-    close = reply.close
+    close, alarm = reply.close, reply.alarm
     while reply.then is not None:
         reply = reply.then()
         send_blocking(sock, reply.send)
         close = close or reply.close
-    return reply._replace(close=close) if close != reply.close else reply
+        alarm = alarm if reply.alarm is None else reply.alarm
+    return Reply((), close, None, alarm)
 
 
 def release(pieces: tuple) -> None:
@@ -125,6 +126,13 @@ def linger_close(sock: socket.socket, seconds: float = LINGER) -> None:
         sock.close()
 
 
+def alarm_time(reply: Reply, current: float | None) -> float | None:
+    """Where a reply moves the protocol's alarm: unchanged (None), cleared (0) or so many seconds from now."""
+    if reply.alarm is None:
+        return current
+    return time.monotonic() + reply.alarm if reply.alarm > 0 else None
+
+
 def drive_stream(sock: socket.socket, peer: Address, protocol: StreamProtocol, limits: Limits, stop_fd: int) -> None:
     """Serve one connection to its end. Never raises for the peer's or the protocol's faults; closes ``sock``."""
     sock.setblocking(True)
@@ -139,16 +147,24 @@ def drive_stream(sock: socket.socket, peer: Address, protocol: StreamProtocol, l
     reply: Reply | None = None
     try:
         reply = carry_out(sock, protocol.connection_made(peer, sock.getsockname()))
+        alarm_at = alarm_time(reply, None)
         while not reply.close:
+            now = time.monotonic()
             timeout = limits.idle_timeout
             if stop_deadline is not None:
-                timeout = min(timeout, stop_deadline - time.monotonic())
+                timeout = min(timeout, stop_deadline - now)
+            if alarm_at is not None:
+                timeout = min(timeout, alarm_at - now)
             events = poller.poll(int(timeout * 1000) + 1 if timeout > 0 else 0)
             if not events:
-                if stop_deadline is not None and time.monotonic() >= stop_deadline:
+                now = time.monotonic()
+                if stop_deadline is not None and now >= stop_deadline:
                     log.debug("%s: closed at the end of the grace period", peer_name(peer))
                     break
-                log.debug("%s: idle for %gs, closed", peer_name(peer), limits.idle_timeout)
+                if alarm_at is not None and now >= alarm_at:
+                    log.debug("%s: the protocol's alarm went off, closed", peer_name(peer))
+                else:
+                    log.debug("%s: idle for %gs, closed", peer_name(peer), limits.idle_timeout)
                 where = "timed_out"
                 reply = carry_out(sock, protocol.timed_out())
                 break
@@ -169,6 +185,7 @@ def drive_stream(sock: socket.socket, peer: Address, protocol: StreamProtocol, l
                     where = "stop_requested"
                     reply = protocol.stop_requested()
                 reply = carry_out(sock, reply)
+                alarm_at = alarm_time(reply, alarm_at)
                 if reply.close:
                     break
     except GONE as exc:

@@ -3,8 +3,9 @@
 Do a little work on one connection, then switch to whichever is ready. Output is written at once when the socket
 takes it; what it does not take is queued and the connection is watched for write only while something is
 pending. A connection whose queue passes ``Limits.write_buffer`` is not read from until it drains (backpressure),
-so a client that never reads cannot grow the server's memory. Idle deadlines sit in a heap that is checked lazily:
-activity only moves a number, it costs no heap operation.
+so a client that never reads cannot grow the server's memory. Deadlines sit in a heap that is checked lazily:
+activity only moves a number, it costs no heap operation; an entry that fires early is pushed again for the real
+deadline, and one replaced by an earlier alarm is left to fall out as stale.
 
 Deferred work (``Reply.then``, an fsync before SMTP's 250) runs on a small thread pool; its result comes back
 through the wakeup pipe, and the connection is not read from meanwhile.
@@ -40,7 +41,7 @@ EPOLLIN = select.EPOLLIN
 class Connection:
     __slots__ = (
         "sock", "fd", "peer", "protocol", "out", "pending", "mask", "closing", "lingering", "eof",
-        "deadline", "timed", "busy", "stop_told",
+        "deadline", "alarm", "scheduled", "gen", "busy", "stop_told",
     )  # fmt: skip
 
     def __init__(self, sock: socket.socket, peer: Address, protocol: StreamProtocol) -> None:
@@ -54,8 +55,10 @@ class Connection:
         self.closing = False  # close once out drains
         self.lingering = False  # write side shut; reading and dropping until the peer closes
         self.eof = False  # the peer half-closed
-        self.deadline = 0.0
-        self.timed = False  # has an entry in the timer heap
+        self.deadline = 0.0  # idle deadline: moved on by every read, at no cost
+        self.alarm = 0.0  # the protocol's own deadline (Reply.alarm), 0 if none
+        self.scheduled = 0.0  # when its live timer-heap entry fires
+        self.gen = 0  # heap entries of an older generation are stale and skipped
         self.busy = False  # deferred work running
         self.stop_told = False
 
@@ -70,7 +73,7 @@ class EventLoopServer(Server):
         self.exclusive = exclusive  # prefork workers share listeners: wake only one per connection
         self.max_connections = max(1, -(-self.limits.max_connections // share))
         self.conns: dict[int, Connection] = {}
-        self.timers: list[tuple[float, int, Connection]] = []
+        self.timers: list[tuple[float, int, int, Connection]] = []
         self.listener_fds: dict[int, Listener] = {}
         self.datagrams: dict[int, tuple[socket.socket, DatagramProtocol]] = {}
         self.done: deque = deque()  # (connection, reply or exception) from deferred work
@@ -152,7 +155,13 @@ class EventLoopServer(Server):
                                 continue
                             # The hot path (one piece of bytes, nothing queued, nothing else asked): send it here.
                             send = reply.send
-                            if len(send) == 1 and not conn.out and reply.then is None and not reply.close:
+                            if (
+                                len(send) == 1
+                                and not conn.out
+                                and reply.then is None
+                                and not reply.close
+                                and reply.alarm is None
+                            ):
                                 piece = send[0]
                                 if type(piece) is bytes:
                                     try:
@@ -245,7 +254,7 @@ class EventLoopServer(Server):
             self.conns[conn.fd] = conn
             self.ep.register(conn.fd, IN)
             conn.deadline = now + self.limits.idle_timeout
-            self._arm(conn)
+            self._schedule(conn, conn.deadline)
             log.debug("%s: connected", peer_name(peer))
             try:
                 reply = protocol.connection_made(peer, sock.getsockname())
@@ -294,6 +303,8 @@ class EventLoopServer(Server):
                         break
         if reply.close:
             conn.closing = True
+        if reply.alarm is not None:
+            self._set_alarm(conn, reply.alarm)
         if reply.then is not None:
             self._defer(conn, reply)
         elif conn.closing and not conn.out:
@@ -395,35 +406,47 @@ class EventLoopServer(Server):
             self._apply(conn, result)
 
     # -- timers and closing --------------------------------------------------------------------------------------
-    def _arm(self, conn: Connection) -> None:
-        if not conn.timed:
-            conn.timed = True
-            heapq.heappush(self.timers, (conn.deadline, next(_order), conn))
+    def _schedule(self, conn: Connection, when: float) -> None:
+        conn.gen += 1
+        conn.scheduled = when
+        heapq.heappush(self.timers, (when, next(_order), conn.gen, conn))
+
+    def _set_alarm(self, conn: Connection, seconds: float) -> None:
+        if seconds <= 0:
+            conn.alarm = 0.0
+            return
+        conn.alarm = time.monotonic() + seconds
+        if conn.alarm < conn.scheduled:
+            self._schedule(conn, conn.alarm)
 
     def _expire(self, now: float) -> None:
         timers = self.timers
         while timers and timers[0][0] <= now:
-            _, _, conn = heapq.heappop(timers)
-            conn.timed = False
-            if conn.fd < 0:
+            _, _, gen, conn = heapq.heappop(timers)
+            if conn.fd < 0 or gen != conn.gen:
+                continue  # closed, or replaced by an earlier deadline
+            due = min(conn.deadline, conn.alarm) if conn.alarm else conn.deadline
+            if due > now:
+                self._schedule(conn, due)  # active since: the real deadline moved on
                 continue
-            if conn.deadline > now:
-                self._arm(conn)  # active since: the real deadline moved on
-                continue
-            if conn.lingering or conn.busy is False and conn.closing:
+            if conn.lingering or (not conn.busy and conn.closing):
                 self._close(conn)
                 continue
-            if conn.busy:
+            if conn.busy:  # deferred work runs: no clock runs against the client meanwhile
                 conn.deadline = now + self.limits.idle_timeout
-                self._arm(conn)
+                self._schedule(conn, conn.deadline)
                 continue
-            log.debug("%s: idle for %gs, closed", peer_name(conn.peer), self.limits.idle_timeout)
+            if conn.alarm and conn.alarm <= now:
+                log.debug("%s: the protocol's alarm went off, closed", peer_name(conn.peer))
+            else:
+                log.debug("%s: idle for %gs, closed", peer_name(conn.peer), self.limits.idle_timeout)
+            conn.alarm = 0.0
             try:
                 reply = conn.protocol.timed_out()
             except Exception as exc:
                 protocol_failed(conn.peer, "timed_out", exc)
                 reply = Reply()
-            self._apply(conn, reply._replace(close=True, then=None))
+            self._apply(conn, Reply(reply.send, close=True))
             if conn.fd >= 0:
                 self._close(conn)  # a silent client gets no linger: what did not fit is dropped
 
@@ -441,8 +464,9 @@ class EventLoopServer(Server):
         conn.lingering = True
         conn.closing = False
         conn.deadline = min(conn.deadline, time.monotonic() + LINGER)
-        heapq.heappush(self.timers, (conn.deadline, next(_order), conn))
-        conn.timed = True
+        conn.alarm = 0.0
+        if conn.deadline < conn.scheduled:
+            self._schedule(conn, conn.deadline)
         self._update_mask(conn)
 
     def _close(self, conn: Connection) -> None:

@@ -44,6 +44,10 @@ class Reply(NamedTuple):
     #: no other connection (a worker thread under the event loop) and then carries out the Reply it returns. No
     #: other method of the protocol is called meanwhile, so it may touch the protocol's state freely.
     then: Callable[[], Reply] | None = None
+    #: Seconds from now after which ``timed_out()`` is called however much traffic flows (an HTTP header deadline
+    #: against slowloris, SMTP's DATA timeout); a later alarm replaces it, 0 clears it. The idle timeout applies
+    #: regardless. The protocol never reads a clock: the engine keeps this one.
+    alarm: float | None = None
 
 
 NOTHING = Reply()
@@ -72,7 +76,8 @@ class StreamProtocol:
         return NOTHING
 
     def timed_out(self) -> Reply:
-        """The idle timeout expired. The reply is sent (best effort) and the connection closed."""
+        """The idle timeout or the protocol's alarm expired. The reply is sent (best effort) and the connection
+        closed."""
         return CLOSE
 
     def connection_lost(self) -> None:
