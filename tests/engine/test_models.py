@@ -213,6 +213,7 @@ def test_the_protocols_alarm_fires_however_busy_the_client(serve, model):
         sock.settimeout(0.1)
         received = b""
         for _ in range(50):  # a slowloris: a byte every 0.1 s, never idle, never done
+            time.sleep(0.1)
             try:
                 sock.sendall(b".")
                 chunk = sock.recv(100)
