@@ -37,9 +37,9 @@ def parse_ranges(value: str, size: int) -> list[tuple[int, int]] | None:
             ranges.append((max(0, size - suffix), size - 1))
             continue
         first = int(first_text)
-        last = int(last_text) if last_text else size - 1
-        if last < first:
+        if last_text and int(last_text) < first:
             return None
+        last = int(last_text) if last_text else size - 1
         if first >= size:
             continue  # unsatisfiable
         ranges.append((first, min(last, size - 1)))
