@@ -126,3 +126,49 @@ def test_ab_short_burst(web):
     out = result.stdout.decode()
     assert "Complete requests:      200" in out and "Failed requests:        0" in out
     assert "Non-2xx responses" not in out
+
+
+@pytest.mark.parametrize("model", ["eventloop", "prefork", "fork"])
+def test_access_log_file(site, tmp_path, model):
+    from .conftest import start_web
+
+    log = tmp_path / "access.log"
+    server = start_web(site, model, "--access-log", str(log))
+    try:
+        host, port = server.address("web")
+        base = f"http://{host}:{port}"
+        result = curl("-A", "interop/1", "-e", "http://ref.test/", f"{base}/hello.txt", f"{base}/missing")
+        assert result.returncode == 0, result.stderr
+    finally:
+        server.stop()
+        server.proc.stderr.close()
+    lines = log.read_text().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("127.0.0.1 - - [")
+    assert lines[0].endswith('] "GET /hello.txt HTTP/1.1" 200 13 "http://ref.test/" "interop/1"')
+    assert '"GET /missing HTTP/1.1" 404 ' in lines[1]
+
+
+def test_access_log_to_stdout(site):
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sockhop", "serve", "web", str(site), "--listen", "127.0.0.1:0", "--access-log", "-"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        announce = proc.stderr.readline()
+        port = announce.rsplit(":", 1)[1].split()[0]
+        assert curl(f"http://127.0.0.1:{port}/hello.txt").stdout == b"hello, world\n"
+        line = proc.stdout.readline()
+        assert '"GET /hello.txt HTTP/1.1" 200 13 "-" "curl/' in line
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        proc.stdout.close()
+        proc.stderr.close()
