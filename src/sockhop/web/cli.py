@@ -48,7 +48,7 @@ def cmd_serve_web(args: argparse.Namespace) -> int:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    from sockhop.web.client import run_get
+    from sockhop.web.get import run_get
 
     return run_get(args)
 
