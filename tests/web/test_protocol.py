@@ -417,3 +417,44 @@ def test_bad_input_after_close_is_ignored(root):
     proto = server(root)
     feed(proto, b"\x00\x01\x02")
     assert proto.data_received(b"GET / HTTP/1.1\r\n\r\n").send == ()
+
+
+# -- the file cache never serves stale content --------------------------------------------------------------------
+def test_changed_file_is_served_fresh(root):
+    proto = server(root)
+    assert parse_responses(feed(proto, get("/hello.txt"))[0])[0].body == b"hello, world\n"
+    (root / "hello.txt").write_text("HELLO, WORLD\n")  # same size, likely the same second
+    assert parse_responses(feed(proto, get("/hello.txt"))[0])[0].body == b"HELLO, WORLD\n"
+    (root / "hello.txt").unlink()
+    assert parse_responses(feed(proto, get("/hello.txt"))[0])[0].status == 404
+
+
+def test_sibling_added_later_is_used(root):
+    proto = server(root)
+    gz = get("/page.html", "Accept-Encoding: gzip")
+    assert parse_responses(feed(proto, gz)[0])[0].header("content-encoding") is None
+    (root / "page.html.gz").write_bytes(b"GZ")
+    response = parse_responses(feed(proto, gz)[0])[0]
+    assert response.header("content-encoding") == "gzip" and response.body == b"GZ"
+
+
+def test_file_swapped_for_an_outside_symlink_is_refused(root, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "secret").write_text("secret\n")
+    proto = server(root)
+    for path in ("/hello.txt", "/big.bin"):
+        assert parse_responses(feed(proto, get(path))[0])[0].status == 200
+        (root / path[1:]).unlink()
+        os.symlink(outside / "secret", root / path[1:])
+        assert parse_responses(feed(proto, get(path))[0])[0].status == 403
+
+
+def test_cached_ranges_and_conditionals(root):
+    proto = server(root)
+    first = parse_responses(feed(proto, get("/hello.txt"))[0])[0]
+    again = parse_responses(feed(proto, get("/hello.txt", "Range: bytes=0-4,-3"))[0])[0]
+    assert again.status == 206 and b"hello" in again.body and b"ld\n" in again.body
+    etag = first.header("etag")
+    assert parse_responses(feed(proto, get("/hello.txt", f"If-None-Match: {etag}"))[0])[0].status == 304
+    big = parse_responses(feed(proto, get("/big.bin", "Range: bytes=10-19,100-109"))[0])[0]
+    assert big.status == 206 and bytes(range(10, 20)) in big.body and bytes(range(100, 110)) in big.body

@@ -10,6 +10,7 @@ cannot see -- symlinks -- files.py checks on the opened file itself.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from http import HTTPStatus
 from urllib.parse import unquote_to_bytes
 
@@ -43,6 +44,7 @@ class SitePath:
         return any(segment.startswith(".") for segment in self.segments)
 
 
+@lru_cache(maxsize=1024)  # a site is asked for the same few targets over and over; SitePath is immutable
 def parse_target(target: bytes) -> SitePath:
     """Split and decode an origin-form (``/a/b?q``) or absolute-form (``http://host/a/b``) request target.
 

@@ -10,6 +10,7 @@ import html
 import os
 from dataclasses import dataclass, field
 from email.utils import formatdate, parsedate_to_datetime
+from functools import lru_cache
 from http import HTTPStatus
 
 from sockhop import __version__
@@ -53,17 +54,15 @@ def status_line(version: str, status: int) -> bytes:
     return f"HTTP/{version} {status} {reason(status)}\r\n".encode("ascii")
 
 
-_date_cache: tuple[int, str] = (-1, "")
-
-
 def http_date(seconds: float) -> str:
-    """An IMF-fixdate (``Sun, 06 Nov 1994 08:49:37 GMT``); the last one is cached, as every response in the same
-    second carries the same Date."""
-    global _date_cache
-    whole = int(seconds)
-    if _date_cache[0] != whole:
-        _date_cache = (whole, formatdate(whole, usegmt=True))
-    return _date_cache[1]
+    """An IMF-fixdate (``Sun, 06 Nov 1994 08:49:37 GMT``). Cached: every response in one second carries the same
+    Date, and a site has few distinct Last-Modified times."""
+    return _http_date(int(seconds))
+
+
+@lru_cache(maxsize=4096)
+def _http_date(whole: int) -> str:
+    return formatdate(whole, usegmt=True)
 
 
 def parse_http_date(text: str) -> int | None:
