@@ -66,7 +66,9 @@ def read_all(sock: socket.socket, timeout: float) -> bytes:
 
 
 def start_web(root: Path, model: str, *extra: str) -> ServerProcess:
-    args = ["serve", "web", str(root), "--listen", "127.0.0.1:0", "--model", model]
+    args = ["serve", "web", str(root), "--model", model]
+    if "--listen" not in extra:
+        args += ["--listen", "127.0.0.1:0"]
     if "--access-log" not in extra:
         args.append("--no-access-log")
     if model in ("pool", "prefork"):

@@ -312,3 +312,48 @@ def test_against_nginx(site, tmp_path):
 def test_progress_is_silent_without_a_terminal(base, tmp_path):
     result = sockhop_get("-o", str(tmp_path / "x"), f"{base}/big.bin")
     assert result.stderr == b"" and os.path.getsize(tmp_path / "x") == len(BIG)
+
+
+def test_progress_bar_on_a_terminal(capsys):
+    from sockhop.web.get import Progress
+
+    progress = Progress("big.bin", enabled=True)
+    progress.start(1000)
+    for _ in range(10):
+        progress.advance(100)
+    progress.finish()
+    err = capsys.readouterr().err
+    assert "\rbig.bin [" in err and "100% 1000 bytes" in err and err.endswith("\n")
+
+
+def test_server_command_mistakes_are_one_line(tmp_path):
+    for args in (
+        ["serve", "web", str(tmp_path / "missing")],
+        ["serve", "web", str(tmp_path), "--access-log", str(tmp_path / "no" / "log"), "--listen", "127.0.0.1:0"],
+    ):
+        result = subprocess.run([sys.executable, "-m", "sockhop", *args], capture_output=True, timeout=30, check=False)
+        assert result.returncode == 1
+        text = result.stderr.decode()
+        assert "Traceback" not in text and text.count("\n") == 1 and text.startswith("sockhop: "), text
+
+
+def test_broken_pipe_is_quiet(base):
+    proc = subprocess.run(
+        f"{sys.executable} -m sockhop get {base}/big.bin | head -c 10 > /dev/null",
+        shell=True,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.stderr == b""
+
+
+def test_ipv6(site):
+    server = start_web(site, "eventloop", "--listen", "[::1]:0")
+    try:
+        host, port = server.address("web")
+        result = sockhop_get(f"http://[{host}]:{port}/hello.txt")
+        assert result.returncode == 0 and result.stdout == b"hello, world\n"
+    finally:
+        server.stop()
+        server.proc.stderr.close()

@@ -58,6 +58,10 @@ def test_curl_ranges(web):
     multi = curl("-i", "-r", "0-4,7-11", web.url("/hello.txt")).stdout
     assert b"206 Partial Content" in multi and b"multipart/byteranges" in multi
     assert curl("-o", "/dev/null", "-w", "%{http_code}", "-r", "100-", web.url("/hello.txt")).stdout == b"416"
+    # Large parts go out with sendfile, several regions of one descriptor.
+    assert curl("-r", "100000-199999", web.url("/big.bin")).stdout == BIG[100000:200000]
+    parts = curl("-r", "0-99999,500000-599999", web.url("/big.bin")).stdout
+    assert BIG[:100000] in parts and BIG[500000:600000] in parts and len(parts) > 200000
 
 
 def test_curl_conditional(web):

@@ -161,9 +161,12 @@ class ResponseReader:
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
-            if isinstance(exc.__context__, _HeadersDone):
+            cause = exc.__context__
+            if isinstance(cause, _HeadersDone):
                 self.complete = True
                 return True
+            if cause is not None:  # from where the body went: a closed pipe, a full disk, a bad gzip stream
+                raise cause from None
             raise MalformedResponse(f"malformed response: {exc}") from None
         except httptools.HttpParserUpgrade:
             self.complete = True
@@ -247,6 +250,24 @@ class Connection:
             raise ConnectError(f"connection refused by {self.name}")
         raise ConnectError(f"cannot connect to {self.name}: {getattr(last, 'strerror', None) or last}")
 
+    def _send(self, sock: socket.socket, data: bytes) -> None:
+        try:
+            sock.sendall(data)
+        except (ConnectionResetError, BrokenPipeError):
+            raise _StaleConnection from None  # a kept connection the server closed meanwhile
+        except TimeoutError:
+            raise TimedOut(f"timed out sending to {self.name}") from None
+
+    def _recv(self, sock: socket.socket, received: bool) -> bytes:
+        try:
+            return sock.recv(RECV_SIZE)
+        except ConnectionResetError as exc:
+            if not received:
+                raise _StaleConnection from None
+            raise ClientError(f"{self.name} reset the connection: {exc.strerror}") from None
+        except TimeoutError:
+            raise TimedOut(f"timed out waiting for {self.name}") from None
+
     def close(self) -> None:
         if self.sock is not None:
             self.sock.close()
@@ -265,14 +286,15 @@ class Connection:
         lines = [f"{method} {target.path} HTTP/1.1", f"Host: {target.authority}"]
         lines += [f"{name}: {value}" for name, value in headers]
         data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        reused = self.sock is not None
+        if self.sock is not None:
+            try:
+                return self._exchange(method, data, on_body, on_head)
+            except _StaleConnection:
+                self.close()
         try:
             return self._exchange(method, data, on_body, on_head)
         except _StaleConnection:
-            self.close()
-            if not reused:
-                raise MalformedResponse("the server closed the connection without a response") from None
-            return self._exchange(method, data, on_body, on_head)
+            raise MalformedResponse(f"{self.name} closed the connection without a response") from None
 
     def _exchange(
         self, method: str, data: bytes, on_body: Callable[[bytes], None], on_head: Callable[[Response], None] | None
@@ -281,24 +303,16 @@ class Connection:
         reader = ResponseReader(on_body, head=method == "HEAD", on_head=on_head)
         received = False
         try:
-            sock.sendall(data)
+            self._send(sock, data)
             while not reader.complete:
-                chunk = sock.recv(RECV_SIZE)
+                chunk = self._recv(sock, received)
                 if not chunk:
                     if not received:
                         raise _StaleConnection
                     reader.eof()
                     break
                 received = True
-                reader.feed(chunk)
-        except (ConnectionResetError, BrokenPipeError) as exc:
-            self.close()
-            if not received:
-                raise _StaleConnection from None
-            raise ClientError(f"{self.name} reset the connection: {exc.strerror}") from None
-        except TimeoutError:
-            self.close()
-            raise TimedOut(f"timed out waiting for {self.name}") from None
+                reader.feed(chunk)  # may raise from where the body goes (a closed pipe): not the server's fault
         except BaseException:
             self.close()
             raise

@@ -224,7 +224,11 @@ def run_get(args: argparse.Namespace) -> int:
     try:
         for url in args.urls:
             getter.get(url)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, and keep Python from complaining at exit while flushing.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     finally:
         getter.close()
-        sys.stdout.flush()
     return 0
