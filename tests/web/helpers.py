@@ -13,6 +13,7 @@ from sockhop.web.files import Site, SiteOptions
 from sockhop.web.protocol import HttpLimits, HttpServer, WebOptions
 
 FIXED_TIME = 1_700_000_000.0  # Tue, 14 Nov 2023 22:13:20 GMT
+TRAILING = b"GET /next HTTP/1.1\r\nHost: exa"
 
 
 def server(root: Path, *, log: AccessLog | None = None, limits: HttpLimits | None = None, **site) -> HttpServer:
@@ -39,9 +40,15 @@ def materialise(replies: list[Reply]) -> tuple[bytes, bool]:
 
 
 def feed(proto: HttpServer, data: bytes, mode: str = "whole") -> tuple[bytes, bool]:
-    """Feed ``data`` in one piece or a byte at a time; stop feeding once the protocol asks to close."""
+    """Feed ``data`` in one piece, a byte at a time, or in one piece followed by the start of another request
+    ("trailing", which must change nothing about the answers); stop feeding once the protocol asks to close."""
     replies: list[Reply] = []
-    chunks = [data] if mode == "whole" else [data[i : i + 1] for i in range(len(data))]
+    if mode == "trailing":
+        chunks = [data + TRAILING]
+    elif mode == "whole":
+        chunks = [data]
+    else:
+        chunks = [data[i : i + 1] for i in range(len(data))]
     for chunk in chunks:
         reply = proto.data_received(chunk)
         replies.append(reply)

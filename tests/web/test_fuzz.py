@@ -13,9 +13,34 @@ ROOT = Path(__file__).resolve().parent  # any directory will do: the answers are
 
 REQUEST_ISH = st.lists(
     st.sampled_from(
-        [b"GET ", b"HEAD ", b"FOO ", b"/", b"..", b"%2e", b"%00", b"\\", b"?", b" HTTP/1.1", b" HTTP/1.0", b" HTTP/2.0",
-         b"\r\n", b"\n", b"Host: x", b"Content-Length: 3", b"Transfer-Encoding: chunked", b": ", b" ", b"\t", b"abc",
-         b"0\r\n\r\n", b"\x00", b"\xff", b"Range: bytes=0-1", b"Connection: close"]
+        [
+            b"GET ",
+            b"HEAD ",
+            b"FOO ",
+            b"/",
+            b"..",
+            b"%2e",
+            b"%00",
+            b"\\",
+            b"?",
+            b" HTTP/1.1",
+            b" HTTP/1.0",
+            b" HTTP/2.0",
+            b"\r\n",
+            b"\n",
+            b"Host: x",
+            b"Content-Length: 3",
+            b"Transfer-Encoding: chunked",
+            b": ",
+            b" ",
+            b"\t",
+            b"abc",
+            b"0\r\n\r\n",
+            b"\x00",
+            b"\xff",
+            b"Range: bytes=0-1",
+            b"Connection: close",
+        ]
     ),
     max_size=40,
 ).map(b"".join)

@@ -13,7 +13,7 @@ from sockhop.web.protocol import HttpLimits, State
 
 from .helpers import feed, materialise, parse_responses, server
 
-MODES = ["whole", "bytewise"]
+MODES = ["whole", "bytewise", "trailing"]
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_get_a_file(root, mode):
     assert response.header("etag").startswith('"')
     assert response.header("last-modified").endswith("GMT")
     assert response.header("accept-ranges") == "bytes"
-    assert not close and proto.state is State.IDLE
+    assert not close and proto.state is (State.HEAD if mode == "trailing" else State.IDLE)
 
 
 def test_head_has_headers_and_no_body(root):
@@ -458,3 +458,12 @@ def test_cached_ranges_and_conditionals(root):
     assert parse_responses(feed(proto, get("/hello.txt", f"If-None-Match: {etag}"))[0])[0].status == 304
     big = parse_responses(feed(proto, get("/big.bin", "Range: bytes=10-19,100-109"))[0])[0]
     assert big.status == 206 and bytes(range(10, 20)) in big.body and bytes(range(100, 110)) in big.body
+
+
+def test_an_illegal_move_names_the_state_and_the_event(root):
+    from sockhop.errors import LocalProtocolError
+    from sockhop.web.protocol import Event
+
+    proto = server(root)
+    with pytest.raises(LocalProtocolError, match="can't handle event COMPLETE .* in state IDLE"):
+        proto.move(Event.COMPLETE)

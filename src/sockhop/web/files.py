@@ -142,9 +142,7 @@ class Site:
             return error_response(HTTPStatus.NOT_FOUND, head=head)
         return self._file(method, fd, info, path, headers, key)
 
-    def _directory(
-        self, method: str, target: SitePath, path: str, headers: Mapping[str, str], key: tuple
-    ) -> Response:
+    def _directory(self, method: str, target: SitePath, path: str, headers: Mapping[str, str], key: tuple) -> Response:
         head = method == "HEAD"
         if not target.slash:
             location = target.raw + "/" + (f"?{target.query}" if target.query else "")
@@ -354,9 +352,11 @@ class CachedFile:
         except OSError:
             return False
         return (
-            (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns) == self.identity
-            and folder.st_mtime_ns == self.folder_mtime
-        )
+            info.st_ino,
+            info.st_size,
+            info.st_mtime_ns,
+            info.st_ctime_ns,
+        ) == self.identity and folder.st_mtime_ns == self.folder_mtime
 
     def reopen(self) -> int | None:
         try:

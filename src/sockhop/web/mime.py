@@ -21,8 +21,14 @@ _EXTRA = {
     ".svg": "image/svg+xml",
     ".webmanifest": "application/manifest+json",
 }
-_TEXTUAL = ("text/", "application/json", "application/javascript", "application/xml", "image/svg+xml",
-            "application/manifest+json")
+_TEXTUAL = (
+    "text/",
+    "application/json",
+    "application/javascript",
+    "application/xml",
+    "image/svg+xml",
+    "application/manifest+json",
+)
 
 _types = mimetypes.MimeTypes()  # the built-in table only: the same answer on every machine
 

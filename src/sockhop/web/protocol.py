@@ -214,9 +214,7 @@ class HttpServer(StreamProtocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
         if len(name) + len(value) > self.limits.max_field or len(self.headers) > self.limits.max_headers:
-            self._raise(
-                RemoteProtocolError("header fields too large", hint=HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
-            )
+            self._raise(RemoteProtocolError("header fields too large", hint=HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE))
 
     def on_headers_complete(self) -> None:
         self.move(Event.HEADERS)
