@@ -74,3 +74,20 @@ def test_random_bytes(chunks):
 @given(st.lists(REQUEST_ISH, max_size=6))
 def test_request_shaped_noise(chunks):
     check(chunks)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.binary(max_size=64), max_size=8), st.booleans())
+def test_client_reader_on_random_bytes(chunks, head):
+    """The client's reader either completes, waits, or raises MalformedResponse -- nothing else."""
+    from sockhop.web.client import MalformedResponse, ResponseReader
+
+    reader = ResponseReader(lambda data: None, head=head)
+    try:
+        for chunk in [b"HTTP/1.1 200 OK\r\n", *chunks]:
+            if chunk and reader.feed(chunk):
+                break
+        else:
+            reader.eof()
+    except MalformedResponse:
+        pass
