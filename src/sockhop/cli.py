@@ -17,6 +17,7 @@ from sockhop.engine.limits import default_workers
 from sockhop.errors import SockhopError
 from sockhop.net.addresses import parse_endpoint
 from sockhop.net.listeners import open_listeners
+from sockhop.web import cli as web_cli
 
 log = logging.getLogger("sockhop")
 
@@ -177,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     echo.add_argument("--udp", action="store_true", help="serve datagrams instead of a stream")
     add_engine_options(echo, default_listen="127.0.0.1:7007")
     echo.set_defaults(func=cmd_serve_echo)
+    web_cli.add_commands(sub, services)
 
     talk = sub.add_parser("talk", help="connect, send standard input, print what comes back (as netcat)")
     talk.add_argument("host")

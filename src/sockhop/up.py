@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sockhop.engine import Limits, Listener, make_server
 from sockhop.net.listeners import open_socket
+from sockhop.web.cli import web_service
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def echo_service(ctx: UpContext) -> list[Offer]:
     ]
 
 
-SERVICES: list[Callable[[UpContext], list[Offer]]] = [echo_service]
+SERVICES: list[Callable[[UpContext], list[Offer]]] = [echo_service, web_service]
 
 
 def up(args: argparse.Namespace) -> int:

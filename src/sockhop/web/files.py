@@ -1,0 +1,370 @@
+"""The static site: from a request to a :class:`Response` -- a file, a directory's index or listing, a redirect,
+a precompressed sibling, a range, a 304.
+
+Files are opened first and checked after, on the open descriptor (``/proc/self/fd``), so a symlink swapped in
+between a check and an open gains nothing. Small files are read into the response (headers and body then leave
+in one send); larger ones go out as a :class:`FileRegion` with sendfile. Either way every request reads the file
+as it is now, so a changed file is never served stale.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+from pathlib import Path
+
+from sockhop.engine.protocol import FileRegion
+from sockhop.web.conditional import not_modified, range_applies
+from sockhop.web.listing import render_listing
+from sockhop.web.mime import content_type
+from sockhop.web.paths import SitePath
+from sockhop.web.ranges import boundary_for, content_range, multipart_heads, parse_ranges
+from sockhop.web.response import Response, error_response, http_date, redirect_response
+
+#: Files up to this size are read into memory and sent with their headers in one go; larger ones use sendfile.
+SMALL_FILE = 16 * 1024
+
+#: Files described in the cache (one per path and accepted coding); bounds its memory to about this many small files.
+CACHE_ENTRIES = 1024
+
+#: Precompressed siblings, best first: (Content-Encoding, file suffix).
+ENCODINGS = (("br", ".br"), ("gzip", ".gz"))
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK  # NONBLOCK: a FIFO in the tree must not hang us
+
+
+@dataclass(frozen=True)
+class SiteOptions:
+    """How the site is served. ``root`` must be an existing directory."""
+
+    root: Path
+    listing: bool = True
+    dotfiles: bool = False
+    follow_symlinks: bool = False
+    index: str = "index.html"
+
+
+def accepted_encodings(value: str | None) -> set[str]:
+    """The codings an Accept-Encoding header allows (q=0 excluded)."""
+    if not value:
+        return set()
+    allowed = set()
+    for item in value.split(","):
+        name, _, params = item.partition(";")
+        name = name.strip().lower()
+        q = 1.0
+        for param in params.split(";"):
+            key, _, val = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(val)
+                except ValueError:
+                    q = 0.0
+        if q > 0 and name:
+            allowed.add(name)
+    if "*" in allowed:
+        allowed.update(("gzip", "br"))
+    return allowed
+
+
+class Site:
+    """Answers GET and HEAD for the files under one root."""
+
+    def __init__(self, options: SiteOptions) -> None:
+        self.options = options
+        self.root = os.path.realpath(options.root)
+        self.root_prefix = self.root.rstrip("/") + "/"
+        self.cache: dict[tuple, CachedFile] = {}
+
+    # -- opening, safely -----------------------------------------------------------------------------------------
+    def _inside(self, fd: int, fallback: str) -> bool:
+        """True if the opened file really lies under the root (symlinks resolved by the kernel)."""
+        if self.options.follow_symlinks:
+            return True
+        try:
+            real = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            real = os.path.realpath(fallback)
+        return real == self.root or real.startswith(self.root_prefix)
+
+    def _open(self, path: str) -> tuple[int, os.stat_result] | None:
+        """Open ``path`` if it exists and lies inside the root; None otherwise. Raises PermissionError for a file
+        that is there but refused (outside the root, or neither a file nor a directory)."""
+        try:
+            fd = os.open(path, _OPEN_FLAGS)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG):
+                return None
+            if exc.errno in (errno.EACCES, errno.EPERM, errno.ELOOP, errno.ENXIO):
+                raise PermissionError(path) from None
+            raise
+        try:
+            info = os.fstat(fd)
+            if not self._inside(fd, path) or not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
+                raise PermissionError(path)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, info
+
+    # -- answering -----------------------------------------------------------------------------------------------
+    def respond(self, method: str, target: SitePath, headers: Mapping[str, str]) -> Response:
+        """The answer to a GET or HEAD of ``target``."""
+        head = method == "HEAD"
+        if target.hidden() and not self.options.dotfiles:
+            return error_response(HTTPStatus.NOT_FOUND, head=head)
+        path = os.path.join(self.root, *target.segments)
+        accept = headers.get("accept-encoding")
+        key = (path, target.slash, accept_key(accept) if accept else ())
+        entry = self.cache.get(key)
+        if entry is not None:
+            if entry.current():
+                response = self._send(method, entry, headers, None)
+                if response is not None:
+                    return response
+            del self.cache[key]
+        try:
+            opened = self._open(path)
+        except PermissionError:
+            return error_response(HTTPStatus.FORBIDDEN, head=head)
+        if opened is None:
+            return error_response(HTTPStatus.NOT_FOUND, head=head)
+        fd, info = opened
+        if stat.S_ISDIR(info.st_mode):
+            os.close(fd)
+            return self._directory(method, target, path, headers, key)
+        if target.slash:  # "/file.txt/" names a directory that is not there
+            os.close(fd)
+            return error_response(HTTPStatus.NOT_FOUND, head=head)
+        return self._file(method, fd, info, path, headers, key)
+
+    def _directory(self, method: str, target: SitePath, path: str, headers: Mapping[str, str], key: tuple) -> Response:
+        head = method == "HEAD"
+        if not target.slash:
+            location = target.raw + "/" + (f"?{target.query}" if target.query else "")
+            return redirect_response(location, head=head)
+        index = os.path.join(path, self.options.index)
+        try:
+            opened = self._open(index)
+        except PermissionError:
+            opened = None
+        if opened is not None:
+            fd, info = opened
+            if stat.S_ISREG(info.st_mode):
+                return self._file(method, fd, info, index, headers, key)
+            os.close(fd)
+        if not self.options.listing:
+            return error_response(HTTPStatus.FORBIDDEN, "Directory listing is off.", head=head)
+        page = render_listing(path, target.text, dotfiles=self.options.dotfiles)
+        response_headers = [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(page)))]
+        return Response(HTTPStatus.OK, response_headers, () if head else (page,), 0 if head else len(page))
+
+    def _sibling(self, path: str, headers: Mapping[str, str]) -> tuple[str, int, os.stat_result] | None:
+        """A precompressed sibling (``file.br``, ``file.gz``) the client accepts, opened; or None."""
+        accepted = accepted_encodings(headers.get("accept-encoding"))
+        if not accepted:
+            return None
+        for coding, suffix in ENCODINGS:
+            if coding in accepted:
+                try:
+                    opened = self._open(path + suffix)
+                except PermissionError:
+                    continue
+                if opened is not None:
+                    fd, info = opened
+                    if stat.S_ISREG(info.st_mode):
+                        return coding, fd, info
+                    os.close(fd)
+        return None
+
+    def _has_sibling(self, path: str) -> bool:
+        return any(os.path.isfile(path + suffix) for _, suffix in ENCODINGS)
+
+    def _file(
+        self, method: str, fd: int, info: os.stat_result, path: str, headers: Mapping[str, str], key: tuple
+    ) -> Response:
+        """A file just opened and checked: describe it (and remember the description), then answer."""
+        kind = content_type(os.path.basename(path))
+        extra: tuple[tuple[str, str], ...] = ()
+        sent = path
+        sibling = self._sibling(path, headers)
+        if sibling is not None:
+            coding, sibling_fd, sibling_info = sibling
+            os.close(fd)
+            fd, info, sent = sibling_fd, sibling_info, path + dict(ENCODINGS)[coding]
+            extra = (("Content-Encoding", coding), ("Vary", "Accept-Encoding"))
+        elif self._has_sibling(path):
+            extra = (("Vary", "Accept-Encoding"),)
+        data = None
+        if info.st_size <= SMALL_FILE:
+            try:
+                data = os.pread(fd, info.st_size, 0)
+            finally:
+                os.close(fd)
+            fd = None
+            if len(data) != info.st_size:  # changed while we read: describe what we have, cache nothing
+                info = os.stat_result((*info[:6], len(data), *info[7:]))
+                key = ()
+        entry = CachedFile.describe(sent, info, kind, extra, data)
+        if key:
+            if len(self.cache) >= CACHE_ENTRIES:
+                self.cache.clear()
+            self.cache[key] = entry
+        response = self._send(method, entry, headers, fd)
+        assert response is not None
+        return response
+
+    def _send(self, method: str, entry: CachedFile, headers: Mapping[str, str], fd: int | None) -> Response | None:
+        """The response for a described file. Its body comes from ``entry.data`` (small files), ``fd`` if given,
+        or a fresh open of ``entry.path``; None if that open finds a different file (the caller starts over)."""
+        head = method == "HEAD"
+        size = entry.size
+        common = [("Last-Modified", entry.last_modified), ("ETag", entry.etag), *entry.extra]
+        ranges = None
+        if not_modified(headers, entry.etag, entry.mtime):
+            status = HTTPStatus.NOT_MODIFIED
+        else:
+            common.append(("Accept-Ranges", "bytes"))
+            range_header = headers.get("range")
+            if range_header is not None and range_applies(headers, entry.etag, entry.last_modified):
+                ranges = parse_ranges(range_header, size)
+            if ranges is not None and not ranges:
+                if fd is not None:
+                    os.close(fd)
+                response = error_response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, head=head)
+                response.headers.append(("Content-Range", f"bytes */{size}"))
+                return response
+            status = HTTPStatus.PARTIAL_CONTENT if ranges else HTTPStatus.OK
+        if status == HTTPStatus.NOT_MODIFIED or head:
+            if fd is not None:
+                os.close(fd)
+            fd = None
+        elif entry.data is None and fd is None:
+            fd = entry.reopen()
+            if fd is None:
+                return None
+        if status == HTTPStatus.NOT_MODIFIED:
+            return Response(status, common)
+        if ranges and len(ranges) > 1:
+            return self._multipart(entry, ranges, common, fd)
+        first, last = ranges[0] if ranges else (0, size - 1)
+        count = last - first + 1
+        response_headers = [("Content-Type", entry.kind), ("Content-Length", str(count))]
+        if ranges:
+            response_headers.append(("Content-Range", content_range(first, last, size)))
+        response_headers += common
+        if head or count == 0:
+            if fd is not None:
+                os.close(fd)
+            return Response(status, response_headers)
+        if entry.data is not None:
+            body = entry.data if count == size else entry.data[first : last + 1]
+            return Response(status, response_headers, (body,), count)
+        assert fd is not None
+        return Response(status, response_headers, (FileRegion(fd, first, count),), count)
+
+    @staticmethod
+    def _multipart(
+        entry: CachedFile, ranges: list[tuple[int, int]], common: list[tuple[str, str]], fd: int | None
+    ) -> Response:
+        boundary = boundary_for(entry.etag)
+        heads, tail = multipart_heads(ranges, entry.size, entry.kind, boundary)
+        length = sum(len(h) for h in heads) + len(tail) + sum(last - first + 1 for first, last in ranges)
+        response_headers = [
+            ("Content-Type", f"multipart/byteranges; boundary={boundary}"),
+            ("Content-Length", str(length)),
+            *common,
+        ]
+        if fd is None and entry.data is None:  # HEAD
+            return Response(HTTPStatus.PARTIAL_CONTENT, response_headers)
+        body: list[bytes | FileRegion] = []
+        for i, ((first, last), part_head) in enumerate(zip(ranges, heads, strict=True)):
+            body.append(part_head)
+            if entry.data is not None:
+                body.append(entry.data[first : last + 1])
+            else:
+                assert fd is not None
+                # One descriptor serves every part; only the last region closes it.
+                body.append(FileRegion(fd, first, last - first + 1, close=i == len(ranges) - 1))
+        body.append(tail)
+        return Response(HTTPStatus.PARTIAL_CONTENT, response_headers, tuple(body), length)
+
+
+def accept_key(value: str) -> tuple[str, ...]:
+    """The part of Accept-Encoding that changes what this site sends: which precompressed codings are accepted."""
+    accepted = accepted_encodings(value)
+    return tuple(coding for coding, _ in ENCODINGS if coding in accepted)
+
+
+@dataclass(slots=True)
+class CachedFile:
+    """What a file looked like when it was last opened and checked -- headers, and the bytes of a small one.
+
+    ``current()`` compares it with the file and its folder as they are now (two ``stat`` calls): any change to
+    the file (inode, size, mtime, ctime) or to the folder (a sibling added or removed) and the entry is dropped, so
+    a changed file is never served stale. A large file is reopened for every request and checked to be the same
+    inode (``reopen``), the one a full open-and-check found inside the root.
+    """
+
+    path: str
+    folder: str
+    identity: tuple[int, int, int, int]
+    folder_mtime: int
+    kind: str
+    extra: tuple[tuple[str, str], ...]
+    size: int
+    mtime: int
+    etag: str
+    last_modified: str
+    data: bytes | None
+
+    @classmethod
+    def describe(
+        cls, path: str, info: os.stat_result, kind: str, extra: tuple[tuple[str, str], ...], data: bytes | None
+    ) -> CachedFile:
+        folder = os.path.dirname(path)
+        try:
+            folder_mtime = os.stat(folder).st_mtime_ns
+        except OSError:
+            folder_mtime = -1
+        return cls(
+            path,
+            folder,
+            (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns),
+            folder_mtime,
+            kind,
+            extra,
+            info.st_size,
+            int(info.st_mtime),
+            f'"{info.st_mtime_ns:x}-{info.st_size:x}"',
+            http_date(int(info.st_mtime)),
+            data,
+        )
+
+    def current(self) -> bool:
+        try:
+            info = os.stat(self.path)
+            folder = os.stat(self.folder)
+        except OSError:
+            return False
+        return (
+            info.st_ino,
+            info.st_size,
+            info.st_mtime_ns,
+            info.st_ctime_ns,
+        ) == self.identity and folder.st_mtime_ns == self.folder_mtime
+
+    def reopen(self) -> int | None:
+        try:
+            fd = os.open(self.path, _OPEN_FLAGS)
+        except OSError:
+            return None
+        info = os.fstat(fd)
+        if (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns) != self.identity:
+            os.close(fd)
+            return None
+        return fd

@@ -1,0 +1,414 @@
+"""The server side of one HTTP/1.1 connection, sans-IO: fed bytes, answers with a :class:`Reply`.
+
+httptools (llhttp, Node.js's parser) does the parsing and already refuses the classic smuggling shapes -- both
+Content-Length and Transfer-Encoding, duplicate Content-Length, an unknown Transfer-Encoding, obsolete line
+folding, whitespace before a colon. This module adds what a parser leaves to its server: limits on the request
+line (414) and header block (431), the version (505), the methods (405 / 501), Host, and one answer per request in
+the order they came, however they were pipelined. Every error answers once and closes the connection, because after
+a malformed request nobody can tell where the next one starts.
+
+Requests are answered as soon as they are complete, so a connection is never "busy" between two calls: the only
+state is how far the current request has got. The legal moves are in ``TRANSITIONS``.
+
+Slow clients: the protocol reads no clock. A client that stops sending halfway through its headers is caught by the
+engine's idle timeout, and ``timed_out`` then answers 408 (nothing is said to a keep-alive connection that was
+merely idle). The Date header and the access log need the time of day; it comes from the ``clock`` the server is
+built with, called once per batch of input, so tests can fix it.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+
+import httptools
+
+from sockhop.engine.protocol import CLOSE, NOTHING, Address, FileRegion, Reply, StreamProtocol
+from sockhop.errors import LocalProtocolError, RemoteProtocolError
+from sockhop.web.accesslog import AccessLog, format_entry
+from sockhop.web.files import Site
+from sockhop.web.paths import parse_target
+from sockhop.web.response import SERVER, Response, error_response, http_date, status_line
+
+#: Methods this server knows. GET and HEAD are served; the others get 405 with Allow. Anything else llhttp accepts
+#: (WebDAV's PROPFIND, ...) or a token it does not know gets 501.
+SERVED = frozenset({"GET", "HEAD"})
+KNOWN = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+ALLOW = "GET, HEAD"
+
+# What an unknown method looks like: every registered method is an upper-case token, so "FROB /" is a method we do
+# not implement (501) while "hello there" or a TLS handshake is garbage (400).
+_METHOD_SP = re.compile(rb"[A-Z][A-Z0-9_-]* ")
+_METHOD = re.compile(rb"[A-Z][A-Z0-9_-]*")
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """How much of a request the server holds before refusing it (nginx's and Apache's defaults, roughly)."""
+
+    max_target: int = 8 * 1024  # request target: 414 over it
+    max_field: int = 8 * 1024  # one header line: 431
+    max_head: int = 32 * 1024  # the whole request head: 431 (414 while still in the request line)
+    max_headers: int = 100  # header fields: 431
+    max_body: int = 1024 * 1024  # a body on GET is read and dropped up to this: 413 over it
+    max_requests: int = 1000  # per connection; the last one is answered with Connection: close
+
+
+@dataclass(frozen=True)
+class WebOptions:
+    """Everything a connection needs, shared by all of them."""
+
+    site: Site
+    limits: HttpLimits = field(default_factory=HttpLimits)
+    access_log: AccessLog | None = None
+    clock: Callable[[], float] = time.time
+
+
+class State(enum.Enum):
+    IDLE = "idle"  # between requests: nothing of the next one has arrived
+    HEAD = "head"  # reading a request line and headers
+    BODY = "body"  # headers read; reading (and dropping) a body
+    CLOSING = "closing"  # the last answer is decided; whatever else arrives is ignored
+
+
+class Event(enum.Enum):
+    BEGIN = "a request begins"
+    HEADERS = "its headers end"
+    COMPLETE = "it ends and the connection stays open"
+    LAST = "it ends and so does the connection"
+    FAIL = "the client broke the protocol"
+
+
+TRANSITIONS: dict[tuple[State, Event], State] = {
+    (State.IDLE, Event.BEGIN): State.HEAD,
+    (State.HEAD, Event.HEADERS): State.BODY,
+    (State.BODY, Event.COMPLETE): State.IDLE,
+    (State.BODY, Event.LAST): State.CLOSING,
+    (State.IDLE, Event.LAST): State.CLOSING,  # stop requested between requests
+    (State.IDLE, Event.FAIL): State.CLOSING,
+    (State.HEAD, Event.FAIL): State.CLOSING,
+    (State.BODY, Event.FAIL): State.CLOSING,
+}
+
+
+class _Stop(Exception):
+    """Raised from a parser callback to stop parsing: the connection's last answer has been given."""
+
+
+class HttpServer(StreamProtocol):
+    """One connection. The ``on_*`` methods are httptools' callbacks, not part of the engine contract."""
+
+    def __init__(self, options: WebOptions) -> None:
+        self.options = options
+        self.limits = options.limits
+        self.site = options.site
+        self.parser = httptools.HttpRequestParser(self)
+        self.state = State.IDLE
+        self.peer_host = "-"
+        self.requests = 0
+        self.stopping = False
+        self.out: list[bytes | FileRegion] = []
+        self.log_lines: list[str] = []
+        self.now = 0.0
+        self.error: RemoteProtocolError | None = None
+        # The first bytes of the current request, while we know where it started: llhttp rejects an unknown method
+        # without saying what it was, and 501 (a method we do not know) differs from 400 (garbage).
+        self.sample: bytes | None = b""
+        self.bad_method: bytes | None = None  # llhttp refused the method: collecting it to tell 501 from 400
+        self._reset_request()
+
+    def _reset_request(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_bytes = 0
+        self.body_bytes = 0
+        self.method = ""
+        self.version = "1.1"
+        self.keep_alive = True
+        self.answer: Response | None = None  # decided at the end of the headers (405, 400...), else the file
+
+    def move(self, event: Event) -> None:
+        try:
+            self.state = TRANSITIONS[(self.state, event)]
+        except KeyError:
+            state = self.state.name
+            raise LocalProtocolError(f"can't handle event {event.name} ({event.value}) in state {state}") from None
+
+    # -- the engine contract -------------------------------------------------------------------------------------
+    def connection_made(self, peer: Address, local: Address) -> Reply:
+        if isinstance(peer, tuple) and peer:
+            self.peer_host = str(peer[0])
+        return NOTHING
+
+    def data_received(self, data: bytes) -> Reply:
+        if self.state is State.CLOSING:
+            return NOTHING
+        self.now = self.options.clock()
+        if self.bad_method is not None:
+            self._collect_bad_method(data)
+            return self._flush()
+        if self.state is State.IDLE:
+            self.sample = data[:32]
+        elif self.state is State.HEAD and self.sample is not None and len(self.sample) < 32:
+            self.sample += data[: 32 - len(self.sample)]
+        began_here = self.state is State.IDLE
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # The request was answered (with Connection: close); what follows is a protocol we do not speak.
+            if self.state is not State.CLOSING:
+                self.move(Event.LAST)
+        except httptools.HttpParserInvalidMethodError:
+            self._collect_bad_method(data)
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__
+            if isinstance(exc, httptools.HttpParserCallbackError) and not isinstance(
+                cause, (_Stop, RemoteProtocolError)
+            ):
+                # Our own bug, not the client's: the engine logs it and drops the connection.
+                raise (cause or exc) from None
+            if self.state is not State.CLOSING or self.error is not None:
+                self._fail(self.error or self._parser_error(exc))
+        except RemoteProtocolError as exc:  # raised after parsing, from our own checks
+            self._fail(exc)
+        else:
+            if self.state is State.HEAD:
+                self._check_head_growth(data, began_here)
+        return self._flush()
+
+    def eof_received(self) -> Reply:
+        return CLOSE
+
+    def stop_requested(self) -> Reply:
+        """Idle keep-alive connections close now; one in the middle of a request closes after answering it."""
+        if self.state is State.IDLE:
+            self.move(Event.LAST)
+            return CLOSE
+        self.stopping = True
+        return NOTHING
+
+    def timed_out(self) -> Reply:
+        """Silent for the idle timeout: a half-sent request gets 408 (the slowloris defence); an idle keep-alive
+        connection is simply closed."""
+        if self.state in (State.HEAD, State.BODY) and self.bad_method is None:
+            self.now = self.options.clock()
+            self._fail(RemoteProtocolError("request timed out", hint=HTTPStatus.REQUEST_TIMEOUT))
+            return self._flush()._replace(close=True)
+        return CLOSE
+
+    # -- httptools callbacks -------------------------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.move(Event.BEGIN)
+        self._reset_request()
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        if len(self.url) > self.limits.max_target:
+            self._raise(RemoteProtocolError("request target too long", hint=HTTPStatus.REQUEST_URI_TOO_LONG))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+        if len(name) + len(value) > self.limits.max_field or len(self.headers) > self.limits.max_headers:
+            self._raise(RemoteProtocolError("header fields too large", hint=HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE))
+
+    def on_headers_complete(self) -> None:
+        self.move(Event.HEADERS)
+        parser = self.parser
+        self.version = parser.get_http_version()
+        self.method = parser.get_method().decode("ascii", "replace")
+        if self.version not in ("1.1", "1.0"):
+            self._raise(RemoteProtocolError(f"HTTP/{self.version}", hint=HTTPStatus.HTTP_VERSION_NOT_SUPPORTED))
+        self.keep_alive = parser.should_keep_alive() and not parser.should_upgrade()
+        hosts = 0
+        has_body = False
+        for name, value in self.headers:
+            lower = name.lower()
+            if lower == b"host":
+                hosts += 1
+            elif lower == b"transfer-encoding":
+                if self.version == "1.0":  # RFC 9112 6.1: faulty framing from a 1.0 client
+                    self._raise(RemoteProtocolError("Transfer-Encoding in HTTP/1.0", hint=HTTPStatus.BAD_REQUEST))
+                if value.rsplit(b",", 1)[-1].strip().lower() != b"chunked":  # llhttp says so only after this call
+                    self._raise(RemoteProtocolError("unknown Transfer-Encoding", hint=HTTPStatus.BAD_REQUEST))
+                has_body = True
+            elif lower == b"content-length" and value.strip() not in (b"0", b""):
+                has_body = True
+        if hosts > 1 or (hosts == 0 and self.version == "1.1"):
+            self._raise(RemoteProtocolError("exactly one Host header is required", hint=HTTPStatus.BAD_REQUEST))
+        if self.method not in SERVED:
+            status = HTTPStatus.METHOD_NOT_ALLOWED if self.method in KNOWN else HTTPStatus.NOT_IMPLEMENTED
+            answer = error_response(status)
+            if status == HTTPStatus.METHOD_NOT_ALLOWED:
+                answer.headers.append(("Allow", ALLOW))
+            if has_body or self.method == "CONNECT":
+                # Not worth reading a body we will not use: answer now and end the connection.
+                answer.close = True
+                self._emit(answer)
+                self.move(Event.LAST)
+                raise _Stop
+            self.answer = answer
+
+    def on_body(self, body: bytes) -> None:
+        self.body_bytes += len(body)
+        if self.body_bytes > self.limits.max_body:
+            self._raise(RemoteProtocolError("request body too large", hint=HTTPStatus.REQUEST_ENTITY_TOO_LARGE))
+
+    def on_message_complete(self) -> None:
+        self.requests += 1
+        self.sample = None  # the next request starts somewhere inside this chunk
+        response = self.answer
+        if response is None:
+            try:
+                target = parse_target(self.url)
+            except RemoteProtocolError as exc:
+                response = error_response(exc.hint or HTTPStatus.BAD_REQUEST, str(exc), head=self.method == "HEAD")
+            else:
+                headers = {}
+                for name, value in self.headers:
+                    key = name.decode("latin-1").lower()
+                    text = value.decode("latin-1")
+                    headers[key] = f"{headers[key]}, {text}" if key in headers else text
+                try:
+                    response = self.site.respond(self.method, target, headers)
+                except OSError as exc:  # out of descriptors, an I/O error: the server's fault, not the client's
+                    busy = exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM)
+                    status = HTTPStatus.SERVICE_UNAVAILABLE if busy else HTTPStatus.INTERNAL_SERVER_ERROR
+                    response = error_response(status, close=True, head=self.method == "HEAD")
+        last = not self.keep_alive or self.stopping or self.requests >= self.limits.max_requests or response.close
+        response.close = last
+        self._emit(response)
+        if last:
+            self.move(Event.LAST)
+            raise _Stop
+        self.move(Event.COMPLETE)
+
+    # -- answering -----------------------------------------------------------------------------------------------
+    def _emit(self, response: Response) -> None:
+        """Queue a response: status line and headers as one bytes object, then the body pieces."""
+        version = "1.0" if self.version == "1.0" else "1.1"
+        lines = [f"Server: {SERVER}\r\nDate: {http_date(self.now)}\r\n"]
+        for name, value in response.headers:
+            lines.append(f"{name}: {value}\r\n")
+        if response.close:
+            lines.append("Connection: close\r\n")
+        elif version == "1.0":
+            lines.append("Connection: keep-alive\r\n")
+        lines.append("\r\n")
+        self.out.append(status_line(version, response.status) + "".join(lines).encode("latin-1"))
+        self.out.extend(response.body)
+        log = self.options.access_log
+        if log is not None:
+            request_line = f"{self.method} {self.url.decode('latin-1')} HTTP/{self.version}" if self.method else "-"
+            referer = agent = None
+            for name, value in self.headers:
+                lower = name.lower()
+                if lower == b"referer":
+                    referer = value.decode("latin-1")
+                elif lower == b"user-agent":
+                    agent = value.decode("latin-1")
+            self.log_lines.append(
+                format_entry(self.peer_host, self.now, request_line, response.status, response.length, referer, agent)
+            )
+
+    def _flush(self) -> Reply:
+        """Everything queued during one event, consecutive bytes joined so they leave in one send."""
+        out = self.out
+        if self.log_lines:
+            assert self.options.access_log is not None
+            self.options.access_log.write(self.log_lines)
+            self.log_lines = []
+        close = self.state is State.CLOSING
+        if not out:
+            return CLOSE if close else NOTHING
+        self.out = []
+        pieces: list[bytes | FileRegion] = []
+        run: list[bytes] = []
+        for piece in out:
+            if isinstance(piece, FileRegion):
+                if run:
+                    pieces.append(b"".join(run))
+                    run = []
+                pieces.append(piece)
+            else:
+                run.append(piece)
+        if run:
+            pieces.append(b"".join(run))
+        return Reply(tuple(pieces), close)
+
+    # -- errors --------------------------------------------------------------------------------------------------
+    def _raise(self, exc: RemoteProtocolError) -> None:
+        """Raise from inside a parser callback, remembering the error (httptools wraps what callbacks raise)."""
+        self.error = exc
+        raise exc
+
+    def _fail(self, exc: RemoteProtocolError) -> None:
+        """Answer a broken request with its status and close."""
+        self.error = None
+        self.keep_alive = False
+        answer = error_response(exc.hint or HTTPStatus.BAD_REQUEST, str(exc), close=True)
+        self._emit(answer)
+        if self.state is not State.CLOSING:
+            self.move(Event.FAIL)
+
+    def _parser_error(self, exc: httptools.HttpParserError) -> RemoteProtocolError:
+        message = str(exc) or "malformed request"
+        if "HTTP version" in message:
+            return RemoteProtocolError(message, hint=HTTPStatus.HTTP_VERSION_NOT_SUPPORTED)
+        return RemoteProtocolError(message, hint=HTTPStatus.BAD_REQUEST)
+
+    def _collect_bad_method(self, data: bytes | None) -> None:
+        """llhttp refused the method. A well-formed token followed by a space is a method we do not implement
+        (501); anything else is garbage (400). The token may arrive a byte at a time, so collect up to 32 bytes."""
+        if data is None or self.sample is None:
+            self._fail(RemoteProtocolError("malformed request line", hint=HTTPStatus.BAD_REQUEST))
+            return
+        if self.bad_method is None:
+            self.bad_method = self.sample
+            if self.state is State.IDLE:
+                self.move(Event.BEGIN)
+        else:
+            self.bad_method += data[:33]
+        sample = self.bad_method
+        if _METHOD_SP.match(sample):
+            self.bad_method = None
+            self._fail(RemoteProtocolError("method not implemented", hint=HTTPStatus.NOT_IMPLEMENTED))
+        elif len(sample) > 32 or _METHOD.fullmatch(sample) is None:
+            self.bad_method = None
+            self._fail(RemoteProtocolError("malformed request line", hint=HTTPStatus.BAD_REQUEST))
+
+    def _check_head_growth(self, data: bytes, began_here: bool) -> None:
+        """Bound the bytes of an unfinished request head, which llhttp and httptools buffer without limit (a
+        header value arrives in one callback only when complete)."""
+        if began_here or self.head_bytes == 0:
+            end = data.rfind(b"\r\n\r\n")
+            self.head_bytes = len(data) - end - 4 if end >= 0 else len(data)
+        else:
+            self.head_bytes += len(data)
+        if self.head_bytes > self.limits.max_head:
+            if self.parser.get_http_version() == "0.0":  # still in the request line
+                self._fail(RemoteProtocolError("request target too long", hint=HTTPStatus.REQUEST_URI_TOO_LONG))
+            else:
+                self._fail(
+                    RemoteProtocolError("header fields too large", hint=HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
+                )
+
+
+def make_factory(options: WebOptions) -> Callable[[], HttpServer]:
+    """What a :class:`Listener` calls once per connection."""
+
+    def factory() -> HttpServer:
+        return HttpServer(options)
+
+    return factory
+
+
+#: What a client over the connection limit is told.
+BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 20\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\n\r\nServer is too busy.\n"
+)

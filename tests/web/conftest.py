@@ -1,0 +1,87 @@
+"""A real `sockhop serve web` per model, shared by the tests of a module, over a small site in a temp folder."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support import ServerProcess, start_server
+
+MODELS = ["iterative", "fork", "thread", "pool", "eventloop", "prefork"]
+BIG = bytes(range(256)) * 4096  # 1 MiB
+
+
+def make_site(root: Path) -> Path:
+    (root / "hello.txt").write_text("hello, world\n")
+    (root / "index.html").write_text("<!doctype html><title>home</title><h1>home</h1>\n")
+    (root / "big.bin").write_bytes(BIG)
+    (root / "docs").mkdir()
+    (root / "docs" / "readme.md").write_text("# docs\n")
+    (root / "app.js").write_text("console.log('plain');\n" * 50)
+    (root / "app.js.gz").write_bytes(gzip.compress((root / "app.js").read_bytes()))
+    (root / ".env").write_text("SECRET=1\n")
+    (root / "sp ace é.txt").write_text("unicode name\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory) -> Path:
+    return make_site(tmp_path_factory.mktemp("site"))
+
+
+class WebServer:
+    def __init__(self, server: ServerProcess, model: str) -> None:
+        self.server = server
+        self.model = model
+        self.host, self.port = server.address("web")
+
+    def url(self, path: str = "/") -> str:
+        return f"http://{self.host}:{self.port}{path}"
+
+    def exchange(self, data: bytes, timeout: float = 10.0) -> bytes:
+        """Send raw bytes, half-close, read until the server closes."""
+        with socket.create_connection((self.host, self.port), timeout=timeout) as sock:
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+            return read_all(sock, timeout)
+
+
+def read_all(sock: socket.socket, timeout: float) -> bytes:
+    chunks = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, TimeoutError):
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def start_web(root: Path, model: str, *extra: str) -> ServerProcess:
+    args = ["serve", "web", str(root), "--model", model]
+    if "--listen" not in extra:
+        args += ["--listen", "127.0.0.1:0"]
+    if "--access-log" not in extra:
+        args.append("--no-access-log")
+    if model in ("pool", "prefork"):
+        args += ["--workers", "2"]
+    return start_server([*args, *extra], env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def web(request, site):
+    server = start_web(site, request.param, "--idle-timeout", "5", "--grace", "2")
+    try:
+        yield WebServer(server, request.param)
+    finally:
+        server.stop()
+        if server.proc.stderr:
+            server.proc.stderr.close()

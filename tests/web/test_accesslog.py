@@ -1,0 +1,32 @@
+"""The Combined Log Format, written once per batch of requests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sockhop.web.accesslog import AccessLog, format_entry
+
+from .helpers import feed, server
+
+
+def test_format_entry():
+    line = format_entry("10.0.0.1", 1_700_000_000, 'GET /a"b HTTP/1.1', 200, 0, None, "curl/8")
+    assert line == '10.0.0.1 - - [14/Nov/2023:22:13:20 +0000] "GET /a\\"b HTTP/1.1" 200 - "-" "curl/8"\n'
+
+
+def test_requests_are_logged(tmp_path: Path):
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "a.txt").write_text("abc")
+    log = AccessLog(str(tmp_path / "access.log"))
+    proto = server(tmp_path / "site", log=log)
+    feed(
+        proto,
+        b"GET /a.txt HTTP/1.1\r\nHost: x\r\nUser-Agent: test/1\r\nReferer: http://r/\r\n\r\n"
+        b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    feed(proto, b"\x00garbage")
+    log.close()
+    lines = (tmp_path / "access.log").read_text().splitlines()
+    assert lines[0] == '127.0.0.1 - - [14/Nov/2023:22:13:20 +0000] "GET /a.txt HTTP/1.1" 200 3 "http://r/" "test/1"'
+    assert lines[1].startswith('127.0.0.1 - - [14/Nov/2023:22:13:20 +0000] "GET /nope HTTP/1.1" 404 ')
+    assert lines[2].startswith('127.0.0.1 - - [14/Nov/2023:22:13:20 +0000] "-" 400 ')

@@ -1,0 +1,469 @@
+"""The server protocol in memory: every request fed whole, byte by byte, and with trailing data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from sockhop.engine.protocol import FileRegion
+from sockhop.web.files import SMALL_FILE
+from sockhop.web.protocol import HttpLimits, State
+
+from .helpers import feed, materialise, parse_responses, server
+
+MODES = ["whole", "bytewise", "trailing"]
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    (tmp_path / "hello.txt").write_text("hello, world\n")
+    (tmp_path / "page.html").write_text("<h1>page</h1>\n")
+    (tmp_path / "big.bin").write_bytes(bytes(range(256)) * 400)  # 100 KiB: sent with sendfile
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "index.html").write_text("<h1>docs</h1>\n")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / ".secret").write_text("hidden\n")
+    return tmp_path
+
+
+def get(path: str, *extra: str, method: str = "GET", version: str = "1.1") -> bytes:
+    lines = [f"{method} {path} HTTP/{version}", "Host: example.test", *extra]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def one(root: Path, request: bytes, mode: str = "whole", **site):
+    proto = server(root, **site)
+    raw, close = feed(proto, request, mode)
+    responses = parse_responses(raw, heads=(request.startswith(b"HEAD"),))
+    assert len(responses) == 1, raw
+    return responses[0], close, proto
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_get_a_file(root, mode):
+    response, close, proto = one(root, get("/hello.txt"), mode)
+    assert response.status == 200
+    assert response.body == b"hello, world\n"
+    assert response.header("content-type") == "text/plain; charset=utf-8"
+    assert response.header("content-length") == "13"
+    assert response.header("date") == "Tue, 14 Nov 2023 22:13:20 GMT"
+    assert response.header("server").startswith("sockhop/")
+    assert response.header("etag").startswith('"')
+    assert response.header("last-modified").endswith("GMT")
+    assert response.header("accept-ranges") == "bytes"
+    assert not close and proto.state is (State.HEAD if mode == "trailing" else State.IDLE)
+
+
+def test_head_has_headers_and_no_body(root):
+    response, close, _ = one(root, get("/hello.txt", method="HEAD"))
+    assert response.status == 200
+    assert response.header("content-length") == "13"
+    assert response.body == b""
+    assert not close
+
+
+def test_trailing_data_waits_for_the_rest(root):
+    proto = server(root)
+    raw, close = feed(proto, get("/hello.txt") + b"GET /page.ht")
+    assert [r.status for r in parse_responses(raw)] == [200]
+    assert not close and proto.state is State.HEAD
+    raw, close = feed(proto, b"ml HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert parse_responses(raw)[0].body == b"<h1>page</h1>\n"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_pipelined_requests_are_answered_in_order(root, mode):
+    proto = server(root)
+    raw, close = feed(proto, get("/hello.txt") + get("/missing") + get("/page.html", method="HEAD") + get("/"), mode)
+    responses = parse_responses(raw, heads=(False, False, True, False))
+    assert [r.status for r in responses] == [200, 404, 200, 200]
+    assert responses[0].body == b"hello, world\n"
+    assert responses[2].body == b""
+    assert b"Index of /" in responses[3].body
+    assert not close
+
+
+def test_http10_closes_unless_asked_to_keep_alive(root):
+    response, close, _ = one(root, get("/hello.txt", version="1.0"))
+    assert close and response.header("connection") == "close"
+    response, close, _ = one(root, get("/hello.txt", "Connection: keep-alive", version="1.0"))
+    assert not close and response.header("connection") == "keep-alive"
+
+
+def test_http10_needs_no_host(root):
+    response, _, _ = one(root, b"GET /hello.txt HTTP/1.0\r\n\r\n")
+    assert response.status == 200
+
+
+def test_connection_close_is_honoured_and_later_requests_ignored(root):
+    proto = server(root)
+    raw, close = feed(proto, get("/hello.txt", "Connection: close") + get("/page.html"))
+    responses = parse_responses(raw)
+    assert [r.status for r in responses] == [200]
+    assert close and responses[0].header("connection") == "close"
+    assert proto.data_received(get("/page.html")).send == ()
+
+
+def test_requests_per_connection_are_capped(root):
+    proto = server(root, limits=HttpLimits(max_requests=2))
+    raw, close = feed(proto, get("/hello.txt") * 3)
+    responses = parse_responses(raw)
+    assert len(responses) == 2 and close
+    assert responses[1].header("connection") == "close"
+
+
+def test_big_files_go_out_with_sendfile(root):
+    proto = server(root)
+    reply = proto.data_received(get("/big.bin"))
+    regions = [p for p in reply.send if isinstance(p, FileRegion)]
+    assert len(regions) == 1 and regions[0].count == 256 * 400 > SMALL_FILE
+    raw, _ = materialise([reply])
+    assert parse_responses(raw)[0].body == bytes(range(256)) * 400
+
+
+# -- methods ------------------------------------------------------------------------------------------------------
+def test_known_methods_get_405_with_allow(root):
+    response, close, _ = one(root, get("/hello.txt", method="DELETE"))
+    assert response.status == 405 and response.header("allow") == "GET, HEAD"
+    assert not close
+
+
+def test_post_with_a_body_gets_405_and_close(root):
+    response, close, _ = one(root, get("/hello.txt", "Content-Length: 5", method="POST") + b"abcde")
+    assert response.status == 405 and close
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_unknown_method_is_501(root, mode):
+    response, close, _ = one(root, get("/hello.txt", method="FROB"), mode)
+    assert response.status == 501 and close
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_webdav_method_is_501(root, mode):
+    response, close, _ = one(root, get("/hello.txt", method="PROPFIND"), mode)
+    assert response.status == 501
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("garbage", [b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03", b"hello there\r\n\r\n"])
+def test_garbage_is_400(root, mode, garbage):
+    response, close, _ = one(root, garbage, mode)
+    assert response.status == 400 and close
+
+
+# -- paths --------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/../hello.txt",
+        "/%2e%2e/hello.txt",
+        "/docs/../../etc/passwd",
+        "/docs/..%2f..%2fetc%2fpasswd",
+        "/%2E%2E%2Fetc%2Fpasswd",
+        "/hello.txt%00.html",
+        "/docs%5c..%5chello.txt",
+        "/%c0%ae%c0%ae/etc/passwd",  # overlong UTF-8 for "."
+        "/%ff",
+        "*",
+        "example.test:443",
+    ],
+)
+def test_paths_that_would_leave_the_root_are_400(root, path):
+    response, close, _ = one(root, get(path))
+    assert response.status == 400, path
+
+
+def test_dot_segments_inside_the_root_resolve(root):
+    response, _, _ = one(root, get("/docs/../hello.txt"))
+    assert response.status == 200 and response.body == b"hello, world\n"
+
+
+def test_absolute_form_target(root):
+    response, _, _ = one(root, get("http://example.test/hello.txt?x=1"))
+    assert response.status == 200
+
+
+def test_dotfiles_are_hidden_unless_asked(root):
+    assert one(root, get("/.secret"))[0].status == 404
+    assert one(root, get("/.secret"), dotfiles=True)[0].status == 200
+    assert b".secret" not in one(root, get("/"))[0].body
+
+
+def test_symlinks_leading_outside_are_refused(root, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "passwd").write_text("root:x:0:0\n")
+    os.symlink(outside / "passwd", root / "link")
+    os.symlink(outside, root / "linkdir")
+    os.symlink(root / "hello.txt", root / "inner")
+    assert one(root, get("/link"))[0].status == 403
+    assert one(root, get("/linkdir/passwd"))[0].status == 403
+    assert one(root, get("/inner"))[0].status == 200
+    assert one(root, get("/link"), follow_symlinks=True)[0].body == b"root:x:0:0\n"
+
+
+def test_special_files_are_refused(root):
+    os.mkfifo(root / "fifo")
+    assert one(root, get("/fifo"))[0].status == 403
+
+
+def test_missing_and_file_with_slash_are_404(root):
+    assert one(root, get("/nope.txt"))[0].status == 404
+    assert one(root, get("/hello.txt/"))[0].status == 404
+
+
+# -- directories --------------------------------------------------------------------------------------------------
+def test_directory_without_slash_redirects(root):
+    response, _, _ = one(root, get("/docs?x=1"))
+    assert response.status == 301 and response.header("location") == "/docs/?x=1"
+
+
+def test_directory_index_and_listing(root):
+    assert one(root, get("/docs/"))[0].body == b"<h1>docs</h1>\n"
+    listing = one(root, get("/"))[0]
+    assert listing.header("content-type") == "text/html; charset=utf-8"
+    assert b'href="docs/"' in listing.body and b'href="hello.txt"' in listing.body
+    assert one(root, get("/empty/"), listing=False)[0].status == 403
+
+
+# -- conditional requests and ranges ------------------------------------------------------------------------------
+def test_if_none_match_gives_304(root):
+    etag = one(root, get("/hello.txt"))[0].header("etag")
+    response, _, _ = one(root, get("/hello.txt", f"If-None-Match: {etag}"))
+    assert response.status == 304 and response.body == b"" and response.header("etag") == etag
+    assert one(root, get("/hello.txt", 'If-None-Match: "other"'))[0].status == 200
+    assert one(root, get("/hello.txt", "If-None-Match: *"))[0].status == 304
+
+
+def test_if_modified_since(root):
+    last = one(root, get("/hello.txt"))[0].header("last-modified")
+    assert one(root, get("/hello.txt", f"If-Modified-Since: {last}"))[0].status == 304
+    assert one(root, get("/hello.txt", "If-Modified-Since: Sat, 01 Jan 2000 00:00:00 GMT"))[0].status == 200
+    assert one(root, get("/hello.txt", "If-Modified-Since: yesterday"))[0].status == 200
+
+
+def test_one_range(root):
+    response, _, _ = one(root, get("/hello.txt", "Range: bytes=0-4"))
+    assert response.status == 206 and response.body == b"hello"
+    assert response.header("content-range") == "bytes 0-4/13"
+    assert one(root, get("/hello.txt", "Range: bytes=-6"))[0].body == b"world\n"
+    assert one(root, get("/big.bin", "Range: bytes=102398-"))[0].body == bytes([254, 255])
+
+
+def test_several_ranges_are_multipart(root):
+    response, _, _ = one(root, get("/hello.txt", "Range: bytes=0-4,7-11"))
+    assert response.status == 206
+    kind = response.header("content-type")
+    assert kind.startswith("multipart/byteranges; boundary=")
+    boundary = kind.split("=", 1)[1]
+    body = response.body.decode()
+    assert body.count(f"--{boundary}\r\n") == 2 and body.endswith(f"--{boundary}--\r\n")
+    assert "Content-Range: bytes 0-4/13\r\n\r\nhello" in body and "Content-Range: bytes 7-11/13\r\n\r\nworld" in body
+
+
+def test_unsatisfiable_range_is_416(root):
+    response, _, _ = one(root, get("/hello.txt", "Range: bytes=100-200"))
+    assert response.status == 416 and response.header("content-range") == "bytes */13"
+
+
+def test_bad_range_syntax_is_ignored(root):
+    assert one(root, get("/hello.txt", "Range: bytes=x-y"))[0].status == 200
+    assert one(root, get("/hello.txt", "Range: lines=1-2"))[0].status == 200
+
+
+def test_if_range(root):
+    etag = one(root, get("/hello.txt"))[0].header("etag")
+    assert one(root, get("/hello.txt", "Range: bytes=0-4", f"If-Range: {etag}"))[0].status == 206
+    assert one(root, get("/hello.txt", "Range: bytes=0-4", 'If-Range: "old"'))[0].status == 200
+    assert one(root, get("/hello.txt", "Range: bytes=0-4", "If-Range: Sat, 01 Jan 2000 00:00:00 GMT"))[0].status == 200
+
+
+# -- precompressed siblings ---------------------------------------------------------------------------------------
+def test_precompressed_siblings(root):
+    (root / "app.js").write_text("let x = 1;\n")
+    (root / "app.js.gz").write_bytes(b"\x1f\x8bGZ")
+    (root / "app.js.br").write_bytes(b"BR")
+    response, _, _ = one(root, get("/app.js", "Accept-Encoding: gzip, deflate"))
+    assert response.header("content-encoding") == "gzip" and response.body == b"\x1f\x8bGZ"
+    assert response.header("vary") == "Accept-Encoding"
+    assert response.header("content-type") == "text/javascript; charset=utf-8"
+    assert one(root, get("/app.js", "Accept-Encoding: gzip, br"))[0].body == b"BR"
+    assert one(root, get("/app.js", "Accept-Encoding: br;q=0, gzip"))[0].body == b"\x1f\x8bGZ"
+    plain, _, _ = one(root, get("/app.js"))
+    assert plain.body == b"let x = 1;\n" and plain.header("vary") == "Accept-Encoding"
+    assert plain.header("content-encoding") is None
+
+
+# -- hostile input ------------------------------------------------------------------------------------------------
+SMUGGLING = {
+    "cl-and-te": "Content-Length: 3\r\nTransfer-Encoding: chunked",
+    "two-cl": "Content-Length: 3\r\nContent-Length: 3",
+    "unknown-te": "Transfer-Encoding: gzip",
+    "obs-fold": "X-A: b\r\n c",
+    "space-before-colon": "X-A : b",
+    "te-in-http10": None,
+    "two-hosts": "Host: other.test",
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", list(SMUGGLING))
+def test_smuggling_shapes_get_400_and_close(root, mode, case):
+    if case == "te-in-http10":
+        request = b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    else:
+        request = get("/hello.txt", SMUGGLING[case], method="POST") + b"abc"
+    response, close, proto = one(root, request, mode)
+    assert response.status == 400 and close and proto.state is State.CLOSING
+    assert response.header("connection") == "close"
+
+
+def test_missing_host_in_http11_is_400(root):
+    response, close, _ = one(root, b"GET / HTTP/1.1\r\n\r\n")
+    assert response.status == 400 and close
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_long_request_target_is_414(root, mode):
+    response, close, _ = one(root, get("/" + "a" * 9000), mode)
+    assert response.status == 414 and close
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_large_header_field_is_431(root, mode):
+    response, close, _ = one(root, get("/", "X-Big: " + "b" * 9000), mode)
+    assert response.status == 431 and close
+
+
+def test_too_many_headers_is_431(root):
+    response, close, _ = one(root, get("/", *[f"X-{i}: v" for i in range(150)]))
+    assert response.status == 431 and close
+
+
+def test_endless_header_value_is_cut_off(root):
+    proto = server(root)
+    replies = [proto.data_received(b"GET / HTTP/1.1\r\nHost: x\r\nX-Endless: ")]
+    for _ in range(100):
+        replies.append(proto.data_received(b"v" * 1000))
+        if replies[-1].close:
+            break
+    raw, close = materialise(replies)
+    assert close and parse_responses(raw)[0].status == 431
+
+
+def test_endless_request_line_is_414(root):
+    proto = server(root)
+    raw, close = materialise([proto.data_received(b"GET /" + b"a" * 40000)])
+    assert close and parse_responses(raw)[0].status == 414
+
+
+@pytest.mark.parametrize("version", ["2.0", "1.2", "3.0"])
+@pytest.mark.parametrize("mode", MODES)
+def test_unsupported_versions_are_505(root, version, mode):
+    response, close, _ = one(root, get("/", version=version), mode)
+    assert response.status == 505 and close
+
+
+def test_request_body_over_the_limit_is_413(root):
+    proto = server(root, limits=HttpLimits(max_body=10))
+    raw, close = feed(proto, get("/hello.txt", "Content-Length: 20") + b"x" * 20)
+    assert parse_responses(raw)[0].status == 413 and close
+
+
+def test_get_with_a_small_body_is_served_and_the_body_dropped(root):
+    proto = server(root)
+    raw, close = feed(proto, get("/hello.txt", "Content-Length: 3") + b"abc" + get("/page.html"))
+    assert [r.status for r in parse_responses(raw)] == [200, 200] and not close
+
+
+def test_upgrade_is_answered_then_closed(root):
+    response, close, _ = one(root, get("/hello.txt", "Connection: Upgrade", "Upgrade: websocket") + b"\x81\x05hello")
+    assert response.status == 200 and close
+
+
+# -- the engine's events ------------------------------------------------------------------------------------------
+def test_slow_headers_get_408_on_timeout(root):
+    proto = server(root)
+    assert proto.data_received(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow") == ((), False, None)
+    raw, close = materialise([proto.timed_out()])
+    assert close and parse_responses(raw)[0].status == 408
+
+
+def test_idle_keep_alive_just_closes_on_timeout(root):
+    proto = server(root)
+    feed(proto, get("/hello.txt"))
+    reply = proto.timed_out()
+    assert reply.close and reply.send == ()
+
+
+def test_stop_closes_idle_connections_at_once(root):
+    proto = server(root)
+    feed(proto, get("/hello.txt"))
+    assert proto.stop_requested().close
+
+
+def test_stop_lets_a_request_in_flight_finish(root):
+    proto = server(root)
+    assert proto.data_received(b"GET /hello.txt HTTP/1.1\r\n") == ((), False, None)
+    assert not proto.stop_requested().close
+    raw, close = feed(proto, b"Host: x\r\n\r\n")
+    response = parse_responses(raw)[0]
+    assert response.status == 200 and close and response.header("connection") == "close"
+
+
+def test_bad_input_after_close_is_ignored(root):
+    proto = server(root)
+    feed(proto, b"\x00\x01\x02")
+    assert proto.data_received(b"GET / HTTP/1.1\r\n\r\n").send == ()
+
+
+# -- the file cache never serves stale content --------------------------------------------------------------------
+def test_changed_file_is_served_fresh(root):
+    proto = server(root)
+    assert parse_responses(feed(proto, get("/hello.txt"))[0])[0].body == b"hello, world\n"
+    (root / "hello.txt").write_text("HELLO, WORLD\n")  # same size, likely the same second
+    assert parse_responses(feed(proto, get("/hello.txt"))[0])[0].body == b"HELLO, WORLD\n"
+    (root / "hello.txt").unlink()
+    assert parse_responses(feed(proto, get("/hello.txt"))[0])[0].status == 404
+
+
+def test_sibling_added_later_is_used(root):
+    proto = server(root)
+    gz = get("/page.html", "Accept-Encoding: gzip")
+    assert parse_responses(feed(proto, gz)[0])[0].header("content-encoding") is None
+    (root / "page.html.gz").write_bytes(b"GZ")
+    response = parse_responses(feed(proto, gz)[0])[0]
+    assert response.header("content-encoding") == "gzip" and response.body == b"GZ"
+
+
+def test_file_swapped_for_an_outside_symlink_is_refused(root, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "secret").write_text("secret\n")
+    proto = server(root)
+    for path in ("/hello.txt", "/big.bin"):
+        assert parse_responses(feed(proto, get(path))[0])[0].status == 200
+        (root / path[1:]).unlink()
+        os.symlink(outside / "secret", root / path[1:])
+        assert parse_responses(feed(proto, get(path))[0])[0].status == 403
+
+
+def test_cached_ranges_and_conditionals(root):
+    proto = server(root)
+    first = parse_responses(feed(proto, get("/hello.txt"))[0])[0]
+    again = parse_responses(feed(proto, get("/hello.txt", "Range: bytes=0-4,-3"))[0])[0]
+    assert again.status == 206 and b"hello" in again.body and b"ld\n" in again.body
+    etag = first.header("etag")
+    assert parse_responses(feed(proto, get("/hello.txt", f"If-None-Match: {etag}"))[0])[0].status == 304
+    big = parse_responses(feed(proto, get("/big.bin", "Range: bytes=10-19,100-109"))[0])[0]
+    assert big.status == 206 and bytes(range(10, 20)) in big.body and bytes(range(100, 110)) in big.body
+
+
+def test_an_illegal_move_names_the_state_and_the_event(root):
+    from sockhop.errors import LocalProtocolError
+    from sockhop.web.protocol import Event
+
+    proto = server(root)
+    with pytest.raises(LocalProtocolError, match="can't handle event COMPLETE .* in state IDLE"):
+        proto.move(Event.COMPLETE)
