@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sockhop.engine.protocol import FileRegion
+from sockhop.engine.protocol import FileRegion, Reply
 from sockhop.web.files import SMALL_FILE
 from sockhop.web.protocol import HttpLimits, State
 
@@ -386,7 +386,7 @@ def test_upgrade_is_answered_then_closed(root):
 # -- the engine's events ------------------------------------------------------------------------------------------
 def test_slow_headers_get_408_on_timeout(root):
     proto = server(root)
-    assert proto.data_received(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow") == ((), False, None)
+    assert proto.data_received(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow") == Reply()
     raw, close = materialise([proto.timed_out()])
     assert close and parse_responses(raw)[0].status == 408
 
@@ -406,7 +406,7 @@ def test_stop_closes_idle_connections_at_once(root):
 
 def test_stop_lets_a_request_in_flight_finish(root):
     proto = server(root)
-    assert proto.data_received(b"GET /hello.txt HTTP/1.1\r\n") == ((), False, None)
+    assert proto.data_received(b"GET /hello.txt HTTP/1.1\r\n") == Reply()
     assert not proto.stop_requested().close
     raw, close = feed(proto, b"Host: x\r\n\r\n")
     response = parse_responses(raw)[0]
