@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-LISTENING = re.compile(r"^sockhop: (?P<name>\S+) (?P<kind>tcp|udp) (?P<addr>\S+) \(model")
+LISTENING = re.compile(r"^sockhop: (?P<name>\S+) (?P<kind>tcp|udp|tls) (?P<addr>\S+) \(model")
 ROOT = Path(__file__).resolve().parent.parent
 
 

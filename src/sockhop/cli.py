@@ -56,6 +56,14 @@ def add_engine_options(parser: argparse.ArgumentParser, default_listen: str) -> 
         help=f"host:port, [v6addr]:port, :port (all interfaces) or host:service; repeatable (default {default_listen})",
     )
     parser.set_defaults(default_listen=default_listen)
+    parser.add_argument(
+        "--listen-tls", action="append", metavar="ENDPOINT", help="listen here with TLS (needs --tls-cert/--tls-key)"
+    )
+    parser.add_argument(
+        "--tls-cert", action="append", metavar="FILE", help="PEM certificate chain; repeat with --tls-key for SNI"
+    )
+    parser.add_argument("--tls-key", action="append", metavar="FILE", help="PEM private key of the --tls-cert before")
+    parser.add_argument("--tls-handshake-timeout", type=positive_float, default=10.0, metavar="S", help="default 10")
     parser.add_argument("--model", choices=list(MODELS), default="eventloop", help="how to serve many clients")
     parser.add_argument(
         "--workers",
@@ -80,7 +88,19 @@ def limits_from(args: argparse.Namespace) -> Limits:
 
 
 def endpoints_from(args: argparse.Namespace, proto: str = "tcp"):
-    return [parse_endpoint(text, proto=proto) for text in (args.listen or [args.default_listen])]
+    # Only --listen-tls given: TLS only. Neither: the service's default plain endpoint.
+    texts = args.listen or ([] if getattr(args, "listen_tls", None) else [args.default_listen])
+    return [parse_endpoint(text, proto=proto) for text in texts]
+
+
+def tls_context_from(args: argparse.Namespace, alpn: tuple[str, ...] = ()):
+    """The server TLS context the --tls-cert/--tls-key pairs describe (SNI picks among several)."""
+    from sockhop.engine.tls import server_context
+
+    certs, keys = args.tls_cert or [], args.tls_key or []
+    if len(certs) != len(keys):
+        raise UsageError("give one --tls-key for every --tls-cert, in the same order")
+    return server_context(list(zip(certs, keys, strict=True)), alpn=alpn)
 
 
 def open_service(
@@ -90,10 +110,28 @@ def open_service(
     *,
     busy: bytes = b"",
     name: str = "",
+    alpn: tuple[str, ...] = (),
 ) -> list[Listener]:
+    """Open the listeners the --listen (and, for streams, --listen-tls) options name, for one service."""
     proto = "tcp" if kind == socket.SOCK_STREAM else "udp"
+    tls_endpoints = getattr(args, "listen_tls", None) or []
+    context = None
+    if tls_endpoints and kind == socket.SOCK_STREAM:
+        context = tls_context_from(args, alpn)  # checked before anything is bound
     socks = open_listeners(endpoints_from(args, proto), kind)
-    return [Listener(sock, factory, busy=busy, name=name) for sock in socks]
+    listeners = [Listener(sock, factory, busy=busy, name=name) for sock in socks]
+    if context is not None:
+        from sockhop.engine.tls import TLSLayer
+
+        try:
+            tls_socks = open_listeners([parse_endpoint(text, proto=proto) for text in tls_endpoints], kind)
+        except BaseException:
+            for listener in listeners:
+                listener.sock.close()
+            raise
+        tls_factory = TLSLayer.factory(context, factory, handshake_timeout=args.tls_handshake_timeout)
+        listeners += [Listener(sock, tls_factory, name=name, tls=True) for sock in tls_socks]
+    return listeners
 
 
 def run_server(args: argparse.Namespace, listeners: list[Listener], model: str | None = None) -> int:

@@ -104,6 +104,7 @@ class Listener:
     factory: Callable[[], StreamProtocol | DatagramProtocol]
     busy: bytes = b""
     name: str = ""
+    tls: bool = False  # the factory wraps its protocol in TLS (only for describing it)
 
     @property
     def is_stream(self) -> bool:
@@ -111,6 +112,8 @@ class Listener:
 
     def describe(self) -> str:
         kind = "tcp" if self.is_stream else "udp"
+        if self.tls:
+            kind = "tls"
         return f"{self.name or kind} {kind} {format_address(self.sock.getsockname())}"
 
 

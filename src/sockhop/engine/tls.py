@@ -1,0 +1,314 @@
+"""TLS as one more sans-IO layer: a StreamProtocol that wraps another, so every model gets TLS unchanged.
+
+The standard library's ``ssl.MemoryBIO`` + ``SSLObject`` do TLS without a socket: ciphertext from the engine is
+written into one BIO, plaintext for the inner protocol is read out of the SSLObject, and the inner protocol's
+replies are encrypted into the other BIO, whose bytes go back to the engine as this layer's Reply. Nothing here
+blocks, so the event loop never waits on a handshake; the blocking models drive it the same way.
+
+Two ways in:
+
+* implicit TLS (HTTPS, SMTPS, DNS over TLS): the handshake starts with the connection, and the inner protocol's
+  ``connection_made`` is called only once it is done -- an SMTPS greeting is sent encrypted;
+* STARTTLS: the layer starts in plaintext, passing bytes straight through, until the inner protocol puts
+  :data:`START_TLS` in a reply's ``send``: what comes before it goes out in plaintext, and from then on everything
+  is TLS. Plaintext the client sent after its STARTTLS command is discarded here (RFC 3207: no command injection).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+from collections.abc import Callable
+
+from sockhop.engine.drive import close_region, peer_name
+from sockhop.engine.protocol import Address, FileRegion, Reply, StreamProtocol
+
+log = logging.getLogger("sockhop.tls")
+
+
+class _StartTLS(bytes):
+    """The marker a protocol puts last in ``Reply.send`` to switch the connection to TLS after what precedes it.
+    An empty bytes, so an engine without the layer would send nothing; recognised by identity."""
+
+    def __repr__(self) -> str:
+        return "START_TLS"
+
+
+START_TLS = _StartTLS()
+
+READ_SIZE = 64 * 1024
+HANDSHAKE_TIMEOUT = 10.0  # seconds a client gets to finish its handshake, however it trickles (Reply.alarm)
+
+
+class TLSLayer(StreamProtocol):
+    """One connection's TLS, around one inner protocol."""
+
+    PLAIN, HANDSHAKE, OPEN, CLOSED = range(4)
+
+    def __init__(
+        self,
+        context: ssl.SSLContext,
+        inner: StreamProtocol,
+        *,
+        implicit: bool = True,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    ) -> None:
+        self.context = context
+        self.inner = inner
+        self.implicit = implicit
+        self.handshake_timeout = handshake_timeout
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.tls: ssl.SSLObject | None = None
+        self.state = self.PLAIN
+        self.peer: Address = None
+        self.local: Address = None
+        self.waiting = False  # the inner protocol's deferred work runs: feed it nothing meanwhile
+
+    @classmethod
+    def factory(
+        cls,
+        context: ssl.SSLContext,
+        inner: Callable[[], StreamProtocol],
+        *,
+        implicit: bool = True,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    ) -> Callable[[], TLSLayer]:
+        """A Listener factory: each connection gets its own layer around a new inner protocol."""
+        return lambda: cls(context, inner(), implicit=implicit, handshake_timeout=handshake_timeout)
+
+    @property
+    def version(self) -> str | None:
+        return self.tls.version() if self.tls is not None and self.state == self.OPEN else None
+
+    # -- the engine's events -------------------------------------------------------------------------------------
+    def connection_made(self, peer: Address, local: Address) -> Reply:
+        self.peer, self.local = peer, local
+        if self.implicit:
+            self._begin()
+            return Reply(alarm=self.handshake_timeout)  # the client speaks first (ClientHello)
+        return self._outer(self.inner.connection_made(peer, local))
+
+    def data_received(self, data: bytes) -> Reply:
+        if self.state == self.PLAIN:
+            return self._outer(self.inner.data_received(data))
+        if self.state == self.CLOSED:
+            return Reply()
+        self.incoming.write(data)
+        if self.state == self.HANDSHAKE:
+            return self._handshake()
+        return self._sealed(self._read_plaintext())
+
+    def eof_received(self) -> Reply:
+        if self.state in (self.PLAIN, self.OPEN):
+            return self._outer(self.inner.eof_received(), close=True)
+        return Reply(close=True)
+
+    def stop_requested(self) -> Reply:
+        if self.state == self.HANDSHAKE:
+            return Reply(close=True)
+        return self._outer(self.inner.stop_requested())
+
+    def timed_out(self) -> Reply:
+        if self.state == self.HANDSHAKE:
+            log.info("%s: TLS handshake timed out", peer_name(self.peer))
+            return Reply(close=True)
+        return self._outer(self.inner.timed_out(), close=True)
+
+    def connection_lost(self) -> None:
+        self.inner.connection_lost()
+
+    # -- inside ----------------------------------------------------------------------------------------------------
+    def _begin(self) -> None:
+        self.tls = self.context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        self.state = self.HANDSHAKE
+
+    def _handshake(self) -> Reply:
+        assert self.tls is not None
+        try:
+            self.tls.do_handshake()
+        except ssl.SSLWantReadError:
+            return Reply(self._ciphertext())
+        except (ssl.SSLError, ValueError) as exc:
+            return self._sealed(self._fail(exc))
+        self.state = self.OPEN
+        log.debug("%s: %s %s", peer_name(self.peer), self.tls.version(), self.tls.cipher()[0])
+        if self.implicit:
+            first = self._outer(self.inner.connection_made(self.peer, self.local), flush=False)
+        else:
+            first = Reply()  # STARTTLS: the conversation goes on where it was; the inner protocol reset itself
+        alarm = 0.0 if first.alarm is None else first.alarm  # the handshake's deadline is over
+        if first.close or first.then is not None:
+            return self._sealed(first._replace(alarm=alarm))
+        rest = self._read_plaintext()
+        return self._sealed(rest._replace(alarm=alarm if rest.alarm is None else rest.alarm))
+
+    def _read_plaintext(self) -> Reply:
+        """Feed decrypted data to the inner protocol until no whole record is left, deferred work is asked for,
+        or the conversation ends. What the inner protocol answers is encrypted into the outgoing BIO."""
+        assert self.tls is not None
+        alarm = None
+        while not self.waiting:
+            try:
+                plain = self.tls.read(READ_SIZE)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:  # the client's close_notify: its end of the stream
+                self._outer(self.inner.eof_received(), close=True, flush=False)
+                return Reply((), True, None, alarm)
+            except (ssl.SSLError, ValueError) as exc:
+                return self._fail(exc)
+            if not plain:
+                break
+            reply = self._outer(self.inner.data_received(plain), flush=False)
+            if reply.alarm is not None:
+                alarm = reply.alarm
+            if reply.close or reply.then is not None:
+                return Reply((), reply.close, reply.then, alarm)
+        return Reply((), False, None, alarm)
+
+    def _outer(self, reply: Reply, *, close: bool = False, flush: bool = True) -> Reply:
+        """The engine's view of an inner reply: encrypted once TLS is on, STARTTLS carried out, deferred work
+        wrapped so that what it answers is encrypted too and reading resumes after it."""
+        pieces: tuple = ()
+        send = reply.send
+        if send and send[-1] is START_TLS and self.state == self.PLAIN:
+            pieces = send[:-1]  # the last plaintext ("220 Ready to start TLS"), then the switch
+            self._begin()
+        elif self.state == self.PLAIN:
+            pieces = send
+        else:
+            self._seal(send)
+        closing = close or reply.close
+        if closing and self.state == self.OPEN:
+            self._close_notify()
+        then = None
+        if reply.then is not None:
+            inner_then = reply.then
+            self.waiting = True
+
+            def resumed() -> Reply:
+                self.waiting = False
+                after = self._outer(inner_then(), flush=False)
+                if after.close or after.then is not None or self.state != self.OPEN:
+                    return self._sealed(after)
+                more = self._read_plaintext()
+                return self._sealed(more._replace(alarm=after.alarm if more.alarm is None else more.alarm))
+
+            then = resumed
+        if flush and self.state != self.PLAIN:
+            pieces += self._ciphertext()
+        return Reply(pieces, closing, then, reply.alarm)
+
+    def _seal(self, pieces: tuple) -> None:
+        """Encrypt pieces into the outgoing BIO. A file region cannot go by sendfile through TLS: its bytes are
+        read and encrypted."""
+        if self.state != self.OPEN:
+            return  # handshake unfinished or connection closing: nothing may be written
+        assert self.tls is not None
+        for piece in pieces:
+            if isinstance(piece, FileRegion):
+                try:
+                    data = piece.read()
+                finally:
+                    close_region(piece)
+            else:
+                data = piece
+            if data:
+                self.tls.write(data)
+
+    def _close_notify(self) -> None:
+        assert self.tls is not None
+        try:
+            self.tls.unwrap()
+        except (ssl.SSLWantReadError, ssl.SSLError, ValueError):
+            pass  # our close_notify is in the BIO; the client's is not awaited
+        self.state = self.CLOSED
+
+    def _ciphertext(self) -> tuple[bytes, ...]:
+        data = self.outgoing.read()
+        return (data,) if data else ()
+
+    def _sealed(self, reply: Reply) -> Reply:
+        """A reply whose pieces went into the BIO: send the BIO's bytes."""
+        return Reply(self._ciphertext(), reply.close, reply.then, reply.alarm)
+
+    def _fail(self, exc: Exception) -> Reply:
+        reason = getattr(exc, "reason", None) or str(exc)
+        log.info("%s: TLS failed: %s", peer_name(self.peer), reason)
+        self.state = self.CLOSED
+        return Reply(close=True)  # the caller sends what is in the BIO: an alert, if OpenSSL wrote one
+
+
+def server_context(
+    certs: list[tuple[str, str]], *, alpn: tuple[str, ...] = (), names: list[list[str]] | None = None
+) -> ssl.SSLContext:
+    """A server context: TLS 1.2 and 1.3 only, OpenSSL's modern defaults, the given ALPN protocols, and with
+    several certificates, SNI choosing the one whose names match the client's server name (the first otherwise).
+
+    ``certs`` is [(certfile, keyfile), ...]; ``names`` the names each one serves (read from the certificate's
+    subjectAltName when not given).
+    """
+    from sockhop.errors import SockhopError
+
+    def one(cert: str, key: str) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+        ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20")  # TLS 1.2 with forward secrecy and AEAD only
+        if alpn:
+            ctx.set_alpn_protocols(list(alpn))
+        for path in (cert, key):
+            if not os.path.isfile(path):
+                raise SockhopError(f"cannot read {path}: no such file")
+        try:
+            ctx.load_cert_chain(cert, key)
+        except ssl.SSLError as exc:  # before OSError: SSLError is one
+            raise SockhopError(
+                f"cannot use certificate {cert} with key {key}: {exc.reason or 'not a PEM certificate and its key'}"
+            ) from None
+        except OSError as exc:
+            raise SockhopError(f"cannot read {cert} or {key}: {exc.strerror or exc}") from None
+        return ctx
+
+    if not certs:
+        raise SockhopError("TLS needs a certificate: give --tls-cert FILE and --tls-key FILE")
+    contexts = [one(cert, key) for cert, key in certs]
+    main = contexts[0]
+    if len(contexts) > 1:
+        served = names or [certificate_names(cert) for cert, _ in certs]
+
+        def pick(sslobj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+            if server_name:
+                for ctx, patterns in zip(contexts, served, strict=True):
+                    if any(name_matches(p, server_name) for p in patterns):
+                        sslobj.context = ctx
+                        return
+
+        main.sni_callback = pick  # type: ignore[assignment]
+    return main
+
+
+def name_matches(pattern: str, name: str) -> bool:
+    """DNS name matching as certificates mean it: exact, or one leftmost wildcard label."""
+    pattern, name = pattern.lower().rstrip("."), name.lower().rstrip(".")
+    if pattern.startswith("*."):
+        head, _, rest = name.partition(".")
+        return bool(head) and rest == pattern[2:]
+    return pattern == name
+
+
+def certificate_names(certfile: str) -> list[str]:
+    """The DNS names (subjectAltName) a PEM certificate is for."""
+    try:
+        from cryptography import x509
+    except ImportError:  # pragma: no cover - cryptography is a dependency
+        return []
+    with open(certfile, "rb") as f:
+        cert = x509.load_pem_x509_certificate(f.read())
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return san.get_values_for_type(x509.DNSName)

@@ -1,0 +1,269 @@
+"""TLS as a sans-IO layer: in memory against the standard library's client, then through real sockets under every
+model with Python's ssl and openssl s_client."""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sockhop.echo import EchoStream
+from sockhop.engine.protocol import Reply, StreamProtocol
+from sockhop.engine.tls import START_TLS, TLSLayer, name_matches, server_context
+from tests.support import require_tool, start_server
+from tests.tls_certs import LocalCA
+
+MODELS = ["iterative", "fork", "thread", "pool", "eventloop", "prefork"]
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pki")
+    ca = LocalCA(folder)
+    return {
+        "ca": ca,
+        "localhost": ca.issue("localhost", ["localhost", "127.0.0.1", "::1"]),
+        "other": ca.issue("other", ["other.test", "*.other.test"]),
+        "expired": ca.issue("expired", ["localhost", "127.0.0.1"], expired=True),
+    }
+
+
+def client_context(pki) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(pki["ca"].pem))
+    return ctx
+
+
+# -- in memory: the layer is a protocol like any other -------------------------------------------------------------
+class Pair:
+    """A TLS client (the standard library's SSLObject) joined to a TLSLayer in memory, no sockets."""
+
+    def __init__(self, layer: TLSLayer, client_ctx: ssl.SSLContext, server_hostname: str = "localhost") -> None:
+        self.layer = layer
+        self.cin, self.cout = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.client = client_ctx.wrap_bio(self.cin, self.cout, server_hostname=server_hostname)
+        self.closed = False
+        self.plain = b""
+
+    def deliver(self, reply: Reply) -> None:
+        while True:
+            for piece in reply.send:
+                self.cin.write(piece)
+            self.closed = self.closed or reply.close
+            if reply.then is None:
+                return
+            reply = reply.then()
+
+    def handshake(self) -> None:
+        self.deliver(self.layer.connection_made(("127.0.0.1", 5000), ("127.0.0.1", 443)))
+        for _ in range(10):
+            try:
+                self.client.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self.deliver(self.layer.data_received(self.cout.read()))
+        out = self.cout.read()
+        if out:  # TLS 1.3: the client's Finished may still be on its way
+            self.deliver(self.layer.data_received(out))
+
+    def send(self, data: bytes, byte_at_a_time: bool = False) -> None:
+        self.client.write(data)
+        wire = self.cout.read()
+        chunks = [wire[i : i + 1] for i in range(len(wire))] if byte_at_a_time else [wire]
+        for chunk in chunks:
+            self.deliver(self.layer.data_received(chunk))
+
+    def read(self) -> bytes:
+        got = b""
+        while True:
+            try:
+                got += self.client.read(65536)
+            except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+                return got
+
+
+def test_echo_through_the_layer_in_memory(pki):
+    ctx = server_context([(str(pki["localhost"].cert), str(pki["localhost"].key))])
+    pair = Pair(TLSLayer(ctx, EchoStream()), client_context(pki))
+    pair.handshake()
+    assert pair.client.version() in ("TLSv1.2", "TLSv1.3")
+    pair.send(b"hello, tls")
+    assert pair.read() == b"hello, tls"
+    pair.send(b"one record, byte by byte", byte_at_a_time=True)
+    assert pair.read() == b"one record, byte by byte"
+
+
+class Greeter(StreamProtocol):
+    """Says hello on connect; "STARTTLS" switches to TLS; "x" defers work; anything else is echoed."""
+
+    def __init__(self) -> None:
+        self.after_tls: list[bytes] = []
+
+    def connection_made(self, peer, local) -> Reply:
+        return Reply((b"hello\n",))
+
+    def data_received(self, data: bytes) -> Reply:
+        if data.startswith(b"STARTTLS"):
+            return Reply((b"go ahead\n", START_TLS))
+        if data == b"x":
+            return Reply((b"working\n",), then=lambda: Reply((b"done\n",)))
+        return Reply((data,))
+
+
+def test_implicit_tls_greets_only_after_the_handshake(pki):
+    ctx = server_context([(str(pki["localhost"].cert), str(pki["localhost"].key))])
+    layer = TLSLayer(ctx, Greeter())
+    first = layer.connection_made(("127.0.0.1", 5000), ("127.0.0.1", 465))
+    assert first.send == () and first.alarm  # nothing in plaintext, a handshake deadline set
+    pair = Pair(layer, client_context(pki))
+    pair.handshake()
+    assert pair.read() == b"hello\n"
+    pair.send(b"x")
+    assert pair.read() == b"working\ndone\n"
+
+
+def test_starttls_switches_after_the_reply_and_drops_injected_plaintext(pki):
+    ctx = server_context([(str(pki["localhost"].cert), str(pki["localhost"].key))])
+    inner = Greeter()
+    layer = TLSLayer(ctx, inner, implicit=False)
+    assert layer.connection_made(("127.0.0.1", 5000), ("127.0.0.1", 25)).send == (b"hello\n",)
+    reply = layer.data_received(b"STARTTLS\r\n")
+    assert reply.send == (b"go ahead\n",)  # plaintext, then the switch
+    pair = Pair(layer, client_context(pki))
+    pair.handshake()
+    pair.send(b"secret")
+    assert pair.read() == b"secret"
+
+
+def test_garbage_instead_of_a_handshake_closes(pki):
+    ctx = server_context([(str(pki["localhost"].cert), str(pki["localhost"].key))])
+    layer = TLSLayer(ctx, EchoStream())
+    layer.connection_made(("127.0.0.1", 5000), ("127.0.0.1", 443))
+    reply = layer.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert reply.close
+
+
+def test_name_matching():
+    assert name_matches("*.other.test", "www.other.test")
+    assert not name_matches("*.other.test", "other.test")
+    assert not name_matches("*.other.test", "a.b.other.test")
+    assert name_matches("Localhost", "localhost.")
+
+
+# -- real sockets, every model ----------------------------------------------------------------------------------
+def tls_server(pki, model: str, *extra: str):
+    cert = pki["localhost"]
+    return start_server(
+        ["serve", "echo", "--model", model, "--workers", "2", "--listen-tls", "127.0.0.1:0", "--tls-cert",
+         str(cert.cert), "--tls-key", str(cert.key), *extra]
+    )  # fmt: skip
+
+
+@pytest.fixture
+def served():
+    started = []
+    yield started
+    for proc in started:
+        proc.stop()
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_tls_echo_under_every_model(pki, model, served):
+    proc = tls_server(pki, model)
+    served.append(proc)
+    host, port = proc.address("echo", "tls")
+    payload = os.urandom(1024 * 1024)
+    with (
+        socket.create_connection((host, port)) as raw,
+        client_context(pki).wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        assert tls.version() in ("TLSv1.2", "TLSv1.3")
+        tls.sendall(b"hello")
+        assert tls.recv(5) == b"hello"
+        tls.sendall(payload)
+        got = b""
+        while len(got) < len(payload):
+            got += tls.recv(65536)
+        assert got == payload
+    # a client that speaks plaintext to the TLS port is closed, and nobody else notices
+    with socket.create_connection((host, port), timeout=5) as plain:
+        plain.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        try:
+            while plain.recv(4096):
+                pass
+        except ConnectionResetError:
+            pass
+    with (
+        socket.create_connection((host, port)) as raw,
+        client_context(pki).wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(b"still here")
+        assert tls.recv(10) == b"still here"
+    assert "Traceback" not in proc.log()
+
+
+def test_half_a_handshake_is_dropped_at_the_deadline(pki, served):
+    proc = tls_server(pki, "eventloop", "--tls-handshake-timeout", "1")
+    served.append(proc)
+    host, port = proc.address("echo", "tls")
+    with socket.create_connection((host, port), timeout=5) as stalled:
+        started = time.monotonic()
+        stalled.sendall(b"\x16\x03\x01\x00\xc8\x01")  # the start of a ClientHello, then nothing
+        for _ in range(20):  # keep trickling: only the deadline can end this
+            try:
+                if not stalled.recv(1, socket.MSG_DONTWAIT):
+                    break
+            except BlockingIOError:
+                pass
+            except ConnectionResetError:
+                break
+            time.sleep(0.1)
+        assert time.monotonic() - started < 3
+
+
+def run_s_client(port: int, *args: str, servername: str = "localhost", ca=None) -> subprocess.CompletedProcess:
+    require_tool("openssl")
+    cmd = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", servername, *args]
+    if ca is not None:
+        cmd += ["-CAfile", str(ca), "-verify_return_error"]
+    return subprocess.run(cmd, input=b"ping\n", capture_output=True, timeout=20)
+
+
+def test_openssl_versions_offered_and_refused(pki, served):
+    proc = tls_server(pki, "eventloop")
+    served.append(proc)
+    _, port = proc.address("echo", "tls")
+    ok13 = run_s_client(port, "-tls1_3", ca=pki["ca"].pem)
+    assert ok13.returncode == 0 and b"TLSv1.3" in ok13.stdout and b"Verify return code: 0 (ok)" in ok13.stdout
+    ok12 = run_s_client(port, "-tls1_2", ca=pki["ca"].pem)
+    assert ok12.returncode == 0 and b"TLSv1.2" in ok12.stdout
+    old = run_s_client(port, "-tls1_1")
+    assert old.returncode != 0 or b"Cipher is (NONE)" in old.stdout
+
+
+def test_sni_picks_the_certificate_for_the_name(pki, served):
+    a, b = pki["localhost"], pki["other"]
+    proc = start_server(
+        ["serve", "echo", "--listen-tls", "127.0.0.1:0", "--tls-cert", str(a.cert), "--tls-key", str(a.key),
+         "--tls-cert", str(b.cert), "--tls-key", str(b.key)]
+    )  # fmt: skip
+    served.append(proc)
+    _, port = proc.address("echo", "tls")
+    other = run_s_client(port, servername="www.other.test", ca=pki["ca"].pem)
+    assert b"CN = other.test" in other.stdout or b"CN=other.test" in other.stdout, other.stdout[-2000:]
+    default = run_s_client(port, servername="localhost", ca=pki["ca"].pem)
+    assert b"CN = localhost" in default.stdout or b"CN=localhost" in default.stdout
+
+
+def test_a_missing_certificate_is_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "sockhop", "serve", "echo", "--listen-tls", "127.0.0.1:0", "--tls-cert",
+         str(tmp_path / "nope.pem"), "--tls-key", str(tmp_path / "nope.key")],
+        capture_output=True, text=True, timeout=20,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1 and "nope.pem" in result.stderr
