@@ -154,3 +154,54 @@ def test_delivery_does_not_stall_other_connections(sockhop_server, tmp_path):
         assert b.noop()[0] == Code.OK
         b.sendmail("x@y.test", [f"bob@{DOMAIN}"], b"Subject: two\r\n\r\nhi\r\n")
     assert len(delivered(tmp_path, "bob")) == 2
+
+
+@pytest.mark.parametrize("model", ["eventloop", "thread"])
+def test_stop_mid_message_lets_it_finish(sockhop_server, tmp_path, model):
+    server = serve_mail(sockhop_server, tmp_path, model)
+    with socket.create_connection(server.address("mail"), timeout=20) as sock:
+        assert read_reply(sock).startswith(b"220 ")
+        sock.sendall(f"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<bob@{DOMAIN}>\r\nDATA\r\n".encode())
+        replies = b""
+        while b"354 " not in replies:
+            replies += read_reply(sock)
+        sock.sendall(b"Subject: in flight\r\n\r\nfirst half\r\n")
+        server.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        sock.sendall(b"second half\r\n.\r\n")
+        rest = read_reply(sock)
+        if b"421" not in rest:
+            rest += read_reply(sock)
+        assert rest.startswith(b"250 2.0.0 ") and b"\r\n421 4.3.2 " in rest
+    assert server.proc.wait(15) == 0
+    [msg] = delivered(tmp_path, "bob")
+    assert msg.get_content() == "first half\nsecond half\n"
+
+
+def test_swaks_without_pipelining_many_recipients_and_a_big_body(sockhop_server, tmp_path):
+    swaks = require_tool("swaks")
+    server = serve_mail(sockhop_server, tmp_path, "eventloop")
+    host, port = server.address("mail")
+    body_file = tmp_path / "body.txt"
+    body_file.write_bytes(b"".join(b"line %05d of a body of half a megabyte...........................\n" % i
+                                   for i in range(8000)))  # fmt: skip
+    rcpts = ",".join(f"r{i}@{DOMAIN}" for i in range(30))
+    result = subprocess.run(
+        [swaks, "--server", host, "--port", str(port), "--from", "a@sender.test", "--to", rcpts,
+         "--body", f"@{body_file}", "--suppress-data"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+    for i in range(30):
+        [msg] = delivered(tmp_path, f"r{i}")
+        assert msg.get_payload().encode().rstrip(b"\n") == body_file.read_bytes().rstrip(b"\n")  # swaks adds blanks
+
+
+def test_ipv6(sockhop_server, tmp_path):
+    server = sockhop_server(["serve", "mail", str(tmp_path), "--domain", DOMAIN, "--listen", "[::1]:0"])
+    host, port = server.address("mail")
+    assert host == "::1"
+    with smtplib.SMTP(host, port, timeout=30) as smtp:
+        smtp.sendmail("a@b.test", [f"bob@{DOMAIN}"], b"Subject: v6\r\n\r\nhi\r\n")
+    [msg] = delivered(tmp_path, "bob")
+    assert "IPv6:::1" in msg["Received"]

@@ -58,7 +58,9 @@ def add_commands(sub: argparse._SubParsersAction, services: argparse._SubParsers
     send.add_argument("--from", dest="sender", required=True, metavar="ADDR")
     send.add_argument("--to", action="append", required=True, metavar="ADDR", help="repeatable")
     send.add_argument("--server", metavar="ENDPOINT", help="deliver here (host:port) instead of looking up MX")
-    send.add_argument("--port", type=int, default=25, help="port of the mail exchangers found by MX (default 25)")
+    send.add_argument(
+        "--port", type=int, default=25, help="SMTP port of the MX hosts, or of a --server without one (default 25)"
+    )
     send.add_argument("--dns", metavar="ENDPOINT", help="DNS server for MX lookups (default the system's)")
     send.add_argument("--subject", default="")
     send.add_argument("--body", help="message text (default: read standard input)")

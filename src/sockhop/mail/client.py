@@ -226,9 +226,10 @@ class Route:
     hops: tuple[tuple[str, int], ...]
 
 
-def server_endpoint(text: str) -> Endpoint:
+def server_endpoint(text: str, port: int = 25) -> Endpoint:
+    """``host:port``, ``[v6]:port``, or a bare host (then ``port``)."""
     if ":" not in text:
-        return Endpoint(text, 25)
+        return Endpoint(text, port)
     return parse_endpoint(text)
 
 
@@ -273,7 +274,7 @@ def deliver(
 def _routes(recipients: list[str], server: str | None, dns: str | None, port: int, outcomes: dict[str, Outcome]):
     """Recipients grouped by route; those whose domain cannot be routed get their Outcome at once."""
     if server:
-        endpoint = server_endpoint(server)
+        endpoint = server_endpoint(server, port)
         return [(Route(((endpoint.host, endpoint.port),)), recipients)]
     by_domain: dict[str, list[str]] = {}
     for rcpt in recipients:
