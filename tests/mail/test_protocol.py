@@ -232,3 +232,10 @@ def test_eof_mid_message_delivers_nothing():
 def test_quit_closes():
     conv = run(b"QUIT\r\nNOOP\r\n")
     assert conv.codes() == [Code.SERVICE_READY, Code.CLOSING] and conv.closed
+
+
+def test_guessing_recipients_counts_as_errors():
+    guesses = b"".join(b"RCPT TO:<u%d@elsewhere.test>\r\n" % i for i in range(30))
+    conv = run(EHLO + b"MAIL FROM:<a@b.test>\r\n" + guesses)
+    assert conv.codes()[-1] == Code.SERVICE_UNAVAILABLE and conv.closed
+    assert conv.codes().count(Code.MAILBOX_UNAVAILABLE) == POLICY.max_errors

@@ -117,9 +117,9 @@ def cmd_send(args: argparse.Namespace) -> int:
 def cmd_mailbox(args: argparse.Namespace) -> int:
     from .maildir import list_messages
 
-    messages = list_messages(args.maildir)
     if not Path(args.maildir).is_dir():
         raise MailSetupError(f"no such folder: {args.maildir}")
+    messages = list_messages(args.maildir)
     if args.show is not None:
         if args.show > len(messages):
             raise MailSetupError(f"there is no message {args.show}: the mailbox holds {len(messages)}")

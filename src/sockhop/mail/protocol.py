@@ -224,6 +224,7 @@ class SMTPServer(StreamProtocol):
             answer = reply(Code.LOCAL_ERROR, "4.3.0", "delivery failed, try again later")
         else:
             answer = _ok("2.0.0", f"Ok: queued as {queue_id}")
+            log.info("%s: delivered to %d recipient(s)", queue_id, len(self.envelope.recipients))
         self._reset_transaction()
         self.state = State.READY
         rest = self._advance()
@@ -441,6 +442,7 @@ class SMTPServer(StreamProtocol):
         answer = self._recipient(arg)
         if answer.code >= 400:
             self.rcpt_refused += 1
+            self.errors += 1  # every refusal counts: a client guessing names is shown the door too
         return answer
 
     def _recipient(self, arg: str) -> SMTPReply:
@@ -450,7 +452,7 @@ class SMTPServer(StreamProtocol):
             local, domain = split_address(address)
             check_mailbox(address, utf8=utf8, domain_required=local.lower() != "postmaster")
         except AddressSyntaxError as exc:
-            return self._error(Code(exc.hint or Code.PARAMETER_SYNTAX), "5.1.3", f"recipient: {exc}")
+            return reply(Code(exc.hint or Code.PARAMETER_SYNTAX), "5.1.3", f"recipient: {exc}")
         if params:
             return reply(Code.PARAMETERS_NOT_RECOGNIZED, "5.5.4", f"unsupported parameter {next(iter(params))}")
         if len(self.envelope.recipients) >= self.policy.max_recipients:
