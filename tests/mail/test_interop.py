@@ -145,17 +145,6 @@ def test_421_when_over_the_connection_limit(sockhop_server, tmp_path):
             assert read_reply(second).startswith(b"421 4.3.2 ")
 
 
-def test_delivery_does_not_stall_other_connections(sockhop_server, tmp_path):
-    """Under the event loop, a message being fsynced must not hold up another client's NOOP: both finish."""
-    server = serve_mail(sockhop_server, tmp_path, "eventloop")
-    host, port = server.address("mail")
-    with smtplib.SMTP(host, port, timeout=30) as a, smtplib.SMTP(host, port, timeout=30) as b:
-        a.sendmail("x@y.test", [f"bob@{DOMAIN}"], b"Subject: one\r\n\r\n" + (b"z" * 70 + b"\r\n") * 20000)
-        assert b.noop()[0] == Code.OK
-        b.sendmail("x@y.test", [f"bob@{DOMAIN}"], b"Subject: two\r\n\r\nhi\r\n")
-    assert len(delivered(tmp_path, "bob")) == 2
-
-
 @pytest.mark.parametrize("model", ["eventloop", "thread"])
 def test_stop_mid_message_lets_it_finish(sockhop_server, tmp_path, model):
     server = serve_mail(sockhop_server, tmp_path, model)
