@@ -140,3 +140,17 @@ def test_send_by_mx_falls_back_to_the_next_exchanger(sockhop_server, tmp_path):
                       "sockhop: y@nowhere.test: nowhere.test: no such domain"]  # fmt: skip
     [msg] = delivered(tmp_path, "bob")
     assert msg.get_content() == "routed by MX\n"
+
+
+def test_pipelined_refusals_are_reported_per_recipient(sockhop_server, tmp_path):
+    server = serve_mail(sockhop_server, tmp_path, "eventloop", "--max-size", "1k")
+    host, port = server.address("mail")
+    big = b"Subject: big\r\n\r\n" + b"x" * 70 * 40
+    outcomes = deliver("a@b.test", [f"bob@{DOMAIN}", f"carol@{DOMAIN}"], big, server=f"{host}:{port}")
+    assert [(o.delivered, o.reply.code) for o in outcomes] == [(False, Code.EXCEEDED_STORAGE)] * 2
+    outcomes = deliver("a@b.test", ["x@elsewhere.test"], b"Subject: s\r\n\r\nsmall\r\n", server=f"{host}:{port}")
+    assert outcomes[0].reply.code == Code.MAILBOX_UNAVAILABLE
+    ok = deliver("a@b.test", [f"bob@{DOMAIN}", "x@elsewhere.test"], b"Subject: s\r\n\r\nsmall\r\n",
+                 server=f"{host}:{port}")  # fmt: skip
+    assert [o.delivered for o in ok] == [True, False]
+    assert len(delivered(tmp_path, "bob")) == 1

@@ -181,13 +181,16 @@ class SMTPConnection:
                 self.command("RSET")
                 return [Outcome(r, a, self.where) for r, a in zip(recipients, rcpt_replies, strict=True)]
             data_reply = self.command("DATA")
+        accepted = is_positive(mail_reply.code) and any(a.code == Code.OK for a in rcpt_replies)
+        if data_reply.code == Code.START_MAIL_INPUT and not accepted:
+            self.send(b".\r\n")  # a server that says 354 with nobody to deliver to gets an empty message (RFC 2920)
+            self.read_reply()
         if not is_positive(mail_reply.code):
             return [Outcome(r, mail_reply, self.where) for r in recipients]
-        if data_reply.code != Code.START_MAIL_INPUT:
+        if data_reply.code != Code.START_MAIL_INPUT or not accepted:
             return [Outcome(r, a if a.code != Code.OK else data_reply, self.where)
                     for r, a in zip(recipients, rcpt_replies, strict=True)]  # fmt: skip
-        accepted = any(a.code == Code.OK for a in rcpt_replies)
-        self.send((dot_stuff(data) if accepted else b"") + b".\r\n")
+        self.send(dot_stuff(data) + b".\r\n")
         final = self.read_reply()
         return [Outcome(r, final if a.code == Code.OK else a, self.where)
                 for r, a in zip(recipients, rcpt_replies, strict=True)]  # fmt: skip
