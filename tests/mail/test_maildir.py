@@ -63,3 +63,30 @@ def test_list_messages(tmp_path):
     listed = list_messages(tmp_path)
     assert [(m.mailbox, m.subject, m.sender) for m in listed] == [("bob", "hi", "a@b.test"), ("carol", "second", "")]
     assert list_messages(tmp_path / "bob")[0].mailbox == "."
+
+
+def test_concurrent_deliveries_share_directory_fsyncs(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from sockhop.mail import maildir
+
+    calls = []
+    real = maildir.fsync_dir
+
+    def slow_fsync_dir(path):
+        calls.append(path)
+        time.sleep(0.05)
+        real(path)
+
+    monkeypatch.setattr(maildir, "fsync_dir", slow_fsync_dir)
+    store = Maildir(tmp_path)
+    store.deliver(SESSION, envelope("bob@example.test"))  # creates the mailbox
+    calls.clear()
+    threads = [threading.Thread(target=store.deliver, args=(SESSION, envelope("bob@example.test"))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(list((tmp_path / "bob" / "new").iterdir())) == 9
+    assert 1 <= len(calls) < 8
