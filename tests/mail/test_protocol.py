@@ -142,7 +142,7 @@ def test_size_refused_early_and_after_data():
         (b"HELO c.test\r\nMAIL FROM:<a@b.test> BODY=8BITMIME\r\n", Code.PARAMETERS_NOT_RECOGNIZED),
         (EHLO + "MAIL FROM:<jörg@b.test>\r\n".encode(), Code.MAILBOX_NAME_NOT_ALLOWED),
         (EHLO + b"MAIL FROM:<a@b.test>\r\nRCPT TO:<bob@elsewhere.test>\r\n", Code.MAILBOX_UNAVAILABLE),
-        (EHLO + b"MAIL FROM:<a@b.test>\r\nRCPT TO:<\"../etc\"@example.test>\r\n", Code.MAILBOX_NAME_NOT_ALLOWED),
+        (EHLO + b'MAIL FROM:<a@b.test>\r\nRCPT TO:<"../etc"@example.test>\r\n', Code.MAILBOX_NAME_NOT_ALLOWED),
         (EHLO + b"RSET now\r\n", Code.PARAMETER_SYNTAX),
         (EHLO + b"VRFY bob\r\n", Code.CANNOT_VRFY),
         (EHLO + b"VRFY\r\n", Code.PARAMETER_SYNTAX),

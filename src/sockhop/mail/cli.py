@@ -5,9 +5,16 @@ from __future__ import annotations
 import argparse
 import functools
 import socket
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sockhop.errors import SockhopError
+
+if TYPE_CHECKING:
+    from sockhop.up import Offer, UpContext
+
+    from .protocol import MailPolicy, SMTPServer
 
 DEFAULT_PORT = 2525  # SMTP's own port, 25, is privileged
 UP_DOMAIN = "sockhop.test"
@@ -75,7 +82,8 @@ def add_commands(sub: argparse._SubParsersAction, services: argparse._SubParsers
     mailbox.set_defaults(func=cmd_mailbox)
 
 
-def make_factory(root: Path, policy, *, catch_all: bool):
+def make_factory(root: Path, policy: MailPolicy, *, catch_all: bool) -> Callable[[], SMTPServer]:
+    """One SMTPServer per connection, all delivering into the Maildir at ``root`` (created now)."""
     from .maildir import Maildir
     from .protocol import SMTPServer
 
@@ -138,7 +146,7 @@ def cmd_mailbox(args: argparse.Namespace) -> int:
     return 0
 
 
-def mail_service(ctx) -> list:
+def mail_service(ctx: UpContext) -> list[Offer]:
     """``sockhop up``: mail for @sockhop.test on port 2525, into <data>/mail."""
     from sockhop.engine.protocol import Listener
     from sockhop.up import Offer

@@ -8,6 +8,7 @@ the recipients it did not take to the next one; a 5xx is final.
 
 from __future__ import annotations
 
+import argparse
 import email.policy
 import mimetypes
 import re
@@ -274,7 +275,9 @@ def deliver(
     return [outcomes[r] for r in recipients]
 
 
-def _routes(recipients: list[str], server: str | None, dns: str | None, port: int, outcomes: dict[str, Outcome]):
+def _routes(
+    recipients: list[str], server: str | None, dns: str | None, port: int, outcomes: dict[str, Outcome]
+) -> list[tuple[Route, list[str]]]:
     """Recipients grouped by route; those whose domain cannot be routed get their Outcome at once."""
     if server:
         endpoint = server_endpoint(server, port)
@@ -293,7 +296,7 @@ def _routes(recipients: list[str], server: str | None, dns: str | None, port: in
 
 
 # -- the command ----------------------------------------------------------------------------------------------------
-def send_command(args) -> int:
+def send_command(args: argparse.Namespace) -> int:
     """``sockhop send``: one line per recipient; exit 1 if any was not delivered."""
     from .address import AddressSyntaxError, check_mailbox
 
