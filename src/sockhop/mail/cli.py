@@ -60,6 +60,9 @@ def add_commands(sub: argparse._SubParsersAction, services: argparse._SubParsers
     serve.add_argument("--hostname", help="name in the greeting and Received: (default this host's name)")
     add_engine_options(serve, default_listen=f"127.0.0.1:{DEFAULT_PORT}")
     serve.set_defaults(func=cmd_serve_mail, idle_timeout=300.0)  # RFC 5321 4.5.3.2.7: at least 5 minutes
+    for action in serve._actions:
+        if action.dest == "idle_timeout":
+            action.help = "default 300, as RFC 5321 asks of an SMTP server"
 
     send = sub.add_parser("send", help="build a message and deliver it over SMTP (to --server, or by MX)")
     send.add_argument("--from", dest="sender", required=True, metavar="ADDR")
