@@ -218,6 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     echo.set_defaults(func=cmd_serve_echo)
     web_cli.add_commands(sub, services)
 
+    from sockhop.mail.cli import add_commands as add_mail_commands
+
+    add_mail_commands(sub, services)
+
     talk = sub.add_parser("talk", help="connect, send standard input, print what comes back (as netcat)")
     talk.add_argument("host")
     talk.add_argument("port", help="number or service name")

@@ -48,7 +48,13 @@ def echo_service(ctx: UpContext) -> list[Offer]:
     ]
 
 
-SERVICES: list[Callable[[UpContext], list[Offer]]] = [echo_service, web_service]
+def _mail_service(ctx: UpContext) -> list[Offer]:
+    from sockhop.mail.cli import mail_service
+
+    return mail_service(ctx)
+
+
+SERVICES: list[Callable[[UpContext], list[Offer]]] = [echo_service, web_service, _mail_service]
 
 
 def up(args: argparse.Namespace) -> int:

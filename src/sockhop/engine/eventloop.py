@@ -404,6 +404,8 @@ class EventLoopServer(Server):
                 continue
             conn.deadline = time.monotonic() + self.limits.idle_timeout
             self._apply(conn, result)
+            if self.stopping_at is not None:
+                self._tell_stop(conn)
 
     # -- timers and closing --------------------------------------------------------------------------------------
     def _schedule(self, conn: Connection, when: float) -> None:
@@ -505,12 +507,18 @@ class EventLoopServer(Server):
             self.close_listeners()
             self.stopping_at = now + self.limits.grace
             for conn in list(self.conns.values()):
-                if conn.fd >= 0 and not conn.stop_told:
-                    conn.stop_told = True
-                    try:
-                        reply = conn.protocol.stop_requested()
-                    except Exception as exc:
-                        protocol_failed(conn.peer, "stop_requested", exc)
-                        self._close(conn)
-                        continue
-                    self._apply(conn, reply)
+                self._tell_stop(conn)
+
+    def _tell_stop(self, conn: Connection) -> None:
+        """Call stop_requested once -- but not while deferred work runs: the contract promises a protocol no other
+        call meanwhile (its then() may be touching the same state). Such a connection is told when it finishes."""
+        if conn.fd < 0 or conn.stop_told or conn.busy or conn.closing or conn.lingering:
+            return
+        conn.stop_told = True
+        try:
+            reply = conn.protocol.stop_requested()
+        except Exception as exc:
+            protocol_failed(conn.peer, "stop_requested", exc)
+            self._close(conn)
+            return
+        self._apply(conn, reply)

@@ -1,0 +1,12 @@
+"""Mail: an SMTP server delivering to Maildir (the Sendmail role), a client that routes by MX, and a mailbox
+reader.
+
+    codes.py      reply codes (named constants shared by server, client and tests), formatting and parsing replies
+    address.py    mailbox paths and ESMTP parameters of MAIL FROM / RCPT TO
+    protocol.py   the server side of RFC 5321, sans-IO: a state machine fed bytes, answering engine Replies
+    trace.py      the Received: and Return-Path: headers a delivering server adds
+    maildir.py    durable delivery (tmp/ -> fsync -> new/ -> fsync dir) and reading mailboxes back
+    client.py     building a message and delivering it over SMTP, with PIPELINING
+    mx.py         finding a domain's mail exchangers (MX, then A/AAAA)
+    cli.py        ``sockhop serve mail``, ``sockhop send``, ``sockhop mailbox``, and the mail part of ``sockhop up``
+"""

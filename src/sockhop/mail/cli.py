@@ -1,0 +1,166 @@
+"""The mail commands: ``sockhop serve mail``, ``sockhop send``, ``sockhop mailbox``, and mail in ``sockhop up``."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sockhop.errors import SockhopError
+
+if TYPE_CHECKING:
+    from sockhop.up import Offer, UpContext
+
+    from .protocol import MailPolicy, SMTPServer
+
+DEFAULT_PORT = 2525  # SMTP's own port, 25, is privileged
+UP_DOMAIN = "sockhop.test"
+
+
+class MailSetupError(SockhopError):
+    """The mail server cannot start that way."""
+
+
+def size(text: str) -> int:
+    """A byte count: ``10485760``, ``512k``, ``10M``."""
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+    text = text.strip().lower().removesuffix("b")
+    scale = units.get(text[-1:], 1)
+    number = text[:-1] if text[-1:] in units else text
+    if not number.isdigit() or int(number) == 0:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (write 10485760, 512k or 10M)")
+    return int(number) * scale
+
+
+def add_commands(sub: argparse._SubParsersAction, services: argparse._SubParsersAction) -> None:
+    """Add ``serve mail`` to ``services`` and ``send``, ``mailbox`` to ``sub``."""
+    from sockhop.cli import add_engine_options, positive_float, positive_int
+
+    from .protocol import DEFAULT_MAX_RECIPIENTS, DEFAULT_MAX_SIZE
+
+    serve = services.add_parser("mail", help="SMTP server delivering to Maildir (the Sendmail role)")
+    serve.add_argument("maildir", metavar="MAILDIR", help="folder of mailboxes, one per local part")
+    serve.add_argument(
+        "--domain", action="append", required=True, metavar="D", help="a domain to accept mail for; repeatable"
+    )
+    serve.add_argument(
+        "--recipients", action="append", metavar="LIST",
+        help="comma-separated local parts or addresses that exist (others get 550); default: any",
+    )  # fmt: skip
+    serve.add_argument("--catch-all", action="store_true", help="deliver every recipient into MAILDIR itself")
+    serve.add_argument(
+        "--max-size", type=size, default=DEFAULT_MAX_SIZE, metavar="BYTES", help="largest message (default 10M)"
+    )
+    serve.add_argument(
+        "--max-recipients", type=positive_int, default=DEFAULT_MAX_RECIPIENTS, metavar="N", help="per message"
+    )
+    serve.add_argument("--hostname", help="name in the greeting and Received: (default this host's name)")
+    add_engine_options(serve, default_listen=f"127.0.0.1:{DEFAULT_PORT}")
+    serve.set_defaults(func=cmd_serve_mail, idle_timeout=300.0)  # RFC 5321 4.5.3.2.7: at least 5 minutes
+    for action in serve._actions:
+        if action.dest == "idle_timeout":
+            action.help = "default 300, as RFC 5321 asks of an SMTP server"
+
+    send = sub.add_parser("send", help="build a message and deliver it over SMTP (to --server, or by MX)")
+    send.add_argument("--from", dest="sender", required=True, metavar="ADDR")
+    send.add_argument("--to", action="append", required=True, metavar="ADDR", help="repeatable")
+    send.add_argument("--server", metavar="ENDPOINT", help="deliver here (host:port) instead of looking up MX")
+    send.add_argument(
+        "--port", type=int, default=25, help="SMTP port of the MX hosts, or of a --server without one (default 25)"
+    )
+    send.add_argument("--dns", metavar="ENDPOINT", help="DNS server for MX lookups (default the system's)")
+    send.add_argument("--subject", default="")
+    send.add_argument("--body", help="message text (default: read standard input)")
+    send.add_argument("--attach", action="append", default=[], metavar="FILE", help="repeatable")
+    send.add_argument("--helo", help="name to give in EHLO (default this host's name)")
+    send.add_argument("--timeout", type=positive_float, default=30.0, metavar="S")
+    send.set_defaults(func=cmd_send)
+
+    mailbox = sub.add_parser("mailbox", help="list the messages in a Maildir, or print one")
+    mailbox.add_argument("maildir", metavar="MAILDIR")
+    mailbox.add_argument("--show", type=positive_int, metavar="N", help="print message N of the listing")
+    mailbox.set_defaults(func=cmd_mailbox)
+
+
+def make_factory(root: Path, policy: MailPolicy, *, catch_all: bool) -> Callable[[], SMTPServer]:
+    """One SMTPServer per connection, all delivering into the Maildir at ``root`` (created now)."""
+    from .maildir import Maildir
+    from .protocol import SMTPServer
+
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MailSetupError(f"cannot create {root}: {exc.strerror}") from None
+    store = Maildir(root, hostname=policy.hostname, catch_all=catch_all)
+    return functools.partial(SMTPServer, policy, store)
+
+
+def cmd_serve_mail(args: argparse.Namespace) -> int:
+    from sockhop.cli import open_service, run_server
+
+    from .protocol import MailPolicy, busy_reply
+
+    recipients = None
+    if args.recipients:
+        recipients = frozenset(r.strip().lower() for item in args.recipients for r in item.split(",") if r.strip())
+    hostname = args.hostname or socket.gethostname()
+    policy = MailPolicy(
+        hostname=hostname,
+        domains=frozenset(d.lower().rstrip(".") for d in args.domain),
+        recipients=recipients,
+        max_size=args.max_size,
+        max_recipients=args.max_recipients,
+    )
+    factory = make_factory(Path(args.maildir), policy, catch_all=args.catch_all)
+    listeners = open_service(args, factory, busy=busy_reply(hostname), name="mail")
+    return run_server(args, listeners)
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from .client import send_command
+
+    return send_command(args)
+
+
+def cmd_mailbox(args: argparse.Namespace) -> int:
+    from .maildir import list_messages
+
+    if not Path(args.maildir).is_dir():
+        raise MailSetupError(f"no such folder: {args.maildir}")
+    messages = list_messages(args.maildir)
+    if args.show is not None:
+        if args.show > len(messages):
+            raise MailSetupError(f"there is no message {args.show}: the mailbox holds {len(messages)}")
+        import sys
+
+        sys.stdout.buffer.write(messages[args.show - 1].path.read_bytes())
+        sys.stdout.flush()
+        return 0
+    if not messages:
+        print("no messages")
+        return 0
+    many = len({m.mailbox for m in messages}) > 1 or messages[0].mailbox != "."
+    for i, m in enumerate(messages, 1):
+        box = f"{m.mailbox:<12.12} " if many else ""
+        print(f"{i:>4}  {box}{m.date[:31]:<31}  {m.sender[:30]:<30}  {m.subject[:60]}")
+    return 0
+
+
+def mail_service(ctx: UpContext) -> list[Offer]:
+    """``sockhop up``: mail for @sockhop.test on port 2525, into <data>/mail."""
+    from sockhop.engine.protocol import Listener
+    from sockhop.up import Offer
+
+    from .protocol import MailPolicy, busy_reply
+
+    hostname = f"mail.{UP_DOMAIN}"
+    policy = MailPolicy(hostname=hostname, domains=frozenset({UP_DOMAIN}))
+    factory = make_factory(ctx.data / "mail", policy, catch_all=False)
+    try_it = (
+        f"echo hello | sockhop send --from me@{UP_DOMAIN} --to you@{UP_DOMAIN} --server {ctx.host}:{DEFAULT_PORT}"
+        f"; sockhop mailbox {ctx.data / 'mail'}"
+    )
+    return [Offer(Listener(ctx.open(DEFAULT_PORT), factory, busy=busy_reply(hostname), name="mail"), try_it)]

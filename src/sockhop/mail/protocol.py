@@ -1,0 +1,517 @@
+"""The server side of SMTP (RFC 5321) as a sans-IO state machine: fed bytes, it answers with engine Replies.
+
+One method per verb (``smtp_MAIL``), collected by name; the legal moves sit in one table, ``TRANSITIONS``: a verb
+missing from the current state's row gets 503 naming the state, and a verb whose reply is positive moves to the
+state the row names. The message itself goes to a :class:`Mailstore` in ``Reply.then``, so the fsync that makes
+delivery durable runs where it stalls no other connection, and the 250 is sent only after it returned.
+
+The end of data is exactly CRLF "." CRLF. A bare CR or LF anywhere in the message gets the whole message refused
+(the 2023 "SMTP smuggling" attacks hide a second message behind ``LF . LF``), so no other line ending around a dot
+can end a message early or smuggle one in -- here or in whatever reads the Maildir later.
+
+Extensions advertised and honoured: PIPELINING (replies to a batch go out together), SIZE (refused at MAIL FROM's
+SIZE= and again at the end of data), 8BITMIME, ENHANCEDSTATUSCODES and SMTPUTF8.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sockhop.engine.protocol import NOTHING, Address, Reply, StreamProtocol
+
+from .address import AddressSyntaxError, check_mailbox, parse_path, split_address
+from .codes import Code, SMTPReply, reply
+
+log = logging.getLogger("sockhop.mail")
+
+MAX_COMMAND_LINE = 2048  # RFC 5321 says 512 octets, plus what extensions add; generous, still bounded
+MAX_TEXT_LINE = 1000  # octets including CRLF (RFC 5321 4.5.3.1.6)
+DEFAULT_MAX_SIZE = 10 * 1024 * 1024
+DEFAULT_MAX_RECIPIENTS = 100  # RFC 5321 4.5.3.1.8: at least 100 must be accepted
+DEFAULT_MAX_ERRORS = 20  # bogus commands before a client is shown the door (as Postfix's smtpd_hard_error_limit)
+
+
+class State(enum.Enum):
+    START = "start"  # greeted the client; no EHLO/HELO yet
+    READY = "ready"  # EHLO/HELO done, no mail transaction
+    MAIL = "mail"  # MAIL FROM accepted
+    RCPT = "rcpt"  # at least one RCPT TO accepted
+    DATA = "data"  # receiving the message
+    DELIVERING = "delivering"  # the message is being made durable (Reply.then)
+    CLOSED = "closed"
+
+
+S = State
+#: Legal moves: for each state, the verbs it accepts and the state a positive reply leads to. A verb missing from
+#: a row is a bad sequence (503); a negative reply leaves the state as it was.
+TRANSITIONS: dict[State, dict[str, State]] = {
+    S.START: {
+        "EHLO": S.READY, "HELO": S.READY, "RSET": S.START, "NOOP": S.START, "HELP": S.START, "VRFY": S.START,
+        "QUIT": S.CLOSED,
+    },
+    S.READY: {
+        "EHLO": S.READY, "HELO": S.READY, "RSET": S.READY, "NOOP": S.READY, "HELP": S.READY, "VRFY": S.READY,
+        "QUIT": S.CLOSED, "MAIL": S.MAIL,
+    },
+    S.MAIL: {
+        "EHLO": S.READY, "HELO": S.READY, "RSET": S.READY, "NOOP": S.MAIL, "HELP": S.MAIL, "VRFY": S.MAIL,
+        "QUIT": S.CLOSED, "RCPT": S.RCPT,
+    },
+    S.RCPT: {
+        "EHLO": S.READY, "HELO": S.READY, "RSET": S.READY, "NOOP": S.RCPT, "HELP": S.RCPT, "VRFY": S.RCPT,
+        "QUIT": S.CLOSED, "RCPT": S.RCPT, "DATA": S.DATA,
+    },
+    S.DATA: {},  # bytes are message text, not commands
+    S.DELIVERING: {},
+    S.CLOSED: {},
+}  # fmt: skip
+
+#: Verbs of other extensions and of the past: recognised, so they get 502 rather than 500.
+NOT_IMPLEMENTED = frozenset({"EXPN", "TURN", "ETRN", "SEND", "SOML", "SAML", "STARTTLS", "AUTH", "BDAT", "ATRN"})
+
+
+@dataclass(frozen=True)
+class MailPolicy:
+    """What this server accepts. ``recipients``: local parts (or whole addresses) that exist; None: any."""
+
+    hostname: str
+    domains: frozenset[str]
+    recipients: frozenset[str] | None = None
+    max_size: int = DEFAULT_MAX_SIZE
+    max_recipients: int = DEFAULT_MAX_RECIPIENTS
+    max_errors: int = DEFAULT_MAX_ERRORS
+
+
+@dataclass
+class Session:
+    """What lasts for the whole connection."""
+
+    peer: Address = None
+    local: Address = None
+    helo: str = ""
+    esmtp: bool = False
+
+
+@dataclass
+class Envelope:
+    """One mail transaction: MAIL FROM, RCPT TO and the message (CRLF turned into LF, dots unstuffed)."""
+
+    sender: str = ""
+    recipients: list[str] = field(default_factory=list)
+    smtputf8: bool = False
+    eight_bit: bool = False
+    content: bytes = b""
+
+
+class Mailstore(Protocol):
+    """Where accepted mail goes (``maildir.Maildir``)."""
+
+    def accepts(self, local_part: str) -> bool:
+        """Whether a mailbox can exist under this name (no ``/``, no leading dot...)."""
+        ...
+
+    def deliver(self, session: Session, envelope: Envelope) -> str:
+        """Store the message durably for every recipient, or raise OSError. Returns a queue id for the 250."""
+        ...
+
+
+def syntax(text: str) -> Callable:
+    """Keep a verb's HELP text beside its code."""
+
+    def mark(method: Callable) -> Callable:
+        method.syntax = text  # type: ignore[attr-defined]
+        return method
+
+    return mark
+
+
+def _ok(status: str = "2.0.0", text: str = "Ok") -> SMTPReply:
+    return reply(Code.OK, status, text)
+
+
+class SMTPServer(StreamProtocol):
+    """One SMTP conversation. ``policy`` says what is accepted, ``store`` keeps it."""
+
+    VERBS: dict[str, Callable[[SMTPServer, str], SMTPReply]] = {}
+
+    def __init__(self, policy: MailPolicy, store: Mailstore) -> None:
+        self.policy = policy
+        self.store = store
+        self.state = State.START
+        self.session = Session()
+        self.envelope = Envelope()
+        self.buffer = bytearray()
+        self.errors = 0
+        self.rcpt_refused = 0  # RCPTs refused in this transaction: DATA then gets 554 rather than 503
+        self.skipping = False  # discarding the rest of an over-long command line
+        self.stopping = False
+        # the message being received
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.fault: SMTPReply | None = None
+        self.mid_line = False  # discarding the rest of an over-long text line
+
+    # -- the engine's side -------------------------------------------------------------------------------------
+    def connection_made(self, peer: Address, local: Address) -> Reply:
+        self.session.peer, self.session.local = peer, local
+        return Reply((reply(Code.SERVICE_READY, "", f"{self.policy.hostname} ESMTP sockhop").format(),))
+
+    def data_received(self, data: bytes) -> Reply:
+        self.buffer += data
+        if self.state is State.DELIVERING:  # the engine does not call us meanwhile; if it did, keep the bytes
+            return NOTHING
+        return self._advance()
+
+    def eof_received(self) -> Reply:
+        """The client is gone: a message still arriving is dropped (it never got its 250)."""
+        self._reset_transaction()
+        self.state = State.CLOSED
+        return Reply(close=True)
+
+    def stop_requested(self) -> Reply:
+        """Between commands: 421 and close at once. Mid-message: let it finish, then 421 after its reply."""
+        self.stopping = True
+        if self.state in (State.DATA, State.DELIVERING, State.CLOSED):
+            return NOTHING
+        self.state = State.CLOSED
+        return Reply((self._closing("4.3.2", "shutting down").format(),), close=True)
+
+    def timed_out(self) -> Reply:
+        self.state = State.CLOSED
+        return Reply((self._closing("4.4.2", "timeout exceeded").format(),), close=True)
+
+    def connection_lost(self) -> None:
+        self.buffer.clear()
+        self.parts.clear()
+
+    # -- the conversation ----------------------------------------------------------------------------------------
+    def _advance(self) -> Reply:
+        """Answer every complete command in the buffer (a pipelined batch gets its replies in one Reply); stop at
+        the end of a message and hand its delivery to ``Reply.then``."""
+        out: list[bytes] = []
+        while self.state is not State.CLOSED:
+            if self.state is State.DATA:
+                if not self._take_data():
+                    break
+                fault = self._end_of_data()
+                if fault is None:
+                    return Reply(tuple(out), then=self._deliver)
+                out.append(fault.format())
+                continue
+            line = self._take_line()
+            if line is None:
+                break
+            answer = self._command(line) if isinstance(line, bytes) else line
+            out.append(answer.format())
+            if self.errors >= self.policy.max_errors and self.state is not State.CLOSED:
+                out.append(self._closing("4.7.0", "too many errors").format())
+                self.state = State.CLOSED
+        if self.stopping and self.state not in (State.DATA, State.CLOSED):
+            out.append(self._closing("4.3.2", "shutting down").format())
+            self.state = State.CLOSED
+        return Reply(tuple(out), close=self.state is State.CLOSED)
+
+    def _deliver(self) -> Reply:
+        """Runs in Reply.then: store the message (fsync and all), answer, then go on with pipelined input."""
+        try:
+            queue_id = self.store.deliver(self.session, self.envelope)
+        except OSError as exc:
+            log.error("delivery failed: %s", exc)
+            answer = reply(Code.LOCAL_ERROR, "4.3.0", "delivery failed, try again later")
+        else:
+            answer = _ok("2.0.0", f"Ok: queued as {queue_id}")
+            log.info("%s: delivered to %d recipient(s)", queue_id, len(self.envelope.recipients))
+        self._reset_transaction()
+        self.state = State.READY
+        rest = self._advance()
+        return Reply((answer.format(), *rest.send), rest.close, rest.then)
+
+    def _take_line(self) -> bytes | SMTPReply | None:
+        """The next command line without its line ending, a 500 for an over-long one, or None for "need more"."""
+        buf = self.buffer
+        end = buf.find(b"\n")
+        if self.skipping:
+            if end < 0:
+                buf.clear()
+                return None
+            del buf[: end + 1]
+            self.skipping = False
+            end = buf.find(b"\n")
+        if end < 0:
+            if len(buf) > MAX_COMMAND_LINE:
+                buf.clear()
+                self.skipping = True
+                return self._error(Code.SYNTAX_ERROR, "5.5.2", "line too long")
+            return None
+        line = bytes(buf[:end])
+        del buf[: end + 1]
+        if len(line) >= MAX_COMMAND_LINE:
+            return self._error(Code.SYNTAX_ERROR, "5.5.2", "line too long")
+        return line[:-1] if line.endswith(b"\r") else line
+
+    def _command(self, line: bytes) -> SMTPReply:
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            return self._error(Code.SYNTAX_ERROR, "5.5.2", "command is not valid UTF-8")
+        if not text.isprintable():
+            return self._error(Code.SYNTAX_ERROR, "5.5.2", "control characters in command")
+        verb, _, arg = text.partition(" ")
+        verb = verb.upper()
+        handler = self.VERBS.get(verb)
+        if handler is None:
+            if verb in NOT_IMPLEMENTED:
+                return self._error(Code.NOT_IMPLEMENTED, "5.5.1", f"{verb} not implemented")
+            return self._error(Code.SYNTAX_ERROR, "5.5.2", "command not recognized")
+        target = TRANSITIONS[self.state].get(verb)
+        if target is None:
+            return self._bad_sequence(verb)
+        answer = handler(self, arg.strip())
+        if answer.code < 400:
+            self.state = target
+        return answer
+
+    def _bad_sequence(self, verb: str) -> SMTPReply:
+        if verb == "DATA" and self.state is State.MAIL and self.rcpt_refused:
+            return reply(Code.TRANSACTION_FAILED, "5.5.1", "no valid recipients")
+        hints = {
+            State.START: "send EHLO or HELO first",
+            State.READY: "send MAIL FROM first",
+            State.MAIL: "send RCPT TO first" if verb == "DATA" else "a transaction is already open",
+            State.RCPT: "a transaction is already open",
+        }
+        hint = hints.get(self.state, "")
+        return self._error(Code.BAD_SEQUENCE, "5.5.1", f"bad sequence of commands: {verb} in state {self.state.name}"
+                           + (f"; {hint}" if hint else ""))  # fmt: skip
+
+    def _error(self, code: Code, status: str, text: str) -> SMTPReply:
+        self.errors += 1
+        return reply(code, status, text)
+
+    def _closing(self, status: str, why: str) -> SMTPReply:
+        return reply(Code.SERVICE_UNAVAILABLE, status, f"{self.policy.hostname} {why}, closing connection")
+
+    def _reset_transaction(self) -> None:
+        self.envelope = Envelope()
+        self.rcpt_refused = 0
+        self.parts = []
+        self.size = 0
+        self.fault = None
+        self.mid_line = False
+
+    # -- message text --------------------------------------------------------------------------------------------
+    def _take_data(self) -> bool:
+        """Consume message lines from the buffer; True once the line "." has been consumed.
+
+        The buffer always starts at the start of a line (only whole lines are consumed), so the end of data is
+        ``.CRLF`` at the start or ``CRLF.CRLF`` anywhere; CRLFs cannot overlap, so every match is a real line
+        boundary.
+        """
+        buf = self.buffer
+        if self.mid_line:
+            end = buf.find(b"\r\n")
+            if end < 0:
+                del buf[:-1]  # the last byte may be the CR of the CRLF that ends this line
+                return False
+            del buf[: end + 2]
+            self.mid_line = False
+        if buf.startswith(b".\r\n"):
+            end = 0
+        else:
+            end = buf.find(b"\r\n.\r\n")
+            end = end + 2 if end >= 0 else -1
+        if end >= 0:
+            self._keep(bytes(buf[:end]))
+            del buf[: end + 3]
+            return True
+        cut = buf.rfind(b"\r\n")
+        if cut >= 0:
+            self._keep(bytes(buf[: cut + 2]))
+            del buf[: cut + 2]
+        if len(buf) > MAX_TEXT_LINE:
+            self._fault(reply(Code.TRANSACTION_FAILED, "5.6.0", f"line longer than {MAX_TEXT_LINE} octets"))
+            self.size += len(buf) - 1
+            self.mid_line = True
+            del buf[:-1]
+        return False
+
+    def _keep(self, segment: bytes) -> None:
+        """Whole lines (each ending in CRLF): check them, unstuff dots, keep them with LF line ends."""
+        if not segment:
+            return
+        self.size += len(segment)
+        if self.fault is not None:
+            return
+        if self.size > self.policy.max_size:
+            self._fault(reply(Code.EXCEEDED_STORAGE, "5.3.4", "message size exceeds fixed maximum message size"))
+            return
+        crlf = segment.count(b"\r\n")
+        if segment.count(b"\n") != crlf or segment.count(b"\r") != crlf:
+            self._fault(reply(Code.TRANSACTION_FAILED, "5.6.0", "bare CR or LF in message: lines end in CRLF"))
+            return
+        lines = segment.split(b"\r\n")
+        lines.pop()  # after the last CRLF
+        if len(segment) > MAX_TEXT_LINE and max(map(len, lines)) > MAX_TEXT_LINE - 2:
+            self._fault(reply(Code.TRANSACTION_FAILED, "5.6.0", f"line longer than {MAX_TEXT_LINE} octets"))
+            return
+        if segment.startswith(b".") or b"\r\n." in segment:
+            lines = [line[1:] if line.startswith(b".") else line for line in lines]
+        lines.append(b"")
+        self.parts.append(b"\n".join(lines))
+
+    def _fault(self, answer: SMTPReply) -> None:
+        if self.fault is None:
+            self.fault = answer
+            self.parts = []
+
+    def _end_of_data(self) -> SMTPReply | None:
+        """The message is complete: a refusal, or None to deliver it."""
+        fault = self.fault
+        if fault is not None:
+            self._reset_transaction()
+            self.state = State.READY
+            return fault
+        self.envelope.content = b"".join(self.parts)
+        self.parts = []
+        self.state = State.DELIVERING
+        return None
+
+    # -- the verbs -----------------------------------------------------------------------------------------------
+    def _greet(self, arg: str, esmtp: bool) -> SMTPReply | None:
+        if not arg or " " in arg:
+            return self._error(Code.PARAMETER_SYNTAX, "5.5.4", f"Syntax: {'EHLO' if esmtp else 'HELO'} hostname")
+        self._reset_transaction()
+        self.session.helo = arg
+        self.session.esmtp = esmtp
+        return None
+
+    @syntax("EHLO hostname")
+    def smtp_EHLO(self, arg: str) -> SMTPReply:
+        refused = self._greet(arg, esmtp=True)
+        if refused is not None:
+            return refused
+        return reply(
+            Code.OK, "", f"{self.policy.hostname} Hello {arg}", "PIPELINING", f"SIZE {self.policy.max_size}",
+            "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8", "HELP",
+        )  # fmt: skip
+
+    @syntax("HELO hostname")
+    def smtp_HELO(self, arg: str) -> SMTPReply:
+        refused = self._greet(arg, esmtp=False)
+        return refused or reply(Code.OK, "", self.policy.hostname)
+
+    @syntax("MAIL FROM:<address> [SIZE=octets] [BODY=7BIT|8BITMIME] [SMTPUTF8]")
+    def smtp_MAIL(self, arg: str) -> SMTPReply:
+        try:
+            sender, params = parse_path(arg, "FROM")
+            if params and not self.session.esmtp:
+                return self._error(Code.PARAMETERS_NOT_RECOGNIZED, "5.5.4", "parameters need EHLO")
+            smtputf8 = "SMTPUTF8" in params
+            if sender:
+                check_mailbox(sender, utf8=smtputf8)
+        except AddressSyntaxError as exc:
+            return self._error(Code(exc.hint or Code.PARAMETER_SYNTAX), "5.1.7", f"sender: {exc}")
+        eight_bit = False
+        for name, value in params.items():
+            if name == "SIZE":
+                if value is None or not value.isdigit() or len(value) > 20:
+                    return self._error(Code.PARAMETER_SYNTAX, "5.5.4", "Syntax: SIZE=octets")
+                if int(value) > self.policy.max_size:
+                    return reply(Code.EXCEEDED_STORAGE, "5.3.4", "message size exceeds fixed maximum message size")
+            elif name == "BODY":
+                if value is None or value.upper() not in ("7BIT", "8BITMIME"):
+                    return self._error(Code.PARAMETER_SYNTAX, "5.5.4", "Syntax: BODY=7BIT or BODY=8BITMIME")
+                eight_bit = value.upper() == "8BITMIME"
+            elif name == "SMTPUTF8":
+                if value is not None:
+                    return self._error(Code.PARAMETER_SYNTAX, "5.5.4", "SMTPUTF8 takes no value")
+            else:
+                return reply(Code.PARAMETERS_NOT_RECOGNIZED, "5.5.4", f"unsupported parameter {name}")
+        self._reset_transaction()
+        self.envelope.sender = sender
+        self.envelope.smtputf8 = smtputf8
+        self.envelope.eight_bit = eight_bit
+        return _ok("2.1.0")
+
+    @syntax("RCPT TO:<address>")
+    def smtp_RCPT(self, arg: str) -> SMTPReply:
+        answer = self._recipient(arg)
+        if answer.code >= 400:
+            self.rcpt_refused += 1
+            self.errors += 1  # every refusal counts: a client guessing names is shown the door too
+        return answer
+
+    def _recipient(self, arg: str) -> SMTPReply:
+        utf8 = self.envelope.smtputf8
+        try:
+            address, params = parse_path(arg, "TO")
+            local, domain = split_address(address)
+            check_mailbox(address, utf8=utf8, domain_required=local.lower() != "postmaster")
+        except AddressSyntaxError as exc:
+            return reply(Code(exc.hint or Code.PARAMETER_SYNTAX), "5.1.3", f"recipient: {exc}")
+        if params:
+            return reply(Code.PARAMETERS_NOT_RECOGNIZED, "5.5.4", f"unsupported parameter {next(iter(params))}")
+        if len(self.envelope.recipients) >= self.policy.max_recipients:
+            return reply(Code.INSUFFICIENT_STORAGE, "4.5.3", "too many recipients")
+        if domain and domain not in self.policy.domains:
+            return reply(Code.MAILBOX_UNAVAILABLE, "5.7.1", f"<{address}>: relay access denied")
+        postmaster = local.lower() == "postmaster"  # RFC 5321 4.5.1: must always be accepted
+        allowed = self.policy.recipients
+        if not postmaster and allowed is not None and local.lower() not in allowed and address.lower() not in allowed:
+            return reply(Code.MAILBOX_UNAVAILABLE, "5.1.1", f"<{address}>: no such user here")
+        if not self.store.accepts(local):
+            return reply(Code.MAILBOX_NAME_NOT_ALLOWED, "5.1.3", f"<{address}>: mailbox name not allowed")
+        self.envelope.recipients.append(address if domain else f"{local}@{self.policy.hostname}")
+        return _ok("2.1.5")
+
+    @syntax("DATA")
+    def smtp_DATA(self, arg: str) -> SMTPReply:
+        if arg:
+            return self._error(Code.PARAMETER_SYNTAX, "5.5.4", "Syntax: DATA")
+        self.parts, self.size, self.fault, self.mid_line = [], 0, None, False
+        return reply(Code.START_MAIL_INPUT, "", "End data with <CR><LF>.<CR><LF>")
+
+    @syntax("RSET")
+    def smtp_RSET(self, arg: str) -> SMTPReply:
+        if arg:
+            return self._error(Code.PARAMETER_SYNTAX, "5.5.4", "Syntax: RSET")
+        self._reset_transaction()
+        return _ok()
+
+    @syntax("NOOP [text]")
+    def smtp_NOOP(self, arg: str) -> SMTPReply:
+        return _ok()
+
+    @syntax("QUIT")
+    def smtp_QUIT(self, arg: str) -> SMTPReply:
+        if arg:
+            return self._error(Code.PARAMETER_SYNTAX, "5.5.4", "Syntax: QUIT")
+        self._reset_transaction()
+        return reply(Code.CLOSING, "2.0.0", "Bye")
+
+    @syntax("VRFY address")
+    def smtp_VRFY(self, arg: str) -> SMTPReply:
+        if not arg:
+            return self._error(Code.PARAMETER_SYNTAX, "5.5.4", "Syntax: VRFY address")
+        return reply(Code.CANNOT_VRFY, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery")
+
+    @syntax("HELP [verb]")
+    def smtp_HELP(self, arg: str) -> SMTPReply:
+        if arg:
+            method = self.VERBS.get(arg.upper())
+            if method is None:
+                return self._error(Code.PARAMETER_SYNTAX, "5.5.4", f"no help for {arg[:20]!r}")
+            return reply(Code.HELP, "2.0.0", f"Syntax: {method.syntax}")  # type: ignore[attr-defined]
+        return reply(Code.HELP, "2.0.0", "Supported commands: " + " ".join(sorted(self.VERBS)))
+
+
+SMTPServer.VERBS = {name[5:]: fn for name, fn in vars(SMTPServer).items() if name.startswith("smtp_")}
+
+
+def busy_reply(hostname: str) -> bytes:
+    """What a client over the connection limit is told before the engine closes it."""
+    return reply(Code.SERVICE_UNAVAILABLE, "4.3.2", f"{hostname} too many connections, try again later").format()

@@ -1,0 +1,78 @@
+"""In-memory pieces for driving the SMTP protocol without sockets."""
+
+from __future__ import annotations
+
+from sockhop.engine.protocol import Reply
+from sockhop.mail.codes import SMTPReply, parse_reply, reply_complete
+from sockhop.mail.protocol import Envelope, MailPolicy, Session, SMTPServer
+
+
+class MemoryStore:
+    """A Mailstore that keeps envelopes in a list (or fails, to test 451)."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.delivered: list[Envelope] = []
+        self.fail = fail
+
+    def accepts(self, local_part: str) -> bool:
+        return "/" not in local_part and not local_part.startswith(".")
+
+    def deliver(self, session: Session, envelope: Envelope) -> str:
+        if self.fail:
+            raise OSError(28, "No space left on device")
+        self.delivered.append(envelope)
+        return f"Q{len(self.delivered)}"
+
+
+POLICY = MailPolicy(hostname="mx.example.test", domains=frozenset({"example.test"}), max_size=4096, max_recipients=5)
+
+
+class Conversation:
+    """A server protocol and what it sent; ``feed`` runs Reply.then chains at once, as the blocking driver does."""
+
+    def __init__(self, policy: MailPolicy = POLICY, store: MemoryStore | None = None) -> None:
+        self.store = store or MemoryStore()
+        self.server = SMTPServer(policy, self.store)
+        self.closed = False
+        self.out = bytearray()
+        self._apply(self.server.connection_made(("127.0.0.1", 40000), ("127.0.0.1", 25)))
+
+    def _apply(self, reply: Reply) -> None:
+        while True:
+            for piece in reply.send:
+                self.out += piece
+            self.closed = self.closed or reply.close
+            if reply.then is None:
+                return
+            reply = reply.then()
+
+    def feed(self, data: bytes, *, chunk: int = 0) -> None:
+        if chunk:
+            for i in range(0, len(data), chunk):
+                assert not self.closed, "fed after close"
+                self._apply(self.server.data_received(data[i : i + chunk]))
+        elif data:
+            self._apply(self.server.data_received(data))
+
+    def event(self, name: str) -> None:
+        self._apply(getattr(self.server, name)())
+
+    def replies(self) -> list[SMTPReply]:
+        """Every reply sent so far (the greeting first)."""
+        return parse_all(bytes(self.out))
+
+    def codes(self) -> list[int]:
+        return [r.code for r in self.replies()]
+
+
+def parse_all(data: bytes) -> list[SMTPReply]:
+    assert data == b"" or data.endswith(b"\r\n"), data[-40:]
+    replies, lines = [], []
+    for line in data.split(b"\r\n")[:-1]:
+        assert b"\n" not in line and b"\r" not in line
+        lines.append(line)
+        if reply_complete(line):
+            replies.append(parse_reply(lines))
+            lines = []
+    assert not lines
+    return replies

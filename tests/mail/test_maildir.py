@@ -1,0 +1,92 @@
+"""Durable delivery into Maildir, and reading it back."""
+
+from __future__ import annotations
+
+import pytest
+
+from sockhop.mail.maildir import Maildir, list_messages, mailbox_name
+from sockhop.mail.protocol import Envelope, Session
+
+SESSION = Session(peer=("127.0.0.1", 5000), local=("127.0.0.1", 25), helo="client.test", esmtp=True)
+
+
+def envelope(*recipients: str, content: bytes = b"Subject: hi\nFrom: a@b.test\n\nhello\n") -> Envelope:
+    return Envelope(sender="a@b.test", recipients=list(recipients), content=content)
+
+
+def test_one_mailbox_per_local_part_created_on_first_use(tmp_path):
+    store = Maildir(tmp_path, hostname="mx.test")
+    store.deliver(SESSION, envelope("bob@example.test", "Carol@example.test", "bob@example.test"))
+    for box in ("bob", "carol"):
+        assert {p.name for p in (tmp_path / box).iterdir()} == {"tmp", "new", "cur"}
+        [msg] = list((tmp_path / box / "new").iterdir())
+        assert not list((tmp_path / box / "tmp").iterdir())
+        text = msg.read_bytes()
+        assert text.startswith(b"Return-Path: <a@b.test>\nReceived: from client.test ([127.0.0.1])\n\tby mx.test")
+        assert text.endswith(b"\n\nhello\n")
+        assert b"\r" not in text
+
+
+def test_received_names_the_recipient_when_there_is_one(tmp_path):
+    Maildir(tmp_path, hostname="mx.test").deliver(SESSION, envelope("bob@example.test"))
+    [msg] = list((tmp_path / "bob" / "new").iterdir())
+    assert b"with ESMTP id " in msg.read_bytes()
+    assert b"\tfor <bob@example.test>; " in msg.read_bytes()
+
+
+def test_catch_all_delivers_into_the_root(tmp_path):
+    store = Maildir(tmp_path, catch_all=True)
+    assert store.accepts("../../etc")
+    store.deliver(SESSION, envelope("x@example.test", "y@example.test"))
+    assert len(list((tmp_path / "new").iterdir())) == 1
+
+
+@pytest.mark.parametrize(("local", "name"), [("Bob", "bob"), ("a.b+c", "a.b+c"), ("..", None), (".x", None),
+                                             ('"a/b"', None), ("zoë", "zoë"), ("", None)])  # fmt: skip
+def test_mailbox_names(local, name):
+    assert mailbox_name(local) == name
+
+
+def test_a_failed_delivery_leaves_nothing_in_new(tmp_path):
+    (tmp_path / "carol").write_text("not a folder")
+    store = Maildir(tmp_path)
+    with pytest.raises(OSError):
+        store.deliver(SESSION, envelope("bob@example.test", "carol@example.test"))
+    assert not list((tmp_path / "bob" / "new").iterdir())
+    assert not list((tmp_path / "bob" / "tmp").iterdir())
+
+
+def test_list_messages(tmp_path):
+    store = Maildir(tmp_path)
+    store.deliver(SESSION, envelope("bob@example.test"))
+    store.deliver(SESSION, envelope("carol@example.test", content=b"Subject: second\n\nx\n"))
+    listed = list_messages(tmp_path)
+    assert [(m.mailbox, m.subject, m.sender) for m in listed] == [("bob", "hi", "a@b.test"), ("carol", "second", "")]
+    assert list_messages(tmp_path / "bob")[0].mailbox == "."
+
+
+def test_concurrent_deliveries_share_directory_fsyncs(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from sockhop.mail import maildir
+
+    calls = []
+    real = maildir.fsync_dir
+
+    def slow_fsync_dir(path):
+        calls.append(path)
+        time.sleep(0.05)
+        real(path)
+
+    monkeypatch.setattr(maildir, "fsync_dir", slow_fsync_dir)
+    store = Maildir(tmp_path)
+    store.deliver(SESSION, envelope("bob@example.test"))  # creates the mailbox
+    calls.clear()
+    threads = [threading.Thread(target=store.deliver, args=(SESSION, envelope("bob@example.test"))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(list((tmp_path / "bob" / "new").iterdir())) == 9
+    assert 1 <= len(calls) < 8
