@@ -50,7 +50,13 @@ class PreforkServer(Server):
                 timeout = max(0.0, min(self.respawn_at) - time.monotonic()) * 1000 + 1
             poller.poll(timeout)
             self.wakeup.drain()
-            self.signals.take()
+            if signal.SIGHUP in self.signals.take():
+                self.handle_hangup()  # the master too: workers it forks later start from the new data
+                for pid in self.workers:
+                    try:
+                        os.kill(pid, signal.SIGHUP)
+                    except ProcessLookupError:
+                        pass
             reap(self.worker_exited)
             if self.failed:
                 self.stop_flag.request()
@@ -80,6 +86,8 @@ class PreforkServer(Server):
             worker = EventLoopServer(
                 self.listeners, self.limits, exclusive=True, share=self.count, stop_flag=self.stop_flag
             )
+            if worker.reloaders:
+                worker.signals.watch(signal.SIGHUP)  # the master forwards SIGHUP; the worker's loop reloads
             status = 1
             worker.run()
             status = 0
