@@ -174,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     echo.add_argument("--udp", action="store_true", help="serve datagrams instead of a stream")
     add_engine_options(echo, default_listen="127.0.0.1:7007")
     echo.set_defaults(func=cmd_serve_echo)
+    from sockhop.dns import cli as dns_commands
+
+    dns_commands.add_commands(sub, services)
 
     talk = sub.add_parser("talk", help="connect, send standard input, print what comes back (as netcat)")
     talk.add_argument("host")
