@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from sockhop.dns.builtin import dns_service
 from sockhop.engine import Limits, Listener, make_server
 from sockhop.net.listeners import open_socket
 
@@ -47,7 +48,7 @@ def echo_service(ctx: UpContext) -> list[Offer]:
     ]
 
 
-SERVICES: list[Callable[[UpContext], list[Offer]]] = [echo_service]
+SERVICES: list[Callable[[UpContext], list[Offer]]] = [echo_service, dns_service]
 
 
 def up(args: argparse.Namespace) -> int:
