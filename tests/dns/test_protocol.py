@@ -82,11 +82,23 @@ def test_cache_answers_repeats_with_only_the_id_patched(server):
     assert len(server.snapshot.udp_cache) == 1
 
 
+def test_cache_is_bounded_in_bytes():
+    from sockhop.dns.server import ReplyCache
+
+    cache = ReplyCache(limit=1000)
+    for i in range(100):
+        cache.put(b"k%03d" % i, b"x" * 96, "")
+    assert cache.size <= 1000 and len(cache) == 10
+    assert b"k099" in cache.entries and b"k000" not in cache.entries  # the oldest went first
+    cache.put(b"huge", b"x" * 5000, "")
+    assert b"huge" not in cache.entries
+
+
 def test_reload_replaces_data_and_cache(server):
     udp(server, query("www.example.com"))
     server.loader = lambda: [read_zone_text(EXAMPLE.replace("192.0.2.2", "192.0.2.99"), "example.com")]
     assert server.reload().ok
-    assert server.snapshot.udp_cache == {}
+    assert len(server.snapshot.udp_cache) == 0
     assert udp(server, query("www.example.com")).answer[0][0].address == "192.0.2.99"
 
 

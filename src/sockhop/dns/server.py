@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -41,7 +42,7 @@ Rcode = dns.rcode.Rcode
 HEADER = 12
 UDP_PAYLOAD = 1232  # RFC 9715's / DNS Flag Day 2020's advice: no fragmentation, little amplification
 CLASSIC_PAYLOAD = 512  # RFC 1035's UDP limit for clients without EDNS
-CACHE_SIZE = 20_000  # encoded replies kept per transport; the oldest goes first
+CACHE_BYTES = 16 * 1024 * 1024  # encoded replies kept per transport and process; the oldest go first
 QR = 0x80  # in the first flags byte
 TRANSFER_TYPES = (RdataType.AXFR, RdataType.IXFR)
 
@@ -49,13 +50,47 @@ TRANSFER_TYPES = (RdataType.AXFR, RdataType.IXFR)
 QueryLog = Callable[[object, str, str], None]
 
 
+class ReplyCache:
+    """Encoded replies (without their ID) and their log line, by the query's bytes after its ID.
+
+    Bounded in bytes, not entries: a TCP reply can be 64 KiB, and a client choosing its questions (case, EDNS
+    options) must not be able to grow the cache without limit. Full: the oldest entries go (a dict keeps order).
+    """
+
+    __slots__ = ("entries", "size", "limit", "lock")
+
+    def __init__(self, limit: int = CACHE_BYTES) -> None:
+        self.entries: dict[bytes, tuple[bytes, str]] = {}
+        self.size = 0
+        self.limit = limit
+        self.lock = threading.Lock()  # the pool model's threads share it; reads need no lock, a dict get is atomic
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def put(self, key: bytes, reply: bytes, summary: str) -> None:
+        cost = len(key) + len(reply)
+        if cost > self.limit:
+            return
+        entries = self.entries
+        with self.lock:
+            if key in entries:
+                return
+            while self.size + cost > self.limit:
+                old_key, (old_reply, _) = next(iter(entries.items()))
+                del entries[old_key]
+                self.size -= len(old_key) + len(old_reply)
+            entries[key] = (reply, summary)
+            self.size += cost
+
+
 @dataclass
 class Snapshot:
     """Zone data and the replies encoded from it, replaced together on reload."""
 
     authority: Authority
-    udp_cache: dict[bytes, tuple[bytes, str]] = field(default_factory=dict)
-    tcp_cache: dict[bytes, tuple[bytes, str]] = field(default_factory=dict)
+    udp_cache: ReplyCache = field(default_factory=ReplyCache)
+    tcp_cache: ReplyCache = field(default_factory=ReplyCache)
 
 
 @dataclass(frozen=True)
@@ -104,7 +139,7 @@ class NameServer:
         """The reply to one query message, or None to drop it. Never raises for anything a client sends."""
         snapshot = self.snapshot
         cache = snapshot.tcp_cache if tcp else snapshot.udp_cache
-        hit = cache.get(data[2:])
+        hit = cache.entries.get(data[2:])
         if hit is not None:
             if self.query_log is not None:
                 self.query_log(peer, "tcp" if tcp else "udp", hit[1])
@@ -113,9 +148,7 @@ class NameServer:
             return None
         reply, summary, cacheable = self._answer(snapshot.authority, data, tcp)
         if cacheable:
-            if len(cache) >= CACHE_SIZE:
-                del cache[next(iter(cache))]
-            cache[data[2:]] = (reply[2:], summary)
+            cache.put(data[2:], reply[2:], summary)
         if self.query_log is not None:
             self.query_log(peer, "tcp" if tcp else "udp", summary)
         return reply
