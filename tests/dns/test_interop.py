@@ -12,7 +12,7 @@ import dns.rdatatype
 import dns.resolver
 import pytest
 
-from tests.dns.zones import write_zone
+from tests.dns.zones import EXAMPLE_ORG, write_zone
 from tests.support import require_tool
 
 pytestmark = pytest.mark.interop
@@ -129,3 +129,37 @@ def test_fork_and_thread_with_udp_is_one_line(zone_file, model):
     )
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and "--tcp-only" in done.stderr and "cannot serve UDP" in done.stderr
+
+
+def test_axfr_of_a_large_zone_spans_messages(sockhop_server, tmp_path):
+    hosts = "".join(f"host{i} IN A 10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}\n" for i in range(3000))
+    zone = write_zone(tmp_path, EXAMPLE_ORG + hosts, "example.org.zone")
+    server = sockhop_server(
+        ["serve", "dns", str(zone), "--listen", "127.0.0.1:0", "--allow-transfer", "127.0.0.0/8"], announce=2
+    )
+    out = dig(server.address("dns", "tcp")[1], "example.org", "AXFR")
+    assert out.count("\tSOA\t") == 2 and out.count("\tA\t") == 3001
+    messages = int(out.split("XFR size: ")[1].split("messages ")[1].split()[0].rstrip(","))
+    assert messages > 1
+
+
+def test_ipv6_loopback(sockhop_server, zone_file):
+    import socket
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    server = sockhop_server(["serve", "dns", str(zone_file), "--listen", "[::1]:0"], announce=2)
+    port = server.address("dns", "udp")[1]
+    for transport in ("+notcp", "+tcp"):
+        out = subprocess.run(
+            [require_tool("dig"), "@::1", "-p", str(port), "+time=5", "+tries=2", transport, "www.example.com"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
+        assert "192.0.2.2" in out

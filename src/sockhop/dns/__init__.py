@@ -14,11 +14,21 @@ from typing import Any
 
 def __getattr__(name: str) -> Any:
     # resolve() and its errors load dnspython; keep `import sockhop.dns` (the CLI's) light until they are used
-    if name in ("resolve", "query", "ResolveError", "NoSuchName", "Refused", "Timeout", "MalformedReply"):
+    if name in __all__:
         from sockhop.dns import resolver
 
         return getattr(resolver, name)
     raise AttributeError(name)
 
 
-__all__ = ["MalformedReply", "NoSuchName", "Refused", "ResolveError", "Timeout", "query", "resolve"]
+__all__ = [
+    "BadQuestion",
+    "MalformedReply",
+    "NoSuchName",
+    "Refused",
+    "ResolveError",
+    "ServerFailure",
+    "Timeout",
+    "query",
+    "resolve",
+]
