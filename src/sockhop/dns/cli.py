@@ -104,7 +104,9 @@ def reloader(server):
 
     def reload() -> None:
         outcome = server.reload()
-        print(f"sockhop: dns: {outcome.message}", file=sys.stderr, flush=True)
+        # one write per line: a prefork master and its workers report at the same moment on one stderr
+        sys.stderr.write(f"sockhop: dns: {outcome.message}\n")
+        sys.stderr.flush()
 
     return reload
 

@@ -15,6 +15,7 @@ import struct
 
 import dns.flags
 import dns.message
+import dns.opcode
 import dns.rcode
 import dns.rdatatype
 
@@ -113,7 +114,9 @@ class DnsStream(StreamProtocol):
         zone = self.server.snapshot.authority.zones.get(question.name)
         response = dns.message.make_response(query)
         summary = f"{question.name} IN {dns.rdatatype.to_text(question.rdtype)}"
-        if zone is None:
+        if query.opcode() != dns.opcode.QUERY:
+            response.set_rcode(Rcode.NOTIMP)
+        elif zone is None:
             response.set_rcode(Rcode.NOTAUTH)
         elif not self.server.may_transfer(self.peer):
             response.set_rcode(Rcode.REFUSED)
