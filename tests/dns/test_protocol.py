@@ -221,6 +221,14 @@ def test_stream_closes_on_a_message_without_a_header(server):
     assert out == b"" and closed
 
 
+def test_stream_closes_at_once_on_stop_only_between_queries(server):
+    idle = DnsStream(server)
+    assert idle.stop_requested().close
+    busy = DnsStream(server)
+    busy.data_received(framed(query("www.example.com").to_wire())[:5])
+    assert not busy.stop_requested().close
+
+
 # -- AXFR -----------------------------------------------------------------------------------------------------------
 def test_axfr_allowed(server):
     out, _ = stream_feed(server, [framed(query("example.com", T.AXFR).to_wire())])

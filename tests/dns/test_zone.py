@@ -55,6 +55,7 @@ def test_broken_record_names_file_and_its_line(tmp_path, bad_line, reason):
     message = str(info.value)
     assert message.startswith(f"{path}:5:"), message
     assert reason in message
+    assert message.endswith(f"(in: {bad_line})")
     assert "\n" not in message
 
 

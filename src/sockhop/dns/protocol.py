@@ -79,6 +79,11 @@ class DnsStream(StreamProtocol):
     def eof_received(self) -> Reply:
         return CLOSE
 
+    def stop_requested(self) -> Reply:
+        """Between queries a DNS connection is idle: close at once (RFC 7766 lets a server close any time);
+        in the middle of one, let it arrive and be answered within the grace period."""
+        return CLOSE if not self.buffer else NOTHING
+
     def answer(self, message: bytes) -> list[bytes] | None:
         """The replies to one message: one, several for a zone transfer, none for a response; None for garbage."""
         if len(message) < HEADER:

@@ -11,6 +11,7 @@ record starts and reports that line instead.
 
 from __future__ import annotations
 
+import linecache
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -103,6 +104,7 @@ class _LineReader(dns.zonefile.Reader):
     """dnspython's reader, noting where each record starts so an error can name that line."""
 
     record_at: tuple[str, int] | None = None
+    main_file = ""
 
     def _rr_line(self) -> None:
         self.record_at = self.tok.where()
@@ -133,6 +135,7 @@ def read_zone_text(text: str, filename: str, origin: dns.name.Name | None = None
         with zone.writer(True) as txn:
             tok = dns.tokenizer.Tokenizer(text, filename)
             reader = _LineReader(tok, dns.rdataclass.IN, txn, allow_include=True)
+            reader.main_file = filename
             reader.read()
         zone.check_origin()
     except dns.zonefile.UnknownOrigin:
@@ -142,9 +145,9 @@ def read_zone_text(text: str, filename: str, origin: dns.name.Name | None = None
     except dns.zone.NoNS:
         raise ZoneError(f"{filename}: the zone has no NS record at its origin {zone.origin}") from None
     except dns.exception.SyntaxError as exc:
-        raise ZoneError(_located(str(exc), reader)) from None
+        raise ZoneError(_located(str(exc), reader, text)) from None
     except dns.exception.DNSException as exc:
-        raise ZoneError(_located(str(exc), reader)) from None
+        raise ZoneError(_located(str(exc), reader, text)) from None
     except OSError as exc:  # an $INCLUDE that cannot be read
         where = f"{reader.record_at[0]}:{reader.record_at[1]}" if reader and reader.record_at else filename
         raise ZoneError(f"{where}: {exc.strerror}: {exc.filename}") from None
@@ -153,14 +156,22 @@ def read_zone_text(text: str, filename: str, origin: dns.name.Name | None = None
     return index(zone, filename)
 
 
-def _located(message: str, reader: _LineReader | None) -> str:
-    """dnspython says ``file:line: reason``; put the line where the faulty record starts."""
+def _located(message: str, reader: _LineReader | None, text: str) -> str:
+    """dnspython says ``file:line: reason``; put the line where the faulty record starts, and quote it."""
     parts = message.split(":", 2)
-    if reader is not None and reader.record_at is not None and len(parts) == 3 and parts[1].isdigit():
-        file, line = reader.record_at
-        if file == parts[0] and line < int(parts[1]):
-            return f"{file}:{line}:{parts[2]}"
-    return message
+    if reader is None or reader.record_at is None or len(parts) != 3 or not parts[1].isdigit():
+        return message
+    file, line = reader.record_at
+    if file != parts[0] or line > int(parts[1]):
+        return message
+    if file == reader.main_file:
+        lines = text.splitlines()
+        record = lines[line - 1] if 0 < line <= len(lines) else ""
+    else:  # an $INCLUDEd file
+        record = linecache.getline(file, line)
+    record = record.split(";")[0].strip()  # the record, not its comment
+    quoted = f" (in: {record})" if record else ""
+    return f"{file}:{line}:{parts[2].rstrip('.')}{quoted}"
 
 
 def read_zone_file(path: str | os.PathLike[str]) -> Zone:
