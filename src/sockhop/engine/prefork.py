@@ -74,8 +74,17 @@ class PreforkServer(Server):
             raise EngineError("a worker could not start; see the log above")
 
     def spawn(self) -> None:
-        pid = os.fork()
+        # A SIGHUP forwarded while the new worker has no handler yet would kill it: hold SIGHUP back across the
+        # fork; the worker lets it through once it watches SIGHUP itself.
+        hangup = {signal.SIGHUP} if self.reloaders else set()
+        signal.pthread_sigmask(signal.SIG_BLOCK, hangup)
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, hangup)
+            raise
         if pid:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, hangup)
             self.workers[pid] = time.monotonic()
             log.info("prefork: worker %d started", pid)
             return
@@ -88,6 +97,7 @@ class PreforkServer(Server):
             )
             if worker.reloaders:
                 worker.signals.watch(signal.SIGHUP)  # the master forwards SIGHUP; the worker's loop reloads
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, hangup)
             status = 1
             worker.run()
             status = 0
