@@ -166,7 +166,7 @@ class NameServer:
         if len(query.question) != 1:
             return header_only(data, Rcode.FORMERR), f"- {len(query.question)} questions FORMERR", True
         question = query.question[0]
-        response = dns.message.make_response(query, our_payload=UDP_PAYLOAD if not tcp else 65535, pad=0)
+        response = dns.message.make_response(query, our_payload=UDP_PAYLOAD, pad=0)
         summary = f"{question.name} {dns.rdataclass.to_text(question.rdclass)} {dns.rdatatype.to_text(question.rdtype)}"
         if query.edns > 0:
             response.set_rcode(Rcode.BADVERS)
