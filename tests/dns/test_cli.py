@@ -66,16 +66,17 @@ def test_sighup_reloads_and_a_broken_reload_keeps_old_data(sockhop_server, tmp_p
 
     path.write_text(EXAMPLE_ORG.replace("192.0.2.100", "192.0.2.101").replace(" 7 3600", " 8 3600"))
     server.proc.send_signal(signal.SIGHUP)
-    assert wait_for(lambda: ask(port, "ns.example.org", tcp=tcp).answer[0][0].address == "192.0.2.101")
+    assert wait_for(lambda: ask(port, "ns.example.org", tcp=tcp).answer[0][0].address == "192.0.2.101"), server.log()
     processes = 3 if model == "prefork" else 1  # the master and each worker reload (and say so)
-    assert wait_for(lambda: sum("reloaded example.org. (serial 8)" in line for line in server.lines) == processes)
+    reloaded = "reloaded example.org. (serial 8)"
+    assert wait_for(lambda: sum(reloaded in line for line in server.lines) >= processes), server.log()
     for _ in range(6):  # every worker has the new data
         assert ask(port, "ns.example.org", tcp=tcp).answer[0][0].address == "192.0.2.101"
 
     path.write_text(EXAMPLE_ORG + "broken IN A 1.2.3\n")
     server.proc.send_signal(signal.SIGHUP)
     failed = "reload failed, still serving the old"
-    assert wait_for(lambda: sum(failed in line for line in server.lines) == processes), server.log()
+    assert wait_for(lambda: sum(failed in line for line in server.lines) >= processes), server.log()
     assert any(f"{path}:6:" in line for line in server.lines)
     assert ask(port, "ns.example.org", tcp=tcp).answer[0][0].address == "192.0.2.101"
     assert server.proc.poll() is None

@@ -259,14 +259,18 @@ SEEDS = [
 ]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(st.binary(max_size=600))
 def test_random_datagrams_never_raise(server, data):
     replies = DnsDatagram(server).datagram_received(data, PEER)
     assert len(replies) <= 1 and all(len(r) <= 65535 for r in replies)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(st.sampled_from(SEEDS), st.lists(st.tuples(st.integers(0, 600), st.integers(0, 255)), max_size=6), st.data())
 def test_mutated_queries_never_raise(server, seed, flips, data):
     packet = bytearray(seed)
