@@ -222,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_mail_commands(sub, services)
 
+    from sockhop.dns import cli as dns_commands
+
+    dns_commands.add_commands(sub, services)
+
     talk = sub.add_parser("talk", help="connect, send standard input, print what comes back (as netcat)")
     talk.add_argument("host")
     talk.add_argument("port", help="number or service name")

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from sockhop.dns.builtin import dns_service
 from sockhop.engine import Limits, Listener, make_server
 from sockhop.net.listeners import open_socket
 from sockhop.web.cli import web_service
@@ -54,7 +55,7 @@ def _mail_service(ctx: UpContext) -> list[Offer]:
     return mail_service(ctx)
 
 
-SERVICES: list[Callable[[UpContext], list[Offer]]] = [echo_service, web_service, _mail_service]
+SERVICES: list[Callable[[UpContext], list[Offer]]] = [echo_service, web_service, dns_service, _mail_service]
 
 
 def up(args: argparse.Namespace) -> int:

@@ -52,10 +52,24 @@ class Server:
             )
         self.stop_flag = stop_flag or StopFlag()
         self.wakeup = Wakeup()
-        self.signals = Signals(self.stop_flag, self.wakeup, self.extra_signals())
+        self.reloaders: list = []  # each listener's reload hook, once
+        for listener in listeners:
+            if listener.reload is not None and listener.reload not in self.reloaders:
+                self.reloaders.append(listener.reload)
+        hangup = (signal.SIGHUP,) if self.reloaders else ()
+        self.signals = Signals(self.stop_flag, self.wakeup, (*self.extra_signals(), *hangup))
 
     def extra_signals(self) -> tuple[signal.Signals, ...]:
         return ()
+
+    def handle_hangup(self) -> None:
+        """SIGHUP: let each service reload what it serves. A failing hook costs only its own reload."""
+        for reload in self.reloaders:
+            try:
+                reload()
+            except Exception as exc:
+                log.error("reload failed: %s: %s", type(exc).__name__, exc)
+                log.debug("traceback", exc_info=exc)
 
     def stop(self) -> None:
         """Ask the server to stop gracefully; safe from any thread."""
@@ -149,7 +163,10 @@ class BlockingServer(Server):
                     if fd == self.wakeup.fileno():
                         self.wakeup.drain()
                         for signum in self.signals.take():
-                            self.handle_signal(signum)
+                            if signum == signal.SIGHUP:
+                                self.handle_hangup()
+                            else:
+                                self.handle_signal(signum)
                     elif fd in by_fd and paused is None:
                         listener = by_fd[fd]
                         if not listener.is_stream:

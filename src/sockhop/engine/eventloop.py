@@ -19,6 +19,7 @@ import itertools
 import logging
 import os
 import select
+import signal
 import socket
 import time
 from collections import deque
@@ -191,7 +192,8 @@ class EventLoopServer(Server):
                     answer_datagrams(sock, protocol)
                 elif fd == wake_fd:
                     self.wakeup.drain()
-                    self.signals.take()
+                    if signal.SIGHUP in self.signals.take():
+                        self.handle_hangup()
                     self._finish_deferred()
                     if self.stop_flag.requests > 1:  # asked twice: stop now
                         for conn in list(conns.values()):

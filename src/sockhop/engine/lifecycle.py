@@ -114,6 +114,10 @@ class Signals:
         except ValueError:  # not the main thread: whoever embeds the engine calls stop() instead
             self._previous.clear()
 
+    def watch(self, sig: signal.Signals) -> None:
+        """Record one more signal (a prefork worker takes SIGHUP alone, leaving stop signals to its master)."""
+        self._previous[sig] = signal.signal(sig, self._record)
+
     def restore(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]

@@ -50,7 +50,13 @@ class PreforkServer(Server):
                 timeout = max(0.0, min(self.respawn_at) - time.monotonic()) * 1000 + 1
             poller.poll(timeout)
             self.wakeup.drain()
-            self.signals.take()
+            if signal.SIGHUP in self.signals.take():
+                self.handle_hangup()  # the master too: workers it forks later start from the new data
+                for pid in self.workers:
+                    try:
+                        os.kill(pid, signal.SIGHUP)
+                    except ProcessLookupError:
+                        pass
             reap(self.worker_exited)
             if self.failed:
                 self.stop_flag.request()
@@ -68,8 +74,17 @@ class PreforkServer(Server):
             raise EngineError("a worker could not start; see the log above")
 
     def spawn(self) -> None:
-        pid = os.fork()
+        # A SIGHUP forwarded while the new worker has no handler yet would kill it: hold SIGHUP back across the
+        # fork; the worker lets it through once it watches SIGHUP itself.
+        hangup = {signal.SIGHUP} if self.reloaders else set()
+        signal.pthread_sigmask(signal.SIG_BLOCK, hangup)
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, hangup)
+            raise
         if pid:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, hangup)
             self.workers[pid] = time.monotonic()
             log.info("prefork: worker %d started", pid)
             return
@@ -80,6 +95,9 @@ class PreforkServer(Server):
             worker = EventLoopServer(
                 self.listeners, self.limits, exclusive=True, share=self.count, stop_flag=self.stop_flag
             )
+            if worker.reloaders:
+                worker.signals.watch(signal.SIGHUP)  # the master forwards SIGHUP; the worker's loop reloads
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, hangup)
             status = 1
             worker.run()
             status = 0

@@ -98,6 +98,9 @@ class Listener:
     ``factory`` returns a :class:`StreamProtocol` for a SOCK_STREAM socket (called once per connection) or a
     :class:`DatagramProtocol` for a SOCK_DGRAM socket (called once per socket and worker). ``busy`` is sent to a
     client refused because the server is at its connection limit (an SMTP 421, an HTTP 503), then it is closed.
+    ``reload``, if given, is called on SIGHUP -- from the serving loop, never inside the signal handler -- in every
+    process that serves the listener (a prefork master and each of its workers), so a service can re-read its
+    files (DNS zones) while it serves. Listeners sharing one ``reload`` have it called once.
     """
 
     sock: socket.socket
@@ -105,6 +108,7 @@ class Listener:
     busy: bytes = b""
     name: str = ""
     tls: bool = False  # the factory wraps its protocol in TLS (only for describing it)
+    reload: Callable[[], None] | None = None
 
     @property
     def is_stream(self) -> bool:

@@ -1,0 +1,189 @@
+"""The authoritative answer to one question (RFC 1034 section 4.3.2), from the zones this server holds.
+
+Pure: a question in, sections and an rcode out. No wire format, no sockets, no cache -- :mod:`sockhop.dns.server`
+wraps it in those. The kinds of answer, each a branch below:
+
+* the RRset asked for (AA set), with in-zone addresses of MX, SRV and NS targets in the additional section;
+* a CNAME, followed while its target stays inside the zone (at most ``MAX_CHAIN`` links);
+* a wildcard match (RFC 4592): the closest encloser's ``*`` child answers, under the name asked;
+* NODATA (the name exists, the type does not) and NXDOMAIN, each with the SOA in the authority section so the
+  answer can be cached for the SOA's negative TTL (RFC 2308);
+* a referral below a delegation: no AA, the NS RRset in authority, glue addresses in additional;
+* REFUSED for a name in none of the zones;
+* ANY answered minimally (RFC 8482): one RRset over UDP, where the reply could be used for amplification; all
+  RRsets over TCP, where the client has proven its address.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import dns.name
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
+
+from sockhop.dns.zone import Zone
+
+RdataType = dns.rdatatype.RdataType
+Rcode = dns.rcode.Rcode
+
+MAX_CHAIN = 8  # CNAME links followed before answering with what there is
+ADDRESS_TYPES = (RdataType.A, RdataType.AAAA)
+
+
+@dataclass
+class Answer:
+    """What to put in a response: the sections, the rcode, and whether it is authoritative."""
+
+    rcode: int = Rcode.NOERROR
+    authoritative: bool = True
+    answer: list[dns.rrset.RRset] = field(default_factory=list)
+    authority: list[dns.rrset.RRset] = field(default_factory=list)
+    additional: list[dns.rrset.RRset] = field(default_factory=list)
+
+    @classmethod
+    def refused(cls) -> Answer:
+        return cls(rcode=Rcode.REFUSED, authoritative=False)
+
+
+class Authority:
+    """The zones one server answers for. Immutable once built: a reload builds a new one."""
+
+    def __init__(self, zones: Iterable[Zone]) -> None:
+        self.zones: dict[dns.name.Name, Zone] = {zone.origin: zone for zone in zones}
+
+    def find_zone(self, name: dns.name.Name) -> Zone | None:
+        """The zone whose origin is the closest ancestor of ``name`` (the name itself included)."""
+        zones = self.zones
+        while True:
+            zone = zones.get(name)
+            if zone is not None:
+                return zone
+            if name == dns.name.root or not name.labels:
+                return None
+            name = name.parent()
+
+    def answer(self, qname: dns.name.Name, qtype: int, *, tcp: bool = False) -> Answer:
+        zone = self.find_zone(qname)
+        if zone is None:
+            return Answer.refused()
+        result = Answer()
+        seen: set[dns.name.Name] = set()
+        name = qname
+        for _ in range(MAX_CHAIN + 1):
+            seen.add(name)
+            target = self._lookup(zone, name, qtype, tcp, result)
+            if target is None:
+                break
+            if target in seen or not target.is_subdomain(zone.origin):
+                break  # a loop, or a target another server answers for: the client follows it
+            name = target
+        return result
+
+    # -- one step of the chain -----------------------------------------------------------------------------------
+    def _lookup(self, zone: Zone, name: dns.name.Name, qtype: int, tcp: bool, result: Answer) -> dns.name.Name | None:
+        """Add what ``name`` answers to ``result``; return a CNAME target to follow, if any."""
+        cut = self._delegation(zone, name, qtype)
+        if cut is not None:
+            self._refer(zone, cut, result)
+            return None
+        node = zone.rrsets.get(name)
+        if node is None and name not in zone.names:
+            wildcard = self._wildcard(zone, name)
+            if wildcard is None:
+                result.rcode = Rcode.NXDOMAIN
+                result.authority.append(negative_soa(zone))
+                return None
+            node = {rdtype: synthesize(rrset, name) for rdtype, rrset in zone.rrsets[wildcard].items()}
+        if node is None:  # an empty non-terminal: the name exists, with nothing at it
+            result.authority.append(negative_soa(zone))
+            return None
+        cname = node.get(RdataType.CNAME)
+        if cname is not None and qtype not in (RdataType.CNAME, RdataType.ANY):
+            result.answer.append(cname)
+            return cname[0].target
+        if qtype == RdataType.ANY:
+            found = sorted(node.items())
+            result.answer.extend(rrset for _, rrset in (found if tcp else found[:1]))
+            return None
+        rrset = node.get(qtype)
+        if rrset is None:
+            result.authority.append(negative_soa(zone))
+            return None
+        result.answer.append(rrset)
+        self._add_addresses(zone, targets(rrset), result)
+        return None
+
+    def _delegation(self, zone: Zone, name: dns.name.Name, qtype: int) -> dns.name.Name | None:
+        """The highest delegation point at or above ``name`` inside the zone, if any. A DS question at the cut
+        itself belongs to the parent side (RFC 4035 section 3.1.4.1)."""
+        if not zone.cuts:
+            return None
+        depth = len(zone.origin)
+        for labels in range(depth + 1, len(name) + 1):
+            candidate = name.split(labels)[1]
+            if candidate in zone.cuts:
+                if candidate == name and qtype == RdataType.DS:
+                    return None
+                return candidate
+        return None
+
+    def _refer(self, zone: Zone, cut: dns.name.Name, result: Answer) -> None:
+        result.authoritative = bool(result.answer)  # a CNAME that led here is still our authoritative data
+        ns = zone.rrsets[cut][RdataType.NS]
+        result.authority.append(ns)
+        self._add_addresses(zone, (rdata.target for rdata in ns), result, glue=True)
+
+    def _wildcard(self, zone: Zone, name: dns.name.Name) -> dns.name.Name | None:
+        """The wildcard that covers ``name`` (RFC 4592 section 3.3.1): ``*`` under the closest encloser."""
+        encloser = name.parent()
+        while encloser not in zone.names:
+            if encloser == zone.origin or not encloser.labels:
+                return None
+            encloser = encloser.parent()
+        wildcard = dns.name.Name((b"*", *encloser.labels))
+        return wildcard if wildcard in zone.rrsets else None
+
+    def _add_addresses(self, zone: Zone, names: Iterable[dns.name.Name], result: Answer, glue: bool = False) -> None:
+        """In-zone A/AAAA of MX, SRV and NS targets, saving the client a query. Below a cut only as glue."""
+        present = {(rrset.name, rrset.rdtype) for rrset in result.answer}
+        for target in names:
+            if not target.is_subdomain(zone.origin) or (not glue and self._delegation(zone, target, 0)):
+                continue
+            for rdtype in ADDRESS_TYPES:
+                rrset = zone.get(target, rdtype)
+                if rrset is not None and (target, rdtype) not in present:
+                    present.add((target, rdtype))
+                    result.additional.append(rrset)
+
+
+def targets(rrset: dns.rrset.RRset) -> list[dns.name.Name]:
+    """The host names an RRset points at, whose addresses a client will want next."""
+    if rrset.rdtype == RdataType.MX:
+        return [rdata.exchange for rdata in rrset]
+    if rrset.rdtype in (RdataType.SRV,):
+        return [rdata.target for rdata in rrset]
+    if rrset.rdtype == RdataType.NS:
+        return [rdata.target for rdata in rrset]
+    return []
+
+
+def synthesize(rrset: dns.rrset.RRset, name: dns.name.Name) -> dns.rrset.RRset:
+    """A wildcard RRset under the name asked (RFC 4592 section 3.3.1)."""
+    copy = dns.rrset.RRset(name, rrset.rdclass, rrset.rdtype)
+    copy.update(rrset)
+    return copy
+
+
+def negative_soa(zone: Zone) -> dns.rrset.RRset:
+    """The SOA for a negative answer, its TTL the lesser of its own and its MINIMUM field (RFC 2308 section 3)."""
+    soa = zone.soa
+    ttl = min(soa.ttl, soa[0].minimum)
+    if ttl == soa.ttl:
+        return soa
+    copy = dns.rrset.RRset(soa.name, soa.rdclass, soa.rdtype)
+    copy.update(soa)
+    copy.ttl = ttl
+    return copy

@@ -1,0 +1,70 @@
+"""The zone ``sockhop up`` serves with no set-up: ``sockhop.test.``, pointing at loopback.
+
+``.test`` is reserved for testing (RFC 2606), so this zone can never shadow a real one.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import TYPE_CHECKING
+
+from sockhop.dns.zone import Zone, read_zone_text
+
+if TYPE_CHECKING:
+    from sockhop.up import Offer, UpContext
+
+ORIGIN = "sockhop.test."
+DEFAULT_PORT = 5353
+
+ZONE_TEXT = """\
+$ORIGIN sockhop.test.
+$TTL 300
+@       IN SOA  ns.sockhop.test. hostmaster.sockhop.test. (
+                1          ; serial
+                3600       ; refresh
+                600        ; retry
+                86400      ; expire
+                60 )       ; negative answers are kept this long
+        IN NS   ns
+        IN MX   10 mail
+        IN TXT  "v=spf1 mx -all"
+        IN TXT  "sockhop: the Berkeley-sockets lecture made real"
+        IN A    127.0.0.1
+        IN AAAA ::1
+ns      IN A    127.0.0.1
+www     IN A    127.0.0.1
+        IN AAAA ::1
+mail    IN A    127.0.0.1
+        IN AAAA ::1
+web     IN CNAME www
+_smtp._tcp IN SRV 0 0 2525 mail
+_http._tcp IN SRV 0 0 8080 www
+"""
+
+
+def builtin_zone() -> Zone:
+    return read_zone_text(ZONE_TEXT, "<built-in sockhop.test>")
+
+
+def dns_service(ctx: UpContext) -> list[Offer]:
+    """``sockhop up``: the built-in zone on UDP and TCP port 5353 (53 needs privilege)."""
+    from sockhop.dns.protocol import DnsDatagram, DnsStream
+    from sockhop.dns.server import NameServer
+    from sockhop.engine.protocol import Listener
+    from sockhop.up import Offer
+
+    server = NameServer([builtin_zone()])
+    udp = ctx.open(DEFAULT_PORT, socket.SOCK_DGRAM)
+    try:
+        tcp = ctx.open(DEFAULT_PORT)
+    except BaseException:
+        udp.close()
+        raise
+    dig = f"dig @{ctx.host} -p {DEFAULT_PORT}"
+    return [
+        Offer(Listener(udp, lambda: DnsDatagram(server), name="dns"), f"{dig} sockhop.test MX"),
+        Offer(
+            Listener(tcp, lambda: DnsStream(server), name="dns"),
+            f"sockhop resolve www.sockhop.test @{ctx.host}:{DEFAULT_PORT} --tcp",
+        ),
+    ]

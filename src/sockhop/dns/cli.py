@@ -1,0 +1,157 @@
+"""``sockhop serve dns`` and ``sockhop resolve``: argument parsing and wiring, nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import socket
+import sys
+
+from sockhop.cli import UsageError, add_engine_options, open_service, positive_float, positive_int, run_server
+from sockhop.dns.builtin import DEFAULT_PORT
+from sockhop.engine.models import DATAGRAM_MODELS
+from sockhop.engine.protocol import Listener
+from sockhop.errors import AddressInUseError
+from sockhop.net.addresses import parse_endpoint
+
+log = logging.getLogger("sockhop.dns")
+
+EPHEMERAL_TRIES = 20  # port 0: find one free for both UDP and TCP
+
+
+def add_commands(sub: argparse._SubParsersAction, services: argparse._SubParsersAction) -> None:
+    """Add ``serve dns`` to the serve sub-commands and ``resolve`` to the top level."""
+    serve = services.add_parser(
+        "dns",
+        help="an authoritative name server for RFC 1035 zone files, on UDP and TCP",
+        description="Answer authoritatively for the zones in the master files, on UDP and TCP on the same port. "
+        "SIGHUP reloads the files (a broken file keeps the old data).",
+    )
+    serve.add_argument("zonefiles", nargs="+", metavar="ZONEFILE", help="RFC 1035 master file ($ORIGIN sets the zone)")
+    add_engine_options(serve, default_listen=f"127.0.0.1:{DEFAULT_PORT}")
+    serve.add_argument(
+        "--allow-transfer",
+        action="append",
+        default=[],
+        metavar="ADDRESS[/PREFIX]",
+        help="who may AXFR the zones over TCP; repeatable (default: nobody)",
+    )
+    serve.add_argument("--query-log", metavar="FILE|-", help="log every query to FILE, or - for standard output")
+    serve.add_argument(
+        "--tcp-only",
+        action="store_true",
+        help="serve only TCP (the fork and thread models cannot serve UDP, which has no connections)",
+    )
+    serve.set_defaults(func=cmd_serve_dns)
+
+    resolve = sub.add_parser(
+        "resolve",
+        help="ask a name server a question and print the answer (as dig)",
+        description="A stub resolver: NAME [TYPE] [@SERVER[:PORT]]; without @SERVER, the nameservers of "
+        "/etc/resolv.conf.",
+    )
+    resolve.add_argument("words", nargs="+", metavar="NAME [TYPE] [@SERVER[:PORT]]")
+    resolve.add_argument("--tcp", action="store_true", help="ask over TCP from the start")
+    resolve.add_argument("--timeout", type=positive_float, default=2.0, metavar="S", help="per try (default 2)")
+    resolve.add_argument("--tries", type=positive_int, default=3, metavar="N", help="UDP tries per server (default 3)")
+    resolve.add_argument("--short", action="store_true", help="print only the answer's data, one per line")
+    resolve.set_defaults(func=cmd_resolve)
+
+
+# -- serve dns ------------------------------------------------------------------------------------------------------
+def cmd_serve_dns(args: argparse.Namespace) -> int:
+    import ipaddress
+
+    from sockhop.dns.protocol import DnsDatagram, DnsStream
+    from sockhop.dns.server import NameServer
+    from sockhop.dns.zone import read_zones
+
+    if args.model not in DATAGRAM_MODELS and not args.tcp_only:
+        raise UsageError(
+            f"the {args.model} model cannot serve UDP (datagrams have no connections to hand out): "
+            f"use --model {', '.join(DATAGRAM_MODELS)}, or add --tcp-only to serve DNS over TCP alone"
+        )
+    for net in args.allow_transfer:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise UsageError(
+                f"--allow-transfer {net}: not an address or network (such as 192.0.2.1 or 10.0.0.0/8)"
+            ) from None
+    paths = list(args.zonefiles)
+    zones = read_zones(paths)
+    query_log = None
+    if args.query_log:
+        from sockhop.dns.querylog import open_query_log
+
+        query_log = open_query_log(args.query_log)
+    server = NameServer(
+        zones, allow_transfer=args.allow_transfer, query_log=query_log, loader=lambda: read_zones(paths)
+    )
+    for zone in zones:
+        log.info(
+            "serving %s (serial %d, %d records) from %s", zone.origin, zone.serial, zone.record_count(), zone.source
+        )
+    listeners = open_both(args, lambda: DnsDatagram(server), lambda: DnsStream(server), tcp_only=args.tcp_only)
+    reload = reloader(server)
+    listeners = [dataclasses.replace(listener, reload=reload) for listener in listeners]
+    return run_server(args, listeners)
+
+
+def reloader(server):
+    """The SIGHUP hook (Listener.reload): re-read the zone files; a broken one keeps the old data and says why."""
+
+    def reload() -> None:
+        outcome = server.reload()
+        # one write per line: a prefork master and its workers report at the same moment on one stderr
+        sys.stderr.write(f"sockhop: dns: {outcome.message}\n")
+        sys.stderr.flush()
+
+    return reload
+
+
+def open_both(args: argparse.Namespace, datagram, stream, *, tcp_only: bool = False) -> list[Listener]:
+    """UDP and TCP listeners on the same ports, endpoint by endpoint (DNS clients expect the TCP port to be the UDP
+    one). For port 0, the port the kernel picks for UDP is tried for TCP, and again with a fresh one if taken."""
+    if tcp_only:
+        return open_service(args, stream, socket.SOCK_STREAM, name="dns")
+    listeners: list[Listener] = []
+    try:
+        for text in args.listen or [args.default_listen]:
+            endpoint = parse_endpoint(text, proto="udp")
+            for attempt in range(EPHEMERAL_TRIES):
+                udp = open_service(_only(args, str(endpoint)), datagram, socket.SOCK_DGRAM, name="dns")
+                port = udp[0].sock.getsockname()[1]
+                same = dataclasses.replace(endpoint, port=port)
+                try:
+                    tcp = open_service(_only(args, str(same)), stream, socket.SOCK_STREAM, name="dns")
+                except AddressInUseError:
+                    for listener in udp:
+                        listener.sock.close()
+                    if endpoint.port != 0 or attempt == EPHEMERAL_TRIES - 1:
+                        raise
+                    continue
+                listeners.extend(udp + tcp)
+                break
+    except BaseException:
+        for listener in listeners:
+            listener.sock.close()
+        raise
+    return listeners
+
+
+def _only(args: argparse.Namespace, endpoint: str) -> argparse.Namespace:
+    copy = argparse.Namespace(**vars(args))
+    copy.listen = [endpoint]
+    return copy
+
+
+# -- resolve --------------------------------------------------------------------------------------------------------
+def cmd_resolve(args: argparse.Namespace) -> int:
+    from sockhop.dns.resolver import format_dig, format_short, parse_words, query
+
+    name, rdtype, server = parse_words(args.words)
+    result = query(name, rdtype, server, tcp=args.tcp, timeout=args.timeout, tries=args.tries)
+    print(format_short(result) if args.short else format_dig(result))
+    return 0

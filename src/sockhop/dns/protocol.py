@@ -1,0 +1,157 @@
+"""DNS over UDP and over TCP (RFC 1035 section 4.2, RFC 7766): the two framings around one answering core.
+
+UDP: one datagram is one query, answered with at most one datagram. TCP: each message is preceded by its length
+in two bytes; a client may send several queries on one connection, and each is answered as soon as it is whole,
+in the order they arrived. A zone transfer (AXFR, RFC 5936) is only possible here, and only for addresses given
+with ``--allow-transfer``: the whole zone goes out as a series of messages, SOA first and last.
+
+Both protocols are sans-IO: bytes in, bytes out, no socket and no clock.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import dns.flags
+import dns.message
+import dns.opcode
+import dns.rcode
+import dns.rdatatype
+
+from sockhop.dns.server import HEADER, NameServer, header_only
+from sockhop.engine.protocol import CLOSE, NOTHING, Address, DatagramProtocol, Reply, StreamProtocol
+
+RdataType = dns.rdatatype.RdataType
+Rcode = dns.rcode.Rcode
+
+LENGTH = struct.Struct("!H")
+TRANSFER_CHUNK = 16_000  # bytes of records per AXFR message: well under 64 KiB, few messages
+
+
+class DnsDatagram(DatagramProtocol):
+    """DNS over UDP: each datagram a query, each answered with one datagram or dropped."""
+
+    def __init__(self, server: NameServer) -> None:
+        self.server = server
+
+    def datagram_received(self, data: bytes, peer: Address) -> list[bytes]:
+        reply = self.server.respond(data, peer)
+        return [] if reply is None else [reply]
+
+
+class DnsStream(StreamProtocol):
+    """DNS over TCP: two-byte length framing, several queries per connection, answered in order."""
+
+    __slots__ = ("server", "peer", "buffer")
+
+    def __init__(self, server: NameServer) -> None:
+        self.server = server
+        self.peer: Address = None
+        self.buffer = b""
+
+    def connection_made(self, peer: Address, local: Address) -> Reply:
+        self.peer = peer
+        return NOTHING
+
+    def data_received(self, data: bytes) -> Reply:
+        buffer = self.buffer + data if self.buffer else data
+        out: list[bytes] = []
+        close = False
+        while len(buffer) >= 2:
+            (size,) = LENGTH.unpack_from(buffer)
+            if len(buffer) < 2 + size:
+                break
+            message, buffer = buffer[2 : 2 + size], buffer[2 + size :]
+            replies = self.answer(message)
+            if replies is None:  # not even a header: nothing sensible can follow on this connection
+                close = True
+                buffer = b""
+                break
+            for reply in replies:
+                out.append(LENGTH.pack(len(reply)))
+                out.append(reply)
+        self.buffer = buffer
+        if not out:
+            return CLOSE if close else NOTHING
+        return Reply((b"".join(out),), close)
+
+    def eof_received(self) -> Reply:
+        return CLOSE
+
+    def stop_requested(self) -> Reply:
+        """Between queries a DNS connection is idle: close at once (RFC 7766 lets a server close any time);
+        in the middle of one, let it arrive and be answered within the grace period."""
+        return CLOSE if not self.buffer else NOTHING
+
+    def answer(self, message: bytes) -> list[bytes] | None:
+        """The replies to one message: one, several for a zone transfer, none for a response; None for garbage."""
+        if len(message) < HEADER:
+            return None
+        if len(message) >= HEADER + 5 and not message[2] & 0x80:
+            qtype = self._transfer_type(message)
+            if qtype is not None:
+                return self.transfer(message)
+        reply = self.server.respond(message, self.peer, tcp=True)
+        return [] if reply is None else [reply]
+
+    @staticmethod
+    def _transfer_type(message: bytes) -> int | None:
+        """AXFR or IXFR if that is the (single) question's type -- read cheaply, without parsing everything."""
+        if message[4:6] != b"\x00\x01":
+            return None
+        end = HEADER
+        while end < len(message) and message[end]:
+            end += 1 + message[end]
+        if end + 5 > len(message):
+            return None
+        (qtype,) = LENGTH.unpack_from(message, end + 1)
+        return qtype if qtype in (RdataType.AXFR, RdataType.IXFR) else None
+
+    # -- AXFR ----------------------------------------------------------------------------------------------------
+    def transfer(self, message: bytes) -> list[bytes]:
+        """A whole zone (RFC 5936), or one refusal. IXFR is answered with the full zone, as RFC 1995 allows."""
+        try:
+            query = dns.message.from_wire(message)
+        except Exception:  # dnspython raises many kinds for garbage
+            return [header_only(message, Rcode.FORMERR)]
+        question = query.question[0]
+        zone = self.server.snapshot.authority.zones.get(question.name)
+        response = dns.message.make_response(query)
+        summary = f"{question.name} IN {dns.rdatatype.to_text(question.rdtype)}"
+        if query.opcode() != dns.opcode.QUERY:
+            response.set_rcode(Rcode.NOTIMP)
+        elif zone is None:
+            response.set_rcode(Rcode.NOTAUTH)
+        elif not self.server.may_transfer(self.peer):
+            response.set_rcode(Rcode.REFUSED)
+        if response.rcode() != Rcode.NOERROR:
+            self._log(f"{summary} {dns.rcode.to_text(response.rcode())}")
+            return [response.to_wire()]
+        assert zone is not None
+        replies: list[bytes] = []
+        size = 0
+        for rrset in zone.transfer_order():
+            response.flags |= dns.flags.AA
+            response.answer.append(rrset)
+            size += rrset_size(rrset)
+            if size >= TRANSFER_CHUNK:
+                replies.append(response.to_wire(max_size=65535))
+                response = dns.message.make_response(query)
+                response.question = []  # RFC 5936 section 2.2: the question only in the first message
+                size = 0
+        if response.answer:
+            replies.append(response.to_wire(max_size=65535))
+        self._log(f"{summary} NOERROR {zone.record_count()} records")
+        return replies
+
+    def _log(self, summary: str) -> None:
+        if self.server.query_log is not None:
+            self.server.query_log(self.peer, "tcp", summary)
+
+
+def rrset_size(rrset) -> int:
+    """Bytes an RRset takes on the wire, uncompressed: a safe over-estimate for splitting a transfer."""
+    out = io.BytesIO()
+    rrset.to_wire(out)
+    return out.tell()

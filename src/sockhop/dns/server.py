@@ -1,0 +1,230 @@
+"""The answering core both transports share: wire bytes in, wire bytes out, through a cache of encoded replies.
+
+A DNS reply depends only on the query's bytes after its 2-byte ID (flags, question, EDNS options) and on the zone
+data, so the reply is cached under exactly those bytes and a repeated question costs a dict lookup and one
+concatenation: the ID is patched in, nothing is parsed or encoded. The cache belongs to a zone snapshot, so a
+reload swaps data and cache together, atomically for every thread reading them.
+
+What the core decides, in order:
+
+* fewer than 12 bytes, or a response rather than a query: dropped (no reply is safer than a reply to a forgery);
+* a header that can be read over a message that cannot: FORMERR;
+* an opcode other than QUERY: NOTIMP; not exactly one question: FORMERR; EDNS version above 0: BADVERS;
+* a zone transfer over UDP: NOTIMP (AXFR is a TCP conversation, see :mod:`sockhop.dns.protocol`);
+* otherwise the authority's answer. Over UDP it must fit the client's EDNS payload size (512 without EDNS), capped
+  at ``UDP_PAYLOAD`` -- the size that avoids IP fragmentation and bounds what a spoofed source can reflect; a reply
+  that does not fit goes out empty with TC set, and the client asks again over TCP.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+
+from sockhop.dns.authority import Authority
+from sockhop.dns.zone import Zone, ZoneError
+
+RdataType = dns.rdatatype.RdataType
+Rcode = dns.rcode.Rcode
+
+HEADER = 12
+UDP_PAYLOAD = 1232  # RFC 9715's / DNS Flag Day 2020's advice: no fragmentation, little amplification
+CLASSIC_PAYLOAD = 512  # RFC 1035's UDP limit for clients without EDNS
+CACHE_BYTES = 16 * 1024 * 1024  # encoded replies kept per transport and process; the oldest go first
+QR = 0x80  # in the first flags byte
+TRANSFER_TYPES = (RdataType.AXFR, RdataType.IXFR)
+
+#: ``log(peer, transport, summary)`` -- called once per answered query when a query log is on.
+QueryLog = Callable[[object, str, str], None]
+
+
+class ReplyCache:
+    """Encoded replies (without their ID) and their log line, by the query's bytes after its ID.
+
+    Bounded in bytes, not entries: a TCP reply can be 64 KiB, and a client choosing its questions (case, EDNS
+    options) must not be able to grow the cache without limit. Full: the oldest entries go (a dict keeps order).
+    """
+
+    __slots__ = ("entries", "size", "limit", "lock")
+
+    def __init__(self, limit: int = CACHE_BYTES) -> None:
+        self.entries: dict[bytes, tuple[bytes, str]] = {}
+        self.size = 0
+        self.limit = limit
+        self.lock = threading.Lock()  # the pool model's threads share it; reads need no lock, a dict get is atomic
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def put(self, key: bytes, reply: bytes, summary: str) -> None:
+        cost = len(key) + len(reply)
+        if cost > self.limit:
+            return
+        entries = self.entries
+        with self.lock:
+            if key in entries:
+                return
+            while self.size + cost > self.limit:
+                old_key, (old_reply, _) = next(iter(entries.items()))
+                del entries[old_key]
+                self.size -= len(old_key) + len(old_reply)
+            entries[key] = (reply, summary)
+            self.size += cost
+
+
+@dataclass
+class Snapshot:
+    """Zone data and the replies encoded from it, replaced together on reload."""
+
+    authority: Authority
+    udp_cache: ReplyCache = field(default_factory=ReplyCache)
+    tcp_cache: ReplyCache = field(default_factory=ReplyCache)
+
+
+@dataclass(frozen=True)
+class Reloaded:
+    """What a reload did, in words for the log."""
+
+    ok: bool
+    message: str
+
+
+class NameServer:
+    """What every DNS protocol instance of one server shares: zones, reply caches, the transfer list, the log.
+
+    One object per process; the protocols call :meth:`respond` and :meth:`transfer`. ``loader`` re-reads the zone
+    files for :meth:`reload` (SIGHUP).
+    """
+
+    def __init__(
+        self,
+        zones: Iterable[Zone],
+        *,
+        allow_transfer: Iterable[str] = (),
+        query_log: QueryLog | None = None,
+        loader: Callable[[], list[Zone]] | None = None,
+    ) -> None:
+        self.snapshot = Snapshot(Authority(zones))
+        self.allow_transfer = [ipaddress.ip_network(net, strict=False) for net in allow_transfer]
+        self.query_log = query_log
+        self.loader = loader
+
+    # -- reload --------------------------------------------------------------------------------------------------
+    def reload(self) -> Reloaded:
+        """Read the zone files again; on any error keep serving the old data and say why."""
+        if self.loader is None:
+            return Reloaded(False, "reload: no zone files to read again")
+        try:
+            zones = self.loader()
+        except ZoneError as exc:
+            return Reloaded(False, f"reload failed, still serving the old zones: {exc}")
+        self.snapshot = Snapshot(Authority(zones))
+        names = ", ".join(f"{zone.origin} (serial {zone.serial})" for zone in zones)
+        return Reloaded(True, f"reloaded {names}")
+
+    # -- queries -------------------------------------------------------------------------------------------------
+    def respond(self, data: bytes, peer: object = None, *, tcp: bool = False) -> bytes | None:
+        """The reply to one query message, or None to drop it. Never raises for anything a client sends."""
+        snapshot = self.snapshot
+        cache = snapshot.tcp_cache if tcp else snapshot.udp_cache
+        hit = cache.entries.get(data[2:])
+        if hit is not None:
+            if self.query_log is not None:
+                self.query_log(peer, "tcp" if tcp else "udp", hit[1])
+            return data[:2] + hit[0]
+        if len(data) < HEADER or data[2] & QR:
+            return None
+        reply, summary, cacheable = self._answer(snapshot.authority, data, tcp)
+        if cacheable:
+            cache.put(data[2:], reply[2:], summary)
+        if self.query_log is not None:
+            self.query_log(peer, "tcp" if tcp else "udp", summary)
+        return reply
+
+    def _answer(self, authority: Authority, data: bytes, tcp: bool) -> tuple[bytes, str, bool]:
+        """Encode the reply: (wire, a summary line for the log, whether it may be cached)."""
+        try:
+            query = dns.message.from_wire(data, ignore_trailing=False)
+        except dns.message.UnknownTSIGKey:
+            return header_only(data, Rcode.NOTAUTH), "- TSIG NOTAUTH", False
+        except Exception:  # dnspython raises many kinds (and not only DNSException) for garbage
+            return header_only(data, Rcode.FORMERR), "- malformed FORMERR", False
+        if query.opcode() != dns.opcode.QUERY:
+            return header_only(data, Rcode.NOTIMP), f"- opcode {dns.opcode.to_text(query.opcode())} NOTIMP", True
+        if len(query.question) != 1:
+            return header_only(data, Rcode.FORMERR), f"- {len(query.question)} questions FORMERR", True
+        question = query.question[0]
+        response = dns.message.make_response(query, our_payload=UDP_PAYLOAD, pad=0)
+        summary = f"{question.name} {dns.rdataclass.to_text(question.rdclass)} {dns.rdatatype.to_text(question.rdtype)}"
+        if query.edns > 0:
+            response.set_rcode(Rcode.BADVERS)
+        elif question.rdclass != dns.rdataclass.IN:
+            response.set_rcode(Rcode.REFUSED)
+        elif question.rdtype in TRANSFER_TYPES:
+            response.set_rcode(Rcode.NOTIMP if not tcp else Rcode.REFUSED)
+        else:
+            answer = authority.answer(question.name, question.rdtype, tcp=tcp)
+            response.set_rcode(answer.rcode)
+            if answer.authoritative:
+                response.flags |= dns.flags.AA
+            response.answer = answer.answer
+            response.authority = answer.authority
+            response.additional = answer.additional
+        wire = encode(response, tcp, query)
+        return wire, f"{summary} {dns.rcode.to_text(response.rcode())}{' TC' if tc(wire) else ''}", True
+
+    # -- transfers -----------------------------------------------------------------------------------------------
+    def may_transfer(self, peer: object) -> bool:
+        try:
+            address = ipaddress.ip_address(str(peer[0]).split("%")[0])  # type: ignore[index]
+        except (TypeError, IndexError, ValueError):
+            return False
+        if address.version == 6 and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in net for net in self.allow_transfer)
+
+
+def encode(response: dns.message.Message, tcp: bool, query: dns.message.Message) -> bytes:
+    """The response on the wire; over UDP, an empty one with TC set if it does not fit the client's size."""
+    try:
+        wire = response.to_wire(max_size=65535)
+    except dns.exception.TooBig:
+        wire = b""
+    if tcp and wire:
+        return wire
+    limit = 65535 if tcp else udp_limit(query)
+    if wire and len(wire) <= limit:
+        return wire
+    response.answer, response.authority, response.additional = [], [], []
+    response.flags |= dns.flags.TC
+    return response.to_wire()
+
+
+def udp_limit(query: dns.message.Message) -> int:
+    if query.edns < 0:
+        return CLASSIC_PAYLOAD
+    return min(max(CLASSIC_PAYLOAD, query.payload), UDP_PAYLOAD)
+
+
+def tc(wire: bytes) -> bool:
+    return len(wire) >= 3 and bool(wire[2] & 0x02)
+
+
+def header_only(data: bytes, rcode: int) -> bytes:
+    """A reply that is just a header: the query's ID, opcode and RD, QR set, ``rcode``, no sections. For messages
+    too broken (or too unusual) to echo their question back."""
+    qid, flags = struct.unpack_from("!HH", data)
+    flags = (flags & 0x7900) | 0x8000 | (rcode & 0xF)  # keep opcode and RD; set QR; the rcode
+    return struct.pack("!HHHHHH", qid, flags, 0, 0, 0, 0)

@@ -1,0 +1,165 @@
+"""Every kind of authoritative answer, asked of the authority directly (no wire format)."""
+
+from __future__ import annotations
+
+import dns.name
+import dns.rcode
+import dns.rdatatype as T
+import pytest
+
+from sockhop.dns.authority import Authority
+from sockhop.dns.zone import read_zone_text
+from tests.dns.zones import EXAMPLE, EXAMPLE_ORG
+
+N = dns.name.from_text
+R = dns.rcode.Rcode
+
+
+@pytest.fixture(scope="module")
+def authority() -> Authority:
+    return Authority([read_zone_text(EXAMPLE, "example.com"), read_zone_text(EXAMPLE_ORG, "example.org")])
+
+
+def ask(authority, name, rdtype, **kw):
+    return authority.answer(N(name), rdtype, **kw)
+
+
+def texts(section):
+    return [(str(r.name), T.to_text(r.rdtype), sorted(rd.to_text() for rd in r)) for r in section]
+
+
+def test_plain_answer_is_authoritative(authority):
+    a = ask(authority, "www.example.com.", T.A)
+    assert (a.rcode, a.authoritative) == (R.NOERROR, True)
+    assert texts(a.answer) == [("www.example.com.", "A", ["192.0.2.2"])]
+    assert a.authority == a.additional == []
+
+
+def test_names_are_case_insensitive(authority):
+    assert texts(ask(authority, "WwW.ExAmPlE.CoM.", T.AAAA).answer)[0][2] == ["2001:db8::2"]
+
+
+@pytest.mark.parametrize(
+    ("rdtype", "data"), [(T.CAA, '0 issue "letsencrypt.org"'), (T.PTR, "www.example.com."), (T.SRV, "10 5 5060 www")]
+)
+def test_other_types(authority, rdtype, data):
+    owner = {T.CAA: "caa", T.PTR: "ptr", T.SRV: "_sip._tcp"}[rdtype]
+    answer = ask(authority, f"{owner}.example.com.", rdtype).answer
+    assert answer[0][0].to_text(origin=N("example.com.") if rdtype == T.SRV else None).startswith(data.split()[0])
+
+
+def test_mx_brings_the_exchange_address(authority):
+    a = ask(authority, "example.com.", T.MX)
+    assert texts(a.answer) == [("example.com.", "MX", ["10 mail.example.com."])]
+    assert texts(a.additional) == [("mail.example.com.", "A", ["192.0.2.3"])]
+
+
+def test_cname_chain_followed_inside_the_zone(authority):
+    a = ask(authority, "chain.example.com.", T.A)
+    assert [(n, t) for n, t, _ in texts(a.answer)] == [
+        ("chain.example.com.", "CNAME"),
+        ("alias.example.com.", "CNAME"),
+        ("www.example.com.", "A"),
+    ]
+    assert a.rcode == R.NOERROR and a.authoritative
+
+
+def test_cname_itself_when_asked(authority):
+    a = ask(authority, "alias.example.com.", T.CNAME)
+    assert texts(a.answer) == [("alias.example.com.", "CNAME", ["www.example.com."])]
+
+
+def test_cname_out_of_zone_stops_there(authority):
+    a = ask(authority, "out.example.com.", T.A)
+    assert texts(a.answer) == [("out.example.com.", "CNAME", ["www.example.net."])]
+    assert a.rcode == R.NOERROR
+
+
+def test_cname_loop_ends(authority):
+    a = ask(authority, "loop1.example.com.", T.A)
+    assert len(a.answer) == 2
+
+
+def test_dangling_cname_is_nxdomain_with_the_cname(authority):
+    a = ask(authority, "dangling.example.com.", T.A)
+    assert a.rcode == R.NXDOMAIN  # RFC 6604: the rcode of the last name in the chain
+    assert texts(a.answer)[0][1] == "CNAME"
+    assert texts(a.authority)[0][1] == "SOA"
+
+
+def test_nxdomain_has_soa_with_negative_ttl(authority):
+    a = ask(authority, "nope.example.com.", T.A)
+    assert (a.rcode, a.authoritative, a.answer) == (R.NXDOMAIN, True, [])
+    (soa,) = a.authority
+    assert soa.rdtype == T.SOA and soa.ttl == 300  # min(SOA TTL 3600, MINIMUM 300)
+
+
+def test_nodata_has_soa(authority):
+    a = ask(authority, "www.example.com.", T.MX)
+    assert (a.rcode, a.answer) == (R.NOERROR, [])
+    assert texts(a.authority)[0][1] == "SOA"
+
+
+def test_empty_non_terminal_is_nodata_not_nxdomain(authority):
+    a = ask(authority, "b.c.example.com.", T.A)
+    assert (a.rcode, a.answer) == (R.NOERROR, [])
+    assert texts(a.authority)[0][1] == "SOA"
+
+
+def test_wildcard_synthesizes_under_the_name_asked(authority):
+    a = ask(authority, "anything.wild.example.com.", T.A)
+    assert texts(a.answer) == [("anything.wild.example.com.", "A", ["192.0.2.9"])]
+    assert a.authoritative
+    deeper = ask(authority, "x.y.wild.example.com.", T.TXT)  # RFC 4592: matches more than one label
+    assert texts(deeper.answer) == [("x.y.wild.example.com.", "TXT", ['"wild"'])]
+
+
+def test_wildcard_nodata(authority):
+    a = ask(authority, "anything.wild.example.com.", T.MX)
+    assert (a.rcode, a.answer) == (R.NOERROR, [])
+    assert texts(a.authority)[0][1] == "SOA"
+
+
+def test_existing_name_blocks_the_wildcard(authority):
+    a = ask(authority, "sub.wild.example.com.", T.TXT)  # sub.wild exists: NODATA, not the wildcard's TXT
+    assert (a.rcode, a.answer) == (R.NOERROR, [])
+    below = ask(authority, "x.sub.wild.example.com.", T.A)  # closest encloser sub.wild has no * child
+    assert below.rcode == R.NXDOMAIN
+
+
+def test_wildcard_cname_is_followed(authority):
+    a = ask(authority, "foo.cwild.example.com.", T.A)
+    assert texts(a.answer) == [
+        ("foo.cwild.example.com.", "CNAME", ["www.example.com."]),
+        ("www.example.com.", "A", ["192.0.2.2"]),
+    ]
+
+
+def test_referral_below_a_delegation(authority):
+    for name in ("sub.example.com.", "host.deep.sub.example.com."):
+        a = ask(authority, name, T.A)
+        assert (a.rcode, a.authoritative, a.answer) == (R.NOERROR, False, [])
+        assert texts(a.authority) == [("sub.example.com.", "NS", ["ns.elsewhere.net.", "ns.sub.example.com."])]
+        assert texts(a.additional) == [("ns.sub.example.com.", "A", ["192.0.2.53"])]  # glue, in-zone only
+
+
+def test_ds_at_the_cut_is_the_parents(authority):
+    a = ask(authority, "sub.example.com.", T.DS)
+    assert a.authoritative and texts(a.authority)[0][1] == "SOA"
+
+
+def test_outside_every_zone_is_refused(authority):
+    for name in ("example.net.", "com.", "."):
+        a = ask(authority, name, T.A)
+        assert (a.rcode, a.authoritative) == (R.REFUSED, False)
+
+
+def test_second_zone(authority):
+    assert texts(ask(authority, "ns.example.org.", T.A).answer)[0][2] == ["192.0.2.100"]
+
+
+def test_any_is_minimal_over_udp_and_whole_over_tcp(authority):
+    udp = ask(authority, "example.com.", T.ANY)
+    assert len(udp.answer) == 1  # RFC 8482
+    tcp = ask(authority, "example.com.", T.ANY, tcp=True)
+    assert {T.to_text(r.rdtype) for r in tcp.answer} == {"SOA", "NS", "MX", "TXT"}

@@ -1,0 +1,313 @@
+"""The stub resolver: against sockhop's server, against NSD (a real server started here), and against a
+misbehaving responder that sends forged and broken replies first."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.query
+import dns.rrset
+import pytest
+
+from sockhop.dns import resolver
+from sockhop.dns.resolver import (
+    BadQuestion,
+    MalformedReply,
+    NoSuchName,
+    Refused,
+    Timeout,
+    nameservers,
+    parse_server,
+    parse_words,
+    resolve,
+)
+from tests.dns.zones import write_zone
+from tests.support import require_tool
+
+
+# -- parsing --------------------------------------------------------------------------------------------------------
+def test_parse_words_in_digs_orders():
+    assert parse_words(["example.com"]) == ("example.com", "A", None)
+    assert parse_words(["example.com", "mx", "@127.0.0.1:5353"]) == ("example.com", "MX", "@127.0.0.1:5353")
+    assert parse_words(["@::1", "example.com", "TXT"]) == ("example.com", "TXT", "@::1")
+    with pytest.raises(BadQuestion, match="unknown record type 'NOPE'"):
+        parse_words(["example.com", "NOPE"])
+    with pytest.raises(BadQuestion):
+        parse_words(["@127.0.0.1"])
+
+
+def test_parse_server():
+    assert parse_server("@127.0.0.1") == ("127.0.0.1", 53)
+    assert parse_server("127.0.0.1:5353") == ("127.0.0.1", 5353)
+    assert parse_server("[::1]:5353") == ("::1", 5353)
+    assert parse_server("::1") == ("::1", 53)
+    with pytest.raises(BadQuestion, match="port"):
+        parse_server("127.0.0.1:99999")
+
+
+def test_nameservers_from_resolv_conf(tmp_path):
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("# comment\nsearch example.com\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\noptions ndots:1\n")
+    assert nameservers(conf) == ["192.0.2.53", "fe80::1"]
+    assert nameservers(tmp_path / "absent") == ["127.0.0.1"]
+
+
+def test_bad_questions():
+    with pytest.raises(BadQuestion):
+        resolve("a..b", "A", ("127.0.0.1", 9))
+    with pytest.raises(BadQuestion):
+        resolve("example.com", "NOPE", ("127.0.0.1", 9))
+
+
+# -- against sockhop's server ---------------------------------------------------------------------------------------
+@pytest.fixture
+def sockhop_dns(sockhop_server, tmp_path):
+    server = sockhop_server(["serve", "dns", str(write_zone(tmp_path)), "--listen", "127.0.0.1:0"], announce=2)
+    return server.address("dns", "udp")
+
+
+def test_resolve_the_mail_clients_way(sockhop_dns):
+    (mx,) = resolve("example.com", "MX", server=sockhop_dns)
+    assert (mx.preference, str(mx.exchange)) == (10, "mail.example.com.")
+    assert [r.address for r in resolve("chain.example.com", "A", server=sockhop_dns)] == ["192.0.2.2"]
+    assert resolve("www.example.com", "MX", server=sockhop_dns) == []  # NODATA
+    with pytest.raises(NoSuchName, match="nope.example.com.: no such name"):
+        resolve("nope.example.com", "MX", server=sockhop_dns)
+    with pytest.raises(Refused):
+        resolve("example.net", "A", server=sockhop_dns)
+
+
+def test_truncated_falls_back_to_tcp(sockhop_dns):
+    result = resolver.query("big.example.com", "TXT", sockhop_dns)
+    assert result.transport == "tcp" and len(result.records()) == 12
+
+
+def test_cli_sections_short_and_errors(sockhop_dns):
+    at = f"@{sockhop_dns[0]}:{sockhop_dns[1]}"
+
+    def run(*args):
+        command = [sys.executable, "-m", "sockhop", "resolve", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=30)
+
+    done = run("example.com", "MX", at)
+    assert done.returncode == 0
+    sections = [
+        ";; ->>HEADER<<- opcode: QUERY, status: NOERROR",
+        "flags: qr aa rd",
+        ";; QUESTION SECTION:",
+        ";; ANSWER SECTION:",
+        "10 mail.example.com.",
+        ";; ADDITIONAL SECTION:",
+        ";; SERVER: 127.0.0.1#",
+    ]
+    for part in sections:
+        assert part in done.stdout
+    assert run("example.com", "MX", at, "--short").stdout == "10 mail.example.com.\n"
+    assert run("--tcp", "www.example.com", at).stdout.count("(tcp)") == 1
+    done = run("nope.example.com", at)
+    assert done.returncode == 1 and done.stderr.startswith("sockhop: nope.example.com.: no such name (NXDOMAIN")
+    assert done.stderr.count("\n") == 1
+    done = run("www.example.com", "@127.0.0.1:1", "--timeout", "0.2", "--tries", "1")
+    assert done.returncode == 1 and done.stderr.count("\n") == 1 and "no reply" in done.stderr
+
+
+# -- the reply must match ID, question and server ----------------------------------------------------------------------
+class Responder:
+    """A UDP responder on loopback that answers each query with ``behaviour(query_wire, reply_to)``."""
+
+    def __init__(self, behaviour) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.address = self.sock.getsockname()
+        self.behaviour = behaviour
+        self.seen: list[tuple[bytes, tuple]] = []
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 30
+        while not self.stopped.is_set() and time.monotonic() < deadline:
+            try:
+                data, peer = self.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            self.seen.append((data, peer))
+            self.behaviour(self, data, peer)
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+def good_reply(data: bytes) -> dns.message.Message:
+    q = dns.message.from_wire(data)
+    r = dns.message.make_response(q)
+    r.answer.append(dns.rrset.from_text(q.question[0].name, 60, "IN", "A", "192.0.2.77"))
+    return r
+
+
+def test_forged_and_broken_replies_are_ignored():
+    def behaviour(responder, data, peer):
+        right = good_reply(data)
+        wrong_id = good_reply(data)
+        wrong_id.id = (right.id + 1) % 65536
+        responder.sock.sendto(wrong_id.to_wire(), peer)
+        wrong_question = dns.message.make_response(dns.message.make_query("other.example.", "A"))
+        wrong_question.id = right.id
+        responder.sock.sendto(wrong_question.to_wire(), peer)
+        responder.sock.sendto(data[:2] + b"\x81\x80garbage", peer)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as elsewhere:  # right reply, wrong source port
+            forged = good_reply(data)
+            forged.answer[0] = dns.rrset.from_text(forged.question[0].name, 60, "IN", "A", "6.6.6.6")
+            elsewhere.sendto(forged.to_wire(), peer)
+        time.sleep(0.05)
+        responder.sock.sendto(right.to_wire(), peer)
+
+    responder = Responder(behaviour)
+    try:
+        records = resolve("www.example.com", "A", responder.address, timeout=5)
+        assert [r.address for r in records] == ["192.0.2.77"]
+    finally:
+        responder.close()
+
+
+def test_silence_is_retried_then_timeout_and_ids_ports_are_random():
+    responder = Responder(lambda *args: None)
+    try:
+        with pytest.raises(Timeout, match="timed out after 2 tries"):
+            resolve("www.example.com", "A", responder.address, timeout=0.2, tries=2)
+        with pytest.raises(Timeout):
+            resolve("www.example.com", "A", responder.address, timeout=0.2, tries=1)
+    finally:
+        responder.close()
+    (first, port1), (again, port1b), (second, port2) = responder.seen
+    assert first == again and port1 == port1b  # a retry repeats the question
+    assert (first[:2], port1) != (second[:2], port2)  # a new question: new ID and port
+
+
+def test_only_garbage_is_a_malformed_reply():
+    responder = Responder(lambda r, data, peer: r.sock.sendto(data[:2] + b"\x81\x80\x00\x01junk", peer))
+    try:
+        with pytest.raises(MalformedReply):
+            resolve("www.example.com", "A", responder.address, timeout=2, tries=1)  # waits it out: could be a forgery
+    finally:
+        responder.close()
+
+
+# -- against NSD ----------------------------------------------------------------------------------------------------
+def nsd_path() -> str:
+    found = shutil.which("nsd") or ("/usr/sbin/nsd" if os.path.exists("/usr/sbin/nsd") else None)
+    return found or require_tool("nsd")
+
+
+def free_port() -> int:
+    for _ in range(20):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", 0))
+            port = u.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise AssertionError("no free port")
+
+
+@pytest.fixture
+def nsd(tmp_path):
+    path = nsd_path()
+    write_zone(tmp_path)
+    port = free_port()
+    conf = tmp_path / "nsd.conf"
+    conf.write_text(
+        f"""server:
+    ip-address: 127.0.0.1@{port}
+    port: {port}
+    username: ""
+    chroot: ""
+    zonesdir: "{tmp_path}"
+    pidfile: "{tmp_path}/nsd.pid"
+    database: ""
+    zonelistfile: "{tmp_path}/zone.list"
+    xfrdfile: "{tmp_path}/xfrd.state"
+    xfrdir: "{tmp_path}"
+    logfile: "{tmp_path}/nsd.log"
+    server-count: 1
+    verbosity: 1
+remote-control:
+    control-enable: no
+zone:
+    name: example.com
+    zonefile: example.com.zone
+"""
+    )
+    proc = subprocess.Popen([path, "-d", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                dns.query.udp(dns.message.make_query("example.com", "SOA"), "127.0.0.1", port=port, timeout=0.5)
+                break
+            except (dns.exception.Timeout, OSError):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log = (tmp_path / "nsd.log").read_text() if (tmp_path / "nsd.log").exists() else ""
+                    raise AssertionError(f"nsd did not start: {log}") from None
+        yield ("127.0.0.1", port)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.interop
+def test_against_nsd(nsd):
+    (mx,) = resolve("example.com", "MX", server=nsd)
+    assert str(mx.exchange) == "mail.example.com."
+    assert [r.address for r in resolve("x.wild.example.com", "A", server=nsd)] == ["192.0.2.9"]
+    with pytest.raises(NoSuchName):
+        resolve("nope.example.com", "A", server=nsd)
+    result = resolver.query("big.example.com", "TXT", nsd)
+    assert len(result.records()) == 12 and result.message.flags & dns.flags.AA
+
+
+@pytest.mark.interop
+def test_sockhop_answers_as_nsd_does(nsd, sockhop_dns):
+    """The same zone, the same questions: the same answer sections and rcodes as NSD. (NSD adds the zone's NS
+    to positive answers; sockhop gives minimal responses, as BIND's minimal-responses does, so only negative
+    answers' authority sections are compared.)"""
+    questions = [
+        ("www.example.com", "A"),
+        ("chain.example.com", "AAAA"),
+        ("x.wild.example.com", "TXT"),
+        ("nope.example.com", "A"),
+        ("b.c.example.com", "A"),
+        ("example.com", "MX"),
+        ("foo.cwild.example.com", "A"),
+        ("www.example.com", "MX"),
+        ("dangling.example.com", "A"),
+        ("sub.wild.example.com", "TXT"),
+    ]
+    for name, rdtype in questions:
+        theirs = dns.query.tcp(dns.message.make_query(name, rdtype), nsd[0], port=nsd[1], timeout=5)
+        ours = dns.query.tcp(dns.message.make_query(name, rdtype), sockhop_dns[0], port=sockhop_dns[1], timeout=5)
+        assert ours.rcode() == theirs.rcode(), name
+        assert sorted(map(str, ours.answer)) == sorted(map(str, theirs.answer)), name
+        assert bool(ours.flags & dns.flags.AA) == bool(theirs.flags & dns.flags.AA), name
+        if not theirs.answer:
+            assert [r.rdtype for r in ours.authority] == [r.rdtype for r in theirs.authority], name
