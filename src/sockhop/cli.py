@@ -76,6 +76,11 @@ def add_engine_options(parser: argparse.ArgumentParser, default_listen: str) -> 
     parser.add_argument(
         "--grace", type=positive_float, default=10.0, metavar="S", help="time to finish on stop (default 10)"
     )
+    parser.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="SO_REUSEPORT: let several independent sockhop processes listen on the same port",
+    )
 
 
 def limits_from(args: argparse.Namespace) -> Limits:
@@ -118,13 +123,15 @@ def open_service(
     context = None
     if tls_endpoints and kind == socket.SOCK_STREAM:
         context = tls_context_from(args, alpn)  # checked before anything is bound
-    socks = open_listeners(endpoints_from(args, proto), kind)
+    reuse_port = getattr(args, "reuse_port", False)
+    socks = open_listeners(endpoints_from(args, proto), kind, reuse_port=reuse_port)
     listeners = [Listener(sock, factory, busy=busy, name=name) for sock in socks]
     if context is not None:
         from sockhop.engine.tls import TLSLayer
 
         try:
-            tls_socks = open_listeners([parse_endpoint(text, proto=proto) for text in tls_endpoints], kind)
+            tls_endpoints = [parse_endpoint(text, proto=proto) for text in tls_endpoints]
+            tls_socks = open_listeners(tls_endpoints, kind, reuse_port=reuse_port)
         except BaseException:
             for listener in listeners:
                 listener.sock.close()
