@@ -81,6 +81,14 @@ def add_engine_options(parser: argparse.ArgumentParser, default_listen: str) -> 
         action="store_true",
         help="SO_REUSEPORT: let several independent sockhop processes listen on the same port",
     )
+    parser.add_argument(
+        "--proxy-protocol",
+        action="append",
+        metavar="ADDR|NET",
+        help="expect a PROXY protocol v1/v2 header (HAProxy's send-proxy) from this load balancer address or "
+        "network, so logs show the real client; repeatable. Others are served as they are, and refused if they "
+        "send a header",
+    )
 
 
 def limits_from(args: argparse.Namespace) -> Limits:
@@ -108,6 +116,21 @@ def tls_context_from(args: argparse.Namespace, alpn: tuple[str, ...] = ()):
     return server_context(list(zip(certs, keys, strict=True)), alpn=alpn)
 
 
+def _unwrapped(factory: Callable) -> Callable:
+    return factory
+
+
+def proxy_wrapper(args: argparse.Namespace) -> Callable[[Callable], Callable]:
+    """What --proxy-protocol makes of a stream factory: the PROXY layer outermost (the header precedes TLS)."""
+    texts = getattr(args, "proxy_protocol", None)
+    if not texts:
+        return _unwrapped
+    from sockhop.engine.proxy import ProxyLayer, parse_sources
+
+    sources = parse_sources(texts)  # a mistake is one line, before anything is bound
+    return lambda factory: ProxyLayer.factory(factory, sources)
+
+
 def open_service(
     args: argparse.Namespace,
     factory: Callable,
@@ -123,9 +146,10 @@ def open_service(
     context = None
     if tls_endpoints and kind == socket.SOCK_STREAM:
         context = tls_context_from(args, alpn)  # checked before anything is bound
+    proxied = proxy_wrapper(args) if kind == socket.SOCK_STREAM else _unwrapped
     reuse_port = getattr(args, "reuse_port", False)
     socks = open_listeners(endpoints_from(args, proto), kind, reuse_port=reuse_port)
-    listeners = [Listener(sock, factory, busy=busy, name=name) for sock in socks]
+    listeners = [Listener(sock, proxied(factory), busy=busy, name=name) for sock in socks]
     if context is not None:
         from sockhop.engine.tls import TLSLayer
 
@@ -137,7 +161,7 @@ def open_service(
                 listener.sock.close()
             raise
         tls_factory = TLSLayer.factory(context, factory, handshake_timeout=args.tls_handshake_timeout)
-        listeners += [Listener(sock, tls_factory, name=name, tls=True) for sock in tls_socks]
+        listeners += [Listener(sock, proxied(tls_factory), name=name, tls=True) for sock in tls_socks]
     return listeners
 
 

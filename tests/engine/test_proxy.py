@@ -1,0 +1,136 @@
+"""The PROXY protocol layer, sans-IO: headers fed whole, byte by byte and with the first request behind them."""
+
+from __future__ import annotations
+
+import pytest
+
+from sockhop.engine.protocol import Reply, StreamProtocol
+from sockhop.engine.proxy import ProxyLayer, format_v1, format_v2, parse_sources
+from sockhop.errors import SockhopError
+
+BALANCER = ("10.0.0.5", 40000)
+LOCAL = ("10.0.0.9", 80)
+CLIENT = ("203.0.113.7", 51234)
+SERVED = ("192.0.2.1", 443)
+CLIENT6 = ("2001:db8::7", 51234, 0, 0)
+SERVED6 = ("2001:db8::1", 443, 0, 0)
+
+
+class Recorder(StreamProtocol):
+    def __init__(self) -> None:
+        self.peer = self.local = None
+        self.data = b""
+
+    def connection_made(self, peer, local) -> Reply:
+        self.peer, self.local = peer, local
+        return Reply(send=(b"hello\r\n",))
+
+    def data_received(self, data: bytes) -> Reply:
+        self.data += data
+        return Reply(send=(data.upper(),))
+
+
+def layer(sources=("10.0.0.0/8",)) -> tuple[ProxyLayer, Recorder]:
+    inner = Recorder()
+    return ProxyLayer(inner, parse_sources(sources)), inner
+
+
+def feed(proto: ProxyLayer, data: bytes, *, split: str) -> list[Reply]:
+    if split == "whole":
+        return [proto.data_received(data)]
+    return [proto.data_received(data[i : i + 1]) for i in range(len(data))]
+
+
+def sent(replies: list[Reply]) -> bytes:
+    return b"".join(b for r in replies for b in r.send)
+
+
+@pytest.mark.parametrize("split", ["whole", "bytewise"])
+@pytest.mark.parametrize(
+    ("header", "src", "dst"),
+    [
+        (format_v1(CLIENT, SERVED), CLIENT, SERVED),
+        (format_v2(CLIENT, SERVED), CLIENT, SERVED),
+        (format_v1(CLIENT6, SERVED6), CLIENT6, SERVED6),
+        (format_v2(CLIENT6, SERVED6), CLIENT6, SERVED6),
+    ],
+    ids=["v1", "v2", "v1-ipv6", "v2-ipv6"],
+)
+def test_header_from_the_balancer_names_the_real_client(header, src, dst, split):
+    proto, inner = layer()
+    assert proto.connection_made(BALANCER, LOCAL) == Reply()  # nothing until the header says who it is
+    replies = feed(proto, header + b"get", split=split)
+    assert inner.peer == src and inner.local == dst
+    assert inner.data == b"get"
+    assert sent(replies) == b"hello\r\nGET"
+    assert not any(r.close for r in replies)
+
+
+def test_trailing_data_in_the_same_segment_reaches_the_protocol():
+    proto, inner = layer()
+    proto.connection_made(BALANCER, LOCAL)
+    reply = proto.data_received(format_v1(CLIENT, SERVED) + b"EHLO x\r\n")
+    assert reply.send == (b"hello\r\n", b"EHLO X\r\n")
+    assert inner.data == b"EHLO x\r\n"
+
+
+def test_unknown_and_local_keep_the_connection_addresses():
+    proto, inner = layer()
+    proto.connection_made(BALANCER, LOCAL)
+    proto.data_received(b"PROXY UNKNOWN\r\n")
+    assert inner.peer == BALANCER
+    proto, inner = layer()
+    proto.connection_made(BALANCER, LOCAL)
+    local_cmd = bytearray(format_v2(CLIENT, SERVED))
+    local_cmd[12] = 0x20  # version 2, command LOCAL (a health check)
+    proto.data_received(bytes(local_cmd))
+    assert inner.peer == BALANCER
+
+
+@pytest.mark.parametrize("header", [format_v1(CLIENT, SERVED), format_v2(CLIENT, SERVED)], ids=["v1", "v2"])
+def test_a_forged_header_from_an_address_not_allowed_is_refused(header):
+    proto, inner = layer()
+    first = proto.connection_made(("198.51.100.3", 5555), LOCAL)
+    assert first.send == (b"hello\r\n",)  # served as itself
+    reply = proto.data_received(header + b"get")
+    assert reply.close and reply.send == ()
+    assert inner.data == b""
+
+
+def test_others_are_served_as_they_are():
+    proto, inner = layer()
+    proto.connection_made(("198.51.100.3", 5555), LOCAL)
+    assert proto.data_received(b"get").send == (b"GET",)
+    assert proto.data_received(b"PROXY later is only data").send == (b"PROXY LATER IS ONLY DATA",)
+    assert inner.peer == ("198.51.100.3", 5555)
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"GET / HTTP/1.1\r\n", b"PROXY TCP4 1.2.3.4\r\n", b"PROXY TCP4 1.2.3.4 ::1 1 2\r\n", b"PROXY " + b"9" * 120],
+)
+def test_a_balancer_that_sends_no_valid_header_is_cut_off(garbage):
+    proto, inner = layer()
+    proto.connection_made(BALANCER, LOCAL)
+    replies = feed(proto, garbage, split="whole")
+    assert replies[-1].close
+    assert inner.peer is None
+
+
+def test_ipv4_mapped_balancer_is_trusted():
+    proto, inner = layer(["127.0.0.1"])
+    proto.connection_made(("::ffff:127.0.0.1", 4000, 0, 0), ("::", 80, 0, 0))
+    proto.data_received(format_v1(CLIENT, SERVED))
+    assert inner.peer == CLIENT
+
+
+def test_eof_before_the_header_closes_quietly():
+    proto, inner = layer()
+    proto.connection_made(BALANCER, LOCAL)
+    assert proto.eof_received().close
+    assert inner.peer is None
+
+
+def test_bad_source_is_one_line():
+    with pytest.raises(SockhopError, match="--proxy-protocol wants an address"):
+        parse_sources(["not-an-address"])
