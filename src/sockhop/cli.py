@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import socket
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from sockhop import __version__
 from sockhop.engine import MODELS, Limits, Listener, make_server
@@ -89,6 +91,16 @@ def add_engine_options(parser: argparse.ArgumentParser, default_listen: str) -> 
         "network, so logs show the real client; repeatable. Others are served as they are, and refused if they "
         "send a header",
     )
+    parser.add_argument(
+        "--user",
+        metavar="NAME",
+        help="started as root: bind (privileged ports too), then become this user and its group for good",
+    )
+    parser.add_argument(
+        "--allow-root",
+        action="store_true",
+        help="serve as root on a privileged port without --user (refused otherwise)",
+    )
 
 
 def limits_from(args: argparse.Namespace) -> Limits:
@@ -165,10 +177,42 @@ def open_service(
     return listeners
 
 
+def settle_privileges(args: argparse.Namespace, listeners: list[Listener]) -> None:
+    """Everything is bound: drop to --user now, before anything is served (workers fork later and inherit it).
+
+    Without --user, root is refused only on a privileged port -- the case where someone ran the server as root
+    just to get port 80 and would otherwise serve the world as root. Root on an unprivileged port (a container, a
+    test run) is left alone; --allow-root accepts the privileged case too.
+    """
+    from sockhop.engine.privileges import drop_to, find_account, give_to
+    from sockhop.net.ports import unprivileged_start
+
+    user = getattr(args, "user", None)
+    if not user:
+        privileged = sorted({port for lst in listeners if (port := lst.sock.getsockname()[1]) < unprivileged_start()})
+        if os.geteuid() == 0 and privileged and not getattr(args, "allow_root", False):
+            raise UsageError(
+                f"refusing to serve port {privileged[0]} as root: add --user NAME (such as --user www-data) to bind "
+                "as root and then serve as that user, or --allow-root if you really mean it"
+            )
+        return
+    account = find_account(user)
+    for folder in data_folders(args):
+        give_to(account, folder)
+    drop_to(account)
+    log.info("serving as user %s (uid %d), group %s (gid %d)", account.name, account.uid, account.group, account.gid)
+
+
+def data_folders(args: argparse.Namespace) -> list[Path]:
+    """The folders a service writes to, handed to --user before the drop (mail's Maildir)."""
+    return [Path(args.maildir)] if getattr(args, "maildir", None) else []
+
+
 def run_server(args: argparse.Namespace, listeners: list[Listener], model: str | None = None) -> int:
-    """Build the chosen model over the listeners, say where it listens, and serve until stopped."""
+    """Drop privileges, build the chosen model over the listeners, say where it listens, and serve until stopped."""
     model = model or args.model
     try:
+        settle_privileges(args, listeners)
         server = make_server(model, listeners, limits_from(args))
     except BaseException:
         for listener in listeners:
