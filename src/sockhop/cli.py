@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -211,6 +212,9 @@ def data_folders(args: argparse.Namespace) -> list[Path]:
 def run_server(args: argparse.Namespace, listeners: list[Listener], model: str | None = None) -> int:
     """Drop privileges, build the chosen model over the listeners, say where it listens, and serve until stopped."""
     model = model or args.model
+    # Imported before the drop: the user may not be able to read where Python and sockhop are installed.
+    from sockhop.engine.restart import Restarter, announce_ready
+
     try:
         settle_privileges(args, listeners)
         server = make_server(model, listeners, limits_from(args))
@@ -222,11 +226,18 @@ def run_server(args: argparse.Namespace, listeners: list[Listener], model: str |
     if model in ("pool", "prefork"):
         workers = f", {server.limits.worker_count()} workers"
 
+    restarter = Restarter([listener.sock.fileno() for listener in listeners], server.stop)
+
     def announce() -> None:
         for listener in listeners:
             print(f"sockhop: {listener.describe()} (model {model}{workers})", file=sys.stderr, flush=True)
+        restarter.install()  # SIGUSR2: a new master takes over the sockets
+        announce_ready()
 
-    server.serve(on_ready=announce)
+    try:
+        server.serve(on_ready=announce)
+    finally:
+        restarter.uninstall()
     return 0
 
 
@@ -337,6 +348,11 @@ def main_guard(func: Callable[..., int], *args) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from sockhop.engine.restart import READY_FD
+
+    if READY_FD in os.environ:
+        # Started by a master restarting on SIGUSR2 from its helper thread, whose blocked signals exec kept.
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose)

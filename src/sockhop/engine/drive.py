@@ -142,6 +142,8 @@ def drive_stream(sock: socket.socket, peer: Address, protocol: StreamProtocol, l
     poller.register(stop_fd, select.POLLIN)
     fd = sock.fileno()
     stop_deadline: float | None = None
+    stop_pending = False  # the stop came before the client said anything: tell the protocol with its first bytes
+    heard = False
     peer_closed = False
     where = "connection_made"
     reply: Reply | None = None
@@ -172,8 +174,15 @@ def drive_stream(sock: socket.socket, peer: Address, protocol: StreamProtocol, l
                 if event_fd == fd:
                     data = sock.recv(RECV_SIZE)
                     if data:
+                        heard = True
                         where = "data_received"
                         reply = protocol.data_received(data)
+                        if stop_pending and not reply.close:
+                            stop_pending = False
+                            reply = carry_out(sock, reply)
+                            alarm_at = alarm_time(reply, alarm_at)
+                            where = "stop_requested"
+                            reply = protocol.stop_requested()
                     else:
                         peer_closed = True
                         where = "eof_received"
@@ -182,6 +191,9 @@ def drive_stream(sock: socket.socket, peer: Address, protocol: StreamProtocol, l
                 else:
                     poller.unregister(stop_fd)
                     stop_deadline = time.monotonic() + limits.grace
+                    if not heard:  # a newcomer: let it say what it came for first
+                        stop_pending = True
+                        continue
                     where = "stop_requested"
                     reply = protocol.stop_requested()
                 reply = carry_out(sock, reply)

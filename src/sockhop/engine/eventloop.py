@@ -42,7 +42,7 @@ EPOLLIN = select.EPOLLIN
 class Connection:
     __slots__ = (
         "sock", "fd", "peer", "protocol", "out", "pending", "mask", "closing", "lingering", "eof",
-        "deadline", "alarm", "scheduled", "gen", "busy", "stop_told",
+        "deadline", "alarm", "scheduled", "gen", "busy", "stop_told", "heard",
     )  # fmt: skip
 
     def __init__(self, sock: socket.socket, peer: Address, protocol: StreamProtocol) -> None:
@@ -62,6 +62,7 @@ class Connection:
         self.gen = 0  # heap entries of an older generation are stale and skipped
         self.busy = False  # deferred work running
         self.stop_told = False
+        self.heard = False  # the client has sent something (a stop waits for a silent newcomer's first bytes)
 
 
 class EventLoopServer(Server):
@@ -148,6 +149,7 @@ class EventLoopServer(Server):
                             continue
                         conn.deadline = now + idle
                         if data:
+                            conn.heard = True
                             try:
                                 reply = conn.protocol.data_received(data)
                             except Exception as exc:
@@ -162,6 +164,7 @@ class EventLoopServer(Server):
                                 and reply.then is None
                                 and not reply.close
                                 and reply.alarm is None
+                                and self.stopping_at is None
                             ):
                                 piece = send[0]
                                 if type(piece) is bytes:
@@ -185,6 +188,8 @@ class EventLoopServer(Server):
                                 self._close(conn)
                                 continue
                         self._apply(conn, reply)
+                        if self.stopping_at is not None:
+                            self._tell_stop(conn)
                 elif fd in self.listener_fds:
                     self._accept(self.listener_fds[fd], now)
                 elif fd in self.datagrams:
@@ -513,8 +518,12 @@ class EventLoopServer(Server):
 
     def _tell_stop(self, conn: Connection) -> None:
         """Call stop_requested once -- but not while deferred work runs: the contract promises a protocol no other
-        call meanwhile (its then() may be touching the same state). Such a connection is told when it finishes."""
-        if conn.fd < 0 or conn.stop_told or conn.busy or conn.closing or conn.lingering:
+        call meanwhile (its then() may be touching the same state). Such a connection is told when it finishes.
+
+        Nor before the client has sent anything: one that connected just before the stop is told with its first
+        bytes, so it gets what it came for (a restart under load refuses nobody); a silent one ends with the grace.
+        """
+        if conn.fd < 0 or conn.stop_told or conn.busy or conn.closing or conn.lingering or not conn.heard:
             return
         conn.stop_told = True
         try:

@@ -1,0 +1,140 @@
+"""Zero-downtime restart as a user tries it: under a running load, SIGUSR2 makes a new master take over the
+listening sockets and the old one drain and exit; the load generator counts no failed request."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.prod.helpers import fetch, site_saying
+
+RESTARTED = re.compile(r"^sockhop: restarted: new master (?P<pid>\d+) serves")
+MAX_REQUESTS = 4000  # the load loop is bounded in count and in time
+MAX_SECONDS = 30.0
+
+
+class Load:
+    """A client loop on fresh connections, counting what failed."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.ok = 0
+        self.failures: list[str] = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        deadline = time.monotonic() + MAX_SECONDS
+        for _ in range(MAX_REQUESTS):
+            if self.stopping.is_set() or time.monotonic() > deadline:
+                return
+            try:
+                status, body = fetch(self.host, self.port, timeout=10)
+            except OSError as exc:
+                self.failures.append(f"{type(exc).__name__}: {exc}")
+                continue
+            if (status, body) == (200, b"up"):
+                self.ok += 1
+            else:
+                self.failures.append(f"{status} {body[:40]!r}")
+
+    def wait_for(self, count: int, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.ok < count and time.monotonic() < deadline and self.thread.is_alive():
+            time.sleep(0.02)
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def end(pid: int) -> bool:
+    """Stop the new master (not our child: the old master started it) and its workers; True if SIGTERM did it."""
+    family = [pid, *children(pid)]
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return True
+    deadline = time.monotonic() + 20
+    while any(alive(p) for p in family) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stopped = not any(alive(p) for p in family)
+    for p in family:
+        if alive(p):
+            os.kill(p, signal.SIGKILL)
+    return stopped
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+    except OSError:
+        return []
+
+
+def new_master(server, timeout: float = 30.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in list(server.lines):
+            match = RESTARTED.match(line)
+            if match:
+                return int(match["pid"])
+        time.sleep(0.05)
+    raise AssertionError(f"no restart: {server.log()}")
+
+
+@pytest.mark.parametrize("model", ["eventloop", "prefork", "thread"])
+def test_sigusr2_restarts_with_no_failed_request(sockhop_server, tmp_path, model):
+    site = site_saying(tmp_path / "site", "up")
+    old = sockhop_server(["serve", "web", str(site), "--listen", "127.0.0.1:0", "--no-access-log",
+                          "--model", model, "--workers", "2"])  # fmt: skip
+    host, port = old.address("web")
+    load = Load(host, port)
+    load.thread.start()
+    pid = None
+    try:
+        load.wait_for(50)
+        old.proc.send_signal(signal.SIGUSR2)
+        pid = new_master(old)
+        assert old.proc.wait(30) == 0  # the old master drained and exited
+        before = load.ok
+        load.wait_for(before + 50)  # the new one carries the load on its own
+        load.stopping.set()
+        load.thread.join(30)
+        assert load.failures == [], load.failures[:5]
+        assert load.ok >= before + 50
+        assert alive(pid)
+        announced = [line for line in old.lines if line.startswith(f"sockhop: web tcp {host}:{port} (model {model}")]
+        assert len(announced) == 2  # the old master, then the new one, on the same socket
+        assert end(pid), "the new master did not stop on SIGTERM"
+        pid = None
+    finally:
+        load.stopping.set()
+        load.thread.join(30)
+        if pid is not None:
+            end(pid)
+
+
+def test_a_new_master_that_cannot_start_leaves_the_old_one_serving(sockhop_server, tmp_path):
+    site = site_saying(tmp_path / "site", "up")
+    old = sockhop_server(["serve", "web", str(site), "--listen", "127.0.0.1:0", "--no-access-log"])
+    host, port = old.address("web")
+    site.rename(tmp_path / "moved")  # the same command line now names a missing folder
+    old.proc.send_signal(signal.SIGUSR2)
+    deadline = time.monotonic() + 30
+    while not any("restart failed" in line for line in old.lines) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert any("restart failed: the new master" in line for line in old.lines), old.log()
+    assert old.proc.poll() is None
+    (tmp_path / "moved").rename(site)
+    assert fetch(host, port) == (200, b"up")
