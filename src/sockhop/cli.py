@@ -11,12 +11,14 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sockhop import __version__
 from sockhop.engine import MODELS, Limits, Listener, make_server
 from sockhop.engine.limits import default_workers
+from sockhop.engine.protocol import format_address
 from sockhop.errors import SockhopError
 from sockhop.net.addresses import parse_endpoint
 from sockhop.net.listeners import open_listeners
@@ -98,6 +100,14 @@ def add_engine_options(parser: argparse.ArgumentParser, default_listen: str) -> 
         help="started as root: bind (privileged ports too), then become this user and its group for good",
     )
     parser.add_argument(
+        "--admin",
+        metavar="ENDPOINT",
+        help="serve /metrics (Prometheus text format) and /healthz here, such as 127.0.0.1:9100 (default: off)",
+    )
+    parser.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="json: one JSON object per log line"
+    )
+    parser.add_argument(
         "--allow-root",
         action="store_true",
         help="serve as root on a privileged port without --user (refused otherwise)",
@@ -160,6 +170,11 @@ def open_service(
     if tls_endpoints and kind == socket.SOCK_STREAM:
         context = tls_context_from(args, alpn)  # checked before anything is bound
     proxied = proxy_wrapper(args) if kind == socket.SOCK_STREAM else _unwrapped
+    if getattr(args, "admin", None):  # counted outermost: what crosses the socket
+        from sockhop.engine.metrics import Metrics
+
+        metrics, stream, inner = Metrics.get(), kind == socket.SOCK_STREAM, proxied
+        proxied = lambda f: metrics.metered(inner(f), name, args.model, stream)  # noqa: E731
     reuse_port = getattr(args, "reuse_port", False)
     socks = open_listeners(endpoints_from(args, proto), kind, reuse_port=reuse_port)
     listeners = [Listener(sock, proxied(factory), busy=busy, name=name) for sock in socks]
@@ -205,8 +220,23 @@ def settle_privileges(args: argparse.Namespace, listeners: list[Listener]) -> No
 
 
 def data_folders(args: argparse.Namespace) -> list[Path]:
-    """The folders a service writes to, handed to --user before the drop (mail's Maildir)."""
-    return [Path(args.maildir)] if getattr(args, "maildir", None) else []
+    """The folders a service writes to, handed to --user before the drop (mail's Maildir, the metrics files)."""
+    folders = [Path(args.maildir)] if getattr(args, "maildir", None) else []
+    if getattr(args, "admin", None):
+        from sockhop.engine.metrics import Metrics
+
+        folders.append(Path(Metrics.get().folder))
+    return folders
+
+
+def open_admin(args: argparse.Namespace):
+    """The --admin listener (bound now, with the others, before any privilege drop), or None."""
+    if not getattr(args, "admin", None):
+        return None
+    from sockhop.engine.metrics import AdminServer, Metrics
+
+    (sock,) = open_listeners([parse_endpoint(args.admin)], socket.SOCK_STREAM)[:1]
+    return AdminServer(sock, Metrics.get())
 
 
 def run_server(args: argparse.Namespace, listeners: list[Listener], model: str | None = None) -> int:
@@ -215,22 +245,31 @@ def run_server(args: argparse.Namespace, listeners: list[Listener], model: str |
     # Imported before the drop: the user may not be able to read where Python and sockhop are installed.
     from sockhop.engine.restart import Restarter, announce_ready
 
+    admin = None
     try:
+        admin = open_admin(args)
         settle_privileges(args, listeners)
         server = make_server(model, listeners, limits_from(args))
     except BaseException:
         for listener in listeners:
             listener.sock.close()
+        if admin is not None:
+            admin.sock.close()
         raise
     workers = ""
     if model in ("pool", "prefork"):
         workers = f", {server.limits.worker_count()} workers"
 
-    restarter = Restarter([listener.sock.fileno() for listener in listeners], server.stop)
+    fds = [listener.sock.fileno() for listener in listeners] + ([admin.sock.fileno()] if admin else [])
+    restarter = Restarter(fds, server.stop)
 
     def announce() -> None:
         for listener in listeners:
             print(f"sockhop: {listener.describe()} (model {model}{workers})", file=sys.stderr, flush=True)
+        if admin is not None:
+            admin.start()
+            where = format_address(admin.sock.getsockname())
+            print(f"sockhop: admin tcp {where} (model {model}{workers})", file=sys.stderr, flush=True)
         restarter.install()  # SIGUSR2: a new master takes over the sockets
         announce_ready()
 
@@ -238,6 +277,8 @@ def run_server(args: argparse.Namespace, listeners: list[Listener], model: str |
         server.serve(on_ready=announce)
     finally:
         restarter.uninstall()
+        if admin is not None:
+            admin.stop()
     return 0
 
 
@@ -326,8 +367,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def setup_logging(verbosity: int) -> None:
+class JsonFormatter(logging.Formatter):
+    """``--log-format json``: one object per line, for log shippers (journald, Loki, Elasticsearch)."""
+
+    converter = time.gmtime  # the Z in the timestamps
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "pid": record.process,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup_logging(verbosity: int, fmt: str = "text") -> None:
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    if fmt == "json":
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+        logging.basicConfig(level=level, handlers=[handler], force=True)
+        return
     logging.basicConfig(level=level, format="sockhop[%(process)d] %(levelname)s %(message)s", stream=sys.stderr)
 
 
@@ -355,5 +421,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, getattr(args, "log_format", "text"))
     return main_guard(args.func, args)

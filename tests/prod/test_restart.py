@@ -8,6 +8,7 @@ import re
 import signal
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -97,8 +98,9 @@ def new_master(server, timeout: float = 30.0) -> int:
 def test_sigusr2_restarts_with_no_failed_request(sockhop_server, tmp_path, model):
     site = site_saying(tmp_path / "site", "up")
     old = sockhop_server(["serve", "web", str(site), "--listen", "127.0.0.1:0", "--no-access-log",
-                          "--model", model, "--workers", "2"])  # fmt: skip
+                          "--model", model, "--workers", "2", "--admin", "127.0.0.1:0"], announce=2)  # fmt: skip
     host, port = old.address("web")
+    admin = old.address("admin")
     load = Load(host, port)
     load.thread.start()
     pid = None
@@ -116,6 +118,9 @@ def test_sigusr2_restarts_with_no_failed_request(sockhop_server, tmp_path, model
         assert alive(pid)
         announced = [line for line in old.lines if line.startswith(f"sockhop: web tcp {host}:{port} (model {model}")]
         assert len(announced) == 2  # the old master, then the new one, on the same socket
+        assert old.addresses[("admin", "tcp")] == [admin, admin]  # the admin listener is handed over too
+        with urllib.request.urlopen(f"http://{admin[0]}:{admin[1]}/healthz", timeout=10) as response:
+            assert response.read() == b"ok\n"
         assert end(pid), "the new master did not stop on SIGTERM"
         pid = None
     finally:
