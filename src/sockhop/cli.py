@@ -208,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--idle-timeout", type=positive_float, default=60.0, metavar="S")
     up.add_argument("--max-connections", type=positive_int, default=1024, metavar="N")
     up.add_argument("--grace", type=positive_float, default=10.0, metavar="S")
+    up.add_argument("--no-tls", action="store_true", help="no TLS listeners (and no local CA)")
     up.set_defaults(func=cmd_up)
 
     serve = sub.add_parser("serve", help="run one server")
