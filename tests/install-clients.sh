@@ -6,7 +6,7 @@ set -euo pipefail
 list="$(dirname "$0")/apt-packages.txt"
 missing=$(grep -v '^#' "$list" | while IFS=: read -r pkg cmd; do
   cmd=${cmd// /}
-  [ -n "$pkg" ] && ! command -v "$cmd" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$cmd" ] && echo "$pkg"
+  if [ -n "$pkg" ] && ! command -v "$cmd" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$cmd" ]; then echo "$pkg"; fi
 done | sort -u)
 [ -z "$missing" ] && exit 0
 echo "installing: $(echo $missing)"
