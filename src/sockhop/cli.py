@@ -168,7 +168,8 @@ def cmd_serve_echo(args: argparse.Namespace) -> int:
 
 def cmd_talk(args: argparse.Namespace) -> int:
     from sockhop.net.addresses import Endpoint, parse_port
-    from sockhop.talk import client_context, talk
+    from sockhop.talk import talk
+    from sockhop.tlsclient import client_context
 
     endpoint = Endpoint(args.host, parse_port(args.port, "udp" if args.udp else "tcp"))
     tls = client_context(args.cacert, insecure=args.insecure) if args.tls else None

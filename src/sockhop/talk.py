@@ -18,6 +18,7 @@ import time
 
 from sockhop.errors import SockhopError
 from sockhop.net.addresses import Endpoint, resolve
+from sockhop.tlsclient import describe_certificate_error
 
 
 class TalkError(SockhopError):
@@ -41,29 +42,6 @@ def _connect(endpoint: Endpoint, kind: socket.SocketKind, timeout: float) -> soc
     if isinstance(last, TimeoutError | socket.timeout):
         raise TalkError(f"cannot connect to {where}: timed out after {timeout:g}s")
     raise TalkError(f"cannot connect to {where}: {last.strerror if last else 'no address'}")
-
-
-def client_context(cacert: str | None = None, *, insecure: bool = False) -> ssl.SSLContext:
-    """A client TLS context: the system's trust store (or ``cacert``), host names checked, TLS 1.2 at least."""
-    context = ssl.create_default_context(cafile=cacert)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if insecure:
-        print("sockhop: warning: not verifying the server's certificate (-k)", file=sys.stderr)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-def describe_certificate_error(exc: ssl.SSLCertVerificationError) -> str:
-    """One line naming what failed: expired, wrong name, untrusted."""
-    message = exc.verify_message or str(exc)
-    if exc.verify_code == 10:
-        return "the server's certificate has expired"
-    if exc.verify_code == 62 or "mismatch" in message.lower():
-        return f"the server's certificate is not for this name ({message})"
-    if exc.verify_code in (18, 19, 20, 21):
-        return f"the server's certificate is not trusted ({message}): give --cacert FILE, or -k to skip the check"
-    return f"the server's certificate was refused: {message}"
 
 
 def _handshake(sock: socket.socket, endpoint: Endpoint, context: ssl.SSLContext, timeout: float) -> ssl.SSLSocket:
