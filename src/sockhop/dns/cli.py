@@ -59,6 +59,9 @@ def add_commands(sub: argparse._SubParsersAction, services: argparse._SubParsers
     resolve.add_argument(
         "--cacert", metavar="FILE", help="with --tls: trust the CA certificates in FILE instead of the system's"
     )
+    resolve.add_argument(
+        "-k", "--insecure", action="store_true", help="with --tls: do not verify the certificate (with a warning)"
+    )
     resolve.add_argument("--timeout", type=positive_float, default=2.0, metavar="S", help="per try (default 2)")
     resolve.add_argument("--tries", type=positive_int, default=3, metavar="N", help="UDP tries per server (default 3)")
     resolve.add_argument("--short", action="store_true", help="print only the answer's data, one per line")
@@ -167,10 +170,9 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     from sockhop.dns.resolver import format_dig, format_short, parse_words, query
 
     name, rdtype, server = parse_words(args.words)
-    if args.cacert and not args.tls:
-        raise UsageError("--cacert is for --tls")
-    result = query(
-        name, rdtype, server, tcp=args.tcp, tls=args.tls, cacert=args.cacert, timeout=args.timeout, tries=args.tries
-    )
+    if (args.cacert or args.insecure) and not args.tls:
+        raise UsageError("--cacert and -k are for --tls")
+    tls = {"tls": args.tls, "cacert": args.cacert, "insecure": args.insecure}
+    result = query(name, rdtype, server, tcp=args.tcp, timeout=args.timeout, tries=args.tries, **tls)
     print(format_short(result) if args.short else format_dig(result))
     return 0

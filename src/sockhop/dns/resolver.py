@@ -34,6 +34,7 @@ import dns.rdatatype
 import dns.rrset
 
 from sockhop.errors import SockhopError
+from sockhop.tlsclient import client_context, describe_certificate_error
 
 Rcode = dns.rcode.Rcode
 RESOLV_CONF = Path("/etc/resolv.conf")
@@ -119,6 +120,7 @@ def resolve(
     tcp: bool = False,
     tls: bool = False,
     cacert: str | None = None,
+    insecure: bool = False,
     timeout: float = 2.0,
     tries: int = 3,
 ) -> list[dns.rdata.Rdata]:
@@ -128,7 +130,7 @@ def resolve(
 
     ``tls=True`` asks over DNS over TLS (RFC 7858; port 853 unless the server names another): the certificate must
     be trusted by the system's store (or by ``cacert``, a PEM file) and be for the server's name or address as
-    given.
+    given (``insecure=True`` skips the check, with a warning).
 
     Raises:
         NoSuchName: NXDOMAIN.
@@ -138,7 +140,9 @@ def resolve(
         BadQuestion: ``name`` or ``rdtype`` cannot be asked.
         CertificateError: with ``tls``, the server's certificate is not trusted for its name.
     """
-    return query(name, rdtype, server, tcp=tcp, tls=tls, cacert=cacert, timeout=timeout, tries=tries).records()
+    return query(
+        name, rdtype, server, tcp=tcp, tls=tls, cacert=cacert, insecure=insecure, timeout=timeout, tries=tries
+    ).records()
 
 
 def query(
@@ -149,12 +153,13 @@ def query(
     tcp: bool = False,
     tls: bool = False,
     cacert: str | None = None,
+    insecure: bool = False,
     timeout: float = 2.0,
     tries: int = 3,
 ) -> Result:
     """Ask the question and return the accepted reply. Raises as :func:`resolve` does (NXDOMAIN included)."""
     qname, qtype = question(name, rdtype)
-    context = tls_context(cacert) if tls else None
+    context = tls_context(cacert, insecure) if tls else None
     servers = server_targets(server, DOT_PORT if tls else DNS_PORT)
     last: ResolveError = Timeout()
     for address, server_name in servers:
@@ -290,9 +295,7 @@ def _ask_stream(message, server, timeout, how, wrap) -> tuple[dns.message.Messag
     except ConnectionRefusedError:
         raise Timeout(f"{format_server(server)}: connection refused (nothing listens on TCP there)") from None
     except ssl.SSLCertVerificationError as exc:
-        raise CertificateError(
-            f"{format_server(server)}: certificate not trusted: {exc.verify_message or exc.reason}"
-        ) from None
+        raise CertificateError(f"{format_server(server)}: {describe_certificate_error(exc)}") from None
     except ssl.SSLError as exc:
         raise Timeout(f"{format_server(server)} over TLS: {exc.reason or exc} (is it a DNS-over-TLS port?)") from None
     except OSError as exc:
@@ -303,16 +306,15 @@ def _ask_stream(message, server, timeout, how, wrap) -> tuple[dns.message.Messag
     return reply, len(data)
 
 
-def tls_context(cacert: str | None) -> ssl.SSLContext:
-    """A client context: the system's trust store, or only ``cacert``; names checked; TLS 1.2 at least."""
+def tls_context(cacert: str | None, insecure: bool = False) -> ssl.SSLContext:
+    """sockhop's client context (the system's trust store, or only ``cacert``; names checked; TLS 1.2 at least),
+    with a missing or unreadable ``cacert`` said in one line."""
     try:
-        context = ssl.create_default_context(cafile=cacert)
+        return client_context(cacert, insecure=insecure)
     except FileNotFoundError:
         raise BadQuestion(f"cannot read {cacert}: no such file") from None
     except (ssl.SSLError, OSError) as exc:
         raise BadQuestion(f"cannot use {cacert} as CA certificates: {getattr(exc, 'reason', None) or exc}") from None
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
 
 
 def recv_exactly(sock: socket.socket, count: int) -> bytes:
