@@ -27,6 +27,7 @@ lint: $(BIN)/sockhop
 	$(BIN)/ruff format --check .
 
 bench: $(BIN)/sockhop
+	bash tests/install-clients.sh bench/apt-packages.txt
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/python bench/dns.py $(DNS_BENCH_ARGS)

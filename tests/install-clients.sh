@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Install the Debian packages of the real clients (and peers) the tests drive, whichever are missing.
-# tests/apt-packages.txt lists "package: command"; a package is installed when its command is not on PATH.
+# Install the Debian packages of the real clients the tests drive (or, given bench/apt-packages.txt, the peers the
+# benchmarks measure), whichever are missing. The list has "package: command" lines; a package is installed when its
+# command is not on PATH.
 # Daemons in those packages (nginx, nsd) must not start on install: the tests start their own, on loopback.
 set -euo pipefail
-list="$(dirname "$0")/apt-packages.txt"
+list="${1:-$(dirname "$0")/apt-packages.txt}"
 missing=$(grep -v '^#' "$list" | while IFS=: read -r pkg cmd; do
   cmd=${cmd// /}
   if [ -n "$pkg" ] && ! command -v "$cmd" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$cmd" ]; then echo "$pkg"; fi
@@ -20,4 +21,6 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
 fi
 trap '[ -n "$made_policy" ] && $sudo rm -f /usr/sbin/policy-rc.d' EXIT
 $sudo apt-get update -qq
+# Postfix (smtp-source, smtp-sink for the mail bench) asks what kind of mail system this is: none.
+echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections 2>/dev/null || true
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null
