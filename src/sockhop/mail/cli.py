@@ -39,7 +39,7 @@ def add_commands(sub: argparse._SubParsersAction, services: argparse._SubParsers
     """Add ``serve mail`` to ``services`` and ``send``, ``mailbox`` to ``sub``."""
     from sockhop.cli import add_engine_options, positive_float, positive_int
 
-    from .protocol import DEFAULT_MAX_RECIPIENTS, DEFAULT_MAX_SIZE
+    from .protocol import DEFAULT_COMMAND_TIMEOUT, DEFAULT_DATA_TIMEOUT, DEFAULT_MAX_RECIPIENTS, DEFAULT_MAX_SIZE
 
     serve = services.add_parser("mail", help="SMTP server delivering to Maildir (the Sendmail role)")
     serve.add_argument("maildir", metavar="MAILDIR", help="folder of mailboxes, one per local part")
@@ -58,6 +58,14 @@ def add_commands(sub: argparse._SubParsersAction, services: argparse._SubParsers
         "--max-recipients", type=positive_int, default=DEFAULT_MAX_RECIPIENTS, metavar="N", help="per message"
     )
     serve.add_argument("--hostname", help="name in the greeting and Received: (default this host's name)")
+    serve.add_argument(
+        "--command-timeout", type=positive_float, default=DEFAULT_COMMAND_TIMEOUT, metavar="S",
+        help="deadline for each whole command line, however slowly it trickles (default 300, RFC 5321 4.5.3.2)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--data-timeout", type=positive_float, default=DEFAULT_DATA_TIMEOUT, metavar="S",
+        help="deadline for the whole message after 354 (default 600, RFC 5321's DATA termination)",
+    )  # fmt: skip
     add_engine_options(serve, default_listen=f"127.0.0.1:{DEFAULT_PORT}")
     serve.set_defaults(func=cmd_serve_mail, idle_timeout=300.0)  # RFC 5321 4.5.3.2.7: at least 5 minutes
     for action in serve._actions:
@@ -113,6 +121,8 @@ def cmd_serve_mail(args: argparse.Namespace) -> int:
         recipients=recipients,
         max_size=args.max_size,
         max_recipients=args.max_recipients,
+        command_timeout=args.command_timeout,
+        data_timeout=args.data_timeout,
     )
     factory = make_factory(Path(args.maildir), policy, catch_all=args.catch_all)
     listeners = open_service(args, factory, busy=busy_reply(hostname), name="mail")

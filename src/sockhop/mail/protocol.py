@@ -33,6 +33,10 @@ MAX_TEXT_LINE = 1000  # octets including CRLF (RFC 5321 4.5.3.1.6)
 DEFAULT_MAX_SIZE = 10 * 1024 * 1024
 DEFAULT_MAX_RECIPIENTS = 100  # RFC 5321 4.5.3.1.8: at least 100 must be accepted
 DEFAULT_MAX_ERRORS = 20  # bogus commands before a client is shown the door (as Postfix's smtpd_hard_error_limit)
+#: RFC 5321 4.5.3.2: a client gets 5 minutes for each command and 10 for the whole message ("DATA termination").
+#: These are deadlines, kept with ``Reply.alarm``: a client trickling a byte a second does not stretch them.
+DEFAULT_COMMAND_TIMEOUT = 300.0
+DEFAULT_DATA_TIMEOUT = 600.0
 
 
 class State(enum.Enum):
@@ -84,6 +88,8 @@ class MailPolicy:
     max_size: int = DEFAULT_MAX_SIZE
     max_recipients: int = DEFAULT_MAX_RECIPIENTS
     max_errors: int = DEFAULT_MAX_ERRORS
+    command_timeout: float = DEFAULT_COMMAND_TIMEOUT  # seconds for the next whole command line to arrive
+    data_timeout: float = DEFAULT_DATA_TIMEOUT  # seconds from 354 for the whole message to arrive
 
 
 @dataclass
@@ -158,7 +164,8 @@ class SMTPServer(StreamProtocol):
     # -- the engine's side -------------------------------------------------------------------------------------
     def connection_made(self, peer: Address, local: Address) -> Reply:
         self.session.peer, self.session.local = peer, local
-        return Reply((reply(Code.SERVICE_READY, "", f"{self.policy.hostname} ESMTP sockhop").format(),))
+        greeting = reply(Code.SERVICE_READY, "", f"{self.policy.hostname} ESMTP sockhop").format()
+        return Reply((greeting,), alarm=self.policy.command_timeout)
 
     def data_received(self, data: bytes) -> Reply:
         self.buffer += data
@@ -181,6 +188,11 @@ class SMTPServer(StreamProtocol):
         return Reply((self._closing("4.3.2", "shutting down").format(),), close=True)
 
     def timed_out(self) -> Reply:
+        """The idle timeout, or a deadline: the next command, or the whole message after 354, did not arrive in
+        time. A message still arriving is dropped (it never got its 250)."""
+        if self.state is State.DATA:
+            log.info("%s: message not complete within %gs, dropped", self._peer(), self.policy.data_timeout)
+        self._reset_transaction()
         self.state = State.CLOSED
         return Reply((self._closing("4.4.2", "timeout exceeded").format(),), close=True)
 
@@ -188,10 +200,21 @@ class SMTPServer(StreamProtocol):
         self.buffer.clear()
         self.parts.clear()
 
+    def _peer(self) -> str:
+        peer = self.session.peer
+        return f"{peer[0]}:{peer[1]}" if peer else "?"
+
     # -- the conversation ----------------------------------------------------------------------------------------
+    def _deadline(self) -> float:
+        """The alarm for what the client owes next: the whole message in DATA, else the next command."""
+        return self.policy.data_timeout if self.state is State.DATA else self.policy.command_timeout
+
     def _advance(self) -> Reply:
         """Answer every complete command in the buffer (a pipelined batch gets its replies in one Reply); stop at
-        the end of a message and hand its delivery to ``Reply.then``."""
+        the end of a message and hand its delivery to ``Reply.then``.
+
+        The alarm is set again only when something complete was answered: bytes that complete nothing (a client
+        trickling) leave the deadline where it was."""
         out: list[bytes] = []
         while self.state is not State.CLOSED:
             if self.state is State.DATA:
@@ -199,7 +222,7 @@ class SMTPServer(StreamProtocol):
                     break
                 fault = self._end_of_data()
                 if fault is None:
-                    return Reply(tuple(out), then=self._deliver)
+                    return Reply(tuple(out), then=self._deliver, alarm=0)  # no deadline while the disk works
                 out.append(fault.format())
                 continue
             line = self._take_line()
@@ -213,7 +236,8 @@ class SMTPServer(StreamProtocol):
         if self.stopping and self.state not in (State.DATA, State.CLOSED):
             out.append(self._closing("4.3.2", "shutting down").format())
             self.state = State.CLOSED
-        return Reply(tuple(out), close=self.state is State.CLOSED)
+        alarm = self._deadline() if out and self.state is not State.CLOSED else None
+        return Reply(tuple(out), close=self.state is State.CLOSED, alarm=alarm)
 
     def _deliver(self) -> Reply:
         """Runs in Reply.then: store the message (fsync and all), answer, then go on with pipelined input."""
@@ -228,7 +252,8 @@ class SMTPServer(StreamProtocol):
         self._reset_transaction()
         self.state = State.READY
         rest = self._advance()
-        return Reply((answer.format(), *rest.send), rest.close, rest.then)
+        alarm = self._deadline() if rest.alarm is None else rest.alarm
+        return Reply((answer.format(), *rest.send), rest.close, rest.then, alarm)
 
     def _take_line(self) -> bytes | SMTPReply | None:
         """The next command line without its line ending, a 500 for an over-long one, or None for "need more"."""
