@@ -73,12 +73,13 @@ def add_commands(sub: argparse._SubParsersAction, services: argparse._SubParsers
             action.help = "default 300, as RFC 5321 asks of an SMTP server"
 
     send = sub.add_parser("send", help="build a message and deliver it over SMTP (to --server, or by MX)")
-    send.add_argument("--from", dest="sender", required=True, metavar="ADDR")
+    send.add_argument("--from", dest="sender", metavar="ADDR", help="default: you@this host's name")
     send.add_argument("--to", action="append", required=True, metavar="ADDR", help="repeatable")
     send.add_argument("--server", metavar="ENDPOINT", help="deliver here (host:port) instead of looking up MX")
     send.add_argument(
-        "--port", type=int, default=25, help="SMTP port of the MX hosts, or of a --server without one (default 25)"
-    )
+        "--port", type=positive_int, metavar="N",
+        help="SMTP port of the MX hosts, or of a --server without one (default: an _smtp._tcp SRV record's, else 25)",
+    )  # fmt: skip
     send.add_argument("--dns", metavar="ENDPOINT", help="DNS server for MX lookups (default the system's)")
     send.add_argument("--subject", default="")
     send.add_argument("--body", help="message text (default: read standard input)")
@@ -169,8 +170,10 @@ def mail_service(ctx: UpContext) -> list[Offer]:
     hostname = f"mail.{UP_DOMAIN}"
     policy = MailPolicy(hostname=hostname, domains=frozenset({UP_DOMAIN}))
     factory = make_factory(ctx.data / "mail", policy, catch_all=False)
-    try_it = (
-        f"echo hello | sockhop send --from me@{UP_DOMAIN} --to you@{UP_DOMAIN} --server {ctx.host}:{DEFAULT_PORT}"
-        f"; sockhop mailbox {ctx.data / 'mail'}"
+    from sockhop.dns.builtin import DEFAULT_PORT as DNS_PORT
+
+    host = f"[{ctx.host}]" if ":" in ctx.host else ctx.host
+    try_it = (  # the MX of sockhop.test is mail.sockhop.test; its _smtp._tcp SRV record gives the port
+        f"echo hello | sockhop send --dns {host}:{DNS_PORT} --to you@{UP_DOMAIN}; sockhop mailbox {ctx.data / 'mail'}"
     )
     return [Offer(Listener(ctx.open(DEFAULT_PORT), factory, busy=busy_reply(hostname), name="mail"), try_it)]

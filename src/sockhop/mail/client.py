@@ -25,7 +25,7 @@ from sockhop.net.addresses import Endpoint, parse_endpoint
 
 from .address import split_address
 from .codes import BadReply, Code, SMTPReply, is_positive, is_transient, parse_reply, reply_complete
-from .mx import RoutingError, addresses, mail_exchangers
+from .mx import SMTP_PORT, RoutingError, mail_hops
 
 MAX_REPLY_LINE = 4096
 MAX_REPLY_LINES = 100
@@ -230,18 +230,16 @@ class Route:
     hops: tuple[tuple[str, int], ...]
 
 
-def server_endpoint(text: str, port: int = 25) -> Endpoint:
+def server_endpoint(text: str, port: int = SMTP_PORT) -> Endpoint:
     """``host:port``, ``[v6]:port``, or a bare host (then ``port``)."""
     if ":" not in text:
         return Endpoint(text, port)
     return parse_endpoint(text)
 
 
-def route_for(domain: str, *, dns: str | None, port: int) -> Route:
+def route_for(domain: str, *, dns: str | None, port: int | None) -> Route:
     """The mail exchangers of ``domain``, best first, each at every address it has. Raises RoutingError."""
-    hops: list[tuple[str, int]] = []
-    for host in mail_exchangers(domain, dns):
-        hops.extend((address, port) for address in addresses(host, dns))
+    hops = mail_hops(domain, dns, port)
     if not hops:
         raise RoutingError(f"{domain}: no address for its mail exchangers")
     return Route(tuple(hops))
@@ -249,7 +247,7 @@ def route_for(domain: str, *, dns: str | None, port: int) -> Route:
 
 def deliver(
     sender: str, recipients: list[str], data: bytes, *, server: str | None = None, dns: str | None = None,
-    port: int = 25, timeout: float = 30.0, helo: str | None = None,
+    port: int | None = None, timeout: float = 30.0, helo: str | None = None,
 ) -> list[Outcome]:  # fmt: skip
     """Deliver ``data`` to every recipient; one Outcome each, never raising for a recipient's failure."""
     helo = helo or socket.gethostname()
@@ -276,11 +274,11 @@ def deliver(
 
 
 def _routes(
-    recipients: list[str], server: str | None, dns: str | None, port: int, outcomes: dict[str, Outcome]
+    recipients: list[str], server: str | None, dns: str | None, port: int | None, outcomes: dict[str, Outcome]
 ) -> list[tuple[Route, list[str]]]:
     """Recipients grouped by route; those whose domain cannot be routed get their Outcome at once."""
     if server:
-        endpoint = server_endpoint(server, port)
+        endpoint = server_endpoint(server, port or SMTP_PORT)
         return [(Route(((endpoint.host, endpoint.port),)), recipients)]
     by_domain: dict[str, list[str]] = {}
     for rcpt in recipients:
@@ -300,6 +298,10 @@ def send_command(args: argparse.Namespace) -> int:
     """``sockhop send``: one line per recipient; exit 1 if any was not delivered."""
     from .address import AddressSyntaxError, check_mailbox
 
+    if not args.sender:
+        import getpass
+
+        args.sender = f"{getpass.getuser()}@{socket.gethostname()}"  # as sendmail(1) does
     for address in (args.sender, *args.to):
         try:
             check_mailbox(address, utf8=True)
