@@ -196,6 +196,8 @@ class TLSLayer(StreamProtocol):
             def resumed() -> Reply:
                 self.waiting = False
                 after = self._outer(inner_then(), flush=False)
+                if self.state == self.PLAIN:
+                    return after  # still plaintext (STARTTLS not yet said): what it sends is in after.send
                 if after.close or after.then is not None or self.state != self.OPEN:
                     return self._sealed(after)
                 more = self._read_plaintext()
