@@ -45,7 +45,7 @@ def test_mail_exchangers_in_preference_order(dns_server):
 
 def test_no_mx_means_the_domain_itself(dns_server):
     assert mail_exchangers("nomx.test", dns_server) == ["nomx.test"]
-    assert mail_hops("nomx.test", dns_server) == [("127.0.0.1", 25)]
+    assert mail_hops("nomx.test", dns_server) == [("127.0.0.1", 25, "nomx.test")]
 
 
 def test_null_mx_takes_no_mail(dns_server):
@@ -54,9 +54,12 @@ def test_null_mx_takes_no_mail(dns_server):
 
 
 def test_port_from_srv_else_25_and_port_given_wins(dns_server):
-    assert mail_hops("srv.test", dns_server) == [("127.0.0.1", 2626)]
-    assert mail_hops("example.test", dns_server) == [("::1", 25), ("127.0.0.1", 25)]
-    assert mail_hops("srv.test", dns_server, port=2727) == [("127.0.0.1", 2727)]
+    assert mail_hops("srv.test", dns_server) == [("127.0.0.1", 2626, "mail.srv.test")]
+    assert mail_hops("example.test", dns_server) == [
+        ("::1", 25, "mx1.example.test"),
+        ("127.0.0.1", 25, "mx2.example.test"),
+    ]
+    assert mail_hops("srv.test", dns_server, port=2727) == [("127.0.0.1", 2727, "mail.srv.test")]
 
 
 def test_no_dns_server_answering_is_a_routing_error(tmp_path):

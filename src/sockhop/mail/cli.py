@@ -86,6 +86,12 @@ def add_commands(sub: argparse._SubParsersAction, services: argparse._SubParsers
     send.add_argument("--attach", action="append", default=[], metavar="FILE", help="repeatable")
     send.add_argument("--helo", help="name to give in EHLO (default this host's name)")
     send.add_argument("--timeout", type=positive_float, default=30.0, metavar="S")
+    send.add_argument(
+        "--tls", choices=("required", "opportunistic", "off"), default="opportunistic",
+        help="STARTTLS: required (and the certificate verified), opportunistic (when offered; default, as"
+        " Postfix's 'may'), off",
+    )  # fmt: skip
+    send.add_argument("--cacert", metavar="FILE", help="trust this CA (PEM) instead of the system's trust store")
     send.set_defaults(func=cmd_send)
 
     mailbox = sub.add_parser("mailbox", help="list the messages in a Maildir, or print one")
@@ -94,8 +100,9 @@ def add_commands(sub: argparse._SubParsersAction, services: argparse._SubParsers
     mailbox.set_defaults(func=cmd_mailbox)
 
 
-def make_factory(root: Path, policy: MailPolicy, *, catch_all: bool) -> Callable[[], SMTPServer]:
-    """One SMTPServer per connection, all delivering into the Maildir at ``root`` (created now)."""
+def make_factory(root: Path, policy: MailPolicy, *, catch_all: bool, tls: bool = False) -> Callable[[], SMTPServer]:
+    """One SMTPServer per connection, all delivering into the Maildir at ``root`` (created now). ``tls``: for an
+    SMTPS listener, whose TLS layer finished its handshake before the protocol is greeted."""
     from .maildir import Maildir
     from .protocol import SMTPServer
 
@@ -104,13 +111,32 @@ def make_factory(root: Path, policy: MailPolicy, *, catch_all: bool) -> Callable
     except OSError as exc:
         raise MailSetupError(f"cannot create {root}: {exc.strerror}") from None
     store = Maildir(root, hostname=policy.hostname, catch_all=catch_all)
-    return functools.partial(SMTPServer, policy, store)
+    return functools.partial(SMTPServer, policy, store, tls=tls)
+
+
+def mail_listeners(args: argparse.Namespace, root: Path, policy: MailPolicy, *, catch_all: bool) -> list:
+    """The listeners ``serve mail`` asks for: --listen plain (offering STARTTLS when --tls-cert is given, the TLS
+    layer waiting in plaintext for it), --listen-tls SMTPS (implicit TLS: the greeting comes after the handshake)."""
+    import dataclasses
+
+    from sockhop.cli import open_service, tls_context_from
+    from sockhop.engine.tls import TLSLayer
+
+    from .protocol import busy_reply
+
+    context = tls_context_from(args) if args.tls_cert else None
+    smtps = make_factory(root, policy, catch_all=catch_all, tls=True)  # open_service wraps it in implicit TLS
+    plain: Callable = make_factory(root, dataclasses.replace(policy, starttls=context is not None), catch_all=catch_all)
+    if context is not None:
+        plain = TLSLayer.factory(context, plain, implicit=False, handshake_timeout=args.tls_handshake_timeout)
+    listeners = open_service(args, smtps, busy=busy_reply(policy.hostname), name="mail")
+    return [listener if listener.tls else dataclasses.replace(listener, factory=plain) for listener in listeners]
 
 
 def cmd_serve_mail(args: argparse.Namespace) -> int:
-    from sockhop.cli import open_service, run_server
+    from sockhop.cli import run_server
 
-    from .protocol import MailPolicy, busy_reply
+    from .protocol import MailPolicy
 
     recipients = None
     if args.recipients:
@@ -125,8 +151,7 @@ def cmd_serve_mail(args: argparse.Namespace) -> int:
         command_timeout=args.command_timeout,
         data_timeout=args.data_timeout,
     )
-    factory = make_factory(Path(args.maildir), policy, catch_all=args.catch_all)
-    listeners = open_service(args, factory, busy=busy_reply(hostname), name="mail")
+    listeners = mail_listeners(args, Path(args.maildir), policy, catch_all=args.catch_all)
     return run_server(args, listeners)
 
 

@@ -96,13 +96,13 @@ def mail_exchangers(domain: str, dns_server: str | None = None) -> list[str]:
     return [host for _, host in sorted(records, key=lambda r: r[0]) if host not in ("", ".")]
 
 
-def mail_hops(domain: str, dns_server: str | None = None, port: int | None = None) -> list[tuple[str, int]]:
-    """(address, port) pairs to try for ``domain``, best first: every address of every exchanger, each at
+def mail_hops(domain: str, dns_server: str | None = None, port: int | None = None) -> list[tuple[str, int, str]]:
+    """(address, port, exchanger) to try for ``domain``, best first: every address of every exchanger, each at
     ``port`` if given, else at the port an ``_smtp._tcp`` SRV record gives that exchanger, else 25."""
     exchangers = mail_exchangers(domain, dns_server)
     ports = srv_ports(domain, dns_server) if port is None else {}
-    hops: list[tuple[str, int]] = []
+    hops: list[tuple[str, int, str]] = []
     for host in exchangers:
         hop_port = port or ports.get(host.lower(), SMTP_PORT)
-        hops.extend((address, hop_port) for address in host_addresses(host, dns_server))
+        hops.extend((address, hop_port, host) for address in host_addresses(host, dns_server))
     return hops

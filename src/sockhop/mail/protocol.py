@@ -10,7 +10,10 @@ The end of data is exactly CRLF "." CRLF. A bare CR or LF anywhere in the messag
 can end a message early or smuggle one in -- here or in whatever reads the Maildir later.
 
 Extensions advertised and honoured: PIPELINING (replies to a batch go out together), SIZE (refused at MAIL FROM's
-SIZE= and again at the end of data), 8BITMIME, ENHANCEDSTATUSCODES and SMTPUTF8.
+SIZE= and again at the end of data), 8BITMIME, ENHANCEDSTATUSCODES, SMTPUTF8, and STARTTLS (RFC 3207) when the
+server has a certificate: the 220 is followed by the engine's ``START_TLS`` marker (the TLS layer around this
+protocol then does the handshake), whatever the client pipelined after its STARTTLS is thrown away -- commands
+sent in plaintext must never count as sent under TLS -- and the session starts over: the client says EHLO again.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from sockhop.engine.protocol import NOTHING, Address, Reply, StreamProtocol
+from sockhop.engine.tls import START_TLS
 
 from .address import AddressSyntaxError, check_mailbox, parse_path, split_address
 from .codes import Code, SMTPReply, reply
@@ -59,7 +63,7 @@ TRANSITIONS: dict[State, dict[str, State]] = {
     },
     S.READY: {
         "EHLO": S.READY, "HELO": S.READY, "RSET": S.READY, "NOOP": S.READY, "HELP": S.READY, "VRFY": S.READY,
-        "QUIT": S.CLOSED, "MAIL": S.MAIL,
+        "QUIT": S.CLOSED, "MAIL": S.MAIL, "STARTTLS": S.START,
     },
     S.MAIL: {
         "EHLO": S.READY, "HELO": S.READY, "RSET": S.READY, "NOOP": S.MAIL, "HELP": S.MAIL, "VRFY": S.MAIL,
@@ -75,7 +79,7 @@ TRANSITIONS: dict[State, dict[str, State]] = {
 }  # fmt: skip
 
 #: Verbs of other extensions and of the past: recognised, so they get 502 rather than 500.
-NOT_IMPLEMENTED = frozenset({"EXPN", "TURN", "ETRN", "SEND", "SOML", "SAML", "STARTTLS", "AUTH", "BDAT", "ATRN"})
+NOT_IMPLEMENTED = frozenset({"EXPN", "TURN", "ETRN", "SEND", "SOML", "SAML", "AUTH", "BDAT", "ATRN"})
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,7 @@ class MailPolicy:
     max_size: int = DEFAULT_MAX_SIZE
     max_recipients: int = DEFAULT_MAX_RECIPIENTS
     max_errors: int = DEFAULT_MAX_ERRORS
+    starttls: bool = False  # a TLS layer (implicit=False) wraps the protocol: offer STARTTLS
     command_timeout: float = DEFAULT_COMMAND_TIMEOUT  # seconds for the next whole command line to arrive
     data_timeout: float = DEFAULT_DATA_TIMEOUT  # seconds from 354 for the whole message to arrive
 
@@ -100,6 +105,7 @@ class Session:
     local: Address = None
     helo: str = ""
     esmtp: bool = False
+    tls: bool = False  # the conversation is encrypted (SMTPS, or after STARTTLS)
 
 
 @dataclass
@@ -144,11 +150,13 @@ class SMTPServer(StreamProtocol):
 
     VERBS: dict[str, Callable[[SMTPServer, str], SMTPReply]] = {}
 
-    def __init__(self, policy: MailPolicy, store: Mailstore) -> None:
+    def __init__(self, policy: MailPolicy, store: Mailstore, *, tls: bool = False) -> None:
+        """``tls``: the connection is already encrypted (SMTPS: the TLS layer greets after its handshake)."""
         self.policy = policy
         self.store = store
         self.state = State.START
-        self.session = Session()
+        self.session = Session(tls=tls)
+        self.starting_tls = False  # STARTTLS was answered 220: the switch goes last in this reply
         self.envelope = Envelope()
         self.buffer = bytearray()
         self.errors = 0
@@ -230,6 +238,11 @@ class SMTPServer(StreamProtocol):
                 break
             answer = self._command(line) if isinstance(line, bytes) else line
             out.append(answer.format())
+            if self.starting_tls:  # RFC 3207: nothing sent before the handshake counts after it
+                self.starting_tls = False
+                self.buffer.clear()
+                self.skipping = False
+                return Reply((*out, START_TLS), alarm=self.policy.command_timeout)
             if self.errors >= self.policy.max_errors and self.state is not State.CLOSED:
                 out.append(self._closing("4.7.0", "too many errors").format())
                 self.state = State.CLOSED
@@ -419,10 +432,26 @@ class SMTPServer(StreamProtocol):
         refused = self._greet(arg, esmtp=True)
         if refused is not None:
             return refused
-        return reply(
-            Code.OK, "", f"{self.policy.hostname} Hello {arg}", "PIPELINING", f"SIZE {self.policy.max_size}",
-            "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8", "HELP",
-        )  # fmt: skip
+        extensions = ["PIPELINING", f"SIZE {self.policy.max_size}", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8"]
+        if self._can_starttls():
+            extensions.append("STARTTLS")
+        return reply(Code.OK, "", f"{self.policy.hostname} Hello {arg}", *extensions, "HELP")
+
+    def _can_starttls(self) -> bool:
+        return self.policy.starttls and not self.session.tls
+
+    @syntax("STARTTLS")
+    def smtp_STARTTLS(self, arg: str) -> SMTPReply:
+        if self.session.tls:
+            return self._error(Code.BAD_SEQUENCE, "5.5.1", "TLS already active")
+        if not self.policy.starttls:
+            return self._error(Code.NOT_IMPLEMENTED, "5.5.1", "STARTTLS not available: the server has no certificate")
+        if arg:
+            return self._error(Code.PARAMETER_SYNTAX, "5.5.4", "Syntax: STARTTLS")
+        self._reset_transaction()
+        self.session = Session(peer=self.session.peer, local=self.session.local, tls=True)  # EHLO again (RFC 3207)
+        self.starting_tls = True
+        return reply(Code.SERVICE_READY, "2.0.0", "Ready to start TLS")
 
     @syntax("HELO hostname")
     def smtp_HELO(self, arg: str) -> SMTPReply:
