@@ -199,7 +199,9 @@ def cpu_seconds(pid: int) -> float:
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
-        total += (int(fields[11]) + int(fields[12])) / tick
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        if p == pid:
+            total += (int(fields[13]) + int(fields[14])) / tick  # cutime, cstime: children already reaped
     return total
 
 
