@@ -31,6 +31,7 @@ bench: $(BIN)/sockhop
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/python bench/dns.py $(DNS_BENCH_ARGS)
+	$(BIN)/python bench/mail.py $(MAIL_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info bench/results bench/.build
