@@ -2,7 +2,6 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-APT_LIST := tests/apt-packages.txt
 
 .PHONY: run test test-deps lint bench clean
 
@@ -17,13 +16,7 @@ run: $(BIN)/sockhop
 
 # The real clients the tests use come from Debian; install whichever command is missing.
 test-deps:
-	@missing=$$(grep -v '^#' $(APT_LIST) | while IFS=: read -r pkg cmd; do \
-	  cmd=$$(echo $$cmd); [ -n "$$pkg" ] && ! command -v "$$cmd" >/dev/null 2>&1 && echo "$$pkg"; done | sort -u); \
-	if [ -n "$$missing" ]; then \
-	  echo "installing: $$missing"; \
-	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
-	fi
+	bash tests/install-clients.sh
 
 test: $(BIN)/sockhop test-deps
 	$(BIN)/ruff check .
@@ -34,8 +27,11 @@ lint: $(BIN)/sockhop
 	$(BIN)/ruff format --check .
 
 bench: $(BIN)/sockhop
+	bash tests/install-clients.sh bench/apt-packages.txt
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/dns.py $(DNS_BENCH_ARGS)
+	$(BIN)/python bench/mail.py $(MAIL_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info bench/results bench/.build

@@ -108,3 +108,30 @@ def test_sigint_stops_gracefully(sockhop_server, model):
     server = sockhop_server(["serve", "echo", "--model", model, "--listen", "127.0.0.1:0", "--workers", "2"])
     assert server.stop(signal.SIGINT) == 0
     assert "Traceback" not in server.log()
+
+
+def test_talk_tls_verifies_and_names_what_failed(sockhop_server, tmp_path):
+    from tests.tls_certs import LocalCA
+
+    ca = LocalCA(tmp_path)
+    good = ca.issue("good", ["localhost", "127.0.0.1"])
+    expired = ca.issue("expired", ["localhost", "127.0.0.1"], expired=True)
+    wrong = ca.issue("wrong", ["other.test"])
+    servers = {}
+    for name, pair in (("good", good), ("expired", expired), ("wrong", wrong)):
+        servers[name] = sockhop_server(
+            ["serve", "echo", "--listen-tls", "127.0.0.1:0", "--tls-cert", str(pair.cert), "--tls-key", str(pair.key)]
+        )
+    _, port = servers["good"].address("echo", "tls")
+    data = os.urandom(1024 * 1024)
+    ok = sockhop("talk", "--tls", "--cacert", str(ca.pem), "localhost", str(port), input=data)
+    assert ok.returncode == 0 and ok.stdout == data, ok.stderr
+    assert "not trusted" in one_line_error(sockhop("talk", "--tls", "localhost", str(port), input=b"x"))
+    _, wrong_port = servers["wrong"].address("echo", "tls")
+    assert "not for this name" in one_line_error(
+        sockhop("talk", "--tls", "--cacert", str(ca.pem), "localhost", str(wrong_port), input=b"x")
+    )
+    _, bad_port = servers["expired"].address("echo", "tls")
+    assert "expired" in one_line_error(
+        sockhop("talk", "--tls", "--cacert", str(ca.pem), "localhost", str(bad_port), input=b"x")
+    )

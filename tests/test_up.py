@@ -1,22 +1,56 @@
-"""`sockhop up`: every service on loopback with built-in defaults, stopped cleanly by Ctrl-C."""
+"""`sockhop up`: every service on loopback with built-in defaults, TLS twins from a local CA, stopped by Ctrl-C."""
 
 from __future__ import annotations
 
+import random
 import signal
 import socket
+import ssl
+import stat
 
 from tests.engine.clients import echo_once
 
 
+def loopback_host() -> str:
+    """A random 127.x.y.z: `up` uses fixed ports, and other suites may be running `up` on this machine too."""
+    return f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
+
+
 def test_up_serves_echo_on_tcp_and_udp_and_stops_on_ctrl_c(sockhop_server, tmp_path):
-    with socket.socket() as probe:  # `up` uses fixed ports; make sure this machine has them free
-        probe.bind(("127.0.0.1", 7007))
-    server = sockhop_server(["up", "--data", str(tmp_path / "data")], announce=2)
-    assert echo_once(("127.0.0.1", 7007), b"hello\n") == b"hello\n"
+    host = loopback_host()
+    server = sockhop_server(["up", "--host", host, "--data", str(tmp_path / "data"), "--no-tls"], announce=2)
+    assert echo_once((host, 7007), b"hello\n") == b"hello\n"
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         udp.settimeout(5)
-        udp.sendto(b"hello udp", ("127.0.0.1", 7007))
+        udp.sendto(b"hello udp", (host, 7007))
         assert udp.recv(100) == b"hello udp"
-    assert "try: echo hello | sockhop talk 127.0.0.1 7007" in server.log()
+    assert f"try: echo hello | sockhop talk {host} 7007" in server.log()
+    assert not (tmp_path / "data" / "tls").exists()
     assert server.stop(signal.SIGINT) == 0
     assert "stopped" in server.log()
+
+
+def test_up_serves_tls_twins_with_a_local_ca(sockhop_server, tmp_path):
+    host = loopback_host()
+    data = tmp_path / "data"
+    server = sockhop_server(["up", "--host", host, "--data", str(data)], announce=10)
+    ca = data / "tls" / "ca.pem"
+    assert stat.S_IMODE((data / "tls" / "server.key").stat().st_mode) == 0o600
+    context = ssl.create_default_context(cafile=str(ca))
+    context.check_hostname = False  # the certificate is for 127.0.0.1, not this random loopback address
+    with socket.create_connection((host, 7443)) as raw, context.wrap_socket(raw) as tls:
+        tls.sendall(b"over tls")
+        assert tls.recv(8) == b"over tls"
+    context = ssl.create_default_context(cafile=str(ca))
+    context.set_alpn_protocols(["http/1.1"])
+    with socket.create_connection((host, 8443)) as raw, context.wrap_socket(raw, server_hostname="localhost") as tls:
+        assert tls.selected_alpn_protocol() == "http/1.1"
+        tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        assert tls.recv(12) == b"HTTP/1.1 200"
+    assert f"curl --cacert {ca}" in server.log()
+    assert server.stop(signal.SIGINT) == 0
+    # A second start reuses the same CA (clients keep trusting it).
+    before = ca.read_bytes()
+    again = sockhop_server(["up", "--host", host, "--data", str(data)], announce=10)
+    assert ca.read_bytes() == before
+    assert again.stop(signal.SIGINT) == 0

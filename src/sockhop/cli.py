@@ -296,9 +296,11 @@ def cmd_serve_echo(args: argparse.Namespace) -> int:
 def cmd_talk(args: argparse.Namespace) -> int:
     from sockhop.net.addresses import Endpoint, parse_port
     from sockhop.talk import talk
+    from sockhop.tlsclient import client_context
 
     endpoint = Endpoint(args.host, parse_port(args.port, "udp" if args.udp else "tcp"))
-    talk(endpoint, udp=args.udp, timeout=args.timeout, wait=args.wait)
+    tls = client_context(args.cacert, insecure=args.insecure) if args.tls else None
+    talk(endpoint, udp=args.udp, timeout=args.timeout, wait=args.wait, tls=tls)
     return 0
 
 
@@ -335,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--idle-timeout", type=positive_float, default=60.0, metavar="S")
     up.add_argument("--max-connections", type=positive_int, default=1024, metavar="N")
     up.add_argument("--grace", type=positive_float, default=10.0, metavar="S")
+    up.add_argument("--no-tls", action="store_true", help="no TLS listeners (and no local CA)")
     up.set_defaults(func=cmd_up)
 
     serve = sub.add_parser("serve", help="run one server")
@@ -359,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     talk.add_argument("--udp", action="store_true", help="one datagram per line of input")
     talk.add_argument("--timeout", type=positive_float, default=10.0, metavar="S", help="connect timeout")
     talk.add_argument("--wait", type=positive_float, default=1.0, metavar="S", help="UDP: wait this long for replies")
+    talk.add_argument("--tls", action="store_true", help="speak TLS, verifying the server's certificate")
+    talk.add_argument("--cacert", metavar="FILE", help="trust this CA instead of the system's store")
+    talk.add_argument("-k", "--insecure", action="store_true", help="do not verify the certificate (warns)")
     talk.set_defaults(func=cmd_talk)
 
     ports = sub.add_parser("ports", help="what a port is for and which range it is in")

@@ -1,7 +1,8 @@
 """The lecture's client side as a tool, as netcat is: connect, send standard input, print what comes back.
 
 TCP: at the end of input the write side is shut (a half-close) and whatever is still in flight is printed until
-the server closes. UDP: each line of input is one datagram; replies are printed as they come, and the tool waits
+the server closes; with ``--tls`` the same, the certificate checked against the system's trust store (or
+``--cacert``). UDP: each line of input is one datagram; replies are printed as they come, and the tool waits
 ``wait`` seconds after the last one.
 """
 
@@ -11,11 +12,13 @@ import errno
 import os
 import selectors
 import socket
+import ssl
 import sys
 import time
 
 from sockhop.errors import SockhopError
 from sockhop.net.addresses import Endpoint, resolve
+from sockhop.tlsclient import describe_certificate_error
 
 
 class TalkError(SockhopError):
@@ -41,10 +44,24 @@ def _connect(endpoint: Endpoint, kind: socket.SocketKind, timeout: float) -> soc
     raise TalkError(f"cannot connect to {where}: {last.strerror if last else 'no address'}")
 
 
-def talk_tcp(endpoint: Endpoint, stdin: int, stdout, timeout: float = 10.0) -> None:
+def _handshake(sock: socket.socket, endpoint: Endpoint, context: ssl.SSLContext, timeout: float) -> ssl.SSLSocket:
+    try:
+        tls = context.wrap_socket(sock, server_hostname=endpoint.host)
+    except ssl.SSLCertVerificationError as exc:
+        sock.close()
+        raise TalkError(f"{endpoint}: {describe_certificate_error(exc)}") from None
+    except (ssl.SSLError, OSError) as exc:
+        sock.close()
+        raise TalkError(f"{endpoint}: TLS handshake failed: {getattr(exc, 'reason', None) or exc}") from None
+    return tls
+
+
+def talk_tcp(endpoint: Endpoint, stdin: int, stdout, timeout: float = 10.0, tls: ssl.SSLContext | None = None) -> None:
     """Copy stdin to the server and the server to stdout at once, never blocking one direction on the other
     (a large input would otherwise deadlock against a server that answers as it reads)."""
     sock = _connect(endpoint, socket.SOCK_STREAM, timeout)
+    if tls is not None:
+        sock = _handshake(sock, endpoint, tls, timeout)
     sock.setblocking(False)
     sel = selectors.DefaultSelector()
     sel.register(sock, selectors.EVENT_READ)
@@ -63,7 +80,7 @@ def talk_tcp(endpoint: Endpoint, stdin: int, stdout, timeout: float = 10.0) -> N
                 out = _read_input(stdin)
                 if not out:
                     input_open = False
-                    sock.shutdown(socket.SHUT_WR)  # half-close: "no more from me", keep reading
+                    _half_close(sock)  # "no more from me"; keep reading
             # Read input only when the last chunk is sent: memory stays bounded whatever the server does.
             want_input = input_open and not out and not file_input
             if want_input != watching_input:
@@ -78,29 +95,40 @@ def talk_tcp(endpoint: Endpoint, stdin: int, stdout, timeout: float = 10.0) -> N
                     out = _read_input(stdin)
                     if not out:
                         input_open = False
-                        sock.shutdown(socket.SHUT_WR)
+                        _half_close(sock)
                     continue
                 if events & selectors.EVENT_WRITE and out:
                     try:
                         out = out[sock.send(out) :]
-                    except BlockingIOError:
+                    except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                         pass
                     except (BrokenPipeError, ConnectionResetError):
                         raise TalkError(f"{endpoint}: the server closed the connection") from None
                 if events & selectors.EVENT_READ:
-                    try:
-                        data = sock.recv(65536)
-                    except BlockingIOError:
-                        continue
-                    except ConnectionResetError:
-                        raise TalkError(f"{endpoint}: connection reset by the server") from None
-                    if not data:
-                        return
-                    stdout.write(data)
-                    stdout.flush()
+                    while True:  # TLS may hold decrypted bytes the selector cannot see: read until dry
+                        try:
+                            data = sock.recv(65536)
+                        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                            break
+                        except ConnectionResetError:
+                            raise TalkError(f"{endpoint}: connection reset by the server") from None
+                        except ssl.SSLError as exc:
+                            raise TalkError(f"{endpoint}: TLS failed: {exc.reason or exc}") from None
+                        if not data:
+                            return
+                        stdout.write(data)
+                        stdout.flush()
+                        if tls is None:
+                            break
     finally:
         sel.close()
         sock.close()
+
+
+def _half_close(sock: socket.socket) -> None:
+    """Shut the write side of the TCP connection. Under TLS this goes to the socket beneath (SSLSocket.shutdown
+    would drop the TLS state we still read with); sockhop's server treats the FIN as the end of input."""
+    socket.socket.shutdown(sock, socket.SHUT_WR)
 
 
 def _read_input(fd: int) -> bytes:
@@ -168,9 +196,18 @@ def _send_datagram(sock: socket.socket, data: bytes, endpoint: Endpoint) -> None
         raise TalkError(f"udp {endpoint}: {exc.strerror}") from None
 
 
-def talk(endpoint: Endpoint, *, udp: bool = False, timeout: float = 10.0, wait: float = 1.0) -> None:
+def talk(
+    endpoint: Endpoint,
+    *,
+    udp: bool = False,
+    timeout: float = 10.0,
+    wait: float = 1.0,
+    tls: ssl.SSLContext | None = None,
+) -> None:
     stdout = sys.stdout.buffer
     if udp:
+        if tls is not None:
+            raise TalkError("--tls works over TCP only (DTLS is not supported)")
         talk_udp(endpoint, sys.stdin.fileno(), stdout, wait)
     else:
-        talk_tcp(endpoint, sys.stdin.fileno(), stdout, timeout)
+        talk_tcp(endpoint, sys.stdin.fileno(), stdout, timeout, tls)

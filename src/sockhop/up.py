@@ -58,12 +58,48 @@ def _mail_service(ctx: UpContext) -> list[Offer]:
 SERVICES: list[Callable[[UpContext], list[Offer]]] = [echo_service, web_service, dns_service, _mail_service]
 
 
+# Each plaintext stream service also on TLS, on these ports: (port, ALPN, how to try it). {ca} is the CA to trust.
+TLS_PORTS: dict[str, tuple[int, tuple[str, ...], str]] = {
+    "web": (8443, ("http/1.1",), "curl --cacert {ca} https://localhost:8443/"),
+    "dns": (8853, ("dot",), "kdig @{host} -p 8853 +tls-ca={ca} +tls-hostname=localhost sockhop.test MX"),
+    "mail": (4465, (), "swaks --server {host} --port 4465 --tls-on-connect --to you@sockhop.test"),
+    "echo": (7443, (), "openssl s_client -quiet -CAfile {ca} -connect {host}:7443"),
+}
+
+
+def tls_offers(ctx: UpContext, plain: list[Offer]) -> list[Offer]:
+    """The TLS twins of the plaintext stream listeners, with a local CA made (once) in the data folder."""
+    from sockhop.engine.tls import TLSLayer, server_context
+    from sockhop.localca import ensure_local_pki
+
+    pki = ensure_local_pki(ctx.data / "tls")
+    contexts: dict[tuple[str, ...], object] = {}
+    offers = []
+    for offer in plain:
+        listener = offer.listener
+        if not listener.is_stream or listener.name not in TLS_PORTS:
+            continue
+        port, alpn, try_it = TLS_PORTS[listener.name]
+        if alpn not in contexts:
+            contexts[alpn] = server_context([(str(pki.server.cert), str(pki.server.key))], alpn=alpn)
+        factory = TLSLayer.factory(contexts[alpn], listener.factory)  # type: ignore[arg-type]
+        offers.append(
+            Offer(
+                Listener(ctx.open(port), factory, name=listener.name, tls=True, reload=listener.reload),
+                try_it.format(ca=pki.ca.cert, host=ctx.host),
+            )
+        )
+    return offers
+
+
 def up(args: argparse.Namespace) -> int:
     ctx = UpContext(host=args.host, data=Path(args.data))
     offers: list[Offer] = []
     try:
         for service in SERVICES:
             offers.extend(service(ctx))
+        if not args.no_tls:
+            offers.extend(tls_offers(ctx, offers))
         limits = Limits(
             idle_timeout=args.idle_timeout, max_connections=args.max_connections, grace=args.grace, workers=args.workers
         )
@@ -82,6 +118,10 @@ def up(args: argparse.Namespace) -> int:
         for offer in offers:
             print(f"sockhop: {offer.listener.describe()} (model {model})", file=sys.stderr)
             print(f"    try: {offer.try_it}", file=sys.stderr)
+        if not args.no_tls:
+            ca = ctx.data / "tls" / "ca.pem"
+            print(f"sockhop up: TLS certificates come from a local CA; trust it with: curl --cacert {ca} ...",
+                  file=sys.stderr)  # fmt: skip
         sys.stderr.flush()
 
     server.serve(on_ready=announce)

@@ -163,3 +163,43 @@ def test_any_is_minimal_over_udp_and_whole_over_tcp(authority):
     assert len(udp.answer) == 1  # RFC 8482
     tcp = ask(authority, "example.com.", T.ANY, tcp=True)
     assert {T.to_text(r.rdtype) for r in tcp.answer} == {"SOA", "NS", "MX", "TXT"}
+
+
+# -- DNAME (RFC 6672) -----------------------------------------------------------------------------------------------
+def test_dname_substitutes_and_follows_inside_the_zone(authority):
+    a = ask(authority, "x.old.example.com.", T.A)
+    assert (a.rcode, a.authoritative) == (R.NOERROR, True)
+    assert texts(a.answer) == [
+        ("old.example.com.", "DNAME", ["new.example.com."]),
+        ("x.old.example.com.", "CNAME", ["x.new.example.com."]),
+        ("x.new.example.com.", "A", ["192.0.2.99"]),
+    ]
+    nx = ask(authority, "y.old.example.com.", T.A)
+    assert nx.rcode == R.NXDOMAIN and [r.rdtype for r in nx.answer] == [T.DNAME, T.CNAME]
+    out = ask(authority, "a.b.out2.example.com.", T.A)  # leaves the zone: the client follows the CNAME
+    assert texts(out.answer)[1] == ("a.b.out2.example.com.", "CNAME", ["a.b.example.net."])
+
+
+def test_the_dname_owner_answers_normally(authority):
+    assert texts(ask(authority, "old.example.com.", T.DNAME).answer) == [
+        ("old.example.com.", "DNAME", ["new.example.com."])
+    ]
+    assert ask(authority, "old.example.com.", T.A).answer == []  # NODATA at the owner itself
+
+
+def test_dname_overflow_is_yxdomain():
+    zone = read_zone_text(EXAMPLE_ORG + f"d IN DNAME {'x' * 60}.{'y' * 60}.{'z' * 60}.{'w' * 50}.\n", "example.org")
+    a = Authority([zone]).answer(N(f"{'a' * 60}.{'b' * 20}.d.example.org."), T.A)
+    assert a.rcode == R.YXDOMAIN and [r.rdtype for r in a.answer] == [T.DNAME]
+
+
+# -- NS in authority for questions without RD -------------------------------------------------------------------------
+def test_positive_answers_carry_the_zones_ns_when_asked(authority):
+    a = ask(authority, "www.example.com.", T.A, with_ns=True)
+    assert texts(a.authority) == [("example.com.", "NS", ["ns1.example.com.", "ns2.example.net."])]
+    assert texts(a.additional) == [("ns1.example.com.", "A", ["192.0.2.1"])]
+    assert a.extras_optional
+    assert ask(authority, "example.com.", T.NS, with_ns=True).authority == []  # already the answer
+    assert [r.rdtype for r in ask(authority, "nope.example.com.", T.A, with_ns=True).authority] == [T.SOA]
+    assert ask(authority, "out.example.com.", T.A, with_ns=True).authority == []  # the chain leaves the zone
+    assert ask(authority, "www.example.com.", T.A).authority == []  # a stub's question (RD): minimal

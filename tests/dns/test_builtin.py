@@ -26,6 +26,17 @@ def test_builtin_zone_has_what_the_other_services_need():
     assert data("_smtp._tcp.sockhop.test.", T.SRV) == ["0 0 2525 mail.sockhop.test."]
 
 
+def test_builtin_zone_points_at_the_address_up_listens_on():
+    authority = Authority([builtin_zone("127.0.0.9")])
+
+    def data(name, rdtype):
+        return [rd.to_text() for rrset in authority.answer(dns_name(name), rdtype).answer for rd in rrset]
+
+    assert data("mail.sockhop.test.", T.A) == data("www.sockhop.test.", T.A) == ["127.0.0.9"]
+    assert data("mail.sockhop.test.", T.AAAA) == []  # nothing of up's listens on ::1 then
+    assert data("sockhop.test.", T.MX) == ["10 mail.sockhop.test."]
+
+
 def dns_name(text):
     import dns.name
 
@@ -37,7 +48,7 @@ def test_sockhop_up_answers_dig(sockhop_server, tmp_path):
     dig = require_tool("dig")
     # a loopback address of its own, so the fixed ports of `sockhop up` cannot meet another test's
     host = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
-    server = sockhop_server(["up", "--host", host, "--data", str(tmp_path / "data")], announce=4)
+    server = sockhop_server(["up", "--host", host, "--data", str(tmp_path / "data")], announce=5)  # echo x2, web, dns
     assert server.address("dns", "udp") == server.address("dns", "tcp") == (host, DEFAULT_PORT)
     out = subprocess.run(
         [dig, f"@{host}", "-p", str(DEFAULT_PORT), "+time=5", "+tries=2", "sockhop.test", "MX"],
@@ -46,4 +57,5 @@ def test_sockhop_up_answers_dig(sockhop_server, tmp_path):
         timeout=30,
     ).stdout
     assert "status: NOERROR" in out and "flags: qr aa" in out
-    assert "10 mail.sockhop.test." in out and "mail.sockhop.test.\t300\tIN\tA\t127.0.0.1" in out
+    # the addresses follow where up listens, so mail.sockhop.test is up's own mail server
+    assert "10 mail.sockhop.test." in out and f"mail.sockhop.test.\t300\tIN\tA\t{host}" in out

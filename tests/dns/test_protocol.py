@@ -283,3 +283,16 @@ def test_mutated_queries_never_raise(server, seed, flips, data):
         assert reply[:2] == packet[:2]  # any reply answers that query's ID
         assert len(reply) <= max(512, 1232)
     out, _ = stream_feed(server, [framed(packet)])
+
+
+def test_extras_are_dropped_before_truncating(server):
+    q = query("www.example.com", T.A)
+    q.flags &= ~dns.flags.RD
+    full = udp(server, q)
+    assert full.authority and full.additional and not full.flags & dns.flags.TC
+    many = read_zone_text(EXAMPLE + "".join(f"@ IN NS ns{i}.far-away-{i}.example.net.\n" for i in range(40)), "x")
+    big = NameServer([many])
+    q = query("www.example.com", T.A, use_edns=False)
+    q.flags &= ~dns.flags.RD
+    reply = udp(big, q)
+    assert not reply.flags & dns.flags.TC and reply.answer and reply.authority == [] and reply.additional == []

@@ -82,6 +82,25 @@ def test_include(tmp_path):
     assert zone.get(N("www.example.org."), A)[0].address == "192.0.2.80"
 
 
+def test_include_is_relative_to_the_including_files_folder(tmp_path, monkeypatch):
+    zones = tmp_path / "zones"
+    (zones / "inc" / "deeper").mkdir(parents=True)
+    (zones / "inc" / "hosts.inc").write_text("www IN A 192.0.2.80\n$INCLUDE deeper/more.inc\n")
+    (zones / "inc" / "deeper" / "more.inc").write_text("api IN A 192.0.2.81\n")
+    (zones / "quoted name.inc").write_text("txt IN TXT hello\n")
+    text = EXAMPLE_ORG + '$INCLUDE inc/hosts.inc\n$INCLUDE "quoted name.inc"\n'
+    path = write_zone(zones, text, "example.org.zone")
+    monkeypatch.chdir(tmp_path)  # elsewhere: the working directory does not matter
+    for given in (path, "zones/example.org.zone"):
+        zone = read_zone_file(given)
+        assert zone.get(N("www.example.org."), A)[0].address == "192.0.2.80"
+        assert zone.get(N("api.example.org."), A)[0].address == "192.0.2.81"
+        assert zone.get(N("txt.example.org."), dns.rdatatype.TXT) is not None
+    (zones / "inc" / "deeper" / "more.inc").unlink()
+    with pytest.raises(ZoneError, match=r"No such file or directory: zones/inc/deeper/more\.inc"):
+        read_zone_file("zones/example.org.zone")
+
+
 def test_broken_include_names_the_included_file(tmp_path):
     (tmp_path / "hosts.inc").write_text("www IN A 192.0.2.80\nbad IN A nope\n")
     text = EXAMPLE_ORG + f"$INCLUDE {tmp_path / 'hosts.inc'}\n"

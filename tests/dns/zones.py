@@ -35,6 +35,9 @@ ns.sub IN A 192.0.2.53
 _sip._tcp IN SRV 10 5 5060 www
 caa IN CAA 0 issue "letsencrypt.org"
 ptr IN PTR www
+old IN DNAME new
+x.new IN A 192.0.2.99
+out2 IN DNAME example.net.
 """
 
 BIG_TXT = "".join(f'big IN TXT "{i:02d}{"x" * 98}"\n' for i in range(12))  # ~1.3 kB: over 512 and 1232

@@ -180,10 +180,11 @@ def test_no_zombies_and_no_leaked_descriptors(server, model):
     baseline = fds()
     for _ in range(3):
         exchange_many(server.address(), [b"x" * 1000] * 20)
-    assert wait_for(lambda: fds() <= baseline, 10), (baseline, fds())
-    assert wait_for(lambda: all(state(p) != "Z" for p in children(root)), 10)
+    # Generous waits: a loaded machine (CI, other suites) can take seconds to schedule 60 exiting children.
+    assert wait_for(lambda: fds() <= baseline, 30), (baseline, fds())
+    assert wait_for(lambda: all(state(p) != "Z" for p in children(root)), 30)
     if model == "fork":
-        assert wait_for(lambda: children(root) == [], 10), children(root)
+        assert wait_for(lambda: children(root) == [], 30), children(root)
 
 
 def test_idle_timeout(serve, model, host):

@@ -139,6 +139,48 @@ def test_starttls_switches_after_the_reply_and_drops_injected_plaintext(pki):
     assert pair.read() == b"secret"
 
 
+class PlainDeferred(StreamProtocol):
+    """Answers in plaintext through deferred work (SMTP's 250 after the fsync), before any STARTTLS."""
+
+    def data_received(self, data: bytes) -> Reply:
+        return Reply((b"working\n",), then=lambda: Reply((b"done\n",)))
+
+
+def test_deferred_work_before_starttls_still_sends_its_plaintext(pki):
+    ctx = server_context([(str(pki["localhost"].cert), str(pki["localhost"].key))])
+    layer = TLSLayer(ctx, PlainDeferred(), implicit=False)
+    layer.connection_made(("127.0.0.1", 5000), ("127.0.0.1", 25))
+    reply = layer.data_received(b"x")
+    assert reply.send == (b"working\n",) and reply.then is not None
+    assert reply.then().send == (b"done\n",)
+
+
+def test_starttls_handshake_has_a_deadline_then_the_inner_alarm_returns(pki):
+    class Timed(StreamProtocol):
+        def data_received(self, data: bytes) -> Reply:
+            return Reply((b"go ahead\n", START_TLS), alarm=300)
+
+    ctx = server_context([(str(pki["localhost"].cert), str(pki["localhost"].key))])
+    layer = TLSLayer(ctx, Timed(), implicit=False, handshake_timeout=7)
+    layer.connection_made(("127.0.0.1", 5000), ("127.0.0.1", 25))
+    assert layer.data_received(b"STARTTLS\r\n").alarm == 7
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = client_context(pki).wrap_bio(incoming, outgoing, server_hostname="localhost")
+    alarms = []
+    for _ in range(10):
+        try:
+            client.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        out = outgoing.read()
+        if not out:
+            break
+        reply = layer.data_received(out)
+        alarms.append(reply.alarm)
+        incoming.write(b"".join(reply.send))
+    assert alarms[-1] == 300  # the handshake is done: the inner protocol's deadline again
+
+
 def test_garbage_instead_of_a_handshake_closes(pki):
     ctx = server_context([(str(pki["localhost"].cert), str(pki["localhost"].key))])
     layer = TLSLayer(ctx, EchoStream())

@@ -35,6 +35,7 @@ class Conversation:
         self.server = SMTPServer(policy, self.store)
         self.closed = False
         self.out = bytearray()
+        self.alarm: float | None = None  # the deadline the engine would hold now (seconds; None: none)
         self._apply(self.server.connection_made(("127.0.0.1", 40000), ("127.0.0.1", 25)))
 
     def _apply(self, reply: Reply) -> None:
@@ -42,6 +43,8 @@ class Conversation:
             for piece in reply.send:
                 self.out += piece
             self.closed = self.closed or reply.close
+            if reply.alarm is not None:
+                self.alarm = reply.alarm or None
             if reply.then is None:
                 return
             reply = reply.then()

@@ -65,7 +65,7 @@ def test_up_offers_mail_for_sockhop_test(tmp_path):
     [offer] = mail_service(AnyPort(host="127.0.0.1", data=tmp_path))
     try:
         assert offer.listener.name == "mail"
-        assert "--to you@sockhop.test" in offer.try_it and "2525" in offer.try_it
+        assert "--dns 127.0.0.1:5353 --to you@sockhop.test" in offer.try_it
         protocol = offer.listener.factory()
         out = protocol.connection_made(("127.0.0.1", 1), ("127.0.0.1", 2525)).send
         out += protocol.data_received(b"EHLO c\r\nMAIL FROM:<me@sockhop.test>\r\nRCPT TO:<you@sockhop.test>\r\n"

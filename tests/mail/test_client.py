@@ -14,7 +14,7 @@ from aiosmtpd.controller import Controller
 
 from sockhop.mail.client import build_message, deliver, dot_stuff, to_wire
 from sockhop.mail.codes import Code
-from tests.mail.dnsstub import DNSStub
+from tests.mail.dnszone import serve_zone
 from tests.mail.support import DOMAIN, delivered, serve_mail
 
 
@@ -123,16 +123,15 @@ def test_send_by_mx_falls_back_to_the_next_exchanger(sockhop_server, tmp_path):
     """mx1 (preference 10) is ::1, where nothing listens; mx2 is the server on 127.0.0.1."""
     server = serve_mail(sockhop_server, tmp_path)
     _, port = server.address("mail")
-    records = {
-        (f"{DOMAIN}.", "MX"): [f"10 mx1.{DOMAIN}.", f"20 mx2.{DOMAIN}."],
-        (f"mx1.{DOMAIN}.", "AAAA"): ["::1"],
-        (f"mx2.{DOMAIN}.", "A"): ["127.0.0.1"],
-        ("nullmx.test.", "MX"): ["0 ."],
-    }
-    with DNSStub(records) as dns_server:
-        result = run_send("--from", "me@sender.test", "--to", f"bob@{DOMAIN}", "--to", "x@nullmx.test",
-                          "--to", "y@nowhere.test", "--dns", dns_server.endpoint, "--port", str(port),
-                          "--body", "routed by MX")  # fmt: skip
+    (tmp_path / "dns").mkdir()
+    records = (
+        f"{DOMAIN}. IN MX 10 mx1.{DOMAIN}.\n{DOMAIN}. IN MX 20 mx2.{DOMAIN}.\n"
+        f"mx1.{DOMAIN}. IN AAAA ::1\nmx2.{DOMAIN}. IN A 127.0.0.1\nnullmx IN MX 0 .\n"
+    )
+    dns_server = serve_zone(sockhop_server, tmp_path / "dns", records)
+    result = run_send("--from", "me@sender.test", "--to", f"bob@{DOMAIN}", "--to", "x@nullmx.test",
+                      "--to", "y@nowhere.test", "--dns", dns_server, "--port", str(port),
+                      "--body", "routed by MX")  # fmt: skip
     assert result.returncode == 1
     assert f"bob@{DOMAIN}: delivered via 127.0.0.1:{port}" in result.stdout
     errors = result.stderr.strip().splitlines()

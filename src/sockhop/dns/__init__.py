@@ -3,7 +3,7 @@
 zone.py       RFC 1035 master files (read by dnspython) indexed for answering
 authority.py  the answer to one question: CNAME chains, wildcards, NXDOMAIN/NODATA, referrals
 server.py     wire bytes in and out, the cache of encoded replies, reload
-protocol.py   UDP datagrams and TCP's length-prefixed stream (and AXFR) around that core
+protocol.py   UDP datagrams and TCP's length-prefixed stream (and AXFR) around that core; TLS wraps the TCP one
 resolver.py   the client: ``resolve(name, rdtype, server)`` and ``sockhop resolve``
 """
 
@@ -23,6 +23,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "BadQuestion",
+    "CertificateError",
     "MalformedReply",
     "NoSuchName",
     "Refused",

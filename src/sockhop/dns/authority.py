@@ -5,6 +5,10 @@ wraps it in those. The kinds of answer, each a branch below:
 
 * the RRset asked for (AA set), with in-zone addresses of MX, SRV and NS targets in the additional section;
 * a CNAME, followed while its target stays inside the zone (at most ``MAX_CHAIN`` links);
+* a DNAME (RFC 6672) above the name: the DNAME, a CNAME synthesized from it, and that CNAME followed;
+* for a question without RD (a resolver's, not a stub's), a positive answer carries the zone's NS RRset in the
+  authority section and their addresses in additional -- what NSD always and BIND then does (BIND's default
+  ``minimal-responses no-auth-recursive``); both sections go first if the reply would not fit;
 * a wildcard match (RFC 4592): the closest encloser's ``*`` child answers, under the name asked;
 * NODATA (the name exists, the type does not) and NXDOMAIN, each with the SOA in the authority section so the
   answer can be cached for the SOA's negative TTL (RFC 2308);
@@ -22,6 +26,7 @@ from dataclasses import dataclass, field
 import dns.name
 import dns.rcode
 import dns.rdatatype
+import dns.rdtypes.ANY.CNAME
 import dns.rrset
 
 from sockhop.dns.zone import Zone
@@ -42,6 +47,8 @@ class Answer:
     answer: list[dns.rrset.RRset] = field(default_factory=list)
     authority: list[dns.rrset.RRset] = field(default_factory=list)
     additional: list[dns.rrset.RRset] = field(default_factory=list)
+    #: authority and additional hold only extras (NS, addresses) a reply may leave out rather than truncate
+    extras_optional: bool = False
 
     @classmethod
     def refused(cls) -> Answer:
@@ -53,6 +60,9 @@ class Authority:
 
     def __init__(self, zones: Iterable[Zone]) -> None:
         self.zones: dict[dns.name.Name, Zone] = {zone.origin: zone for zone in zones}
+        self.dnames: dict[dns.name.Name, set[dns.name.Name]] = {
+            zone.origin: {name for name, node in zone.rrsets.items() if RdataType.DNAME in node} for zone in zones
+        }
 
     def find_zone(self, name: dns.name.Name) -> Zone | None:
         """The zone whose origin is the closest ancestor of ``name`` (the name itself included)."""
@@ -65,13 +75,15 @@ class Authority:
                 return None
             name = name.parent()
 
-    def answer(self, qname: dns.name.Name, qtype: int, *, tcp: bool = False) -> Answer:
+    def answer(self, qname: dns.name.Name, qtype: int, *, tcp: bool = False, with_ns: bool = False) -> Answer:
+        """The answer to one question; ``with_ns``: add the zone's NS RRset to a positive answer's authority."""
         zone = self.find_zone(qname)
         if zone is None:
             return Answer.refused()
         result = Answer()
         seen: set[dns.name.Name] = set()
         name = qname
+        target: dns.name.Name | None = None
         for _ in range(MAX_CHAIN + 1):
             seen.add(name)
             target = self._lookup(zone, name, qtype, tcp, result)
@@ -80,7 +92,25 @@ class Authority:
             if target in seen or not target.is_subdomain(zone.origin):
                 break  # a loop, or a target another server answers for: the client follows it
             name = target
+        complete = target is None  # the chain ended here, not at a name this zone cannot finish (as NSD decides)
+        if (
+            complete
+            and result.rcode == Rcode.NOERROR
+            and result.authoritative
+            and result.answer
+            and not result.authority
+        ):
+            result.extras_optional = True
+            if with_ns:
+                self._add_zone_ns(zone, result)
         return result
+
+    def _add_zone_ns(self, zone: Zone, result: Answer) -> None:
+        ns = zone.get(zone.origin, RdataType.NS)
+        if ns is None or any(rrset.name == zone.origin and rrset.rdtype == RdataType.NS for rrset in result.answer):
+            return
+        result.authority.append(ns)
+        self._add_addresses(zone, (rdata.target for rdata in ns), result)
 
     # -- one step of the chain -----------------------------------------------------------------------------------
     def _lookup(self, zone: Zone, name: dns.name.Name, qtype: int, tcp: bool, result: Answer) -> dns.name.Name | None:
@@ -89,6 +119,11 @@ class Authority:
         if cut is not None:
             self._refer(zone, cut, result)
             return None
+        dnames = self.dnames[zone.origin]
+        if dnames:
+            owner = self._dname_above(zone, name, dnames)
+            if owner is not None:
+                return self._substitute(zone, owner, name, result)
         node = zone.rrsets.get(name)
         if node is None and name not in zone.names:
             wildcard = self._wildcard(zone, name)
@@ -135,6 +170,29 @@ class Authority:
         ns = zone.rrsets[cut][RdataType.NS]
         result.authority.append(ns)
         self._add_addresses(zone, (rdata.target for rdata in ns), result, glue=True)
+
+    @staticmethod
+    def _dname_above(zone: Zone, name: dns.name.Name, dnames: set[dns.name.Name]) -> dns.name.Name | None:
+        """The highest DNAME owner strictly above ``name`` in the zone (the owner itself answers normally)."""
+        for labels in range(len(zone.origin), len(name)):
+            candidate = name.split(labels)[1]
+            if candidate in dnames:
+                return candidate
+        return None
+
+    @staticmethod
+    def _substitute(zone: Zone, owner: dns.name.Name, name: dns.name.Name, result: Answer) -> dns.name.Name | None:
+        """RFC 6672 section 2.2: the DNAME, and a CNAME from ``name`` to it with the owner's suffix replaced."""
+        dname = zone.rrsets[owner][RdataType.DNAME]
+        result.answer.append(dname)
+        try:
+            target = name.relativize(owner).derelativize(dname[0].target)
+        except dns.name.NameTooLong:
+            result.rcode = Rcode.YXDOMAIN  # the substituted name would be longer than a name can be
+            return None
+        synthesized = dns.rdtypes.ANY.CNAME.CNAME(dname.rdclass, RdataType.CNAME, target)
+        result.answer.append(dns.rrset.from_rdata(name, dname.ttl, synthesized))
+        return target
 
     def _wildcard(self, zone: Zone, name: dns.name.Name) -> dns.name.Name | None:
         """The wildcard that covers ``name`` (RFC 4592 section 3.3.1): ``*`` under the closest encloser."""

@@ -33,17 +33,35 @@ $TTL 300
         IN AAAA ::1
 ns      IN A    127.0.0.1
 www     IN A    127.0.0.1
-        IN AAAA ::1
+www     IN AAAA ::1
 mail    IN A    127.0.0.1
-        IN AAAA ::1
+mail    IN AAAA ::1
 web     IN CNAME www
-_smtp._tcp IN SRV 0 0 2525 mail
+_smtp._tcp IN SRV 0 0 2525 mail   ; MX names a host, not a port: sockhop send takes mail's port from here
 _http._tcp IN SRV 0 0 8080 www
 """
 
 
-def builtin_zone() -> Zone:
-    return read_zone_text(ZONE_TEXT, "<built-in sockhop.test>")
+def builtin_zone(host: str = "127.0.0.1") -> Zone:
+    """The zone, its addresses pointing where ``sockhop up`` listens: loopback (both families) by default, only
+    ``host`` when it is another specific address (``sockhop up --host 127.0.0.2``), so that what the names point at
+    is what answers there -- ``sockhop send --dns`` then reaches this very server's mail."""
+    return read_zone_text(zone_text(host), "<built-in sockhop.test>")
+
+
+def zone_text(host: str) -> str:
+    if host in ("127.0.0.1", "::1", "0.0.0.0", "::", ""):
+        return ZONE_TEXT
+    family, other, loopback = ("AAAA", "A", "::1") if ":" in host else ("A", "AAAA", "127.0.0.1")
+    lines = []
+    for line in ZONE_TEXT.splitlines(keepends=True):
+        words = line.split()
+        if len(words) >= 3 and words[-3:-1] == ["IN", other]:
+            continue  # the other family: nothing of sockhop's listens there
+        if len(words) >= 3 and words[-3:-1] == ["IN", family]:
+            line = line.replace(loopback, host)
+        lines.append(line)
+    return "".join(lines)
 
 
 def dns_service(ctx: UpContext) -> list[Offer]:
@@ -53,7 +71,7 @@ def dns_service(ctx: UpContext) -> list[Offer]:
     from sockhop.engine.protocol import Listener
     from sockhop.up import Offer
 
-    server = NameServer([builtin_zone()])
+    server = NameServer([builtin_zone(ctx.host)])
     udp = ctx.open(DEFAULT_PORT, socket.SOCK_DGRAM)
     try:
         tcp = ctx.open(DEFAULT_PORT)

@@ -53,6 +53,15 @@ def add_commands(sub: argparse._SubParsersAction, services: argparse._SubParsers
     )
     resolve.add_argument("words", nargs="+", metavar="NAME [TYPE] [@SERVER[:PORT]]")
     resolve.add_argument("--tcp", action="store_true", help="ask over TCP from the start")
+    resolve.add_argument(
+        "--tls", action="store_true", help="ask over DNS over TLS (RFC 7858; port 853 unless @SERVER:PORT says)"
+    )
+    resolve.add_argument(
+        "--cacert", metavar="FILE", help="with --tls: trust the CA certificates in FILE instead of the system's"
+    )
+    resolve.add_argument(
+        "-k", "--insecure", action="store_true", help="with --tls: do not verify the certificate (with a warning)"
+    )
     resolve.add_argument("--timeout", type=positive_float, default=2.0, metavar="S", help="per try (default 2)")
     resolve.add_argument("--tries", type=positive_int, default=3, metavar="N", help="UDP tries per server (default 3)")
     resolve.add_argument("--short", action="store_true", help="print only the answer's data, one per line")
@@ -67,7 +76,8 @@ def cmd_serve_dns(args: argparse.Namespace) -> int:
     from sockhop.dns.server import NameServer
     from sockhop.dns.zone import read_zones
 
-    if args.model not in DATAGRAM_MODELS and not args.tcp_only:
+    plain_udp = not args.tcp_only and (args.listen or not args.listen_tls)  # only --listen-tls: DNS over TLS alone
+    if args.model not in DATAGRAM_MODELS and plain_udp:
         raise UsageError(
             f"the {args.model} model cannot serve UDP (datagrams have no connections to hand out): "
             f"use --model {', '.join(DATAGRAM_MODELS)}, or add --tcp-only to serve DNS over TCP alone"
@@ -113,12 +123,16 @@ def reloader(server):
 
 def open_both(args: argparse.Namespace, datagram, stream, *, tcp_only: bool = False) -> list[Listener]:
     """UDP and TCP listeners on the same ports, endpoint by endpoint (DNS clients expect the TCP port to be the UDP
-    one). For port 0, the port the kernel picks for UDP is tried for TCP, and again with a fresh one if taken."""
+    one). For port 0, the port the kernel picks for UDP is tried for TCP, and again with a fresh one if taken.
+    --listen-tls endpoints serve the TCP protocol inside TLS (DNS over TLS, RFC 7858); given alone, only them."""
     if tcp_only:
         return open_service(args, stream, socket.SOCK_STREAM, name="dns")
     listeners: list[Listener] = []
+    plain = args.listen or ([] if args.listen_tls else [args.default_listen])
     try:
-        for text in args.listen or [args.default_listen]:
+        if args.listen_tls:
+            listeners.extend(open_service(_only(args, None), stream, socket.SOCK_STREAM, name="dns"))
+        for text in plain:
             endpoint = parse_endpoint(text, proto="udp")
             for attempt in range(EPHEMERAL_TRIES):
                 udp = open_service(_only(args, str(endpoint)), datagram, socket.SOCK_DGRAM, name="dns")
@@ -141,9 +155,13 @@ def open_both(args: argparse.Namespace, datagram, stream, *, tcp_only: bool = Fa
     return listeners
 
 
-def _only(args: argparse.Namespace, endpoint: str) -> argparse.Namespace:
+def _only(args: argparse.Namespace, endpoint: str | None) -> argparse.Namespace:
+    """The arguments with one plain endpoint and no TLS ones -- or, for None, the TLS endpoints alone."""
     copy = argparse.Namespace(**vars(args))
-    copy.listen = [endpoint]
+    if endpoint is None:
+        copy.listen = []
+    else:
+        copy.listen, copy.listen_tls = [endpoint], None
     return copy
 
 
@@ -152,6 +170,9 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     from sockhop.dns.resolver import format_dig, format_short, parse_words, query
 
     name, rdtype, server = parse_words(args.words)
-    result = query(name, rdtype, server, tcp=args.tcp, timeout=args.timeout, tries=args.tries)
+    if (args.cacert or args.insecure) and not args.tls:
+        raise UsageError("--cacert and -k are for --tls")
+    tls = {"tls": args.tls, "cacert": args.cacert, "insecure": args.insecure}
+    result = query(name, rdtype, server, tcp=args.tcp, timeout=args.timeout, tries=args.tries, **tls)
     print(format_short(result) if args.short else format_dig(result))
     return 0

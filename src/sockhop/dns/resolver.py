@@ -16,6 +16,7 @@ from __future__ import annotations
 import secrets
 import select
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Sequence
@@ -33,10 +34,12 @@ import dns.rdatatype
 import dns.rrset
 
 from sockhop.errors import SockhopError
+from sockhop.tlsclient import client_context, describe_certificate_error
 
 Rcode = dns.rcode.Rcode
 RESOLV_CONF = Path("/etc/resolv.conf")
 DNS_PORT = 53
+DOT_PORT = 853  # DNS over TLS, RFC 7858
 UDP_RECEIVE = 65535
 EDNS_PAYLOAD = 1232
 
@@ -74,6 +77,10 @@ class BadQuestion(ResolveError):
     """That is not a question that can be asked."""
 
 
+class CertificateError(ResolveError):
+    """DNS over TLS: the server's certificate was not trusted (untrusted issuer, wrong name, expired)."""
+
+
 # -- what comes back ------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Result:
@@ -83,7 +90,7 @@ class Result:
     name: dns.name.Name
     rdtype: dns.rdatatype.RdataType
     server: tuple[str, int]
-    transport: str  # "udp" or "tcp"
+    transport: str  # "udp", "tcp" or "tls"
     elapsed: float  # seconds
     size: int  # bytes received
 
@@ -111,6 +118,9 @@ def resolve(
     server: ServerSpec = None,
     *,
     tcp: bool = False,
+    tls: bool = False,
+    cacert: str | None = None,
+    insecure: bool = False,
     timeout: float = 2.0,
     tries: int = 3,
 ) -> list[dns.rdata.Rdata]:
@@ -118,14 +128,21 @@ def resolve(
     ``.exchange``; for A/AAAA, ``.address``; ``str(record)`` is the zone-file text. An empty list means the name
     exists without such records (NODATA).
 
+    ``tls=True`` asks over DNS over TLS (RFC 7858; port 853 unless the server names another): the certificate must
+    be trusted by the system's store (or by ``cacert``, a PEM file) and be for the server's name or address as
+    given (``insecure=True`` skips the check, with a warning).
+
     Raises:
         NoSuchName: NXDOMAIN.
         Refused / ServerFailure: the server would not or could not answer.
         Timeout: no server replied.
         MalformedReply: a reply came but could not be read.
         BadQuestion: ``name`` or ``rdtype`` cannot be asked.
+        CertificateError: with ``tls``, the server's certificate is not trusted for its name.
     """
-    return query(name, rdtype, server, tcp=tcp, timeout=timeout, tries=tries).records()
+    return query(
+        name, rdtype, server, tcp=tcp, tls=tls, cacert=cacert, insecure=insecure, timeout=timeout, tries=tries
+    ).records()
 
 
 def query(
@@ -134,16 +151,25 @@ def query(
     server: ServerSpec = None,
     *,
     tcp: bool = False,
+    tls: bool = False,
+    cacert: str | None = None,
+    insecure: bool = False,
     timeout: float = 2.0,
     tries: int = 3,
 ) -> Result:
     """Ask the question and return the accepted reply. Raises as :func:`resolve` does (NXDOMAIN included)."""
     qname, qtype = question(name, rdtype)
-    servers = server_addresses(server)
+    context = tls_context(cacert, insecure) if tls else None
+    servers = server_targets(server, DOT_PORT if tls else DNS_PORT)
     last: ResolveError = Timeout()
-    for address in servers:
+    for address, server_name in servers:
         try:
-            result = ask(qname, qtype, address, tcp=tcp, timeout=timeout, tries=tries)
+            if context is not None:
+                started = time.monotonic()
+                reply, size = ask_tls(make_query(qname, qtype), address, server_name, context, timeout)
+                result = Result(reply, qname, qtype, address, "tls", time.monotonic() - started, size)
+            else:
+                result = ask(qname, qtype, address, tcp=tcp, timeout=timeout, tries=tries)
         except (Timeout, MalformedReply) as exc:
             last = exc
             continue
@@ -239,22 +265,56 @@ def ask_udp(
 
 
 def ask_tcp(message: dns.message.Message, server: tuple[str, int], timeout: float) -> tuple[dns.message.Message, int]:
+    return _ask_stream(message, server, timeout, "TCP", lambda sock: sock)
+
+
+def ask_tls(
+    message: dns.message.Message, server: tuple[str, int], server_name: str, context: ssl.SSLContext, timeout: float
+) -> tuple[dns.message.Message, int]:
+    """DNS over TLS (RFC 7858): TCP's framing inside TLS; the certificate checked against ``server_name``."""
+    return _ask_stream(
+        message, server, timeout, "TLS", lambda sock: context.wrap_socket(sock, server_hostname=server_name)
+    )
+
+
+def _ask_stream(message, server, timeout, how, wrap) -> tuple[dns.message.Message, int]:
     wire = message.to_wire()
+    handshake = how == "TLS"
     try:
-        with socket.create_connection(server, timeout=timeout) as sock:
+        with socket.create_connection(server, timeout=timeout) as raw, wrap(raw) as sock:
+            handshake = False
             sock.sendall(struct.pack("!H", len(wire)) + wire)
             (size,) = struct.unpack("!H", recv_exactly(sock, 2))
             data = recv_exactly(sock, size)
     except TimeoutError:
-        raise Timeout(f"no reply from {format_server(server)} over TCP (timed out after {timeout:g}s)") from None
+        if handshake:
+            raise Timeout(
+                f"{format_server(server)}: no TLS handshake within {timeout:g}s (is it a DNS-over-TLS port?)"
+            ) from None
+        raise Timeout(f"no reply from {format_server(server)} over {how} (timed out after {timeout:g}s)") from None
     except ConnectionRefusedError:
         raise Timeout(f"{format_server(server)}: connection refused (nothing listens on TCP there)") from None
+    except ssl.SSLCertVerificationError as exc:
+        raise CertificateError(f"{format_server(server)}: {describe_certificate_error(exc)}") from None
+    except ssl.SSLError as exc:
+        raise Timeout(f"{format_server(server)} over TLS: {exc.reason or exc} (is it a DNS-over-TLS port?)") from None
     except OSError as exc:
-        raise Timeout(f"{format_server(server)} over TCP: {exc.strerror or exc}") from None
+        raise Timeout(f"{format_server(server)} over {how}: {exc.strerror or exc}") from None
     reply = parse_reply(message, data)
     if reply is None:
-        raise MalformedReply(f"{format_server(server)} sent a reply over TCP that could not be read")
+        raise MalformedReply(f"{format_server(server)} sent a reply over {how} that could not be read")
     return reply, len(data)
+
+
+def tls_context(cacert: str | None, insecure: bool = False) -> ssl.SSLContext:
+    """sockhop's client context (the system's trust store, or only ``cacert``; names checked; TLS 1.2 at least),
+    with a missing or unreadable ``cacert`` said in one line."""
+    try:
+        return client_context(cacert, insecure=insecure)
+    except FileNotFoundError:
+        raise BadQuestion(f"cannot read {cacert}: no such file") from None
+    except (ssl.SSLError, OSError) as exc:
+        raise BadQuestion(f"cannot use {cacert} as CA certificates: {getattr(exc, 'reason', None) or exc}") from None
 
 
 def recv_exactly(sock: socket.socket, count: int) -> bytes:
@@ -285,20 +345,32 @@ def same_address(source: tuple, server: tuple[str, int]) -> bool:
 
 
 # -- where to ask ---------------------------------------------------------------------------------------------------
-def server_addresses(server: ServerSpec) -> list[tuple[str, int]]:
+def server_addresses(server: ServerSpec, default_port: int = DNS_PORT) -> list[tuple[str, int]]:
+    return [address for address, _ in server_targets(server, default_port)]
+
+
+def server_targets(server: ServerSpec, default_port: int = DNS_PORT) -> list[tuple[tuple[str, int], str]]:
+    """Each server to ask as (address, the name it was given by) -- the name is what a TLS certificate must match."""
     if server is None:
-        return [(host, DNS_PORT) for host in nameservers()]
+        return [((host, default_port), host) for host in nameservers()]
     if isinstance(server, tuple) and len(server) == 2 and isinstance(server[1], int):
-        return [(resolve_host(server[0]), server[1])]
+        return [((resolve_host(server[0]), server[1]), server[0])]
     if isinstance(server, str):
-        return [parse_server(server)]
-    return [address for one in server for address in server_addresses(one)]  # type: ignore[union-attr]
+        host, port = split_server(server, default_port)
+        return [((resolve_host(host), port), host)]
+    return [target for one in server for target in server_targets(one, default_port)]  # type: ignore[union-attr]
 
 
-def parse_server(text: str) -> tuple[str, int]:
+def parse_server(text: str, default_port: int = DNS_PORT) -> tuple[str, int]:
     """``host``, ``host:port``, ``v6addr`` or ``[v6addr]:port`` (a leading @ allowed, as dig writes it)."""
+    host, port = split_server(text, default_port)
+    return resolve_host(host), port
+
+
+def split_server(text: str, default_port: int = DNS_PORT) -> tuple[str, int]:
+    """The host as written and the port of a server spec."""
     text = text.removeprefix("@")
-    port = DNS_PORT
+    port = default_port
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
         if rest:
@@ -308,7 +380,7 @@ def parse_server(text: str) -> tuple[str, int]:
         port = parse_port(rest, text)
     else:
         host = text
-    return resolve_host(host), port
+    return host, port
 
 
 def parse_port(text: str, whole: str) -> int:

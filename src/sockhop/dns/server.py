@@ -167,6 +167,7 @@ class NameServer:
             return header_only(data, Rcode.FORMERR), f"- {len(query.question)} questions FORMERR", True
         question = query.question[0]
         response = dns.message.make_response(query, our_payload=UDP_PAYLOAD, pad=0)
+        trim = False
         summary = f"{question.name} {dns.rdataclass.to_text(question.rdclass)} {dns.rdatatype.to_text(question.rdtype)}"
         if query.edns > 0:
             response.set_rcode(Rcode.BADVERS)
@@ -175,14 +176,16 @@ class NameServer:
         elif question.rdtype in TRANSFER_TYPES:
             response.set_rcode(Rcode.NOTIMP if not tcp else Rcode.REFUSED)
         else:
-            answer = authority.answer(question.name, question.rdtype, tcp=tcp)
+            with_ns = not query.flags & dns.flags.RD  # a resolver's question: NS in authority, as NSD and BIND
+            answer = authority.answer(question.name, question.rdtype, tcp=tcp, with_ns=with_ns)
             response.set_rcode(answer.rcode)
             if answer.authoritative:
                 response.flags |= dns.flags.AA
             response.answer = answer.answer
             response.authority = answer.authority
             response.additional = answer.additional
-        wire = encode(response, tcp, query)
+            trim = answer.extras_optional
+        wire = encode(response, tcp, query, trim)
         return wire, f"{summary} {dns.rcode.to_text(response.rcode())}{' TC' if tc(wire) else ''}", True
 
     # -- transfers -----------------------------------------------------------------------------------------------
@@ -196,17 +199,21 @@ class NameServer:
         return any(address in net for net in self.allow_transfer)
 
 
-def encode(response: dns.message.Message, tcp: bool, query: dns.message.Message) -> bytes:
-    """The response on the wire; over UDP, an empty one with TC set if it does not fit the client's size."""
-    try:
-        wire = response.to_wire(max_size=65535)
-    except dns.exception.TooBig:
-        wire = b""
-    if tcp and wire:
-        return wire
+def encode(response: dns.message.Message, tcp: bool, query: dns.message.Message, trim: bool = False) -> bytes:
+    """The response on the wire. Too big for the client's size (over UDP) or for 64 KiB: without its optional
+    extras (``trim``: authority and additional of a positive answer, RFC 2181 section 9), else an empty one with
+    TC set."""
     limit = 65535 if tcp else udp_limit(query)
-    if wire and len(wire) <= limit:
-        return wire
+    try:
+        return response.to_wire(max_size=limit)
+    except dns.exception.TooBig:
+        pass
+    if trim:
+        response.authority, response.additional = [], []
+        try:
+            return response.to_wire(max_size=limit)
+        except dns.exception.TooBig:
+            pass
     response.answer, response.authority, response.additional = [], [], []
     response.flags |= dns.flags.TC
     return response.to_wire()

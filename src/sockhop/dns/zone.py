@@ -100,11 +100,39 @@ def index(zone: dns.zone.Zone, source: str = "") -> Zone:
     return Zone(origin, rrsets, names, cuts, source)
 
 
+class _IncludeRelativeTokenizer(dns.tokenizer.Tokenizer):
+    """A tokenizer that reads ``$INCLUDE file`` relative to the folder of the file it is reading, so a zone and
+    the files it includes can move together (dnspython alone opens it relative to the working directory)."""
+
+    _include_next = False
+
+    def get(self, want_leading: bool = False, want_comment: bool = False) -> dns.tokenizer.Token:
+        token = super().get(want_leading, want_comment)
+        if self._include_next and (token.is_identifier() or token.is_quoted_string()):
+            self._include_next = False
+            folder = os.path.dirname(self.filename) if not self.filename.startswith("<") else ""
+            return dns.tokenizer.Token(token.ttype, os.path.join(folder, token.value), token.has_escape)
+        self._include_next = token.is_identifier() and token.value.upper() == "$INCLUDE"
+        return token
+
+
 class _LineReader(dns.zonefile.Reader):
-    """dnspython's reader, noting where each record starts so an error can name that line."""
+    """dnspython's reader, noting where each record starts so an error can name that line, and reading each
+    $INCLUDE relative to the file that names it."""
 
     record_at: tuple[str, int] | None = None
     main_file = ""
+
+    @property  # type: ignore[override]
+    def tok(self) -> dns.tokenizer.Tokenizer:
+        return self._tok
+
+    @tok.setter
+    def tok(self, tokenizer: dns.tokenizer.Tokenizer) -> None:
+        # dnspython makes a plain Tokenizer for each included file: give it the relative $INCLUDE too
+        if type(tokenizer) is dns.tokenizer.Tokenizer:
+            tokenizer.__class__ = _IncludeRelativeTokenizer
+        self._tok = tokenizer
 
     def _rr_line(self) -> None:
         self.record_at = self.tok.where()

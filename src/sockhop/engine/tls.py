@@ -65,6 +65,7 @@ class TLSLayer(StreamProtocol):
         self.peer: Address = None
         self.local: Address = None
         self.waiting = False  # the inner protocol's deferred work runs: feed it nothing meanwhile
+        self.resume_alarm: float | None = None  # STARTTLS: the inner protocol's alarm, re-armed after the handshake
 
     @classmethod
     def factory(
@@ -137,7 +138,9 @@ class TLSLayer(StreamProtocol):
         if self.implicit:
             first = self._outer(self.inner.connection_made(self.peer, self.local), flush=False)
         else:
-            first = Reply()  # STARTTLS: the conversation goes on where it was; the inner protocol reset itself
+            # STARTTLS: the conversation goes on where it was (the inner protocol reset itself), under its own
+            # deadline again
+            first = Reply(alarm=self.resume_alarm)
         alarm = 0.0 if first.alarm is None else first.alarm  # the handshake's deadline is over
         if first.close or first.then is not None:
             return self._sealed(first._replace(alarm=alarm))
@@ -173,9 +176,11 @@ class TLSLayer(StreamProtocol):
         wrapped so that what it answers is encrypted too and reading resumes after it."""
         pieces: tuple = ()
         send = reply.send
+        alarm = reply.alarm
         if send and send[-1] is START_TLS and self.state == self.PLAIN:
             pieces = send[:-1]  # the last plaintext ("220 Ready to start TLS"), then the switch
             self._begin()
+            self.resume_alarm, alarm = alarm, self.handshake_timeout  # a STARTTLS handshake has its deadline too
         elif self.state == self.PLAIN:
             pieces = send
         else:
@@ -191,6 +196,8 @@ class TLSLayer(StreamProtocol):
             def resumed() -> Reply:
                 self.waiting = False
                 after = self._outer(inner_then(), flush=False)
+                if self.state == self.PLAIN:
+                    return after  # still plaintext (STARTTLS not yet said): what it sends is in after.send
                 if after.close or after.then is not None or self.state != self.OPEN:
                     return self._sealed(after)
                 more = self._read_plaintext()
@@ -199,7 +206,7 @@ class TLSLayer(StreamProtocol):
             then = resumed
         if flush and self.state != self.PLAIN:
             pieces += self._ciphertext()
-        return Reply(pieces, closing, then, reply.alarm)
+        return Reply(pieces, closing, then, alarm)
 
     def _seal(self, pieces: tuple) -> None:
         """Encrypt pieces into the outgoing BIO. A file region cannot go by sendfile through TLS: its bytes are

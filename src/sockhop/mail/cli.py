@@ -39,7 +39,7 @@ def add_commands(sub: argparse._SubParsersAction, services: argparse._SubParsers
     """Add ``serve mail`` to ``services`` and ``send``, ``mailbox`` to ``sub``."""
     from sockhop.cli import add_engine_options, positive_float, positive_int
 
-    from .protocol import DEFAULT_MAX_RECIPIENTS, DEFAULT_MAX_SIZE
+    from .protocol import DEFAULT_COMMAND_TIMEOUT, DEFAULT_DATA_TIMEOUT, DEFAULT_MAX_RECIPIENTS, DEFAULT_MAX_SIZE
 
     serve = services.add_parser("mail", help="SMTP server delivering to Maildir (the Sendmail role)")
     serve.add_argument("maildir", metavar="MAILDIR", help="folder of mailboxes, one per local part")
@@ -58,6 +58,14 @@ def add_commands(sub: argparse._SubParsersAction, services: argparse._SubParsers
         "--max-recipients", type=positive_int, default=DEFAULT_MAX_RECIPIENTS, metavar="N", help="per message"
     )
     serve.add_argument("--hostname", help="name in the greeting and Received: (default this host's name)")
+    serve.add_argument(
+        "--command-timeout", type=positive_float, default=DEFAULT_COMMAND_TIMEOUT, metavar="S",
+        help="deadline for each whole command line, however slowly it trickles (default 300, RFC 5321 4.5.3.2)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--data-timeout", type=positive_float, default=DEFAULT_DATA_TIMEOUT, metavar="S",
+        help="deadline for the whole message after 354 (default 600, RFC 5321's DATA termination)",
+    )  # fmt: skip
     add_engine_options(serve, default_listen=f"127.0.0.1:{DEFAULT_PORT}")
     serve.set_defaults(func=cmd_serve_mail, idle_timeout=300.0)  # RFC 5321 4.5.3.2.7: at least 5 minutes
     for action in serve._actions:
@@ -65,18 +73,25 @@ def add_commands(sub: argparse._SubParsersAction, services: argparse._SubParsers
             action.help = "default 300, as RFC 5321 asks of an SMTP server"
 
     send = sub.add_parser("send", help="build a message and deliver it over SMTP (to --server, or by MX)")
-    send.add_argument("--from", dest="sender", required=True, metavar="ADDR")
+    send.add_argument("--from", dest="sender", metavar="ADDR", help="default: you@this host's name")
     send.add_argument("--to", action="append", required=True, metavar="ADDR", help="repeatable")
     send.add_argument("--server", metavar="ENDPOINT", help="deliver here (host:port) instead of looking up MX")
     send.add_argument(
-        "--port", type=int, default=25, help="SMTP port of the MX hosts, or of a --server without one (default 25)"
-    )
+        "--port", type=positive_int, metavar="N",
+        help="SMTP port of the MX hosts, or of a --server without one (default: an _smtp._tcp SRV record's, else 25)",
+    )  # fmt: skip
     send.add_argument("--dns", metavar="ENDPOINT", help="DNS server for MX lookups (default the system's)")
     send.add_argument("--subject", default="")
     send.add_argument("--body", help="message text (default: read standard input)")
     send.add_argument("--attach", action="append", default=[], metavar="FILE", help="repeatable")
     send.add_argument("--helo", help="name to give in EHLO (default this host's name)")
     send.add_argument("--timeout", type=positive_float, default=30.0, metavar="S")
+    send.add_argument(
+        "--tls", choices=("required", "opportunistic", "off"), default="opportunistic",
+        help="STARTTLS: required (and the certificate verified), opportunistic (when offered; default, as"
+        " Postfix's 'may'), off",
+    )  # fmt: skip
+    send.add_argument("--cacert", metavar="FILE", help="trust this CA (PEM) instead of the system's trust store")
     send.set_defaults(func=cmd_send)
 
     mailbox = sub.add_parser("mailbox", help="list the messages in a Maildir, or print one")
@@ -85,8 +100,9 @@ def add_commands(sub: argparse._SubParsersAction, services: argparse._SubParsers
     mailbox.set_defaults(func=cmd_mailbox)
 
 
-def make_factory(root: Path, policy: MailPolicy, *, catch_all: bool) -> Callable[[], SMTPServer]:
-    """One SMTPServer per connection, all delivering into the Maildir at ``root`` (created now)."""
+def make_factory(root: Path, policy: MailPolicy, *, catch_all: bool, tls: bool = False) -> Callable[[], SMTPServer]:
+    """One SMTPServer per connection, all delivering into the Maildir at ``root`` (created now). ``tls``: for an
+    SMTPS listener, whose TLS layer finished its handshake before the protocol is greeted."""
     from .maildir import Maildir
     from .protocol import SMTPServer
 
@@ -95,13 +111,32 @@ def make_factory(root: Path, policy: MailPolicy, *, catch_all: bool) -> Callable
     except OSError as exc:
         raise MailSetupError(f"cannot create {root}: {exc.strerror}") from None
     store = Maildir(root, hostname=policy.hostname, catch_all=catch_all)
-    return functools.partial(SMTPServer, policy, store)
+    return functools.partial(SMTPServer, policy, store, tls=tls)
+
+
+def mail_listeners(args: argparse.Namespace, root: Path, policy: MailPolicy, *, catch_all: bool) -> list:
+    """The listeners ``serve mail`` asks for: --listen plain (offering STARTTLS when --tls-cert is given, the TLS
+    layer waiting in plaintext for it), --listen-tls SMTPS (implicit TLS: the greeting comes after the handshake)."""
+    import dataclasses
+
+    from sockhop.cli import open_service, tls_context_from
+    from sockhop.engine.tls import TLSLayer
+
+    from .protocol import busy_reply
+
+    context = tls_context_from(args) if args.tls_cert else None
+    smtps = make_factory(root, policy, catch_all=catch_all, tls=True)  # open_service wraps it in implicit TLS
+    plain: Callable = make_factory(root, dataclasses.replace(policy, starttls=context is not None), catch_all=catch_all)
+    if context is not None:
+        plain = TLSLayer.factory(context, plain, implicit=False, handshake_timeout=args.tls_handshake_timeout)
+    listeners = open_service(args, smtps, busy=busy_reply(policy.hostname), name="mail")
+    return [listener if listener.tls else dataclasses.replace(listener, factory=plain) for listener in listeners]
 
 
 def cmd_serve_mail(args: argparse.Namespace) -> int:
-    from sockhop.cli import open_service, run_server
+    from sockhop.cli import run_server
 
-    from .protocol import MailPolicy, busy_reply
+    from .protocol import MailPolicy
 
     recipients = None
     if args.recipients:
@@ -113,9 +148,10 @@ def cmd_serve_mail(args: argparse.Namespace) -> int:
         recipients=recipients,
         max_size=args.max_size,
         max_recipients=args.max_recipients,
+        command_timeout=args.command_timeout,
+        data_timeout=args.data_timeout,
     )
-    factory = make_factory(Path(args.maildir), policy, catch_all=args.catch_all)
-    listeners = open_service(args, factory, busy=busy_reply(hostname), name="mail")
+    listeners = mail_listeners(args, Path(args.maildir), policy, catch_all=args.catch_all)
     return run_server(args, listeners)
 
 
@@ -159,8 +195,10 @@ def mail_service(ctx: UpContext) -> list[Offer]:
     hostname = f"mail.{UP_DOMAIN}"
     policy = MailPolicy(hostname=hostname, domains=frozenset({UP_DOMAIN}))
     factory = make_factory(ctx.data / "mail", policy, catch_all=False)
-    try_it = (
-        f"echo hello | sockhop send --from me@{UP_DOMAIN} --to you@{UP_DOMAIN} --server {ctx.host}:{DEFAULT_PORT}"
-        f"; sockhop mailbox {ctx.data / 'mail'}"
+    from sockhop.dns.builtin import DEFAULT_PORT as DNS_PORT
+
+    host = f"[{ctx.host}]" if ":" in ctx.host else ctx.host
+    try_it = (  # the MX of sockhop.test is mail.sockhop.test; its _smtp._tcp SRV record gives the port
+        f"echo hello | sockhop send --dns {host}:{DNS_PORT} --to you@{UP_DOMAIN}; sockhop mailbox {ctx.data / 'mail'}"
     )
     return [Offer(Listener(ctx.open(DEFAULT_PORT), factory, busy=busy_reply(hostname), name="mail"), try_it)]

@@ -13,6 +13,7 @@ import email.policy
 import mimetypes
 import re
 import socket
+import ssl
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from sockhop.net.addresses import Endpoint, parse_endpoint
 
 from .address import split_address
 from .codes import BadReply, Code, SMTPReply, is_positive, is_transient, parse_reply, reply_complete
-from .mx import RoutingError, addresses, mail_exchangers
+from .mx import SMTP_PORT, RoutingError, mail_hops
 
 MAX_REPLY_LINE = 4096
 MAX_REPLY_LINES = 100
@@ -135,6 +136,23 @@ class SMTPConnection:
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
+    def starttls(self, context: ssl.SSLContext, name: str) -> None:
+        """STARTTLS (RFC 3207): on 220, the TLS handshake over the same socket, then a new conversation (the
+        caller says EHLO again; the extensions offered before are forgotten)."""
+        answer = self.command("STARTTLS")
+        if answer.code != Code.SERVICE_READY:
+            raise SendError(f"{self.where} refused STARTTLS: {answer}")
+        self.file.close()
+        try:
+            self.sock = context.wrap_socket(self.sock, server_hostname=name)
+        except ssl.SSLCertVerificationError as exc:
+            raise SendError(f"{self.where}: TLS certificate rejected: {certificate_problem(exc, name)}") from None
+        except (ssl.SSLError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+            raise SendError(f"{self.where}: TLS handshake failed: {reason}") from None
+        self.file = self.sock.makefile("rb")
+        self.extensions = {}
+
     def command(self, line: str) -> SMTPReply:
         self.send(line.encode("utf-8") + b"\r\n")
         return self.read_reply()
@@ -203,8 +221,52 @@ class SMTPConnection:
             pass
 
 
-def open_smtp(host: str, port: int, *, timeout: float, helo: str) -> SMTPConnection:
-    """Connect, read the greeting, say EHLO. Raises SendError (or OSError) when the server cannot be used."""
+TLS_MODES = ("required", "opportunistic", "off")
+
+
+def certificate_problem(exc: ssl.SSLCertVerificationError, name: str) -> str:
+    """What was wrong with a certificate, in words a user acts on: expired, wrong name, untrusted."""
+    code, detail = exc.verify_code, exc.verify_message or str(exc)
+    if code == 10:  # X509_V_ERR_CERT_HAS_EXPIRED
+        return f"expired ({detail})"
+    if code == 9:  # X509_V_ERR_CERT_NOT_YET_VALID
+        return f"not yet valid ({detail})"
+    if code == 62:  # X509_V_ERR_HOSTNAME_MISMATCH / IP_ADDRESS_MISMATCH (64)
+        return f"wrong name: it is not valid for {name} ({detail})"
+    if code == 64:
+        return f"wrong address: it is not valid for {name} ({detail})"
+    if code in (18, 19, 20, 21, 2):  # self-signed, unknown issuer...
+        return f"untrusted: no trusted authority signed it ({detail}; --cacert FILE names another)"
+    return detail
+
+
+def tls_context(mode: str, cafile: str | None) -> ssl.SSLContext | None:
+    """The client context for ``--tls``: ``required`` verifies the certificate and the server's name against
+    the system's trust store (or ``--cacert``); ``opportunistic`` encrypts whatever certificate comes, as Postfix's
+    ``may`` level does -- unauthenticated TLS still beats plaintext, and refusing would mean plaintext or no mail;
+    ``off`` never starts TLS."""
+    if mode == "off":
+        return None
+    if mode == "opportunistic" and cafile is None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        try:
+            context = ssl.create_default_context(cafile=cafile)
+        except (OSError, ssl.SSLError) as exc:
+            reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+            raise SendError(f"cannot use --cacert {cafile}: {reason}") from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def open_smtp(
+    host: str, port: int, *, timeout: float, helo: str, tls: str = "opportunistic",
+    context: ssl.SSLContext | None = None, name: str | None = None,
+) -> SMTPConnection:  # fmt: skip
+    """Connect, read the greeting, say EHLO, and STARTTLS as ``tls`` says (``context`` from :func:`tls_context`;
+    ``name``: the name the certificate must carry). Raises SendError (or OSError) when the server cannot be used."""
     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
@@ -216,6 +278,11 @@ def open_smtp(host: str, port: int, *, timeout: float, helo: str) -> SMTPConnect
         if greeting.code != Code.SERVICE_READY:
             raise SendError(f"{where} is not taking mail: {greeting}")
         conn.hello(helo)
+        if tls != "off" and conn.offers("STARTTLS"):
+            conn.starttls(context or tls_context(tls, None), name or host)
+            conn.hello(helo)
+        elif tls == "required":
+            raise SendError(f"{where} does not offer STARTTLS, and --tls required")
     except BaseException:
         conn.close()
         raise
@@ -225,23 +292,21 @@ def open_smtp(host: str, port: int, *, timeout: float, helo: str) -> SMTPConnect
 # -- routing --------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Route:
-    """Where to try, in order: (host, port) pairs."""
+    """Where to try, in order: (address, port, name) -- the name is what the server's certificate must carry."""
 
-    hops: tuple[tuple[str, int], ...]
+    hops: tuple[tuple[str, int, str], ...]
 
 
-def server_endpoint(text: str, port: int = 25) -> Endpoint:
+def server_endpoint(text: str, port: int = SMTP_PORT) -> Endpoint:
     """``host:port``, ``[v6]:port``, or a bare host (then ``port``)."""
     if ":" not in text:
         return Endpoint(text, port)
     return parse_endpoint(text)
 
 
-def route_for(domain: str, *, dns: str | None, port: int) -> Route:
+def route_for(domain: str, *, dns: str | None, port: int | None) -> Route:
     """The mail exchangers of ``domain``, best first, each at every address it has. Raises RoutingError."""
-    hops: list[tuple[str, int]] = []
-    for host in mail_exchangers(domain, dns):
-        hops.extend((address, port) for address in addresses(host, dns))
+    hops = mail_hops(domain, dns, port)
     if not hops:
         raise RoutingError(f"{domain}: no address for its mail exchangers")
     return Route(tuple(hops))
@@ -249,19 +314,21 @@ def route_for(domain: str, *, dns: str | None, port: int) -> Route:
 
 def deliver(
     sender: str, recipients: list[str], data: bytes, *, server: str | None = None, dns: str | None = None,
-    port: int = 25, timeout: float = 30.0, helo: str | None = None,
+    port: int | None = None, timeout: float = 30.0, helo: str | None = None, tls: str = "opportunistic",
+    cafile: str | None = None,
 ) -> list[Outcome]:  # fmt: skip
     """Deliver ``data`` to every recipient; one Outcome each, never raising for a recipient's failure."""
     helo = helo or socket.gethostname()
+    context = tls_context(tls, cafile)
     utf8 = needs_smtputf8(sender, recipients)
     outcomes: dict[str, Outcome] = {}
     for route, rcpts in _routes(recipients, server, dns, port, outcomes):
         waiting = list(rcpts)
-        for host, hop_port in route.hops:
+        for host, hop_port, name in route.hops:
             if not waiting:
                 break
             try:
-                with open_smtp(host, hop_port, timeout=timeout, helo=helo) as conn:
+                with open_smtp(host, hop_port, timeout=timeout, helo=helo, tls=tls, context=context, name=name) as conn:
                     results = conn.transaction(sender, waiting, data, utf8=utf8)
                     conn.quit()
             except (OSError, SockhopError) as exc:
@@ -276,12 +343,12 @@ def deliver(
 
 
 def _routes(
-    recipients: list[str], server: str | None, dns: str | None, port: int, outcomes: dict[str, Outcome]
+    recipients: list[str], server: str | None, dns: str | None, port: int | None, outcomes: dict[str, Outcome]
 ) -> list[tuple[Route, list[str]]]:
     """Recipients grouped by route; those whose domain cannot be routed get their Outcome at once."""
     if server:
-        endpoint = server_endpoint(server, port)
-        return [(Route(((endpoint.host, endpoint.port),)), recipients)]
+        endpoint = server_endpoint(server, port or SMTP_PORT)
+        return [(Route(((endpoint.host, endpoint.port, endpoint.host),)), recipients)]
     by_domain: dict[str, list[str]] = {}
     for rcpt in recipients:
         by_domain.setdefault(split_address(rcpt)[1], []).append(rcpt)
@@ -300,6 +367,10 @@ def send_command(args: argparse.Namespace) -> int:
     """``sockhop send``: one line per recipient; exit 1 if any was not delivered."""
     from .address import AddressSyntaxError, check_mailbox
 
+    if not args.sender:
+        import getpass
+
+        args.sender = f"{getpass.getuser()}@{socket.gethostname()}"  # as sendmail(1) does
     for address in (args.sender, *args.to):
         try:
             check_mailbox(address, utf8=True)
@@ -311,7 +382,7 @@ def send_command(args: argparse.Namespace) -> int:
     data = to_wire(msg, utf8=utf8)
     outcomes = deliver(
         args.sender, args.to, data, server=args.server, dns=args.dns, port=args.port,
-        timeout=args.timeout, helo=args.helo,
+        timeout=args.timeout, helo=args.helo, tls=args.tls, cafile=args.cacert,
     )  # fmt: skip
     failed = 0
     for outcome in outcomes:

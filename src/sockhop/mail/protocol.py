@@ -10,7 +10,10 @@ The end of data is exactly CRLF "." CRLF. A bare CR or LF anywhere in the messag
 can end a message early or smuggle one in -- here or in whatever reads the Maildir later.
 
 Extensions advertised and honoured: PIPELINING (replies to a batch go out together), SIZE (refused at MAIL FROM's
-SIZE= and again at the end of data), 8BITMIME, ENHANCEDSTATUSCODES and SMTPUTF8.
+SIZE= and again at the end of data), 8BITMIME, ENHANCEDSTATUSCODES, SMTPUTF8, and STARTTLS (RFC 3207) when the
+server has a certificate: the 220 is followed by the engine's ``START_TLS`` marker (the TLS layer around this
+protocol then does the handshake), whatever the client pipelined after its STARTTLS is thrown away -- commands
+sent in plaintext must never count as sent under TLS -- and the session starts over: the client says EHLO again.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from sockhop.engine.protocol import NOTHING, Address, Reply, StreamProtocol
+from sockhop.engine.tls import START_TLS
 
 from .address import AddressSyntaxError, check_mailbox, parse_path, split_address
 from .codes import Code, SMTPReply, reply
@@ -33,6 +37,10 @@ MAX_TEXT_LINE = 1000  # octets including CRLF (RFC 5321 4.5.3.1.6)
 DEFAULT_MAX_SIZE = 10 * 1024 * 1024
 DEFAULT_MAX_RECIPIENTS = 100  # RFC 5321 4.5.3.1.8: at least 100 must be accepted
 DEFAULT_MAX_ERRORS = 20  # bogus commands before a client is shown the door (as Postfix's smtpd_hard_error_limit)
+#: RFC 5321 4.5.3.2: a client gets 5 minutes for each command and 10 for the whole message ("DATA termination").
+#: These are deadlines, kept with ``Reply.alarm``: a client trickling a byte a second does not stretch them.
+DEFAULT_COMMAND_TIMEOUT = 300.0
+DEFAULT_DATA_TIMEOUT = 600.0
 
 
 class State(enum.Enum):
@@ -55,7 +63,7 @@ TRANSITIONS: dict[State, dict[str, State]] = {
     },
     S.READY: {
         "EHLO": S.READY, "HELO": S.READY, "RSET": S.READY, "NOOP": S.READY, "HELP": S.READY, "VRFY": S.READY,
-        "QUIT": S.CLOSED, "MAIL": S.MAIL,
+        "QUIT": S.CLOSED, "MAIL": S.MAIL, "STARTTLS": S.START,
     },
     S.MAIL: {
         "EHLO": S.READY, "HELO": S.READY, "RSET": S.READY, "NOOP": S.MAIL, "HELP": S.MAIL, "VRFY": S.MAIL,
@@ -71,7 +79,7 @@ TRANSITIONS: dict[State, dict[str, State]] = {
 }  # fmt: skip
 
 #: Verbs of other extensions and of the past: recognised, so they get 502 rather than 500.
-NOT_IMPLEMENTED = frozenset({"EXPN", "TURN", "ETRN", "SEND", "SOML", "SAML", "STARTTLS", "AUTH", "BDAT", "ATRN"})
+NOT_IMPLEMENTED = frozenset({"EXPN", "TURN", "ETRN", "SEND", "SOML", "SAML", "AUTH", "BDAT", "ATRN"})
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,9 @@ class MailPolicy:
     max_size: int = DEFAULT_MAX_SIZE
     max_recipients: int = DEFAULT_MAX_RECIPIENTS
     max_errors: int = DEFAULT_MAX_ERRORS
+    starttls: bool = False  # a TLS layer (implicit=False) wraps the protocol: offer STARTTLS
+    command_timeout: float = DEFAULT_COMMAND_TIMEOUT  # seconds for the next whole command line to arrive
+    data_timeout: float = DEFAULT_DATA_TIMEOUT  # seconds from 354 for the whole message to arrive
 
 
 @dataclass
@@ -94,6 +105,7 @@ class Session:
     local: Address = None
     helo: str = ""
     esmtp: bool = False
+    tls: bool = False  # the conversation is encrypted (SMTPS, or after STARTTLS)
 
 
 @dataclass
@@ -138,11 +150,13 @@ class SMTPServer(StreamProtocol):
 
     VERBS: dict[str, Callable[[SMTPServer, str], SMTPReply]] = {}
 
-    def __init__(self, policy: MailPolicy, store: Mailstore) -> None:
+    def __init__(self, policy: MailPolicy, store: Mailstore, *, tls: bool = False) -> None:
+        """``tls``: the connection is already encrypted (SMTPS: the TLS layer greets after its handshake)."""
         self.policy = policy
         self.store = store
         self.state = State.START
-        self.session = Session()
+        self.session = Session(tls=tls)
+        self.starting_tls = False  # STARTTLS was answered 220: the switch goes last in this reply
         self.envelope = Envelope()
         self.buffer = bytearray()
         self.errors = 0
@@ -158,7 +172,8 @@ class SMTPServer(StreamProtocol):
     # -- the engine's side -------------------------------------------------------------------------------------
     def connection_made(self, peer: Address, local: Address) -> Reply:
         self.session.peer, self.session.local = peer, local
-        return Reply((reply(Code.SERVICE_READY, "", f"{self.policy.hostname} ESMTP sockhop").format(),))
+        greeting = reply(Code.SERVICE_READY, "", f"{self.policy.hostname} ESMTP sockhop").format()
+        return Reply((greeting,), alarm=self.policy.command_timeout)
 
     def data_received(self, data: bytes) -> Reply:
         self.buffer += data
@@ -181,6 +196,11 @@ class SMTPServer(StreamProtocol):
         return Reply((self._closing("4.3.2", "shutting down").format(),), close=True)
 
     def timed_out(self) -> Reply:
+        """The idle timeout, or a deadline: the next command, or the whole message after 354, did not arrive in
+        time. A message still arriving is dropped (it never got its 250)."""
+        if self.state is State.DATA:
+            log.info("%s: message not complete within %gs, dropped", self._peer(), self.policy.data_timeout)
+        self._reset_transaction()
         self.state = State.CLOSED
         return Reply((self._closing("4.4.2", "timeout exceeded").format(),), close=True)
 
@@ -188,10 +208,21 @@ class SMTPServer(StreamProtocol):
         self.buffer.clear()
         self.parts.clear()
 
+    def _peer(self) -> str:
+        peer = self.session.peer
+        return f"{peer[0]}:{peer[1]}" if peer else "?"
+
     # -- the conversation ----------------------------------------------------------------------------------------
+    def _deadline(self) -> float:
+        """The alarm for what the client owes next: the whole message in DATA, else the next command."""
+        return self.policy.data_timeout if self.state is State.DATA else self.policy.command_timeout
+
     def _advance(self) -> Reply:
         """Answer every complete command in the buffer (a pipelined batch gets its replies in one Reply); stop at
-        the end of a message and hand its delivery to ``Reply.then``."""
+        the end of a message and hand its delivery to ``Reply.then``.
+
+        The alarm is set again only when something complete was answered: bytes that complete nothing (a client
+        trickling) leave the deadline where it was."""
         out: list[bytes] = []
         while self.state is not State.CLOSED:
             if self.state is State.DATA:
@@ -199,7 +230,7 @@ class SMTPServer(StreamProtocol):
                     break
                 fault = self._end_of_data()
                 if fault is None:
-                    return Reply(tuple(out), then=self._deliver)
+                    return Reply(tuple(out), then=self._deliver, alarm=0)  # no deadline while the disk works
                 out.append(fault.format())
                 continue
             line = self._take_line()
@@ -207,13 +238,19 @@ class SMTPServer(StreamProtocol):
                 break
             answer = self._command(line) if isinstance(line, bytes) else line
             out.append(answer.format())
+            if self.starting_tls:  # RFC 3207: nothing sent before the handshake counts after it
+                self.starting_tls = False
+                self.buffer.clear()
+                self.skipping = False
+                return Reply((*out, START_TLS), alarm=self.policy.command_timeout)
             if self.errors >= self.policy.max_errors and self.state is not State.CLOSED:
                 out.append(self._closing("4.7.0", "too many errors").format())
                 self.state = State.CLOSED
         if self.stopping and self.state not in (State.DATA, State.CLOSED):
             out.append(self._closing("4.3.2", "shutting down").format())
             self.state = State.CLOSED
-        return Reply(tuple(out), close=self.state is State.CLOSED)
+        alarm = self._deadline() if out and self.state is not State.CLOSED else None
+        return Reply(tuple(out), close=self.state is State.CLOSED, alarm=alarm)
 
     def _deliver(self) -> Reply:
         """Runs in Reply.then: store the message (fsync and all), answer, then go on with pipelined input."""
@@ -228,7 +265,8 @@ class SMTPServer(StreamProtocol):
         self._reset_transaction()
         self.state = State.READY
         rest = self._advance()
-        return Reply((answer.format(), *rest.send), rest.close, rest.then)
+        alarm = self._deadline() if rest.alarm is None else rest.alarm
+        return Reply((answer.format(), *rest.send), rest.close, rest.then, alarm)
 
     def _take_line(self) -> bytes | SMTPReply | None:
         """The next command line without its line ending, a 500 for an over-long one, or None for "need more"."""
@@ -394,10 +432,26 @@ class SMTPServer(StreamProtocol):
         refused = self._greet(arg, esmtp=True)
         if refused is not None:
             return refused
-        return reply(
-            Code.OK, "", f"{self.policy.hostname} Hello {arg}", "PIPELINING", f"SIZE {self.policy.max_size}",
-            "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8", "HELP",
-        )  # fmt: skip
+        extensions = ["PIPELINING", f"SIZE {self.policy.max_size}", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8"]
+        if self._can_starttls():
+            extensions.append("STARTTLS")
+        return reply(Code.OK, "", f"{self.policy.hostname} Hello {arg}", *extensions, "HELP")
+
+    def _can_starttls(self) -> bool:
+        return self.policy.starttls and not self.session.tls
+
+    @syntax("STARTTLS")
+    def smtp_STARTTLS(self, arg: str) -> SMTPReply:
+        if self.session.tls:
+            return self._error(Code.BAD_SEQUENCE, "5.5.1", "TLS already active")
+        if not self.policy.starttls:
+            return self._error(Code.NOT_IMPLEMENTED, "5.5.1", "STARTTLS not available: the server has no certificate")
+        if arg:
+            return self._error(Code.PARAMETER_SYNTAX, "5.5.4", "Syntax: STARTTLS")
+        self._reset_transaction()
+        self.session = Session(peer=self.session.peer, local=self.session.local, tls=True)  # EHLO again (RFC 3207)
+        self.starting_tls = True
+        return reply(Code.SERVICE_READY, "2.0.0", "Ready to start TLS")
 
     @syntax("HELO hostname")
     def smtp_HELO(self, arg: str) -> SMTPReply:

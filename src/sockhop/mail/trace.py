@@ -15,7 +15,8 @@ def received_with(session: Session, envelope: Envelope) -> str:
     """The ``with`` clause's protocol name (RFC 3848, RFC 6531)."""
     if not session.esmtp:
         return "SMTP"
-    return "UTF8SMTP" if envelope.smtputf8 else "ESMTP"
+    name = "UTF8SMTP" if envelope.smtputf8 else "ESMTP"
+    return name + "S" if session.tls else name
 
 
 def peer_ip(session: Session) -> str:

@@ -1,0 +1,454 @@
+#!/usr/bin/env python3
+"""DNS: sockhop's name server under each model that serves UDP, and BIND, NSD, Knot and dnslib's server, in one
+run, on the same zone; dnsperf sends the queries. A markdown table and a PNG, each figure also as a ratio to NSD.
+
+The server under test is pinned to core 0 and dnsperf to core 1 (100 queries outstanding, no rate cap: a closed
+loop at full speed). Three query files, each run in turn:
+
+* ``exist``: names that exist (A, AAAA, MX, TXT) -- repeated questions, so sockhop answers from its reply cache;
+* ``mixed``: a third NXDOMAIN, a third wildcard or CNAME, a third plain answers;
+* ``tcp``: the ``exist`` file over TCP (dnsperf ``-m tcp``).
+
+Per server and file: queries per second, dnsperf's lost count, the server's CPU per answered query (steadier than
+rates when something else shares the machine) and dnsperf's own CPU share (if it nears 100 %, dnsperf is the cap).
+``prefork-2`` runs 2 workers on both cores with dnsperf sharing them, as the issue asks. NSD runs with
+``rrl-ratelimit: 0``: its response rate limiting would otherwise drop queries under a benchmark's load.
+
+    make bench                                       # everything (with the echo bench)
+    python bench/dns.py --seconds 1 --only eventloop nsd   # a quick look
+
+Peers that are not installed are skipped with a note: ``apt-get install bind9 nsd knot dnsperf`` and
+``pip install dnslib`` (the ``bench`` extra) bring them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+# this file is bench/dns.py: run as a script, its folder comes first on sys.path and would hide dnspython's `dns`
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+ROOT = HERE.parent
+RESULTS = HERE / "results"
+SERVER_CORE, CLIENT_CORE = 0, 1
+PORT = 17800
+OUTSTANDING = 100
+
+MODELS = ["iterative", "pool", "eventloop", "prefork", "prefork-2"]
+PEERS = ["nsd", "bind", "knot", "dnslib"]
+FILES = ["exist", "mixed", "tcp"]
+
+ZONE = """\
+$ORIGIN example.test.
+$TTL 3600
+@       IN SOA  ns1.example.test. hostmaster.example.test. 2024010101 7200 3600 1209600 3600
+@       IN NS   ns1.example.test.
+@       IN NS   ns2.example.test.
+@       IN MX   10 mail.example.test.
+@       IN MX   20 mail2.example.test.
+@       IN A    192.0.2.1
+@       IN AAAA 2001:db8::1
+@       IN TXT  "v=spf1 mx -all"
+ns1     IN A    192.0.2.53
+ns2     IN A    192.0.2.54
+mail    IN A    192.0.2.25
+mail    IN AAAA 2001:db8::25
+mail2   IN A    192.0.2.26
+www     IN A    192.0.2.80
+www     IN AAAA 2001:db8::80
+api     IN A    192.0.2.81
+api     IN AAAA 2001:db8::81
+cdn     IN A    192.0.2.82
+cdn     IN A    192.0.2.83
+shop    IN A    192.0.2.84
+shop    IN MX   10 mail.example.test.
+blog    IN A    192.0.2.85
+blog    IN TXT  "hello world"
+host1   IN A    192.0.2.101
+host2   IN A    192.0.2.102
+host3   IN AAAA 2001:db8::103
+_dmarc  IN TXT  "v=DMARC1; p=none"
+alias   IN CNAME www
+alias2  IN CNAME api
+*.users IN A    192.0.2.200
+"""
+
+EXISTING = [
+    "example.test A", "example.test AAAA", "example.test MX", "example.test TXT", "www.example.test A",
+    "www.example.test AAAA", "mail.example.test A", "mail.example.test AAAA", "api.example.test A",
+    "api.example.test AAAA", "cdn.example.test A", "shop.example.test MX", "shop.example.test A",
+    "blog.example.test A", "blog.example.test TXT", "host1.example.test A", "host2.example.test A",
+    "host3.example.test AAAA", "ns1.example.test A", "mail2.example.test A",
+]  # fmt: skip
+
+
+def query_files(work: Path) -> dict[str, Path]:
+    exist = work / "exist.queries"
+    exist.write_text("".join(f"{EXISTING[i % len(EXISTING)]}\n" for i in range(1000)))
+    mixed = work / "mixed.queries"
+    lines = []
+    for i in range(999):
+        kind = i % 3
+        if kind == 0:
+            lines.append(f"nx{i}.example.test A")
+        elif kind == 1:  # wildcard and CNAME in turn
+            lines.append(
+                f"u{i % 50}.users.example.test A" if i % 2 else f"alias{'2' if (i // 2) % 2 else ''}.example.test A"
+            )
+        else:
+            lines.append(EXISTING[i % len(EXISTING)])
+    mixed.write_text("\n".join(lines) + "\n")
+    return {"exist": exist, "mixed": mixed, "tcp": exist}
+
+
+# -- the servers ----------------------------------------------------------------------------------------------------
+def configs(work: Path, zone: Path, port: int) -> None:
+    (work / "nsd.conf").write_text(f"""server:
+  ip-address: 127.0.0.1@{port}
+  server-count: 1
+  username: ""
+  chroot: ""
+  zonesdir: "{work}"
+  database: ""
+  pidfile: "{work}/nsd.pid"
+  xfrdfile: "{work}/xfrd.state"
+  xfrdir: "{work}"
+  zonelistfile: "{work}/zone.list"
+  logfile: "{work}/nsd.log"
+  verbosity: 0
+  rrl-ratelimit: 0
+  rrl-whitelist-ratelimit: 0
+remote-control:
+  control-enable: no
+zone:
+  name: example.test
+  zonefile: "{zone}"
+""")
+    (work / "named.conf").write_text(f"""options {{
+  directory "{work}";
+  pid-file "{work}/named.pid";
+  session-keyfile "{work}/session.key";
+  managed-keys-directory "{work}";
+  listen-on port {port} {{ 127.0.0.1; }};
+  listen-on-v6 {{ none; }};
+  recursion no;
+  allow-query {{ any; }};
+  dnssec-validation no;
+  notify no;
+}};
+controls {{ }};
+logging {{ category default {{ null; }}; category lame-servers {{ null; }}; }};
+zone "example.test" {{ type primary; file "{zone}"; }};
+""")
+    (work / "knotdb").mkdir(exist_ok=True)
+    (work / "knot.conf").write_text(f"""server:
+    rundir: "{work}"
+    listen: 127.0.0.1@{port}
+    udp-workers: 1
+    tcp-workers: 1
+    background-workers: 1
+database:
+    storage: "{work}/knotdb"
+log:
+  - target: stderr
+    any: error
+zone:
+  - domain: example.test
+    file: "{zone}"
+    zonefile-sync: -1
+    zonefile-load: whole
+    journal-content: none
+""")
+    (work / "dnslib_server.py").write_text("""import sys, threading
+from dnslib.server import DNSServer, DNSLogger
+from dnslib.zoneresolver import ZoneResolver
+resolver = ZoneResolver(open(sys.argv[2]).read())
+quiet = DNSLogger('-request,-reply,-truncated,-error,-recv,-send,-data', prefix=False, logf=lambda s: None)
+DNSServer(resolver, port=int(sys.argv[1]), address='127.0.0.1', tcp=True, logger=quiet).start_thread()
+DNSServer(resolver, port=int(sys.argv[1]), address='127.0.0.1', logger=quiet).start()
+""")
+
+
+def server_command(name: str, work: Path, zone: Path, port: int) -> list[str] | None:
+    """The command line, or None when that peer is not installed."""
+    if name in ("iterative", "pool", "eventloop", "prefork", "prefork-2"):
+        model = name.split("-")[0]
+        workers = {"pool": "4", "prefork": "1", "prefork-2": "2"}.get(name, "1")
+        return [
+            sys.executable, "-m", "sockhop", "serve", "dns", str(zone), "--listen", f"127.0.0.1:{port}",
+            "--model", model, "--workers", workers, "--grace", "1",
+        ]  # fmt: skip
+    tools = {"nsd": "nsd", "bind": "named", "knot": "knotd"}
+    if name in tools:
+        path = shutil.which(tools[name]) or (
+            f"/usr/sbin/{tools[name]}" if os.path.exists(f"/usr/sbin/{tools[name]}") else None
+        )
+        if path is None:
+            return None
+        return {
+            "nsd": [path, "-d", "-c", str(work / "nsd.conf")],
+            "bind": [path, "-g", "-n", "1", "-c", str(work / "named.conf")],
+            "knot": [path, "-c", str(work / "knot.conf")],
+        }[name]
+    if name == "dnslib":
+        try:
+            import dnslib  # noqa: F401
+        except ImportError:
+            return None
+        return [sys.executable, str(work / "dnslib_server.py"), str(port), str(zone)]
+    raise ValueError(name)
+
+
+def start(command: list[str], port: int, cores: set[int], work: Path) -> subprocess.Popen:
+    def pin() -> None:
+        os.sched_setaffinity(0, cores)
+        os.setsid()
+
+    log = open(work / "server.log", "ab")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(command, cwd=work, preexec_fn=pin, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    log.close()
+    try:
+        import dns.message
+        import dns.query
+
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                dns.query.udp(dns.message.make_query("example.test", "SOA"), "127.0.0.1", port=port, timeout=0.3)
+                dns.query.tcp(dns.message.make_query("example.test", "SOA"), "127.0.0.1", port=port, timeout=1)
+                return proc
+            except Exception:  # not yet listening: timeouts, refusals
+                time.sleep(0.1)
+    except BaseException:
+        stop(proc)
+        raise
+    stop(proc)
+    logs = [work / "server.log", work / "nsd.log"]
+    tail = " ".join(p.read_text(errors="replace")[-300:] for p in logs if p.exists())
+    raise RuntimeError(f"did not start: {tail.strip()}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+    except (subprocess.TimeoutExpired, ProcessLookupError):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+# -- measuring ------------------------------------------------------------------------------------------------------
+def process_tree(pid: int) -> list[int]:
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            for kid in (task / "children").read_text().split():
+                pids.extend(process_tree(int(kid)))
+        except OSError:
+            pass
+    return pids
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process tree, reaped children included."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for p in process_tree(pid):
+        try:
+            stat = Path(f"/proc/{p}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total += sum(int(f) for f in fields[11:15]) / tick
+    return total
+
+
+def dnsperf(port: int, queries: Path, seconds: float, *, tcp: bool, cores: set[int] | None) -> dict:
+    """One dnsperf run: queries/s, lost, the response codes, and dnsperf's own CPU share."""
+    command = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries), "-l", f"{seconds:g}"]
+    command += ["-c", "1", "-q", str(OUTSTANDING), "-Q", "10000000"] + (["-m", "tcp"] if tcp else [])
+    if cores is not None:
+        command = ["taskset", "-c", ",".join(map(str, sorted(cores)))] + command
+    started, before = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=seconds + 60)
+    after, wall = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic() - started
+    client_cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) / wall
+    out = out.stdout
+
+    def number(label: str) -> float:
+        match = re.search(rf"{label}:\s+([\d.]+)", out)
+        return float(match.group(1)) if match else 0.0
+
+    codes = re.search(r"Response codes:\s+(.*)", out)
+    return {
+        "qps": number("Queries per second"),
+        "completed": number("Queries completed"),
+        "lost": int(number("Queries lost")),
+        "codes": codes.group(1).strip() if codes else "-",
+        "client_cpu": client_cpu,
+        "raw": out,
+    }
+
+
+def measure(name: str, work: Path, zone: Path, files: dict[str, Path], port: int, seconds: float) -> dict:
+    row: dict = {"server": name}
+    command = server_command(name, work, zone, port)
+    if command is None:
+        row["skipped"] = "not installed"
+        return row
+    both = name == "prefork-2"
+    server_cores = {SERVER_CORE, CLIENT_CORE} if both else {SERVER_CORE}
+    client_cores = None if both else {CLIENT_CORE}
+    configs(work, zone, port)
+    try:
+        proc = start(command, port, server_cores, work)
+    except RuntimeError as exc:
+        row["skipped"] = str(exc)
+        return row
+    try:
+        for kind in FILES:
+            dnsperf(port, files[kind], min(1.0, seconds), tcp=kind == "tcp", cores=client_cores)  # warm-up
+            before = cpu_seconds(proc.pid)
+            result = dnsperf(port, files[kind], seconds, tcp=kind == "tcp", cores=client_cores)
+            spent = cpu_seconds(proc.pid) - before
+            result["us_per_query"] = spent / result["completed"] * 1e6 if result["completed"] else float("nan")
+            row[kind] = result
+    finally:
+        stop(proc)
+    return row
+
+
+# -- reporting ------------------------------------------------------------------------------------------------------
+def fmt(value: float, digits: int = 0) -> str:
+    return "-" if value != value else f"{value:,.{digits}f}"
+
+
+def table(rows: list[dict], seconds: float) -> str:
+    nsd = next((r for r in rows if r["server"] == "nsd" and "skipped" not in r), None)
+    head = "| server |"
+    rule = "| --- |"
+    for kind in FILES:
+        head += f" {kind} q/s | × NSD | lost | µs CPU/q | dnsperf CPU |"
+        rule += " ---: | ---: | ---: | ---: | ---: |"
+    lines = [head, rule]
+    notes = []
+    for r in rows:
+        if "skipped" in r:
+            notes.append(f"- {r['server']}: skipped ({r['skipped']})")
+            continue
+        line = f"| {r['server']} |"
+        for kind in FILES:
+            m = r[kind]
+            ratio = m["qps"] / nsd[kind]["qps"] if nsd and nsd[kind]["qps"] else float("nan")
+            line += (
+                f" {fmt(m['qps'])} | {fmt(ratio, 2)} | {m['lost']} | {fmt(m['us_per_query'], 1)} "
+                f"| {fmt(m['client_cpu'] * 100)} % |"
+            )
+        lines.append(line)
+    lines.append("")
+    lines += notes
+    by = {r["server"]: r for r in rows if "skipped" not in r}
+    if "eventloop" in by:
+        ev = by["eventloop"]
+        for peer, target in (("nsd", 0.7), ("bind", 1.0), ("dnslib", 20.0)):
+            if peer in by and by[peer]["exist"]["qps"]:
+                ratio = ev["exist"]["qps"] / by[peer]["exist"]["qps"]
+                lines.append(f"- eventloop / {peer} (exist, UDP): **{ratio:.2f}x** (target ≥ {target:g}x)")
+        if "nsd" in by and by["nsd"]["mixed"]["qps"]:
+            lines.append(f"- eventloop / nsd (mixed): **{ev['mixed']['qps'] / by['nsd']['mixed']['qps']:.2f}x** "
+                         "(target ≥ 0.5x)")  # fmt: skip
+    lines.append("")
+    lines.append(
+        f"Server pinned to core {SERVER_CORE}, dnsperf to core {CLIENT_CORE} (prefork-2: 2 workers, both cores "
+        f"shared with dnsperf); {OUTSTANDING} queries outstanding, {seconds:g} s per figure after a warm-up. "
+        "exist: 1000 questions for names that exist (repeated: the reply cache); mixed: a third NXDOMAIN, a third "
+        "wildcard or CNAME, a third plain; tcp: exist over one TCP connection. µs CPU/q: the server's user+system "
+        "CPU per completed query. dnsperf CPU near 100 % means dnsperf, not the server, was the cap."
+    )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows = [r for r in rows if "skipped" not in r]
+    names = [r["server"] for r in rows]
+    nsd = next((r for r in rows if r["server"] == "nsd"), None)
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    width = 0.27
+    for i, kind in enumerate(FILES):
+        bars = ax.bar([x + (i - 1) * width for x in range(len(names))], [r[kind]["qps"] for r in rows], width,
+                      label=kind)  # fmt: skip
+        if nsd and nsd[kind]["qps"]:
+            labels = [f"{r[kind]['qps'] / nsd[kind]['qps']:.2f}" for r in rows]
+            ax.bar_label(bars, labels=labels, fontsize=7, rotation=90, padding=2)
+    ax.set_xticks(range(len(names)), names, rotation=30)
+    ax.set_ylabel("queries / s (labels: × NSD)")
+    ax.set_title("authoritative DNS, one server core")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return True
+
+
+def machine() -> str:
+    cpu = "unknown cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Linux {os.uname().release}, Python {sys.version.split()[0]}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0, help="per figure (default 10)")
+    parser.add_argument("--only", nargs="+", choices=MODELS + PEERS, help="measure only these")
+    args = parser.parse_args()
+    if (os.cpu_count() or 1) < 2:
+        sys.exit("bench: needs two cores (server on one, dnsperf on the other)")
+    if shutil.which("dnsperf") is None:
+        sys.exit("bench: dnsperf is needed: apt-get install dnsperf")
+    names = args.only or PEERS[:1] + MODELS + PEERS[1:]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="sockhop-dns-bench-") as tmp:
+        work = Path(tmp)
+        os.chmod(work, 0o755)  # NSD and BIND may read as another user
+        zone = work / "example.test.zone"
+        zone.write_text(ZONE)
+        files = query_files(work)
+        for i, name in enumerate(names):
+            print(f"bench: dns {name} ...", file=sys.stderr, flush=True)
+            rows.append(measure(name, work, zone, files, PORT + i, args.seconds))
+    RESULTS.mkdir(exist_ok=True)
+    text = f"# sockhop DNS benchmark\n\n{machine()}\n\n{table(rows, args.seconds)}\n"
+    (RESULTS / "dns.md").write_text(text)
+    if plot(rows, RESULTS / "dns.png"):
+        text += f"\nplot: {RESULTS / 'dns.png'}\n"
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
