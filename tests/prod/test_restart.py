@@ -113,6 +113,7 @@ def test_sigusr2_restarts_with_no_failed_request(sockhop_server, tmp_path, model
         load.wait_for(before + 50)  # the new one carries the load on its own
         load.stopping.set()
         load.thread.join(30)
+        print(f"restart ({model}): {load.ok} requests ok, {len(load.failures)} failed, {before} before the old exited")
         assert load.failures == [], load.failures[:5]
         assert load.ok >= before + 50
         assert alive(pid)
