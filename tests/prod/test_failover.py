@@ -93,12 +93,14 @@ def test_haproxy_fails_over_and_the_instance_rejoins(sockhop_server, tmp_path):
 
         # 3. A comes back on the same address and port and gets traffic again
         web_a2 = web_instance(sockhop_server, tmp_path, "A2", f"{web_a.address('web')[0]}:{web_a.address('web')[1]}")
-        deadline = time.monotonic() + SECONDS
+        restarted_at = time.monotonic()
+        deadline = restarted_at + SECONDS
         back = set()
         for _ in range(ROUNDS):
             back.add(get(*web))
             if b"A2" in back or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
+        print(f"fail-over: the restarted instance got traffic {time.monotonic() - restarted_at:.2f}s after it started")
         assert b"A2" in back and None not in back, back
         assert web_a2.proc.poll() is None
