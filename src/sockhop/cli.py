@@ -315,9 +315,19 @@ def cmd_ports(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    if args.config:
+        from sockhop.config import up as up_from_file
+
+        return up_from_file(args.config)
     from sockhop.up import up
 
     return up(args)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from sockhop.config import check
+
+    return check(args.config)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -338,7 +348,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--max-connections", type=positive_int, default=1024, metavar="N")
     up.add_argument("--grace", type=positive_float, default=10.0, metavar="S")
     up.add_argument("--no-tls", action="store_true", help="no TLS listeners (and no local CA)")
+    up.add_argument("--config", metavar="FILE", help="run the services sockhop.toml describes instead")
     up.set_defaults(func=cmd_up)
+
+    check = sub.add_parser("check", help="validate a sockhop.toml and report every mistake with its line")
+    check.add_argument("--config", metavar="FILE", default="sockhop.toml", help="default ./sockhop.toml")
+    check.set_defaults(func=cmd_check)
 
     serve = sub.add_parser("serve", help="run one server")
     services = serve.add_subparsers(dest="service", metavar="SERVICE", required=True)
