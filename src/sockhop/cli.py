@@ -169,15 +169,10 @@ def open_service(
     context = None
     if tls_endpoints and kind == socket.SOCK_STREAM:
         context = tls_context_from(args, alpn)  # checked before anything is bound
-    proxied = proxy_wrapper(args) if kind == socket.SOCK_STREAM else _unwrapped
-    if getattr(args, "admin", None):  # counted outermost: what crosses the socket
-        from sockhop.engine.metrics import Metrics
-
-        metrics, stream, inner = Metrics.get(), kind == socket.SOCK_STREAM, proxied
-        proxied = lambda f: metrics.metered(inner(f), name, args.model, stream)  # noqa: E731
+    proxy_wrapper(args)  # a wrong --proxy-protocol is one line before anything is bound; run_server applies it
     reuse_port = getattr(args, "reuse_port", False)
     socks = open_listeners(endpoints_from(args, proto), kind, reuse_port=reuse_port)
-    listeners = [Listener(sock, proxied(factory), busy=busy, name=name) for sock in socks]
+    listeners = [Listener(sock, factory, busy=busy, name=name) for sock in socks]
     if context is not None:
         from sockhop.engine.tls import TLSLayer
 
@@ -189,7 +184,7 @@ def open_service(
                 listener.sock.close()
             raise
         tls_factory = TLSLayer.factory(context, factory, handshake_timeout=args.tls_handshake_timeout)
-        listeners += [Listener(sock, proxied(tls_factory), name=name, tls=True) for sock in tls_socks]
+        listeners += [Listener(sock, tls_factory, name=name, tls=True) for sock in tls_socks]
     return listeners
 
 
@@ -239,6 +234,27 @@ def open_admin(args: argparse.Namespace):
     return AdminServer(sock, Metrics.get())
 
 
+def outer_layers(args: argparse.Namespace, listeners: list[Listener], model: str) -> list[Listener]:
+    """The layers every service gets around whatever factory it settled on: PROXY protocol outermost on streams
+    (the header precedes TLS), and counting for --admin around everything (what crosses the socket). Applied here,
+    to the final listeners, so a service that adjusts its listeners after open_service still gets them."""
+    import dataclasses
+
+    proxied = proxy_wrapper(args)
+    metrics = None
+    if getattr(args, "admin", None):
+        from sockhop.engine.metrics import Metrics
+
+        metrics = Metrics.get()
+    wrapped = []
+    for listener in listeners:
+        factory = proxied(listener.factory) if listener.is_stream else listener.factory
+        if metrics is not None:
+            factory = metrics.metered(factory, listener.name, model, listener.is_stream)
+        wrapped.append(dataclasses.replace(listener, factory=factory))
+    return wrapped
+
+
 def run_server(args: argparse.Namespace, listeners: list[Listener], model: str | None = None) -> int:
     """Drop privileges, build the chosen model over the listeners, say where it listens, and serve until stopped."""
     model = model or args.model
@@ -247,6 +263,7 @@ def run_server(args: argparse.Namespace, listeners: list[Listener], model: str |
 
     admin = None
     try:
+        listeners = outer_layers(args, listeners, model)
         admin = open_admin(args)
         settle_privileges(args, listeners)
         server = make_server(model, listeners, limits_from(args))
