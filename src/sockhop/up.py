@@ -69,11 +69,12 @@ TLS_PORTS: dict[str, tuple[int, tuple[str, ...], str]] = {
 
 def tls_offers(ctx: UpContext, plain: list[Offer]) -> list[Offer]:
     """The TLS twins of the plaintext stream listeners, with a local CA made (once) in the data folder."""
-    from sockhop.engine.tls import TLSLayer, server_context
+    from sockhop.cli import with_reload
+    from sockhop.engine.tls import ServerCertificates, TLSLayer
     from sockhop.localca import ensure_local_pki
 
     pki = ensure_local_pki(ctx.data / "tls")
-    contexts: dict[tuple[str, ...], object] = {}
+    contexts: dict[tuple[str, ...], ServerCertificates] = {}
     offers = []
     for offer in plain:
         listener = offer.listener
@@ -81,11 +82,14 @@ def tls_offers(ctx: UpContext, plain: list[Offer]) -> list[Offer]:
             continue
         port, alpn, try_it = TLS_PORTS[listener.name]
         if alpn not in contexts:
-            contexts[alpn] = server_context([(str(pki.server.cert), str(pki.server.key))], alpn=alpn)
+            contexts[alpn] = ServerCertificates([(str(pki.server.cert), str(pki.server.key))], alpn=alpn)
         factory = TLSLayer.factory(contexts[alpn], listener.factory)  # type: ignore[arg-type]
+        twin = Listener(ctx.open(port), factory, name=listener.name, tls=True, reload=contexts[alpn].reload)
+        if listener.reload is not None:  # the service's own reload (DNS zones) as well as the certificates
+            twin = with_reload([twin], listener.reload)[0]
         offers.append(
             Offer(
-                Listener(ctx.open(port), factory, name=listener.name, tls=True, reload=listener.reload),
+                twin,
                 try_it.format(ca=pki.ca.cert, host=ctx.host),
             )
         )

@@ -130,7 +130,9 @@ def mail_listeners(args: argparse.Namespace, root: Path, policy: MailPolicy, *, 
     if context is not None:
         plain = TLSLayer.factory(context, plain, implicit=False, handshake_timeout=args.tls_handshake_timeout)
     listeners = open_service(args, smtps, busy=busy_reply(policy.hostname), name="mail")
-    return [listener if listener.tls else dataclasses.replace(listener, factory=plain) for listener in listeners]
+    reload = context.reload if context is not None else None  # SIGHUP: STARTTLS's certificates re-read too
+    return [listener if listener.tls else dataclasses.replace(listener, factory=plain, reload=reload)
+            for listener in listeners]  # fmt: skip
 
 
 def cmd_serve_mail(args: argparse.Namespace) -> int:
