@@ -195,12 +195,21 @@ def mail_service(ctx: UpContext) -> list[Offer]:
     from .protocol import MailPolicy, busy_reply
 
     hostname = f"mail.{UP_DOMAIN}"
-    policy = MailPolicy(hostname=hostname, domains=frozenset({UP_DOMAIN}))
-    factory = make_factory(ctx.data / "mail", policy, catch_all=False)
+    policy = MailPolicy(hostname=hostname, domains=frozenset({UP_DOMAIN}), starttls=ctx.tls)
+    factory: Callable = make_factory(ctx.data / "mail", policy, catch_all=False)
+    smtps = make_factory(ctx.data / "mail", policy, catch_all=False, tls=True)  # up's SMTPS twin (4465) serves it
+    reload = None
+    if ctx.tls:  # STARTTLS on 2525 with the local CA's certificate
+        from sockhop.engine.tls import TLSLayer
+
+        certificates = ctx.certificates()
+        factory = TLSLayer.factory(certificates, factory, implicit=False)
+        reload = certificates.reload
     from sockhop.dns.builtin import DEFAULT_PORT as DNS_PORT
 
     host = f"[{ctx.host}]" if ":" in ctx.host else ctx.host
     try_it = (  # the MX of sockhop.test is mail.sockhop.test; its _smtp._tcp SRV record gives the port
         f"echo hello | sockhop send --dns {host}:{DNS_PORT} --to you@{UP_DOMAIN}; sockhop mailbox {ctx.data / 'mail'}"
     )
-    return [Offer(Listener(ctx.open(DEFAULT_PORT), factory, busy=busy_reply(hostname), name="mail"), try_it)]
+    listener = Listener(ctx.open(DEFAULT_PORT), factory, busy=busy_reply(hostname), name="mail", reload=reload)
+    return [Offer(listener, try_it, tls_factory=smtps)]
