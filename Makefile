@@ -32,6 +32,7 @@ bench: $(BIN)/sockhop
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/python bench/dns.py $(DNS_BENCH_ARGS)
 	$(BIN)/python bench/mail.py $(MAIL_BENCH_ARGS)
+	$(BIN)/python bench/https.py $(HTTPS_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info bench/results bench/.build
