@@ -30,7 +30,7 @@ from run import CLIENT_CORE, RESULTS, ROOT, SERVER_CORE, machine, raise_nofile
 
 HERE = Path(__file__).resolve().parent
 PORT = 17800
-SOCKHOP = ["eventloop", "prefork", "thread"]
+SOCKHOP = ["iterative", "fork", "thread", "pool", "eventloop", "prefork"]  # every model, as the lecture compares them
 PEERS = ["postfix", "aiosmtpd-fsync", "smtp-sink"]
 DURABLE = {"postfix": True, "aiosmtpd-fsync": True, "smtp-sink": False}
 DOMAIN = "example.test"
@@ -57,7 +57,8 @@ class Server:
         py = sys.executable
         if self.name in SOCKHOP:
             return [py, "-m", "sockhop", "serve", "mail", str(self.maildir), "--domain", DOMAIN, "--catch-all",
-                    "--model", self.name, "--workers", "1", "--listen", f"127.0.0.1:{self.port}",
+                    "--model", self.name, "--workers", "16" if self.name == "pool" else "1",
+                    "--listen", f"127.0.0.1:{self.port}",
                     "--max-connections", "1000", "--grace", "2", "--max-size", "10M"]  # fmt: skip
         if self.name == "aiosmtpd-fsync":
             try:

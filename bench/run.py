@@ -41,6 +41,7 @@ PEERS = ["asyncio", "uvloop"]
 # Holding 10,000 idle clients as processes or threads is what those models cannot afford; they are measured at a
 # smaller count and the table says so (the per-connection figure is what compares).
 IDLE_CAP = {"fork": 1000, "thread": 2000}
+CALLGRIND = ["eventloop", "asyncio", "uvloop"]  # single-process servers, where callgrind sees all the work
 
 
 def build_load_generator() -> Path:
@@ -230,6 +231,48 @@ def measure(name: str, binary: Path, port: int, seconds: float, idle_count: int)
     return row
 
 
+def instructions_per_round_trip(name: str, binary: Path, port: int, seconds: float) -> float:
+    """User-space instructions the server spends per round trip at 256 connections, counted by callgrind.
+
+    Unlike a rate, an instruction count does not move when something else shares the machine, so it compares the
+    servers' own work steadily (the kernel's share, about the same for all of them, is not in it)."""
+    out = BUILD / f"callgrind.{name}.out"
+    for old in BUILD.glob(f"callgrind.{name}.out*"):
+        old.unlink()
+    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *server_command(name, port)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        time.sleep(1)
+        subprocess.run(["callgrind_control", "-z", str(proc.pid)], capture_output=True, timeout=60)
+        result = subprocess.run(
+            [str(binary), "127.0.0.1", str(port), "rt", "256", str(seconds)], capture_output=True, text=True,
+            timeout=seconds + 60,
+        )  # fmt: skip
+        subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True, timeout=60)
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    round_trips = int(result.stdout.split()[1]) if result.stdout else 0
+    dumps = sorted(BUILD.glob(f"callgrind.{name}.out.*"))
+    if not dumps or not round_trips:
+        return float("nan")
+    for line in dumps[0].read_text(errors="replace").splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1]) / round_trips
+    return float("nan")
+
+
 def fmt(value: float) -> str:
     if value != value:  # nan
         return "-"
@@ -314,6 +357,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="per figure (default 3)")
     parser.add_argument("--idle", type=int, default=10000, help="idle connections to hold (default 10000)")
     parser.add_argument("--only", nargs="+", choices=MODELS + PEERS, help="measure only these")
+    parser.add_argument("--no-callgrind", action="store_true", help="skip the instruction counts (valgrind)")
     args = parser.parse_args()
     if (os.cpu_count() or 1) < 2:
         sys.exit("bench: needs two cores (server on one, load on the other)")
@@ -324,8 +368,23 @@ def main() -> int:
     for i, name in enumerate(names):
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
         rows.append(measure(name, binary, PORT + 10 * i, args.seconds, args.idle))
+    counted = []
+    if not args.no_callgrind and shutil.which("valgrind"):
+        for i, name in enumerate(n for n in names if n in CALLGRIND):
+            print(f"bench: {name} under callgrind ...", file=sys.stderr, flush=True)
+            counted.append((name, instructions_per_round_trip(name, binary, PORT + 500 + i, 10.0)))
     RESULTS.mkdir(exist_ok=True)
     text = f"# sockhop echo benchmark\n\n{machine()}\n\n{table(rows, args.seconds)}\n"
+    if counted:
+        text += "\nUser-space instructions per round trip at 256 connections (callgrind; steady under load):\n\n"
+        text += "| server | instructions per round trip |\n| --- | ---: |\n"
+        text += "".join(f"| {name} | {fmt(value)} |\n" for name, value in counted)
+        by_name = dict(counted)
+        for peer in PEERS:
+            if "eventloop" in by_name and peer in by_name:
+                ratio = by_name[peer] / by_name["eventloop"]
+                text += f"\n- {peer} / eventloop, instructions per round trip: **{ratio:.2f}x**"
+        text += "\n"
     (RESULTS / "echo.md").write_text(text)
     if plot(rows, RESULTS / "echo.png"):
         text += f"\nplot: {RESULTS / 'echo.png'}\n"
