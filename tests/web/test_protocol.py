@@ -386,7 +386,39 @@ def test_upgrade_is_answered_then_closed(root):
 # -- the engine's events ------------------------------------------------------------------------------------------
 def test_slow_headers_get_408_on_timeout(root):
     proto = server(root)
-    assert proto.data_received(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow") == Reply()
+    assert proto.data_received(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow") == Reply(alarm=HttpLimits.header_timeout)
+    raw, close = materialise([proto.timed_out()])
+    assert close and parse_responses(raw)[0].status == 408
+
+
+def test_header_deadline_is_armed_at_the_first_byte_and_cleared_with_the_head(root):
+    proto = server(root, limits=HttpLimits(header_timeout=3.0))
+    assert proto.data_received(b"G").alarm == 3.0
+    assert proto.data_received(b"ET / HTTP/1.1\r\n").alarm is None  # still the same request: the clock runs on
+    reply = proto.data_received(b"Host: x\r\n\r\n")
+    assert reply.alarm == 0 and parse_responses(materialise([reply])[0])[0].status == 200
+
+
+def test_a_whole_request_sets_no_alarm(root):
+    """The common case leaves the engine's fast path open: no alarm to arm or clear."""
+    proto = server(root)
+    for _ in range(3):
+        reply = proto.data_received(get("/hello.txt"))
+        assert reply.alarm is None and len(reply.send) == 1
+
+
+def test_header_deadline_restarts_for_each_pipelined_request(root):
+    proto = server(root, limits=HttpLimits(header_timeout=5.0))
+    assert proto.data_received(b"GET /hello.txt HTTP/1.1\r\nHo").alarm == 5.0
+    # The first request completes and the next begins in the same chunk: a fresh deadline for the second.
+    assert proto.data_received(b"st: x\r\n\r\nGET / HTTP/1.1\r\n").alarm == 5.0
+    assert proto.data_received(b"Host: x\r\n\r\n").alarm == 0
+
+
+def test_header_deadline_answers_408(root):
+    proto = server(root, limits=HttpLimits(header_timeout=1.0))
+    for byte in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ":
+        proto.data_received(bytes([byte]))
     raw, close = materialise([proto.timed_out()])
     assert close and parse_responses(raw)[0].status == 408
 
@@ -406,7 +438,7 @@ def test_stop_closes_idle_connections_at_once(root):
 
 def test_stop_lets_a_request_in_flight_finish(root):
     proto = server(root)
-    assert proto.data_received(b"GET /hello.txt HTTP/1.1\r\n") == Reply()
+    assert proto.data_received(b"GET /hello.txt HTTP/1.1\r\n") == Reply(alarm=HttpLimits.header_timeout)
     assert not proto.stop_requested().close
     raw, close = feed(proto, b"Host: x\r\n\r\n")
     response = parse_responses(raw)[0]

@@ -10,10 +10,14 @@ a malformed request nobody can tell where the next one starts.
 Requests are answered as soon as they are complete, so a connection is never "busy" between two calls: the only
 state is how far the current request has got. The legal moves are in ``TRANSITIONS``.
 
-Slow clients: the protocol reads no clock. A client that stops sending halfway through its headers is caught by the
-engine's idle timeout, and ``timed_out`` then answers 408 (nothing is said to a keep-alive connection that was
-merely idle). The Date header and the access log need the time of day; it comes from the ``clock`` the server is
-built with, called once per batch of input, so tests can fix it.
+Slow clients: the protocol reads no clock, it asks the engine for an alarm (``Reply.alarm``). When the first bytes of a
+request arrive and its head is not complete, it arms a header deadline (``HttpLimits.header_timeout``); when the head
+completes it clears it. A client trickling header bytes (slowloris) keeps the idle timeout at bay but not the alarm:
+``timed_out`` answers 408 and the connection closes (nothing is said to a keep-alive connection that was merely idle).
+A request that arrives whole -- the common case -- sets no alarm at all, so the engine's fast path stays open.
+
+The Date header and the access log need the time of day; it comes from the ``clock`` the server is built with,
+called once per batch of input, so tests can fix it.
 """
 
 from __future__ import annotations
@@ -57,6 +61,10 @@ class HttpLimits:
     max_headers: int = 100  # header fields: 431
     max_body: int = 1024 * 1024  # a body on GET is read and dropped up to this: 413 over it
     max_requests: int = 1000  # per connection; the last one is answered with Connection: close
+    #: Seconds from a request's first byte to the end of its head: 408 after that, however steadily bytes trickle.
+    #: nginx's client_header_timeout is 60 s, as long as our idle timeout, which would leave a trickling client 60 s
+    #: per connection slot; Apache's mod_reqtimeout starts at 20 s. A real client sends its head in one packet.
+    header_timeout: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -120,6 +128,7 @@ class HttpServer(StreamProtocol):
         # without saying what it was, and 501 (a method we do not know) differs from 400 (garbage).
         self.sample: bytes | None = b""
         self.bad_method: bytes | None = None  # llhttp refused the method: collecting it to tell 501 from 400
+        self.deadline_for = -1  # the request (count of those before it) whose header deadline is armed; -1: none
         self._reset_request()
 
     def _reset_request(self) -> None:
@@ -179,6 +188,12 @@ class HttpServer(StreamProtocol):
         else:
             if self.state is State.HEAD:
                 self._check_head_growth(data, began_here)
+                if self.deadline_for != self.requests:  # a new request's head is under way: its clock starts now
+                    self.deadline_for = self.requests
+                    return self._flush()._replace(alarm=self.limits.header_timeout)
+        if self.deadline_for >= 0 and self.state is not State.HEAD:  # the head is complete (or failed)
+            self.deadline_for = -1
+            return self._flush()._replace(alarm=0)
         return self._flush()
 
     def eof_received(self) -> Reply:
