@@ -30,3 +30,17 @@ def test_requests_are_logged(tmp_path: Path):
     assert lines[0] == '127.0.0.1 - - [14/Nov/2023:22:13:20 +0000] "GET /a.txt HTTP/1.1" 200 3 "http://r/" "test/1"'
     assert lines[1].startswith('127.0.0.1 - - [14/Nov/2023:22:13:20 +0000] "GET /nope HTTP/1.1" 404 ')
     assert lines[2].startswith('127.0.0.1 - - [14/Nov/2023:22:13:20 +0000] "-" 400 ')
+
+
+def test_repeated_requests_are_logged_alike(tmp_path: Path):
+    """A request answered from the memo (the same bytes again) is logged exactly as the parsed one."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "a.txt").write_text("abc")
+    log = AccessLog(str(tmp_path / "access.log"))
+    proto = server(tmp_path / "site", log=log)
+    request = b"GET /a.txt?q=1 HTTP/1.1\r\nHost: x\r\nUser-Agent: t/1\r\nReferer: http://r/\r\n\r\n"
+    for _ in range(3):
+        feed(proto, request)
+    log.close()
+    lines = (tmp_path / "access.log").read_text().splitlines()
+    assert lines == ['127.0.0.1 - - [14/Nov/2023:22:13:20 +0000] "GET /a.txt?q=1 HTTP/1.1" 200 3 "http://r/" "t/1"'] * 3

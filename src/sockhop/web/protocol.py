@@ -16,6 +16,11 @@ completes it clears it. A client trickling header bytes (slowloris) keeps the id
 ``timed_out`` answers 408 and the connection closes (nothing is said to a keep-alive connection that was merely idle).
 A request that arrives whole -- the common case -- sets no alarm at all, so the engine's fast path stays open.
 
+The hot path: a request that arrives alone in one read, byte for byte the same as one parsed before (a browser
+reloading, a benchmark, a health check), is answered from what the parser made of it then (:class:`Parsed`), and a
+plain GET of a small file from the file's cached wire bytes, revalidated with one ``stat``. Everything else -- and
+every request the first time -- goes through httptools.
+
 The Date header and the access log need the time of day; it comes from the ``clock`` the server is built with,
 called once per batch of input, so tests can fix it.
 """
@@ -36,7 +41,7 @@ from sockhop.engine.protocol import CLOSE, NOTHING, Address, FileRegion, Reply, 
 from sockhop.errors import LocalProtocolError, RemoteProtocolError
 from sockhop.web.accesslog import AccessLog, format_entry
 from sockhop.web.files import Site
-from sockhop.web.paths import parse_target
+from sockhop.web.paths import SitePath, parse_target
 from sockhop.web.response import SERVER, Response, error_response, http_date, status_line
 
 #: Methods this server knows. GET and HEAD are served; the others get 405 with Allow. Anything else llhttp accepts
@@ -75,6 +80,8 @@ class WebOptions:
     limits: HttpLimits = field(default_factory=HttpLimits)
     access_log: AccessLog | None = None
     clock: Callable[[], float] = time.time
+    #: Requests already parsed, by their exact bytes (see :class:`Parsed`): shared by the connections of a process.
+    memo: dict[bytes, Parsed] = field(default_factory=dict, compare=False, repr=False)
 
 
 class State(enum.Enum):
@@ -104,6 +111,38 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
 }
 
 
+# Module-level names for the states: on Python 3.11 every ``State.X`` runs a descriptor, and the hot path asks often.
+IDLE, HEAD, BODY, CLOSING = State.IDLE, State.HEAD, State.BODY, State.CLOSING
+
+#: Requests longer than this are not remembered in the memo; nor more than MEMO_ENTRIES of them (then it starts over).
+MEMO_BYTES = 2048
+MEMO_ENTRIES = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """What httptools made of one whole request that arrived alone in one read, kept under its exact bytes.
+
+    Parsing is deterministic: the same bytes, fed to a parser between two requests, produce the same callbacks. So
+    when the same bytes arrive again between two requests -- as they do from a benchmark, a browser reloading, a
+    health check -- the answer starts from this record instead of running the parser again. Only requests that
+    parsed cleanly into a GET or HEAD of a valid path are remembered; everything else is parsed every time.
+    """
+
+    method: str
+    url: bytes
+    version: str
+    keep_alive: bool
+    headers: tuple[tuple[bytes, bytes], ...]
+    target: SitePath
+    fields: dict[str, str]  # lower-case names, repeated fields joined: what the site reads
+    key: tuple | None  # the site's cache key when the small-file fast lane applies (plain GET, HTTP/1.1), else None
+
+
+#: Headers that make a GET more than "the file, please".
+_NOT_PLAIN = ("range", "if-none-match", "if-modified-since", "if-range")
+
+
 class _Stop(Exception):
     """Raised from a parser callback to stop parsing: the connection's last answer has been given."""
 
@@ -115,8 +154,10 @@ class HttpServer(StreamProtocol):
         self.options = options
         self.limits = options.limits
         self.site = options.site
-        self.parser = httptools.HttpRequestParser(self)
-        self.state = State.IDLE
+        self.clock = options.clock
+        self.memo = options.memo
+        self.parser: httptools.HttpRequestParser | None = None  # made when first needed: a memo hit needs none
+        self.state = IDLE
         self.peer_host = "-"
         self.requests = 0
         self.stopping = False
@@ -129,6 +170,9 @@ class HttpServer(StreamProtocol):
         self.sample: bytes | None = b""
         self.bad_method: bytes | None = None  # llhttp refused the method: collecting it to tell 501 from 400
         self.deadline_for = -1  # the request (count of those before it) whose header deadline is armed; -1: none
+        self.begun = 0  # requests begun during the current data_received (a memo candidate must be alone)
+        self.failed = False
+        self.candidate: Parsed | None = None
         self._reset_request()
 
     def _reset_request(self) -> None:
@@ -155,21 +199,33 @@ class HttpServer(StreamProtocol):
         return NOTHING
 
     def data_received(self, data: bytes) -> Reply:
-        if self.state is State.CLOSING:
+        state = self.state
+        if state is IDLE:
+            hit = self.memo.get(data)
+            if hit is not None and self.bad_method is None:
+                return self._answer_parsed(hit)
+        elif state is CLOSING:
             return NOTHING
-        self.now = self.options.clock()
+        self.now = self.clock()
         if self.bad_method is not None:
             self._collect_bad_method(data)
             return self._flush()
-        if self.state is State.IDLE:
+        if state is IDLE:
             self.sample = data[:32]
-        elif self.state is State.HEAD and self.sample is not None and len(self.sample) < 32:
+        elif state is HEAD and self.sample is not None and len(self.sample) < 32:
             self.sample += data[: 32 - len(self.sample)]
-        began_here = self.state is State.IDLE
+        began_here = state is IDLE
+        self.begun = 0
+        self.failed = False
+        self.candidate = None
+        parser = self.parser
+        if parser is None:
+            parser = self.parser = httptools.HttpRequestParser(self)
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             # The request was answered (with Connection: close); what follows is a protocol we do not speak.
+            self.candidate = None
             if self.state is not State.CLOSING:
                 self.move(Event.LAST)
         except httptools.HttpParserInvalidMethodError:
@@ -194,6 +250,46 @@ class HttpServer(StreamProtocol):
         if self.deadline_for >= 0 and self.state is not State.HEAD:  # the head is complete (or failed)
             self.deadline_for = -1
             return self._flush()._replace(alarm=0)
+        if (
+            self.candidate is not None
+            and began_here
+            and self.begun == 1
+            and not self.failed
+            and self.state is not HEAD
+            and len(data) <= MEMO_BYTES
+        ):
+            memo = self.memo
+            if len(memo) >= MEMO_ENTRIES:
+                memo.clear()
+            memo[data] = self.candidate
+        return self._flush()
+
+    def _answer_parsed(self, hit: Parsed) -> Reply:
+        """A request seen before, byte for byte, arrived whole between two requests: answer it without the parser.
+        A plain GET of a small cached file is one bytes object; anything else takes the general way."""
+        self.now = now = self.clock()
+        self.requests += 1
+        last = not hit.keep_alive or self.stopping or self.requests >= self.limits.max_requests
+        key = hit.key
+        if key is not None:
+            entry = self.site.fresh(key, now)
+            if entry is not None and entry.data is not None:
+                wire = entry.wire(now, last)
+                log = self.options.access_log
+                if log is not None:
+                    request_line = f"{hit.method} {hit.url.decode('latin-1')} HTTP/{hit.version}"
+                    referer, agent = _referer_agent(hit.headers)
+                    log.write([format_entry(self.peer_host, now, request_line, 200, entry.size, referer, agent)])
+                if last:
+                    self.move(Event.LAST)
+                    return Reply((wire,), True)
+                return Reply((wire,))
+        self.method, self.url, self.version, self.keep_alive = hit.method, hit.url, hit.version, hit.keep_alive
+        self.headers = list(hit.headers)
+        self.answer = None
+        self.move(Event.BEGIN)
+        self.move(Event.HEADERS)
+        self._finish(self._respond(hit.target, hit.fields), last)
         return self._flush()
 
     def eof_received(self) -> Reply:
@@ -219,6 +315,7 @@ class HttpServer(StreamProtocol):
     # -- httptools callbacks -------------------------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self.move(Event.BEGIN)
+        self.begun += 1
         self._reset_request()
 
     def on_url(self, url: bytes) -> None:
@@ -283,24 +380,37 @@ class HttpServer(StreamProtocol):
             except RemoteProtocolError as exc:
                 response = error_response(exc.hint or HTTPStatus.BAD_REQUEST, str(exc), head=self.method == "HEAD")
             else:
-                headers = {}
+                fields: dict[str, str] = {}
                 for name, value in self.headers:
                     key = name.decode("latin-1").lower()
                     text = value.decode("latin-1")
-                    headers[key] = f"{headers[key]}, {text}" if key in headers else text
-                try:
-                    response = self.site.respond(self.method, target, headers)
-                except OSError as exc:  # out of descriptors, an I/O error: the server's fault, not the client's
-                    busy = exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM)
-                    status = HTTPStatus.SERVICE_UNAVAILABLE if busy else HTTPStatus.INTERNAL_SERVER_ERROR
-                    response = error_response(status, close=True, head=self.method == "HEAD")
-        last = not self.keep_alive or self.stopping or self.requests >= self.limits.max_requests or response.close
+                    fields[key] = f"{fields[key]}, {text}" if key in fields else text
+                response = self._respond(target, fields)
+                if self.begun == 1 and self.body_bytes == 0:
+                    plain = self.method == "GET" and self.version == "1.1" and not any(h in fields for h in _NOT_PLAIN)
+                    key = self.site.cache_key(target, fields) if plain else None
+                    self.candidate = Parsed(
+                        self.method, self.url, self.version, self.keep_alive, tuple(self.headers), target, fields, key
+                    )
+        last = not self.keep_alive or self.stopping or self.requests >= self.limits.max_requests
+        if self._finish(response, last):
+            raise _Stop
+
+    def _respond(self, target: SitePath, fields: dict[str, str]) -> Response:
+        try:
+            return self.site.respond(self.method, target, fields, self.now)
+        except OSError as exc:  # out of descriptors, an I/O error: the server's fault, not the client's
+            busy = exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM)
+            status = HTTPStatus.SERVICE_UNAVAILABLE if busy else HTTPStatus.INTERNAL_SERVER_ERROR
+            return error_response(status, close=True, head=self.method == "HEAD")
+
+    def _finish(self, response: Response, last: bool) -> bool:
+        """Queue the answer to a complete request and move on; True if it was the connection's last."""
+        last = last or response.close
         response.close = last
         self._emit(response)
-        if last:
-            self.move(Event.LAST)
-            raise _Stop
-        self.move(Event.COMPLETE)
+        self.move(Event.LAST if last else Event.COMPLETE)
+        return last
 
     # -- answering -----------------------------------------------------------------------------------------------
     def _emit(self, response: Response) -> None:
@@ -319,13 +429,7 @@ class HttpServer(StreamProtocol):
         log = self.options.access_log
         if log is not None:
             request_line = f"{self.method} {self.url.decode('latin-1')} HTTP/{self.version}" if self.method else "-"
-            referer = agent = None
-            for name, value in self.headers:
-                lower = name.lower()
-                if lower == b"referer":
-                    referer = value.decode("latin-1")
-                elif lower == b"user-agent":
-                    agent = value.decode("latin-1")
+            referer, agent = _referer_agent(self.headers)
             self.log_lines.append(
                 format_entry(self.peer_host, self.now, request_line, response.status, response.length, referer, agent)
             )
@@ -364,6 +468,7 @@ class HttpServer(StreamProtocol):
     def _fail(self, exc: RemoteProtocolError) -> None:
         """Answer a broken request with its status and close."""
         self.error = None
+        self.failed = True
         self.keep_alive = False
         answer = error_response(exc.hint or HTTPStatus.BAD_REQUEST, str(exc), close=True)
         self._emit(answer)
@@ -411,6 +516,18 @@ class HttpServer(StreamProtocol):
                 self._fail(
                     RemoteProtocolError("header fields too large", hint=HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
                 )
+
+
+def _referer_agent(headers) -> tuple[str | None, str | None]:
+    """Referer and User-Agent, for the access log."""
+    referer = agent = None
+    for name, value in headers:
+        lower = name.lower()
+        if lower == b"referer":
+            referer = value.decode("latin-1")
+        elif lower == b"user-agent":
+            agent = value.decode("latin-1")
+    return referer, agent
 
 
 def make_factory(options: WebOptions) -> Callable[[], HttpServer]:
