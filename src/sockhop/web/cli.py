@@ -47,7 +47,11 @@ def cmd_serve_web(args: argparse.Namespace) -> int:
     access_log = None if args.no_access_log else args.access_log
     options = web_options(Path(args.root), args, access_log=access_log)
     listeners = open_service(args, make_factory(options), busy=BUSY, name="web")
-    return run_server(args, listeners)
+    try:
+        return run_server(args, listeners)
+    finally:
+        if options.access_log is not None:
+            options.access_log.close()  # what is still pending
 
 
 def cmd_get(args: argparse.Namespace) -> int:

@@ -39,7 +39,7 @@ import httptools
 
 from sockhop.engine.protocol import CLOSE, NOTHING, Address, FileRegion, Reply, StreamProtocol
 from sockhop.errors import LocalProtocolError, RemoteProtocolError
-from sockhop.web.accesslog import AccessLog, format_entry
+from sockhop.web.accesslog import AccessLog, entry_parts, format_entry, log_time
 from sockhop.web.files import Site
 from sockhop.web.paths import SitePath, parse_target
 from sockhop.web.response import SERVER, Response, error_response, http_date, status_line
@@ -137,6 +137,8 @@ class Parsed:
     target: SitePath
     fields: dict[str, str]  # lower-case names, repeated fields joined: what the site reads
     key: tuple | None  # the site's cache key when the small-file fast lane applies (plain GET, HTTP/1.1), else None
+    logged: str = ""  # for the fast lane's access-log line, the part from the request line to the status ...
+    log_tail: str = ""  # ... and the part after the size (see accesslog.entry_parts)
 
 
 #: Headers that make a GET more than "the file, please".
@@ -277,9 +279,7 @@ class HttpServer(StreamProtocol):
                 wire = entry.wire(now, last)
                 log = self.options.access_log
                 if log is not None:
-                    request_line = f"{hit.method} {hit.url.decode('latin-1')} HTTP/{hit.version}"
-                    referer, agent = _referer_agent(hit.headers)
-                    log.write([format_entry(self.peer_host, now, request_line, 200, entry.size, referer, agent)])
+                    log.add(f"{self.peer_host} - - [{log_time(now)}] {hit.logged} {entry.size} {hit.log_tail}", now)
                 if last:
                     self.move(Event.LAST)
                     return Reply((wire,), True)
@@ -294,6 +294,13 @@ class HttpServer(StreamProtocol):
 
     def eof_received(self) -> Reply:
         return CLOSE
+
+    def connection_lost(self) -> None:
+        """A connection ending is a quiet moment: write the access-log lines still pending (this connection's last
+        requests may be among them)."""
+        log = self.options.access_log
+        if log is not None:
+            log.flush()
 
     def stop_requested(self) -> Reply:
         """Idle keep-alive connections close now; one in the middle of a request closes after answering it."""
@@ -389,8 +396,21 @@ class HttpServer(StreamProtocol):
                 if self.begun == 1 and self.body_bytes == 0:
                     plain = self.method == "GET" and self.version == "1.1" and not any(h in fields for h in _NOT_PLAIN)
                     key = self.site.cache_key(target, fields) if plain else None
+                    logged = log_tail = ""
+                    if key is not None and self.options.access_log is not None:
+                        logged, log_tail = entry_parts(self._request_line(), *_referer_agent(self.headers))
+                        logged += " 200"
                     self.candidate = Parsed(
-                        self.method, self.url, self.version, self.keep_alive, tuple(self.headers), target, fields, key
+                        self.method,
+                        self.url,
+                        self.version,
+                        self.keep_alive,
+                        tuple(self.headers),
+                        target,
+                        fields,
+                        key,
+                        logged,
+                        log_tail,
                     )
         last = not self.keep_alive or self.stopping or self.requests >= self.limits.max_requests
         if self._finish(response, last):
@@ -428,18 +448,22 @@ class HttpServer(StreamProtocol):
         self.out.extend(response.body)
         log = self.options.access_log
         if log is not None:
-            request_line = f"{self.method} {self.url.decode('latin-1')} HTTP/{self.version}" if self.method else "-"
             referer, agent = _referer_agent(self.headers)
             self.log_lines.append(
-                format_entry(self.peer_host, self.now, request_line, response.status, response.length, referer, agent)
+                format_entry(
+                    self.peer_host, self.now, self._request_line(), response.status, response.length, referer, agent
+                )
             )
+
+    def _request_line(self) -> str:
+        return f"{self.method} {self.url.decode('latin-1')} HTTP/{self.version}" if self.method else "-"
 
     def _flush(self) -> Reply:
         """Everything queued during one event, consecutive bytes joined so they leave in one send."""
         out = self.out
         if self.log_lines:
             assert self.options.access_log is not None
-            self.options.access_log.write(self.log_lines)
+            self.options.access_log.write(self.log_lines, self.now)
             self.log_lines = []
         close = self.state is State.CLOSING
         if not out:
