@@ -36,6 +36,7 @@ lint: $(BIN)/sockhop
 bench: $(BIN)/sockhop
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/web.py $(WEB_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info bench/results bench/.build
