@@ -90,6 +90,8 @@ class State(enum.Enum):
     BODY = "body"  # headers read; reading (and dropping) a body
     CLOSING = "closing"  # the last answer is decided; whatever else arrives is ignored
 
+    __hash__ = object.__hash__  # members are singletons: identity hashing, in C (Enum's own runs Python code)
+
 
 class Event(enum.Enum):
     BEGIN = "a request begins"
@@ -97,6 +99,8 @@ class Event(enum.Enum):
     COMPLETE = "it ends and the connection stays open"
     LAST = "it ends and so does the connection"
     FAIL = "the client broke the protocol"
+
+    __hash__ = object.__hash__
 
 
 TRANSITIONS: dict[tuple[State, Event], State] = {
@@ -152,40 +156,51 @@ class _Stop(Exception):
 class HttpServer(StreamProtocol):
     """One connection. The ``on_*`` methods are httptools' callbacks, not part of the engine contract."""
 
+    # Starting values as class attributes: a connection sets only what it changes, so one that is answered from the
+    # memo and closed (a new connection per request) costs little more than the object.
+    parser: httptools.HttpRequestParser | None = None  # made when first needed: a memo hit needs none
+    state = IDLE
+    peer_host = "-"
+    requests = 0
+    stopping = False
+    now = 0.0
+    error: RemoteProtocolError | None = None
+    # The first bytes of the current request, while we know where it started: llhttp rejects an unknown method
+    # without saying what it was, and 501 (a method we do not know) differs from 400 (garbage).
+    sample: bytes | None = b""
+    bad_method: bytes | None = None  # llhttp refused the method: collecting it to tell 501 from 400
+    deadline_for = -1  # the request (count of those before it) whose header deadline is armed; -1: none
+    begun = 0  # requests begun during the current data_received (a memo candidate must be alone)
+    failed = False
+    candidate: Parsed | None = None
+    # The current request (see _reset_request).
+    url = b""
+    headers: list[tuple[bytes, bytes]] | tuple[()] = ()
+    head_bytes = 0
+    body_bytes = 0
+    method = ""
+    version = "1.1"
+    keep_alive = True
+    answer: Response | None = None  # decided at the end of the headers (405, 400...), else the file
+
     def __init__(self, options: WebOptions) -> None:
         self.options = options
         self.limits = options.limits
         self.site = options.site
         self.clock = options.clock
         self.memo = options.memo
-        self.parser: httptools.HttpRequestParser | None = None  # made when first needed: a memo hit needs none
-        self.state = IDLE
-        self.peer_host = "-"
-        self.requests = 0
-        self.stopping = False
         self.out: list[bytes | FileRegion] = []
         self.log_lines: list[str] = []
-        self.now = 0.0
-        self.error: RemoteProtocolError | None = None
-        # The first bytes of the current request, while we know where it started: llhttp rejects an unknown method
-        # without saying what it was, and 501 (a method we do not know) differs from 400 (garbage).
-        self.sample: bytes | None = b""
-        self.bad_method: bytes | None = None  # llhttp refused the method: collecting it to tell 501 from 400
-        self.deadline_for = -1  # the request (count of those before it) whose header deadline is armed; -1: none
-        self.begun = 0  # requests begun during the current data_received (a memo candidate must be alone)
-        self.failed = False
-        self.candidate: Parsed | None = None
-        self._reset_request()
 
     def _reset_request(self) -> None:
         self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers = []
         self.head_bytes = 0
         self.body_bytes = 0
         self.method = ""
         self.version = "1.1"
         self.keep_alive = True
-        self.answer: Response | None = None  # decided at the end of the headers (405, 400...), else the file
+        self.answer = None
 
     def move(self, event: Event) -> None:
         try:
