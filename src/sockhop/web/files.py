@@ -118,7 +118,9 @@ class Site:
         if not self.options.dotfiles and target.hidden():
             return None
         accept = headers.get("accept-encoding")
-        return os.path.join(self.root, *target.segments), target.slash, accept_key(accept) if accept else ()
+        segments = target.segments
+        path = self.root_prefix + "/".join(segments) if segments else self.root  # os.path.join, without its cost
+        return path, target.slash, accept_key(accept) if accept else ()
 
     def fresh(self, key: tuple, now: float) -> CachedFile | None:
         """The cached description under ``key`` if it still matches the file (one ``stat``); None otherwise."""
@@ -130,10 +132,14 @@ class Site:
         self.cache.pop(key, None)
         return None
 
-    def respond(self, method: str, target: SitePath, headers: Mapping[str, str], now: float = 0.0) -> Response:
-        """The answer to a GET or HEAD of ``target``; ``now`` (the server's clock) paces the cheap revalidation."""
+    def respond(
+        self, method: str, target: SitePath, headers: Mapping[str, str], now: float = 0.0, key: tuple | None = ()
+    ) -> Response:
+        """The answer to a GET or HEAD of ``target``; ``now`` (the server's clock) paces the cheap revalidation.
+        ``key``: ``cache_key(target, headers)`` if the caller has it already."""
         head = method == "HEAD"
-        key = self.cache_key(target, headers)
+        if key == ():
+            key = self.cache_key(target, headers)
         if key is None:
             return error_response(HTTPStatus.NOT_FOUND, head=head)
         path = key[0]

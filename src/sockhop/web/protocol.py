@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from typing import NamedTuple
 
 import httptools
 
@@ -117,20 +118,21 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
 
 # Module-level names for the states: on Python 3.11 every ``State.X`` runs a descriptor, and the hot path asks often.
 IDLE, HEAD, BODY, CLOSING = State.IDLE, State.HEAD, State.BODY, State.CLOSING
+BEGIN, HEADERS, COMPLETE, LAST, FAIL = Event.BEGIN, Event.HEADERS, Event.COMPLETE, Event.LAST, Event.FAIL
 
 #: Requests longer than this are not remembered in the memo; nor more than MEMO_ENTRIES of them (then it starts over).
 MEMO_BYTES = 2048
 MEMO_ENTRIES = 512
 
 
-@dataclass(frozen=True, slots=True)
-class Parsed:
+class Parsed(NamedTuple):
     """What httptools made of one whole request that arrived alone in one read, kept under its exact bytes.
 
     Parsing is deterministic: the same bytes, fed to a parser between two requests, produce the same callbacks. So
     when the same bytes arrive again between two requests -- as they do from a benchmark, a browser reloading, a
     health check -- the answer starts from this record instead of running the parser again. Only requests that
-    parsed cleanly into a GET or HEAD of a valid path are remembered; everything else is parsed every time.
+    parsed cleanly into a GET or HEAD of a valid path are remembered; everything else is parsed every time. A
+    NamedTuple: one is made for every request parsed, and a tuple is the cheapest object to make.
     """
 
     method: str
@@ -146,7 +148,7 @@ class Parsed:
 
 
 #: Headers that make a GET more than "the file, please".
-_NOT_PLAIN = ("range", "if-none-match", "if-modified-since", "if-range")
+_NOT_PLAIN = frozenset(("range", "if-none-match", "if-modified-since", "if-range"))
 
 
 class _Stop(Exception):
@@ -243,8 +245,8 @@ class HttpServer(StreamProtocol):
         except httptools.HttpParserUpgrade:
             # The request was answered (with Connection: close); what follows is a protocol we do not speak.
             self.candidate = None
-            if self.state is not State.CLOSING:
-                self.move(Event.LAST)
+            if self.state is not CLOSING:
+                self.move(LAST)
         except httptools.HttpParserInvalidMethodError:
             self._collect_bad_method(data)
         except httptools.HttpParserError as exc:
@@ -254,17 +256,17 @@ class HttpServer(StreamProtocol):
             ):
                 # Our own bug, not the client's: the engine logs it and drops the connection.
                 raise (cause or exc) from None
-            if self.state is not State.CLOSING or self.error is not None:
+            if self.state is not CLOSING or self.error is not None:
                 self._fail(self.error or self._parser_error(exc))
         except RemoteProtocolError as exc:  # raised after parsing, from our own checks
             self._fail(exc)
         else:
-            if self.state is State.HEAD:
+            if self.state is HEAD:
                 self._check_head_growth(data, began_here)
                 if self.deadline_for != self.requests:  # a new request's head is under way: its clock starts now
                     self.deadline_for = self.requests
                     return self._flush()._replace(alarm=self.limits.header_timeout)
-        if self.deadline_for >= 0 and self.state is not State.HEAD:  # the head is complete (or failed)
+        if self.deadline_for >= 0 and self.state is not HEAD:  # the head is complete (or failed)
             self.deadline_for = -1
             return self._flush()._replace(alarm=0)
         if (
@@ -296,14 +298,14 @@ class HttpServer(StreamProtocol):
                 if log is not None:
                     log.add(f"{self.peer_host} - - [{log_time(now)}] {hit.logged} {entry.size} {hit.log_tail}", now)
                 if last:
-                    self.move(Event.LAST)
+                    self.move(LAST)
                     return Reply((wire,), True)
                 return Reply((wire,))
         self.method, self.url, self.version, self.keep_alive = hit.method, hit.url, hit.version, hit.keep_alive
         self.headers = list(hit.headers)
         self.answer = None
-        self.move(Event.BEGIN)
-        self.move(Event.HEADERS)
+        self.move(BEGIN)
+        self.move(HEADERS)
         self._finish(self._respond(hit.target, hit.fields), last)
         return self._flush()
 
@@ -319,8 +321,8 @@ class HttpServer(StreamProtocol):
 
     def stop_requested(self) -> Reply:
         """Idle keep-alive connections close now; one in the middle of a request closes after answering it."""
-        if self.state is State.IDLE:
-            self.move(Event.LAST)
+        if self.state is IDLE:
+            self.move(LAST)
             return CLOSE
         self.stopping = True
         return NOTHING
@@ -328,7 +330,7 @@ class HttpServer(StreamProtocol):
     def timed_out(self) -> Reply:
         """Silent for the idle timeout: a half-sent request gets 408 (the slowloris defence); an idle keep-alive
         connection is simply closed."""
-        if self.state in (State.HEAD, State.BODY) and self.bad_method is None:
+        if self.state in (HEAD, BODY) and self.bad_method is None:
             self.now = self.options.clock()
             self._fail(RemoteProtocolError("request timed out", hint=HTTPStatus.REQUEST_TIMEOUT))
             return self._flush()._replace(close=True)
@@ -336,7 +338,7 @@ class HttpServer(StreamProtocol):
 
     # -- httptools callbacks -------------------------------------------------------------------------------------
     def on_message_begin(self) -> None:
-        self.move(Event.BEGIN)
+        self.move(BEGIN)
         self.begun += 1
         self._reset_request()
 
@@ -351,7 +353,7 @@ class HttpServer(StreamProtocol):
             self._raise(RemoteProtocolError("header fields too large", hint=HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE))
 
     def on_headers_complete(self) -> None:
-        self.move(Event.HEADERS)
+        self.move(HEADERS)
         parser = self.parser
         self.version = parser.get_http_version()
         self.method = parser.get_method().decode("ascii", "replace")
@@ -383,7 +385,7 @@ class HttpServer(StreamProtocol):
                 # Not worth reading a body we will not use: answer now and end the connection.
                 answer.close = True
                 self._emit(answer)
-                self.move(Event.LAST)
+                self.move(LAST)
                 raise _Stop
             self.answer = answer
 
@@ -407,10 +409,11 @@ class HttpServer(StreamProtocol):
                     key = name.decode("latin-1").lower()
                     text = value.decode("latin-1")
                     fields[key] = f"{fields[key]}, {text}" if key in fields else text
-                response = self._respond(target, fields)
+                cache_key = self.site.cache_key(target, fields)
+                response = self._respond(target, fields, cache_key)
                 if self.begun == 1 and self.body_bytes == 0:
-                    plain = self.method == "GET" and self.version == "1.1" and not any(h in fields for h in _NOT_PLAIN)
-                    key = self.site.cache_key(target, fields) if plain else None
+                    plain = self.method == "GET" and self.version == "1.1" and _NOT_PLAIN.isdisjoint(fields)
+                    key = cache_key if plain else None
                     logged = log_tail = ""
                     if key is not None and self.options.access_log is not None:
                         logged, log_tail = entry_parts(self._request_line(), *_referer_agent(self.headers))
@@ -431,9 +434,9 @@ class HttpServer(StreamProtocol):
         if self._finish(response, last):
             raise _Stop
 
-    def _respond(self, target: SitePath, fields: dict[str, str]) -> Response:
+    def _respond(self, target: SitePath, fields: dict[str, str], key: tuple | None = ()) -> Response:
         try:
-            return self.site.respond(self.method, target, fields, self.now)
+            return self.site.respond(self.method, target, fields, self.now, key)
         except OSError as exc:  # out of descriptors, an I/O error: the server's fault, not the client's
             busy = exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM)
             status = HTTPStatus.SERVICE_UNAVAILABLE if busy else HTTPStatus.INTERNAL_SERVER_ERROR
@@ -444,7 +447,7 @@ class HttpServer(StreamProtocol):
         last = last or response.close
         response.close = last
         self._emit(response)
-        self.move(Event.LAST if last else Event.COMPLETE)
+        self.move(LAST if last else COMPLETE)
         return last
 
     # -- answering -----------------------------------------------------------------------------------------------
@@ -480,7 +483,7 @@ class HttpServer(StreamProtocol):
             assert self.options.access_log is not None
             self.options.access_log.write(self.log_lines, self.now)
             self.log_lines = []
-        close = self.state is State.CLOSING
+        close = self.state is CLOSING
         if not out:
             return CLOSE if close else NOTHING
         self.out = []
@@ -511,8 +514,8 @@ class HttpServer(StreamProtocol):
         self.keep_alive = False
         answer = error_response(exc.hint or HTTPStatus.BAD_REQUEST, str(exc), close=True)
         self._emit(answer)
-        if self.state is not State.CLOSING:
-            self.move(Event.FAIL)
+        if self.state is not CLOSING:
+            self.move(FAIL)
 
     def _parser_error(self, exc: httptools.HttpParserError) -> RemoteProtocolError:
         message = str(exc) or "malformed request"
@@ -528,8 +531,8 @@ class HttpServer(StreamProtocol):
             return
         if self.bad_method is None:
             self.bad_method = self.sample
-            if self.state is State.IDLE:
-                self.move(Event.BEGIN)
+            if self.state is IDLE:
+                self.move(BEGIN)
         else:
             self.bad_method += data[:33]
         sample = self.bad_method
