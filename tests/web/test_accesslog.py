@@ -77,3 +77,17 @@ def test_lines_go_out_once_a_second_and_when_a_connection_ends(tmp_path: Path):
     first.connection_lost()
     assert logged() == 5
     log.close()
+    stamps = [line.split("[", 1)[1].split("]", 1)[0] for line in path.read_text().splitlines()]
+    assert stamps == ["14/Nov/2023:22:13:20 +0000"] * 3 + ["14/Nov/2023:22:13:21 +0000"] * 2
+
+
+def test_an_empty_file_is_logged_with_a_dash_every_time(tmp_path: Path):
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "empty.txt").write_text("")
+    log = AccessLog(str(tmp_path / "access.log"))
+    proto = server(tmp_path / "site", log=log)
+    for _ in range(2):  # parsed, then from the memo
+        feed(proto, b"GET /empty.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+    log.close()
+    lines = (tmp_path / "access.log").read_text().splitlines()
+    assert [line.split('" ', 1)[1] for line in lines] == ['200 - "-" "-"'] * 2

@@ -25,6 +25,8 @@ class AccessLogError(SockhopError):
 #: Lines pending past this many characters are written at once.
 FLUSH_BYTES = 32 * 1024
 
+NO_LINE = ("", "", -1, "", "")
+
 _stamp_cache: tuple[int, str] = (-1, "")
 
 
@@ -63,6 +65,8 @@ class AccessLog:
         self.pending: deque[str] = deque()
         self.size = 0  # characters pending
         self.second = -1  # the second of the last line that went out at once
+        self.stamp = ""  # log_time(second)
+        self.last: tuple[str, str, int, str, str] = NO_LINE  # host, request, size, tail and the line they made
         if target == "-":
             self.fd = os.dup(1)
         else:
@@ -76,8 +80,35 @@ class AccessLog:
         self.pending.append(line)
         self.size += len(line)
         second = int(when)
-        if second != self.second or self.size >= FLUSH_BYTES:
-            self.second = second
+        if second != self.second:
+            self._new_second(second)
+            self.flush()
+        elif self.size >= FLUSH_BYTES:
+            self.flush()
+
+    def _new_second(self, second: int) -> None:
+        self.second = second
+        self.stamp = log_time(second)
+        self.last = NO_LINE
+
+    def add_parts(self, host: str, when: float, request: str, size: int, tail: str) -> None:
+        """``add(format_entry(...))`` for a request whose ``entry_parts`` are known: one call on the hot path, the
+        time stamp formatted once a second."""
+        second = int(when)
+        if second != self.second:  # the first line of a second: written at once, with whatever waited
+            self._new_second(second)
+            self.pending.append(f"{host} - - [{self.stamp}] {request} {size or '-'} {tail}")
+            self.flush()
+            return
+        last = self.last  # the same request from the same host in the same second (a busy client): the same line
+        if last[1] is request and last[3] is tail and last[2] == size and last[0] == host:
+            line = last[4]
+        else:
+            line = f"{host} - - [{self.stamp}] {request} {size or '-'} {tail}"
+            self.last = (host, request, size, tail, line)
+        self.pending.append(line)
+        self.size += len(line)
+        if self.size >= FLUSH_BYTES:
             self.flush()
 
     def write(self, lines: list[str], when: float) -> None:

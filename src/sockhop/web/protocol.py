@@ -40,7 +40,7 @@ import httptools
 
 from sockhop.engine.protocol import CLOSE, NOTHING, Address, FileRegion, Reply, StreamProtocol
 from sockhop.errors import LocalProtocolError, RemoteProtocolError
-from sockhop.web.accesslog import AccessLog, entry_parts, format_entry, log_time
+from sockhop.web.accesslog import AccessLog, entry_parts, format_entry
 from sockhop.web.files import Site
 from sockhop.web.paths import SitePath, parse_target
 from sockhop.web.response import SERVER, Response, error_response, http_date, status_line
@@ -296,7 +296,7 @@ class HttpServer(StreamProtocol):
                 wire = entry.wire(now, last)
                 log = self.options.access_log
                 if log is not None:
-                    log.add(f"{self.peer_host} - - [{log_time(now)}] {hit.logged} {entry.size} {hit.log_tail}", now)
+                    log.add_parts(self.peer_host, now, hit.logged, entry.size, hit.log_tail)
                 if last:
                     self.move(LAST)
                     return Reply((wire,), True)
