@@ -30,8 +30,10 @@ bench: $(BIN)/sockhop
 	bash tests/install-clients.sh bench/apt-packages.txt
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/web.py $(WEB_BENCH_ARGS)
 	$(BIN)/python bench/dns.py $(DNS_BENCH_ARGS)
 	$(BIN)/python bench/mail.py $(MAIL_BENCH_ARGS)
+	$(BIN)/python bench/https.py $(HTTPS_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info bench/results bench/.build

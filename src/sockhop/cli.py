@@ -130,13 +130,31 @@ def endpoints_from(args: argparse.Namespace, proto: str = "tcp"):
 
 
 def tls_context_from(args: argparse.Namespace, alpn: tuple[str, ...] = ()):
-    """The server TLS context the --tls-cert/--tls-key pairs describe (SNI picks among several)."""
-    from sockhop.engine.tls import server_context
+    """The server certificates the --tls-cert/--tls-key pairs describe (SNI picks among several), as
+    :class:`~sockhop.engine.tls.ServerCertificates`: TLSLayer.factory takes them, SIGHUP re-reads them."""
+    from sockhop.engine.tls import ServerCertificates
 
     certs, keys = args.tls_cert or [], args.tls_key or []
     if len(certs) != len(keys):
         raise UsageError("give one --tls-key for every --tls-cert, in the same order")
-    return server_context(list(zip(certs, keys, strict=True)), alpn=alpn)
+    return ServerCertificates(list(zip(certs, keys, strict=True)), alpn=alpn)
+
+
+def with_reload(listeners: list[Listener], hook: Callable[[], None]) -> list[Listener]:
+    """The listeners with ``hook`` added to their SIGHUP reload (a TLS listener's certificates stay reloaded too):
+    one combined hook for all of them, so each is called once."""
+    import dataclasses
+
+    hooks = [hook]
+    for listener in listeners:
+        if listener.reload is not None and listener.reload not in hooks:
+            hooks.append(listener.reload)
+
+    def reload() -> None:
+        for each in hooks:
+            each()
+
+    return [dataclasses.replace(listener, reload=reload) for listener in listeners]
 
 
 def _unwrapped(factory: Callable) -> Callable:
@@ -184,7 +202,7 @@ def open_service(
                 listener.sock.close()
             raise
         tls_factory = TLSLayer.factory(context, factory, handshake_timeout=args.tls_handshake_timeout)
-        listeners += [Listener(sock, tls_factory, name=name, tls=True) for sock in tls_socks]
+        listeners += [Listener(sock, tls_factory, name=name, tls=True, reload=context.reload) for sock in tls_socks]
     return listeners
 
 

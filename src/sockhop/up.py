@@ -10,31 +10,65 @@ import argparse
 import socket
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sockhop.dns.builtin import dns_service
 from sockhop.engine import Limits, Listener, make_server
 from sockhop.net.listeners import open_socket
 from sockhop.web.cli import web_service
 
+if TYPE_CHECKING:
+    from sockhop.engine.tls import ServerCertificates
+
 
 @dataclass(frozen=True)
 class UpContext:
     host: str
     data: Path  # where services keep what they store (mail, certificates)
+    tls: bool = False  # TLS is on: the local CA's certificate is there for services that want it (STARTTLS)
+    _certificates: dict = field(default_factory=dict, compare=False, repr=False)
 
     def open(self, port: int, kind: socket.SocketKind = socket.SOCK_STREAM) -> socket.socket:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         return open_socket(family, (self.host, port), kind)
 
+    @property
+    def ca(self) -> Path:
+        """The local CA certificate clients are told to trust."""
+        return self.data / "tls" / "ca.pem"
+
+    def certificates(self, alpn: tuple[str, ...] = ()) -> ServerCertificates:
+        """The server certificate of the local CA (made on first use, in the data folder), one context per ALPN
+        list, re-read on SIGHUP by whoever puts its ``reload`` on a listener."""
+        from sockhop.engine.tls import ServerCertificates
+        from sockhop.localca import ensure_local_pki
+
+        if alpn not in self._certificates:
+            pki = ensure_local_pki(self.data / "tls")
+            self._certificates[alpn] = ServerCertificates([(str(pki.server.cert), str(pki.server.key))], alpn=alpn)
+        return self._certificates[alpn]
+
 
 @dataclass(frozen=True)
 class Offer:
-    """One listener of one service, and a command that shows it working."""
+    """One listener of one service, and a command that shows it working. ``tls_factory``, if given, is what the
+    listener's TLS twin serves inside TLS (a protocol that knows it is encrypted: SMTPS says ESMTPS); otherwise the
+    twin wraps the listener's own factory."""
 
     listener: Listener
     try_it: str
+    tls_factory: Callable | None = None
+
+
+def curl_command(ca: Path, host: str, port: int = 8443) -> str:
+    """The one curl command that trusts the local CA and fetches from the HTTPS twin. The certificate is for
+    localhost, 127.0.0.1 and ::1; any other loopback address is reached as localhost with --resolve."""
+    if host in ("127.0.0.1", "::1", "localhost"):
+        return f"curl --cacert {ca} https://localhost:{port}/"
+    address = f"[{host}]" if ":" in host else host
+    return f"curl --cacert {ca} --resolve localhost:{port}:{address} https://localhost:{port}/"
 
 
 def echo_service(ctx: UpContext) -> list[Offer]:
@@ -60,7 +94,7 @@ SERVICES: list[Callable[[UpContext], list[Offer]]] = [echo_service, web_service,
 
 # Each plaintext stream service also on TLS, on these ports: (port, ALPN, how to try it). {ca} is the CA to trust.
 TLS_PORTS: dict[str, tuple[int, tuple[str, ...], str]] = {
-    "web": (8443, ("http/1.1",), "curl --cacert {ca} https://localhost:8443/"),
+    "web": (8443, ("http/1.1",), "{curl}{get}"),
     "dns": (8853, ("dot",), "kdig @{host} -p 8853 +tls-ca={ca} +tls-hostname=localhost sockhop.test MX"),
     "mail": (4465, (), "swaks --server {host} --port 4465 --tls-on-connect --to you@sockhop.test"),
     "echo": (7443, (), "openssl s_client -quiet -CAfile {ca} -connect {host}:7443"),
@@ -69,31 +103,28 @@ TLS_PORTS: dict[str, tuple[int, tuple[str, ...], str]] = {
 
 def tls_offers(ctx: UpContext, plain: list[Offer]) -> list[Offer]:
     """The TLS twins of the plaintext stream listeners, with a local CA made (once) in the data folder."""
-    from sockhop.engine.tls import TLSLayer, server_context
-    from sockhop.localca import ensure_local_pki
+    from sockhop.cli import with_reload
+    from sockhop.engine.tls import TLSLayer
 
-    pki = ensure_local_pki(ctx.data / "tls")
-    contexts: dict[tuple[str, ...], object] = {}
     offers = []
     for offer in plain:
         listener = offer.listener
         if not listener.is_stream or listener.name not in TLS_PORTS:
             continue
         port, alpn, try_it = TLS_PORTS[listener.name]
-        if alpn not in contexts:
-            contexts[alpn] = server_context([(str(pki.server.cert), str(pki.server.key))], alpn=alpn)
-        factory = TLSLayer.factory(contexts[alpn], listener.factory)  # type: ignore[arg-type]
-        offers.append(
-            Offer(
-                Listener(ctx.open(port), factory, name=listener.name, tls=True, reload=listener.reload),
-                try_it.format(ca=pki.ca.cert, host=ctx.host),
-            )
-        )
+        certificates = ctx.certificates(alpn)
+        factory = TLSLayer.factory(certificates, offer.tls_factory or listener.factory)  # type: ignore[arg-type]
+        twin = Listener(ctx.open(port), factory, name=listener.name, tls=True, reload=certificates.reload)
+        if listener.reload is not None and listener.reload != certificates.reload:
+            twin = with_reload([twin], listener.reload)[0]  # the service's own reload (DNS zones) as well
+        curl = curl_command(ctx.ca, ctx.host)
+        get = f"   (or: sockhop get --cacert {ctx.ca} https://localhost:8443/)" if "--resolve" not in curl else ""
+        offers.append(Offer(twin, try_it.format(ca=ctx.ca, host=ctx.host, curl=curl, get=get)))
     return offers
 
 
 def up(args: argparse.Namespace) -> int:
-    ctx = UpContext(host=args.host, data=Path(args.data))
+    ctx = UpContext(host=args.host, data=Path(args.data), tls=not args.no_tls)
     offers: list[Offer] = []
     try:
         for service in SERVICES:
@@ -119,9 +150,8 @@ def up(args: argparse.Namespace) -> int:
             print(f"sockhop: {offer.listener.describe()} (model {model})", file=sys.stderr)
             print(f"    try: {offer.try_it}", file=sys.stderr)
         if not args.no_tls:
-            ca = ctx.data / "tls" / "ca.pem"
-            print(f"sockhop up: TLS certificates come from a local CA; trust it with: curl --cacert {ca} ...",
-                  file=sys.stderr)  # fmt: skip
+            print(f"sockhop up: TLS certificates come from a local CA in {ctx.ca.parent}; make curl trust it with:\n"
+                  f"    {curl_command(ctx.ca, ctx.host)}", file=sys.stderr)  # fmt: skip
         sys.stderr.flush()
 
     server.serve(on_ready=announce)

@@ -33,3 +33,42 @@ def test_send_through_up_finds_mx_and_port_by_dns(sockhop_server, tmp_path):
     assert result.stdout.startswith(f"you@sockhop.test: delivered via {HOST}:2525: 250 ")
     [msg] = delivered(data / "mail", "you")
     assert msg["Subject"] == "through up" and msg.get_content() == "mail and DNS on one machine\n"
+
+
+def test_up_mail_offers_starttls_and_smtps_with_the_local_ca(sockhop_server, tmp_path):
+    """Port 2525 offers STARTTLS with up's own certificate; the SMTPS twin (4465) says ESMTPS in Received; the
+    announcement ends with the curl command that trusts up's CA."""
+    import smtplib
+    import ssl
+
+    HOST = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"  # noqa: N806
+    data = tmp_path / "data"
+    server = sockhop_server(["up", "--host", HOST, "--data", str(data)], announce=10)
+    ca = data / "tls" / "ca.pem"
+    context = ssl.create_default_context(cafile=str(ca))
+    context.check_hostname = False  # the certificate is for localhost/127.0.0.1, not this random loopback address
+    message = "From: me@example.test\r\nTo: you@sockhop.test\r\nSubject: {}\r\n\r\nhi\r\n"
+    with smtplib.SMTP(HOST, 2525, timeout=15) as smtp:
+        smtp.ehlo("client.example")
+        assert smtp.has_extn("starttls")
+        smtp.starttls(context=context)
+        smtp.ehlo("client.example")
+        assert not smtp.has_extn("starttls")  # once encrypted, not offered again
+        smtp.sendmail("me@example.test", ["you@sockhop.test"], message.format("starttls"))
+    with smtplib.SMTP_SSL(HOST, 4465, timeout=15, context=context) as smtp:
+        smtp.ehlo("client.example")
+        smtp.sendmail("me@example.test", ["you@sockhop.test"], message.format("smtps"))
+    with smtplib.SMTP(HOST, 2525, timeout=15) as smtp:  # plaintext still delivers (opportunistic, as Postfix)
+        smtp.sendmail("me@example.test", ["you@sockhop.test"], message.format("plain"))
+    by_subject = {msg["Subject"]: msg["Received"] for msg in delivered(data / "mail", "you")}
+    assert " with ESMTPS " in by_subject["starttls"], by_subject
+    assert " with ESMTPS " in by_subject["smtps"], by_subject
+    assert " with ESMTP " in by_subject["plain"], by_subject
+    assert f"curl --cacert {ca} --resolve localhost:8443:{HOST} https://localhost:8443/" in server.log()
+    result = subprocess.run(
+        [sys.executable, "-m", "sockhop", "send", "--server", f"{HOST}:2525", "--to", "you@sockhop.test",
+         "--tls", "required", "--cacert", str(ca), "--subject", "required"],
+        input="hi\n", capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    # `send --tls required` checks the name: this random loopback address is not on the certificate
+    assert result.returncode != 0 and "wrong" in result.stderr and "Traceback" not in result.stderr

@@ -30,3 +30,64 @@ def test_requests_are_logged(tmp_path: Path):
     assert lines[0] == '127.0.0.1 - - [14/Nov/2023:22:13:20 +0000] "GET /a.txt HTTP/1.1" 200 3 "http://r/" "test/1"'
     assert lines[1].startswith('127.0.0.1 - - [14/Nov/2023:22:13:20 +0000] "GET /nope HTTP/1.1" 404 ')
     assert lines[2].startswith('127.0.0.1 - - [14/Nov/2023:22:13:20 +0000] "-" 400 ')
+
+
+def test_repeated_requests_are_logged_alike(tmp_path: Path):
+    """A request answered from the memo (the same bytes again) is logged exactly as the parsed one."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "a.txt").write_text("abc")
+    log = AccessLog(str(tmp_path / "access.log"))
+    proto = server(tmp_path / "site", log=log)
+    request = b"GET /a.txt?q=1 HTTP/1.1\r\nHost: x\r\nUser-Agent: t/1\r\nReferer: http://r/\r\n\r\n"
+    for _ in range(3):
+        feed(proto, request)
+    log.close()
+    lines = (tmp_path / "access.log").read_text().splitlines()
+    assert lines == ['127.0.0.1 - - [14/Nov/2023:22:13:20 +0000] "GET /a.txt?q=1 HTTP/1.1" 200 3 "http://r/" "t/1"'] * 3
+
+
+def test_lines_go_out_once_a_second_and_when_a_connection_ends(tmp_path: Path):
+    """The first line of a second is written at once; the rest of that second wait for a later second or the end
+    of a connection, so a busy server writes about once a second and a quiet one shows every request."""
+    from sockhop.web.files import Site, SiteOptions
+    from sockhop.web.protocol import HttpServer, WebOptions
+
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "a.txt").write_text("abc")
+    path = tmp_path / "access.log"
+    log = AccessLog(str(path))
+    now = [1_700_000_000.25]
+    options = WebOptions(Site(SiteOptions(root=tmp_path / "site")), access_log=log, clock=lambda: now[0])
+    first, second = HttpServer(options), HttpServer(options)
+    request = b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    def logged() -> int:
+        return len(path.read_text().splitlines())
+
+    first.data_received(request)
+    assert logged() == 1  # at once
+    first.data_received(request)
+    second.data_received(b"GET /missing HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert logged() == 1  # the same second: pending
+    now[0] += 1
+    second.data_received(request)
+    assert logged() == 4  # a new second: everything
+    first.data_received(request)
+    assert logged() == 4
+    first.connection_lost()
+    assert logged() == 5
+    log.close()
+    stamps = [line.split("[", 1)[1].split("]", 1)[0] for line in path.read_text().splitlines()]
+    assert stamps == ["14/Nov/2023:22:13:20 +0000"] * 3 + ["14/Nov/2023:22:13:21 +0000"] * 2
+
+
+def test_an_empty_file_is_logged_with_a_dash_every_time(tmp_path: Path):
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "empty.txt").write_text("")
+    log = AccessLog(str(tmp_path / "access.log"))
+    proto = server(tmp_path / "site", log=log)
+    for _ in range(2):  # parsed, then from the memo
+        feed(proto, b"GET /empty.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+    log.close()
+    lines = (tmp_path / "access.log").read_text().splitlines()
+    assert [line.split('" ', 1)[1] for line in lines] == ['200 - "-" "-"'] * 2

@@ -91,3 +91,53 @@ def test_client_reader_on_random_bytes(chunks, head):
             reader.eof()
     except MalformedResponse:
         pass
+
+
+def answers(proto, data: bytes) -> tuple[bytes, bool]:
+    raw, close = materialise([proto.data_received(data)])
+    return raw, close
+
+
+WELL_FORMED = st.builds(
+    lambda method, path, version, fields, tail: (
+        (f"{method} {path} HTTP/{version}\r\n" + "".join(f"{f}\r\n" for f in fields) + "\r\n").encode() + tail
+    ),
+    st.sampled_from(["GET", "HEAD", "DELETE", "BREW"]),
+    st.sampled_from(["/", "/test_fuzz.py", "/nope", "/.x", "/a/../test_fuzz.py", "/%2e%2e/x", "/helpers.py?q=1"]),
+    st.sampled_from(["1.1", "1.0"]),
+    st.lists(
+        st.sampled_from(
+            [
+                "Host: x",
+                "Connection: close",
+                "Connection: keep-alive",
+                "Range: bytes=0-3",
+                "Range: bytes=0-1,5-6",
+                "If-None-Match: *",
+                "Accept-Encoding: gzip",
+                "Content-Length: 0",
+                "Content-Length: 2",
+                "User-Agent: u",
+                "Referer: http://r/",
+            ]
+        ),
+        max_size=5,
+    ),
+    st.sampled_from([b"", b"\r\n", b"ab", b"GET / HTTP/1.1\r\n", b"\x00"]),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(WELL_FORMED, REQUEST_ISH))
+def test_a_repeat_is_answered_exactly_as_the_parser_answers_it(data):
+    """Whatever the bytes, answering them from the memo (the second time) says exactly what the parser said the first
+    time, on a fresh connection -- and on the first connection too, if it is still open."""
+    if not data:
+        return
+    first = server(ROOT)
+    once = answers(first, data)
+    fresh = type(first)(first.options)
+    fresh.connection_made(("127.0.0.1", 40000), ("127.0.0.1", 8080))
+    assert answers(fresh, data) == once
+    if not once[1] and first.state.name == "IDLE":  # still open, between requests: the same bytes, the same answer
+        assert answers(first, data) == once

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import select
 import socket
 import time
+import urllib.request
 
 import pytest
 
@@ -79,6 +81,47 @@ def test_slow_headers_get_408(hostile_web):
         assert time.monotonic() - started < 8
     assert status_of(raw) == 408
     assert status_of(hostile_web.exchange(GOOD)) == 200
+
+
+@pytest.mark.parametrize("model", ["iterative", "thread", "pool", "eventloop", "prefork"])
+def test_trickled_headers_hit_the_header_deadline(site, model):
+    """Slowloris proper: a header byte every 0.2 s keeps a 30 s idle timeout at bay but not the 1 s header
+    deadline -- 408 and the connection dropped, while another client is served meanwhile (after, under iterative,
+    which serves one connection at a time)."""
+    server = start_web(site, model, "--header-timeout", "1", "--idle-timeout", "30", "--grace", "2")
+    try:
+        host, port = server.address("web")
+        head = b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: " + b"z" * 200
+        raw = b""
+        served_meanwhile = False
+        with socket.create_connection((host, port), timeout=10) as sock:
+            started = time.monotonic()
+            for i, byte in enumerate(head):  # bounded: 200+ bytes at 0.2 s, far past the deadline
+                try:
+                    sock.sendall(bytes([byte]))
+                except OSError:
+                    break
+                if i == 2 and model != "iterative":
+                    served_meanwhile = fetch(host, port) == b"hello, world\n"
+                ready, _, _ = select.select([sock], [], [], 0.2)
+                if ready:
+                    break
+            raw = read_all(sock, 10)
+            elapsed = time.monotonic() - started
+        assert status_of(raw) == 408 and b"\r\nConnection: close\r\n" in raw
+        assert elapsed < 15  # the 1 s deadline, not the 30 s idle timeout
+        if model == "iterative":
+            served_meanwhile = fetch(host, port) == b"hello, world\n"
+        assert served_meanwhile
+    finally:
+        server.stop()
+        if server.proc.stderr:
+            server.proc.stderr.close()
+
+
+def fetch(host: str, port: int) -> bytes:
+    with urllib.request.urlopen(f"http://{host}:{port}/hello.txt", timeout=10) as response:
+        return response.read()
 
 
 def test_idle_keep_alive_connection_is_closed_silently(hostile_web):

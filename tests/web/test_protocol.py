@@ -386,7 +386,39 @@ def test_upgrade_is_answered_then_closed(root):
 # -- the engine's events ------------------------------------------------------------------------------------------
 def test_slow_headers_get_408_on_timeout(root):
     proto = server(root)
-    assert proto.data_received(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow") == Reply()
+    assert proto.data_received(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow") == Reply(alarm=HttpLimits.header_timeout)
+    raw, close = materialise([proto.timed_out()])
+    assert close and parse_responses(raw)[0].status == 408
+
+
+def test_header_deadline_is_armed_at_the_first_byte_and_cleared_with_the_head(root):
+    proto = server(root, limits=HttpLimits(header_timeout=3.0))
+    assert proto.data_received(b"G").alarm == 3.0
+    assert proto.data_received(b"ET / HTTP/1.1\r\n").alarm is None  # still the same request: the clock runs on
+    reply = proto.data_received(b"Host: x\r\n\r\n")
+    assert reply.alarm == 0 and parse_responses(materialise([reply])[0])[0].status == 200
+
+
+def test_a_whole_request_sets_no_alarm(root):
+    """The common case leaves the engine's fast path open: no alarm to arm or clear."""
+    proto = server(root)
+    for _ in range(3):
+        reply = proto.data_received(get("/hello.txt"))
+        assert reply.alarm is None and len(reply.send) == 1
+
+
+def test_header_deadline_restarts_for_each_pipelined_request(root):
+    proto = server(root, limits=HttpLimits(header_timeout=5.0))
+    assert proto.data_received(b"GET /hello.txt HTTP/1.1\r\nHo").alarm == 5.0
+    # The first request completes and the next begins in the same chunk: a fresh deadline for the second.
+    assert proto.data_received(b"st: x\r\n\r\nGET / HTTP/1.1\r\n").alarm == 5.0
+    assert proto.data_received(b"Host: x\r\n\r\n").alarm == 0
+
+
+def test_header_deadline_answers_408(root):
+    proto = server(root, limits=HttpLimits(header_timeout=1.0))
+    for byte in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ":
+        proto.data_received(bytes([byte]))
     raw, close = materialise([proto.timed_out()])
     assert close and parse_responses(raw)[0].status == 408
 
@@ -406,7 +438,7 @@ def test_stop_closes_idle_connections_at_once(root):
 
 def test_stop_lets_a_request_in_flight_finish(root):
     proto = server(root)
-    assert proto.data_received(b"GET /hello.txt HTTP/1.1\r\n") == Reply()
+    assert proto.data_received(b"GET /hello.txt HTTP/1.1\r\n") == Reply(alarm=HttpLimits.header_timeout)
     assert not proto.stop_requested().close
     raw, close = feed(proto, b"Host: x\r\n\r\n")
     response = parse_responses(raw)[0]
@@ -467,3 +499,71 @@ def test_an_illegal_move_names_the_state_and_the_event(root):
     proto = server(root)
     with pytest.raises(LocalProtocolError, match="can't handle event COMPLETE .* in state IDLE"):
         proto.move(Event.COMPLETE)
+
+
+# -- requests seen before, byte for byte, skip the parser -----------------------------------------------------------
+REQUESTS = {
+    "plain": get("/hello.txt"),
+    "close": get("/hello.txt", "Connection: close"),
+    "http10": get("/hello.txt", version="1.0"),
+    "http10-keep-alive": get("/hello.txt", "Connection: keep-alive", version="1.0"),
+    "head": get("/hello.txt", method="HEAD"),
+    "range": get("/hello.txt", "Range: bytes=0-4"),
+    "big": get("/big.bin"),
+    "index": get("/docs/"),
+    "redirect": get("/docs"),
+    "missing": get("/nope.txt"),
+    "hidden": get("/.secret"),
+    "referer": get("/page.html", "Referer: http://r/", "User-Agent: t/1"),
+}
+
+
+@pytest.mark.parametrize("name", list(REQUESTS))
+def test_a_repeated_request_is_answered_as_the_first(root, name):
+    """The second identical request is answered from the memo (and for a plain GET the cached wire bytes):
+    byte for byte what the parser's way answered, on a fresh connection and on the same one."""
+    request = REQUESTS[name]
+    first = server(root)
+    raw_first, close_first = feed(first, request)
+    assert request in first.options.memo
+    second = type(first)(first.options)
+    second.connection_made(("127.0.0.1", 40000), ("127.0.0.1", 8080))
+    raw_second, close_second = feed(second, request)
+    assert second.parser is None  # never needed
+    assert (raw_second, close_second) == (raw_first, close_first)
+    if not close_first:
+        assert feed(first, request) == (raw_first, False)
+        assert second.state is State.IDLE
+
+
+def test_a_conditional_repeat_still_answers_304(root):
+    proto = server(root)
+    etag = parse_responses(feed(proto, get("/hello.txt"))[0])[0].header("etag")
+    conditional = get("/hello.txt", f"If-None-Match: {etag}")
+    for _ in range(2):
+        assert parse_responses(feed(proto, conditional)[0], heads=(True,))[0].status == 304
+
+
+def test_only_a_request_alone_in_its_read_is_remembered(root):
+    proto = server(root)
+    feed(proto, get("/hello.txt") + get("/page.html"))  # two at once
+    feed(proto, get("/hello.txt") + b"\x00")  # then garbage: 200, 400 and closed
+    assert proto.options.memo == {}
+    again = type(proto)(proto.options)
+    raw, close = feed(again, get("/hello.txt") + b"\x00")
+    assert [r.status for r in parse_responses(raw)] == [200, 400] and close
+
+
+def test_repeats_still_count_towards_max_requests(root):
+    proto = server(root, limits=HttpLimits(max_requests=3))
+    closes = [feed(proto, get("/hello.txt"))[1] for _ in range(3)]
+    assert closes == [False, False, True] and proto.state is State.CLOSING
+
+
+def test_a_repeat_sees_a_changed_file(root):
+    proto = server(root)
+    feed(proto, get("/hello.txt"))
+    (root / "hello.txt").write_text("changed, world\n")
+    assert parse_responses(feed(proto, get("/hello.txt"))[0])[0].body == b"changed, world\n"
+    (root / "hello.txt").unlink()
+    assert parse_responses(feed(proto, get("/hello.txt"))[0])[0].status == 404

@@ -8,7 +8,15 @@ import logging
 import socket
 import sys
 
-from sockhop.cli import UsageError, add_engine_options, open_service, positive_float, positive_int, run_server
+from sockhop.cli import (
+    UsageError,
+    add_engine_options,
+    open_service,
+    positive_float,
+    positive_int,
+    run_server,
+    with_reload,
+)
 from sockhop.dns.builtin import DEFAULT_PORT
 from sockhop.engine.models import DATAGRAM_MODELS
 from sockhop.engine.protocol import Listener
@@ -104,8 +112,7 @@ def cmd_serve_dns(args: argparse.Namespace) -> int:
             "serving %s (serial %d, %d records) from %s", zone.origin, zone.serial, zone.record_count(), zone.source
         )
     listeners = open_both(args, lambda: DnsDatagram(server), lambda: DnsStream(server), tcp_only=args.tcp_only)
-    reload = reloader(server)
-    listeners = [dataclasses.replace(listener, reload=reload) for listener in listeners]
+    listeners = with_reload(listeners, reloader(server))  # the zones, and the TLS listeners' certificates
     return run_server(args, listeners)
 
 

@@ -70,13 +70,18 @@ class TLSLayer(StreamProtocol):
     @classmethod
     def factory(
         cls,
-        context: ssl.SSLContext,
+        context: ssl.SSLContext | ServerCertificates,
         inner: Callable[[], StreamProtocol],
         *,
         implicit: bool = True,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
     ) -> Callable[[], TLSLayer]:
-        """A Listener factory: each connection gets its own layer around a new inner protocol."""
+        """A Listener factory: each connection gets its own layer around a new inner protocol. Given
+        :class:`ServerCertificates`, each new connection takes its context as it is now (SIGHUP may have replaced
+        it); connections already open keep the one they began with."""
+        if isinstance(context, ServerCertificates):
+            certificates = context
+            return lambda: cls(certificates.context, inner(), implicit=implicit, handshake_timeout=handshake_timeout)
         return lambda: cls(context, inner(), implicit=implicit, handshake_timeout=handshake_timeout)
 
     @property
@@ -134,7 +139,8 @@ class TLSLayer(StreamProtocol):
         except (ssl.SSLError, ValueError) as exc:
             return self._sealed(self._fail(exc))
         self.state = self.OPEN
-        log.debug("%s: %s %s", peer_name(self.peer), self.tls.version(), self.tls.cipher()[0])
+        resumed = " (session resumed)" if self.tls.session_reused else ""
+        log.debug("%s: %s %s%s", peer_name(self.peer), self.tls.version(), self.tls.cipher()[0], resumed)
         if self.implicit:
             first = self._outer(self.inner.connection_made(self.peer, self.local), flush=False)
         else:
@@ -295,6 +301,29 @@ def server_context(
 
         main.sni_callback = pick  # type: ignore[assignment]
     return main
+
+
+class ServerCertificates:
+    """A listener's certificates and the server context made from them, re-read on SIGHUP (``reload`` is a
+    Listener.reload hook): new handshakes use the new context, open connections keep theirs. A file that does not
+    load leaves the old context in place, and says why in one log line."""
+
+    def __init__(
+        self, certs: list[tuple[str, str]], *, alpn: tuple[str, ...] = (), names: list[list[str]] | None = None
+    ) -> None:
+        self.certs, self.alpn, self.names = certs, alpn, names
+        self.context = server_context(certs, alpn=alpn, names=names)
+
+    def reload(self) -> None:
+        from sockhop.errors import SockhopError
+
+        try:
+            context = server_context(self.certs, alpn=self.alpn, names=self.names)
+        except (SockhopError, ValueError, OSError) as exc:
+            log.error("TLS certificates not reloaded, the old ones stay in use: %s", exc)
+            return
+        self.context = context
+        log.info("TLS certificates reloaded from %s", ", ".join(cert for cert, _ in self.certs))
 
 
 def name_matches(pattern: str, name: str) -> bool:

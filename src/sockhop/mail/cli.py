@@ -130,7 +130,9 @@ def mail_listeners(args: argparse.Namespace, root: Path, policy: MailPolicy, *, 
     if context is not None:
         plain = TLSLayer.factory(context, plain, implicit=False, handshake_timeout=args.tls_handshake_timeout)
     listeners = open_service(args, smtps, busy=busy_reply(policy.hostname), name="mail")
-    return [listener if listener.tls else dataclasses.replace(listener, factory=plain) for listener in listeners]
+    reload = context.reload if context is not None else None  # SIGHUP: STARTTLS's certificates re-read too
+    return [listener if listener.tls else dataclasses.replace(listener, factory=plain, reload=reload)
+            for listener in listeners]  # fmt: skip
 
 
 def cmd_serve_mail(args: argparse.Namespace) -> int:
@@ -193,12 +195,21 @@ def mail_service(ctx: UpContext) -> list[Offer]:
     from .protocol import MailPolicy, busy_reply
 
     hostname = f"mail.{UP_DOMAIN}"
-    policy = MailPolicy(hostname=hostname, domains=frozenset({UP_DOMAIN}))
-    factory = make_factory(ctx.data / "mail", policy, catch_all=False)
+    policy = MailPolicy(hostname=hostname, domains=frozenset({UP_DOMAIN}), starttls=ctx.tls)
+    factory: Callable = make_factory(ctx.data / "mail", policy, catch_all=False)
+    smtps = make_factory(ctx.data / "mail", policy, catch_all=False, tls=True)  # up's SMTPS twin (4465) serves it
+    reload = None
+    if ctx.tls:  # STARTTLS on 2525 with the local CA's certificate
+        from sockhop.engine.tls import TLSLayer
+
+        certificates = ctx.certificates()
+        factory = TLSLayer.factory(certificates, factory, implicit=False)
+        reload = certificates.reload
     from sockhop.dns.builtin import DEFAULT_PORT as DNS_PORT
 
     host = f"[{ctx.host}]" if ":" in ctx.host else ctx.host
     try_it = (  # the MX of sockhop.test is mail.sockhop.test; its _smtp._tcp SRV record gives the port
         f"echo hello | sockhop send --dns {host}:{DNS_PORT} --to you@{UP_DOMAIN}; sockhop mailbox {ctx.data / 'mail'}"
     )
-    return [Offer(Listener(ctx.open(DEFAULT_PORT), factory, busy=busy_reply(hostname), name="mail"), try_it)]
+    listener = Listener(ctx.open(DEFAULT_PORT), factory, busy=busy_reply(hostname), name="mail", reload=reload)
+    return [Offer(listener, try_it, tls_factory=smtps)]

@@ -2,15 +2,18 @@
 
     127.0.0.1 - - [10/Oct/2000:13:55:36 +0000] "GET /a.gif HTTP/1.1" 200 2326 "http://x/" "Mozilla/4.08"
 
-Kept off the hot path: the protocol collects the lines of one batch of pipelined requests and hands them over in
-one ``write`` -- a single append-mode ``os.write``, no Python-level buffering, no lock. O_APPEND makes each write
-land whole at the end of the file even when fork or prefork workers share it.
+Kept off the hot path: a busy server writes about once a second, not once a request. The first line of a second goes
+out at once (so a lone request shows up in the log as it is answered); later lines of the same second wait in memory
+until the first line of a later second, 32 KiB of them, or the end of any connection (the server's stop included)
+-- nginx's ``access_log ... buffer= flush=`` in spirit. Each flush is one append-mode ``os.write`` of whole lines:
+O_APPEND makes it land whole at the end of the file even when fork or prefork workers share it.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections import deque
 
 from sockhop.errors import SockhopError
 
@@ -18,6 +21,11 @@ from sockhop.errors import SockhopError
 class AccessLogError(SockhopError):
     """Cannot open the access log."""
 
+
+#: Lines pending past this many characters are written at once.
+FLUSH_BYTES = 32 * 1024
+
+NO_LINE = ("", "", -1, "", "")
 
 _stamp_cache: tuple[int, str] = (-1, "")
 
@@ -39,10 +47,14 @@ def format_entry(
     host: str, when: float, request_line: str, status: int, size: int, referer: str | None, agent: str | None
 ) -> str:
     """One line of the Combined Log Format (with its newline). ``size`` 0 is written ``-``, as Apache's %b."""
-    return (
-        f'{host} - - [{log_time(when)}] "{_quoted(request_line)}" {status} {size or "-"} '
-        f'"{_quoted(referer or "-")}" "{_quoted(agent or "-")}"\n'
-    )
+    request, tail = entry_parts(request_line, referer, agent)
+    return f"{host} - - [{log_time(when)}] {request} {status} {size or '-'} {tail}"
+
+
+def entry_parts(request_line: str, referer: str | None, agent: str | None) -> tuple[str, str]:
+    """The parts of a line that depend on the request alone: the quoted request line, and the quoted referer and
+    agent with the newline -- computed once for a request the server has seen before."""
+    return f'"{_quoted(request_line)}"', f'"{_quoted(referer or "-")}" "{_quoted(agent or "-")}"\n'
 
 
 class AccessLog:
@@ -50,6 +62,11 @@ class AccessLog:
 
     def __init__(self, target: str) -> None:
         self.target = target
+        self.pending: deque[str] = deque()
+        self.size = 0  # characters pending
+        self.second = -1  # the second of the last line that went out at once
+        self.stamp = ""  # log_time(second)
+        self.last: tuple[str, str, int, str, str] = NO_LINE  # host, request, size, tail and the line they made
         if target == "-":
             self.fd = os.dup(1)
         else:
@@ -58,8 +75,55 @@ class AccessLog:
             except OSError as exc:
                 raise AccessLogError(f"cannot open the access log {target}: {exc.strerror}") from None
 
-    def write(self, lines: list[str]) -> None:
-        data = "".join(lines).encode("utf-8", "backslashreplace")
+    def add(self, line: str, when: float) -> None:
+        """Log one line of a request answered at ``when`` (the server's clock)."""
+        self.pending.append(line)
+        self.size += len(line)
+        second = int(when)
+        if second != self.second:
+            self._new_second(second)
+            self.flush()
+        elif self.size >= FLUSH_BYTES:
+            self.flush()
+
+    def _new_second(self, second: int) -> None:
+        self.second = second
+        self.stamp = log_time(second)
+        self.last = NO_LINE
+
+    def add_parts(self, host: str, when: float, request: str, size: int, tail: str) -> None:
+        """``add(format_entry(...))`` for a request whose ``entry_parts`` are known: one call on the hot path, the
+        time stamp formatted once a second."""
+        second = int(when)
+        if second != self.second:  # the first line of a second: written at once, with whatever waited
+            self._new_second(second)
+            self.pending.append(f"{host} - - [{self.stamp}] {request} {size or '-'} {tail}")
+            self.flush()
+            return
+        last = self.last  # the same request from the same host in the same second (a busy client): the same line
+        if last[1] is request and last[3] is tail and last[2] == size and last[0] == host:
+            line = last[4]
+        else:
+            line = f"{host} - - [{self.stamp}] {request} {size or '-'} {tail}"
+            self.last = (host, request, size, tail, line)
+        self.pending.append(line)
+        self.size += len(line)
+        if self.size >= FLUSH_BYTES:
+            self.flush()
+
+    def write(self, lines: list[str], when: float) -> None:
+        """Log several lines at once (a batch of pipelined requests)."""
+        for line in lines:
+            self.add(line, when)
+
+    def flush(self) -> None:
+        """Write what is pending. A deque, so threads (the thread and pool models) may add while one flushes."""
+        pending = self.pending
+        count = len(pending)
+        if not count:
+            return
+        self.size = 0
+        data = "".join([pending.popleft() for _ in range(count)]).encode("utf-8", "backslashreplace")
         try:
             while data:
                 written = os.write(self.fd, data)
@@ -68,6 +132,7 @@ class AccessLog:
             pass  # a full disk must not take the web server down with it
 
     def close(self) -> None:
+        self.flush()
         try:
             os.close(self.fd)
         except OSError:

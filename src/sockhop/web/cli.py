@@ -32,7 +32,10 @@ def web_options(root: Path, args: argparse.Namespace | None = None, *, access_lo
         dotfiles=getattr(args, "dotfiles", False),
         follow_symlinks=getattr(args, "follow_symlinks", False),
     )
-    limits = HttpLimits(max_requests=getattr(args, "max_requests", HttpLimits.max_requests))
+    limits = HttpLimits(
+        max_requests=getattr(args, "max_requests", HttpLimits.max_requests),
+        header_timeout=getattr(args, "header_timeout", HttpLimits.header_timeout),
+    )
     log = AccessLog(access_log) if access_log else None
     return WebOptions(Site(site), limits, log)
 
@@ -43,8 +46,12 @@ def cmd_serve_web(args: argparse.Namespace) -> int:
 
     access_log = None if args.no_access_log else args.access_log
     options = web_options(Path(args.root), args, access_log=access_log)
-    listeners = open_service(args, make_factory(options), busy=BUSY, name="web")
-    return run_server(args, listeners)
+    listeners = open_service(args, make_factory(options), busy=BUSY, name="web", alpn=("http/1.1",))
+    try:
+        return run_server(args, listeners)
+    finally:
+        if options.access_log is not None:
+            options.access_log.close()  # what is still pending
 
 
 def cmd_get(args: argparse.Namespace) -> int:
@@ -65,10 +72,17 @@ def add_commands(sub: argparse._SubParsersAction, services: argparse._SubParsers
     web.add_argument("--access-log", metavar="FILE|-", default="-", help="Combined Log Format (default: stdout)")
     web.add_argument("--no-access-log", action="store_true", help="do not log requests")
     web.add_argument("--max-requests", type=positive_int, default=1000, metavar="N", help="per connection")
+    web.add_argument(
+        "--header-timeout",
+        type=positive_float,
+        default=20.0,
+        metavar="S",
+        help="time from a request's first byte to the end of its headers; 408 after it (default 20)",
+    )
     add_engine_options(web, default_listen=f"127.0.0.1:{DEFAULT_PORT}")
     web.set_defaults(func=cmd_serve_web)
 
-    get = sub.add_parser("get", help="fetch URLs over HTTP/1.1 (as curl or wget)")
+    get = sub.add_parser("get", help="fetch URLs over HTTP/1.1 or HTTPS (as curl or wget)")
     get.add_argument("urls", nargs="+", metavar="URL")
     out = get.add_mutually_exclusive_group()
     out.add_argument("-o", "--output", metavar="FILE", help="write the body to FILE")
@@ -80,6 +94,8 @@ def add_commands(sub: argparse._SubParsersAction, services: argparse._SubParsers
     get.add_argument("-C", "--continue", dest="resume", action="store_true", help="resume a partial download")
     get.add_argument("-f", "--fail", action="store_true", help="exit non-zero on a 4xx or 5xx status")
     get.add_argument("--timeout", type=positive_float, default=30.0, metavar="S", help="connect and read timeout")
+    get.add_argument("--cacert", metavar="FILE", help="trust the CA certificates in FILE (PEM) for https://")
+    get.add_argument("-k", "--insecure", action="store_true", help="https:// without verifying the certificate")
     get.add_argument("--max-redirects", type=positive_int, default=10, metavar="N", help="with -L (default 10)")
     get.set_defaults(func=cmd_get)
 

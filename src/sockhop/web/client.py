@@ -1,5 +1,5 @@
-"""The client side of HTTP/1.1 on plain sockets: one request at a time over a connection that is kept for the next
-URL on the same host.
+"""The client side of HTTP/1.1 on plain sockets or TLS: one request at a time over a connection that is kept for
+the next URL on the same scheme, host and port.
 
 :class:`ResponseReader` is sans-IO like the server (fed bytes, told about EOF) and leaves the framing to httptools:
 Content-Length, chunked, or -- when a response has neither -- "until the server closes". :class:`Connection` owns
@@ -9,6 +9,7 @@ the socket, and turns every way a fetch can fail into one :class:`ClientError` w
 from __future__ import annotations
 
 import socket
+import ssl
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,10 +19,12 @@ import httptools
 
 from sockhop import __version__
 from sockhop.errors import RemoteProtocolError, SockhopError, UnknownHostError
+from sockhop.tlsclient import describe_certificate_error
 
 USER_AGENT = f"sockhop/{__version__}"
 RECV_SIZE = 256 * 1024
 MAX_HEAD = 64 * 1024  # a response head larger than this is not one we want
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class ClientError(SockhopError):
@@ -34,6 +37,14 @@ class ConnectError(ClientError):
 
 class TimedOut(ClientError):
     """Timed out."""
+
+
+class CertificateError(ClientError):
+    """The server's certificate failed verification."""
+
+
+class HandshakeError(ClientError):
+    """The TLS handshake failed for another reason."""
 
 
 class BadStatus(ClientError):
@@ -51,6 +62,7 @@ class Target:
     host: str
     port: int
     path: str  # origin-form: path and query
+    scheme: str = "http"
 
     @classmethod
     def from_url(cls, url: str) -> Target:
@@ -58,22 +70,25 @@ class Target:
             url = "http://" + url
         try:
             parts = urlsplit(url)
-            port = parts.port or 80
+            scheme = parts.scheme.lower()
+            port = parts.port or DEFAULT_PORTS.get(scheme, 0)
         except ValueError as exc:
             raise ClientError(f"bad URL {url}: {exc}") from None
-        if parts.scheme == "https":
-            raise ClientError(f"{url}: https is not supported; use http://")
-        if parts.scheme != "http" or not parts.hostname:
-            raise ClientError(f"bad URL {url}: want http://HOST[:PORT]/PATH")
+        if scheme not in DEFAULT_PORTS or not parts.hostname:
+            raise ClientError(f"bad URL {url}: want http://HOST[:PORT]/PATH or https://...")
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
-        return cls(parts.hostname, port, path)
+        return cls(parts.hostname, port, path, scheme)
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "https"
 
     @property
     def authority(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return host if self.port == 80 else f"{host}:{self.port}"
+        return host if self.port == DEFAULT_PORTS[self.scheme] else f"{host}:{self.port}"
 
 
 @dataclass
@@ -215,10 +230,12 @@ class GzipDecoder:
 
 
 class Connection:
-    """A connection to one host and port, reused for as many requests as the server allows."""
+    """A connection to one host and port, reused for as many requests as the server allows. With a TLS context it
+    speaks HTTPS: the handshake offers ALPN http/1.1 and checks the certificate against the host name."""
 
-    def __init__(self, host: str, port: int, timeout: float) -> None:
+    def __init__(self, host: str, port: int, timeout: float, tls: ssl.SSLContext | None = None) -> None:
         self.host, self.port, self.timeout = host, port, timeout
+        self.tls = tls
         self.sock: socket.socket | None = None
         self.used = 0  # requests answered on the current socket
 
@@ -242,6 +259,8 @@ class Connection:
                 last = exc
                 continue
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.tls is not None:
+                sock = self._handshake(sock)
             self.sock, self.used = sock, 0
             return sock
         if isinstance(last, TimeoutError):
@@ -250,10 +269,27 @@ class Connection:
             raise ConnectError(f"connection refused by {self.name}")
         raise ConnectError(f"cannot connect to {self.name}: {getattr(last, 'strerror', None) or last}")
 
+    def _handshake(self, sock: socket.socket) -> ssl.SSLSocket:
+        """TLS on a connected socket; every way it fails is one line naming what went wrong."""
+        assert self.tls is not None
+        try:
+            return self.tls.wrap_socket(sock, server_hostname=self.host)
+        except ssl.SSLCertVerificationError as exc:
+            sock.close()
+            raise CertificateError(f"{self.name}: {describe_certificate_error(exc)}") from None
+        except TimeoutError:
+            sock.close()
+            raise TimedOut(f"timed out in the TLS handshake with {self.name}") from None
+        except (ssl.SSLError, OSError) as exc:
+            sock.close()
+            reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            hint = " (is it a plain http:// port?)" if reason == "WRONG_VERSION_NUMBER" else ""
+            raise HandshakeError(f"TLS handshake with {self.name} failed: {reason}{hint}") from None
+
     def _send(self, sock: socket.socket, data: bytes) -> None:
         try:
             sock.sendall(data)
-        except (ConnectionResetError, BrokenPipeError):
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError, ssl.SSLZeroReturnError):
             raise _StaleConnection from None  # a kept connection the server closed meanwhile
         except TimeoutError:
             raise TimedOut(f"timed out sending to {self.name}") from None
@@ -267,6 +303,12 @@ class Connection:
             raise ClientError(f"{self.name} reset the connection: {exc.strerror}") from None
         except TimeoutError:
             raise TimedOut(f"timed out waiting for {self.name}") from None
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+            if not received:
+                raise _StaleConnection from None  # a kept TLS connection closed without close_notify
+            return b""  # the end of a body delimited by the close, or a truncation the reader will name
+        except ssl.SSLError as exc:
+            raise ClientError(f"TLS error from {self.name}: {exc.reason or exc}") from None
 
     def close(self) -> None:
         if self.sock is not None:

@@ -23,7 +23,7 @@ from sockhop.web.listing import render_listing
 from sockhop.web.mime import content_type
 from sockhop.web.paths import SitePath
 from sockhop.web.ranges import boundary_for, content_range, multipart_heads, parse_ranges
-from sockhop.web.response import Response, error_response, http_date, redirect_response
+from sockhop.web.response import SERVER, Response, error_response, http_date, redirect_response
 
 #: Files up to this size are read into memory and sent with their headers in one go; larger ones use sendfile.
 SMALL_FILE = 16 * 1024
@@ -112,21 +112,43 @@ class Site:
         return fd, info
 
     # -- answering -----------------------------------------------------------------------------------------------
-    def respond(self, method: str, target: SitePath, headers: Mapping[str, str]) -> Response:
-        """The answer to a GET or HEAD of ``target``."""
-        head = method == "HEAD"
-        if target.hidden() and not self.options.dotfiles:
-            return error_response(HTTPStatus.NOT_FOUND, head=head)
-        path = os.path.join(self.root, *target.segments)
+    def cache_key(self, target: SitePath, headers: Mapping[str, str]) -> tuple[str, bool, tuple[str, ...]] | None:
+        """Where the description of ``target`` is cached: its path, its trailing slash and the precompressed codings
+        the client accepts. None for a hidden path, which is never served."""
+        if not self.options.dotfiles and target.hidden():
+            return None
         accept = headers.get("accept-encoding")
-        key = (path, target.slash, accept_key(accept) if accept else ())
+        segments = target.segments
+        path = self.root_prefix + "/".join(segments) if segments else self.root  # os.path.join, without its cost
+        return path, target.slash, accept_key(accept) if accept else ()
+
+    def fresh(self, key: tuple, now: float) -> CachedFile | None:
+        """The cached description under ``key`` if it still matches the file (one ``stat``); None otherwise."""
         entry = self.cache.get(key)
+        if entry is None:
+            return None
+        if entry.current(now, strict=bool(key[2])):
+            return entry
+        self.cache.pop(key, None)
+        return None
+
+    def respond(
+        self, method: str, target: SitePath, headers: Mapping[str, str], now: float = 0.0, key: tuple | None = ()
+    ) -> Response:
+        """The answer to a GET or HEAD of ``target``; ``now`` (the server's clock) paces the cheap revalidation.
+        ``key``: ``cache_key(target, headers)`` if the caller has it already."""
+        head = method == "HEAD"
+        if key == ():
+            key = self.cache_key(target, headers)
+        if key is None:
+            return error_response(HTTPStatus.NOT_FOUND, head=head)
+        path = key[0]
+        entry = self.fresh(key, now)
         if entry is not None:
-            if entry.current():
-                response = self._send(method, entry, headers, None)
-                if response is not None:
-                    return response
-            del self.cache[key]
+            response = self._send(method, entry, headers, None)
+            if response is not None:
+                return response
+            self.cache.pop(key, None)
         try:
             opened = self._open(path)
         except PermissionError:
@@ -304,15 +326,19 @@ def accept_key(value: str) -> tuple[str, ...]:
 class CachedFile:
     """What a file looked like when it was last opened and checked -- headers, and the bytes of a small one.
 
-    ``current()`` compares it with the file and its folder as they are now (two ``stat`` calls): any change to
-    the file (inode, size, mtime, ctime) or to the folder (a sibling added or removed) and the entry is dropped, so
-    a changed file is never served stale. A large file is reopened for every request and checked to be the same
-    inode (``reopen``), the one a full open-and-check found inside the root.
+    ``current()`` compares it with the file as it is now (one ``stat`` per request): any change to the file (inode,
+    size, mtime, ctime) and the entry is dropped, so a changed file is never served stale. The folder is checked too
+    (a precompressed sibling added or removed): on every request from a client that accepts one, at most once a
+    second otherwise -- for those clients a new sibling changes only the Vary header. A large file is reopened for
+    every request and checked to be the same inode (``reopen``), the one a full open-and-check found inside the root.
+
+    For a small file the complete answer to a plain GET -- status line, headers, body -- is kept as one bytes object
+    per second of the Date header (``wire``), so the common request costs one ``stat`` and no formatting.
     """
 
     path: str
     folder: str
-    identity: tuple[int, int, int, int]
+    identity: tuple[int, int, int, int]  # mtime_ns, inode, size, ctime_ns: the likeliest to differ first
     folder_mtime: int
     kind: str
     extra: tuple[tuple[str, str], ...]
@@ -321,6 +347,8 @@ class CachedFile:
     etag: str
     last_modified: str
     data: bytes | None
+    checked: int = 0  # the second the folder was last found unchanged
+    wires: tuple[int, bytes, bytes] = (-1, b"", b"")  # (second, keep-alive answer, closing answer), one attribute
 
     @classmethod
     def describe(
@@ -334,7 +362,7 @@ class CachedFile:
         return cls(
             path,
             folder,
-            (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns),
+            (info.st_mtime_ns, info.st_ino, info.st_size, info.st_ctime_ns),
             folder_mtime,
             kind,
             extra,
@@ -345,18 +373,40 @@ class CachedFile:
             data,
         )
 
-    def current(self) -> bool:
+    def current(self, now: float = 0.0, *, strict: bool = True) -> bool:
+        """True if the file (and, when due, its folder) is as described. ``strict``: check the folder now."""
         try:
             info = os.stat(self.path)
-            folder = os.stat(self.folder)
         except OSError:
             return False
-        return (
-            info.st_ino,
-            info.st_size,
-            info.st_mtime_ns,
-            info.st_ctime_ns,
-        ) == self.identity and folder.st_mtime_ns == self.folder_mtime
+        if (info.st_mtime_ns, info.st_ino, info.st_size, info.st_ctime_ns) != self.identity:
+            return False
+        second = int(now)
+        if strict or second != self.checked:
+            try:
+                if os.stat(self.folder).st_mtime_ns != self.folder_mtime:
+                    return False
+            except OSError:
+                return False
+            self.checked = second
+        return True
+
+    def wire(self, now: float, close: bool) -> bytes:
+        """The whole HTTP/1.1 answer to a plain GET of this (small) file, Date as of ``now``: what the general path
+        would build from a Response, formatted once a second."""
+        second = int(now)
+        wires = self.wires
+        if wires[0] != second:
+            assert self.data is not None
+            head = (
+                f"HTTP/1.1 200 OK\r\nServer: {SERVER}\r\nDate: {http_date(second)}\r\n"
+                f"Content-Type: {self.kind}\r\nContent-Length: {self.size}\r\n"
+                f"Last-Modified: {self.last_modified}\r\nETag: {self.etag}\r\n"
+                + "".join(f"{name}: {value}\r\n" for name, value in self.extra)
+                + "Accept-Ranges: bytes\r\n"
+            ).encode("latin-1")
+            wires = self.wires = (second, head + b"\r\n" + self.data, head + b"Connection: close\r\n\r\n" + self.data)
+        return wires[2] if close else wires[1]
 
     def reopen(self) -> int | None:
         try:
@@ -364,7 +414,7 @@ class CachedFile:
         except OSError:
             return None
         info = os.fstat(fd)
-        if (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns) != self.identity:
+        if (info.st_mtime_ns, info.st_ino, info.st_size, info.st_ctime_ns) != self.identity:
             os.close(fd)
             return None
         return fd

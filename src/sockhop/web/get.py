@@ -1,13 +1,16 @@
 """``sockhop get URL...``: what people reach for curl or wget to do -- print a body or save it, show headers,
 follow redirects, resume a download -- over :mod:`sockhop.web.client`.
 
-URLs on the same host and port share one connection while the server keeps it open.
+URLs on the same scheme, host and port share one connection while the server keeps it open. https:// URLs are
+verified against the system's trust store (or ``--cacert``; ``-k`` skips the check, with a warning), and redirects
+may go between http and https.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import ssl
 import sys
 from collections.abc import Callable
 from http import HTTPStatus
@@ -76,6 +79,8 @@ class Getter:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.conn: Connection | None = None
+        self.scheme = ""  # of self.conn
+        self.context: ssl.SSLContext | None = None  # made at the first https:// URL
         self.extra = [self._split_header(h) for h in args.header]
         self.stdout: BinaryIO = sys.stdout.buffer
         self.output: BinaryIO | None = None  # -o FILE, shared by every URL
@@ -89,11 +94,26 @@ class Getter:
 
     def connection(self, target: Target) -> Connection:
         conn = self.conn
-        if conn is None or (conn.host, conn.port) != (target.host, target.port):
+        if conn is None or (self.scheme, conn.host, conn.port) != (target.scheme, target.host, target.port):
             if conn is not None:
                 conn.close()
-            conn = self.conn = Connection(target.host, target.port, self.args.timeout)
+            conn = self.conn = Connection(target.host, target.port, self.args.timeout, self.tls_for(target))
+            self.scheme = target.scheme
         return conn
+
+    def tls_for(self, target: Target) -> ssl.SSLContext | None:
+        if not target.tls:
+            return None
+        if self.context is None:
+            from sockhop.tlsclient import client_context
+
+            args = self.args
+            try:
+                self.context = client_context(getattr(args, "cacert", None), insecure=getattr(args, "insecure", False))
+            except (OSError, ssl.SSLError) as exc:
+                raise ClientError(f"cannot use --cacert {args.cacert}: {getattr(exc, 'reason', None) or exc}") from None
+            self.context.set_alpn_protocols(["http/1.1"])
+        return self.context
 
     def close(self) -> None:
         if self.conn is not None:

@@ -39,9 +39,11 @@ class SitePath:
         joined = "/" + "/".join(self.segments)
         return joined + "/" if self.slash and self.segments else joined
 
+    dotted: bool = False  # some segment is a dotfile (set by parse_target, which sees every segment)
+
     def hidden(self) -> bool:
         """True if any segment is a dotfile (``.git``, ``.env``)."""
-        return any(segment.startswith(".") for segment in self.segments)
+        return self.dotted
 
 
 @lru_cache(maxsize=1024)  # a site is asked for the same few targets over and over; SitePath is immutable
@@ -80,4 +82,5 @@ def parse_target(target: bytes) -> SitePath:
             continue
         segments.append(part)
     slash = parts[-1] in ("", ".", "..")
-    return SitePath(tuple(segments), slash, raw.decode("ascii", "replace"), query.decode("ascii", "replace"))
+    dotted = any(segment.startswith(".") for segment in segments)
+    return SitePath(tuple(segments), slash, raw.decode("ascii", "replace"), query.decode("ascii", "replace"), dotted)

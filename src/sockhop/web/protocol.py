@@ -10,10 +10,19 @@ a malformed request nobody can tell where the next one starts.
 Requests are answered as soon as they are complete, so a connection is never "busy" between two calls: the only
 state is how far the current request has got. The legal moves are in ``TRANSITIONS``.
 
-Slow clients: the protocol reads no clock. A client that stops sending halfway through its headers is caught by the
-engine's idle timeout, and ``timed_out`` then answers 408 (nothing is said to a keep-alive connection that was
-merely idle). The Date header and the access log need the time of day; it comes from the ``clock`` the server is
-built with, called once per batch of input, so tests can fix it.
+Slow clients: the protocol reads no clock, it asks the engine for an alarm (``Reply.alarm``). When the first bytes of a
+request arrive and its head is not complete, it arms a header deadline (``HttpLimits.header_timeout``); when the head
+completes it clears it. A client trickling header bytes (slowloris) keeps the idle timeout at bay but not the alarm:
+``timed_out`` answers 408 and the connection closes (nothing is said to a keep-alive connection that was merely idle).
+A request that arrives whole -- the common case -- sets no alarm at all, so the engine's fast path stays open.
+
+The hot path: a request that arrives alone in one read, byte for byte the same as one parsed before (a browser
+reloading, a benchmark, a health check), is answered from what the parser made of it then (:class:`Parsed`), and a
+plain GET of a small file from the file's cached wire bytes, revalidated with one ``stat``. Everything else -- and
+every request the first time -- goes through httptools.
+
+The Date header and the access log need the time of day; it comes from the ``clock`` the server is built with,
+called once per batch of input, so tests can fix it.
 """
 
 from __future__ import annotations
@@ -25,14 +34,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from typing import NamedTuple
 
 import httptools
 
 from sockhop.engine.protocol import CLOSE, NOTHING, Address, FileRegion, Reply, StreamProtocol
 from sockhop.errors import LocalProtocolError, RemoteProtocolError
-from sockhop.web.accesslog import AccessLog, format_entry
+from sockhop.web.accesslog import AccessLog, entry_parts, format_entry
 from sockhop.web.files import Site
-from sockhop.web.paths import parse_target
+from sockhop.web.paths import SitePath, parse_target
 from sockhop.web.response import SERVER, Response, error_response, http_date, status_line
 
 #: Methods this server knows. GET and HEAD are served; the others get 405 with Allow. Anything else llhttp accepts
@@ -57,6 +67,10 @@ class HttpLimits:
     max_headers: int = 100  # header fields: 431
     max_body: int = 1024 * 1024  # a body on GET is read and dropped up to this: 413 over it
     max_requests: int = 1000  # per connection; the last one is answered with Connection: close
+    #: Seconds from a request's first byte to the end of its head: 408 after that, however steadily bytes trickle.
+    #: nginx's client_header_timeout is 60 s, as long as our idle timeout, which would leave a trickling client 60 s
+    #: per connection slot; Apache's mod_reqtimeout starts at 20 s. A real client sends its head in one packet.
+    header_timeout: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +81,8 @@ class WebOptions:
     limits: HttpLimits = field(default_factory=HttpLimits)
     access_log: AccessLog | None = None
     clock: Callable[[], float] = time.time
+    #: Requests already parsed, by their exact bytes (see :class:`Parsed`): shared by the connections of a process.
+    memo: dict[bytes, Parsed] = field(default_factory=dict, compare=False, repr=False)
 
 
 class State(enum.Enum):
@@ -75,6 +91,8 @@ class State(enum.Enum):
     BODY = "body"  # headers read; reading (and dropping) a body
     CLOSING = "closing"  # the last answer is decided; whatever else arrives is ignored
 
+    __hash__ = object.__hash__  # members are singletons: identity hashing, in C (Enum's own runs Python code)
+
 
 class Event(enum.Enum):
     BEGIN = "a request begins"
@@ -82,6 +100,8 @@ class Event(enum.Enum):
     COMPLETE = "it ends and the connection stays open"
     LAST = "it ends and so does the connection"
     FAIL = "the client broke the protocol"
+
+    __hash__ = object.__hash__
 
 
 TRANSITIONS: dict[tuple[State, Event], State] = {
@@ -96,6 +116,41 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
 }
 
 
+# Module-level names for the states: on Python 3.11 every ``State.X`` runs a descriptor, and the hot path asks often.
+IDLE, HEAD, BODY, CLOSING = State.IDLE, State.HEAD, State.BODY, State.CLOSING
+BEGIN, HEADERS, COMPLETE, LAST, FAIL = Event.BEGIN, Event.HEADERS, Event.COMPLETE, Event.LAST, Event.FAIL
+
+#: Requests longer than this are not remembered in the memo; nor more than MEMO_ENTRIES of them (then it starts over).
+MEMO_BYTES = 2048
+MEMO_ENTRIES = 512
+
+
+class Parsed(NamedTuple):
+    """What httptools made of one whole request that arrived alone in one read, kept under its exact bytes.
+
+    Parsing is deterministic: the same bytes, fed to a parser between two requests, produce the same callbacks. So
+    when the same bytes arrive again between two requests -- as they do from a benchmark, a browser reloading, a
+    health check -- the answer starts from this record instead of running the parser again. Only requests that
+    parsed cleanly into a GET or HEAD of a valid path are remembered; everything else is parsed every time. A
+    NamedTuple: one is made for every request parsed, and a tuple is the cheapest object to make.
+    """
+
+    method: str
+    url: bytes
+    version: str
+    keep_alive: bool
+    headers: tuple[tuple[bytes, bytes], ...]
+    target: SitePath
+    fields: dict[str, str]  # lower-case names, repeated fields joined: what the site reads
+    key: tuple | None  # the site's cache key when the small-file fast lane applies (plain GET, HTTP/1.1), else None
+    logged: str = ""  # for the fast lane's access-log line, the part from the request line to the status ...
+    log_tail: str = ""  # ... and the part after the size (see accesslog.entry_parts)
+
+
+#: Headers that make a GET more than "the file, please".
+_NOT_PLAIN = frozenset(("range", "if-none-match", "if-modified-since", "if-range"))
+
+
 class _Stop(Exception):
     """Raised from a parser callback to stop parsing: the connection's last answer has been given."""
 
@@ -103,34 +158,51 @@ class _Stop(Exception):
 class HttpServer(StreamProtocol):
     """One connection. The ``on_*`` methods are httptools' callbacks, not part of the engine contract."""
 
+    # Starting values as class attributes: a connection sets only what it changes, so one that is answered from the
+    # memo and closed (a new connection per request) costs little more than the object.
+    parser: httptools.HttpRequestParser | None = None  # made when first needed: a memo hit needs none
+    state = IDLE
+    peer_host = "-"
+    requests = 0
+    stopping = False
+    now = 0.0
+    error: RemoteProtocolError | None = None
+    # The first bytes of the current request, while we know where it started: llhttp rejects an unknown method
+    # without saying what it was, and 501 (a method we do not know) differs from 400 (garbage).
+    sample: bytes | None = b""
+    bad_method: bytes | None = None  # llhttp refused the method: collecting it to tell 501 from 400
+    deadline_for = -1  # the request (count of those before it) whose header deadline is armed; -1: none
+    begun = 0  # requests begun during the current data_received (a memo candidate must be alone)
+    failed = False
+    candidate: Parsed | None = None
+    # The current request (see _reset_request).
+    url = b""
+    headers: list[tuple[bytes, bytes]] | tuple[()] = ()
+    head_bytes = 0
+    body_bytes = 0
+    method = ""
+    version = "1.1"
+    keep_alive = True
+    answer: Response | None = None  # decided at the end of the headers (405, 400...), else the file
+
     def __init__(self, options: WebOptions) -> None:
         self.options = options
         self.limits = options.limits
         self.site = options.site
-        self.parser = httptools.HttpRequestParser(self)
-        self.state = State.IDLE
-        self.peer_host = "-"
-        self.requests = 0
-        self.stopping = False
+        self.clock = options.clock
+        self.memo = options.memo
         self.out: list[bytes | FileRegion] = []
         self.log_lines: list[str] = []
-        self.now = 0.0
-        self.error: RemoteProtocolError | None = None
-        # The first bytes of the current request, while we know where it started: llhttp rejects an unknown method
-        # without saying what it was, and 501 (a method we do not know) differs from 400 (garbage).
-        self.sample: bytes | None = b""
-        self.bad_method: bytes | None = None  # llhttp refused the method: collecting it to tell 501 from 400
-        self._reset_request()
 
     def _reset_request(self) -> None:
         self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers = []
         self.head_bytes = 0
         self.body_bytes = 0
         self.method = ""
         self.version = "1.1"
         self.keep_alive = True
-        self.answer: Response | None = None  # decided at the end of the headers (405, 400...), else the file
+        self.answer = None
 
     def move(self, event: Event) -> None:
         try:
@@ -146,23 +218,35 @@ class HttpServer(StreamProtocol):
         return NOTHING
 
     def data_received(self, data: bytes) -> Reply:
-        if self.state is State.CLOSING:
+        state = self.state
+        if state is IDLE:
+            hit = self.memo.get(data)
+            if hit is not None and self.bad_method is None:
+                return self._answer_parsed(hit)
+        elif state is CLOSING:
             return NOTHING
-        self.now = self.options.clock()
+        self.now = self.clock()
         if self.bad_method is not None:
             self._collect_bad_method(data)
             return self._flush()
-        if self.state is State.IDLE:
+        if state is IDLE:
             self.sample = data[:32]
-        elif self.state is State.HEAD and self.sample is not None and len(self.sample) < 32:
+        elif state is HEAD and self.sample is not None and len(self.sample) < 32:
             self.sample += data[: 32 - len(self.sample)]
-        began_here = self.state is State.IDLE
+        began_here = state is IDLE
+        self.begun = 0
+        self.failed = False
+        self.candidate = None
+        parser = self.parser
+        if parser is None:
+            parser = self.parser = httptools.HttpRequestParser(self)
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             # The request was answered (with Connection: close); what follows is a protocol we do not speak.
-            if self.state is not State.CLOSING:
-                self.move(Event.LAST)
+            self.candidate = None
+            if self.state is not CLOSING:
+                self.move(LAST)
         except httptools.HttpParserInvalidMethodError:
             self._collect_bad_method(data)
         except httptools.HttpParserError as exc:
@@ -172,22 +256,73 @@ class HttpServer(StreamProtocol):
             ):
                 # Our own bug, not the client's: the engine logs it and drops the connection.
                 raise (cause or exc) from None
-            if self.state is not State.CLOSING or self.error is not None:
+            if self.state is not CLOSING or self.error is not None:
                 self._fail(self.error or self._parser_error(exc))
         except RemoteProtocolError as exc:  # raised after parsing, from our own checks
             self._fail(exc)
         else:
-            if self.state is State.HEAD:
+            if self.state is HEAD:
                 self._check_head_growth(data, began_here)
+                if self.deadline_for != self.requests:  # a new request's head is under way: its clock starts now
+                    self.deadline_for = self.requests
+                    return self._flush()._replace(alarm=self.limits.header_timeout)
+        if self.deadline_for >= 0 and self.state is not HEAD:  # the head is complete (or failed)
+            self.deadline_for = -1
+            return self._flush()._replace(alarm=0)
+        if (
+            self.candidate is not None
+            and began_here
+            and self.begun == 1
+            and not self.failed
+            and self.state is not HEAD
+            and len(data) <= MEMO_BYTES
+        ):
+            memo = self.memo
+            if len(memo) >= MEMO_ENTRIES:
+                memo.clear()
+            memo[data] = self.candidate
+        return self._flush()
+
+    def _answer_parsed(self, hit: Parsed) -> Reply:
+        """A request seen before, byte for byte, arrived whole between two requests: answer it without the parser.
+        A plain GET of a small cached file is one bytes object; anything else takes the general way."""
+        self.now = now = self.clock()
+        self.requests += 1
+        last = not hit.keep_alive or self.stopping or self.requests >= self.limits.max_requests
+        key = hit.key
+        if key is not None:
+            entry = self.site.fresh(key, now)
+            if entry is not None and entry.data is not None:
+                wire = entry.wire(now, last)
+                log = self.options.access_log
+                if log is not None:
+                    log.add_parts(self.peer_host, now, hit.logged, entry.size, hit.log_tail)
+                if last:
+                    self.move(LAST)
+                    return Reply((wire,), True)
+                return Reply((wire,))
+        self.method, self.url, self.version, self.keep_alive = hit.method, hit.url, hit.version, hit.keep_alive
+        self.headers = list(hit.headers)
+        self.answer = None
+        self.move(BEGIN)
+        self.move(HEADERS)
+        self._finish(self._respond(hit.target, hit.fields), last)
         return self._flush()
 
     def eof_received(self) -> Reply:
         return CLOSE
 
+    def connection_lost(self) -> None:
+        """A connection ending is a quiet moment: write the access-log lines still pending (this connection's last
+        requests may be among them)."""
+        log = self.options.access_log
+        if log is not None:
+            log.flush()
+
     def stop_requested(self) -> Reply:
         """Idle keep-alive connections close now; one in the middle of a request closes after answering it."""
-        if self.state is State.IDLE:
-            self.move(Event.LAST)
+        if self.state is IDLE:
+            self.move(LAST)
             return CLOSE
         self.stopping = True
         return NOTHING
@@ -195,7 +330,7 @@ class HttpServer(StreamProtocol):
     def timed_out(self) -> Reply:
         """Silent for the idle timeout: a half-sent request gets 408 (the slowloris defence); an idle keep-alive
         connection is simply closed."""
-        if self.state in (State.HEAD, State.BODY) and self.bad_method is None:
+        if self.state in (HEAD, BODY) and self.bad_method is None:
             self.now = self.options.clock()
             self._fail(RemoteProtocolError("request timed out", hint=HTTPStatus.REQUEST_TIMEOUT))
             return self._flush()._replace(close=True)
@@ -203,7 +338,8 @@ class HttpServer(StreamProtocol):
 
     # -- httptools callbacks -------------------------------------------------------------------------------------
     def on_message_begin(self) -> None:
-        self.move(Event.BEGIN)
+        self.move(BEGIN)
+        self.begun += 1
         self._reset_request()
 
     def on_url(self, url: bytes) -> None:
@@ -217,7 +353,7 @@ class HttpServer(StreamProtocol):
             self._raise(RemoteProtocolError("header fields too large", hint=HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE))
 
     def on_headers_complete(self) -> None:
-        self.move(Event.HEADERS)
+        self.move(HEADERS)
         parser = self.parser
         self.version = parser.get_http_version()
         self.method = parser.get_method().decode("ascii", "replace")
@@ -249,7 +385,7 @@ class HttpServer(StreamProtocol):
                 # Not worth reading a body we will not use: answer now and end the connection.
                 answer.close = True
                 self._emit(answer)
-                self.move(Event.LAST)
+                self.move(LAST)
                 raise _Stop
             self.answer = answer
 
@@ -268,24 +404,51 @@ class HttpServer(StreamProtocol):
             except RemoteProtocolError as exc:
                 response = error_response(exc.hint or HTTPStatus.BAD_REQUEST, str(exc), head=self.method == "HEAD")
             else:
-                headers = {}
+                fields: dict[str, str] = {}
                 for name, value in self.headers:
                     key = name.decode("latin-1").lower()
                     text = value.decode("latin-1")
-                    headers[key] = f"{headers[key]}, {text}" if key in headers else text
-                try:
-                    response = self.site.respond(self.method, target, headers)
-                except OSError as exc:  # out of descriptors, an I/O error: the server's fault, not the client's
-                    busy = exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM)
-                    status = HTTPStatus.SERVICE_UNAVAILABLE if busy else HTTPStatus.INTERNAL_SERVER_ERROR
-                    response = error_response(status, close=True, head=self.method == "HEAD")
-        last = not self.keep_alive or self.stopping or self.requests >= self.limits.max_requests or response.close
+                    fields[key] = f"{fields[key]}, {text}" if key in fields else text
+                cache_key = self.site.cache_key(target, fields)
+                response = self._respond(target, fields, cache_key)
+                if self.begun == 1 and self.body_bytes == 0:
+                    plain = self.method == "GET" and self.version == "1.1" and _NOT_PLAIN.isdisjoint(fields)
+                    key = cache_key if plain else None
+                    logged = log_tail = ""
+                    if key is not None and self.options.access_log is not None:
+                        logged, log_tail = entry_parts(self._request_line(), *_referer_agent(self.headers))
+                        logged += " 200"
+                    self.candidate = Parsed(
+                        self.method,
+                        self.url,
+                        self.version,
+                        self.keep_alive,
+                        tuple(self.headers),
+                        target,
+                        fields,
+                        key,
+                        logged,
+                        log_tail,
+                    )
+        last = not self.keep_alive or self.stopping or self.requests >= self.limits.max_requests
+        if self._finish(response, last):
+            raise _Stop
+
+    def _respond(self, target: SitePath, fields: dict[str, str], key: tuple | None = ()) -> Response:
+        try:
+            return self.site.respond(self.method, target, fields, self.now, key)
+        except OSError as exc:  # out of descriptors, an I/O error: the server's fault, not the client's
+            busy = exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM)
+            status = HTTPStatus.SERVICE_UNAVAILABLE if busy else HTTPStatus.INTERNAL_SERVER_ERROR
+            return error_response(status, close=True, head=self.method == "HEAD")
+
+    def _finish(self, response: Response, last: bool) -> bool:
+        """Queue the answer to a complete request and move on; True if it was the connection's last."""
+        last = last or response.close
         response.close = last
         self._emit(response)
-        if last:
-            self.move(Event.LAST)
-            raise _Stop
-        self.move(Event.COMPLETE)
+        self.move(LAST if last else COMPLETE)
+        return last
 
     # -- answering -----------------------------------------------------------------------------------------------
     def _emit(self, response: Response) -> None:
@@ -303,26 +466,24 @@ class HttpServer(StreamProtocol):
         self.out.extend(response.body)
         log = self.options.access_log
         if log is not None:
-            request_line = f"{self.method} {self.url.decode('latin-1')} HTTP/{self.version}" if self.method else "-"
-            referer = agent = None
-            for name, value in self.headers:
-                lower = name.lower()
-                if lower == b"referer":
-                    referer = value.decode("latin-1")
-                elif lower == b"user-agent":
-                    agent = value.decode("latin-1")
+            referer, agent = _referer_agent(self.headers)
             self.log_lines.append(
-                format_entry(self.peer_host, self.now, request_line, response.status, response.length, referer, agent)
+                format_entry(
+                    self.peer_host, self.now, self._request_line(), response.status, response.length, referer, agent
+                )
             )
+
+    def _request_line(self) -> str:
+        return f"{self.method} {self.url.decode('latin-1')} HTTP/{self.version}" if self.method else "-"
 
     def _flush(self) -> Reply:
         """Everything queued during one event, consecutive bytes joined so they leave in one send."""
         out = self.out
         if self.log_lines:
             assert self.options.access_log is not None
-            self.options.access_log.write(self.log_lines)
+            self.options.access_log.write(self.log_lines, self.now)
             self.log_lines = []
-        close = self.state is State.CLOSING
+        close = self.state is CLOSING
         if not out:
             return CLOSE if close else NOTHING
         self.out = []
@@ -349,11 +510,12 @@ class HttpServer(StreamProtocol):
     def _fail(self, exc: RemoteProtocolError) -> None:
         """Answer a broken request with its status and close."""
         self.error = None
+        self.failed = True
         self.keep_alive = False
         answer = error_response(exc.hint or HTTPStatus.BAD_REQUEST, str(exc), close=True)
         self._emit(answer)
-        if self.state is not State.CLOSING:
-            self.move(Event.FAIL)
+        if self.state is not CLOSING:
+            self.move(FAIL)
 
     def _parser_error(self, exc: httptools.HttpParserError) -> RemoteProtocolError:
         message = str(exc) or "malformed request"
@@ -369,8 +531,8 @@ class HttpServer(StreamProtocol):
             return
         if self.bad_method is None:
             self.bad_method = self.sample
-            if self.state is State.IDLE:
-                self.move(Event.BEGIN)
+            if self.state is IDLE:
+                self.move(BEGIN)
         else:
             self.bad_method += data[:33]
         sample = self.bad_method
@@ -396,6 +558,18 @@ class HttpServer(StreamProtocol):
                 self._fail(
                     RemoteProtocolError("header fields too large", hint=HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
                 )
+
+
+def _referer_agent(headers) -> tuple[str | None, str | None]:
+    """Referer and User-Agent, for the access log."""
+    referer = agent = None
+    for name, value in headers:
+        lower = name.lower()
+        if lower == b"referer":
+            referer = value.decode("latin-1")
+        elif lower == b"user-agent":
+            agent = value.decode("latin-1")
+    return referer, agent
 
 
 def make_factory(options: WebOptions) -> Callable[[], HttpServer]:
