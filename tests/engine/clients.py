@@ -95,7 +95,11 @@ def read_until_eof(sock: socket.socket, timeout: float = 10.0) -> bytes:
 # -- the server process tree, from /proc ----------------------------------------------------------------------------
 def children(pid: int) -> list[int]:
     kids: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:  # the process ended while the tree was walked (a fork child finishing its connection)
+        return kids
+    for task in tasks:
         try:
             kids.extend(int(x) for x in (task / "children").read_text().split())
         except OSError:
