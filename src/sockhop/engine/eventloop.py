@@ -83,6 +83,8 @@ class EventLoopServer(Server):
         self.stopping_at: float | None = None
         self.paused_until: float | None = None
         self.ep: select.epoll | None = None
+        self.local_of: dict[int, tuple | None] = {}  # listener fd -> its address, None for a wildcard
+        self.debug = log.isEnabledFor(logging.DEBUG)  # formatting addresses for nothing costs per connection
 
     # -- the loop ------------------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -231,9 +233,18 @@ class EventLoopServer(Server):
     # -- accepting -----------------------------------------------------------------------------------------------
     def _accept(self, listener: Listener, now: float) -> None:
         assert self.ep is not None
+        lsock = listener.sock
+        family, kind, proto = lsock.family.value, lsock.type.value, lsock.proto
+        # The local address of a connection is the listener's, unless it listens on every interface.
+        local = self.local_of.get(lsock.fileno(), ())
+        if local == ():
+            name = lsock.getsockname()
+            local = self.local_of[lsock.fileno()] = None if name[0] in ("0.0.0.0", "::") else name
         for _ in range(128):
             try:
-                sock, peer = listener.sock.accept()
+                # socket.accept() without its per-call IntEnum conversions: this runs once per connection.
+                fd, peer = lsock._accept()
+                sock = socket.socket(family, kind, proto, fileno=fd)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -262,9 +273,10 @@ class EventLoopServer(Server):
             self.ep.register(conn.fd, IN)
             conn.deadline = now + self.limits.idle_timeout
             self._schedule(conn, conn.deadline)
-            log.debug("%s: connected", peer_name(peer))
+            if self.debug:
+                log.debug("%s: connected", peer_name(peer))
             try:
-                reply = protocol.connection_made(peer, sock.getsockname())
+                reply = protocol.connection_made(peer, local or sock.getsockname())
             except Exception as exc:
                 protocol_failed(peer, "connection_made", exc)
                 self._close(conn)
@@ -466,6 +478,19 @@ class EventLoopServer(Server):
             self._close(conn)
             return
         try:
+            # Linger only if input is waiting (the client may still be sending, and closing on unread input
+            # sends a reset that can destroy our last reply): otherwise close now, as nginx's heuristic does.
+            waiting = conn.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            self._close(conn)
+            return
+        except OSError:
+            self._close(conn)
+            return
+        if not waiting:  # the peer has closed too
+            self._close(conn)
+            return
+        try:
             conn.sock.shutdown(socket.SHUT_WR)
         except OSError:
             self._close(conn)
@@ -482,12 +507,7 @@ class EventLoopServer(Server):
         if conn.fd < 0:
             return
         self.conns.pop(conn.fd, None)
-        try:
-            assert self.ep is not None
-            self.ep.unregister(conn.fd)
-        except (OSError, ValueError):
-            pass
-        conn.sock.close()
+        conn.sock.close()  # which also takes it out of the epoll set: no descriptor of it is shared
         conn.fd = -1
         release(tuple(conn.out))
         conn.out.clear()
@@ -495,7 +515,8 @@ class EventLoopServer(Server):
             conn.protocol.connection_lost()
         except Exception as exc:
             protocol_failed(conn.peer, "connection_lost", exc)
-        log.debug("%s: closed", peer_name(conn.peer))
+        if self.debug:
+            log.debug("%s: closed", peer_name(conn.peer))
 
     def _begin_stop(self, now: float) -> None:
         """Stop accepting, tell every conversation, and give them the grace period."""
