@@ -364,3 +364,41 @@ def test_a_wildcard_listen_serves_ipv4_and_ipv6(serve):
     assert echo_once(("127.0.0.1", port), b"v4") == b"v4"
     assert echo_once(("::1", port), b"v6") == b"v6"
     assert proc.stop() == 0
+
+
+def test_prefork_workers_end_with_a_killed_master(serve):
+    proc = serve("prefork", "127.0.0.1")
+    assert wait_for(lambda: len(children(proc.pid)) == 2, 10)
+    workers = children(proc.pid)
+    proc.proc.kill()  # SIGKILL: the master has no chance to stop them
+    proc.proc.wait()
+    assert wait_for(lambda: all(state(p) in ("gone", "Z") for p in workers), 10), [state(p) for p in workers]
+
+
+@pytest.mark.parametrize("model", ["thread", "pool"])
+def test_a_stop_signal_caught_by_a_worker_thread_still_stops(serve, model):
+    import ctypes
+
+    proc = serve(model, "127.0.0.1", "--grace", "1")
+    with connect(proc.address()) as sock:
+        sock.sendall(b"x")
+        assert sock.recv(1) == b"x"  # a connection thread exists now
+        threads = [t for t in _threads(proc.pid) if t != proc.pid and not _blocks(proc.pid, t, signal.SIGTERM)]
+        assert threads  # connection or pool threads, which take signals
+        # tgkill: SIGTERM to one worker thread, not to the process, so the main thread's poll is not interrupted.
+        sys_tgkill = 234 if os.uname().machine == "x86_64" else 131
+        assert ctypes.CDLL(None, use_errno=True).syscall(sys_tgkill, proc.pid, threads[0], signal.SIGTERM) == 0
+        assert proc.proc.wait(10) == 0
+
+
+def _threads(pid: int) -> list[int]:
+    return sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+
+
+def _blocks(pid: int, tid: int, sig: int) -> bool:
+    with open(f"/proc/{pid}/task/{tid}/status") as status:
+        lines = status.read().splitlines()
+    for line in lines:
+        if line.startswith("SigBlk:"):
+            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return False

@@ -66,6 +66,10 @@ class Wakeup:
     def fileno(self) -> int:
         return self._r
 
+    @property
+    def write_fd(self) -> int:
+        return self._w
+
     def poke(self) -> None:
         try:
             os.write(self._w, b"w")
@@ -99,6 +103,7 @@ class Signals:
         self.wakeup = wakeup
         self.pending: list[int] = []
         self._previous: dict[int, object] = {}
+        self._previous_wakeup = -1
         self._signals = (*STOP_SIGNALS, *extra)
 
     def _record(self, signum: int, frame: object) -> None:
@@ -111,6 +116,10 @@ class Signals:
         try:
             for sig in self._signals:
                 self._previous[sig] = signal.signal(sig, self._record)
+            # The kernel may deliver a signal to any thread (thread and pool models have many); then only that
+            # thread's system call is interrupted and the main loop would sleep on. With a wakeup fd the C-level
+            # handler writes to the pipe the main loop polls, whichever thread caught the signal.
+            self._previous_wakeup = signal.set_wakeup_fd(self.wakeup.write_fd, warn_on_full_buffer=False)
         except ValueError:  # not the main thread: whoever embeds the engine calls stop() instead
             self._previous.clear()
 
@@ -119,6 +128,8 @@ class Signals:
         self._previous[sig] = signal.signal(sig, self._record)
 
     def restore(self) -> None:
+        if self._previous:
+            signal.set_wakeup_fd(self._previous_wakeup)
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
         self._previous.clear()

@@ -8,6 +8,7 @@ and the master stops rather than respawning forever (gunicorn's rule).
 
 from __future__ import annotations
 
+import ctypes  # here, not in the worker: after --user drops privileges, imports may no longer be readable
 import logging
 import os
 import select
@@ -22,6 +23,20 @@ from sockhop.errors import EngineError
 log = logging.getLogger("sockhop.engine")
 
 WORKER_BOOT_ERROR = 3
+PR_SET_PDEATHSIG = 1
+
+
+def end_with_parent(parent: int) -> None:
+    """In a worker: be sent SIGKILL if the master dies (even by SIGKILL), so no worker is left orphaned serving
+    on its own. Linux only; elsewhere the master's graceful stop is what ends workers."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the master died before the line above took effect
+        os._exit(0)
+
+
 RESPAWN_DELAY = 1.0  # a worker that died within this long of starting is replaced only after this long
 
 
@@ -78,6 +93,7 @@ class PreforkServer(Server):
         # fork; the worker lets it through once it watches SIGHUP itself.
         hangup = {signal.SIGHUP} if self.reloaders else set()
         signal.pthread_sigmask(signal.SIG_BLOCK, hangup)
+        master = os.getpid()
         try:
             pid = os.fork()
         except BaseException:
@@ -90,6 +106,7 @@ class PreforkServer(Server):
             return
         status = WORKER_BOOT_ERROR
         try:
+            end_with_parent(master)
             reset_after_fork()
             self.wakeup.close()
             worker = EventLoopServer(
