@@ -102,7 +102,7 @@ class Server:
         return [p for folder in folders if folder.is_dir() for p in folder.iterdir()]
 
     # Postfix: its own configuration folder and queue, virtual delivery of b@example.test into a Maildir -- the
-    # configuration /work/shared/peers/smtp.sh measured the figures with.
+    # configuration shared/peers/smtp.sh measured the figures with.
     def _start_postfix(self) -> None:
         if not shutil.which("postfix"):
             raise Unavailable("postfix is missing (apt-get install postfix)")

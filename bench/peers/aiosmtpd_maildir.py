@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The aiosmtpd peer of bench/mail.py: aiosmtpd on asyncio's default loop, storing each message with
 mailbox.Maildir (tmp/ then rename into new/); with --fsync the file and new/ are fsynced before the 250 (durable,
-as sockhop is). From /work/shared/peers/smtp.sh, which measured the issue's figures."""
+as sockhop is). From shared/peers/smtp.sh, which measured the issue's figures."""
 
 import asyncio
 import mailbox
