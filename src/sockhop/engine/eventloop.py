@@ -478,19 +478,6 @@ class EventLoopServer(Server):
             self._close(conn)
             return
         try:
-            # Linger only if input is waiting (the client may still be sending, and closing on unread input
-            # sends a reset that can destroy our last reply): otherwise close now, as nginx's heuristic does.
-            waiting = conn.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            self._close(conn)
-            return
-        except OSError:
-            self._close(conn)
-            return
-        if not waiting:  # the peer has closed too
-            self._close(conn)
-            return
-        try:
             conn.sock.shutdown(socket.SHUT_WR)
         except OSError:
             self._close(conn)
