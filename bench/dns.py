@@ -36,6 +36,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from run import cpu_seconds, machine  # noqa: E402  (bench/run.py: the shared process and machine helpers)
+
 # this file is bench/dns.py: run as a script, its folder comes first on sys.path and would hide dnspython's `dns`
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 ROOT = HERE.parent
@@ -251,31 +254,6 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 # -- measuring ------------------------------------------------------------------------------------------------------
-def process_tree(pid: int) -> list[int]:
-    pids = [pid]
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            for kid in (task / "children").read_text().split():
-                pids.extend(process_tree(int(kid)))
-        except OSError:
-            pass
-    return pids
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process tree, reaped children included."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for p in process_tree(pid):
-        try:
-            stat = Path(f"/proc/{p}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        total += sum(int(f) for f in fields[11:15]) / tick
-    return total
-
-
 def dnsperf(port: int, queries: Path, seconds: float, *, tcp: bool, cores: set[int] | None) -> dict:
     """One dnsperf run: queries/s, lost, the response codes, and dnsperf's own CPU share."""
     command = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries), "-l", f"{seconds:g}"]
@@ -407,18 +385,6 @@ def plot(rows: list[dict], path: Path) -> bool:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return True
-
-
-def machine() -> str:
-    cpu = "unknown cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Linux {os.uname().release}, Python {sys.version.split()[0]}"
 
 
 def main() -> int:

@@ -42,12 +42,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import (  # noqa: E402  (bench/run.py: the echo benchmark's process and memory helpers)
     CLIENT_CORE,
     SERVER_CORE,
+    cpu_seconds,
     machine,
     pss_kib,
     raise_nofile,
     sockets_held,
 )
-from run import cpu_seconds as run_cpu_seconds  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -380,19 +380,6 @@ def idle(proc: subprocess.Popen, port: int, count: int, timeout: float = 120) ->
             sock.close()
         os.sched_setaffinity(0, set(range(os.cpu_count() or 2)))
     return held, (after - before) / held if held > 0 else float("nan")
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time of the server's process tree, children that have exited and been reaped included (the fork model's
-    children live for one connection)."""
-    total = run_cpu_seconds(pid)
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()
-        total += (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        pass
-    return total
 
 
 def measure(name: str, command, work: Path, www: Path, port: int, seconds: float, idle_count: int) -> dict:
