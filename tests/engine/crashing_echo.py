@@ -1,5 +1,6 @@
 """The engine suite's server: sockhop's echo, except that a message containing CRASH makes the protocol raise,
-one containing ALARM sets a one-second alarm (Reply.alarm), and a timeout says so before the connection closes.
+one containing ALARM sets a one-second alarm (Reply.alarm), LINGER or AT-ONCE ends the connection that way
+(Reply.close), and a timeout says so before the connection closes.
 
 It is run as a real subprocess, built with the same pieces as `sockhop serve echo`, so every model and limit the
 CLI offers is exercised; the crash shows that a protocol's exception costs only its own connection.
@@ -13,7 +14,7 @@ import sys
 
 from sockhop.cli import add_engine_options, main_guard, open_service, run_server, setup_logging
 from sockhop.echo import EchoDatagram, EchoStream
-from sockhop.engine import Reply
+from sockhop.engine import Close, Reply
 
 TRIGGER = b"CRASH"
 
@@ -24,6 +25,10 @@ class CrashingEcho(EchoStream):
             raise RuntimeError("asked to crash")
         if b"ALARM" in data:
             return Reply((data,), alarm=1.0)
+        if b"LINGER" in data:
+            return Reply((data,), Close.LINGER)
+        if b"AT-ONCE" in data:
+            return Reply((data,), Close.AT_ONCE)
         return Reply((data,))
 
     def timed_out(self) -> Reply:

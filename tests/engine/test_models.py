@@ -139,6 +139,24 @@ def test_a_protocol_exception_costs_only_its_own_connection(server, model):
     assert wait_for(lambda: "protocol error in data_received" in server.log(), 5), server.log()
 
 
+@pytest.mark.parametrize("how", ["LINGER", "AT-ONCE"])
+def test_closing_lingers_unless_the_protocol_says_the_peer_is_done(server, how):
+    """LINGER drains what the client sends after our last bytes (no reset can destroy them); AT-ONCE closes
+    outright, as for an HTTP client that said Connection: close, so late input meets a reset."""
+    with connect(server.address()) as client:
+        client.sendall(how.encode())
+        assert read_until_eof(client) == how.encode()
+        client.sendall(b"late input")
+        time.sleep(0.3)
+        if how == "LINGER":
+            client.sendall(b"more late input")
+            assert client.recv(10) == b""
+        else:
+            with pytest.raises((ConnectionResetError, BrokenPipeError)):
+                client.sendall(b"more late input")
+                client.recv(10)
+
+
 # -- lifecycle ------------------------------------------------------------------------------------------------------
 def test_graceful_stop_delivers_in_flight_data(serve, model, host):
     proc = serve(model, host, "--grace", "5")

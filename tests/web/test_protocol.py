@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from sockhop.engine.protocol import FileRegion, Reply
+from sockhop.engine.protocol import Close, FileRegion, Reply
 from sockhop.web.files import SMALL_FILE
-from sockhop.web.protocol import HttpLimits, State
+from sockhop.web.protocol import HttpLimits, HttpServer, State
 
 from .helpers import feed, materialise, parse_responses, server
 
@@ -104,6 +104,30 @@ def test_connection_close_is_honoured_and_later_requests_ignored(root):
     assert [r.status for r in responses] == [200]
     assert close and responses[0].header("connection") == "close"
     assert proto.data_received(get("/page.html")).send == ()
+
+
+@pytest.mark.parametrize(
+    "request_, how",
+    [
+        (get("/hello.txt", "Connection: close"), Close.AT_ONCE),
+        (get("/hello.txt", version="1.0"), Close.AT_ONCE),
+        (get("/nowhere", "Connection: close"), Close.AT_ONCE),
+        (get("/hello.txt", "Connection: close") + b"junk", Close.AT_ONCE),  # read already: no reset to fear
+        (get("/hello.txt", "Content-Length: 5", "Connection: close", method="POST") + b"ab", Close.LINGER),
+        (get("/hello.txt", "Connection: Upgrade", "Upgrade: websocket"), Close.LINGER),
+        (b"GET /hello.txt HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n", Close.LINGER),
+    ],
+)
+def test_only_a_client_that_asked_to_close_is_closed_without_lingering(root, request_, how):
+    first = server(root)
+    again = HttpServer(first.options)  # a second connection sending the same bytes: answered from the memo
+    for proto in (first, again):
+        assert proto.data_received(request_).close == how
+
+
+def test_a_connection_the_server_ends_lingers(root):
+    proto = server(root, limits=HttpLimits(max_requests=1))
+    assert proto.data_received(get("/hello.txt")).close == Close.LINGER
 
 
 def test_requests_per_connection_are_capped(root):

@@ -6,11 +6,12 @@ sans-IO protocol objects from :mod:`sockhop.engine.protocol`.
 
 from sockhop.engine.limits import Limits
 from sockhop.engine.models import MODELS, make_server, serve
-from sockhop.engine.protocol import NOTHING, DatagramProtocol, FileRegion, Listener, Reply, StreamProtocol
+from sockhop.engine.protocol import NOTHING, Close, DatagramProtocol, FileRegion, Listener, Reply, StreamProtocol
 
 __all__ = [
     "MODELS",
     "NOTHING",
+    "Close",
     "DatagramProtocol",
     "FileRegion",
     "Limits",

@@ -15,7 +15,7 @@ import struct
 import time
 
 from sockhop.engine.limits import Limits
-from sockhop.engine.protocol import Address, DatagramProtocol, FileRegion, Reply, StreamProtocol, format_address
+from sockhop.engine.protocol import Address, Close, DatagramProtocol, FileRegion, Reply, StreamProtocol, format_address
 
 log = logging.getLogger("sockhop.engine")
 
@@ -216,7 +216,7 @@ def drive_stream(sock: socket.socket, peer: Address, protocol: StreamProtocol, l
             protocol.connection_lost()
         except Exception as exc:
             protocol_failed(peer, "connection_lost", exc)
-        if peer_closed:
+        if peer_closed or (reply is not None and reply.close == Close.AT_ONCE):
             sock.close()
         else:
             linger_close(sock, min(LINGER, limits.grace))

@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sockhop.engine.base import RESOURCE_ERRORS, RESOURCE_PAUSE, Server, note_exhaustion
 from sockhop.engine.drive import LINGER, RECV_SIZE, answer_datagrams, close_region, peer_name, protocol_failed, release
-from sockhop.engine.protocol import Address, DatagramProtocol, FileRegion, Listener, Reply, StreamProtocol
+from sockhop.engine.protocol import Address, Close, DatagramProtocol, FileRegion, Listener, Reply, StreamProtocol
 
 log = logging.getLogger("sockhop.engine")
 
@@ -322,7 +322,7 @@ class EventLoopServer(Server):
                             return
                         break
         if reply.close:
-            conn.closing = True
+            conn.closing = reply.close
         if reply.alarm is not None:
             self._set_alarm(conn, reply.alarm)
         if reply.then is not None:
@@ -473,9 +473,10 @@ class EventLoopServer(Server):
                 self._close(conn)  # a silent client gets no linger: what did not fit is dropped
 
     def _end(self, conn: Connection) -> None:
-        """Output done and the protocol asked to close: close at once if the peer has closed too, else half-close
-        and drain its input for a moment (lingering close), so a reset cannot destroy our last reply."""
-        if conn.eof:
+        """Output done and the protocol asked to close: close at once if the peer has closed too or will send no
+        more, else half-close and drain its input for a moment (lingering close), so a reset cannot destroy our
+        last reply."""
+        if conn.eof or conn.closing == Close.AT_ONCE:
             self._close(conn)
             return
         try:

@@ -7,6 +7,7 @@ same object runs unchanged under every concurrency model, and tests can feed it 
 
 from __future__ import annotations
 
+import enum
 import os
 import socket
 from collections.abc import Callable
@@ -31,6 +32,21 @@ class FileRegion:
         return os.pread(self.fd, self.count, self.offset)
 
 
+class Close(enum.IntEnum):
+    """How a :class:`Reply` ends its connection; ``False`` and ``True`` mean KEEP and LINGER.
+
+    LINGER half-closes after the last bytes and reads until the peer closes (a couple of seconds at most): input
+    already on its way, such as a request pipelined behind the last one, would otherwise make the kernel reset the
+    connection and destroy the reply before the peer reads it. AT_ONCE closes as soon as the output is sent, as
+    nginx does, when the peer has said it will send nothing more (an HTTP request with ``Connection: close``, read
+    to its last byte): it saves a half-close, a read and a wakeup per connection.
+    """
+
+    KEEP = 0
+    LINGER = 1
+    AT_ONCE = 2
+
+
 class Reply(NamedTuple):
     """What to do after an event: send these pieces in order, then close if asked.
 
@@ -39,7 +55,8 @@ class Reply(NamedTuple):
     """
 
     send: tuple[bytes | FileRegion, ...] = ()
-    close: bool = False
+    #: Close after sending: True (:attr:`Close.LINGER`) or :attr:`Close.AT_ONCE`.
+    close: bool | Close = False
     #: Blocking work (an fsync before SMTP's 250) to run after ``send`` is sent. The engine runs it where it stalls
     #: no other connection (a worker thread under the event loop) and then carries out the Reply it returns. No
     #: other method of the protocol is called meanwhile, so it may touch the protocol's state freely.

@@ -38,7 +38,7 @@ from typing import NamedTuple
 
 import httptools
 
-from sockhop.engine.protocol import CLOSE, NOTHING, Address, FileRegion, Reply, StreamProtocol
+from sockhop.engine.protocol import CLOSE, NOTHING, Address, Close, FileRegion, Reply, StreamProtocol
 from sockhop.errors import LocalProtocolError, RemoteProtocolError
 from sockhop.web.accesslog import AccessLog, entry_parts, format_entry
 from sockhop.web.files import Site
@@ -174,6 +174,7 @@ class HttpServer(StreamProtocol):
     deadline_for = -1  # the request (count of those before it) whose header deadline is armed; -1: none
     begun = 0  # requests begun during the current data_received (a memo candidate must be alone)
     failed = False
+    peer_done = False  # a complete request said Connection: close: the connection may close without lingering
     candidate: Parsed | None = None
     # The current request (see _reset_request).
     url = b""
@@ -183,6 +184,7 @@ class HttpServer(StreamProtocol):
     method = ""
     version = "1.1"
     keep_alive = True
+    asked_close = False  # Connection: close, or HTTP/1.0 without keep-alive (an upgrade ends keep-alive too)
     answer: Response | None = None  # decided at the end of the headers (405, 400...), else the file
 
     def __init__(self, options: WebOptions) -> None:
@@ -202,6 +204,7 @@ class HttpServer(StreamProtocol):
         self.method = ""
         self.version = "1.1"
         self.keep_alive = True
+        self.asked_close = False
         self.answer = None
 
     def move(self, event: Event) -> None:
@@ -281,7 +284,10 @@ class HttpServer(StreamProtocol):
             if len(memo) >= MEMO_ENTRIES:
                 memo.clear()
             memo[data] = self.candidate
-        return self._flush()
+        reply = self._flush()
+        if reply.close and self.peer_done and not self.failed:
+            return reply._replace(close=Close.AT_ONCE)
+        return reply
 
     def _answer_parsed(self, hit: Parsed) -> Reply:
         """A request seen before, byte for byte, arrived whole between two requests: answer it without the parser.
@@ -299,7 +305,8 @@ class HttpServer(StreamProtocol):
                     log.add_parts(self.peer_host, now, hit.logged, entry.size, hit.log_tail)
                 if last:
                     self.move(LAST)
-                    return Reply((wire,), True)
+                    # The client asked to close and sent exactly this request: nothing more is coming.
+                    return Reply((wire,), Close.LINGER if hit.keep_alive else Close.AT_ONCE)
                 return Reply((wire,))
         self.method, self.url, self.version, self.keep_alive = hit.method, hit.url, hit.version, hit.keep_alive
         self.headers = list(hit.headers)
@@ -307,7 +314,10 @@ class HttpServer(StreamProtocol):
         self.move(BEGIN)
         self.move(HEADERS)
         self._finish(self._respond(hit.target, hit.fields), last)
-        return self._flush()
+        reply = self._flush()
+        if reply.close and not hit.keep_alive and not self.failed:
+            return reply._replace(close=Close.AT_ONCE)
+        return reply
 
     def eof_received(self) -> Reply:
         return CLOSE
@@ -359,7 +369,8 @@ class HttpServer(StreamProtocol):
         self.method = parser.get_method().decode("ascii", "replace")
         if self.version not in ("1.1", "1.0"):
             self._raise(RemoteProtocolError(f"HTTP/{self.version}", hint=HTTPStatus.HTTP_VERSION_NOT_SUPPORTED))
-        self.keep_alive = parser.should_keep_alive() and not parser.should_upgrade()
+        self.asked_close = not parser.should_keep_alive()
+        self.keep_alive = not self.asked_close and not parser.should_upgrade()
         hosts = 0
         has_body = False
         for name, value in self.headers:
@@ -411,7 +422,7 @@ class HttpServer(StreamProtocol):
                     fields[key] = f"{fields[key]}, {text}" if key in fields else text
                 cache_key = self.site.cache_key(target, fields)
                 response = self._respond(target, fields, cache_key)
-                if self.begun == 1 and self.body_bytes == 0:
+                if self.begun == 1 and self.body_bytes == 0 and (self.keep_alive or self.asked_close):  # no upgrade
                     plain = self.method == "GET" and self.version == "1.1" and _NOT_PLAIN.isdisjoint(fields)
                     key = cache_key if plain else None
                     logged = log_tail = ""
@@ -431,6 +442,8 @@ class HttpServer(StreamProtocol):
                         log_tail,
                     )
         last = not self.keep_alive or self.stopping or self.requests >= self.limits.max_requests
+        if self.asked_close:
+            self.peer_done = True  # the client asked to close after this request, read to its end: no more input
         if self._finish(response, last):
             raise _Stop
 
