@@ -102,6 +102,11 @@ def add_engine_options(parser: argparse.ArgumentParser, default_listen: str) -> 
         "network, so logs show the real client; repeatable. Others are served as they are, and refused if they "
         "send a header",
     )
+    add_production_options(parser)
+
+
+def add_production_options(parser: argparse.ArgumentParser) -> None:
+    """The options that concern a whole server rather than one service: ``sockhop up`` takes them too."""
     parser.add_argument(
         "--user",
         metavar="NAME",
@@ -242,8 +247,11 @@ def settle_privileges(args: argparse.Namespace, listeners: list[Listener]) -> No
 
 
 def data_folders(args: argparse.Namespace) -> list[Path]:
-    """The folders a service writes to, handed to --user before the drop (mail's Maildir, the metrics files)."""
+    """The folders a service writes to, handed to --user before the drop (mail's Maildir, up's data folder, the
+    metrics files)."""
     folders = [Path(args.maildir)] if getattr(args, "maildir", None) else []
+    if getattr(args, "data", None):  # sockhop up: mail and the local CA's certificates (re-read on SIGHUP)
+        folders.append(Path(args.data))
     if getattr(args, "admin", None):
         from sockhop.engine.metrics import Metrics
 
@@ -362,6 +370,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.config:
         from sockhop.config import up as up_from_file
 
+        flags = {"--admin": args.admin, "--user": args.user, "--allow-root": args.allow_root}
+        given = [flag for flag, value in flags.items() if value]
+        if given:
+            raise UsageError(f"with --config, {given[0]} goes in the file, for each service (as {given[0][2:]} = ...)")
+
         return up_from_file(args.config)
     from sockhop.up import up
 
@@ -393,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--grace", type=positive_float, default=10.0, metavar="S")
     up.add_argument("--no-tls", action="store_true", help="no TLS listeners (and no local CA)")
     up.add_argument("--config", metavar="FILE", help="run the services sockhop.toml describes instead")
+    add_production_options(up)
     up.set_defaults(func=cmd_up)
 
     check = sub.add_parser("check", help="validate a sockhop.toml and report every mistake with its line")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from sockhop.dns.builtin import dns_service
 from sockhop.engine import Limits, Listener, make_server
+from sockhop.engine.protocol import format_address
 from sockhop.net.listeners import open_socket
 from sockhop.web.cli import web_service
 
@@ -124,8 +125,15 @@ def tls_offers(ctx: UpContext, plain: list[Offer]) -> list[Offer]:
 
 
 def up(args: argparse.Namespace) -> int:
+    """Every service in one engine. The production options mean what they mean for ``sockhop serve``: --admin
+    counts every listener under its service's name, --user drops privileges once everything is bound (and hands
+    the data folder over), --log-format json shapes the log."""
+    from sockhop.cli import open_admin, outer_layers, settle_privileges
+
     ctx = UpContext(host=args.host, data=Path(args.data), tls=not args.no_tls)
     offers: list[Offer] = []
+    admin = None
+    model = args.model
     try:
         for service in SERVICES:
             offers.extend(service(ctx))
@@ -134,14 +142,18 @@ def up(args: argparse.Namespace) -> int:
         limits = Limits(
             idle_timeout=args.idle_timeout, max_connections=args.max_connections, grace=args.grace, workers=args.workers
         )
-        model = args.model
         if model in ("fork", "thread"):
             print(f"sockhop: --model {model} cannot serve UDP; `sockhop up` uses eventloop", file=sys.stderr)
             model = "eventloop"
-        server = make_server(model, [offer.listener for offer in offers], limits)
+        listeners = outer_layers(args, [offer.listener for offer in offers], model)
+        admin = open_admin(args)
+        settle_privileges(args, listeners)
+        server = make_server(model, listeners, limits)
     except BaseException:
         for offer in offers:
             offer.listener.sock.close()
+        if admin is not None:
+            admin.sock.close()
         raise
 
     def announce() -> None:
@@ -149,11 +161,20 @@ def up(args: argparse.Namespace) -> int:
         for offer in offers:
             print(f"sockhop: {offer.listener.describe()} (model {model})", file=sys.stderr)
             print(f"    try: {offer.try_it}", file=sys.stderr)
+        if admin is not None:
+            admin.start()
+            where = format_address(admin.sock.getsockname())
+            print(f"sockhop: admin tcp {where} (model {model})", file=sys.stderr)
+            print(f"    try: curl -s http://{where}/metrics | grep ^sockhop_", file=sys.stderr)
         if not args.no_tls:
             print(f"sockhop up: TLS certificates come from a local CA in {ctx.ca.parent}; make curl trust it with:\n"
                   f"    {curl_command(ctx.ca, ctx.host)}", file=sys.stderr)  # fmt: skip
         sys.stderr.flush()
 
-    server.serve(on_ready=announce)
+    try:
+        server.serve(on_ready=announce)
+    finally:
+        if admin is not None:
+            admin.stop()
     print("sockhop up: stopped", file=sys.stderr)
     return 0

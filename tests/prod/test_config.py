@@ -98,7 +98,7 @@ listen = ["127.0.0.1:0"]
 [services.echo]
 listen = ["127.0.0.1:0"]
 """)
-    up = sockhop_server(["up", "--config", str(tmp_path / "sockhop.toml")], announce=4)
+    up = sockhop_server(["up", "--config", str(tmp_path / "sockhop.toml")], announce=4, timeout=60)
     assert fetch(*up.address("web")) == (200, b"from the file")
     dig = subprocess.run(["dig", "@127.0.0.1", "-p", str(up.address("dns", "udp")[1]), "+short", "example.com",
                           "SOA"], capture_output=True, text=True, timeout=30)  # fmt: skip
@@ -119,3 +119,16 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_services_stop_when_up_is_killed(sockhop_server, tmp_path):
+    """SIGKILL cannot be passed on: each service is told by the kernel (parent-death signal) and stops."""
+    (tmp_path / "sockhop.toml").write_text('[services.echo]\nlisten = ["127.0.0.1:0"]\n')
+    up = sockhop_server(["up", "--config", str(tmp_path / "sockhop.toml")], timeout=60)
+    (child,) = [int(c) for c in Path(f"/proc/{up.pid}/task/{up.pid}/children").read_text().split()]
+    up.proc.kill()
+    up.proc.wait(10)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and _alive(child):
+        time.sleep(0.05)
+    assert not _alive(child)

@@ -14,6 +14,7 @@ import pytest
 from sockhop.errors import AddressError
 from sockhop.net.addresses import Endpoint
 from sockhop.net.listeners import InheritedSockets
+from tests.dns.zones import write_zone
 from tests.prod.haproxy import free_port
 from tests.prod.helpers import fetch, site_saying
 from tests.support import ROOT, require_tool
@@ -105,3 +106,26 @@ def test_inherited_sockets_are_claimed_by_port_and_kind():
 def test_listen_pid_of_another_process_is_ignored():
     env = {"LISTEN_PID": "1", "LISTEN_FDS": "2"}
     assert not InheritedSockets.from_environment(env)
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("model", ["eventloop", "prefork", "pool", "iterative"])
+def test_dns_serves_the_udp_and_tcp_pair_a_unit_passes(sockhop_server, tmp_path, model):
+    """What contrib/systemd/sockhop-dns.socket makes systemd do (ListenDatagram= and ListenStream= on one port),
+    done by tests/prod/activate_pair.py since systemd-socket-activate passes streams only. ``--listen :PORT`` as in
+    sockhop-dns.service: it claims the sockets the unit bound, whatever their address."""
+    dig = require_tool("dig")
+    zone = write_zone(tmp_path)
+    server = sockhop_server(["127.0.0.1", "serve", "dns", str(zone), "--listen", ":{port}", "--model", model,
+                             "--workers", "2"], module="tests.prod.activate_pair", announce=2)  # fmt: skip
+    udp, tcp = server.address("dns", "udp"), server.address("dns", "tcp")
+    assert udp == tcp
+    host, port = udp
+    sockets = {os.readlink(f"/proc/{server.pid}/fd/{fd}") for fd in (3, 4)}
+    # Still the two it was given, and serving: binding its own instead would have failed (these hold the port).
+    assert all(link.startswith("socket:") for link in sockets) and len(sockets) == 2
+    for transport in ("+notcp", "+tcp"):
+        done = subprocess.run([dig, f"@{host}", "-p", str(port), "+tries=1", "+time=5", transport,
+                               "www.example.com", "A"], capture_output=True, text=True, timeout=30)  # fmt: skip
+        assert "status: NOERROR" in done.stdout and "192.0.2.2" in done.stdout, done.stdout
+    assert server.proc.poll() is None

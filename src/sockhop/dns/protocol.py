@@ -20,7 +20,7 @@ import dns.rcode
 import dns.rdatatype
 
 from sockhop.dns.server import HEADER, NameServer, header_only
-from sockhop.engine.protocol import CLOSE, NOTHING, Address, DatagramProtocol, Reply, StreamProtocol
+from sockhop.engine.protocol import CLOSE, NOTHING, Address, DatagramProtocol, Reply, Results, StreamProtocol
 
 RdataType = dns.rdatatype.RdataType
 Rcode = dns.rcode.Rcode
@@ -28,9 +28,21 @@ Rcode = dns.rcode.Rcode
 LENGTH = struct.Struct("!H")
 TRANSFER_CHUNK = 16_000  # bytes of records per AXFR message: well under 64 KiB, few messages
 
+#: Queries counted by transport and rcode (--admin), UDP and TCP in one counter.
+RESULTS = Results("sockhop_dns_queries", "DNS queries answered, by transport and response code", ("proto", "rcode"))
+#: The rcode names by the header's four bits (the extended ones, such as BADVERS, need the OPT record: not read).
+RCODE_NAMES = tuple(dns.rcode.to_text(code) if code <= 10 else str(code) for code in range(16))
+
+
+def rcode_name(reply: bytes) -> str:
+    """The response code of an encoded reply, read from its header."""
+    return RCODE_NAMES[reply[3] & 0x0F]
+
 
 class DnsDatagram(DatagramProtocol):
     """DNS over UDP: each datagram a query, each answered with one datagram or dropped."""
+
+    results = RESULTS
 
     def __init__(self, server: NameServer) -> None:
         self.server = server
@@ -39,15 +51,22 @@ class DnsDatagram(DatagramProtocol):
         server = self.server
         hit = server.snapshot.udp_cache.entries.get(data[2:])  # the hot path, inlined: a repeated question
         if hit is not None and server.query_log is None:
+            if self.on_result is not None:
+                self.on_result("udp", RCODE_NAMES[hit[0][1] & 0x0F])  # the cached reply starts after the ID
             return [data[:2] + hit[0]]
         reply = server.respond(data, peer)
-        return [] if reply is None else [reply]
+        if reply is None:
+            return []
+        if self.on_result is not None:
+            self.on_result("udp", rcode_name(reply))
+        return [reply]
 
 
 class DnsStream(StreamProtocol):
     """DNS over TCP: two-byte length framing, several queries per connection, answered in order."""
 
     __slots__ = ("server", "peer", "buffer")
+    results = RESULTS
 
     def __init__(self, server: NameServer) -> None:
         self.server = server
@@ -97,7 +116,11 @@ class DnsStream(StreamProtocol):
             if qtype is not None:
                 return self.transfer(message)
         reply = self.server.respond(message, self.peer, tcp=True)
-        return [] if reply is None else [reply]
+        if reply is None:
+            return []
+        if self.on_result is not None:
+            self.on_result("tcp", rcode_name(reply))
+        return [reply]
 
     @staticmethod
     def _transfer_type(message: bytes) -> int | None:
@@ -118,7 +141,7 @@ class DnsStream(StreamProtocol):
         try:
             query = dns.message.from_wire(message)
         except Exception:  # dnspython raises many kinds for garbage
-            return [header_only(message, Rcode.FORMERR)]
+            return self._counted([header_only(message, Rcode.FORMERR)])
         question = query.question[0]
         zone = self.server.snapshot.authority.zones.get(question.name)
         response = dns.message.make_response(query)
@@ -131,7 +154,7 @@ class DnsStream(StreamProtocol):
             response.set_rcode(Rcode.REFUSED)
         if response.rcode() != Rcode.NOERROR:
             self._log(f"{summary} {dns.rcode.to_text(response.rcode())}")
-            return [response.to_wire()]
+            return self._counted([response.to_wire()])
         assert zone is not None
         replies: list[bytes] = []
         size = 0
@@ -147,6 +170,12 @@ class DnsStream(StreamProtocol):
         if response.answer:
             replies.append(response.to_wire(max_size=65535))
         self._log(f"{summary} NOERROR {zone.record_count()} records")
+        return self._counted(replies)
+
+    def _counted(self, replies: list[bytes]) -> list[bytes]:
+        """A transfer is one query, whatever the number of messages it takes."""
+        if self.on_result is not None and replies:
+            self.on_result("tcp", rcode_name(replies[0]))
         return replies
 
     def _log(self, summary: str) -> None:

@@ -2,7 +2,10 @@
 listener that serves them (``--admin ENDPOINT``: ``/metrics`` and ``/healthz``).
 
 The counting is one more sans-IO layer, outermost, so every model and every service is counted the same way:
-connections opened and open now, bytes in and out (what crosses the socket, TLS included), datagrams.
+connections opened and open now, bytes in and out (what crosses the socket, TLS included), datagrams. What only
+the service knows -- requests by status, queries by rcode, messages by result -- the protocol reports itself
+through the ``on_result`` hook this layer sets on it (see :class:`sockhop.engine.protocol.Results`); with
+--admin off nothing sets it, and the protocol skips the call.
 
 Several processes serve under prefork and fork, so the counts live in prometheus_client's multiprocess mode: each
 process writes its own memory-mapped file in a private folder (``PROMETHEUS_MULTIPROC_DIR``, made when --admin is
@@ -23,7 +26,7 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from sockhop.engine.protocol import Address, DatagramProtocol, FileRegion, Reply, StreamProtocol
+from sockhop.engine.protocol import Address, DatagramProtocol, FileRegion, Reply, Results, StreamProtocol
 
 log = logging.getLogger("sockhop.metrics")
 
@@ -52,6 +55,8 @@ class Metrics:
         self.sent = Counter("sockhop_sent_bytes", "Bytes sent to clients", LABELS)
         self.datagrams_in = Counter("sockhop_datagrams_received", "Datagrams received", LABELS)
         self.datagrams_out = Counter("sockhop_datagrams_sent", "Datagrams sent", LABELS)
+        self.results: dict[str, object] = {}  # the protocols' own counters, by name, made when first needed
+        self.lock = threading.Lock()
 
     @classmethod
     def get(cls) -> Metrics:
@@ -70,9 +75,55 @@ class Metrics:
     def metered(self, factory: Callable, service: str, model: str, stream: bool = True) -> Callable:
         """Wrap a protocol factory so what it serves is counted under these labels."""
         labels = (service or "?", model)
+        counting = ResultCounting(self, labels)
         if stream:
-            return lambda: MeteredStream(factory(), self, labels)
-        return lambda: MeteredDatagram(factory(), self, labels)
+            return lambda: MeteredStream(counting.attach(factory()), self, labels)
+        return lambda: MeteredDatagram(counting.attach(factory()), self, labels)
+
+    def counter(self, results: Results):
+        """The counter a protocol's ``results`` names (one per name and process, whichever thread asks first)."""
+        with self.lock:
+            counter = self.results.get(results.name)
+            if counter is None:
+                from prometheus_client import Counter
+
+                counter = Counter(results.name, results.documentation, (*LABELS, *results.labels))
+                self.results[results.name] = counter
+            return counter
+
+
+class ResultCounting:
+    """Sets ``on_result`` on the protocols one listener makes, counting under that listener's labels."""
+
+    def __init__(self, metrics: Metrics, labels: tuple[str, str]) -> None:
+        self.metrics = metrics
+        self.labels = labels
+        self.hooks: dict[str, Callable[..., None]] = {}  # by counter name
+
+    def attach(self, protocol):
+        core = protocol
+        while (inner := getattr(core, "inner", None)) is not None:  # under the TLS and PROXY layers
+            core = inner
+        results = core.results
+        if results is not None:
+            hook = self.hooks.get(results.name)
+            if hook is None:
+                hook = self.hooks[results.name] = self._hook(results)
+            core.on_result = hook
+        return protocol
+
+    def _hook(self, results: Results) -> Callable[..., None]:
+        counter = self.metrics.counter(results)
+        labels = self.labels
+        children: dict[tuple[str, ...], object] = {}  # labels() takes a lock and builds a key: once per value
+
+        def on_result(*values: str) -> None:
+            child = children.get(values)
+            if child is None:
+                child = children[values] = counter.labels(*labels, *values)
+            child.inc()
+
+        return on_result
 
 
 def _size(piece: object) -> int:

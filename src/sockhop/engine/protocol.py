@@ -12,7 +12,7 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 Address = Any  # what the socket module reports: (host, port) for IPv4, (host, port, flow, scope) for IPv6
 
@@ -71,7 +71,30 @@ NOTHING = Reply()
 CLOSE = Reply(close=True)
 
 
-class StreamProtocol:
+class Results(NamedTuple):
+    """What a protocol counts when results are counted (``--admin``): the Prometheus counter's name (``_total`` is
+    added), its help text, and the labels the protocol gives ``on_result`` -- after the engine's own labels
+    (service, model). Protocols declaring the same name share one counter (DNS over UDP and over TCP)."""
+
+    name: str
+    documentation: str
+    labels: tuple[str, ...]
+
+
+class _Counting:
+    """The two class attributes by which a protocol reports results, shared by both kinds of protocol.
+
+    ``on_result`` is None unless results are counted; the metrics layer then sets it on each protocol that
+    declares ``results``, and the protocol calls it with its label values ("404"; "udp", "NXDOMAIN") where a
+    request, query or message is settled -- only if it is set, so counting costs one comparison when metrics are
+    off. Layers that wrap a protocol (TLS, PROXY, metrics) keep it as ``inner``, so the metrics layer can find the
+    protocol that knows the results."""
+
+    results: ClassVar[Results | None] = None
+    on_result: Callable[..., None] | None = None
+
+
+class StreamProtocol(_Counting):
     """One instance per connection. Override what you need; every method returns a :class:`Reply`."""
 
     def connection_made(self, peer: Address, local: Address) -> Reply:
@@ -101,7 +124,7 @@ class StreamProtocol:
         """The connection is gone, whoever closed it. Release what the protocol holds."""
 
 
-class DatagramProtocol:
+class DatagramProtocol(_Counting):
     """One instance per socket and worker. Returns the datagrams to send back to ``peer``."""
 
     def datagram_received(self, data: bytes, peer: Address) -> list[bytes]:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sockhop.engine.protocol import NOTHING, Address, Reply, StreamProtocol
+from sockhop.engine.protocol import NOTHING, Address, Reply, Results, StreamProtocol
 from sockhop.engine.tls import START_TLS
 
 from .address import AddressSyntaxError, check_mailbox, parse_path, split_address
@@ -149,6 +149,10 @@ class SMTPServer(StreamProtocol):
     """One SMTP conversation. ``policy`` says what is accepted, ``store`` keeps it."""
 
     VERBS: dict[str, Callable[[SMTPServer, str], SMTPReply]] = {}
+    #: With --admin: one "accepted" per message stored (250), one "refused" per refusal of a message -- of its
+    #: announced size (MAIL FROM ... SIZE=), of one of its recipients (RCPT TO) or of its text (after DATA) --
+    #: with the reply code (4xx: try later; 5xx: for good). Syntax errors and bad sequences are not counted.
+    results = Results("sockhop_smtp_messages", "Mail messages accepted or refused, by reply code", ("result", "code"))
 
     def __init__(self, policy: MailPolicy, store: Mailstore, *, tls: bool = False) -> None:
         """``tls``: the connection is already encrypted (SMTPS: the TLS layer greets after its handshake)."""
@@ -262,6 +266,8 @@ class SMTPServer(StreamProtocol):
         else:
             answer = _ok("2.0.0", f"Ok: queued as {queue_id}")
             log.info("%s: delivered to %d recipient(s)", queue_id, len(self.envelope.recipients))
+        if self.on_result is not None:
+            self._count(answer.code)
         self._reset_transaction()
         self.state = State.READY
         rest = self._advance()
@@ -329,6 +335,10 @@ class SMTPServer(StreamProtocol):
     def _error(self, code: Code, status: str, text: str) -> SMTPReply:
         self.errors += 1
         return reply(code, status, text)
+
+    def _count(self, code: int) -> None:
+        assert self.on_result is not None
+        self.on_result("accepted" if code < 400 else "refused", str(int(code)))
 
     def _closing(self, status: str, why: str) -> SMTPReply:
         return reply(Code.SERVICE_UNAVAILABLE, status, f"{self.policy.hostname} {why}, closing connection")
@@ -410,6 +420,8 @@ class SMTPServer(StreamProtocol):
         """The message is complete: a refusal, or None to deliver it."""
         fault = self.fault
         if fault is not None:
+            if self.on_result is not None:
+                self._count(fault.code)
             self._reset_transaction()
             self.state = State.READY
             return fault
@@ -475,6 +487,8 @@ class SMTPServer(StreamProtocol):
                 if value is None or not value.isdigit() or len(value) > 20:
                     return self._error(Code.PARAMETER_SYNTAX, "5.5.4", "Syntax: SIZE=octets")
                 if int(value) > self.policy.max_size:
+                    if self.on_result is not None:
+                        self._count(Code.EXCEEDED_STORAGE)
                     return reply(Code.EXCEEDED_STORAGE, "5.3.4", "message size exceeds fixed maximum message size")
             elif name == "BODY":
                 if value is None or value.upper() not in ("7BIT", "8BITMIME"):
@@ -497,6 +511,8 @@ class SMTPServer(StreamProtocol):
         if answer.code >= 400:
             self.rcpt_refused += 1
             self.errors += 1  # every refusal counts: a client guessing names is shown the door too
+            if self.on_result is not None:
+                self._count(answer.code)
         return answer
 
     def _recipient(self, arg: str) -> SMTPReply:

@@ -38,7 +38,7 @@ from typing import NamedTuple
 
 import httptools
 
-from sockhop.engine.protocol import CLOSE, NOTHING, Address, Close, FileRegion, Reply, StreamProtocol
+from sockhop.engine.protocol import CLOSE, NOTHING, Address, Close, FileRegion, Reply, Results, StreamProtocol
 from sockhop.errors import LocalProtocolError, RemoteProtocolError
 from sockhop.web.accesslog import AccessLog, entry_parts, format_entry
 from sockhop.web.files import Site
@@ -157,6 +157,8 @@ class _Stop(Exception):
 
 class HttpServer(StreamProtocol):
     """One connection. The ``on_*`` methods are httptools' callbacks, not part of the engine contract."""
+
+    results = Results("sockhop_http_requests", "HTTP requests answered, by status code", ("code",))
 
     # Starting values as class attributes: a connection sets only what it changes, so one that is answered from the
     # memo and closed (a new connection per request) costs little more than the object.
@@ -303,6 +305,8 @@ class HttpServer(StreamProtocol):
                 log = self.options.access_log
                 if log is not None:
                     log.add_parts(self.peer_host, now, hit.logged, entry.size, hit.log_tail)
+                if self.on_result is not None:
+                    self.on_result("200")
                 if last:
                     self.move(LAST)
                     # The client asked to close and sent exactly this request: nothing more is coming.
@@ -477,6 +481,8 @@ class HttpServer(StreamProtocol):
         lines.append("\r\n")
         self.out.append(status_line(version, response.status) + "".join(lines).encode("latin-1"))
         self.out.extend(response.body)
+        if self.on_result is not None:
+            self.on_result(str(int(response.status)))
         log = self.options.access_log
         if log is not None:
             referer, agent = _referer_agent(self.headers)
