@@ -217,6 +217,13 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def wait_quiet(pid: int, sockets: int, timeout: float = 5) -> None:
+    """Wait until the server holds no more than ``sockets`` sockets (those it held when it was fresh): the previous
+    figure's connections are closed and, under fork, their children gone -- their teardown would otherwise be
+    charged to the next figure (fork's new-connection rate started at 0 right after 256 connections closed)."""
+    wait_ready(lambda: sockets_held(pid) <= sockets, timeout)
+
+
 def micros_per(seconds: float, count: float) -> float:
     """CPU µs per unit of work (nan when no work was done): steadier than rates when the machine is shared."""
     return seconds / count * 1e6 if count else float("nan")

@@ -45,8 +45,10 @@ from common import (
     raise_nofile,
     ratio,
     run_pinned,
+    sockets_held,
     start_server,
     stop,
+    wait_quiet,
     write_report,
 )
 
@@ -127,13 +129,16 @@ def idle(proc: subprocess.Popen, port: int, count: int, timeout: float = 60) -> 
 def measure(name: str, binary: Path, port: int, seconds: float, idle_count: int) -> dict:
     row: dict = {"server": name}
     proc = start(name, port)
+    fresh = sockets_held(proc.pid)
     try:
         for n in (1, 16, 256):
+            wait_quiet(proc.pid, fresh)
             cpu = cpu_seconds(proc.pid)
             row[f"rt{n}"], done = load(binary, port, "rt", n, seconds)
             if n == 256:
                 # Server CPU per round trip: steadier than rates when something else shares the machine.
                 row["us_per_rt"] = micros_per(cpu_seconds(proc.pid) - cpu, done)
+        wait_quiet(proc.pid, fresh)
         row["conn"], _ = load(binary, port, "conn", 16, seconds)
     finally:
         stop(proc)

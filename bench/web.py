@@ -52,8 +52,10 @@ from common import (
     raise_nofile,
     ratio,
     run_pinned,
+    sockets_held,
     start_server,
     stop,
+    wait_quiet,
     write_report,
     wrk_seconds,
 )
@@ -362,9 +364,11 @@ def measure(name: str, command, work: Path, www: Path, port: int, seconds: float
     """Every figure of one server; ``command(port)`` is its command line."""
     row: dict = {"server": name, "notes": []}
     proc = start(command(port), work, www, port)
+    fresh = sockets_held(proc.pid)
     try:
         wrk("ka", port, min(1.0, seconds))  # warm up: caches, the first accept, the JIT-less interpreters' imports
         for config in CONFIGS:
+            wait_quiet(proc.pid, fresh)
             cpu = cpu_seconds(proc.pid)
             value, note = wrk(config, port, seconds)
             row[config] = value
