@@ -76,6 +76,14 @@ def add_engine_options(parser: argparse.ArgumentParser, default_listen: str) -> 
         default=0,
         help=f"threads (pool) or processes (prefork); default {default_workers()}",
     )
+    parser.add_argument(
+        "--deferred-threads",
+        type=positive_int,
+        default=Limits.deferred_threads,
+        metavar="N",
+        help="threads for blocking work off the event loop, such as mail's fsyncs, which deliveries arriving "
+        f"together share (eventloop and prefork; default {Limits.deferred_threads})",
+    )
     parser.add_argument("--idle-timeout", type=positive_float, default=60.0, metavar="S", help="default 60")
     parser.add_argument("--max-connections", type=positive_int, default=1024, metavar="N", help="default 1024")
     parser.add_argument(
@@ -120,6 +128,7 @@ def limits_from(args: argparse.Namespace) -> Limits:
         max_connections=args.max_connections,
         grace=args.grace,
         workers=args.workers,
+        deferred_threads=args.deferred_threads,
     )
 
 

@@ -60,3 +60,42 @@ def test_a_slow_delivery_does_not_stall_other_connections():
         loop.join(30)
     assert slow_result == [{}]
     assert [e.sender for e in store.delivered] == ["fast@b.test", "slow@b.test"]
+
+
+class GatheringStore(MemoryStore):
+    """Holds each delivery until ``count`` of them are inside at once, as a group commit gathers them."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__()
+        self.barrier = threading.Barrier(count, timeout=20)
+
+    def deliver(self, session, envelope):
+        self.barrier.wait()
+        return super().deliver(session, envelope)
+
+
+def test_deferred_threads_let_that_many_deliveries_wait_together():
+    store = GatheringStore(3)
+    [sock] = open_listeners([Endpoint("127.0.0.1", 0)])
+    port = sock.getsockname()[1]
+    server = EventLoopServer([Listener(sock, functools.partial(SMTPServer, POLICY, store), name="mail")],
+                             Limits(idle_timeout=30, grace=5, deferred_threads=3))  # fmt: skip
+    loop = threading.Thread(target=server.run)
+    loop.start()
+    results: list[object] = []
+
+    def client(n: int) -> None:
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
+            results.append(smtp.sendmail(f"s{n}@b.test", ["bob@example.test"], b"Subject: x\r\n\r\nx\r\n"))
+
+    clients = [threading.Thread(target=client, args=(n,)) for n in range(3)]
+    try:
+        for c in clients:
+            c.start()
+        for c in clients:
+            c.join(30)
+        assert results == [{}, {}, {}]
+        assert not store.barrier.broken
+    finally:
+        server.stop()
+        loop.join(30)

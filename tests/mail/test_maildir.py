@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from sockhop.mail.maildir import Maildir, list_messages, mailbox_name
@@ -65,7 +67,7 @@ def test_list_messages(tmp_path):
     assert list_messages(tmp_path / "bob")[0].mailbox == "."
 
 
-def test_concurrent_deliveries_share_directory_fsyncs(tmp_path, monkeypatch):
+def test_concurrent_deliveries_share_one_commit(tmp_path, monkeypatch):
     import threading
     import time
 
@@ -90,3 +92,21 @@ def test_concurrent_deliveries_share_directory_fsyncs(tmp_path, monkeypatch):
         t.join(30)
     assert len(list((tmp_path / "bob" / "new").iterdir())) == 9
     assert 1 <= len(calls) < 8
+
+
+def test_a_failing_delivery_in_a_group_commit_costs_only_itself(tmp_path):
+    from sockhop.mail.maildir import _commit_batch, _Job, ensure_maildir, write_file
+
+    ensure_maildir(tmp_path)
+    jobs = []
+    for name in ("good1", "lost", "good2"):
+        tmp = tmp_path / "tmp" / name
+        jobs.append(_Job([(write_file(tmp, b"Subject: x\n\nbody\n"), tmp, tmp_path / "new" / name)]))
+    (tmp_path / "tmp" / "lost").unlink()  # its rename will fail
+    try:
+        _commit_batch(jobs)
+    finally:
+        for job in jobs:
+            os.close(job.files[0][0])
+    assert [job.error is None for job in jobs] == [True, False, True]
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["good1", "good2"]

@@ -7,8 +7,9 @@ so a client that never reads cannot grow the server's memory. Deadlines sit in a
 activity only moves a number, it costs no heap operation; an entry that fires early is pushed again for the real
 deadline, and one replaced by an earlier alarm is left to fall out as stale.
 
-Deferred work (``Reply.then``, an fsync before SMTP's 250) runs on a small thread pool; its result comes back
-through the wakeup pipe, and the connection is not read from meanwhile.
+Deferred work (``Reply.then``, an fsync before SMTP's 250) runs on a small thread pool
+(``Limits.deferred_threads``); its result comes back through the wakeup pipe, and the connection is not read from
+meanwhile.
 """
 
 from __future__ import annotations
@@ -393,7 +394,7 @@ class EventLoopServer(Server):
     # -- deferred work -------------------------------------------------------------------------------------------
     def _defer(self, conn: Connection, reply: Reply) -> None:
         if self.executor is None:
-            self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="deferred")
+            self.executor = ThreadPoolExecutor(max_workers=self.limits.deferred_threads, thread_name_prefix="deferred")
         conn.busy = True
         self._update_mask(conn)
         then = reply.then

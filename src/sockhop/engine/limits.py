@@ -24,6 +24,8 @@ class Limits:
     write_buffer: bytes of unsent output per connection after which the event loop stops reading from it
         (backpressure: a client that does not read cannot grow the server's memory).
     workers: threads for ``pool``, processes for ``prefork``.
+    deferred_threads: threads per event loop for ``Reply.then`` work (blocking storage calls). It bounds how many
+        such calls wait at once, and so how many deliveries one mail group commit can gather.
     """
 
     idle_timeout: float = 60.0
@@ -31,6 +33,7 @@ class Limits:
     grace: float = 10.0
     write_buffer: int = 256 * 1024
     workers: int = 0
+    deferred_threads: int = 8
 
     def worker_count(self) -> int:
         return self.workers if self.workers > 0 else default_workers()

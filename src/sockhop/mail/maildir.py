@@ -3,7 +3,8 @@
 Delivery writes each copy into ``tmp/``, fsyncs it, renames it into ``new/`` and fsyncs ``new/`` -- only then
 does the protocol send 250. A rename is atomic, so a reader (or a crash) sees a message whole in ``new/`` or not
 at all; the fsyncs make "whole" survive a power cut, not only a killed process. A mailbox created on first use
-is fsynced into its parent too, or the new directory itself could vanish with the message in it.
+is fsynced into its parent too, or the new directory itself could vanish with the message in it. Deliveries that
+arrive together share that work (:class:`GroupCommit`): one thread syncs them all, one directory fsync per mailbox.
 
 Stored messages use LF line ends, as every Maildir reader expects; the protocol refuses messages with a bare CR or
 LF, so the conversion loses nothing.
@@ -47,40 +48,75 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class GroupSync:
-    """fsync a directory once for every caller whose rename came before that fsync began (group commit).
+class _Job:
+    """One delivery waiting for the group commit: its open tmp files and where each goes in ``new/``."""
 
-    Callers arriving while an fsync of the same directory runs wait for it to end and then share the next one, so
-    ten sessions delivering at once cost about two directory fsyncs, not ten -- and still none of them returns
-    (and gets its 250) before its own rename is on disk. Per process: prefork workers each group their own.
+    __slots__ = ("files", "error", "done")
+
+    def __init__(self, files: list[tuple[int, Path, Path]]) -> None:
+        self.files = files  # (fd, tmp path, new path)
+        self.error: OSError | None = None
+        self.done = False
+
+
+class GroupCommit:
+    """Make written messages durable and visible together (group commit), in the order durability needs:
+    every file's data on disk, then the renames into ``new/``, then each ``new/`` directory on disk.
+
+    Whoever arrives while no commit runs leads one: it takes every delivery waiting at that moment and does the
+    fsyncs and renames for all of them, so ten sessions delivering at once cost one leader's round of work and one
+    directory fsync per mailbox instead of ten -- and still none returns (and gets its 250) before its own rename
+    is on disk. Per process: prefork workers each group their own.
     """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._dirs: dict[Path, list[int]] = {}  # path -> [requested, synced, running]
+        self._waiting: list[_Job] = []
+        self._leading = False
 
-    def sync(self, path: Path) -> None:
+    def commit(self, files: list[tuple[int, Path, Path]]) -> None:
+        """Block until these written files are durable in ``new/``; raises the OSError that stopped them (their
+        files are then not in ``new/``: the caller removes what is left)."""
+        job = _Job(files)
         with self._cond:
-            entry = self._dirs.setdefault(path, [0, 0, 0])
-            entry[0] += 1
-            ticket = entry[0]
-            while entry[1] < ticket:
-                if entry[2]:
+            self._waiting.append(job)
+            while not job.done:
+                if self._leading:
                     self._cond.wait()
                     continue
-                entry[2] = 1
-                target = entry[0]  # every rename registered so far happened before this fsync starts
+                self._leading = True
+                batch, self._waiting = self._waiting, []
                 self._cond.release()
-                done = False
                 try:
-                    fsync_dir(path)
-                    done = True
+                    _commit_batch(batch)
                 finally:
                     self._cond.acquire()
-                    entry[2] = 0
-                    if done:
-                        entry[1] = max(entry[1], target)
+                    self._leading = False
+                    for led in batch:
+                        led.done = True
                     self._cond.notify_all()
+        if job.error is not None:
+            raise job.error
+
+
+def _commit_batch(batch: list[_Job]) -> None:
+    """fsync every file, rename the jobs whose files all synced, fsync each directory renamed into."""
+    dirs: dict[Path, list[_Job]] = {}
+    for job in batch:
+        try:
+            for fd, _tmp, _new in job.files:
+                os.fsync(fd)
+            for _fd, tmp, new in job.files:
+                os.rename(tmp, new)
+                dirs.setdefault(new.parent, []).append(job)
+        except OSError as exc:
+            job.error = exc
+    for folder, jobs in dirs.items():
+        try:
+            fsync_dir(folder)
+        except OSError as exc:
+            for job in jobs:
+                job.error = job.error or exc
 
 
 def ensure_maildir(path: Path) -> None:
@@ -103,7 +139,7 @@ class Maildir:
         self.catch_all = catch_all
         self.hostname = hostname or socket.gethostname()
         self._host_part = self.hostname.replace("/", r"\057").replace(":", r"\072")
-        self._group = GroupSync()
+        self._commit = GroupCommit()
 
     def accepts(self, local_part: str) -> bool:
         return self.catch_all or mailbox_name(local_part) is not None
@@ -129,19 +165,19 @@ class Maildir:
         content = trace_headers(session, envelope, hostname=self.hostname, queue_id=queue_id, now=now)
         content += envelope.content
         boxes = list(dict.fromkeys(self.mailbox(split_address(r)[0]) for r in envelope.recipients))
-        written: list[tuple[Path, Path]] = []
+        files: list[tuple[int, Path, Path]] = []
         try:
-            for box in boxes:
-                ensure_maildir(box)
-                tmp = box / "tmp" / name
-                write_synced(tmp, content)
-                written.append((tmp, box / "new" / name))
-            for tmp, new in written:
-                os.rename(tmp, new)
-            for box in boxes:
-                self._group.sync(box / "new")
+            try:
+                for box in boxes:
+                    ensure_maildir(box)
+                    tmp = box / "tmp" / name
+                    files.append((write_file(tmp, content), tmp, box / "new" / name))
+                self._commit.commit(files)
+            finally:
+                for fd, _tmp, _new in files:
+                    os.close(fd)
         except OSError:
-            for tmp, new in written:
+            for _fd, tmp, new in files:
                 for path in (tmp, new):
                     try:
                         path.unlink()
@@ -151,15 +187,17 @@ class Maildir:
         return queue_id
 
 
-def write_synced(path: Path, content: bytes) -> None:
+def write_file(path: Path, content: bytes) -> int:
+    """Create ``path`` (never over an existing file) holding ``content``; the open descriptor, for the fsync."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         view = memoryview(content)
         while view:
             view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
+    except OSError:
         os.close(fd)
+        raise
+    return fd
 
 
 # -- reading back ---------------------------------------------------------------------------------------------------
