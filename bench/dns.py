@@ -16,6 +16,7 @@ rates when something else shares the machine) and dnsperf's own CPU share (if it
 
     make bench                                       # everything (with the echo bench)
     python bench/dns.py --seconds 1 --only eventloop nsd   # a quick look
+    python bench/dns.py --quick --out /tmp/bench     # a smoke run: the script works (figures mean nothing)
 
 Peers that are not installed are skipped with a note: ``apt-get install bind9 nsd knot dnsperf`` and
 ``pip install dnslib`` (the ``bench`` extra) bring them.
@@ -23,27 +24,43 @@ Peers that are not installed are skipped with a note: ``apt-get install bind9 ns
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import resource
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run import cpu_seconds, machine  # noqa: E402  (bench/run.py: the shared process and machine helpers)
+from common import (  # noqa: E402  (bench/common.py: what every benchmark shares)
+    CLIENT_CORE,
+    SERVER_CORE,
+    cpu_seconds,
+    fmt,
+    grouped_bars,
+    micros_per,
+    need_tool,
+    need_two_cores,
+    parse,
+    parser_for,
+    ratio,
+    run_pinned,
+    start_server,
+    stop,
+    write_report,
+)
 
 # this file is bench/dns.py: run as a script, its folder comes first on sys.path and would hide dnspython's `dns`
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-ROOT = HERE.parent
-RESULTS = HERE / "results"
-SERVER_CORE, CLIENT_CORE = 0, 1
+import dns.exception  # noqa: E402
+import dns.message  # noqa: E402
+import dns.query  # noqa: E402
+
 PORT = 17800
 OUTSTANDING = 100
 
@@ -212,45 +229,19 @@ def server_command(name: str, work: Path, zone: Path, port: int) -> list[str] | 
     raise ValueError(name)
 
 
+def answers_dns(port: int) -> bool:
+    """A probe: the zone's SOA comes back over UDP and over TCP."""
+    try:
+        dns.query.udp(dns.message.make_query("example.test", "SOA"), "127.0.0.1", port=port, timeout=0.3)
+        dns.query.tcp(dns.message.make_query("example.test", "SOA"), "127.0.0.1", port=port, timeout=1)
+        return True
+    except (dns.exception.DNSException, OSError):  # not yet listening: timeouts, refusals
+        return False
+
+
 def start(command: list[str], port: int, cores: set[int], work: Path) -> subprocess.Popen:
-    def pin() -> None:
-        os.sched_setaffinity(0, cores)
-        os.setsid()
-
-    log = open(work / "server.log", "ab")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(command, cwd=work, preexec_fn=pin, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-    log.close()
-    try:
-        import dns.message
-        import dns.query
-
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                dns.query.udp(dns.message.make_query("example.test", "SOA"), "127.0.0.1", port=port, timeout=0.3)
-                dns.query.tcp(dns.message.make_query("example.test", "SOA"), "127.0.0.1", port=port, timeout=1)
-                return proc
-            except Exception:  # not yet listening: timeouts, refusals
-                time.sleep(0.1)
-    except BaseException:
-        stop(proc)
-        raise
-    stop(proc)
-    logs = [work / "server.log", work / "nsd.log"]
-    tail = " ".join(p.read_text(errors="replace")[-300:] for p in logs if p.exists())
-    raise RuntimeError(f"did not start: {tail.strip()}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(10)
-    except (subprocess.TimeoutExpired, ProcessLookupError):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
+    return start_server(command, lambda: answers_dns(port), cwd=work, cores=cores,
+                        logs=[work / "server.log", work / "nsd.log"])  # fmt: skip
 
 
 # -- measuring ------------------------------------------------------------------------------------------------------
@@ -258,10 +249,9 @@ def dnsperf(port: int, queries: Path, seconds: float, *, tcp: bool, cores: set[i
     """One dnsperf run: queries/s, lost, the response codes, and dnsperf's own CPU share."""
     command = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries), "-l", f"{seconds:g}"]
     command += ["-c", "1", "-q", str(OUTSTANDING), "-Q", "10000000"] + (["-m", "tcp"] if tcp else [])
-    if cores is not None:
-        command = ["taskset", "-c", ",".join(map(str, sorted(cores)))] + command
     started, before = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=seconds + 60)
+    pinned = {SERVER_CORE, CLIENT_CORE} if cores is None else cores
+    out = run_pinned(command, pinned, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=seconds + 60)
     after, wall = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic() - started
     client_cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) / wall
     out = out.stdout
@@ -301,8 +291,7 @@ def measure(name: str, work: Path, zone: Path, files: dict[str, Path], port: int
             dnsperf(port, files[kind], min(1.0, seconds), tcp=kind == "tcp", cores=client_cores)  # warm-up
             before = cpu_seconds(proc.pid)
             result = dnsperf(port, files[kind], seconds, tcp=kind == "tcp", cores=client_cores)
-            spent = cpu_seconds(proc.pid) - before
-            result["us_per_query"] = spent / result["completed"] * 1e6 if result["completed"] else float("nan")
+            result["us_per_query"] = micros_per(cpu_seconds(proc.pid) - before, result["completed"])
             row[kind] = result
     finally:
         stop(proc)
@@ -310,10 +299,6 @@ def measure(name: str, work: Path, zone: Path, files: dict[str, Path], port: int
 
 
 # -- reporting ------------------------------------------------------------------------------------------------------
-def fmt(value: float, digits: int = 0) -> str:
-    return "-" if value != value else f"{value:,.{digits}f}"
-
-
 def table(rows: list[dict], seconds: float) -> str:
     nsd = next((r for r in rows if r["server"] == "nsd" and "skipped" not in r), None)
     head = "| server |"
@@ -330,9 +315,9 @@ def table(rows: list[dict], seconds: float) -> str:
         line = f"| {r['server']} |"
         for kind in FILES:
             m = r[kind]
-            ratio = m["qps"] / nsd[kind]["qps"] if nsd and nsd[kind]["qps"] else float("nan")
+            times = m["qps"] / nsd[kind]["qps"] if nsd and nsd[kind]["qps"] else float("nan")
             line += (
-                f" {fmt(m['qps'])} | {fmt(ratio, 2)} | {m['lost']} | {fmt(m['us_per_query'], 1)} "
+                f" {fmt(m['qps'])} | {fmt(times, 2)} | {m['lost']} | {fmt(m['us_per_query'], 1)} "
                 f"| {fmt(m['client_cpu'] * 100)} % |"
             )
         lines.append(line)
@@ -343,11 +328,11 @@ def table(rows: list[dict], seconds: float) -> str:
         ev = by["eventloop"]
         for peer, target in (("nsd", 0.7), ("bind", 1.0), ("dnslib", 20.0)):
             if peer in by and by[peer]["exist"]["qps"]:
-                ratio = ev["exist"]["qps"] / by[peer]["exist"]["qps"]
-                lines.append(f"- eventloop / {peer} (exist, UDP): **{ratio:.2f}x** (target ≥ {target:g}x)")
+                times = ratio(ev["exist"]["qps"], by[peer]["exist"]["qps"])
+                lines.append(f"- eventloop / {peer} (exist, UDP): **{times}** (target ≥ {target:g}x)")
         if "nsd" in by and by["nsd"]["mixed"]["qps"]:
-            lines.append(f"- eventloop / nsd (mixed): **{ev['mixed']['qps'] / by['nsd']['mixed']['qps']:.2f}x** "
-                         "(target ≥ 0.5x)")  # fmt: skip
+            times = ratio(ev["mixed"]["qps"], by["nsd"]["mixed"]["qps"])
+            lines.append(f"- eventloop / nsd (mixed): **{times}** (target ≥ 0.5x)")
     lines.append("")
     lines.append(
         f"Server pinned to core {SERVER_CORE}, dnsperf to core {CLIENT_CORE} (prefork-2: 2 workers, both cores "
@@ -359,43 +344,28 @@ def table(rows: list[dict], seconds: float) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
+def plot(plt: Any, rows: list[dict]) -> Any:
+    """The report's figure, drawn with pyplot ``plt`` (None: nothing to draw)."""
     rows = [r for r in rows if "skipped" not in r]
     names = [r["server"] for r in rows]
     nsd = next((r for r in rows if r["server"] == "nsd"), None)
     fig, ax = plt.subplots(figsize=(11, 4.5))
-    width = 0.27
-    for i, kind in enumerate(FILES):
-        bars = ax.bar([x + (i - 1) * width for x in range(len(names))], [r[kind]["qps"] for r in rows], width,
-                      label=kind)  # fmt: skip
+    series = [(kind, [r[kind]["qps"] for r in rows]) for kind in FILES]
+    bars = grouped_bars(ax, names, series, ylabel="queries / s (labels: × NSD)",
+                        title="authoritative DNS, one server core", width=0.27)  # fmt: skip
+    for kind, container in zip(FILES, bars, strict=True):
         if nsd and nsd[kind]["qps"]:
             labels = [f"{r[kind]['qps'] / nsd[kind]['qps']:.2f}" for r in rows]
-            ax.bar_label(bars, labels=labels, fontsize=7, rotation=90, padding=2)
-    ax.set_xticks(range(len(names)), names, rotation=30)
-    ax.set_ylabel("queries / s (labels: × NSD)")
-    ax.set_title("authoritative DNS, one server core")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return True
+            ax.bar_label(container, labels=labels, fontsize=7, rotation=90, padding=2)
+    return fig
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = parser_for(__doc__, MODELS + PEERS)
     parser.add_argument("--seconds", type=float, default=10.0, help="per figure (default 10)")
-    parser.add_argument("--only", nargs="+", choices=MODELS + PEERS, help="measure only these")
-    args = parser.parse_args()
-    if (os.cpu_count() or 1) < 2:
-        sys.exit("bench: needs two cores (server on one, dnsperf on the other)")
-    if shutil.which("dnsperf") is None:
-        sys.exit("bench: dnsperf is needed: apt-get install dnsperf")
+    args = parse(parser, quick={"seconds": 0.5})
+    need_two_cores("dnsperf")
+    need_tool("dnsperf", "dnsperf")
     names = args.only or PEERS[:1] + MODELS + PEERS[1:]
     rows = []
     with tempfile.TemporaryDirectory(prefix="sockhop-dns-bench-") as tmp:
@@ -407,12 +377,7 @@ def main() -> int:
         for i, name in enumerate(names):
             print(f"bench: dns {name} ...", file=sys.stderr, flush=True)
             rows.append(measure(name, work, zone, files, PORT + i, args.seconds))
-    RESULTS.mkdir(exist_ok=True)
-    text = f"# sockhop DNS benchmark\n\n{machine()}\n\n{table(rows, args.seconds)}\n"
-    (RESULTS / "dns.md").write_text(text)
-    if plot(rows, RESULTS / "dns.png"):
-        text += f"\nplot: {RESULTS / 'dns.png'}\n"
-    print(text)
+    write_report(args.out, "dns", "DNS", table(rows, args.seconds), lambda plt: plot(plt, rows))
     return 0
 
 

@@ -12,11 +12,11 @@ The issue's targets: keep-alive >= 0.4x nginx, handshakes >= 0.6x nginx. Only ra
 
     make bench                                       # everything
     python bench/https.py --seconds 1 --idle 50      # a quick look
+    python bench/https.py --quick --out /tmp/bench   # a smoke run: the script works (figures mean nothing)
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
@@ -25,10 +25,24 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from run import CLIENT_CORE, RESULTS, ROOT, SERVER_CORE, machine, pss_kib, raise_nofile, sockets_held, stop
+from common import (
+    ROOT,
+    fmt,
+    idle_memory,
+    need_tool,
+    need_two_cores,
+    parse,
+    parser_for,
+    port_open,
+    raise_nofile,
+    run_pinned,
+    start_server,
+    stop,
+    write_report,
+    wrk_seconds,
+)
 
 PORT = 17900
 SERVERS = ["sockhop-eventloop", "sockhop-prefork", "nginx"]
@@ -78,35 +92,14 @@ http {{
 
 
 def start(cmd: list[str], ports: tuple[int, int]) -> subprocess.Popen:
-    def pin() -> None:
-        os.sched_setaffinity(0, {SERVER_CORE})
-        raise_nofile()
-        os.setsid()
-
-    proc = subprocess.Popen(cmd, cwd=ROOT, preexec_fn=pin, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
-    for port in ports:
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    stop(proc)
-                    raise RuntimeError(f"{cmd[0]} did not start") from None
-                time.sleep(0.05)
-    time.sleep(0.3)
-    return proc
+    return start_server(cmd, lambda: all(port_open(port) for port in ports), timeout=15)
 
 
 def wrk(url: str, seconds: float, *headers: str) -> float:
     """Requests per second, wrk on the client core with one thread."""
     extra = [arg for header in headers for arg in ("-H", header)]
-    out = subprocess.run(
-        ["taskset", "-c", str(CLIENT_CORE), "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{max(1, round(seconds))}s",
-         *extra, url],
-        capture_output=True, text=True, timeout=seconds + 60,
-    )  # fmt: skip
+    out = run_pinned(["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{wrk_seconds(seconds)}s", *extra, url],
+                     capture_output=True, text=True, timeout=seconds + 60)  # fmt: skip
     match = re.search(r"Requests/sec:\s+([\d.]+)", out.stdout)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*", out.stdout)
     if errors:
@@ -117,28 +110,16 @@ def wrk(url: str, seconds: float, *headers: str) -> float:
 def idle_kib(proc: subprocess.Popen, port: int, count: int, context: ssl.SSLContext | None) -> float:
     """KiB of server memory per idle connection: ``count`` connections held open (after the TLS handshake when
     ``context`` is given), the server's PSS before and after."""
-    os.sched_setaffinity(0, {CLIENT_CORE})
-    base = sockets_held(proc.pid)
-    time.sleep(0.3)
-    before = pss_kib(proc.pid)
-    socks: list[socket.socket] = []
-    try:
+
+    def open_connections(socks: list[socket.socket], held) -> int:
         for _ in range(count):
             sock = socket.create_connection(("127.0.0.1", port), timeout=10)
             if context is not None:
                 sock = context.wrap_socket(sock, server_hostname="localhost")
             socks.append(sock)
-        deadline = time.monotonic() + 10
-        while sockets_held(proc.pid) - base < count and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.5)
-        held = sockets_held(proc.pid) - base
-        after = pss_kib(proc.pid)
-    finally:
-        for sock in socks:
-            sock.close()
-        os.sched_setaffinity(0, set(range(os.cpu_count() or 2)))
-    return (after - before) / held if held > 0 else float("nan")
+        return count
+
+    return idle_memory(proc.pid, count, open_connections)[1]
 
 
 def measure(name: str, work: Path, site: Path, pki: tuple[Path, Path, Path], port: int, args) -> dict:
@@ -160,10 +141,6 @@ def measure(name: str, work: Path, site: Path, pki: tuple[Path, Path, Path], por
         finally:
             stop(proc)
     return row
-
-
-def fmt(value: float, digits: int = 0) -> str:
-    return "-" if value != value else f"{value:,.{digits}f}"
 
 
 def table(rows: list[dict], seconds: float, idle: int) -> str:
@@ -188,15 +165,13 @@ def table(rows: list[dict], seconds: float, idle: int) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=5.0, help="per figure (default 5)")
+    parser = parser_for(__doc__, SERVERS)
+    parser.add_argument("--seconds", type=float, default=5.0, help="per figure, whole seconds (default 5)")
     parser.add_argument("--idle", type=int, default=1000, help="idle connections to hold (default 1000)")
-    parser.add_argument("--only", nargs="+", choices=SERVERS, help="measure only these")
-    args = parser.parse_args()
-    if (os.cpu_count() or 1) < 2:
-        sys.exit("bench: needs two cores (server on one, load on the other)")
-    if shutil.which("wrk") is None:
-        sys.exit("bench: wrk is needed: apt-get install wrk")
+    args = parse(parser, quick={"seconds": 1.0, "idle": 20})
+    args.seconds = wrk_seconds(args.seconds)  # what wrk will run, so that the table says it
+    need_two_cores("wrk")
+    need_tool("wrk", "wrk")
     raise_nofile()
     names = [name for name in args.only or SERVERS if name != "nginx" or nginx_binary()]
     if "nginx" not in names:
@@ -212,10 +187,7 @@ def main() -> int:
         for i, name in enumerate(names):
             print(f"bench: https {name} ...", file=sys.stderr, flush=True)
             rows.append(measure(name, work, site, pki, PORT + 10 * i, args))
-    RESULTS.mkdir(exist_ok=True)
-    text = f"# sockhop HTTPS benchmark\n\n{machine()}\n\n{table(rows, args.seconds, args.idle)}\n"
-    (RESULTS / "https.md").write_text(text)
-    print(text)
+    write_report(args.out, "https", "HTTPS", table(rows, args.seconds, args.idle))
     return 0
 
 

@@ -9,26 +9,41 @@ message that got its 250 is there, whole (count, and each file holds the whole b
 count. Table in bench/results/mail.md, plot in bench/results/mail.png.
 
     make bench                                       # everything
-    python bench/mail.py --messages 20 --sizes 1024  # a smoke test
+    python bench/mail.py --messages 20 --sizes 1024  # a short look
+    python bench/mail.py --quick --out /tmp/bench    # a smoke run: the script works (figures mean nothing)
 """
 
 from __future__ import annotations
 
-import argparse
 import grp
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from run import CLIENT_CORE, RESULTS, ROOT, SERVER_CORE, machine, raise_nofile
+from common import (
+    HERE,
+    SERVER_CORE,
+    grouped_bars,
+    need_tool,
+    need_two_cores,
+    parse,
+    parser_for,
+    pin_to,
+    port_open,
+    ratio,
+    run_pinned,
+    start_server,
+    stop,
+    wait_ready,
+    write_report,
+)
 
-HERE = Path(__file__).resolve().parent
 PORT = 17800
 SOCKHOP = ["iterative", "fork", "thread", "pool", "eventloop", "prefork"]  # every model, as the lecture compares them
 PEERS = ["postfix", "aiosmtpd-fsync", "smtp-sink"]
@@ -73,29 +88,25 @@ class Server:
         raise ValueError(self.name)
 
     def start(self) -> None:
-        if self.name == "postfix":
-            self._start_postfix()
-        else:
-            self.proc = subprocess.Popen(self.command(), cwd=ROOT, preexec_fn=_pin_server, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.DEVNULL)  # fmt: skip
-        _wait_port(self.port, self.name)
+        if self.name != "postfix":
+            try:
+                self.proc = start_server(self.command(), lambda: port_open(self.port))
+            except RuntimeError as exc:
+                raise Unavailable(f"{exc} (port {self.port})") from None
+            return
+        self._start_postfix()
+        if not wait_ready(lambda: port_open(self.port), 20):
+            raise Unavailable(f"postfix did not start listening on port {self.port}")
+        time.sleep(0.3)
 
     def stop(self) -> None:
-        if self.name == "postfix" and self.postfix_dir is not None:
+        if self.postfix_dir is not None:
             subprocess.run(["postfix", "-c", str(self.postfix_dir), "stop"], capture_output=True, timeout=30)
-            if self.main_cf is not None:
-                Path("/etc/postfix/main.cf").write_text(self.main_cf)
-            return
+        if self.main_cf is not None:
+            Path("/etc/postfix/main.cf").write_text(self.main_cf)
+            self.main_cf = None
         if self.proc is not None:
-            try:
-                os.killpg(self.proc.pid, 15)
-                self.proc.wait(10)
-            except (subprocess.TimeoutExpired, ProcessLookupError):
-                try:
-                    os.killpg(self.proc.pid, 9)
-                except ProcessLookupError:
-                    pass
-                self.proc.wait()
+            stop(self.proc)
 
     def delivered(self) -> list[Path]:
         folders = [self.maildir / "new", self.work / "vmail" / "b" / "Maildir" / "new"]
@@ -161,39 +172,21 @@ message_size_limit = 20000000
         ]  # fmt: skip
         (etc / "master.cf").write_text("\n".join(services) + "\n")
         self.postfix_dir = etc
-        done = subprocess.run(["postfix", "-c", str(etc), "start"], cwd=self.work, preexec_fn=_pin_server,
+        done = subprocess.run(["postfix", "-c", str(etc), "start"], cwd=self.work, preexec_fn=pin_to({SERVER_CORE}),
                               capture_output=True, text=True, timeout=60)  # fmt: skip
         if done.returncode != 0:
             raise Unavailable(f"postfix did not start: {(done.stderr or done.stdout).strip()[:200]}")
-
-
-def _pin_server() -> None:
-    os.sched_setaffinity(0, {SERVER_CORE})
-    raise_nofile()
-    os.setsid()
-
-
-def _wait_port(port: int, name: str) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            time.sleep(0.3)
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise Unavailable(f"{name} did not start listening on port {port}")
 
 
 # -- load ---------------------------------------------------------------------------------------------------------
 def smtp_source(port: int, sessions: int, messages: int, size: int, timeout: float) -> tuple[int, float]:
     """Send ``messages`` of ``size`` bytes over ``sessions`` parallel sessions; (sent, seconds). smtp-source stops
     at the first error, so a clean exit means every message got its 250."""
-    cmd = ["taskset", "-c", str(CLIENT_CORE), "smtp-source", "-s", str(sessions), "-m", str(messages),
-           "-l", str(size), "-f", f"a@{DOMAIN}", "-t", f"b@{DOMAIN}", f"127.0.0.1:{port}"]  # fmt: skip
+    cmd = ["smtp-source", "-s", str(sessions), "-m", str(messages), "-l", str(size), "-f", f"a@{DOMAIN}",
+           "-t", f"b@{DOMAIN}", f"127.0.0.1:{port}"]  # fmt: skip
     start = time.monotonic()
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        done = run_pinned(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return 0, time.monotonic() - start
     elapsed = time.monotonic() - start
@@ -280,60 +273,40 @@ def table(rows: list[dict], messages: int) -> str:
             cells = []
             for size, n in configs:
                 mine, theirs = rate.get(("eventloop", size, n)), rate.get((peer, size, n))
-                ok = mine and theirs and theirs["rate"] > 0
-                cells.append(f"{mine['rate'] / theirs['rate']:.2f}x" if ok else "-")
+                cells.append(ratio(mine["rate"], theirs["rate"]) if mine and theirs else "-")
             lines.append(f"| {peer} | " + " | ".join(cells) + " |")
     checks = [f"{r['server']} {label(r['size'])} {r['sessions']}: {r['check']}" for r in rows]
     lines += ["", f"{messages} messages per figure. Maildir after each figure: " + "; ".join(checks) + "."]
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
+def plot(plt: Any, rows: list[dict]) -> Any:
+    """The report's figure, drawn with pyplot ``plt`` (None: nothing to draw)."""
+    if not rows:
+        return None
     configs = sorted({(r["size"], r["sessions"]) for r in rows})
     names = list(dict.fromkeys(r["server"] for r in rows))
     rate = {(r["server"], r["size"], r["sessions"]): r["rate"] for r in rows}
     fig, ax = plt.subplots(figsize=(11, 4.5))
-    width = 0.8 / max(1, len(configs))
-    for i, (size, n) in enumerate(configs):
-        xs = [x + (i - (len(configs) - 1) / 2) * width for x in range(len(names))]
-        ax.bar(xs, [rate.get((name, size, n), 0) for name in names], width, label=f"{label(size)}, {n} sessions")
-    ax.set_xticks(range(len(names)), names, rotation=20)
-    ax.set_ylabel("messages / s")
-    ax.set_title("SMTP receive (smtp-source): durable except smtp-sink")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return True
+    series = [(f"{label(size)}, {n} sessions", [rate.get((name, size, n), 0) for name in names]) for size, n in configs]
+    grouped_bars(ax, names, series, ylabel="messages / s", title="SMTP receive (smtp-source): durable except smtp-sink",
+                 rotation=20)  # fmt: skip
+    return fig
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = parser_for(__doc__, SOCKHOP + PEERS)
     parser.add_argument("--messages", type=int, default=2000, help="messages per figure (default 2000)")
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 10], help="parallel sessions (default 1 10)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 102400], help="bytes (default 1024 102400)")
-    parser.add_argument("--only", nargs="+", choices=SOCKHOP + PEERS, help="measure only these")
-    args = parser.parse_args()
-    if (os.cpu_count() or 1) < 2:
-        sys.exit("bench: needs two cores (server on one, load on the other)")
-    if not shutil.which("smtp-source"):
-        sys.exit("bench: smtp-source is missing: apt-get install postfix")
+    args = parse(parser, quick={"messages": 20, "sessions": [1, 4], "sizes": [1024]})
+    need_two_cores("smtp-source")
+    need_tool("smtp-source", "postfix")
     rows: list[dict] = []
     for i, name in enumerate(args.only or SOCKHOP + PEERS):
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
         rows += measure(name, PORT + 10 * i, args.sessions, args.sizes, args.messages)
-    RESULTS.mkdir(exist_ok=True)
-    text = f"# sockhop SMTP benchmark\n\n{machine()}\n\n{table(rows, args.messages)}\n"
-    (RESULTS / "mail.md").write_text(text)
-    if rows and plot(rows, RESULTS / "mail.png"):
-        text += f"\nplot: {RESULTS / 'mail.png'}\n"
-    print(text)
+    write_report(args.out, "mail", "SMTP", table(rows, args.messages), lambda plt: plot(plt, rows))
     return 0
 
 

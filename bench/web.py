@@ -19,41 +19,48 @@ Starlette's StaticFiles, aiohttp and twisted web into a venv under bench/.build.
 the issue's reference measurements (one nginx worker with sendfile, Apache's event MPM with one child, ...).
 
     make bench                                        # everything (after the echo benchmark)
-    python bench/web.py --seconds 1 --idle 1000       # a smoke test
+    python bench/web.py --seconds 1 --idle 1000       # a short look
+    python bench/web.py --quick --out /tmp/bench      # a smoke run: the script works (figures mean nothing)
     python bench/web.py --only nginx eventloop eventloop+log --seconds 5
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import selectors
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import (  # noqa: E402  (bench/run.py: the echo benchmark's process and memory helpers)
+from common import (
+    BUILD,
     CLIENT_CORE,
     SERVER_CORE,
     cpu_seconds,
-    machine,
-    pss_kib,
+    fmt,
+    idle_memory,
+    micros_per,
+    need_two_cores,
+    parse,
+    parser_for,
     raise_nofile,
+    ratio,
+    run_pinned,
     sockets_held,
+    start_server,
+    stop,
+    wait_quiet,
+    write_report,
+    wrk_seconds,
 )
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-BUILD = HERE / ".build"
 PEER_VENV = BUILD / "web-peers"
-RESULTS = HERE / "results"
 PORT = 18080
 
 MODELS = ["iterative", "fork", "thread", "pool", "eventloop", "prefork"]
@@ -259,42 +266,19 @@ def server_command(name: str, work: Path, www: Path, port: int, peer_python: Pat
 
 
 # -- running ----------------------------------------------------------------------------------------------------------
-def start(cmd: list[str], work: Path, www: Path, port: int) -> subprocess.Popen:
-    def pin() -> None:
-        os.sched_setaffinity(0, {SERVER_CORE})
-        raise_nofile()
-        os.setsid()
-
-    out = open(work / "server.out", "ab")  # noqa: SIM115 (closed with the process, below)
-    proc = subprocess.Popen(cmd, cwd=work, preexec_fn=pin, stdout=out, stderr=out, env={**os.environ, "ROOT": str(www)})
-    out.close()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                sock.sendall(REQUEST)
-                if sock.recv(16).startswith(b"HTTP/1."):
-                    time.sleep(0.3)
-                    return proc
-        except OSError:
-            time.sleep(0.1)
-    stop(proc)
-    tail = (work / "server.out").read_text(errors="replace").strip().splitlines()[-3:]
-    raise RuntimeError("did not start: " + " / ".join(tail))
-
-
-def stop(proc: subprocess.Popen) -> None:
+def answers_http(port: int) -> bool:
+    """A probe: the server answers a GET with an HTTP status line."""
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(10)
-    except (subprocess.TimeoutExpired, ProcessLookupError):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(REQUEST)
+            return sock.recv(16).startswith(b"HTTP/1.")
+    except OSError:
+        return False
+
+
+def start(cmd: list[str], work: Path, www: Path, port: int) -> subprocess.Popen:
+    return start_server(cmd, lambda: answers_http(port), cwd=work, logs=[work / "server.out"],
+                        env={**os.environ, "ROOT": str(www)})  # fmt: skip
 
 
 def wrk(config: str, port: int, seconds: float) -> tuple[float, str]:
@@ -304,9 +288,9 @@ def wrk(config: str, port: int, seconds: float) -> tuple[float, str]:
         extra = ["-H", "Connection: close"]
     elif config == "big":
         url, conns = f"http://127.0.0.1:{port}/big.bin", 10
-    cmd = ["taskset", "-c", str(CLIENT_CORE), "wrk", "-t1", f"-c{conns}", f"-d{seconds:g}s", *extra, url]
+    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{wrk_seconds(seconds)}s", *extra, url]
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
+        out = run_pinned(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
     except subprocess.TimeoutExpired:
         return 0.0, "wrk hung"
     rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
@@ -323,79 +307,74 @@ def wrk(config: str, port: int, seconds: float) -> tuple[float, str]:
 def idle(proc: subprocess.Popen, port: int, count: int, timeout: float = 120) -> tuple[int, float]:
     """Open ``count`` keep-alive connections that each make one request and then sit idle; return how many the
     server holds and its memory per connection in KiB."""
-    os.sched_setaffinity(0, {CLIENT_CORE})
-    base = sockets_held(proc.pid)
-    before = pss_kib(proc.pid)
-    sel = selectors.DefaultSelector()
-    socks: list[socket.socket] = []
-    state: dict[socket.socket, bytearray] = {}
-    done = 0
-    try:
-        deadline = time.monotonic() + timeout
-        progress = time.monotonic()  # servers with a connection cap never answer the rest: give up 10 s after the last
-        while (len(socks) < count or state) and time.monotonic() < min(deadline, progress + 10):
-            while len(socks) < count and len(state) < 500:  # a few hundred in flight, so the backlog never overflows
-                sock = socket.socket()
-                sock.setblocking(False)
-                try:
-                    sock.connect(("127.0.0.1", port))
-                except BlockingIOError:
-                    pass
-                except OSError:
-                    sock.close()
-                    break
-                socks.append(sock)
-                state[sock] = bytearray()
-                sel.register(sock, selectors.EVENT_WRITE)
-            for key, events in sel.select(timeout=1):
-                sock = key.fileobj
-                if events & selectors.EVENT_WRITE:
+
+    def open_connections(socks: list[socket.socket], held) -> int:
+        sel = selectors.DefaultSelector()
+        state: dict[socket.socket, bytearray] = {}
+        done = 0
+        try:
+            deadline = time.monotonic() + timeout
+            progress = time.monotonic()  # servers with a connection cap never answer the rest: give up 10 s after
+            while (len(socks) < count or state) and time.monotonic() < min(deadline, progress + 10):
+                while len(socks) < count and len(state) < 500:  # a few hundred in flight: the backlog never fills
+                    sock = socket.socket()
+                    sock.setblocking(False)
                     try:
-                        sock.send(REQUEST)
+                        sock.connect(("127.0.0.1", port))
+                    except BlockingIOError:
+                        pass
                     except OSError:
-                        sel.unregister(sock)
-                        state.pop(sock, None)
+                        sock.close()
+                        break
+                    socks.append(sock)
+                    state[sock] = bytearray()
+                    sel.register(sock, selectors.EVENT_WRITE)
+                for key, events in sel.select(timeout=1):
+                    sock = key.fileobj
+                    if events & selectors.EVENT_WRITE:
+                        try:
+                            sock.send(REQUEST)
+                        except OSError:
+                            sel.unregister(sock)
+                            state.pop(sock, None)
+                            continue
+                        sel.modify(sock, selectors.EVENT_READ)
                         continue
-                    sel.modify(sock, selectors.EVENT_READ)
-                    continue
-                try:
-                    data = sock.recv(65536)
-                except OSError:
-                    data = b""
-                buf = state[sock]
-                buf += data
-                end = buf.find(b"\r\n\r\n")
-                length = re.search(rb"(?i)content-length:\s*(\d+)", buf[:end]) if end >= 0 else None
-                if not data or (length and len(buf) >= end + 4 + int(length.group(1))):
-                    sel.unregister(sock)
-                    state.pop(sock)
-                    done += bool(data)
-                    progress = time.monotonic()
-        time.sleep(1.0)
-        held = min(done, sockets_held(proc.pid) - base)
-        after = pss_kib(proc.pid)
-    finally:
-        sel.close()
-        for sock in socks:
-            sock.close()
-        os.sched_setaffinity(0, set(range(os.cpu_count() or 2)))
-    return held, (after - before) / held if held > 0 else float("nan")
+                    try:
+                        data = sock.recv(65536)
+                    except OSError:
+                        data = b""
+                    buf = state[sock]
+                    buf += data
+                    end = buf.find(b"\r\n\r\n")
+                    length = re.search(rb"(?i)content-length:\s*(\d+)", buf[:end]) if end >= 0 else None
+                    if not data or (length and len(buf) >= end + 4 + int(length.group(1))):
+                        sel.unregister(sock)
+                        state.pop(sock)
+                        done += bool(data)
+                        progress = time.monotonic()
+        finally:
+            sel.close()
+        return done
+
+    return idle_memory(proc.pid, count, open_connections, pause=1.0)
 
 
 def measure(name: str, command, work: Path, www: Path, port: int, seconds: float, idle_count: int) -> dict:
     """Every figure of one server; ``command(port)`` is its command line."""
     row: dict = {"server": name, "notes": []}
     proc = start(command(port), work, www, port)
+    fresh = sockets_held(proc.pid)
     try:
         wrk("ka", port, min(1.0, seconds))  # warm up: caches, the first accept, the JIT-less interpreters' imports
         for config in CONFIGS:
+            wait_quiet(proc.pid, fresh)
             cpu = cpu_seconds(proc.pid)
             value, note = wrk(config, port, seconds)
             row[config] = value
             if config == "ka":
                 # Server CPU per request: steadier than rates when something else shares the machine.
-                spent = cpu_seconds(proc.pid) - cpu
-                row["us"] = spent / (value * seconds) * 1e6 if value else float("nan")
+                row["us"] = micros_per(cpu_seconds(proc.pid) - cpu, value * seconds)
             if note:
                 row["notes"].append(f"{config}: {note}")
     finally:
@@ -413,14 +392,6 @@ def measure(name: str, command, work: Path, www: Path, port: int, seconds: float
 
 
 # -- reporting ------------------------------------------------------------------------------------------------------
-def fmt(value: float, digits: int = 0) -> str:
-    return "-" if value != value else f"{value:,.{digits}f}"
-
-
-def ratio(value: float, base: float | None) -> str:
-    return f"{value / base:.2f}x" if base and value == value else "-"
-
-
 def table(rows: list[dict], seconds: float) -> str:
     nginx = next((r for r in rows if r["server"] == "nginx"), None)
     base = {c: nginx[c] for c in CONFIGS} if nginx else {}
@@ -445,13 +416,13 @@ def table(rows: list[dict], seconds: float) -> str:
         on, off = by["eventloop+log"], by["eventloop"]
         lines.append(
             f"- eventloop, access log on / off (1 KiB keep-alive): **{on['ka'] / off['ka']:.2f}x** "
-            f"(by server CPU per request: {off['us'] / on['us']:.2f}x; target ≥ 0.85x)"
+            f"(by server CPU per request: {ratio(off['us'], on['us'])}; target ≥ 0.85x)"
         )
     if "eventloop" in by and nginx:
         el = by["eventloop"]
         for config, label, target in (("ka", "1 KiB keep-alive", 0.7), ("cpr", "new connection", 0.9),
                                       ("big", "1 MiB", 0.9)):  # fmt: skip
-            cpu = f" (by server CPU per request: {nginx['us'] / el['us']:.2f}x)" if config == "ka" else ""
+            cpu = f" (by server CPU per request: {ratio(nginx['us'], el['us'])})" if config == "ka" else ""
             lines.append(
                 f"- eventloop / nginx, {label}: **{ratio(el[config], base[config])}**{cpu} (target ≥ {target}x)"
             )
@@ -473,14 +444,8 @@ def table(rows: list[dict], seconds: float) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
+def plot(plt: Any, rows: list[dict]) -> Any:
+    """The report's figure, drawn with pyplot ``plt`` (None: nothing to draw)."""
     rows = [r for r in rows if "error" not in r]
     nginx = next((r for r in rows if r["server"] == "nginx"), None)
     names = [r["server"] for r in rows]
@@ -500,20 +465,16 @@ def plot(rows: list[dict], path: Path) -> bool:
         ax.set_title(title + (" (labels: ÷ nginx)" if key != "kib" else ", log scale"))
         ax.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=8)
     fig.suptitle("sockhop web (blue) and peers (grey), same run")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return fig
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=10.0, help="per figure (default 10)")
+    parser = parser_for(__doc__, SOCKHOP + PEERS, "measure only these (nginx is the base)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="per figure, whole seconds (default 10)")
     parser.add_argument("--idle", type=int, default=10000, help="idle keep-alive connections to hold (default 10000)")
-    parser.add_argument("--only", nargs="+", choices=SOCKHOP + PEERS, help="measure only these (nginx is the base)")
-    args = parser.parse_args()
-    if (os.cpu_count() or 1) < 2:
-        sys.exit("bench: needs two cores (server on one, wrk on the other)")
+    args = parse(parser, quick={"seconds": 1.0, "idle": 50})
+    args.seconds = wrk_seconds(args.seconds)  # what wrk will run, so that the table says it
+    need_two_cores("wrk")
     raise_nofile()
     have = ensure_apt()
     if "wrk" not in have:
@@ -544,12 +505,7 @@ def main() -> int:
                 rows.append(measure(name, command, work, www, port, args.seconds, args.idle))
             except RuntimeError as exc:
                 rows.append({"server": name, "error": str(exc)})
-    RESULTS.mkdir(exist_ok=True)
-    text = f"# sockhop web benchmark\n\n{machine()}\n\n{table(rows, args.seconds)}\n"
-    (RESULTS / "web.md").write_text(text)
-    if plot(rows, RESULTS / "web.png"):
-        text += f"\nplot: {RESULTS / 'web.png'}\n"
-    print(text)
+    write_report(args.out, "web", "web", table(rows, args.seconds), lambda plt: plot(plt, rows))
     return 0
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from sockhop.engine.proxy import format_v1, format_v2
+from tests.engine.clients import read_until_eof
 from tests.mail.support import DOMAIN, delivered, serve_mail
 from tests.prod.haproxy import haproxy
 from tests.prod.helpers import fetch, site_saying
@@ -27,16 +28,7 @@ def exchange(host: str, port: int, data: bytes, timeout: float = 10.0) -> bytes:
     with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.sendall(data)
         sock.shutdown(socket.SHUT_WR)
-        chunks = []
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return read_until_eof(sock, timeout)
 
 
 def wait_for_lines(path: Path, count: int, timeout: float = 10.0) -> list[str]:
