@@ -46,7 +46,7 @@ from common import (
 
 PORT = 17800
 SOCKHOP = ["iterative", "fork", "thread", "pool", "eventloop", "prefork"]  # every model, as the lecture compares them
-PEERS = ["postfix", "aiosmtpd-fsync", "smtp-sink"]
+PEERS = ["aiosmtpd-fsync", "postfix", "smtp-sink"]  # postfix deletes its queue files: after the other durable ones
 DURABLE = {"postfix": True, "aiosmtpd-fsync": True, "smtp-sink": False}
 DOMAIN = "example.test"
 
@@ -219,29 +219,29 @@ def check_maildir(server: Server, before: set[Path], sent: int, size: int, wait:
     return f"{'ok' if ok else 'MISMATCH'}: {len(new)}/{sent} files" + ("" if whole else ", not all whole")
 
 
-def measure(name: str, port: int, sessions: list[int], sizes: list[int], messages: int) -> list[dict]:
+def measure(name: str, work: Path, port: int, sessions: list[int], sizes: list[int], messages: int) -> list[dict]:
     rows = []
-    with tempfile.TemporaryDirectory(prefix="sockhop-mailbench-") as tmp:
-        server = Server(name, Path(tmp), port)
-        try:
-            server.start()
-        except Unavailable as exc:
-            print(f"bench: {name}: skipped: {exc}", file=sys.stderr)
-            server.stop()
-            return []
-        try:
-            smtp_source(port, 1, min(messages, 10), 1024, 60)  # warm-up
-            for size in sizes:
-                for n in sessions:
-                    before = set(server.delivered())
-                    sent, seconds = smtp_source(port, n, messages, size, timeout=max(120.0, messages / 5))
-                    check = check_maildir(server, before, sent, size, wait=30) if sent else "failed"
-                    rate = sent / seconds if sent and seconds > 0 else 0.0
-                    print(f"bench:   {name} {n} sessions {size} B: {rate:.0f} msg/s ({check})", file=sys.stderr)
-                    rows.append({"server": name, "sessions": n, "size": size, "rate": rate, "check": check,
-                                 "durable": server.durable})  # fmt: skip
-        finally:
-            server.stop()
+    work.mkdir()
+    server = Server(name, work, port)
+    try:
+        server.start()
+    except Unavailable as exc:
+        print(f"bench: {name}: skipped: {exc}", file=sys.stderr)
+        server.stop()
+        return []
+    try:
+        smtp_source(port, 1, min(messages, 10), 1024, 60)  # warm-up
+        for size in sizes:
+            for n in sessions:
+                before = set(server.delivered())
+                sent, seconds = smtp_source(port, n, messages, size, timeout=max(120.0, messages / 5))
+                check = check_maildir(server, before, sent, size, wait=30) if sent else "failed"
+                rate = sent / seconds if sent and seconds > 0 else 0.0
+                print(f"bench:   {name} {n} sessions {size} B: {rate:.0f} msg/s ({check})", file=sys.stderr)
+                rows.append({"server": name, "sessions": n, "size": size, "rate": rate, "check": check,
+                             "durable": server.durable})  # fmt: skip
+    finally:
+        server.stop()
     return rows
 
 
@@ -303,9 +303,13 @@ def main() -> int:
     need_two_cores("smtp-source")
     need_tool("smtp-source", "postfix")
     rows: list[dict] = []
-    for i, name in enumerate(args.only or SOCKHOP + PEERS):
-        print(f"bench: {name} ...", file=sys.stderr, flush=True)
-        rows += measure(name, PORT + 10 * i, args.sessions, args.sizes, args.messages)
+    # One folder for the whole run, removed only at its end: on ext4 without a journal, a file created soon after
+    # thousands were deleted costs a scan past every recently freed inode (ext4's recently_deleted), so removing
+    # one server's Maildir before the next server runs would slow whichever runs next.
+    with tempfile.TemporaryDirectory(prefix="sockhop-mailbench-") as top:
+        for i, name in enumerate(args.only or SOCKHOP + PEERS):
+            print(f"bench: {name} ...", file=sys.stderr, flush=True)
+            rows += measure(name, Path(top) / name, PORT + 10 * i, args.sessions, args.sizes, args.messages)
     write_report(args.out, "mail", "SMTP", table(rows, args.messages), lambda plt: plot(plt, rows))
     return 0
 

@@ -146,10 +146,13 @@ def test_sessions_resume_under_the_models(ca, model, version, tmp_path):
             assert not first.session_reused
         assert session is not None and session.has_ticket
         for _ in range(30):
-            raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-            with context.wrap_socket(raw, server_hostname="localhost", session=session) as again:
-                assert again.session_reused, f"session not resumed: {server.log()}"
-                assert echo(again, b"resumed") == b"resumed"
+            # Several connections at once, so that both prefork workers are woken to accept (one at a time, the
+            # kernel may hand every connection to the same worker).
+            raws = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(4)]
+            for raw in raws:
+                with context.wrap_socket(raw, server_hostname="localhost", session=session) as again:
+                    assert again.session_reused, f"session not resumed: {server.log()}"
+                    assert echo(again, b"resumed") == b"resumed"
             resumed_by = {line.split("]")[0] for line in server.log().splitlines() if "(session resumed)" in line}
             if model != "prefork" or len(resumed_by) >= 2:
                 break

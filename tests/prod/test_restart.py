@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.prod.helpers import fetch, site_saying
 
@@ -122,6 +123,11 @@ def test_sigusr2_restarts_with_no_failed_request(sockhop_server, tmp_path, model
         assert old.addresses[("admin", "tcp")] == [admin, admin]  # the admin listener is handed over too
         with urllib.request.urlopen(f"http://{admin[0]}:{admin[1]}/healthz", timeout=10) as response:
             assert response.read() == b"ok\n"
+        # The new master counts in a folder of its own: the old one removed its folder when it exited.
+        with urllib.request.urlopen(f"http://{admin[0]}:{admin[1]}/metrics", timeout=10) as response:
+            scraped = {s.name: s.value for f in text_string_to_metric_families(response.read().decode())
+                       for s in f.samples if s.labels.get("service") == "web"}  # fmt: skip
+        assert scraped["sockhop_connections_total"] >= 50
         assert end(pid), "the new master did not stop on SIGTERM"
         pid = None
     finally:

@@ -38,12 +38,13 @@ IN = select.EPOLLIN | select.EPOLLRDHUP
 OUT = select.EPOLLOUT
 READABLE = IN | select.EPOLLERR | select.EPOLLHUP  # errors and hang-ups surface through recv
 EPOLLIN = select.EPOLLIN
+DONTWAIT = socket.MSG_DONTWAIT
 
 
 class Connection:
     __slots__ = (
         "sock", "fd", "peer", "protocol", "out", "pending", "mask", "closing", "lingering", "eof",
-        "deadline", "alarm", "scheduled", "gen", "busy", "stop_told", "heard",
+        "deadline", "alarm", "scheduled", "gen", "busy", "stop_told", "heard", "blocking",
     )  # fmt: skip
 
     def __init__(self, sock: socket.socket, peer: Address, protocol: StreamProtocol) -> None:
@@ -64,6 +65,7 @@ class Connection:
         self.busy = False  # deferred work running
         self.stop_told = False
         self.heard = False  # the client has sent something (a stop waits for a silent newcomer's first bytes)
+        self.blocking = True  # recv and send pass MSG_DONTWAIT; sendfile needs the socket itself nonblocking
 
 
 class EventLoopServer(Server):
@@ -139,7 +141,7 @@ class EventLoopServer(Server):
                             continue
                     if ev & READABLE and conn.mask & EPOLLIN:
                         try:
-                            data = conn.sock.recv(recv_size)
+                            data = conn.sock.recv(recv_size, DONTWAIT)
                         except (BlockingIOError, InterruptedError):
                             continue
                         except OSError as exc:
@@ -172,7 +174,7 @@ class EventLoopServer(Server):
                                 piece = send[0]
                                 if type(piece) is bytes:
                                     try:
-                                        sent = conn.sock.send(piece)
+                                        sent = conn.sock.send(piece, DONTWAIT)
                                     except (BlockingIOError, InterruptedError):
                                         sent = 0
                                     except OSError as exc:
@@ -261,7 +263,8 @@ class EventLoopServer(Server):
             if len(self.conns) >= self.max_connections:
                 self.refuse(sock, peer, listener)
                 continue
-            sock.setblocking(False)
+            # No setblocking(False) (an ioctl per connection): every recv and send passes MSG_DONTWAIT instead,
+            # and sendfile, which takes no flags, makes the socket nonblocking when it is first needed.
             try:
                 protocol = listener.factory()
                 assert isinstance(protocol, StreamProtocol)
@@ -300,7 +303,7 @@ class EventLoopServer(Server):
                 for i, piece in enumerate(pieces):
                     if type(piece) is bytes:
                         try:
-                            sent = sock.send(piece)
+                            sent = sock.send(piece, DONTWAIT)
                         except (BlockingIOError, InterruptedError):
                             sent = 0
                         except OSError as exc:
@@ -349,6 +352,9 @@ class EventLoopServer(Server):
             while out:
                 piece = out[0]
                 if isinstance(piece, FileRegion):
+                    if conn.blocking:
+                        sock.setblocking(False)
+                        conn.blocking = False
                     sent = os.sendfile(conn.fd, piece.fd, piece.offset, piece.count) if piece.count else 0
                     if sent == 0 or sent == piece.count:
                         out.popleft()
@@ -357,7 +363,7 @@ class EventLoopServer(Server):
                         continue
                     out[0] = FileRegion(piece.fd, piece.offset + sent, piece.count - sent, piece.close)
                 else:
-                    sent = sock.send(piece)
+                    sent = sock.send(piece, DONTWAIT)
                     if sent == len(piece):
                         out.popleft()
                     else:

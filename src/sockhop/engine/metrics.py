@@ -31,6 +31,7 @@ from sockhop.engine.protocol import Address, DatagramProtocol, FileRegion, Reply
 log = logging.getLogger("sockhop.metrics")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+OWNER_ENV = "SOCKHOP_METRICS_OWNER"  # the pid of the master that made the folder (and removes it at exit)
 LABELS = ("service", "model")
 
 
@@ -40,10 +41,14 @@ class Metrics:
     _instance: Metrics | None = None
 
     def __init__(self) -> None:
-        if not os.environ.get(MULTIPROC_ENV):
+        # A folder of our own unless the user named one -- or the one named is a predecessor's, handed down by a
+        # zero-downtime restart: that master removes it when it has drained, under our workers' feet.
+        made_by = os.environ.get(OWNER_ENV)
+        if not os.environ.get(MULTIPROC_ENV) or made_by not in (None, str(os.getpid())):
             folder = tempfile.mkdtemp(prefix="sockhop-metrics-")
             os.environ[MULTIPROC_ENV] = folder
             owner = os.getpid()
+            os.environ[OWNER_ENV] = str(owner)
             atexit.register(lambda: os.getpid() == owner and shutil.rmtree(folder, ignore_errors=True))
         self.folder = os.environ[MULTIPROC_ENV]
         # Imported only now: prometheus_client picks its multiprocess storage at import time.
