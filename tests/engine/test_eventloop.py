@@ -1,0 +1,38 @@
+"""What only the event loop has: its timer heap must not keep closed connections alive."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+from sockhop.echo import EchoStream
+from sockhop.engine import Limits, Listener, eventloop
+from sockhop.engine.eventloop import EventLoopServer
+from sockhop.net.addresses import Endpoint
+from sockhop.net.listeners import open_listeners
+
+
+def test_closed_connections_do_not_pile_up_in_the_timer_heap(monkeypatch):
+    monkeypatch.setattr(eventloop, "COMPACT_SLACK", 16)
+    [sock] = open_listeners([Endpoint("127.0.0.1", 0)])
+    port = sock.getsockname()[1]
+    server = EventLoopServer([Listener(sock, EchoStream, name="echo")], Limits(idle_timeout=60, grace=2))
+    loop = threading.Thread(target=server.run)
+    loop.start()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as kept:  # one stays open throughout
+            for _ in range(300):
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+                    client.sendall(b"x")
+                    assert client.recv(1) == b"x"
+            kept.sendall(b"still here")
+            assert kept.recv(10) == b"still here"
+            deadline = time.monotonic() + 10
+            while len(server.conns) > 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            # 300 connections came and went within the idle timeout; without compaction all 300 would be held.
+            assert len(server.timers) <= 2 * len(server.conns) + 16 + 1
+    finally:
+        server.stop()
+        loop.join(30)
