@@ -110,3 +110,26 @@ def test_a_failing_delivery_in_a_group_commit_costs_only_itself(tmp_path):
             os.close(job.files[0][0])
     assert [job.error is None for job in jobs] == [True, False, True]
     assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["good1", "good2"]
+
+
+@pytest.mark.parametrize("whole_filesystem", [True, False])
+def test_a_batch_is_made_durable_by_one_syncfs_or_an_fsync_each(tmp_path, monkeypatch, whole_filesystem):
+    from sockhop.mail import maildir
+
+    assert maildir._syncfs is not None  # Linux 5.8 or later, as CI runs
+    calls = []
+    real = maildir._syncfs
+    monkeypatch.setattr(maildir, "_syncfs", lambda fd: calls.append(fd) or real(fd))
+    maildir.ensure_maildir(tmp_path)
+    jobs = []
+    for name in ("a", "b", "c"):
+        tmp = tmp_path / "tmp" / name
+        jobs.append(maildir._Job([(maildir.write_file(tmp, b"Subject: x\n\nbody\n"), tmp, tmp_path / "new" / name)]))
+    try:
+        maildir._commit_batch(jobs, whole_filesystem)
+    finally:
+        for job in jobs:
+            os.close(job.files[0][0])
+    assert [job.error for job in jobs] == [None, None, None]
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["a", "b", "c"]
+    assert len(calls) == (1 if whole_filesystem else 0)

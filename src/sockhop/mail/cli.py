@@ -66,6 +66,12 @@ def add_commands(sub: argparse._SubParsersAction, services: argparse._SubParsers
         "--data-timeout", type=positive_float, default=DEFAULT_DATA_TIMEOUT, metavar="S",
         help="deadline for the whole message after 354 (default 600, RFC 5321's DATA termination)",
     )  # fmt: skip
+    serve.add_argument(
+        "--sync", choices=("batch", "each"), default="batch",
+        help="how a message is made durable before its 250: batch (default) -- messages arriving together share one "
+        "syncfs of the Maildir's filesystem, which also flushes anything else pending there; each -- an fsync per "
+        "message file, for a Maildir on a filesystem busy with other writes",
+    )  # fmt: skip
     add_engine_options(serve, default_listen=f"127.0.0.1:{DEFAULT_PORT}")
     serve.set_defaults(func=cmd_serve_mail, idle_timeout=300.0)  # RFC 5321 4.5.3.2.7: at least 5 minutes
     for action in serve._actions:
@@ -100,7 +106,9 @@ def add_commands(sub: argparse._SubParsersAction, services: argparse._SubParsers
     mailbox.set_defaults(func=cmd_mailbox)
 
 
-def make_factory(root: Path, policy: MailPolicy, *, catch_all: bool, tls: bool = False) -> Callable[[], SMTPServer]:
+def make_factory(
+    root: Path, policy: MailPolicy, *, catch_all: bool, tls: bool = False, sync: str = "batch"
+) -> Callable[[], SMTPServer]:
     """One SMTPServer per connection, all delivering into the Maildir at ``root`` (created now). ``tls``: for an
     SMTPS listener, whose TLS layer finished its handshake before the protocol is greeted."""
     from .maildir import Maildir
@@ -110,7 +118,7 @@ def make_factory(root: Path, policy: MailPolicy, *, catch_all: bool, tls: bool =
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise MailSetupError(f"cannot create {root}: {exc.strerror}") from None
-    store = Maildir(root, hostname=policy.hostname, catch_all=catch_all)
+    store = Maildir(root, hostname=policy.hostname, catch_all=catch_all, sync=sync)
     return functools.partial(SMTPServer, policy, store, tls=tls)
 
 
@@ -125,8 +133,10 @@ def mail_listeners(args: argparse.Namespace, root: Path, policy: MailPolicy, *, 
     from .protocol import busy_reply
 
     context = tls_context_from(args) if args.tls_cert else None
-    smtps = make_factory(root, policy, catch_all=catch_all, tls=True)  # open_service wraps it in implicit TLS
-    plain: Callable = make_factory(root, dataclasses.replace(policy, starttls=context is not None), catch_all=catch_all)
+    sync = getattr(args, "sync", "batch")
+    smtps = make_factory(root, policy, catch_all=catch_all, tls=True, sync=sync)  # open_service wraps it in TLS
+    starttls = dataclasses.replace(policy, starttls=context is not None)
+    plain: Callable = make_factory(root, starttls, catch_all=catch_all, sync=sync)
     if context is not None:
         plain = TLSLayer.factory(context, plain, implicit=False, handshake_timeout=args.tls_handshake_timeout)
     listeners = open_service(args, smtps, busy=busy_reply(policy.hostname), name="mail")
