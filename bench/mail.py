@@ -307,6 +307,7 @@ def main() -> int:
     # thousands were deleted costs a scan past every recently freed inode (ext4's recently_deleted), so removing
     # one server's Maildir before the next server runs would slow whichever runs next.
     with tempfile.TemporaryDirectory(prefix="sockhop-mailbench-") as top:
+        os.chmod(top, 0o755)  # Postfix's own users must reach their folders inside it
         for i, name in enumerate(args.only or SOCKHOP + PEERS):
             print(f"bench: {name} ...", file=sys.stderr, flush=True)
             rows += measure(name, Path(top) / name, PORT + 10 * i, args.sessions, args.sizes, args.messages)
