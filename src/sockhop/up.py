@@ -29,6 +29,7 @@ class UpContext:
     host: str
     data: Path  # where services keep what they store (mail, certificates)
     tls: bool = False  # TLS is on: the local CA's certificate is there for services that want it (STARTTLS)
+    user: str | None = None  # --user: services will run as this user, who can read only what is in the data folder
     _certificates: dict = field(default_factory=dict, compare=False, repr=False)
 
     def open(self, port: int, kind: socket.SocketKind = socket.SOCK_STREAM) -> socket.socket:
@@ -130,7 +131,7 @@ def up(args: argparse.Namespace) -> int:
     the data folder over), --log-format json shapes the log."""
     from sockhop.cli import open_admin, outer_layers, settle_privileges
 
-    ctx = UpContext(host=args.host, data=Path(args.data), tls=not args.no_tls)
+    ctx = UpContext(host=args.host, data=Path(args.data), tls=not args.no_tls, user=getattr(args, "user", None))
     offers: list[Offer] = []
     admin = None
     model = args.model

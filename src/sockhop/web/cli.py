@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -107,7 +108,11 @@ def web_service(ctx: UpContext) -> list[Offer]:
     from sockhop.web.protocol import BUSY, make_factory
     from sockhop.web.site import site_root
 
-    options = web_options(site_root(), access_log=None)
+    root = site_root()
+    if ctx.user:  # the package may sit where that user cannot read (under /root): serve a copy it will own
+        root = ctx.data / "site"
+        shutil.copytree(site_root(), root, dirs_exist_ok=True)
+    options = web_options(root, access_log=None)
     listener = Listener(ctx.open(DEFAULT_PORT), make_factory(options), busy=BUSY, name="web")
     host = f"[{ctx.host}]" if ":" in ctx.host else ctx.host
     return [Offer(listener, f"sockhop get http://{host}:{DEFAULT_PORT}/   (or open it in a browser)")]
