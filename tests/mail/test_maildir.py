@@ -133,3 +133,13 @@ def test_a_batch_is_made_durable_by_one_syncfs_or_an_fsync_each(tmp_path, monkey
     assert [job.error for job in jobs] == [None, None, None]
     assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["a", "b", "c"]
     assert len(calls) == (1 if whole_filesystem else 0)
+
+
+def test_a_mailbox_removed_while_serving_is_made_again(tmp_path):
+    import shutil
+
+    store = Maildir(tmp_path)
+    store.deliver(SESSION, envelope("bob@example.test"))
+    shutil.rmtree(tmp_path / "bob")  # someone cleans up while the server runs
+    store.deliver(SESSION, envelope("bob@example.test"))
+    assert len(list((tmp_path / "bob" / "new").iterdir())) == 1

@@ -44,7 +44,7 @@ def mailbox_name(local_part: str) -> str | None:
     return name
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: str | os.PathLike) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -57,7 +57,7 @@ class _Job:
 
     __slots__ = ("files", "error", "done")
 
-    def __init__(self, files: list[tuple[int, Path, Path]]) -> None:
+    def __init__(self, files: list[tuple[int, str, str]]) -> None:
         self.files = files  # (fd, tmp path, new path)
         self.error: OSError | None = None
         self.done = False
@@ -79,7 +79,7 @@ class GroupCommit:
         self._waiting: list[_Job] = []
         self._leading = False
 
-    def commit(self, files: list[tuple[int, Path, Path]]) -> None:
+    def commit(self, files: list[tuple[int, str, str]]) -> None:
         """Block until these written files are durable in ``new/``; raises the OSError that stopped them (their
         files are then not in ``new/``: the caller removes what is left)."""
         job = _Job(files)
@@ -137,7 +137,7 @@ def _sync_filesystems(batch: list[_Job]) -> set[int]:
 
 def _commit_batch(batch: list[_Job], whole_filesystem: bool = True) -> None:
     """Make every file durable, rename the jobs whose files all were, fsync each directory renamed into."""
-    dirs: dict[Path, list[_Job]] = {}
+    dirs: dict[str, list[_Job]] = {}
     synced = _sync_filesystems(batch) if whole_filesystem and len(batch) > 1 else set()
     for job in batch:
         try:
@@ -146,7 +146,7 @@ def _commit_batch(batch: list[_Job], whole_filesystem: bool = True) -> None:
                     os.fsync(fd)
             for _fd, tmp, new in job.files:
                 os.rename(tmp, new)
-                dirs.setdefault(new.parent, []).append(job)
+                dirs.setdefault(os.path.dirname(new), []).append(job)
         except OSError as exc:
             job.error = exc
     for folder, jobs in dirs.items():
@@ -185,6 +185,7 @@ class Maildir:
         self.hostname = hostname or socket.gethostname()
         self._host_part = self.hostname.replace("/", r"\057").replace(":", r"\072")
         self._commit = GroupCommit(whole_filesystem=sync == "batch")
+        self._ready: set[str] = set()  # mailbox folders known to exist
 
     def accepts(self, local_part: str) -> bool:
         return self.catch_all or mailbox_name(local_part) is not None
@@ -210,13 +211,19 @@ class Maildir:
         content = trace_headers(session, envelope, hostname=self.hostname, queue_id=queue_id, now=now)
         content += envelope.content
         boxes = list(dict.fromkeys(self.mailbox(split_address(r)[0]) for r in envelope.recipients))
-        files: list[tuple[int, Path, Path]] = []
+        files: list[tuple[int, str, str]] = []
         try:
             try:
                 for box in boxes:
-                    ensure_maildir(box)
-                    tmp = box / "tmp" / name
-                    files.append((write_file(tmp, content), tmp, box / "new" / name))
+                    folder = self._ready_folder(box)
+                    tmp = f"{folder}/tmp/{name}"
+                    try:
+                        fd = write_file(tmp, content)
+                    except FileNotFoundError:  # the mailbox was removed while we served: make it again
+                        self._ready.discard(folder)
+                        folder = self._ready_folder(box)
+                        fd = write_file(tmp, content)
+                    files.append((fd, tmp, f"{folder}/new/{name}"))
                 self._commit.commit(files)
             finally:
                 for fd, _tmp, _new in files:
@@ -225,14 +232,23 @@ class Maildir:
             for _fd, tmp, new in files:
                 for path in (tmp, new):
                     try:
-                        path.unlink()
+                        os.unlink(path)
                     except OSError:
                         pass
             raise
         return queue_id
 
+    def _ready_folder(self, box: Path) -> str:
+        """The mailbox's folder, made (durably) the first time this process delivers to it -- not checked again
+        for every message."""
+        folder = str(box)
+        if folder not in self._ready:
+            ensure_maildir(box)
+            self._ready.add(folder)
+        return folder
 
-def write_file(path: Path, content: bytes) -> int:
+
+def write_file(path: str | os.PathLike, content: bytes) -> int:
     """Create ``path`` (never over an existing file) holding ``content``; the open descriptor, for the fsync."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
