@@ -91,10 +91,14 @@ def test_binds_a_privileged_port_then_serves_as_the_user(sockhop_server, open_tm
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(b"GET /who.txt HTTP/1.1\r\nHost: x\r\n\r\n")
             assert sock.recv(100).startswith(b"HTTP/1.1 200")
-            kids = children(server.pid)
-            assert kids
-            for pid in kids:
-                assert_nobody(pid)
+            checked = 0
+            for pid in children(server.pid):
+                try:
+                    assert_nobody(pid)
+                except FileNotFoundError:
+                    continue  # the earlier request's child, ending while we look
+                checked += 1
+            assert checked  # at least this connection's child, which stays while the connection is open
 
 
 def test_mail_folder_belongs_to_the_user_and_mail_is_delivered(sockhop_server, open_tmp):
