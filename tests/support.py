@@ -31,6 +31,16 @@ def require_tool(name: str) -> str:
     return path
 
 
+def end_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Stop a process this test started: SIGTERM, then SIGKILL if it has not ended within ``timeout``."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def split_address(addr: str) -> tuple[str, int]:
     host, _, port = addr.rpartition(":")
     return host.strip("[]"), int(port)

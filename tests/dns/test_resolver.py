@@ -31,7 +31,7 @@ from sockhop.dns.resolver import (
     resolve,
 )
 from tests.dns.zones import write_zone
-from tests.support import require_tool
+from tests.support import end_process, require_tool
 
 
 # -- parsing --------------------------------------------------------------------------------------------------------
@@ -267,12 +267,7 @@ zone:
                     raise AssertionError(f"nsd did not start: {log}") from None
         yield ("127.0.0.1", port)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end_process(proc, 10)
 
 
 @pytest.mark.interop

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.support import require_tool
+from tests.support import end_process, require_tool
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -69,11 +69,6 @@ def haproxy(
         time.sleep(0.6)  # the first health checks (rise 2 at 200 ms) pass before traffic
         yield fronts
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end_process(proc, 10)
         if proc.stderr:
             proc.stderr.close()

@@ -17,7 +17,7 @@ from sockhop.net.listeners import InheritedSockets
 from tests.dns.zones import write_zone
 from tests.prod.haproxy import free_port
 from tests.prod.helpers import fetch, site_saying
-from tests.support import ROOT, require_tool
+from tests.support import ROOT, end_process, require_tool
 
 MODELS = ["iterative", "fork", "thread", "pool", "eventloop", "prefork"]
 
@@ -39,15 +39,6 @@ def activate(args: list[str], ports: list[int], tmp_path) -> subprocess.Popen:
     return proc
 
 
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @pytest.mark.interop
 @pytest.mark.parametrize("model", MODELS)
 def test_web_serves_the_sockets_systemd_passes(tmp_path, model):
@@ -64,7 +55,7 @@ def test_web_serves_the_sockets_systemd_passes(tmp_path, model):
             assert f"sockhop: web tcp 127.0.0.1:{port} (model {model}" in log
         assert proc.poll() is None
     finally:
-        stop(proc)
+        end_process(proc, 15)
 
 
 @pytest.mark.interop
@@ -74,7 +65,7 @@ def test_listen_that_matches_no_passed_socket_is_one_line(tmp_path):
     try:
         assert proc.wait(15) == 1
     finally:
-        stop(proc)
+        end_process(proc, 15)
     log = (tmp_path / "stderr").read_text()
     assert "socket activation (LISTEN_FDS) passed no tcp socket for 127.0.0.1:1" in log
     assert "Traceback" not in log

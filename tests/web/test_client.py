@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import require_tool
+from tests.support import end_process, require_tool
 
 from .conftest import BIG, start_web
 
@@ -268,8 +268,7 @@ def test_against_python_http_server(site, tmp_path):
         assert b"readme.md" in sockhop_get("-L", f"{base}/docs").stdout
         assert "404" in one_line_error(sockhop_get("-f", f"{base}/missing"))
     finally:
-        proc.terminate()
-        proc.wait(10)
+        end_process(proc, 10)
 
 
 def test_against_nginx(site, tmp_path):
@@ -305,8 +304,7 @@ def test_against_nginx(site, tmp_path):
         assert part.read_bytes() == BIG
         assert b"readme.md" in sockhop_get("-L", f"{base}/docs").stdout
     finally:
-        proc.terminate()
-        proc.wait(10)
+        end_process(proc, 10)
 
 
 def test_progress_is_silent_without_a_terminal(base, tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import require_tool, start_server
+from tests.support import end_process, require_tool, start_server
 from tests.tls_certs import LocalCA
 
 from .conftest import BIG, MODELS
@@ -236,5 +236,4 @@ def test_get_against_nginx_over_https(site, pki, tmp_path):
         assert b"readme.md" in sockhop_get("--cacert", ca, "-L", f"{base}/docs").stdout
         assert "not trusted" in one_line_error(sockhop_get(f"{base}/hello.txt"))
     finally:
-        proc.terminate()
-        proc.wait(10)
+        end_process(proc, 10)

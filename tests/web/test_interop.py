@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from tests.support import require_tool
+from tests.support import end_process, require_tool
 
 from .conftest import BIG
 
@@ -172,7 +172,6 @@ def test_access_log_to_stdout(site):
         line = proc.stdout.readline()
         assert '"GET /hello.txt HTTP/1.1" 200 13 "-" "curl/' in line
     finally:
-        proc.terminate()
-        proc.wait(15)
+        end_process(proc, 15)
         proc.stdout.close()
         proc.stderr.close()
