@@ -1,11 +1,14 @@
 """Under the event loop, a delivery that blocks (a slow fsync) must not stall the other connections: the engine
-runs Reply.then off the loop. Here the store blocks one sender's delivery on an Event while another client talks."""
+runs Reply.then off the loop, or hands the message to a store that submits (a Handoff). Here the store holds one
+sender's delivery on an Event while another client talks."""
 
 from __future__ import annotations
 
 import functools
 import smtplib
 import threading
+
+import pytest
 
 from sockhop.engine import Listener
 from sockhop.engine.eventloop import EventLoopServer
@@ -30,8 +33,16 @@ class SlowStore(MemoryStore):
         return super().deliver(session, envelope)
 
 
-def test_a_slow_delivery_does_not_stall_other_connections():
-    store = SlowStore()
+class SlowSubmittingStore(SlowStore):
+    """Delivers in the background, as Maildir's group commit does: submit returns at once, done comes later."""
+
+    def submit(self, session, envelope, done):
+        threading.Thread(target=lambda: done(self.deliver(session, envelope))).start()
+
+
+@pytest.mark.parametrize("store_kind", [SlowStore, SlowSubmittingStore], ids=["then-thread", "handoff"])
+def test_a_slow_delivery_does_not_stall_other_connections(store_kind):
+    store = store_kind()
     [sock] = open_listeners([Endpoint("127.0.0.1", 0)])
     port = sock.getsockname()[1]
     server = EventLoopServer([Listener(sock, functools.partial(SMTPServer, POLICY, store), name="mail")],

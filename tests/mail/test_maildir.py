@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
@@ -94,22 +95,39 @@ def test_concurrent_deliveries_share_one_commit(tmp_path, monkeypatch):
     assert 1 <= len(calls) < 8
 
 
+def _jobs(folder, names, reported):
+    """Jobs writing one small message each into ``folder``'s tmp/, reporting into ``reported``."""
+    from sockhop.mail.maildir import _Job, write_file
+
+    def job(name):
+        tmp, new = f"{folder}/tmp/{name}", f"{folder}/new/{name}"
+        return _Job(lambda: [(write_file(tmp, b"Subject: x\n\nbody\n"), tmp, new)],
+                    lambda error: reported.append((name, error)))  # fmt: skip
+
+    return [job(name) for name in names]
+
+
 def test_a_failing_delivery_in_a_group_commit_costs_only_itself(tmp_path):
-    from sockhop.mail.maildir import _commit_batch, _Job, ensure_maildir, write_file
+    from sockhop.mail.maildir import commit_jobs, ensure_maildir
 
     ensure_maildir(tmp_path)
-    jobs = []
-    for name in ("good1", "lost", "good2"):
-        tmp = tmp_path / "tmp" / name
-        jobs.append(_Job([(write_file(tmp, b"Subject: x\n\nbody\n"), tmp, tmp_path / "new" / name)]))
-    (tmp_path / "tmp" / "lost").unlink()  # its rename will fail
-    try:
-        _commit_batch(jobs)
-    finally:
-        for job in jobs:
-            os.close(job.files[0][0])
-    assert [job.error is None for job in jobs] == [True, False, True]
+    reported = []
+    jobs = _jobs(tmp_path, ("good1", "lost", "good2", "unwritable"), reported)
+    lost_write = jobs[1].write
+
+    def write_then_lose():
+        files = lost_write()
+        os.unlink(files[0][1])  # its rename will fail
+        return files
+
+    jobs[1].write = write_then_lose
+    jobs[3].write = lambda: (_ for _ in ()).throw(OSError(28, "No space left on device"))
+    commit_jobs(jobs)
+    assert [(name, error is None) for name, error in reported] == [
+        ("good1", True), ("lost", False), ("good2", True), ("unwritable", False)
+    ]  # fmt: skip
     assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["good1", "good2"]
+    assert list((tmp_path / "tmp").iterdir()) == []
 
 
 @pytest.mark.parametrize("whole_filesystem", [True, False])
@@ -121,18 +139,46 @@ def test_a_batch_is_made_durable_by_one_syncfs_or_an_fsync_each(tmp_path, monkey
     real = maildir._syncfs
     monkeypatch.setattr(maildir, "_syncfs", lambda fd: calls.append(fd) or real(fd))
     maildir.ensure_maildir(tmp_path)
-    jobs = []
-    for name in ("a", "b", "c"):
-        tmp = tmp_path / "tmp" / name
-        jobs.append(maildir._Job([(maildir.write_file(tmp, b"Subject: x\n\nbody\n"), tmp, tmp_path / "new" / name)]))
-    try:
-        maildir._commit_batch(jobs, whole_filesystem)
-    finally:
-        for job in jobs:
-            os.close(job.files[0][0])
-    assert [job.error for job in jobs] == [None, None, None]
+    reported = []
+    maildir.commit_jobs(_jobs(tmp_path, ("a", "b", "c"), reported), whole_filesystem)
+    assert reported == [("a", None), ("b", None), ("c", None)]
     assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["a", "b", "c"]
     assert len(calls) == (1 if whole_filesystem else 0)
+
+
+def test_submit_returns_at_once_and_reports_from_the_commit_thread(tmp_path):
+    import threading
+
+    store = Maildir(tmp_path)
+    reported = []
+    finished = threading.Event()
+
+    def done(result):
+        reported.append((result, threading.current_thread().name))
+        if len(reported) == 3:
+            finished.set()
+
+    for _ in range(3):
+        store.submit(SESSION, envelope("bob@example.test"), done)
+    assert finished.wait(20)
+    assert {name for _, name in reported} == {"group-commit"}
+    assert all(isinstance(queue_id, str) for queue_id, _ in reported)
+    assert len(list((tmp_path / "bob" / "new").iterdir())) == 3
+
+
+def test_a_forked_child_commits_with_a_thread_of_its_own(tmp_path):
+    store = Maildir(tmp_path)
+    store.deliver(SESSION, envelope("bob@example.test"))  # the parent's commit thread runs
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's thread is not here; delivering must still work
+        signal.alarm(20)  # a hang ends the child (and fails the test) instead of the suite
+        try:
+            store.deliver(SESSION, envelope("bob@example.test"))
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert len(list((tmp_path / "bob" / "new").iterdir())) == 2
 
 
 def test_a_mailbox_removed_while_serving_is_made_again(tmp_path):

@@ -8,8 +8,8 @@ activity only moves a number, it costs no heap operation; an entry that fires ea
 deadline, and one replaced by an earlier alarm is left to fall out as stale.
 
 Deferred work (``Reply.then``, an fsync before SMTP's 250) runs on a small thread pool
-(``Limits.deferred_threads``); its result comes back through the wakeup pipe, and the connection is not read from
-meanwhile.
+(``Limits.deferred_threads``), or, for a ``Handoff``, with whoever it is handed to (a group commit thread); its
+result comes back through the wakeup pipe, and the connection is not read from meanwhile.
 """
 
 from __future__ import annotations
@@ -28,7 +28,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sockhop.engine.base import RESOURCE_ERRORS, RESOURCE_PAUSE, Server, note_exhaustion
 from sockhop.engine.drive import LINGER, RECV_SIZE, answer_datagrams, close_region, peer_name, protocol_failed, release
-from sockhop.engine.protocol import Address, Close, DatagramProtocol, FileRegion, Listener, Reply, StreamProtocol
+from sockhop.engine.protocol import (
+    Address,
+    Close,
+    DatagramProtocol,
+    FileRegion,
+    Handoff,
+    Listener,
+    Reply,
+    StreamProtocol,
+)
 
 log = logging.getLogger("sockhop.engine")
 
@@ -141,6 +150,9 @@ class EventLoopServer(Server):
                         if conn.fd < 0:
                             continue
                     if ev & READABLE and conn.mask & EPOLLIN:
+                        if conn.busy:  # input while deferred work runs: it waits in the kernel till that is done
+                            self._update_mask(conn)
+                            continue
                         try:
                             data = conn.sock.recv(recv_size, DONTWAIT)
                         except (BlockingIOError, InterruptedError):
@@ -400,27 +412,45 @@ class EventLoopServer(Server):
 
     # -- deferred work -------------------------------------------------------------------------------------------
     def _defer(self, conn: Connection, reply: Reply) -> None:
-        if self.executor is None:
-            self.executor = ThreadPoolExecutor(max_workers=self.limits.deferred_threads, thread_name_prefix="deferred")
         conn.busy = True
-        self._update_mask(conn)
+        if conn.out:  # else reading stops only if the client sends meanwhile: no epoll_ctl, twice, per deferral
+            self._update_mask(conn)
         then = reply.then
         assert then is not None
+        if isinstance(then, Handoff):  # no thread of ours waits: the doer calls back, finish() runs here
+
+            def done(result: object) -> None:
+                self.done.append((conn, then, result))
+                self.wakeup.poke()
+
+            try:
+                then.start(done)
+            except Exception as exc:
+                self.done.append((conn, None, exc))
+                self.wakeup.poke()
+            return
+        if self.executor is None:
+            self.executor = ThreadPoolExecutor(max_workers=self.limits.deferred_threads, thread_name_prefix="deferred")
 
         def run() -> None:
             try:
                 result: object = then()
             except Exception as exc:
                 result = exc
-            self.done.append((conn, result))
+            self.done.append((conn, None, result))
             self.wakeup.poke()
 
         self.executor.submit(run)
 
     def _finish_deferred(self) -> None:
         while self.done:
-            conn, result = self.done.popleft()
+            conn, handoff, result = self.done.popleft()
             conn.busy = False
+            if handoff is not None and conn.fd >= 0:
+                try:
+                    result = handoff.finish(result)
+                except Exception as exc:
+                    result = exc
             if conn.fd < 0:
                 if isinstance(result, Reply):
                     release(result.send)

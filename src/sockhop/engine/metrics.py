@@ -26,7 +26,15 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from sockhop.engine.protocol import Address, DatagramProtocol, FileRegion, Reply, Results, StreamProtocol
+from sockhop.engine.protocol import (
+    Address,
+    DatagramProtocol,
+    FileRegion,
+    Reply,
+    Results,
+    StreamProtocol,
+    then_mapped,
+)
 
 log = logging.getLogger("sockhop.metrics")
 
@@ -153,8 +161,7 @@ class MeteredStream(StreamProtocol):
         if reply.send:
             self.sent.inc(sum(_size(p) for p in reply.send))
         if reply.then is not None:
-            then = reply.then
-            return reply._replace(then=lambda: self._out(then()))
+            return reply._replace(then=then_mapped(reply.then, self._out))
         return reply
 
     def connection_made(self, peer: Address, local: Address) -> Reply:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import os
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
@@ -59,7 +60,8 @@ class Reply(NamedTuple):
     close: bool | Close = False
     #: Blocking work (an fsync before SMTP's 250) to run after ``send`` is sent. The engine runs it where it stalls
     #: no other connection (a worker thread under the event loop) and then carries out the Reply it returns. No
-    #: other method of the protocol is called meanwhile, so it may touch the protocol's state freely.
+    #: other method of the protocol is called meanwhile, so it may touch the protocol's state freely. A
+    #: :class:`Handoff` here is work someone else carries out, so that no thread waits for it at all.
     then: Callable[[], Reply] | None = None
     #: Seconds from now after which ``timed_out()`` is called however much traffic flows (an HTTP header deadline
     #: against slowloris, SMTP's DATA timeout); a later alarm replaces it, 0 clears it. The idle timeout applies
@@ -69,6 +71,63 @@ class Reply(NamedTuple):
 
 NOTHING = Reply()
 CLOSE = Reply(close=True)
+
+
+class Handoff:
+    """Deferred work (``Reply.then``) that is handed to whoever does it best -- a group commit thread making many
+    messages durable with one sync -- rather than blocking one of the engine's threads per connection.
+
+    ``start(done)`` hands it over and returns at once; the doer calls ``done(result)`` once, from any thread; the
+    engine then calls ``finish(result)`` where it calls the protocol's other methods, and carries out the Reply.
+    Called like a plain ``then`` it does all three and waits: models with a thread per connection do just that.
+    """
+
+    __slots__ = ()
+
+    def start(self, done: Callable[[object], None]) -> None:
+        raise NotImplementedError
+
+    def finish(self, result: object) -> Reply:
+        raise NotImplementedError
+
+    def __call__(self) -> Reply:
+        return self.finish(wait_for(self.start))
+
+
+def wait_for(start: Callable[[Callable[[object], None]], None]) -> object:
+    """Call ``start(done)`` and block until ``done(result)`` has been called, from any thread; the result."""
+    finished = threading.Event()
+    box: list[object] = []
+
+    def done(result: object) -> None:
+        box.append(result)
+        finished.set()
+
+    start(done)
+    finished.wait()
+    return box[0]
+
+
+class _Mapped(Handoff):
+    __slots__ = ("inner", "then")
+
+    def __init__(self, inner: Handoff, then: Callable[[Reply], Reply]) -> None:
+        self.inner = inner
+        self.then = then
+
+    def start(self, done: Callable[[object], None]) -> None:
+        self.inner.start(done)
+
+    def finish(self, result: object) -> Reply:
+        return self.then(self.inner.finish(result))
+
+
+def then_mapped(then: Callable[[], Reply], mapping: Callable[[Reply], Reply]) -> Callable[[], Reply]:
+    """Deferred work whose Reply passes through ``mapping`` (a layer encrypting or counting what the protocol it
+    wraps answers); a :class:`Handoff` stays one."""
+    if isinstance(then, Handoff):
+        return _Mapped(then, mapping)
+    return lambda: mapping(then())
 
 
 class Results(NamedTuple):

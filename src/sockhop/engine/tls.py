@@ -22,7 +22,7 @@ import ssl
 from collections.abc import Callable
 
 from sockhop.engine.drive import close_region, peer_name
-from sockhop.engine.protocol import Address, FileRegion, Reply, StreamProtocol
+from sockhop.engine.protocol import Address, FileRegion, Reply, StreamProtocol, then_mapped
 
 log = logging.getLogger("sockhop.tls")
 
@@ -196,12 +196,11 @@ class TLSLayer(StreamProtocol):
             self._close_notify()
         then = None
         if reply.then is not None:
-            inner_then = reply.then
             self.waiting = True
 
-            def resumed() -> Reply:
+            def resumed(inner_after: Reply) -> Reply:
                 self.waiting = False
-                after = self._outer(inner_then(), flush=False)
+                after = self._outer(inner_after, flush=False)
                 if self.state == self.PLAIN:
                     return after  # still plaintext (STARTTLS not yet said): what it sends is in after.send
                 if after.close or after.then is not None or self.state != self.OPEN:
@@ -209,7 +208,7 @@ class TLSLayer(StreamProtocol):
                 more = self._read_plaintext()
                 return self._sealed(more._replace(alarm=after.alarm if more.alarm is None else more.alarm))
 
-            then = resumed
+            then = then_mapped(reply.then, resumed)
         if flush and self.state != self.PLAIN:
             pieces += self._ciphertext()
         return Reply(pieces, closing, then, alarm)

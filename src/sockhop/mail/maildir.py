@@ -4,8 +4,10 @@ Delivery writes each copy into ``tmp/``, fsyncs it, renames it into ``new/`` and
 does the protocol send 250. A rename is atomic, so a reader (or a crash) sees a message whole in ``new/`` or not
 at all; the fsyncs make "whole" survive a power cut, not only a killed process. A mailbox created on first use
 is fsynced into its parent too, or the new directory itself could vanish with the message in it. Deliveries that
-arrive together share that work (:class:`GroupCommit`): one thread makes them all durable -- with ``sync="batch"``
-(the default) one syncfs of the filesystem rather than an fsync per file -- then one directory fsync per mailbox.
+arrive together share that work (:class:`GroupCommit`): one thread writes them and makes them all durable -- with
+``sync="batch"`` (the default) one syncfs of the filesystem rather than an fsync per file -- then one directory fsync
+per mailbox. ``submit`` hands a message over and returns (the event loop's way: no thread waits per message);
+``deliver`` waits for it.
 
 Stored messages use LF line ends, as every Maildir reader expects; the protocol refuses messages with a bare CR or
 LF, so the conversion loses nothing.
@@ -14,23 +16,29 @@ LF, so the conversion loses nothing.
 from __future__ import annotations
 
 import ctypes
+import functools
 import itertools
+import logging
 import os
 import platform
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
 from pathlib import Path
 
+from sockhop.engine.protocol import wait_for
+
 from .address import split_address
 from .protocol import Envelope, Session
 from .trace import trace_headers
 
-_counter = itertools.count(1)  # next() on a count is atomic under the GIL: safe across the delivery threads
+log = logging.getLogger("sockhop.mail")
+_counter = itertools.count(1)  # next() on a count is atomic under the GIL: safe across threads
 SUBDIRS = ("tmp", "new", "cur")
 NAME_EXTRA = "._+-="
 
@@ -53,55 +61,102 @@ def fsync_dir(path: str | os.PathLike) -> None:
 
 
 class _Job:
-    """One delivery waiting for the group commit: its open tmp files and where each goes in ``new/``."""
+    """One delivery for the group commit: how to write its files, and whom to tell how it ended."""
 
-    __slots__ = ("files", "error", "done")
+    __slots__ = ("write", "done", "files", "error")
 
-    def __init__(self, files: list[tuple[int, str, str]]) -> None:
-        self.files = files  # (fd, tmp path, new path)
+    def __init__(
+        self,
+        write: Callable[[], list[tuple[int, str, str]]],
+        done: Callable[[OSError | None], None] | None = None,
+    ) -> None:
+        self.write = write  # creates the tmp files: [(open fd, tmp path, new path)]
+        self.done = done
+        self.files: list[tuple[int, str, str]] = []
         self.error: OSError | None = None
-        self.done = False
+
+
+_commits: weakref.WeakSet[GroupCommit] = weakref.WeakSet()
 
 
 class GroupCommit:
-    """Make written messages durable and visible together (group commit), in the order durability needs:
+    """Write messages and make them durable and visible together (group commit), in the order durability needs:
     every file's data on disk, then the renames into ``new/``, then each ``new/`` directory on disk.
 
-    Whoever arrives while no commit runs leads one: it takes every delivery waiting at that moment and does the
-    fsyncs and renames for all of them, so ten sessions delivering at once cost one leader's round of work and one
-    directory fsync per mailbox instead of ten -- and still none returns (and gets its 250) before its own rename
-    is on disk. Per process: prefork workers each group their own.
+    One thread per process does it: it takes every delivery waiting when it looks, writes them, syncs them, renames
+    them, syncs the directories, and tells each how it went -- so ten sessions delivering at once cost one round of
+    that work instead of ten, no thread waits per message, and none is told "done" (and gets its 250) before its
+    own rename is on disk. Prefork workers each get their own thread, started on their first delivery.
     """
 
     def __init__(self, *, whole_filesystem: bool = True) -> None:
         self.whole_filesystem = whole_filesystem  # several files: one syncfs rather than an fsync each
+        self._forked()
+        _commits.add(self)
+
+    def _forked(self) -> None:
+        """A fresh start: at creation, and in a child after fork (no thread of the parent's runs there, and a lock
+        it held then would stay held)."""
         self._cond = threading.Condition()
         self._waiting: list[_Job] = []
-        self._leading = False
+        self._thread: threading.Thread | None = None
 
-    def commit(self, files: list[tuple[int, str, str]]) -> None:
-        """Block until these written files are durable in ``new/``; raises the OSError that stopped them (their
-        files are then not in ``new/``: the caller removes what is left)."""
-        job = _Job(files)
+    def submit(self, job: _Job) -> None:
+        """Queue a job; its ``done`` is called from the commit thread."""
         with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
+                self._thread.start()
             self._waiting.append(job)
-            while not job.done:
-                if self._leading:
+            if len(self._waiting) == 1:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._waiting:
                     self._cond.wait()
-                    continue
-                self._leading = True
                 batch, self._waiting = self._waiting, []
-                self._cond.release()
-                try:
-                    _commit_batch(batch, self.whole_filesystem)
-                finally:
-                    self._cond.acquire()
-                    self._leading = False
-                    for led in batch:
-                        led.done = True
-                    self._cond.notify_all()
-        if job.error is not None:
-            raise job.error
+            commit_jobs(batch, self.whole_filesystem)
+
+
+os.register_at_fork(after_in_child=lambda: [commit._forked() for commit in _commits])
+
+
+def commit_jobs(batch: list[_Job], whole_filesystem: bool = True) -> None:
+    """Write, commit and report a batch: every job's ``done`` is called, with None once its files are in ``new/``
+    or with the OSError that stopped it (nothing of it is left in ``new/`` or ``tmp/``)."""
+    written = []
+    for job in batch:
+        try:
+            job.files = job.write()
+        except Exception as exc:  # noqa: BLE001 -- whatever it is, this message failed, not the others
+            job.error = exc if isinstance(exc, OSError) else OSError(f"delivery failed: {exc!r}")
+        else:
+            written.append(job)
+    try:
+        _commit_batch(written, whole_filesystem)
+    except Exception as exc:  # noqa: BLE001 -- never report as durable what may not be
+        for job in written:
+            job.error = job.error or OSError(f"commit failed: {exc!r}")
+    for job in batch:
+        for fd, tmp, new in job.files:
+            os.close(fd)
+            if job.error is not None:
+                _unlink(tmp, new)
+        if job.done is not None:
+            try:
+                job.done(job.error)
+            except Exception:  # the commit thread must outlive any one delivery's callback
+                log.exception("after a delivery")
+
+
+def _unlink(*paths: str) -> None:
+    for path in paths:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
 
 
 def _find_syncfs() -> Callable[[int], int] | None:
@@ -203,40 +258,51 @@ class Maildir:
         seconds = int(now)
         return f"{seconds}.M{int((now - seconds) * 1e6)}P{os.getpid()}Q{next(_counter)}.{self._host_part}"
 
-    def deliver(self, session: Session, envelope: Envelope) -> str:
-        """Store one copy per mailbox; returns the queue id. Raises OSError having left nothing in ``new/``."""
+    def submit(self, session: Session, envelope: Envelope, done: Callable[[str | OSError], None]) -> None:
+        """Hand one message to the group commit and return at once; ``done`` is called from the commit thread with
+        the queue id once the message is durable in ``new/`` of every mailbox, or with the OSError that stopped it
+        (and then nothing of it is in ``new/``)."""
         now = time.time()
         name = self.unique_name(now)
         queue_id = name.split(".", 2)[0] + name.split(".", 2)[1]
-        content = trace_headers(session, envelope, hostname=self.hostname, queue_id=queue_id, now=now)
-        content += envelope.content
-        boxes = list(dict.fromkeys(self.mailbox(split_address(r)[0]) for r in envelope.recipients))
+
+        def write() -> list[tuple[int, str, str]]:
+            content = trace_headers(session, envelope, hostname=self.hostname, queue_id=queue_id, now=now)
+            return self._write_copies(name, content + envelope.content, envelope.recipients)
+
+        self._commit.submit(_Job(write, lambda error: done(queue_id if error is None else error)))
+
+    def deliver(self, session: Session, envelope: Envelope) -> str:
+        """Store one copy per mailbox and wait until it is durable; returns the queue id. Raises OSError having left
+        nothing in ``new/``."""
+        result = wait_for(functools.partial(self.submit, session, envelope))
+        if isinstance(result, OSError):
+            raise result
+        assert isinstance(result, str)
+        return result
+
+    def _write_copies(self, name: str, content: bytes, recipients: list[str]) -> list[tuple[int, str, str]]:
+        """Write a copy into ``tmp/`` of each recipient's mailbox: [(open fd, tmp path, new path)]. On an error the
+        copies written so far are removed."""
+        boxes = list(dict.fromkeys(self.mailbox(split_address(r)[0]) for r in recipients))
         files: list[tuple[int, str, str]] = []
         try:
-            try:
-                for box in boxes:
+            for box in boxes:
+                folder = self._ready_folder(box)
+                tmp = f"{folder}/tmp/{name}"
+                try:
+                    fd = write_file(tmp, content)
+                except FileNotFoundError:  # the mailbox was removed while we served: make it again
+                    self._ready.discard(folder)
                     folder = self._ready_folder(box)
-                    tmp = f"{folder}/tmp/{name}"
-                    try:
-                        fd = write_file(tmp, content)
-                    except FileNotFoundError:  # the mailbox was removed while we served: make it again
-                        self._ready.discard(folder)
-                        folder = self._ready_folder(box)
-                        fd = write_file(tmp, content)
-                    files.append((fd, tmp, f"{folder}/new/{name}"))
-                self._commit.commit(files)
-            finally:
-                for fd, _tmp, _new in files:
-                    os.close(fd)
+                    fd = write_file(tmp, content)
+                files.append((fd, tmp, f"{folder}/new/{name}"))
         except OSError:
-            for _fd, tmp, new in files:
-                for path in (tmp, new):
-                    try:
-                        os.unlink(path)
-                    except OSError:
-                        pass
+            for fd, tmp, _new in files:
+                os.close(fd)
+                _unlink(tmp)
             raise
-        return queue_id
+        return files
 
     def _ready_folder(self, box: Path) -> str:
         """The mailbox's folder, made (durably) the first time this process delivers to it -- not checked again

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sockhop.engine.protocol import NOTHING, Address, Reply, Results, StreamProtocol
+from sockhop.engine.protocol import NOTHING, Address, Close, Handoff, Reply, Results, StreamProtocol
 from sockhop.engine.tls import START_TLS
 
 from .address import AddressSyntaxError, check_mailbox, parse_path, split_address
@@ -130,6 +130,27 @@ class Mailstore(Protocol):
         """Store the message durably for every recipient, or raise OSError. Returns a queue id for the 250."""
         ...
 
+    # A store may also offer ``submit(session, envelope, done)``: deliver in the background and call ``done`` with
+    # the queue id or the OSError, from any thread. The protocol then hands it the message (:class:`_Handed`) and
+    # no engine thread waits for the disk: the store can make many messages durable at once (group commit).
+
+
+class _Handed(Handoff):
+    """The message at the end of DATA, handed to a store that submits: the engine resumes the session when the
+    store calls back."""
+
+    __slots__ = ("server",)
+
+    def __init__(self, server: SMTPServer) -> None:
+        self.server = server
+
+    def start(self, done: Callable[[object], None]) -> None:
+        server = self.server
+        server.store.submit(server.session, server.envelope, done)  # type: ignore[attr-defined]
+
+    def finish(self, result: object) -> Reply:
+        return self.server._delivered(result)
+
 
 def syntax(text: str) -> Callable:
     """Keep a verb's HELP text beside its code."""
@@ -158,6 +179,7 @@ class SMTPServer(StreamProtocol):
         """``tls``: the connection is already encrypted (SMTPS: the TLS layer greets after its handshake)."""
         self.policy = policy
         self.store = store
+        self.store_submits = hasattr(store, "submit")  # hands messages over rather than blocking a thread
         self.state = State.START
         self.session = Session(tls=tls)
         self.starting_tls = False  # STARTTLS was answered 220: the switch goes last in this reply
@@ -166,6 +188,7 @@ class SMTPServer(StreamProtocol):
         self.errors = 0
         self.rcpt_refused = 0  # RCPTs refused in this transaction: DATA then gets 554 rather than 503
         self.skipping = False  # discarding the rest of an over-long command line
+        self.quit = False  # the client said QUIT
         self.stopping = False
         # the message being received
         self.parts: list[bytes] = []
@@ -234,7 +257,8 @@ class SMTPServer(StreamProtocol):
                     break
                 fault = self._end_of_data()
                 if fault is None:
-                    return Reply(tuple(out), then=self._deliver, alarm=0)  # no deadline while the disk works
+                    then = _Handed(self) if self.store_submits else self._deliver
+                    return Reply(tuple(out), then=then, alarm=0)  # no deadline while the disk works
                 out.append(fault.format())
                 continue
             line = self._take_line()
@@ -253,19 +277,28 @@ class SMTPServer(StreamProtocol):
         if self.stopping and self.state not in (State.DATA, State.CLOSED):
             out.append(self._closing("4.3.2", "shutting down").format())
             self.state = State.CLOSED
-        alarm = self._deadline() if out and self.state is not State.CLOSED else None
-        return Reply(tuple(out), close=self.state is State.CLOSED, alarm=alarm)
+        if self.state is not State.CLOSED:
+            return Reply(tuple(out), alarm=self._deadline() if out else None)
+        # After QUIT and nothing behind it the client sends no more: close as soon as the 221 is out (no lingering
+        # half-close). Any other end (errors, shutdown) lingers, so input still on its way cannot destroy the reply.
+        return Reply(tuple(out), close=Close.AT_ONCE if self.quit and not self.buffer else Close.LINGER)
 
     def _deliver(self) -> Reply:
         """Runs in Reply.then: store the message (fsync and all), answer, then go on with pipelined input."""
         try:
-            queue_id = self.store.deliver(self.session, self.envelope)
+            result: str | OSError = self.store.deliver(self.session, self.envelope)
         except OSError as exc:
-            log.error("delivery failed: %s", exc)
+            result = exc
+        return self._delivered(result)
+
+    def _delivered(self, result: object) -> Reply:
+        """The store has the message durably (a queue id) or failed (an exception): answer, then go on."""
+        if isinstance(result, BaseException):
+            log.error("delivery failed: %s", result)
             answer = reply(Code.LOCAL_ERROR, "4.3.0", "delivery failed, try again later")
         else:
-            answer = _ok("2.0.0", f"Ok: queued as {queue_id}")
-            log.info("%s: delivered to %d recipient(s)", queue_id, len(self.envelope.recipients))
+            answer = _ok("2.0.0", f"Ok: queued as {result}")
+            log.info("%s: delivered to %d recipient(s)", result, len(self.envelope.recipients))
         if self.on_result is not None:
             self._count(answer.code)
         self._reset_transaction()
@@ -561,6 +594,7 @@ class SMTPServer(StreamProtocol):
         if arg:
             return self._error(Code.PARAMETER_SYNTAX, "5.5.4", "Syntax: QUIT")
         self._reset_transaction()
+        self.quit = True
         return reply(Code.CLOSING, "2.0.0", "Bye")
 
     @syntax("VRFY address")
