@@ -203,18 +203,25 @@ def sockets_held(pid: int) -> int:
 
 def cpu_seconds(pid: int) -> float:
     """User+system CPU of the tree so far, the children it has already reaped included (a fork server's)."""
+    return sum(cpu_split(pid))
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of the tree so far, the children it has already reaped included."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    user = system = 0.0
     for p in process_tree(pid):
         try:
             stat = Path(f"/proc/{p}/stat").read_text()
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
-        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        user += int(fields[11]) / tick  # utime
+        system += int(fields[12]) / tick  # stime
         if p == pid:
-            total += (int(fields[13]) + int(fields[14])) / tick  # cutime, cstime: children already reaped
-    return total
+            user += int(fields[13]) / tick  # cutime: children already reaped
+            system += int(fields[14]) / tick  # cstime
+    return user, system
 
 
 def wait_quiet(pid: int, sockets: int, timeout: float = 5) -> None:

@@ -33,7 +33,7 @@ from common import (
     CLIENT_CORE,
     HERE,
     SERVER_CORE,
-    cpu_seconds,
+    cpu_split,
     fmt,
     grouped_bars,
     idle_memory,
@@ -133,11 +133,15 @@ def measure(name: str, binary: Path, port: int, seconds: float, idle_count: int)
     try:
         for n in (1, 16, 256):
             wait_quiet(proc.pid, fresh)
-            cpu = cpu_seconds(proc.pid)
+            user, system = cpu_split(proc.pid)
             row[f"rt{n}"], done = load(binary, port, "rt", n, seconds)
             if n == 256:
-                # Server CPU per round trip: steadier than rates when something else shares the machine.
-                row["us_per_rt"] = micros_per(cpu_seconds(proc.pid) - cpu, done)
+                # Server CPU per round trip: steadier than rates when something else shares the machine; split
+                # into the server's own (user-space) work and the kernel's (TCP on loopback), which no engine avoids.
+                user_after, system_after = cpu_split(proc.pid)
+                row["user_us"] = micros_per(user_after - user, done)
+                row["kernel_us"] = micros_per(system_after - system, done)
+                row["us_per_rt"] = row["user_us"] + row["kernel_us"]
         wait_quiet(proc.pid, fresh)
         row["conn"], _ = load(binary, port, "conn", 16, seconds)
     finally:
@@ -184,15 +188,16 @@ def instructions_per_round_trip(name: str, binary: Path, port: int, seconds: flo
 
 def table(rows: list[dict], seconds: float) -> str:
     lines = [
-        "| server | round trips/s, 1 conn | 16 conns | 256 conns | CPU µs per round trip (256) | new conns/s "
-        "| idle held | KiB per idle conn |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| server | round trips/s, 1 conn | 16 conns | 256 conns | CPU µs per round trip (256) "
+        "| of it user / kernel | new conns/s | idle held | KiB per idle conn |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         lines.append(
             f"| {r['server']} | {fmt(r['rt1'])} | {fmt(r['rt16'])} | {fmt(r['rt256'])} "
-            f"| {fmt(r['us_per_rt'], 1, grouped=False)} | {fmt(r['conn'])} | {fmt(r['idle'])} "
-            f"| {fmt(r['kib'], 2, grouped=False)} |"
+            f"| {fmt(r['us_per_rt'], 1, grouped=False)} "
+            f"| {fmt(r['user_us'], 2, grouped=False)} / {fmt(r['kernel_us'], 2, grouped=False)} "
+            f"| {fmt(r['conn'])} | {fmt(r['idle'])} | {fmt(r['kib'], 2, grouped=False)} |"
         )
     by = {r["server"]: r for r in rows}
     lines.append("")
@@ -202,8 +207,23 @@ def table(rows: list[dict], seconds: float) -> str:
                 lines.append(
                     f"- eventloop / {peer}, round trips at 256 connections: "
                     f"**{ratio(by['eventloop']['rt256'], by[peer]['rt256'])}** "
-                    f"(by server CPU per round trip: {ratio(by[peer]['us_per_rt'], by['eventloop']['us_per_rt'])})"
+                    f"(by server CPU per round trip: {ratio(by[peer]['us_per_rt'], by['eventloop']['us_per_rt'])}; "
+                    f"by user-space CPU, the engine's own work: "
+                    f"{ratio(by[peer]['user_us'], by['eventloop']['user_us'])})"
                 )
+        own = by["eventloop"]
+        if own["kernel_us"] and own["us_per_rt"]:
+            lines.append(
+                f"- the kernel's share of eventloop's CPU per round trip: {own['kernel_us'] / own['us_per_rt']:.0%} "
+                "(TCP over loopback: each send also runs the client socket's receive path on the server's core). "
+                "An engine doing no user-space work at all, with the same kernel work, would reach "
+                + ", ".join(
+                    f"{by[peer]['us_per_rt'] / own['kernel_us']:.2f}x {peer}"
+                    for peer in PEERS
+                    if peer in by and by[peer]["us_per_rt"]
+                )
+                + " at most."
+            )
     for name in ("eventloop", "prefork"):
         if name in by and by[name]["idle"]:
             lines.append(f"- {name}: {by[name]['idle']:,} idle connections at {by[name]['kib']:.2f} KiB each")
