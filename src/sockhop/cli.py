@@ -81,8 +81,8 @@ def add_engine_options(parser: argparse.ArgumentParser, default_listen: str) -> 
         type=positive_int,
         default=Limits.deferred_threads,
         metavar="N",
-        help="threads for blocking work off the event loop, such as mail's fsyncs, which deliveries arriving "
-        f"together share (eventloop and prefork; default {Limits.deferred_threads})",
+        help="threads for blocking work a protocol hands off the event loop (Reply.then; eventloop and prefork; "
+        f"default {Limits.deferred_threads}); mail's group commit has a thread of its own",
     )
     parser.add_argument("--idle-timeout", type=positive_float, default=60.0, metavar="S", help="default 60")
     parser.add_argument("--max-connections", type=positive_int, default=1024, metavar="N", help="default 1024")

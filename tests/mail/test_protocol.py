@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from sockhop.engine.protocol import Close
 from sockhop.mail.codes import Code
-from sockhop.mail.protocol import MAX_TEXT_LINE, State
+from sockhop.mail.protocol import MAX_TEXT_LINE, SMTPServer, State
 from tests.mail.helpers import POLICY, Conversation, MemoryStore
 
 CHUNKS = [0, 1, 7]
@@ -232,6 +233,15 @@ def test_eof_mid_message_delivers_nothing():
 def test_quit_closes():
     conv = run(b"QUIT\r\nNOOP\r\n")
     assert conv.codes() == [Code.SERVICE_READY, Code.CLOSING] and conv.closed
+
+
+def test_quit_with_nothing_behind_it_closes_at_once_else_lingers():
+    server = SMTPServer(POLICY, MemoryStore())
+    server.connection_made(("127.0.0.1", 40000), ("127.0.0.1", 25))
+    assert server.data_received(b"QUIT\r\n").close == Close.AT_ONCE  # the client sends no more: no half-close
+    server = SMTPServer(POLICY, MemoryStore())
+    server.connection_made(("127.0.0.1", 40000), ("127.0.0.1", 25))
+    assert server.data_received(b"QUIT\r\nNOOP\r\n").close == Close.LINGER  # input behind it: drain, no reset
 
 
 def test_guessing_recipients_counts_as_errors():

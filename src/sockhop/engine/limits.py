@@ -24,8 +24,8 @@ class Limits:
     write_buffer: bytes of unsent output per connection after which the event loop stops reading from it
         (backpressure: a client that does not read cannot grow the server's memory).
     workers: threads for ``pool``, processes for ``prefork``.
-    deferred_threads: threads per event loop for ``Reply.then`` work (blocking storage calls). It bounds how many
-        such calls wait at once, and so how many deliveries one mail group commit can gather.
+    deferred_threads: threads per event loop for ``Reply.then`` work (blocking calls); it bounds how many wait at
+        once. A ``Handoff`` (mail's group commit) takes none of them: its doer has threads of its own.
     """
 
     idle_timeout: float = 60.0
