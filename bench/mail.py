@@ -230,7 +230,10 @@ def measure(name: str, work: Path, port: int, sessions: list[int], sizes: list[i
         server.stop()
         return []
     try:
-        smtp_source(port, 1, min(messages, 10), 1024, 60)  # warm-up
+        fresh = set(server.delivered())
+        warm, _ = smtp_source(port, 1, min(messages, 10), 1024, 60)  # warm-up
+        # Postfix delivers after its 250: let the warm-up land, or its last message counts in the first figure
+        check_maildir(server, fresh, warm, 1024, wait=30)
         for size in sizes:
             for n in sessions:
                 before = set(server.delivered())
