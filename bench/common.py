@@ -120,7 +120,10 @@ def start_server(
 ) -> subprocess.Popen:
     """Start ``command`` pinned to ``cores`` and return once ``ready()`` (then ``settle`` seconds more, so its first
     figure does not catch it still importing). Its output goes to ``logs[0]`` (or nowhere); if it does not become
-    ready it is stopped and RuntimeError carries the last lines of every log."""
+    ready it is stopped and RuntimeError carries the last lines of every log. Something that already answers before
+    it starts (a leftover server on the port) is a RuntimeError too: its figures would be someone else's."""
+    if ready():
+        raise RuntimeError(f"something already answers where {Path(command[0]).name} is to listen: stop it first")
     out = open(logs[0], "ab") if logs else subprocess.DEVNULL  # noqa: SIM115 (closed once the child has it)
     try:
         proc = subprocess.Popen(list(command), cwd=cwd, preexec_fn=pin_to(None if cores is None else set(cores)),

@@ -285,4 +285,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except RuntimeError as exc:  # a server that would not start, or a port someone else holds: one line
+        sys.exit(f"bench: {exc}")
