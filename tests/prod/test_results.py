@@ -68,12 +68,14 @@ def test_dns_queries_by_rcode_over_udp_and_tcp(sockhop_server, tmp_path, model):
     for _ in range(2):
         assert "status: NXDOMAIN" in ask("nothing.example.com", "+tcp")
     assert "status: REFUSED" in ask("www.example.org")
+    assert "status: BADVERS" in ask("www.example.com", "+edns=1", "+noednsneg")  # an extended rcode (16)
     samples = scrape(*server.address("admin"))
     labels = {"service": "dns", "model": model}
     name = "sockhop_dns_queries_total"
     assert value(samples, name, proto="udp", rcode="NOERROR", **labels) == 3
     assert value(samples, name, proto="udp", rcode="NXDOMAIN", **labels) == 1
     assert value(samples, name, proto="udp", rcode="REFUSED", **labels) == 1
+    assert value(samples, name, proto="udp", rcode="BADVERS", **labels) == 1
     assert value(samples, name, proto="tcp", rcode="NOERROR", **labels) == 1
     assert value(samples, name, proto="tcp", rcode="NXDOMAIN", **labels) == 2
 

@@ -30,13 +30,19 @@ TRANSFER_CHUNK = 16_000  # bytes of records per AXFR message: well under 64 KiB,
 
 #: Queries counted by transport and rcode (--admin), UDP and TCP in one counter.
 RESULTS = Results("sockhop_dns_queries", "DNS queries answered, by transport and response code", ("proto", "rcode"))
-#: The rcode names by the header's four bits (the extended ones, such as BADVERS, need the OPT record: not read).
+#: The rcode names by the header's four bits.
 RCODE_NAMES = tuple(dns.rcode.to_text(code) if code <= 10 else str(code) for code in range(16))
+OPT_START = b"\x00\x00\x29"  # the root name, then type 41: an OPT record
 
 
 def rcode_name(reply: bytes) -> str:
-    """The response code of an encoded reply, read from its header."""
-    return RCODE_NAMES[reply[3] & 0x0F]
+    """The response code of an encoded reply: the header's four bits, with the extended ones (BADVERS is 16) from
+    the OPT record where this server writes it -- last, without options: root name, type 41, class, a TTL whose
+    first byte is the extension, empty data. Read from the bytes: parsing the reply would cost more than it did."""
+    code = reply[3] & 0x0F
+    if reply[-11:-8] == OPT_START and reply[-6] and reply[-2:] == b"\x00\x00" and reply[10:12] != b"\x00\x00":
+        return dns.rcode.to_text((reply[-6] << 4) | code)
+    return RCODE_NAMES[code]
 
 
 class DnsDatagram(DatagramProtocol):
