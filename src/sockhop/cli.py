@@ -284,9 +284,11 @@ def outer_layers(args: argparse.Namespace, listeners: list[Listener], model: str
     wrapped = []
     for listener in listeners:
         factory = proxied(listener.factory) if listener.is_stream else listener.factory
+        refused = listener.refused
         if metrics is not None:
             factory = metrics.metered(factory, listener.name, model, listener.is_stream)
-        wrapped.append(dataclasses.replace(listener, factory=factory))
+            refused = metrics.refusals(listener.name, model)
+        wrapped.append(dataclasses.replace(listener, factory=factory, refused=refused))
     return wrapped
 
 

@@ -4,6 +4,7 @@ prometheus_client's own parser) and counts what the engine served, under one pro
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 import urllib.request
@@ -56,6 +57,23 @@ def test_metrics_count_what_the_engine_served(sockhop_server, tmp_path, model):
     assert value(samples, "sockhop_connections_open", **labels) == 0
     assert value(samples, "sockhop_sent_bytes_total", **labels) >= N * 1000
     assert value(samples, "sockhop_received_bytes_total", **labels) >= N * len(b"GET /who.txt HTTP/1.1\r\n")
+
+
+@pytest.mark.parametrize("model", ["eventloop", "thread"])
+def test_clients_refused_at_the_connection_limit_are_counted(sockhop_server, model):
+    server = sockhop_server(["serve", "echo", "--listen", "127.0.0.1:0", "--model", model, "--max-connections", "1",
+                             "--admin", "127.0.0.1:0"], announce=2)  # fmt: skip
+    host, port = server.address("echo")
+    with socket.create_connection((host, port), timeout=10) as held:
+        held.sendall(b"hi")
+        assert held.recv(10) == b"hi"  # served: the one connection allowed
+        for _ in range(2):
+            with socket.create_connection((host, port), timeout=10) as extra:
+                assert extra.recv(10) == b""  # refused: closed at once (echo has no busy words)
+        samples = scrape(*server.address("admin"))
+    labels = {"service": "echo", "model": model}
+    assert value(samples, "sockhop_connections_refused_total", **labels) == 2
+    assert value(samples, "sockhop_connections_total", **labels) == 1
 
 
 @pytest.mark.interop

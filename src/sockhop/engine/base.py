@@ -104,6 +104,8 @@ class Server:
     def refuse(self, conn: socket.socket, peer: Address, listener: Listener) -> None:
         """Over the connection limit: say so if the protocol has words for it, and close."""
         log.warning("%s: refused, at the limit of %d connections", peer_name(peer), self.limits.max_connections)
+        if listener.refused is not None:
+            listener.refused()
         try:
             conn.setblocking(False)
             if listener.busy:

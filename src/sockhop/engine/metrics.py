@@ -2,7 +2,8 @@
 listener that serves them (``--admin ENDPOINT``: ``/metrics`` and ``/healthz``).
 
 The counting is one more sans-IO layer, outermost, so every model and every service is counted the same way:
-connections opened and open now, bytes in and out (what crosses the socket, TLS included), datagrams. What only
+connections opened, open now and refused at the limit, bytes in and out (what crosses the socket, TLS included),
+datagrams. What only
 the service knows -- requests by status, queries by rcode, messages by result -- the protocol reports itself
 through the ``on_result`` hook this layer sets on it (see :class:`sockhop.engine.protocol.Results`); with
 --admin off nothing sets it, and the protocol skips the call.
@@ -68,6 +69,9 @@ class Metrics:
         self.sent = Counter("sockhop_sent_bytes", "Bytes sent to clients", LABELS)
         self.datagrams_in = Counter("sockhop_datagrams_received", "Datagrams received", LABELS)
         self.datagrams_out = Counter("sockhop_datagrams_sent", "Datagrams sent", LABELS)
+        self.refused = Counter(
+            "sockhop_connections_refused", "Connections refused at the connection limit (given the busy reply)", LABELS
+        )
         self.results: dict[str, object] = {}  # the protocols' own counters, by name, made when first needed
         self.lock = threading.Lock()
 
@@ -92,6 +96,10 @@ class Metrics:
         if stream:
             return lambda: MeteredStream(counting.attach(factory()), self, labels)
         return lambda: MeteredDatagram(counting.attach(factory()), self, labels)
+
+    def refusals(self, service: str, model: str) -> Callable[[], None]:
+        """What a listener calls for each client it refuses at the connection limit (``Listener.refused``)."""
+        return self.refused.labels(service or "?", model).inc
 
     def counter(self, results: Results):
         """The counter a protocol's ``results`` names (one per name and process, whichever thread asks first)."""

@@ -208,6 +208,7 @@ class Listener:
     name: str = ""
     tls: bool = False  # the factory wraps its protocol in TLS (only for describing it)
     reload: Callable[[], None] | None = None
+    refused: Callable[[], None] | None = None  # called per client refused at the connection limit (metrics)
 
     @property
     def is_stream(self) -> bool:
