@@ -6,7 +6,8 @@
   and the sockets it holds -- and, from those, the memory per idle connection;
 * the report: the machine line, number formats, ratios, matplotlib (optional), and the files results/NAME.md and
   results/NAME.png (or under ``--out``);
-* the options every script has: ``--quick`` (a smoke run in seconds; its figures mean nothing) and ``--out``.
+* the options every script has: ``--quick`` (a smoke run in seconds; its figures mean nothing) and ``--out``;
+* the load generators written in C here (echoload.c, dnsload.c), compiled once into bench/.build.
 """
 
 from __future__ import annotations
@@ -61,6 +62,23 @@ def need_two_cores(load: str) -> None:
 def need_tool(command: str, package: str) -> None:
     if shutil.which(command) is None and not Path("/usr/sbin", command).exists():
         sys.exit(f"bench: {command} is needed: apt-get install {package}")
+
+
+def build_c(name: str) -> Path:
+    """bench/NAME.c compiled into bench/.build/NAME (again only when the source is newer); a missing compiler or a
+    failed build is one plain line."""
+    binary = BUILD / name
+    source = HERE / f"{name}.c"
+    if not binary.exists() or binary.stat().st_mtime < source.stat().st_mtime:
+        BUILD.mkdir(exist_ok=True)
+        cc = shutil.which("cc") or shutil.which("gcc")
+        if cc is None:
+            sys.exit(f"bench: a C compiler (cc) is needed for {name}, the load generator: apt-get install gcc")
+        built = subprocess.run([cc, "-O2", "-o", str(binary), str(source)], capture_output=True, text=True)
+        if built.returncode:
+            first = next(iter(built.stderr.strip().splitlines()), "no message")
+            sys.exit(f"bench: {source.name} does not compile: {first}")
+    return binary
 
 
 def raise_nofile() -> None:

@@ -33,6 +33,7 @@ from common import (
     CLIENT_CORE,
     HERE,
     SERVER_CORE,
+    build_c,
     cpu_split,
     fmt,
     grouped_bars,
@@ -60,18 +61,6 @@ PEERS = ["asyncio", "uvloop"]
 # smaller count and the table says so (the per-connection figure is what compares).
 IDLE_CAP = {"fork": 1000, "thread": 2000}
 CALLGRIND = ["eventloop", "asyncio", "uvloop"]  # single-process servers, where callgrind sees all the work
-
-
-def build_load_generator() -> Path:
-    binary = BUILD / "echoload"
-    source = HERE / "echoload.c"
-    if not binary.exists() or binary.stat().st_mtime < source.stat().st_mtime:
-        BUILD.mkdir(exist_ok=True)
-        cc = shutil.which("cc") or shutil.which("gcc")
-        if cc is None:
-            sys.exit("bench: a C compiler (cc) is needed for the load generator: apt-get install gcc")
-        subprocess.run([cc, "-O2", "-o", str(binary), str(source)], check=True)
-    return binary
 
 
 def server_command(name: str, port: int) -> list[str]:
@@ -268,7 +257,7 @@ def main() -> int:
     args = parse(parser, quick={"seconds": 0.3, "idle": 50, "callgrind_seconds": 0.5})
     need_two_cores("load")
     raise_nofile()
-    binary = build_load_generator()
+    binary = build_c("echoload")
     names = args.only or MODELS + PEERS
     rows = []
     for i, name in enumerate(names):
