@@ -1,7 +1,7 @@
 /* dnsload: a UDP load generator for DNS servers, in C so that the client is never the bottleneck (dnsperf was:
  * it sat at ~99 % of its core against NSD, Knot and sockhop, so its figures were its own cap).
  *
- *   dnsload HOST PORT QUERYFILE SECONDS [-q OUTSTANDING] [-s SOCKETS] [-t TIMEOUT] [-g GATHER] [-e]
+ *   dnsload HOST PORT QUERYFILE SECONDS [-q OUTSTANDING] [-s SOCKETS] [-t TIMEOUT] [-g GATHER] [-G 0|1] [-e]
  *
  * QUERYFILE is in dnsperf's format: one question a line, "name TYPE" (blank lines and '#' comments skipped). Each
  * is encoded once, as dnsperf sends it by default: RD set, one question, class IN, no EDNS (-e adds an OPT record
@@ -14,12 +14,16 @@
  * unanswered after TIMEOUT seconds (default 1: it counts as lost), sends the next question in its place, so the
  * window never shrinks.
  *
- * Replies are gathered, as a network card moderates its interrupts: after each round dnsload sleeps until about
- * GATHER of the window (default 0.25) can have come back at the rate so far (at most 1 ms), so that one wake-up,
- * one recvmmsg and one sendmmsg handle a quarter of the window instead of one reply each -- while the other three
- * quarters stay queued at the server, which therefore never runs dry. -g 0 answers each wake-up at once.
- * Over loopback the kernel's per-datagram work is most of the client's CPU either way (each send also runs the
- * server socket's receive path on the client's core); gathering saves the rest.
+ * Over loopback the kernel's per-datagram work is nearly all of a client's CPU: each send also runs the IP receive
+ * path up to the server's socket on the client's core. Two things keep dnsload's share of it small:
+ * - replies are gathered, as a network card moderates its interrupts: after each round dnsload sleeps until about
+ *   GATHER of the window (default 0.25) can have come back at the rate so far (at most 1 ms), so that one wake-up,
+ *   one recvmmsg and one sendmmsg handle a quarter of the window instead of one reply each -- while the other three
+ *   quarters stay queued at the server, which therefore never runs dry (-g 0: answer each wake-up at once);
+ * - queries of one length go out as one UDP_SEGMENT train (generic segmentation offload): IP output, the loopback
+ *   device and IP input run once per train, and the train is cut into one datagram per query just before the
+ *   server's socket, which receives exactly the datagrams it would otherwise (-G 0: one sendmmsg entry per query;
+ *   kernels before 4.18 fall back to that by themselves).
  *
  * Prints one line of key=value fields:
  *   answered=N lost=N seconds=S cpu=S noerror=N nxdomain=N other=N invalid=N sent=N rounds=N
@@ -33,6 +37,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,7 +84,7 @@ static query_t *queries;
 static size_t nqueries, next_query;
 static slot_t *slots;
 static sock_t socks[MAX_SOCKETS];
-static long answered, lost, noerror, nxdomain, other, invalid, sent, send_errors, rounds;
+static long answered, lost, noerror, nxdomain, other, invalid, sent, rounds;
 
 static double now(void) {
     struct timespec ts;
@@ -167,43 +172,75 @@ static uint16_t take_id(sock_t *s) {
     return s->next_id++;
 }
 
-/* Send every pending slot of socket si, in batches; what the kernel refuses stays pending for the next round. */
+/* Send every pending slot of socket si, in batches; what the kernel refuses stays pending for the next round.
+ * With gso, the queries of one length in a batch go out as one UDP_SEGMENT train (see the top of the file). */
+static int gso = 1;
+
 static void flush(int si, double t) {
     sock_t *s = &socks[si];
     struct mmsghdr msgs[BATCH];
     struct iovec iov[BATCH];
+    int batch[BATCH], first[BATCH + 1];
+    union { char buf[CMSG_SPACE(sizeof(uint16_t))]; struct cmsghdr align; } control[BATCH];
     while (s->npending > 0) {
         int n = s->npending < BATCH ? s->npending : BATCH;
+        for (int i = 0; i < n; i++) { /* the top n of the stack, in order of length (insertion sort: n <= 64) */
+            int k = s->pending[s->npending - 1 - i], j = i;
+            if (gso)
+                for (; j > 0 && queries[slots[batch[j - 1]].query].len > queries[slots[k].query].len; j--)
+                    batch[j] = batch[j - 1];
+            batch[j] = k;
+        }
+        int groups = 0;
         for (int i = 0; i < n; i++) {
-            slot_t *sl = &slots[s->pending[s->npending - 1 - i]];
+            slot_t *sl = &slots[batch[i]];
             query_t *q = &queries[sl->query];
             memcpy(sl->buf, q->bytes, q->len);
             sl->id = take_id(s);
-            s->slot_of[sl->id] = (int32_t)(sl - slots); /* reserved now; released below if not sent */
+            s->slot_of[sl->id] = batch[i]; /* reserved now; released below if not sent */
             sl->buf[0] = sl->id >> 8;
             sl->buf[1] = sl->id & 0xff;
             iov[i] = (struct iovec){.iov_base = sl->buf, .iov_len = q->len};
-            memset(&msgs[i], 0, sizeof msgs[i]);
-            msgs[i].msg_hdr.msg_iov = &iov[i];
-            msgs[i].msg_hdr.msg_iovlen = 1;
+            if (i > 0 && gso && q->len == queries[slots[batch[i - 1]].query].len) {
+                msgs[groups - 1].msg_hdr.msg_iovlen++;
+                continue;
+            }
+            first[groups] = i;
+            memset(&msgs[groups], 0, sizeof msgs[groups]);
+            msgs[groups].msg_hdr.msg_iov = &iov[i];
+            msgs[groups].msg_hdr.msg_iovlen = 1;
+            groups++;
         }
-        int done = sendmmsg(s->fd, msgs, n, MSG_DONTWAIT);
+        first[groups] = n;
+        for (int g = 0; gso && g < groups; g++) {
+            if (msgs[g].msg_hdr.msg_iovlen < 2) continue;
+            struct msghdr *h = &msgs[g].msg_hdr;
+            h->msg_control = control[g].buf;
+            h->msg_controllen = sizeof control[g].buf;
+            struct cmsghdr *c = CMSG_FIRSTHDR(h);
+            c->cmsg_level = SOL_UDP;
+            c->cmsg_type = UDP_SEGMENT;
+            c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+            uint16_t size = iov[first[g]].iov_len;
+            memcpy(CMSG_DATA(c), &size, sizeof size);
+        }
+        int done = sendmmsg(s->fd, msgs, groups, MSG_DONTWAIT);
+        if (done < 0 && gso && (errno == EINVAL || errno == ENOPROTOOPT || errno == EIO))
+            gso = 0; /* a kernel without UDP_SEGMENT (before 4.18): one datagram per query from the next round */
         if (done < 0) done = 0;
         for (int i = 0; i < n; i++) {
-            slot_t *sl = &slots[s->pending[s->npending - 1 - i]];
-            if (i < done) {
+            slot_t *sl = &slots[batch[i]];
+            if (i < first[done]) {
                 sl->state = INFLIGHT;
                 sl->sent_at = t;
             } else {
                 s->slot_of[sl->id] = -1;
             }
         }
-        sent += done;
-        s->npending -= done;
-        if (done < n) { /* a full buffer, or an ICMP error reported on this socket: try again next round */
-            send_errors++;
-            return;
-        }
+        s->npending -= n; /* and those not sent go back on the stack */
+        for (int i = first[done]; i < n; i++) s->pending[s->npending++] = batch[i];
+        sent += first[done];
+        if (done < groups) return; /* a full buffer, or an ICMP error on this socket: again next round */
     }
 }
 
@@ -241,7 +278,7 @@ static void reply(int si, const uint8_t *p, size_t len) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: dnsload HOST PORT QUERYFILE SECONDS [-q OUTSTANDING] [-s SOCKETS] [-t TIMEOUT] [-g GATHER] [-e]\n");
+    fprintf(stderr, "usage: dnsload HOST PORT QUERYFILE SECONDS [-q OUTSTANDING] [-s SOCKETS] [-t TIMEOUT] [-g GATHER] [-G 0|1] [-e]\n");
     exit(2);
 }
 
@@ -256,6 +293,7 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "-s") == 0) nsocks = atoi(argv[++i]);
         else if (strcmp(argv[i], "-t") == 0) timeout = atof(argv[++i]);
         else if (strcmp(argv[i], "-g") == 0) gather = atof(argv[++i]);
+        else if (strcmp(argv[i], "-G") == 0) gso = atoi(argv[++i]);
         else usage();
     }
     double seconds = atof(argv[4]);
