@@ -16,10 +16,10 @@ sends the same queries dnsperf sends (RD set, no EDNS) from 4 sockets with sendm
 query. dnsperf still drives ``tcp``.
 
 Per server and file: queries per second, lost queries (no reply within 1 s), the server's CPU per answered query
-(steadier than rates when something else shares the machine) and the load generator's own CPU share (if it nears
-100 %, the load generator is the cap). ``prefork-2`` runs 2 workers on both cores with the load generator sharing
-them, as the issue asks. NSD runs with ``rrl-ratelimit: 0``: its response rate limiting would otherwise drop
-queries under a benchmark's load.
+(steadier than rates when something else shares the machine), the server's CPU share and the load generator's own
+(if that nears 100 %, the load generator is the cap). ``prefork-2`` runs 2 workers on both cores with the load
+generator sharing them, as the issue asks. NSD runs with ``rrl-ratelimit: 0``: its response rate limiting would
+otherwise drop queries under a benchmark's load.
 
     make bench                                       # everything (with the echo bench)
     python bench/dns.py --seconds 1 --only eventloop nsd   # a quick look
@@ -328,9 +328,11 @@ def measure(name: str, binary: Path, work: Path, zone: Path, files: dict, port: 
     try:
         for kind in FILES:
             load(binary, kind, port, files[kind], min(1.0, seconds), client_cores)  # warm-up
-            before = cpu_seconds(proc.pid)
+            before, started = cpu_seconds(proc.pid), time.monotonic()
             result = load(binary, kind, port, files[kind], seconds, client_cores)
-            result["us_per_query"] = micros_per(cpu_seconds(proc.pid) - before, result["completed"])
+            used = cpu_seconds(proc.pid) - before
+            result["us_per_query"] = micros_per(used, result["completed"])
+            result["server_cpu"] = used / (time.monotonic() - started)
             row[kind] = result
     finally:
         stop(proc)
@@ -343,8 +345,8 @@ def table(rows: list[dict], seconds: float) -> str:
     head = "| server |"
     rule = "| --- |"
     for kind in FILES:
-        head += f" {kind} q/s | × NSD | lost | µs CPU/q | load CPU |"
-        rule += " ---: | ---: | ---: | ---: | ---: |"
+        head += f" {kind} q/s | × NSD | lost | µs CPU/q | server CPU | load CPU |"
+        rule += " ---: | ---: | ---: | ---: | ---: | ---: |"
     lines = [head, rule]
     notes = []
     for r in rows:
@@ -357,7 +359,7 @@ def table(rows: list[dict], seconds: float) -> str:
             times = m["qps"] / nsd[kind]["qps"] if nsd and nsd[kind]["qps"] else float("nan")
             line += (
                 f" {fmt(m['qps'])} | {fmt(times, 2)} | {m['lost']} | {fmt(m['us_per_query'], 1)} "
-                f"| {fmt(m['client_cpu'] * 100)} % |"
+                f"| {fmt(m['server_cpu'] * 100)} % | {fmt(m['client_cpu'] * 100)} % |"
             )
             if m["bad"]:
                 notes.append(f"- {r['server']} ({kind}): {m['bad']} replies that do not score: {m['codes']}")
@@ -381,8 +383,9 @@ def table(rows: list[dict], seconds: float) -> str:
         "exist: 1000 questions for names that exist (repeated: the reply cache); mixed: a third NXDOMAIN, a third "
         "wildcard or CNAME, a third plain; both over UDP from bench/dnsload.c (4 sockets), which counts only "
         "NOERROR and NXDOMAIN replies to the question asked; tcp: exist over one TCP connection from dnsperf. "
-        "µs CPU/q: the server's user+system CPU per answered query. load CPU: the load generator's own CPU share; "
-        "near 100 % it, not the server, was the cap."
+        "µs CPU/q: the server's user+system CPU per answered query; server CPU: its share of a core (of two for "
+        "prefork-2); load CPU: the load generator's own share of its core. Server near 100 % and load well under: "
+        "the server was the cap; load near 100 %: the load generator was."
     )
     return "\n".join(lines)
 
