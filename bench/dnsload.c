@@ -254,21 +254,22 @@ static void refill(int k) {
     s->pending[s->npending++] = k;
 }
 
+/* Does the reply at p (len bytes) repeat question q? The name case-insensitively (a server may answer in its own
+ * case; label lengths are below 64, so never letters), then type and class exactly. */
+static int same_question(const uint8_t *p, size_t len, const query_t *q) {
+    if (len < 12u + q->qlen || p[4] != 0 || p[5] != 1) return 0; /* exactly one question */
+    for (size_t i = 12; i < 12u + q->qlen - 4; i++)
+        if (tolower(p[i]) != tolower(q->bytes[i])) return 0;
+    return memcmp(p + 12 + q->qlen - 4, q->bytes + 12 + q->qlen - 4, 4) == 0;
+}
+
 static void reply(int si, const uint8_t *p, size_t len) {
     sock_t *s = &socks[si];
     if (len < 12) { invalid++; return; }
     uint16_t id = (p[0] << 8) | p[1];
     int32_t k = s->slot_of[id];
     if (k < 0 || slots[k].state != INFLIGHT || !(p[2] & 0x80) || (p[2] & 0x78) != 0) { invalid++; return; }
-    query_t *q = &queries[slots[k].query];
-    /* the question, repeated: the name case-insensitively (label lengths are < 64, never letters), then type and
-       class exactly */
-    if (len < 12u + q->qlen || p[4] != 0 || p[5] != 1 || strncasecmp((const char *)p + 12, (const char *)q->bytes + 12,
-                                                                     q->qlen - 4) != 0 ||
-        memcmp(p + 12 + q->qlen - 4, q->bytes + 12 + q->qlen - 4, 4) != 0) {
-        invalid++;
-        return;
-    }
+    if (!same_question(p, len, &queries[slots[k].query])) { invalid++; return; }
     int rcode = p[3] & 0x0f;
     if (rcode == 0) noerror++;
     else if (rcode == 3) nxdomain++;
@@ -278,7 +279,8 @@ static void reply(int si, const uint8_t *p, size_t len) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: dnsload HOST PORT QUERYFILE SECONDS [-q OUTSTANDING] [-s SOCKETS] [-t TIMEOUT] [-g GATHER] [-G 0|1] [-e]\n");
+    fprintf(stderr, "usage: dnsload HOST PORT QUERYFILE SECONDS "
+                    "[-q OUTSTANDING] [-s SOCKETS] [-t TIMEOUT] [-g GATHER] [-G 0|1] [-e]\n");
     exit(2);
 }
 
@@ -300,7 +302,10 @@ int main(int argc, char **argv) {
     if (outstanding < 1 || nsocks < 1 || nsocks > MAX_SOCKETS || timeout <= 0 || seconds <= 0 || gather < 0) usage();
     if (nsocks > outstanding) nsocks = outstanding;
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[2]))};
-    if (inet_pton(AF_INET, argv[1], &addr.sin_addr) != 1) { fprintf(stderr, "dnsload: bad address %s\n", argv[1]); return 2; }
+    if (inet_pton(AF_INET, argv[1], &addr.sin_addr) != 1) {
+        fprintf(stderr, "dnsload: bad address %s\n", argv[1]);
+        return 2;
+    }
     if (load_queries(argv[3], edns) < 0) return 1;
 
     prctl(PR_SET_TIMERSLACK, 1UL);
@@ -382,7 +387,7 @@ int main(int argc, char **argv) {
     getrusage(RUSAGE_SELF, &ru);
     double cpu = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
     answered = noerror + nxdomain;
-    printf("answered=%ld lost=%ld seconds=%.3f cpu=%.3f noerror=%ld nxdomain=%ld other=%ld invalid=%ld sent=%ld rounds=%ld\n",
-           answered, lost, elapsed, cpu, noerror, nxdomain, other, invalid, sent, rounds);
+    printf("answered=%ld lost=%ld seconds=%.3f cpu=%.3f noerror=%ld nxdomain=%ld other=%ld invalid=%ld sent=%ld "
+           "rounds=%ld\n", answered, lost, elapsed, cpu, noerror, nxdomain, other, invalid, sent, rounds);
     return 0;
 }
