@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sockhop import __version__
 from sockhop.engine import MODELS, Limits, Listener, make_server
@@ -23,6 +24,9 @@ from sockhop.errors import SockhopError
 from sockhop.net.addresses import parse_endpoint
 from sockhop.net.listeners import open_listeners
 from sockhop.web import cli as web_cli
+
+if TYPE_CHECKING:
+    from sockhop.engine.metrics import AdminServer
 
 log = logging.getLogger("sockhop")
 
@@ -296,7 +300,7 @@ def run_server(args: argparse.Namespace, listeners: list[Listener], model: str |
     """Drop privileges, build the chosen model over the listeners, say where it listens, and serve until stopped."""
     model = model or args.model
     # Imported before the drop: the user may not be able to read where Python and sockhop are installed.
-    from sockhop.engine.restart import Restarter, announce_ready
+    from sockhop.engine.restart import serve_restartable
 
     admin = None
     try:
@@ -314,9 +318,6 @@ def run_server(args: argparse.Namespace, listeners: list[Listener], model: str |
     if model in ("pool", "prefork"):
         workers = f", {server.limits.worker_count()} workers"
 
-    fds = [listener.sock.fileno() for listener in listeners] + ([admin.sock.fileno()] if admin else [])
-    restarter = Restarter(fds, server.stop)
-
     def announce() -> None:
         for listener in listeners:
             print(f"sockhop: {listener.describe()} (model {model}{workers})", file=sys.stderr, flush=True)
@@ -324,16 +325,18 @@ def run_server(args: argparse.Namespace, listeners: list[Listener], model: str |
             admin.start()
             where = format_address(admin.sock.getsockname())
             print(f"sockhop: admin tcp {where} (model {model}{workers})", file=sys.stderr, flush=True)
-        restarter.install()  # SIGUSR2: a new master takes over the sockets
-        announce_ready()
 
     try:
-        server.serve(on_ready=announce)
+        serve_restartable(server, restart_fds(listeners, admin), announce)
     finally:
-        restarter.uninstall()
         if admin is not None:
             admin.stop()
     return 0
+
+
+def restart_fds(listeners: list[Listener], admin: AdminServer | None) -> list[int]:
+    """The descriptors a SIGUSR2 restart hands over: every listener's, and the admin listener's."""
+    return [listener.sock.fileno() for listener in listeners] + ([admin.sock.fileno()] if admin else [])
 
 
 # -- commands -------------------------------------------------------------------------------------------------------

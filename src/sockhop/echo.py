@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sockhop.engine.protocol import Address, DatagramProtocol, Reply, StreamProtocol
+from sockhop.engine.protocol import Address, DatagramProtocol, StreamProtocol
 
 DEFAULT_PORT = 7007  # echo's own port, 7, is privileged
 
@@ -12,8 +12,8 @@ class EchoStream(StreamProtocol):
 
     __slots__ = ()
 
-    def data_received(self, data: bytes) -> Reply:
-        return Reply((data,))
+    def data_received(self, data: bytes) -> bytes:
+        return data
 
 
 class EchoDatagram(DatagramProtocol):

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 from sockhop.dns.builtin import dns_service
 from sockhop.engine import Limits, Listener, make_server
 from sockhop.engine.protocol import format_address
-from sockhop.net.listeners import open_socket
+from sockhop.net.addresses import Endpoint
+from sockhop.net.listeners import inherited, open_socket
 from sockhop.web.cli import web_service
 
 if TYPE_CHECKING:
@@ -33,6 +34,9 @@ class UpContext:
     _certificates: dict = field(default_factory=dict, compare=False, repr=False)
 
     def open(self, port: int, kind: socket.SocketKind = socket.SOCK_STREAM) -> socket.socket:
+        given = inherited()
+        if given:  # a SIGUSR2 restart: the previous master's sockets, not new ones
+            return given.claim(Endpoint(self.host, port), kind)[0]
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         return open_socket(family, (self.host, port), kind)
 
@@ -129,7 +133,8 @@ def up(args: argparse.Namespace) -> int:
     """Every service in one engine. The production options mean what they mean for ``sockhop serve``: --admin
     counts every listener under its service's name, --user drops privileges once everything is bound (and hands
     the data folder over), --log-format json shapes the log."""
-    from sockhop.cli import open_admin, outer_layers, settle_privileges
+    from sockhop.cli import open_admin, outer_layers, restart_fds, settle_privileges
+    from sockhop.engine.restart import serve_restartable
 
     ctx = UpContext(host=args.host, data=Path(args.data), tls=not args.no_tls, user=getattr(args, "user", None))
     offers: list[Offer] = []
@@ -173,7 +178,7 @@ def up(args: argparse.Namespace) -> int:
         sys.stderr.flush()
 
     try:
-        server.serve(on_ready=announce)
+        serve_restartable(server, restart_fds(listeners, admin), announce)  # SIGUSR2: a new `up` takes over
     finally:
         if admin is not None:
             admin.stop()

@@ -30,8 +30,15 @@ class Recorder(StreamProtocol):
         return Reply(send=(data.upper(),))
 
 
-def layer(sources=("10.0.0.0/8",)) -> tuple[ProxyLayer, Recorder]:
-    inner = Recorder()
+class BareRecorder(Recorder):
+    """Answers with plain bytes, the shorthand for a Reply sending them."""
+
+    def data_received(self, data: bytes) -> bytes:
+        return super().data_received(data).send[0]
+
+
+def layer(sources=("10.0.0.0/8",), kind: type[Recorder] = Recorder) -> tuple[ProxyLayer, Recorder]:
+    inner = kind()
     return ProxyLayer(inner, parse_sources(sources)), inner
 
 
@@ -66,8 +73,9 @@ def test_header_from_the_balancer_names_the_real_client(header, src, dst, split)
     assert not any(r.close for r in replies)
 
 
-def test_trailing_data_in_the_same_segment_reaches_the_protocol():
-    proto, inner = layer()
+@pytest.mark.parametrize("kind", [Recorder, BareRecorder])
+def test_trailing_data_in_the_same_segment_reaches_the_protocol(kind):
+    proto, inner = layer(kind=kind)
     proto.connection_made(BALANCER, LOCAL)
     reply = proto.data_received(format_v1(CLIENT, SERVED) + b"EHLO x\r\n")
     assert reply.send == (b"hello\r\n", b"EHLO X\r\n")

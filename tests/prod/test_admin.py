@@ -74,6 +74,8 @@ def test_clients_refused_at_the_connection_limit_are_counted(sockhop_server, mod
     labels = {"service": "echo", "model": model}
     assert value(samples, "sockhop_connections_refused_total", **labels) == 2
     assert value(samples, "sockhop_connections_total", **labels) == 1
+    assert value(samples, "sockhop_received_bytes_total", **labels) == 2
+    assert value(samples, "sockhop_sent_bytes_total", **labels) == 2  # echo answers plain bytes: counted all the same
 
 
 @pytest.mark.interop

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import threading
 import time
 import urllib.request
@@ -14,7 +15,10 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.engine.clients import echo_once
 from tests.prod.helpers import fetch, site_saying
+from tests.prod.test_up_options import ANNOUNCED
+from tests.test_up import loopback_host
 
 RESTARTED = re.compile(r"^sockhop: restarted: new master (?P<pid>\d+) serves")
 MAX_REQUESTS = 4000  # the load loop is bounded in count and in time
@@ -24,8 +28,8 @@ MAX_SECONDS = 30.0
 class Load:
     """A client loop on fresh connections, counting what failed."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
+    def __init__(self, host: str, port: int, path: str = "/who.txt", body: bytes | None = b"up") -> None:
+        self.host, self.port, self.path, self.body = host, port, path, body
         self.ok = 0
         self.failures: list[str] = []
         self.stopping = threading.Event()
@@ -37,11 +41,11 @@ class Load:
             if self.stopping.is_set() or time.monotonic() > deadline:
                 return
             try:
-                status, body = fetch(self.host, self.port, timeout=10)
+                status, body = fetch(self.host, self.port, self.path, timeout=10)
             except OSError as exc:
                 self.failures.append(f"{type(exc).__name__}: {exc}")
                 continue
-            if (status, body) == (200, b"up"):
+            if status == 200 and (self.body is None or body == self.body):
                 self.ok += 1
             else:
                 self.failures.append(f"{status} {body[:40]!r}")
@@ -150,3 +154,42 @@ def test_a_new_master_that_cannot_start_leaves_the_old_one_serving(sockhop_serve
     assert old.proc.poll() is None
     (tmp_path / "moved").rename(site)
     assert fetch(host, port) == (200, b"up")
+
+
+def test_sigusr2_restarts_up_with_every_service(sockhop_server, tmp_path):
+    """`sockhop up` without a file hands all its sockets over too: web under load, then echo on TCP and UDP and the
+    admin listener are served by the new master on the same sockets."""
+    host = loopback_host()
+    site_port = 8080
+    old = sockhop_server(["up", "--host", host, "--data", str(tmp_path / "data"), "--no-tls",
+                          "--admin", "127.0.0.1:0"], announce=ANNOUNCED, timeout=60)  # fmt: skip
+    admin = old.address("admin")
+    load = Load(host, site_port, path="/", body=None)
+    load.thread.start()
+    pid = None
+    try:
+        load.wait_for(20)
+        old.proc.send_signal(signal.SIGUSR2)
+        pid = new_master(old)
+        assert old.proc.wait(30) == 0
+        before = load.ok
+        load.wait_for(before + 20)
+        load.stopping.set()
+        load.thread.join(30)
+        assert load.failures == [], load.failures[:5]
+        assert load.ok >= before + 20
+        assert echo_once((host, 7007), b"still here\n") == b"still here\n"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.settimeout(5)
+            udp.sendto(b"and on udp", (host, 7007))
+            assert udp.recv(100) == b"and on udp"
+        with urllib.request.urlopen(f"http://{admin[0]}:{admin[1]}/healthz", timeout=10) as response:
+            assert response.read() == b"ok\n"
+        assert sum(line.startswith("sockhop up: every service") for line in old.lines) == 2  # old, then new
+        assert end(pid), "the new master did not stop on SIGTERM"
+        pid = None
+    finally:
+        load.stopping.set()
+        load.thread.join(30)
+        if pid is not None:
+            end(pid)

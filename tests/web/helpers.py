@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from sockhop.engine.protocol import FileRegion, Reply
+from sockhop.engine.protocol import FileRegion, Reply, as_reply
 from sockhop.web.accesslog import AccessLog
 from sockhop.web.files import Site, SiteOptions
 from sockhop.web.protocol import HttpLimits, HttpServer, WebOptions
@@ -27,7 +27,7 @@ def materialise(replies: list[Reply]) -> tuple[bytes, bool]:
     """Everything the replies would put on the wire, and whether the connection is to be closed."""
     out = bytearray()
     close = False
-    for reply in replies:
+    for reply in map(as_reply, replies):
         for piece in reply.send:
             if isinstance(piece, FileRegion):
                 out += piece.read()
@@ -50,7 +50,7 @@ def feed(proto: HttpServer, data: bytes, mode: str = "whole") -> tuple[bytes, bo
     else:
         chunks = [data[i : i + 1] for i in range(len(data))]
     for chunk in chunks:
-        reply = proto.data_received(chunk)
+        reply = as_reply(proto.data_received(chunk))
         replies.append(reply)
         if reply.close:
             break

@@ -7,6 +7,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sockhop.engine.protocol import as_reply
+
 from .helpers import materialise, server
 
 ROOT = Path(__file__).resolve().parent  # any directory will do: the answers are errors, or files from here
@@ -52,7 +54,7 @@ def check(chunks: list[bytes]) -> None:
     for chunk in chunks:
         if not chunk:
             continue
-        reply = proto.data_received(chunk)
+        reply = as_reply(proto.data_received(chunk))
         replies.append(reply)
         if reply.close:
             break

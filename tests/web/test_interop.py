@@ -50,7 +50,8 @@ def test_curl_keep_alive_over_several_urls(web):
 
 def test_curl_http10(web):
     result = curl("-0", "-i", web.url("/hello.txt"))
-    assert result.stdout.startswith(b"HTTP/1.0 200 OK\r\n") and b"Connection: close\r\n" in result.stdout
+    assert result.stdout.startswith(b"HTTP/1.1 200 OK\r\n") and b"Connection: close\r\n" in result.stdout
+    assert result.stdout.endswith(b"hello, world\n")
 
 
 def test_curl_ranges(web):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sockhop.engine.protocol import Close, FileRegion, Reply
+from sockhop.engine.protocol import Close, FileRegion, Reply, as_reply
 from sockhop.web.files import SMALL_FILE
 from sockhop.web.protocol import HttpLimits, HttpServer, State
 
@@ -427,7 +427,7 @@ def test_a_whole_request_sets_no_alarm(root):
     """The common case leaves the engine's fast path open: no alarm to arm or clear."""
     proto = server(root)
     for _ in range(3):
-        reply = proto.data_received(get("/hello.txt"))
+        reply = as_reply(proto.data_received(get("/hello.txt")))
         assert reply.alarm is None and len(reply.send) == 1
 
 

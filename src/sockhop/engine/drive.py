@@ -15,7 +15,16 @@ import struct
 import time
 
 from sockhop.engine.limits import Limits
-from sockhop.engine.protocol import Address, Close, DatagramProtocol, FileRegion, Reply, StreamProtocol, format_address
+from sockhop.engine.protocol import (
+    Address,
+    Close,
+    DatagramProtocol,
+    FileRegion,
+    Reply,
+    StreamProtocol,
+    as_reply,
+    format_address,
+)
 
 log = logging.getLogger("sockhop.engine")
 
@@ -176,7 +185,7 @@ def drive_stream(sock: socket.socket, peer: Address, protocol: StreamProtocol, l
                     if data:
                         heard = True
                         where = "data_received"
-                        reply = protocol.data_received(data)
+                        reply = as_reply(protocol.data_received(data))
                         if stop_pending and not reply.close:
                             stop_pending = False
                             reply = carry_out(sock, reply)

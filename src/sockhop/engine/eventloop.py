@@ -47,14 +47,13 @@ IN = select.EPOLLIN | select.EPOLLRDHUP
 OUT = select.EPOLLOUT
 READABLE = IN | select.EPOLLERR | select.EPOLLHUP  # errors and hang-ups surface through recv
 EPOLLIN = select.EPOLLIN
-DONTWAIT = socket.MSG_DONTWAIT
 COMPACT_SLACK = 4096  # stale timer entries tolerated beyond twice the open connections before the heap is rebuilt
 
 
 class Connection:
     __slots__ = (
         "sock", "fd", "peer", "protocol", "out", "pending", "mask", "closing", "lingering", "eof",
-        "deadline", "alarm", "scheduled", "gen", "busy", "stop_told", "heard", "blocking",
+        "deadline", "alarm", "scheduled", "gen", "busy", "stop_told", "heard",
     )  # fmt: skip
 
     def __init__(self, sock: socket.socket, peer: Address, protocol: StreamProtocol) -> None:
@@ -75,7 +74,6 @@ class Connection:
         self.busy = False  # deferred work running
         self.stop_told = False
         self.heard = False  # the client has sent something (a stop waits for a silent newcomer's first bytes)
-        self.blocking = True  # recv and send pass MSG_DONTWAIT; sendfile needs the socket itself nonblocking
 
 
 class EventLoopServer(Server):
@@ -134,6 +132,7 @@ class EventLoopServer(Server):
         stop_fd = self.stop_flag.fileno()
         wake_fd = self.wakeup.fileno()
         recv_size = RECV_SIZE
+        read, write = os.read, os.write
         idle = self.limits.idle_timeout
         monotonic = time.monotonic
         while True:
@@ -145,16 +144,19 @@ class EventLoopServer(Server):
             for fd, ev in events:
                 conn = conns.get(fd)
                 if conn is not None:
-                    if ev & OUT:
-                        self._flush(conn)
-                        if conn.fd < 0:
+                    if ev != EPOLLIN:  # plain input, by far the most common event, needs none of these tests
+                        if ev & OUT:
+                            self._flush(conn)
+                            if conn.fd < 0:
+                                continue
+                        if not ev & READABLE:
                             continue
-                    if ev & READABLE and conn.mask & EPOLLIN:
+                    if conn.mask & EPOLLIN:
                         if conn.busy:  # input while deferred work runs: it waits in the kernel till that is done
                             self._update_mask(conn)
                             continue
                         try:
-                            data = conn.sock.recv(recv_size, DONTWAIT)
+                            data = read(conn.fd, recv_size)
                         except (BlockingIOError, InterruptedError):
                             continue
                         except OSError as exc:
@@ -174,20 +176,27 @@ class EventLoopServer(Server):
                                 protocol_failed(conn.peer, "data_received", exc)
                                 self._close(conn)
                                 continue
-                            # The hot path (one piece of bytes, nothing queued, nothing else asked): send it here.
-                            send = reply.send
-                            if (
-                                len(send) == 1
-                                and not conn.out
-                                and reply.then is None
-                                and not reply.close
-                                and reply.alarm is None
-                                and self.stopping_at is None
-                            ):
-                                piece = send[0]
-                                if type(piece) is bytes:
+                            # The hot path (bytes to send, nothing queued, nothing else asked): send them here.
+                            if isinstance(reply, bytes):
+                                piece = reply
+                            else:
+                                send = reply.send
+                                if (
+                                    len(send) == 1
+                                    and reply.then is None
+                                    and not reply.close
+                                    and reply.alarm is None
+                                    and type(send[0]) is bytes
+                                ):
+                                    piece = send[0]
+                                else:
+                                    piece = None
+                            if piece is not None:
+                                if conn.out or self.stopping_at is not None:
+                                    reply = Reply((piece,))
+                                else:
                                     try:
-                                        sent = conn.sock.send(piece, DONTWAIT)
+                                        sent = write(conn.fd, piece)
                                     except (BlockingIOError, InterruptedError):
                                         sent = 0
                                     except OSError as exc:
@@ -276,8 +285,9 @@ class EventLoopServer(Server):
             if len(self.conns) >= self.max_connections:
                 self.refuse(sock, peer, listener)
                 continue
-            # No setblocking(False) (an ioctl per connection): every recv and send passes MSG_DONTWAIT instead,
-            # and sendfile, which takes no flags, makes the socket nonblocking when it is first needed.
+            # Nonblocking, at the price of an ioctl per connection: reads and writes are then os.read and os.write,
+            # whose arguments cost a fraction of what recv's and send's do (a fifth of the engine's work per echo).
+            sock.setblocking(False)
             try:
                 protocol = listener.factory()
                 assert isinstance(protocol, StreamProtocol)
@@ -311,12 +321,11 @@ class EventLoopServer(Server):
                 for piece in reply.send:
                     self._queue(conn, piece)
             else:
-                sock = conn.sock
                 pieces = reply.send
                 for i, piece in enumerate(pieces):
                     if type(piece) is bytes:
                         try:
-                            sent = sock.send(piece, DONTWAIT)
+                            sent = os.write(conn.fd, piece)
                         except (BlockingIOError, InterruptedError):
                             sent = 0
                         except OSError as exc:
@@ -360,14 +369,10 @@ class EventLoopServer(Server):
     def _flush(self, conn: Connection) -> None:
         """Send queued output until the socket is full or the queue is empty."""
         out = conn.out
-        sock = conn.sock
         try:
             while out:
                 piece = out[0]
                 if isinstance(piece, FileRegion):
-                    if conn.blocking:
-                        sock.setblocking(False)
-                        conn.blocking = False
                     sent = os.sendfile(conn.fd, piece.fd, piece.offset, piece.count) if piece.count else 0
                     if sent == 0 or sent == piece.count:
                         out.popleft()
@@ -376,7 +381,7 @@ class EventLoopServer(Server):
                         continue
                     out[0] = FileRegion(piece.fd, piece.offset + sent, piece.count - sent, piece.close)
                 else:
-                    sent = sock.send(piece, DONTWAIT)
+                    sent = os.write(conn.fd, piece)
                     if sent == len(piece):
                         out.popleft()
                     else:

@@ -34,6 +34,7 @@ from sockhop.engine.protocol import (
     Reply,
     Results,
     StreamProtocol,
+    as_reply,
     then_mapped,
 )
 
@@ -177,7 +178,7 @@ class MeteredStream(StreamProtocol):
 
     def data_received(self, data: bytes) -> Reply:
         self.received.inc(len(data))
-        return self._out(self.inner.data_received(data))
+        return self._out(as_reply(self.inner.data_received(data)))
 
     def eof_received(self) -> Reply:
         return self._out(self.inner.eof_received())

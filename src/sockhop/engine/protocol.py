@@ -73,6 +73,12 @@ NOTHING = Reply()
 CLOSE = Reply(close=True)
 
 
+def as_reply(answer: Reply | bytes) -> Reply:
+    """A protocol's answer as a :class:`Reply`: ``data_received`` may answer plain bytes, shorthand for
+    ``Reply((data,))``."""
+    return Reply((answer,)) if isinstance(answer, bytes) else answer
+
+
 class Handoff:
     """Deferred work (``Reply.then``) that is handed to whoever does it best -- a group commit thread making many
     messages durable with one sync -- rather than blocking one of the engine's threads per connection.
@@ -154,14 +160,16 @@ class _Counting:
 
 
 class StreamProtocol(_Counting):
-    """One instance per connection. Override what you need; every method returns a :class:`Reply`."""
+    """One instance per connection. Override what you need; every method returns a :class:`Reply` (or, from
+    ``data_received``, the bytes to send)."""
 
     def connection_made(self, peer: Address, local: Address) -> Reply:
         """A client connected (SMTP sends its 220 greeting here)."""
         return NOTHING
 
-    def data_received(self, data: bytes) -> Reply:
-        """Some bytes arrived; ``data`` is never empty."""
+    def data_received(self, data: bytes) -> Reply | bytes:
+        """Some bytes arrived; ``data`` is never empty. Plain bytes are an answer too, meaning ``Reply((them,))``:
+        no object is built per event, which is most of what an echo costs the engine beyond the kernel's work."""
         return NOTHING
 
     def eof_received(self) -> Reply:

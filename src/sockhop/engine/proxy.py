@@ -18,7 +18,7 @@ import struct
 from collections.abc import Callable, Iterable
 
 from sockhop.engine.drive import peer_name
-from sockhop.engine.protocol import Address, Reply, StreamProtocol
+from sockhop.engine.protocol import Address, Reply, StreamProtocol, as_reply
 from sockhop.errors import RemoteProtocolError, SockhopError
 
 log = logging.getLogger("sockhop.proxy")
@@ -130,7 +130,7 @@ class ProxyLayer(StreamProtocol):
             return Reply()
         return self.inner.connection_made(peer, local)
 
-    def data_received(self, data: bytes) -> Reply:
+    def data_received(self, data: bytes) -> Reply | bytes:
         if not self.waiting:
             first = self.buffer == b""
             self.buffer = None  # type: ignore[assignment]  # past the first bytes: ordinary data from now on
@@ -153,7 +153,7 @@ class ProxyLayer(StreamProtocol):
         first = self.inner.connection_made(src or self.peer, dst or self.local)
         if not rest or first.close or first.then is not None:
             return first
-        more = self.inner.data_received(rest)
+        more = as_reply(self.inner.data_received(rest))
         return Reply(
             first.send + more.send, more.close, more.then, more.alarm if more.alarm is not None else first.alarm
         )

@@ -25,8 +25,12 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sockhop.net.listeners import SOCKHOP_FDS
+
+if TYPE_CHECKING:
+    from sockhop.engine.base import Server
 
 log = logging.getLogger("sockhop.engine")
 
@@ -116,3 +120,19 @@ class Restarter:
         say(f"restarted: new master {proc.pid} serves; master {os.getpid()} stops accepting and drains")
         self.stop()
         return True
+
+
+def serve_restartable(server: Server, fds: list[int], announce: Callable[[], None]) -> None:
+    """Serve until stopped; once serving (after ``announce``), SIGUSR2 hands ``fds`` -- every listening socket the
+    command line opened -- to a new master running the same command line."""
+    restarter = Restarter(fds, server.stop)
+
+    def ready() -> None:
+        announce()
+        restarter.install()
+        announce_ready()
+
+    try:
+        server.serve(on_ready=ready)
+    finally:
+        restarter.uninstall()

@@ -22,7 +22,7 @@ import ssl
 from collections.abc import Callable
 
 from sockhop.engine.drive import close_region, peer_name
-from sockhop.engine.protocol import Address, FileRegion, Reply, StreamProtocol, then_mapped
+from sockhop.engine.protocol import Address, FileRegion, Reply, StreamProtocol, as_reply, then_mapped
 
 log = logging.getLogger("sockhop.tls")
 
@@ -98,7 +98,7 @@ class TLSLayer(StreamProtocol):
 
     def data_received(self, data: bytes) -> Reply:
         if self.state == self.PLAIN:
-            return self._outer(self.inner.data_received(data))
+            return self._outer(as_reply(self.inner.data_received(data)))
         if self.state == self.CLOSED:
             return Reply()
         self.incoming.write(data)
@@ -170,7 +170,7 @@ class TLSLayer(StreamProtocol):
                 return self._fail(exc)
             if not plain:
                 break
-            reply = self._outer(self.inner.data_received(plain), flush=False)
+            reply = self._outer(as_reply(self.inner.data_received(plain)), flush=False)
             if reply.alarm is not None:
                 alarm = reply.alarm
             if reply.close or reply.then is not None:

@@ -142,7 +142,7 @@ class Parsed(NamedTuple):
     headers: tuple[tuple[bytes, bytes], ...]
     target: SitePath
     fields: dict[str, str]  # lower-case names, repeated fields joined: what the site reads
-    key: tuple | None  # the site's cache key when the small-file fast lane applies (plain GET, HTTP/1.1), else None
+    key: tuple | None  # the site's cache key when the small-file fast lane applies (a plain GET), else None
     logged: str = ""  # for the fast lane's access-log line, the part from the request line to the status ...
     log_tail: str = ""  # ... and the part after the size (see accesslog.entry_parts)
 
@@ -222,7 +222,7 @@ class HttpServer(StreamProtocol):
             self.peer_host = str(peer[0])
         return NOTHING
 
-    def data_received(self, data: bytes) -> Reply:
+    def data_received(self, data: bytes) -> Reply | bytes:
         state = self.state
         if state is IDLE:
             hit = self.memo.get(data)
@@ -291,9 +291,10 @@ class HttpServer(StreamProtocol):
             return reply._replace(close=Close.AT_ONCE)
         return reply
 
-    def _answer_parsed(self, hit: Parsed) -> Reply:
+    def _answer_parsed(self, hit: Parsed) -> Reply | bytes:
         """A request seen before, byte for byte, arrived whole between two requests: answer it without the parser.
-        A plain GET of a small cached file is one bytes object; anything else takes the general way."""
+        A plain GET of a small cached file is one bytes object, answered as such (the engine's cheapest answer);
+        anything else takes the general way."""
         self.now = now = self.clock()
         self.requests += 1
         last = not hit.keep_alive or self.stopping or self.requests >= self.limits.max_requests
@@ -311,7 +312,7 @@ class HttpServer(StreamProtocol):
                     self.move(LAST)
                     # The client asked to close and sent exactly this request: nothing more is coming.
                     return Reply((wire,), Close.LINGER if hit.keep_alive else Close.AT_ONCE)
-                return Reply((wire,))
+                return wire
         self.method, self.url, self.version, self.keep_alive = hit.method, hit.url, hit.version, hit.keep_alive
         self.headers = list(hit.headers)
         self.answer = None
@@ -427,7 +428,11 @@ class HttpServer(StreamProtocol):
                 cache_key = self.site.cache_key(target, fields)
                 response = self._respond(target, fields, cache_key)
                 if self.begun == 1 and self.body_bytes == 0 and (self.keep_alive or self.asked_close):  # no upgrade
-                    plain = self.method == "GET" and self.version == "1.1" and _NOT_PLAIN.isdisjoint(fields)
+                    plain = (
+                        self.method == "GET"
+                        and (self.version == "1.1" or not self.keep_alive)  # a 1.0 keep-alive needs its own header
+                        and _NOT_PLAIN.isdisjoint(fields)
+                    )
                     key = cache_key if plain else None
                     logged = log_tail = ""
                     if key is not None and self.options.access_log is not None:
@@ -470,16 +475,17 @@ class HttpServer(StreamProtocol):
     # -- answering -----------------------------------------------------------------------------------------------
     def _emit(self, response: Response) -> None:
         """Queue a response: status line and headers as one bytes object, then the body pieces."""
-        version = "1.0" if self.version == "1.0" else "1.1"
         lines = [f"Server: {SERVER}\r\nDate: {http_date(self.now)}\r\n"]
         for name, value in response.headers:
             lines.append(f"{name}: {value}\r\n")
         if response.close:
             lines.append("Connection: close\r\n")
-        elif version == "1.0":
-            lines.append("Connection: keep-alive\r\n")
+        elif self.version == "1.0":
+            lines.append("Connection: keep-alive\r\n")  # a 1.0 client closes unless told otherwise
         lines.append("\r\n")
-        self.out.append(status_line(version, response.status) + "".join(lines).encode("latin-1"))
+        # HTTP/1.1 whatever the request's minor version, as RFC 9110 (6.2) asks and nginx and Apache do: a 1.0
+        # client reads it as 1.0, and a plain GET then gets the same cached bytes whichever version asked.
+        self.out.append(status_line("1.1", response.status) + "".join(lines).encode("latin-1"))
         self.out.extend(response.body)
         if self.on_result is not None:
             self.on_result(str(int(response.status)))
