@@ -201,17 +201,22 @@ def table(rows: list[dict], seconds: float) -> str:
                     f"{ratio(by[peer]['user_us'], by['eventloop']['user_us'])})"
                 )
         own = by["eventloop"]
+        ceilings = [
+            f"{by[peer]['us_per_rt'] / own['kernel_us']:.2f}x {peer}"
+            for peer in PEERS
+            if peer in by and by[peer]["us_per_rt"] and own["kernel_us"]
+        ]
         if own["kernel_us"] and own["us_per_rt"]:
             lines.append(
                 f"- the kernel's share of eventloop's CPU per round trip: {own['kernel_us'] / own['us_per_rt']:.0%} "
-                "(TCP over loopback: each send also runs the client socket's receive path on the server's core). "
-                "An engine doing no user-space work at all, with the same kernel work, would reach "
-                + ", ".join(
-                    f"{by[peer]['us_per_rt'] / own['kernel_us']:.2f}x {peer}"
-                    for peer in PEERS
-                    if peer in by and by[peer]["us_per_rt"]
+                "(TCP over loopback: each send also runs the client socket's receive path on the server's core)."
+                + (
+                    " An engine doing no user-space work at all, with the same kernel work, would reach "
+                    + ", ".join(ceilings)
+                    + " at most."
+                    if ceilings
+                    else ""
                 )
-                + " at most."
             )
     for name in ("eventloop", "prefork"):
         if name in by and by[name]["idle"]:
