@@ -10,6 +10,8 @@ import socket
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -99,6 +101,35 @@ def new_master(server, timeout: float = 30.0) -> int:
     raise AssertionError(f"no restart: {server.log()}")
 
 
+@contextmanager
+def restarted_under_load(old, load: Load, more: int, label: str) -> Iterator[int]:
+    """Run ``load`` against ``old``, send SIGUSR2 once ``more`` requests have passed, and yield the new master's pid
+    once the old one has drained and exited and the new one has carried ``more`` requests on its own, none failed.
+    On the way out the load stops and the new master is ended (it is not our child: the old master started it)."""
+    load.thread.start()
+    pid = None
+    try:
+        load.wait_for(more)
+        old.proc.send_signal(signal.SIGUSR2)
+        pid = new_master(old)
+        assert old.proc.wait(30) == 0  # the old master drained and exited
+        before = load.ok
+        load.wait_for(before + more)  # the new one carries the load on its own
+        load.stopping.set()
+        load.thread.join(30)
+        print(f"restart ({label}): {load.ok} requests ok, {len(load.failures)} failed, {before} before the old exited")
+        assert load.failures == [], load.failures[:5]
+        assert load.ok >= before + more
+        yield pid
+        assert end(pid), "the new master did not stop on SIGTERM"
+        pid = None
+    finally:
+        load.stopping.set()
+        load.thread.join(30)
+        if pid is not None:
+            end(pid)
+
+
 @pytest.mark.parametrize("model", ["eventloop", "prefork", "thread"])
 def test_sigusr2_restarts_with_no_failed_request(sockhop_server, tmp_path, model):
     site = site_saying(tmp_path / "site", "up")
@@ -106,21 +137,7 @@ def test_sigusr2_restarts_with_no_failed_request(sockhop_server, tmp_path, model
                           "--model", model, "--workers", "2", "--admin", "127.0.0.1:0"], announce=2)  # fmt: skip
     host, port = old.address("web")
     admin = old.address("admin")
-    load = Load(host, port)
-    load.thread.start()
-    pid = None
-    try:
-        load.wait_for(50)
-        old.proc.send_signal(signal.SIGUSR2)
-        pid = new_master(old)
-        assert old.proc.wait(30) == 0  # the old master drained and exited
-        before = load.ok
-        load.wait_for(before + 50)  # the new one carries the load on its own
-        load.stopping.set()
-        load.thread.join(30)
-        print(f"restart ({model}): {load.ok} requests ok, {len(load.failures)} failed, {before} before the old exited")
-        assert load.failures == [], load.failures[:5]
-        assert load.ok >= before + 50
+    with restarted_under_load(old, Load(host, port), 50, model) as pid:
         assert alive(pid)
         announced = [line for line in old.lines if line.startswith(f"sockhop: web tcp {host}:{port} (model {model}")]
         assert len(announced) == 2  # the old master, then the new one, on the same socket
@@ -132,13 +149,6 @@ def test_sigusr2_restarts_with_no_failed_request(sockhop_server, tmp_path, model
             scraped = {s.name: s.value for f in text_string_to_metric_families(response.read().decode())
                        for s in f.samples if s.labels.get("service") == "web"}  # fmt: skip
         assert scraped["sockhop_connections_total"] >= 50
-        assert end(pid), "the new master did not stop on SIGTERM"
-        pid = None
-    finally:
-        load.stopping.set()
-        load.thread.join(30)
-        if pid is not None:
-            end(pid)
 
 
 def test_a_new_master_that_cannot_start_leaves_the_old_one_serving(sockhop_server, tmp_path):
@@ -160,24 +170,10 @@ def test_sigusr2_restarts_up_with_every_service(sockhop_server, tmp_path):
     """`sockhop up` without a file hands all its sockets over too: web under load, then echo on TCP and UDP and the
     admin listener are served by the new master on the same sockets."""
     host = loopback_host()
-    site_port = 8080
     old = sockhop_server(["up", "--host", host, "--data", str(tmp_path / "data"), "--no-tls",
                           "--admin", "127.0.0.1:0"], announce=ANNOUNCED, timeout=60)  # fmt: skip
     admin = old.address("admin")
-    load = Load(host, site_port, path="/", body=None)
-    load.thread.start()
-    pid = None
-    try:
-        load.wait_for(20)
-        old.proc.send_signal(signal.SIGUSR2)
-        pid = new_master(old)
-        assert old.proc.wait(30) == 0
-        before = load.ok
-        load.wait_for(before + 20)
-        load.stopping.set()
-        load.thread.join(30)
-        assert load.failures == [], load.failures[:5]
-        assert load.ok >= before + 20
+    with restarted_under_load(old, Load(host, 8080, path="/", body=None), 20, "up"):
         assert echo_once((host, 7007), b"still here\n") == b"still here\n"
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             udp.settimeout(5)
@@ -186,10 +182,3 @@ def test_sigusr2_restarts_up_with_every_service(sockhop_server, tmp_path):
         with urllib.request.urlopen(f"http://{admin[0]}:{admin[1]}/healthz", timeout=10) as response:
             assert response.read() == b"ok\n"
         assert sum(line.startswith("sockhop up: every service") for line in old.lines) == 2  # old, then new
-        assert end(pid), "the new master did not stop on SIGTERM"
-        pid = None
-    finally:
-        load.stopping.set()
-        load.thread.join(30)
-        if pid is not None:
-            end(pid)
