@@ -359,6 +359,29 @@ def test_udp_datagrams_of_many_sizes(serve, model, host):
     assert proc.stop() == 0
 
 
+@pytest.mark.parametrize("model", DATAGRAM_MODELS)
+def test_udp_burst_from_many_clients_each_answered(serve, model, host):
+    """More datagrams than one batched receive takes (engine/mmsg.py), from several clients at once: each answer
+    goes back to the client that asked, none lost on loopback."""
+    proc = serve(model, host, udp=True)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    clients = [socket.socket(family, socket.SOCK_DGRAM) for _ in range(4)]
+    try:
+        for client in clients:
+            client.settimeout(5)
+            client.connect(proc.address(kind="udp"))
+        for i in range(50):
+            for n, client in enumerate(clients):
+                client.send(f"client {n} datagram {i}".encode())
+        for n, client in enumerate(clients):
+            got = sorted(client.recv(100) for _ in range(50))
+            assert got == sorted(f"client {n} datagram {i}".encode() for i in range(50))
+    finally:
+        for client in clients:
+            client.close()
+    assert proc.stop() == 0
+
+
 @pytest.mark.parametrize("model", ["fork", "thread"])
 def test_udp_under_fork_or_thread_is_a_one_line_error(model, sockhop_server):
     import subprocess

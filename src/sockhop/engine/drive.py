@@ -15,6 +15,7 @@ import struct
 import time
 
 from sockhop.engine.limits import Limits
+from sockhop.engine.mmsg import SLOTS, DatagramBatch, batch_for
 from sockhop.engine.protocol import (
     Address,
     Close,
@@ -239,16 +240,41 @@ def serve_datagram(sock: socket.socket, protocol: DatagramProtocol, stop_fd: int
     poller.register(sock, select.POLLIN)
     poller.register(stop_fd, select.POLLIN)
     fd = sock.fileno()
+    batch = batch_for(sock)  # this thread's own buffers
     while True:
         for event_fd, _ in poller.poll():
             if event_fd != fd:
                 return
-            answer_datagrams(sock, protocol)
+            answer_datagrams(sock, protocol, batch)
 
 
-def answer_datagrams(sock: socket.socket, protocol: DatagramProtocol, batch: int = 64) -> None:
-    """Read up to ``batch`` waiting datagrams from a nonblocking socket and send the protocol's answers."""
-    for _ in range(batch):
+def answer_datagrams(
+    sock: socket.socket, protocol: DatagramProtocol, batch: DatagramBatch | None = None, most: int = 64
+) -> None:
+    """Read up to ``most`` waiting datagrams from a nonblocking socket and send the protocol's answers -- with
+    ``batch``, many per system call (engine/mmsg.py); without, one recvfrom and one sendto each."""
+    if batch is not None:
+        answered = 0
+        peers = batch.peers
+        while answered < most:
+            received = batch.receive()
+            replies = []
+            for data, raw in received:
+                peer = peers.get(raw) or batch.peer(raw)
+                try:
+                    answers = protocol.datagram_received(data, peer)
+                except Exception as exc:
+                    protocol_failed(peer, "datagram_received", exc)
+                    continue
+                for out in answers:
+                    replies.append((out, raw))
+            if replies:
+                batch.send(replies)
+            if len(received) < SLOTS:
+                return
+            answered += len(received)
+        return
+    for _ in range(most):
         try:
             data, peer = sock.recvfrom(65535)
         except (BlockingIOError, InterruptedError):

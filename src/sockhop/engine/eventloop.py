@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sockhop.engine.base import RESOURCE_ERRORS, RESOURCE_PAUSE, Server, note_exhaustion
 from sockhop.engine.drive import LINGER, RECV_SIZE, answer_datagrams, close_region, peer_name, protocol_failed, release
+from sockhop.engine.mmsg import DatagramBatch, batch_for
 from sockhop.engine.protocol import (
     Address,
     Close,
@@ -88,7 +89,7 @@ class EventLoopServer(Server):
         self.conns: dict[int, Connection] = {}
         self.timers: list[tuple[float, int, int, Connection]] = []
         self.listener_fds: dict[int, Listener] = {}
-        self.datagrams: dict[int, tuple[socket.socket, DatagramProtocol]] = {}
+        self.datagrams: dict[int, tuple[socket.socket, DatagramProtocol, DatagramBatch | None]] = {}
         self.done: deque = deque()  # (connection, reply or exception) from deferred work
         self.executor: ThreadPoolExecutor | None = None
         self.stopping_at: float | None = None
@@ -124,7 +125,7 @@ class EventLoopServer(Server):
             else:
                 protocol = listener.factory()
                 assert isinstance(protocol, DatagramProtocol)
-                self.datagrams[fd] = (sock, protocol)
+                self.datagrams[fd] = (sock, protocol, batch_for(sock))
             self.ep.register(fd, flags)
 
     def _loop(self, ep: select.epoll) -> None:
@@ -220,8 +221,7 @@ class EventLoopServer(Server):
                 elif fd in self.listener_fds:
                     self._accept(self.listener_fds[fd], now)
                 elif fd in self.datagrams:
-                    sock, protocol = self.datagrams[fd]
-                    answer_datagrams(sock, protocol)
+                    answer_datagrams(*self.datagrams[fd])
                 elif fd == wake_fd:
                     self.wakeup.drain()
                     if signal.SIGHUP in self.signals.take():

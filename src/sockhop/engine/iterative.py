@@ -9,6 +9,7 @@ import socket
 
 from sockhop.engine.base import BlockingServer
 from sockhop.engine.drive import answer_datagrams
+from sockhop.engine.mmsg import DatagramBatch, batch_for
 from sockhop.engine.protocol import Address, DatagramProtocol, Listener
 
 
@@ -17,7 +18,7 @@ class IterativeServer(BlockingServer):
 
     def __init__(self, listeners: list[Listener], limits=None) -> None:
         super().__init__(listeners, limits)
-        self.datagram_protocols: dict[int, DatagramProtocol] = {}
+        self.datagram_protocols: dict[int, tuple[DatagramProtocol, DatagramBatch | None]] = {}
 
     def accept_batch(self) -> int:
         return 1  # serve it, then look again (a stop request may have come meanwhile)
@@ -31,7 +32,7 @@ class IterativeServer(BlockingServer):
 
     def answer_inline(self, listener: Listener) -> None:
         fd = listener.sock.fileno()
-        protocol = self.datagram_protocols.get(fd)
-        if protocol is None:
-            protocol = self.datagram_protocols[fd] = listener.factory()  # type: ignore[assignment]
-        answer_datagrams(listener.sock, protocol)
+        served = self.datagram_protocols.get(fd)
+        if served is None:
+            served = self.datagram_protocols[fd] = (listener.factory(), batch_for(listener.sock))  # type: ignore[assignment]
+        answer_datagrams(listener.sock, *served)
