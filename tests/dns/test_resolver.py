@@ -113,6 +113,11 @@ def test_cli_sections_short_and_errors(sockhop_dns):
         assert part in done.stdout
     assert run("example.com", "MX", at, "--short").stdout == "10 mail.example.com.\n"
     assert run("--tcp", "www.example.com", at).stdout.count("(tcp)") == 1
+    dig = require_tool("dig")
+    asked = subprocess.run([dig, f"@{sockhop_dns[0]}", "-p", str(sockhop_dns[1]), "example.com", "MX"],
+                           capture_output=True, text=True, timeout=30).stdout  # fmt: skip
+    header = next(line for line in asked.splitlines() if line.startswith(";; flags:"))
+    assert header.split(";", 3)[-1] in done.stdout  # the section counts read as dig's (OPT counted in ADDITIONAL)
     done = run("nope.example.com", at)
     assert done.returncode == 1 and done.stderr.startswith("sockhop: nope.example.com.: no such name (NXDOMAIN")
     assert done.stderr.count("\n") == 1

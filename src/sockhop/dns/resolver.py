@@ -465,7 +465,7 @@ def format_dig(result: Result) -> str:
         f"@{format_server(result.server)}",
         f";; ->>HEADER<<- opcode: QUERY, status: {dns.rcode.to_text(msg.rcode())}, id: {msg.id}",
         f";; flags: {flags}; QUERY: {len(msg.question)}, ANSWER: {count(msg.answer)}, "
-        f"AUTHORITY: {count(msg.authority)}, ADDITIONAL: {count(msg.additional)}",
+        f"AUTHORITY: {count(msg.authority)}, ADDITIONAL: {count(msg.additional) + (msg.edns >= 0)}",  # OPT too
     ]
     if msg.edns >= 0:
         lines += ["", ";; OPT PSEUDOSECTION:", f"; EDNS: version: {msg.edns}, flags:; udp: {msg.payload}"]
