@@ -9,8 +9,9 @@ so they never share a core. For each server:
 * idle connections held, and the server's memory per connection (PSS, so forked children's shared pages are
   counted once).
 
-Peers in the same run: the same echo on asyncio's default loop and on uvloop. Only ratios measured in one run
-count: absolute figures move with the machine and the day.
+Peers in the same run: the same echo on asyncio's default loop (as a Protocol, its fastest API, and as
+asyncio-streams, the StreamReader/StreamWriter way its documentation writes servers) and on uvloop. Only ratios
+measured in one run count: absolute figures move with the machine and the day.
 
     make bench                         # everything, default durations
     python bench/run.py --seconds 1 --idle 1000 --only eventloop asyncio   # a quick look
@@ -56,7 +57,7 @@ from common import (
 PORT = 17700
 
 MODELS = ["iterative", "fork", "thread", "pool", "eventloop", "prefork"]
-PEERS = ["asyncio", "uvloop"]
+PEERS = ["asyncio", "uvloop", "asyncio-streams"]  # asyncio: a Protocol, its fastest API; -streams: as its docs write
 # Holding 10,000 idle clients as processes or threads is what those models cannot afford; they are measured at a
 # smaller count and the table says so (the per-connection figure is what compares).
 IDLE_CAP = {"fork": 1000, "thread": 2000}
@@ -67,7 +68,7 @@ def server_command(name: str, port: int) -> list[str]:
     py = sys.executable
     if name in PEERS:
         cmd = [py, str(HERE / "peers" / "asyncio_echo.py"), "--port", str(port)]
-        return cmd + (["--uvloop"] if name == "uvloop" else [])
+        return cmd + {"uvloop": ["--uvloop"], "asyncio-streams": ["--streams"]}.get(name, [])
     workers = {"pool": "32", "prefork": "1"}.get(name, "1")
     return [
         py, "-m", "sockhop", "serve", "echo", "--model", name, "--listen", f"127.0.0.1:{port}",

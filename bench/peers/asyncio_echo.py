@@ -1,6 +1,8 @@
 """The peer: the same echo on asyncio's default event loop, or on uvloop with --uvloop.
 
-Written the fastest way asyncio offers (a Protocol, not streams), so the comparison is fair to it.
+Written the fastest way asyncio offers (a Protocol), so the comparison is fair to it; with --streams, the way
+asyncio's documentation writes an echo server (StreamReader and StreamWriter), which is how most asyncio servers are
+written.
 """
 
 import argparse
@@ -19,9 +21,19 @@ class Echo(asyncio.Protocol):
         return False  # close once the write buffer drains
 
 
-async def main(port: int) -> None:
+async def echo_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+
+
+async def main(port: int, streams: bool) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(Echo, "127.0.0.1", port, backlog=4096)
+    if streams:
+        server = await asyncio.start_server(echo_stream, "127.0.0.1", port, backlog=4096)
+    else:
+        server = await loop.create_server(Echo, "127.0.0.1", port, backlog=4096)
     print(f"listening on 127.0.0.1:{port}", file=sys.stderr, flush=True)
     async with server:
         await server.serve_forever()
@@ -31,12 +43,13 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--uvloop", action="store_true")
+    parser.add_argument("--streams", action="store_true", help="StreamReader/StreamWriter, as asyncio's docs write it")
     args = parser.parse_args()
     if args.uvloop:
         import uvloop
 
         uvloop.install()
     try:
-        asyncio.run(main(args.port))
+        asyncio.run(main(args.port, args.streams))
     except KeyboardInterrupt:
         pass
