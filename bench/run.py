@@ -23,6 +23,7 @@ from __future__ import annotations
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -147,6 +148,47 @@ def measure(name: str, binary: Path, port: int, seconds: float, idle_count: int)
     return row
 
 
+def taking_turns(names: list[str], binary: Path, port: int, seconds: float, rounds: int) -> dict[str, list]:
+    """Round trips at 256 connections again, the servers taking turns ``rounds`` times: (rate, user µs, kernel µs)
+    per turn. Over a run the machine drifts (kernel time per round trip moves by a tenth here), and one measurement
+    per server, minutes apart, puts that drift into the ratios; turns taken side by side spread it over everyone."""
+    turns: dict[str, list] = {name: [] for name in names}
+    for _ in range(rounds):
+        for i, name in enumerate(names):
+            proc = start(name, port + i)
+            try:
+                wait_quiet(proc.pid, sockets_held(proc.pid))
+                user, system = cpu_split(proc.pid)
+                rate, done = load(binary, port + i, "rt", 256, seconds)
+                user_after, system_after = cpu_split(proc.pid)
+                turns[name].append((rate, micros_per(user_after - user, done), micros_per(system_after - system, done)))
+            finally:
+                stop(proc)
+    return turns
+
+
+def turns_table(turns: dict[str, list], seconds: float) -> str:
+    rounds = max(len(v) for v in turns.values())
+    lines = ["", f"Taking turns: round trips at 256 connections, {rounds} rounds of {seconds:g} s, the servers one "
+             "after another in each round (medians):", "",
+             "| server | round trips/s | CPU µs per round trip, user / kernel |", "| --- | ---: | ---: |"]  # fmt: skip
+    for name, values in turns.items():
+        rate, user, kernel = (statistics.median(v[k] for v in values) for k in range(3))
+        lines.append(f"| {name} | {fmt(rate)} | {fmt(user, 2, grouped=False)} / {fmt(kernel, 2, grouped=False)} |")
+    if "eventloop" in turns:
+        lines.append("")
+        for peer in PEERS:
+            if peer not in turns:
+                continue
+            ratios = sorted(a[0] / b[0] for a, b in zip(turns["eventloop"], turns[peer], strict=True) if b[0])
+            if ratios:
+                lines.append(
+                    f"- eventloop / {peer}, round trips at 256 connections, turn by turn: median "
+                    f"**{statistics.median(ratios):.2f}x** (from {ratios[0]:.2f}x to {ratios[-1]:.2f}x)"
+                )
+    return "\n".join(lines)
+
+
 def instructions_per_round_trip(name: str, binary: Path, port: int, seconds: float) -> float:
     """User-space instructions the server spends per round trip at 256 connections, counted by callgrind.
 
@@ -259,8 +301,10 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="per figure (default 3)")
     parser.add_argument("--idle", type=int, default=10000, help="idle connections to hold (default 10000)")
     parser.add_argument("--no-callgrind", action="store_true", help="skip the instruction counts (valgrind)")
+    parser.add_argument("--rounds", type=int, default=3, help="turns at 256 connections for eventloop, prefork and "
+                        "the peers, taken side by side (default 3; 0: none)")  # fmt: skip
     parser.add_argument("--callgrind-seconds", type=float, default=10.0, help="load under callgrind (default 10)")
-    args = parse(parser, quick={"seconds": 0.3, "idle": 50, "callgrind_seconds": 0.5})
+    args = parse(parser, quick={"seconds": 0.3, "idle": 50, "callgrind_seconds": 0.5, "rounds": 1})
     need_two_cores("load")
     raise_nofile()
     binary = build_c("echoload")
@@ -269,12 +313,21 @@ def main() -> int:
     for i, name in enumerate(names):
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
         rows.append(measure(name, binary, PORT + 10 * i, args.seconds, args.idle))
+    compared = [n for n in names if n in ("eventloop", "prefork", *PEERS)]
+    turns = {}
+    if args.rounds and len(compared) > 1:
+        print(f"bench: {args.rounds} rounds of turns at 256 connections ...", file=sys.stderr, flush=True)
+        turns = taking_turns(compared, binary, PORT + 400, args.seconds, args.rounds)
     counted = []
     if not args.no_callgrind and shutil.which("valgrind"):
         for i, name in enumerate(n for n in names if n in CALLGRIND):
             print(f"bench: {name} under callgrind ...", file=sys.stderr, flush=True)
             counted.append((name, instructions_per_round_trip(name, binary, PORT + 500 + i, args.callgrind_seconds)))
-    body = table(rows, args.seconds) + ("\n" + instructions_table(counted) if counted else "")
+    body = (
+        table(rows, args.seconds)
+        + ("\n" + turns_table(turns, args.seconds) if turns else "")
+        + ("\n" + instructions_table(counted) if counted else "")
+    )
     write_report(args.out, "echo", "echo", body, lambda plt: plot(plt, rows))
     return 0
 
