@@ -30,8 +30,9 @@ PEER_CACHE = 4096  # raw addresses remembered as tuples; then the cache starts o
 _MMSG = 64  # sizeof(struct mmsghdr) on 64-bit Linux
 _IOVEC = 16  # sizeof(struct iovec)
 # struct mmsghdr: msghdr {name ptr, namelen u32 (+4), iov ptr, iovlen u64, control ptr, controllen u64, flags i32
-# (+4)}, msg_len u32 (+4). Offsets in bytes.
-_NAME, _NAMELEN, _IOV, _IOVLEN, _LEN = 0, 8, 16, 24, 56
+# (+4)}, msg_len u32 (+4). The header is written whole with _HEADER; these two are read and written one by one.
+_HEADER = "QI4xQQ"  # name, namelen, iov, iovlen (control, its length and flags stay 0)
+_NAMELEN, _LEN = 8, 56  # byte offsets of msg_namelen and msg_len
 
 
 def _libc() -> tuple[Callable, Callable] | None:
@@ -68,7 +69,7 @@ class _Side:
         self.names_at = _address(self.names)
         self.data_at = _address(self.data)
         for i in range(SLOTS):
-            struct.pack_into("QI4xQQ", self.headers, i * _MMSG, self.names_at + i * NAME_SIZE, NAME_SIZE,
+            struct.pack_into(_HEADER, self.headers, i * _MMSG, self.names_at + i * NAME_SIZE, NAME_SIZE,
                              self.iovecs_at + i * _IOVEC, 1)  # fmt: skip
         self.u32 = memoryview(self.headers).cast("I")
         self.u64 = memoryview(self.iovecs).cast("Q")
