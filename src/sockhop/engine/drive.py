@@ -253,42 +253,43 @@ def answer_datagrams(
 ) -> None:
     """Read up to ``most`` waiting datagrams from a nonblocking socket and send the protocol's answers -- with
     ``batch``, many per system call (engine/mmsg.py); without, one recvfrom and one sendto each."""
-    if batch is not None:
-        answered = 0
-        peers = batch.peers
-        while answered < most:
-            received = batch.receive()
-            replies = []
-            for data, raw in received:
-                peer = peers.get(raw) or batch.peer(raw)
-                try:
-                    answers = protocol.datagram_received(data, peer)
-                except Exception as exc:
-                    protocol_failed(peer, "datagram_received", exc)
-                    continue
-                for out in answers:
-                    replies.append((out, raw))
-            if replies:
-                batch.send(replies)
-            if len(received) < SLOTS:
-                return
-            answered += len(received)
-        return
-    for _ in range(most):
-        try:
-            data, peer = sock.recvfrom(65535)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:  # an ICMP error from an earlier send surfaces here: not ours to worry about
-            log.debug("udp: %s", exc)
-            continue
-        try:
-            replies = protocol.datagram_received(data, peer)
-        except Exception as exc:
-            protocol_failed(peer, "datagram_received", exc)
-            continue
-        for out in replies:
+    peers = batch.peers if batch is not None else {}
+    answered = 0
+    while answered < most:
+        received = batch.receive() if batch is not None else _receive_one(sock)
+        replies = []
+        for data, source in received:
+            peer = source if batch is None else peers.get(source) or batch.peer(source)
             try:
-                sock.sendto(out, peer)
-            except OSError as exc:  # best effort, as UDP is: a full buffer drops the reply
-                log.debug("udp %s: reply dropped: %s", peer_name(peer), exc)
+                answers = protocol.datagram_received(data, peer)
+            except Exception as exc:
+                protocol_failed(peer, "datagram_received", exc)
+                continue
+            for out in answers:
+                replies.append((out, source))
+        if replies:
+            if batch is not None:
+                batch.send(replies)
+            else:
+                _send_each(sock, replies)
+        if len(received) < (SLOTS if batch is not None else 1):
+            return
+        answered += len(received)
+
+
+def _receive_one(sock: socket.socket) -> list[tuple[bytes, Address]]:
+    try:
+        return [sock.recvfrom(65535)]
+    except (BlockingIOError, InterruptedError):
+        return []
+    except OSError as exc:  # an ICMP error from an earlier send surfaces here: not ours to worry about
+        log.debug("udp: %s", exc)
+        return []
+
+
+def _send_each(sock: socket.socket, replies: list[tuple[bytes, Address]]) -> None:
+    for out, peer in replies:
+        try:
+            sock.sendto(out, peer)
+        except OSError as exc:  # best effort, as UDP is: a full buffer drops the reply
+            log.debug("udp %s: reply dropped: %s", peer_name(peer), exc)
