@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sockhop import __version__
+from sockhop.console import say
 from sockhop.engine import MODELS, Limits, Listener, make_server
 from sockhop.engine.limits import default_workers
 from sockhop.engine.protocol import format_address
@@ -320,11 +321,11 @@ def run_server(args: argparse.Namespace, listeners: list[Listener], model: str |
 
     def announce() -> None:
         for listener in listeners:
-            print(f"sockhop: {listener.describe()} (model {model}{workers})", file=sys.stderr, flush=True)
+            say(f"sockhop: {listener.describe()} (model {model}{workers})")
         if admin is not None:
             admin.start()
             where = format_address(admin.sock.getsockname())
-            print(f"sockhop: admin tcp {where} (model {model}{workers})", file=sys.stderr, flush=True)
+            say(f"sockhop: admin tcp {where} (model {model}{workers})")
 
     try:
         serve_restartable(server, restart_fds(listeners, admin), announce)

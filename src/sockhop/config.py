@@ -21,6 +21,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sockhop.console import say
 from sockhop.errors import SockhopError
 
 SERVICE_KINDS = ("web", "dns", "mail", "echo")
@@ -302,12 +303,12 @@ class Supervisor:
             successor = self.successor(config) if adopting and restarted and code == 0 else None
             if successor is not None:
                 self.masters[successor] = config
-                print(f"sockhop up: {config.name}: master {successor} took over from {pid}", file=sys.stderr)
+                say(f"sockhop up: {config.name}: master {successor} took over from {pid}")
                 if self.forwarded:  # a stop came while the old one drained: the new one stops too
                     self._kill(successor, self.forwarded[-1])
                 continue
             if code != 0 and not self.forwarded:
-                print(f"sockhop up: {config.name} stopped with status {code}; stopping the others", file=sys.stderr)
+                say(f"sockhop up: {config.name} stopped with status {code}; stopping the others")
                 status = 1
                 self.forward(signal.SIGTERM, None)
         return status

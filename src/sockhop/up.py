@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sockhop.console import say
 from sockhop.dns.builtin import dns_service
 from sockhop.engine import Limits, Listener, make_server
 from sockhop.engine.protocol import format_address
@@ -163,24 +164,25 @@ def up(args: argparse.Namespace) -> int:
         raise
 
     def announce() -> None:
-        print(f"sockhop up: every service on {args.host} (model {model}); Ctrl-C stops them all", file=sys.stderr)
+        say(f"sockhop up: every service on {args.host} (model {model}); Ctrl-C stops them all")
         for offer in offers:
-            print(f"sockhop: {offer.listener.describe()} (model {model})", file=sys.stderr)
-            print(f"    try: {offer.try_it}", file=sys.stderr)
+            say(f"sockhop: {offer.listener.describe()} (model {model})")
+            say(f"    try: {offer.try_it}")
         if admin is not None:
             admin.start()
             where = format_address(admin.sock.getsockname())
-            print(f"sockhop: admin tcp {where} (model {model})", file=sys.stderr)
-            print(f"    try: curl -s http://{where}/metrics | grep ^sockhop_", file=sys.stderr)
+            say(f"sockhop: admin tcp {where} (model {model})")
+            say(f"    try: curl -s http://{where}/metrics | grep ^sockhop_")
         if not args.no_tls:
-            print(f"sockhop up: TLS certificates come from a local CA in {ctx.ca.parent}; make curl trust it with:\n"
-                  f"    {curl_command(ctx.ca, ctx.host)}", file=sys.stderr)  # fmt: skip
-        sys.stderr.flush()
+            say(
+                f"sockhop up: TLS certificates come from a local CA in {ctx.ca.parent}; make curl trust it with:\n"
+                f"    {curl_command(ctx.ca, ctx.host)}"
+            )
 
     try:
         serve_restartable(server, restart_fds(listeners, admin), announce)  # SIGUSR2: a new `up` takes over
     finally:
         if admin is not None:
             admin.stop()
-    print("sockhop up: stopped", file=sys.stderr)
+    say("sockhop up: stopped")
     return 0

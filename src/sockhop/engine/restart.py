@@ -27,6 +27,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from sockhop import console
 from sockhop.net.listeners import SOCKHOP_FDS
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ READY_TIMEOUT = 30.0
 
 
 def say(text: str) -> None:
-    print(f"sockhop: {text}", file=sys.stderr, flush=True)
+    console.say(f"sockhop: {text}")
 
 
 def announce_ready() -> None:
