@@ -117,6 +117,16 @@ def idle(proc: subprocess.Popen, port: int, count: int, timeout: float = 60) -> 
     return idle_memory(proc.pid, count, open_connections, settle=5)
 
 
+def round_trips(proc: subprocess.Popen, binary: Path, port: int, n: int, seconds: float) -> tuple[float, float, float]:
+    """Round trips per second over ``n`` connections, and the server's CPU per round trip split into its own
+    (user-space) work and the kernel's (TCP on loopback, which no engine avoids): steadier than rates when something
+    else shares the machine."""
+    user, system = cpu_split(proc.pid)
+    rate, done = load(binary, port, "rt", n, seconds)
+    user_after, system_after = cpu_split(proc.pid)
+    return rate, micros_per(user_after - user, done), micros_per(system_after - system, done)
+
+
 def measure(name: str, binary: Path, port: int, seconds: float, idle_count: int) -> dict:
     row: dict = {"server": name}
     proc = start(name, port)
@@ -124,15 +134,9 @@ def measure(name: str, binary: Path, port: int, seconds: float, idle_count: int)
     try:
         for n in (1, 16, 256):
             wait_quiet(proc.pid, fresh)
-            user, system = cpu_split(proc.pid)
-            row[f"rt{n}"], done = load(binary, port, "rt", n, seconds)
+            row[f"rt{n}"], user_us, kernel_us = round_trips(proc, binary, port, n, seconds)
             if n == 256:
-                # Server CPU per round trip: steadier than rates when something else shares the machine; split
-                # into the server's own (user-space) work and the kernel's (TCP on loopback), which no engine avoids.
-                user_after, system_after = cpu_split(proc.pid)
-                row["user_us"] = micros_per(user_after - user, done)
-                row["kernel_us"] = micros_per(system_after - system, done)
-                row["us_per_rt"] = row["user_us"] + row["kernel_us"]
+                row["user_us"], row["kernel_us"], row["us_per_rt"] = user_us, kernel_us, user_us + kernel_us
         wait_quiet(proc.pid, fresh)
         row["conn"], _ = load(binary, port, "conn", 16, seconds)
     finally:
@@ -158,10 +162,7 @@ def taking_turns(names: list[str], binary: Path, port: int, seconds: float, roun
             proc = start(name, port + i)
             try:
                 wait_quiet(proc.pid, sockets_held(proc.pid))
-                user, system = cpu_split(proc.pid)
-                rate, done = load(binary, port + i, "rt", 256, seconds)
-                user_after, system_after = cpu_split(proc.pid)
-                turns[name].append((rate, micros_per(user_after - user, done), micros_per(system_after - system, done)))
+                turns[name].append(round_trips(proc, binary, port + i, 256, seconds))
             finally:
                 stop(proc)
     return turns

@@ -38,6 +38,7 @@ from sockhop.engine.protocol import (
     Listener,
     Reply,
     StreamProtocol,
+    as_reply,
 )
 
 log = logging.getLogger("sockhop.engine")
@@ -194,7 +195,7 @@ class EventLoopServer(Server):
                                     piece = None
                             if piece is not None:
                                 if conn.out or self.stopping_at is not None:
-                                    reply = Reply((piece,))
+                                    reply = as_reply(reply)  # the general way: a Reply stays the one it was
                                 else:
                                     try:
                                         sent = write(conn.fd, piece)

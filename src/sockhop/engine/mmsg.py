@@ -86,7 +86,6 @@ class DatagramBatch:
     def __init__(self, sock: socket.socket) -> None:
         assert _CALLS is not None
         self.recvmmsg, self.sendmmsg = _CALLS
-        self.sock = sock
         self.fd = sock.fileno()
         self.inbox = _Side(SLOTS * SLOT_SIZE)
         for i in range(SLOTS):
