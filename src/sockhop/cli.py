@@ -21,9 +21,10 @@ from sockhop.console import say
 from sockhop.engine import MODELS, Limits, Listener, make_server
 from sockhop.engine.limits import default_workers
 from sockhop.engine.protocol import format_address
-from sockhop.errors import SockhopError
+from sockhop.errors import SockhopError, UsageError
 from sockhop.net.addresses import parse_endpoint
 from sockhop.net.listeners import open_listeners
+from sockhop.options import positive_float, positive_int
 from sockhop.web import cli as web_cli
 
 if TYPE_CHECKING:
@@ -32,31 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("sockhop")
 
 
-class UsageError(SockhopError):
-    """Wrong use of the command."""
-
-
 # -- shared pieces of the serve commands ----------------------------------------------------------------------------
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
-    return value
-
-
 def add_engine_options(parser: argparse.ArgumentParser, default_listen: str) -> None:
     """The options every server takes: where to listen, which model, and the engine's limits."""
     parser.add_argument(

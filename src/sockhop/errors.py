@@ -8,6 +8,7 @@
     │   ├── AddressInUseError
     │   └── PrivilegedPortError
     ├── EngineError             a model asked to do what it cannot (fork with UDP, ...)
+    ├── UsageError              options that do not go together
     ├── LocalProtocolError      we were asked to send something the protocol forbids
     └── RemoteProtocolError     the peer sent something the protocol forbids; carries a reply hint
 
@@ -51,6 +52,10 @@ class PrivilegedPortError(AddressError):
 
 class EngineError(SockhopError):
     """The engine cannot run that way."""
+
+
+class UsageError(SockhopError):
+    """Wrong use of the command."""
 
 
 class LocalProtocolError(SockhopError):

@@ -12,8 +12,6 @@ from sockhop.cli import (
     UsageError,
     add_engine_options,
     open_service,
-    positive_float,
-    positive_int,
     run_server,
     with_reload,
 )
@@ -53,27 +51,16 @@ def add_commands(sub: argparse._SubParsersAction, services: argparse._SubParsers
     )
     serve.set_defaults(func=cmd_serve_dns)
 
+    from sockhop.dns import lookup
+
     resolve = sub.add_parser(
         "resolve",
         help="ask a name server a question and print the answer (as dig)",
         description="A stub resolver: NAME [TYPE] [@SERVER[:PORT]]; without @SERVER, the nameservers of "
         "/etc/resolv.conf.",
     )
-    resolve.add_argument("words", nargs="+", metavar="NAME [TYPE] [@SERVER[:PORT]]")
-    resolve.add_argument("--tcp", action="store_true", help="ask over TCP from the start")
-    resolve.add_argument(
-        "--tls", action="store_true", help="ask over DNS over TLS (RFC 7858; port 853 unless @SERVER:PORT says)"
-    )
-    resolve.add_argument(
-        "--cacert", metavar="FILE", help="with --tls: trust the CA certificates in FILE instead of the system's"
-    )
-    resolve.add_argument(
-        "-k", "--insecure", action="store_true", help="with --tls: do not verify the certificate (with a warning)"
-    )
-    resolve.add_argument("--timeout", type=positive_float, default=2.0, metavar="S", help="per try (default 2)")
-    resolve.add_argument("--tries", type=positive_int, default=3, metavar="N", help="UDP tries per server (default 3)")
-    resolve.add_argument("--short", action="store_true", help="print only the answer's data, one per line")
-    resolve.set_defaults(func=cmd_resolve)
+    lookup.add_arguments(resolve)
+    resolve.set_defaults(func=lookup.run)
 
 
 # -- serve dns ------------------------------------------------------------------------------------------------------
@@ -170,16 +157,3 @@ def _only(args: argparse.Namespace, endpoint: str | None) -> argparse.Namespace:
     else:
         copy.listen, copy.listen_tls = [endpoint], None
     return copy
-
-
-# -- resolve --------------------------------------------------------------------------------------------------------
-def cmd_resolve(args: argparse.Namespace) -> int:
-    from sockhop.dns.resolver import format_dig, format_short, parse_words, query
-
-    name, rdtype, server = parse_words(args.words)
-    if (args.cacert or args.insecure) and not args.tls:
-        raise UsageError("--cacert and -k are for --tls")
-    tls = {"tls": args.tls, "cacert": args.cacert, "insecure": args.insecure}
-    result = query(name, rdtype, server, tcp=args.tcp, timeout=args.timeout, tries=args.tries, **tls)
-    print(format_short(result) if args.short else format_dig(result))
-    return 0

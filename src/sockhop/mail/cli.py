@@ -24,20 +24,10 @@ class MailSetupError(SockhopError):
     """The mail server cannot start that way."""
 
 
-def size(text: str) -> int:
-    """A byte count: ``10485760``, ``512k``, ``10M``."""
-    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
-    text = text.strip().lower().removesuffix("b")
-    scale = units.get(text[-1:], 1)
-    number = text[:-1] if text[-1:] in units else text
-    if not number.isdigit() or int(number) == 0:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (write 10485760, 512k or 10M)")
-    return int(number) * scale
-
-
 def add_commands(sub: argparse._SubParsersAction, services: argparse._SubParsersAction) -> None:
     """Add ``serve mail`` to ``services`` and ``send``, ``mailbox`` to ``sub``."""
-    from sockhop.cli import add_engine_options, positive_float, positive_int
+    from sockhop.cli import add_engine_options
+    from sockhop.options import positive_float, positive_int, size
 
     from .protocol import DEFAULT_COMMAND_TIMEOUT, DEFAULT_DATA_TIMEOUT, DEFAULT_MAX_RECIPIENTS, DEFAULT_MAX_SIZE
 
@@ -78,27 +68,11 @@ def add_commands(sub: argparse._SubParsersAction, services: argparse._SubParsers
         if action.dest == "idle_timeout":
             action.help = "default 300, as RFC 5321 asks of an SMTP server"
 
+    from . import send as send_command
+
     send = sub.add_parser("send", help="build a message and deliver it over SMTP (to --server, or by MX)")
-    send.add_argument("--from", dest="sender", metavar="ADDR", help="default: you@this host's name")
-    send.add_argument("--to", action="append", required=True, metavar="ADDR", help="repeatable")
-    send.add_argument("--server", metavar="ENDPOINT", help="deliver here (host:port) instead of looking up MX")
-    send.add_argument(
-        "--port", type=positive_int, metavar="N",
-        help="SMTP port of the MX hosts, or of a --server without one (default: an _smtp._tcp SRV record's, else 25)",
-    )  # fmt: skip
-    send.add_argument("--dns", metavar="ENDPOINT", help="DNS server for MX lookups (default the system's)")
-    send.add_argument("--subject", default="")
-    send.add_argument("--body", help="message text (default: read standard input)")
-    send.add_argument("--attach", action="append", default=[], metavar="FILE", help="repeatable")
-    send.add_argument("--helo", help="name to give in EHLO (default this host's name)")
-    send.add_argument("--timeout", type=positive_float, default=30.0, metavar="S")
-    send.add_argument(
-        "--tls", choices=("required", "opportunistic", "off"), default="opportunistic",
-        help="STARTTLS: required (and the certificate verified), opportunistic (when offered; default, as"
-        " Postfix's 'may'), off",
-    )  # fmt: skip
-    send.add_argument("--cacert", metavar="FILE", help="trust this CA (PEM) instead of the system's trust store")
-    send.set_defaults(func=cmd_send)
+    send_command.add_arguments(send)
+    send.set_defaults(func=send_command.run)
 
     mailbox = sub.add_parser("mailbox", help="list the messages in a Maildir, or print one")
     mailbox.add_argument("maildir", metavar="MAILDIR")
@@ -165,12 +139,6 @@ def cmd_serve_mail(args: argparse.Namespace) -> int:
     )
     listeners = mail_listeners(args, Path(args.maildir), policy, catch_all=args.catch_all)
     return run_server(args, listeners)
-
-
-def cmd_send(args: argparse.Namespace) -> int:
-    from .client import send_command
-
-    return send_command(args)
 
 
 def cmd_mailbox(args: argparse.Namespace) -> int:

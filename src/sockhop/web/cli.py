@@ -55,15 +55,10 @@ def cmd_serve_web(args: argparse.Namespace) -> int:
             options.access_log.close()  # what is still pending
 
 
-def cmd_get(args: argparse.Namespace) -> int:
-    from sockhop.web.get import run_get
-
-    return run_get(args)
-
-
 def add_commands(sub: argparse._SubParsersAction, services: argparse._SubParsersAction) -> None:
     """``serve web`` under ``services``, ``get`` under the top-level ``sub``."""
-    from sockhop.cli import add_engine_options, positive_float, positive_int
+    from sockhop.cli import add_engine_options
+    from sockhop.options import positive_float, positive_int
 
     web = services.add_parser("web", help="HTTP/1.1 static files (the Apache role)")
     web.add_argument("root", nargs="?", default=".", help="the folder to serve (default: the current one)")
@@ -83,22 +78,11 @@ def add_commands(sub: argparse._SubParsersAction, services: argparse._SubParsers
     add_engine_options(web, default_listen=f"127.0.0.1:{DEFAULT_PORT}")
     web.set_defaults(func=cmd_serve_web)
 
+    from sockhop.web import get as get_command
+
     get = sub.add_parser("get", help="fetch URLs over HTTP/1.1 or HTTPS (as curl or wget)")
-    get.add_argument("urls", nargs="+", metavar="URL")
-    out = get.add_mutually_exclusive_group()
-    out.add_argument("-o", "--output", metavar="FILE", help="write the body to FILE")
-    out.add_argument("-O", "--remote-name", action="store_true", help="save under the URL's own file name")
-    get.add_argument("-I", "--head", action="store_true", help="send HEAD; show the status line and headers")
-    get.add_argument("-i", "--include", action="store_true", help="show the status line and headers too")
-    get.add_argument("-L", "--location", action="store_true", help="follow redirects")
-    get.add_argument("-H", "--header", action="append", default=[], metavar="'Name: value'", help="repeatable")
-    get.add_argument("-C", "--continue", dest="resume", action="store_true", help="resume a partial download")
-    get.add_argument("-f", "--fail", action="store_true", help="exit non-zero on a 4xx or 5xx status")
-    get.add_argument("--timeout", type=positive_float, default=30.0, metavar="S", help="connect and read timeout")
-    get.add_argument("--cacert", metavar="FILE", help="trust the CA certificates in FILE (PEM) for https://")
-    get.add_argument("-k", "--insecure", action="store_true", help="https:// without verifying the certificate")
-    get.add_argument("--max-redirects", type=positive_int, default=10, metavar="N", help="with -L (default 10)")
-    get.set_defaults(func=cmd_get)
+    get_command.add_arguments(get)
+    get.set_defaults(func=get_command.run_get)
 
 
 def web_service(ctx: UpContext) -> list[Offer]:

@@ -17,6 +17,7 @@ from http import HTTPStatus
 from typing import BinaryIO
 from urllib.parse import unquote, urljoin, urlsplit
 
+from sockhop.options import positive_float, positive_int
 from sockhop.web.client import (
     USER_AGENT,
     BadStatus,
@@ -28,6 +29,24 @@ from sockhop.web.client import (
 )
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``sockhop get``'s options, named as curl names them."""
+    parser.add_argument("urls", nargs="+", metavar="URL")
+    out = parser.add_mutually_exclusive_group()
+    out.add_argument("-o", "--output", metavar="FILE", help="write the body to FILE")
+    out.add_argument("-O", "--remote-name", action="store_true", help="save under the URL's own file name")
+    parser.add_argument("-I", "--head", action="store_true", help="send HEAD; show the status line and headers")
+    parser.add_argument("-i", "--include", action="store_true", help="show the status line and headers too")
+    parser.add_argument("-L", "--location", action="store_true", help="follow redirects")
+    parser.add_argument("-H", "--header", action="append", default=[], metavar="'Name: value'", help="repeatable")
+    parser.add_argument("-C", "--continue", dest="resume", action="store_true", help="resume a partial download")
+    parser.add_argument("-f", "--fail", action="store_true", help="exit non-zero on a 4xx or 5xx status")
+    parser.add_argument("--timeout", type=positive_float, default=30.0, metavar="S", help="connect and read timeout")
+    parser.add_argument("--cacert", metavar="FILE", help="trust the CA certificates in FILE (PEM) for https://")
+    parser.add_argument("-k", "--insecure", action="store_true", help="https:// without verifying the certificate")
+    parser.add_argument("--max-redirects", type=positive_int, default=10, metavar="N", help="with -L (default 10)")
 
 
 def remote_name(url: str) -> str:

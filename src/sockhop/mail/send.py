@@ -1,0 +1,38 @@
+"""``sockhop send``: build a message with the email package and deliver it (to ``--server``, or by MX), with the
+options swaks users type."""
+
+from __future__ import annotations
+
+import argparse
+
+from sockhop.options import positive_float, positive_int
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``sockhop send``'s options."""
+    parser.add_argument("--from", dest="sender", metavar="ADDR", help="default: you@this host's name")
+    parser.add_argument("--to", action="append", required=True, metavar="ADDR", help="repeatable")
+    parser.add_argument("--server", metavar="ENDPOINT", help="deliver here (host:port) instead of looking up MX")
+    parser.add_argument(
+        "--port", type=positive_int, metavar="N",
+        help="SMTP port of the MX hosts, or of a --server without one (default: an _smtp._tcp SRV record's, else 25)",
+    )  # fmt: skip
+    parser.add_argument("--dns", metavar="ENDPOINT", help="DNS server for MX lookups (default the system's)")
+    parser.add_argument("--subject", default="")
+    parser.add_argument("--body", help="message text (default: read standard input)")
+    parser.add_argument("--attach", action="append", default=[], metavar="FILE", help="repeatable")
+    parser.add_argument("--helo", help="name to give in EHLO (default this host's name)")
+    parser.add_argument("--timeout", type=positive_float, default=30.0, metavar="S")
+    parser.add_argument(
+        "--tls", choices=("required", "opportunistic", "off"), default="opportunistic",
+        help="STARTTLS: required (and the certificate verified), opportunistic (when offered; default, as"
+        " Postfix's 'may'), off",
+    )  # fmt: skip
+    parser.add_argument("--cacert", metavar="FILE", help="trust this CA (PEM) instead of the system's trust store")
+
+
+def run(args: argparse.Namespace) -> int:
+    """One line per recipient; exit 1 if any was not delivered."""
+    from .client import send_command
+
+    return send_command(args)
