@@ -3,6 +3,7 @@ the ports it got, stop it, and make sure nothing is left behind. Real sockets on
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -77,6 +78,16 @@ class ServerProcess:
             return self.proc.wait()
 
 
+def said(line: str) -> str:
+    """A line of sockhop's standard error as text: under --log-format json, its message with the prefix."""
+    if line.startswith("{"):
+        try:
+            return "sockhop: " + json.loads(line)["message"]
+        except (ValueError, KeyError):
+            pass
+    return line
+
+
 def start_server(
     args: list[str], *, announce: int = 1, timeout: float = 15.0, module: str = "sockhop", env=None, **popen
 ) -> ServerProcess:
@@ -100,7 +111,7 @@ def start_server(
         for line in proc.stderr:
             line = line.rstrip("\n")
             server.lines.append(line)
-            match = LISTENING.match(line)
+            match = LISTENING.match(said(line))
             if match:
                 key = (match["name"], match["kind"])
                 server.addresses.setdefault(key, []).append(split_address(match["addr"]))
@@ -135,3 +146,16 @@ def sockhop_server():
         server.stop()
         if server.proc.stderr:
             server.proc.stderr.close()
+
+
+def open_up_plan(service_name: str, ctx, plan_index: int = 0) -> tuple[list, object]:
+    """What ``sockhop up`` opens for one service's plan, on an ephemeral loopback port (the real ports may be
+    taken): the listeners, through the same parser and opener as ``sockhop serve``, and the plan."""
+    from sockhop.cli import serve_parsers
+    from sockhop.services import BY_NAME
+    from sockhop.serving import ArgsOpener
+
+    service = BY_NAME[service_name]
+    plan = service.up(ctx)[plan_index]
+    args = serve_parsers()[service_name].parse_args([*plan.argv, "--listen", "127.0.0.1:0"])
+    return service.open(args, ArgsOpener(args, service_name)), plan

@@ -7,8 +7,11 @@ import signal
 import socket
 import ssl
 import stat
+import subprocess
 
+from sockhop.up import command_name
 from tests.engine.clients import echo_once
+from tests.support import ROOT, require_tool
 
 
 def loopback_host() -> str:
@@ -24,7 +27,7 @@ def test_up_serves_echo_on_tcp_and_udp_and_stops_on_ctrl_c(sockhop_server, tmp_p
         udp.settimeout(5)
         udp.sendto(b"hello udp", (host, 7007))
         assert udp.recv(100) == b"hello udp"
-    assert f"try: echo hello | sockhop talk {host} 7007" in server.log()
+    assert f"try: echo hello | {command_name()} talk {host} 7007" in server.log()
     assert not (tmp_path / "data" / "tls").exists()
     assert server.stop(signal.SIGINT) == 0
     assert "stopped" in server.log()
@@ -54,3 +57,28 @@ def test_up_serves_tls_twins_with_a_local_ca(sockhop_server, tmp_path):
     again = sockhop_server(["up", "--host", host, "--data", str(data)], announce=10)
     assert ca.read_bytes() == before
     assert again.stop(signal.SIGINT) == 0
+
+
+def test_every_line_up_prints_runs_as_printed(sockhop_server, tmp_path):
+    """What `sockhop up` tells a newcomer to try works when pasted into a shell: every `try:` line, as printed."""
+    for tool in ("dig", "kdig", "swaks", "curl", "openssl"):
+        require_tool(tool)
+    host = loopback_host()
+    data = tmp_path / "data"
+    server = sockhop_server(["up", "--host", host, "--data", str(data)], announce=10)
+    lines = [line.split("try: ", 1)[1] for line in server.lines if line.startswith("    try: ")]
+    assert len(lines) == 10, server.log()
+    expected = {  # what each line prints when it works
+        "talk --udp": "hello", "talk": "hello", "s_client": "hello", " get ": "The six models",
+        "curl": "The six models", "dig": "10 mail.sockhop.test.", "resolve": "www.sockhop.test.",
+        "kdig": "10 mail.sockhop.test.", "send": "delivered via", "swaks": "250 2.0.0 Ok: queued",
+    }  # fmt: skip
+    for line in lines:
+        what = next(key for key in expected if key in line)
+        shell = f"timeout 3 {line}" if what == "s_client" else line  # s_client waits for the server to close
+        stdin = "hello\n" if what == "s_client" else ""
+        done = subprocess.run(["bash", "-c", shell], input=stdin, capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert done.returncode in ((0, 124) if what == "s_client" else (0,)), f"{line}\n{done.stderr}"
+        assert expected[what] in done.stdout, f"{line}\n{done.stdout}\n{done.stderr}"
+    assert server.stop(signal.SIGINT) == 0
+    assert server.lines[-1] == "sockhop up: stopped"

@@ -12,19 +12,15 @@ Every mistake is reported with its key and line (as ``nginx -t`` does), all of t
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import signal
-import subprocess
+import socket
 import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sockhop.console import say
 from sockhop.errors import SockhopError
-
-SERVICE_KINDS = ("web", "dns", "mail", "echo")
+from sockhop.service import Problem
 
 
 class ConfigError(SockhopError):
@@ -74,15 +70,6 @@ class _Lines:
             if pattern.match(line):
                 return i + 1
         return 0
-
-
-def _serve_parsers() -> dict[str, argparse.ArgumentParser]:
-    from sockhop.cli import build_parser
-
-    parser = build_parser()
-    serve = next(a for a in parser._subparsers._group_actions if a.dest == "command").choices["serve"]
-    services = next(a for a in serve._subparsers._group_actions if a.dest == "service")
-    return {name: services.choices[name] for name in SERVICE_KINDS if name in services.choices}
 
 
 def _argv_for(
@@ -142,8 +129,9 @@ def _argv_for(
     return [*positional, *options]
 
 
-def load(path: str | Path) -> tuple[list[ServiceConfig], list[Mistake]]:
-    """The services the file describes, and every mistake in it."""
+def load(path: str | Path, *, thorough: bool = False) -> tuple[list[ServiceConfig], list[Mistake]]:
+    """The services the file describes, and every mistake in it; ``thorough`` (``sockhop check``) also looks at
+    the world: the files named exist and load, the Maildirs can be written, the ports are free."""
     try:
         text = Path(path).read_text()
     except OSError as exc:
@@ -154,7 +142,9 @@ def load(path: str | Path) -> tuple[list[ServiceConfig], list[Mistake]]:
         match = re.search(r"at line (\d+)", str(exc))
         return [], [Mistake(int(match[1]) if match else 0, "", f"not valid TOML: {exc}")]
     where = _Lines(text)
-    parsers = _serve_parsers()
+    from sockhop.cli import serve_parsers
+
+    parsers = serve_parsers()
     mistakes: list[Mistake] = []
     services_table = data.pop("services", None)
     common = [(key, value, where.of(None, key)) for key, value in data.items()]
@@ -170,7 +160,8 @@ def load(path: str | Path) -> tuple[list[ServiceConfig], list[Mistake]]:
         kind = table.get("service", name)
         if kind not in parsers:
             line = where.of(name, "service") or header
-            mistakes.append(Mistake(line, f"services.{name}", f"which service? set service = one of {SERVICE_KINDS}"))
+            known = ", ".join(parsers)
+            mistakes.append(Mistake(line, f"services.{name}", f"which service? set service = one of {known}"))
             continue
         items = [(k, v, line) for k, v, line in common if k not in table]
         items += [(k, v, where.of(name, k)) for k, v in table.items() if k != "service"]
@@ -187,14 +178,16 @@ def load(path: str | Path) -> tuple[list[ServiceConfig], list[Mistake]]:
             mistakes.append(mistake)
         configs.append(ServiceConfig(name, kind, ["serve", kind, *argv], items))
     mistakes += _deeper_checks(configs, where)
+    if thorough and not mistakes:
+        mistakes += _world_checks(configs, where, parsers, Path(path).resolve().parent)
     return configs, mistakes
 
 
 def _deeper_checks(configs: list[ServiceConfig], where: _Lines) -> list[Mistake]:
     """What a value's type cannot say: endpoints, networks, users."""
-    from sockhop.engine.privileges import find_account
     from sockhop.engine.proxy import parse_sources
     from sockhop.net.addresses import parse_endpoint
+    from sockhop.process.privileges import find_account
 
     checks = {"listen": parse_endpoint, "listen_tls": parse_endpoint, "admin": parse_endpoint,
               "proxy_protocol": lambda t: parse_sources([t]), "user": find_account}  # fmt: skip
@@ -217,9 +210,60 @@ def _deeper_checks(configs: list[ServiceConfig], where: _Lines) -> list[Mistake]
     return mistakes
 
 
+def _world_checks(
+    configs: list[ServiceConfig], where: _Lines, parsers: dict[str, argparse.ArgumentParser], base: Path
+) -> list[Mistake]:
+    """What ``up --config`` would trip on once it starts: each service's own checks (a site root, zone files that
+    load, a Maildir that can be written), certificates that load, endpoints that can be bound -- all of them,
+    with the line of the key that names them. Paths are relative to the file's folder, as when it runs."""
+    import os
+
+    from sockhop.services import BY_NAME
+    from sockhop.serving import certificates_from, close_all_sockets, open_endpoints
+
+    mistakes: list[Mistake] = []
+    bound: list = []  # held until every service is checked: two services on one port is a mistake too
+    here = os.getcwd()
+    os.chdir(base)
+    try:
+        for config in configs:
+            service = BY_NAME[config.kind]
+            args = parsers[config.kind].parse_args(config.argv[2:])
+
+            def line_of(option: str, config: ServiceConfig = config) -> tuple[int, str]:
+                for key, _value, line in config.items:
+                    if key.replace("_", "-") == option:
+                        header = where.of(config.name)
+                        return line, f"services.{config.name}.{key}" if header and line > header else key
+                return where.of(config.name), f"services.{config.name}"
+
+            problems = list(service.check(args))
+            try:
+                certificates_from(args)
+            except SockhopError as exc:
+                problems.append(Problem("tls-cert", str(exc)))
+            for option, kinds, texts in (
+                ("listen", service.kinds(args), args.listen or ([] if args.listen_tls else [args.default_listen])),
+                ("listen-tls", (socket.SOCK_STREAM,), args.listen_tls or []),
+                ("admin", (socket.SOCK_STREAM,), [args.admin] if args.admin else []),
+            ):
+                for kind in kinds:
+                    try:
+                        bound += open_endpoints(texts, kind)
+                    except SockhopError as exc:
+                        problems.append(Problem(option, str(exc)))
+            for problem in problems:
+                line, key = line_of(problem.option)
+                mistakes.append(Mistake(line, key, problem.message))
+    finally:
+        os.chdir(here)
+        close_all_sockets(bound)
+    return mistakes
+
+
 def check(path: str) -> int:
     """``sockhop check --config FILE``: every mistake with its line, or a one-line summary."""
-    configs, mistakes = load(path)
+    configs, mistakes = load(path, thorough=True)
     if mistakes:
         for mistake in sorted(mistakes, key=lambda m: m.line):
             print(mistake.format(path), file=sys.stderr)
@@ -236,130 +280,6 @@ def up(path: str) -> int:
         for mistake in sorted(mistakes, key=lambda m: m.line):
             print(mistake.format(path), file=sys.stderr)
         raise ConfigError(f"{path}: {len(mistakes)} mistake(s); nothing started")
+    from sockhop.process.supervisor import Supervisor
+
     return Supervisor(configs, str(Path(path).resolve().parent)).run()
-
-
-PR_SET_PDEATHSIG = 1
-PR_SET_CHILD_SUBREAPER = 36
-
-
-def _prctl(option: int, value: int) -> bool:
-    import ctypes
-
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0) == 0
-    except (OSError, AttributeError):  # not Linux
-        return False
-
-
-class Supervisor:
-    """The services' masters, as ``up --config`` watches them.
-
-    Following a zero-downtime restart: on SIGUSR2 each master starts its successor as its own child (see
-    :mod:`sockhop.engine.restart`), hands it the sockets, drains and exits. ``up`` is a child subreaper
-    (``PR_SET_CHILD_SUBREAPER``), so the kernel makes that successor ``up``'s child the moment the old master
-    exits; when ``up`` reaps the old master it finds the new one among its children -- the same command line --
-    and watches it instead. A master that exits with no successor is handled as before: status 0 is a service
-    stopped, anything else stops the others. Without the subreaper (not Linux) the successor goes to init and
-    ``up`` stops watching that service.
-    """
-
-    def __init__(self, configs: list[ServiceConfig], base: str) -> None:
-        self.configs = configs
-        self.base = base
-        self.masters: dict[int, ServiceConfig] = {}  # pid -> the service it serves
-        self.forwarded: list[int] = []
-        self.restarting: set[int] = set()  # masters sent SIGUSR2: one that exits 0 has handed over to a successor
-
-    def command(self, config: ServiceConfig) -> list[str]:
-        return [sys.executable, "-m", "sockhop", *config.argv]
-
-    def run(self) -> int:
-        adopting = _prctl(PR_SET_CHILD_SUBREAPER, 1)
-        me = os.getpid()
-
-        def end_with_up() -> None:
-            # In each child. Its own process group: Ctrl-C in a terminal reaches up alone, which passes it on once
-            # (a second SIGINT would end a master's graceful stop at once). SIGTERM, a graceful stop, if up dies,
-            # even by SIGKILL -- the one thing up cannot pass on.
-            os.setpgid(0, 0)
-            _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-            if os.getppid() != me:
-                os.kill(os.getpid(), signal.SIGTERM)
-
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR2):
-            signal.signal(sig, self.forward)
-        for config in self.configs:
-            proc = subprocess.Popen(self.command(config), cwd=self.base, preexec_fn=end_with_up)
-            self.masters[proc.pid] = config
-        status = 0
-        while self.masters:
-            pid, code = _wait_any()
-            config = self.masters.pop(pid, None)
-            if config is None:
-                continue  # an orphan handed to us that is no master (none expected)
-            restarted = pid in self.restarting
-            self.restarting.discard(pid)
-            successor = self.successor(config) if adopting and restarted and code == 0 else None
-            if successor is not None:
-                self.masters[successor] = config
-                say(f"sockhop up: {config.name}: master {successor} took over from {pid}")
-                if self.forwarded:  # a stop came while the old one drained: the new one stops too
-                    self._kill(successor, self.forwarded[-1])
-                continue
-            if code != 0 and not self.forwarded:
-                say(f"sockhop up: {config.name} stopped with status {code}; stopping the others")
-                status = 1
-                self.forward(signal.SIGTERM, None)
-        return status
-
-    def forward(self, signum: int, frame: object) -> None:
-        if signum == signal.SIGUSR2:
-            self.restarting.update(self.masters)
-        else:
-            self.forwarded.append(signum)
-        for pid in list(self.masters):
-            self._kill(pid, signum)
-
-    @staticmethod
-    def _kill(pid: int, signum: int) -> None:
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
-
-    def successor(self, config: ServiceConfig) -> int | None:
-        """The restarted master of ``config`` among up's children (reparented here when its parent exited, having
-        waited for its own workers: nothing else of it can be here)."""
-        command = "\0".join(self.command(config)) + "\0"
-        for pid in _children():
-            if pid in self.masters:
-                continue
-            try:
-                with open(f"/proc/{pid}/cmdline") as f:
-                    if f.read() == command:
-                        return pid
-            except OSError:
-                continue
-        return None
-
-
-def _children() -> list[int]:
-    me = os.getpid()
-    pids: list[int] = []
-    try:
-        for task in os.listdir(f"/proc/{me}/task"):
-            with open(f"/proc/{me}/task/{task}/children") as f:
-                pids += [int(pid) for pid in f.read().split()]
-    except OSError:
-        pass
-    return pids
-
-
-def _wait_any() -> tuple[int, int]:
-    while True:
-        try:
-            pid, status = os.wait()
-        except InterruptedError:
-            continue
-        return pid, os.waitstatus_to_exitcode(status)

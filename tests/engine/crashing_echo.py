@@ -12,9 +12,11 @@ import argparse
 import socket
 import sys
 
-from sockhop.cli import add_engine_options, main_guard, open_service, run_server, setup_logging
-from sockhop.echo import EchoDatagram, EchoStream
+from sockhop.cli import Parser, add_serve_parser, main_guard
+from sockhop.console import setup_logging
+from sockhop.echo import EchoDatagram, EchoStream, add_arguments
 from sockhop.engine import Close, Reply
+from sockhop.service import Opener, Service
 
 TRIGGER = b"CRASH"
 
@@ -42,18 +44,21 @@ class CrashingEchoDatagram(EchoDatagram):
         return [data]
 
 
-def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--udp", action="store_true")
-    parser.add_argument("-v", "--verbose", action="count", default=0)
-    add_engine_options(parser, default_listen="127.0.0.1:0")
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
+def open_crashing(args: argparse.Namespace, opener: Opener) -> list:
     if args.udp:
-        listeners = open_service(args, CrashingEchoDatagram, socket.SOCK_DGRAM, name="echo")
-    else:
-        listeners = open_service(args, CrashingEcho, name="echo", busy=b"busy\n")
-    return run_server(args, listeners)
+        return opener.open(CrashingEchoDatagram, socket.SOCK_DGRAM)
+    return opener.open(CrashingEcho, busy=b"busy\n")
+
+
+# A service of its own, described as sockhop's are: the face serves it through the one serving path.
+SERVICE = Service("echo", "echo that crashes on demand", 0, add_arguments, open_crashing, up=lambda ctx: [])
+
+
+def run(argv: list[str]) -> int:
+    services = Parser(prog="crashing_echo").add_subparsers(parser_class=Parser)
+    args = add_serve_parser(services, SERVICE).parse_args(argv)
+    setup_logging(getattr(args, "verbose", 0))
+    return args.func(args)
 
 
 if __name__ == "__main__":

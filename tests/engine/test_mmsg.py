@@ -7,9 +7,9 @@ import socket
 
 import pytest
 
-from sockhop.engine.drive import answer_datagrams
 from sockhop.engine.mmsg import SLOTS, batch_for
 from sockhop.engine.protocol import DatagramProtocol
+from sockhop.engine.shared import answer_datagrams
 
 HOSTS = [("127.0.0.1", socket.AF_INET), ("::1", socket.AF_INET6)]
 

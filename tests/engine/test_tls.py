@@ -13,8 +13,8 @@ import time
 import pytest
 
 from sockhop.echo import EchoStream
-from sockhop.engine.protocol import Reply, StreamProtocol
-from sockhop.engine.tls import START_TLS, TLSLayer, name_matches, server_context
+from sockhop.engine.protocol import START_TLS, Reply, StreamProtocol
+from sockhop.engine.tls import TLSLayer, name_matches, server_context
 from tests.support import require_tool, start_server
 from tests.tls_certs import LocalCA
 

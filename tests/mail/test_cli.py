@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
-from sockhop.mail.cli import mail_service
 from sockhop.mail.maildir import Maildir
 from sockhop.mail.protocol import Envelope, Session
-from sockhop.up import UpContext
+from sockhop.service import UpContext
 from tests.mail.helpers import parse_all
+from tests.support import open_up_plan
 
 
 def sockhop(*args: str) -> subprocess.CompletedProcess:
@@ -54,23 +53,18 @@ def test_serve_mail_needs_a_domain(tmp_path):
     assert result.returncode == 2 and "--domain" in result.stderr
 
 
-class AnyPort(UpContext):
-    """UpContext on ephemeral ports, so the test does not collide with a real `sockhop up`."""
-
-    def open(self, port: int, kind: socket.SocketKind = socket.SOCK_STREAM) -> socket.socket:
-        return super().open(0, kind)
-
-
 def test_up_offers_mail_for_sockhop_test(tmp_path):
-    [offer] = mail_service(AnyPort(host="127.0.0.1", data=tmp_path))
+    listeners, plan = open_up_plan("mail", UpContext(host="127.0.0.1", data=tmp_path))
     try:
-        assert offer.listener.name == "mail"
-        assert "--dns 127.0.0.1:5353 --to you@sockhop.test" in offer.try_it
-        protocol = offer.listener.factory()
+        [listener] = listeners
+        assert listener.name == "mail"
+        assert "--dns 127.0.0.1:5353 --to you@sockhop.test" in plan.try_lines[0]
+        protocol = listener.factory()
         out = protocol.connection_made(("127.0.0.1", 1), ("127.0.0.1", 2525)).send
         out += protocol.data_received(b"EHLO c\r\nMAIL FROM:<me@sockhop.test>\r\nRCPT TO:<you@sockhop.test>\r\n"
                                       b"RCPT TO:<x@example.com>\r\n").send  # fmt: skip
         assert [r.code for r in parse_all(b"".join(out))] == [220, 250, 250, 250, 550]
         assert (tmp_path / "mail").is_dir()
     finally:
-        offer.listener.sock.close()
+        for listener in listeners:
+            listener.sock.close()

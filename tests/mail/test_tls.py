@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from sockhop.engine.tls import START_TLS
+from sockhop.engine.protocol import START_TLS
 from sockhop.mail.codes import Code
 from sockhop.mail.protocol import MailPolicy, State
 from tests.mail.helpers import Conversation

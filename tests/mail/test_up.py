@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+from sockhop.up import command_name
 from tests.mail.support import delivered
 
 
@@ -23,7 +24,7 @@ def test_send_through_up_finds_mx_and_port_by_dns(sockhop_server, tmp_path):
     deadline = time.monotonic() + 15  # up announces every listener at once, after all are bound
     while "mail tcp" not in server.log() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert f"try: echo hello | sockhop send --dns {HOST}:5353 --to you@sockhop.test" in server.log()
+    assert f"try: echo hello | {command_name()} send --dns {HOST}:5353 --to you@sockhop.test" in server.log()
     result = subprocess.run(
         [sys.executable, "-m", "sockhop", "send", "--dns", f"{HOST}:5353", "--to", "you@sockhop.test",
          "--subject", "through up"],

@@ -38,10 +38,10 @@ def check(path) -> subprocess.CompletedProcess:
 
 
 def test_the_example_in_the_repository_is_valid():
-    done = check(ROOT / "sockhop.toml")
+    done = check(ROOT / "examples" / "sockhop.toml")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "sockhop.toml: ok, 3 service(s): web (web), dns (dns), mail (mail)".replace(
-        "sockhop.toml", str(ROOT / "sockhop.toml")
+        "sockhop.toml", str(ROOT / "examples" / "sockhop.toml")
     )
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from sockhop.errors import AddressError
 from sockhop.net.addresses import Endpoint
-from sockhop.net.listeners import InheritedSockets
+from sockhop.process.activation import InheritedSockets
 from tests.dns.zones import write_zone
 from tests.prod.haproxy import free_port
 from tests.prod.helpers import fetch, site_saying

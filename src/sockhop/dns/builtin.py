@@ -5,13 +5,7 @@
 
 from __future__ import annotations
 
-import socket
-from typing import TYPE_CHECKING
-
 from sockhop.dns.zone import Zone, read_zone_text
-
-if TYPE_CHECKING:
-    from sockhop.up import Offer, UpContext
 
 ORIGIN = "sockhop.test."
 DEFAULT_PORT = 5353
@@ -62,27 +56,3 @@ def zone_text(host: str) -> str:
             line = line.replace(loopback, host)
         lines.append(line)
     return "".join(lines)
-
-
-def dns_service(ctx: UpContext) -> list[Offer]:
-    """``sockhop up``: the built-in zone on UDP and TCP port 5353 (53 needs privilege)."""
-    from sockhop.dns.protocol import DnsDatagram, DnsStream
-    from sockhop.dns.server import NameServer
-    from sockhop.engine.protocol import Listener
-    from sockhop.up import Offer
-
-    server = NameServer([builtin_zone(ctx.host)])
-    udp = ctx.open(DEFAULT_PORT, socket.SOCK_DGRAM)
-    try:
-        tcp = ctx.open(DEFAULT_PORT)
-    except BaseException:
-        udp.close()
-        raise
-    dig = f"dig @{ctx.host} -p {DEFAULT_PORT}"
-    return [
-        Offer(Listener(udp, lambda: DnsDatagram(server), name="dns"), f"{dig} sockhop.test MX"),
-        Offer(
-            Listener(tcp, lambda: DnsStream(server), name="dns"),
-            f"sockhop resolve www.sockhop.test @{ctx.host}:{DEFAULT_PORT} --tcp",
-        ),
-    ]

@@ -11,7 +11,7 @@ import logging
 import sys
 
 from sockhop.dns.server import QueryLog
-from sockhop.engine.drive import peer_name
+from sockhop.engine.shared import peer_name
 from sockhop.errors import SockhopError
 
 

@@ -5,8 +5,9 @@ sans-IO protocol objects from :mod:`sockhop.engine.protocol`.
 """
 
 from sockhop.engine.limits import Limits
+from sockhop.engine.listener import Listener
 from sockhop.engine.models import MODELS, make_server, serve
-from sockhop.engine.protocol import NOTHING, Close, DatagramProtocol, FileRegion, Listener, Reply, StreamProtocol
+from sockhop.engine.protocol import NOTHING, Close, DatagramProtocol, FileRegion, Reply, StreamProtocol
 
 __all__ = [
     "MODELS",

@@ -13,10 +13,12 @@ import threading
 import time
 from collections.abc import Callable
 
-from sockhop.engine.drive import drive_stream, peer_name, protocol_failed
+from sockhop.engine.drive import drive_stream
 from sockhop.engine.lifecycle import Deadline, Signals, StopFlag, Wakeup
 from sockhop.engine.limits import Limits
-from sockhop.engine.protocol import Address, Listener, StreamProtocol
+from sockhop.engine.listener import Listener
+from sockhop.engine.protocol import Address, StreamProtocol
+from sockhop.engine.shared import peer_name, protocol_failed
 from sockhop.errors import EngineError
 
 log = logging.getLogger("sockhop.engine")

@@ -15,40 +15,20 @@ import struct
 import time
 
 from sockhop.engine.limits import Limits
-from sockhop.engine.mmsg import SLOTS, DatagramBatch, batch_for
-from sockhop.engine.protocol import (
-    Address,
-    Close,
-    DatagramProtocol,
-    FileRegion,
-    Reply,
-    StreamProtocol,
-    as_reply,
-    format_address,
+from sockhop.engine.mmsg import batch_for
+from sockhop.engine.protocol import Address, Close, DatagramProtocol, FileRegion, Reply, StreamProtocol, as_reply
+from sockhop.engine.shared import (
+    GONE,
+    LINGER,
+    RECV_SIZE,
+    answer_datagrams,
+    close_region,
+    peer_name,
+    protocol_failed,
+    release,
 )
 
 log = logging.getLogger("sockhop.engine")
-
-# 64 KiB, not more: glibc serves larger allocations with mmap, and recv() allocates its whole buffer before
-# shrinking it, so recv(256 KiB) costs an mmap/munmap pair per call -- measured 7x slower for small messages.
-RECV_SIZE = 64 * 1024
-LINGER = 2.0  # seconds to drain a closing peer's input so our last bytes are not lost to a reset
-
-# Errors that mean "the peer went away" rather than "the server is broken".
-GONE = (ConnectionError, TimeoutError, BlockingIOError)
-
-
-def peer_name(peer: Address) -> str:
-    try:
-        return format_address(peer)
-    except (TypeError, IndexError):
-        return str(peer)
-
-
-def protocol_failed(peer: Address, where: str, exc: BaseException) -> None:
-    """A protocol raised: log one line (the traceback at debug level) -- only this connection pays."""
-    log.error("%s: protocol error in %s: %s: %s; connection closed", peer_name(peer), where, type(exc).__name__, exc)
-    log.debug("traceback", exc_info=exc)
 
 
 def send_timeout(sock: socket.socket, seconds: float) -> None:
@@ -56,14 +36,6 @@ def send_timeout(sock: socket.socket, seconds: float) -> None:
     forever -- the kernel keeps the clock, no extra poll per send."""
     whole = int(seconds)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", whole, int((seconds - whole) * 1e6)))
-
-
-def close_region(piece: FileRegion) -> None:
-    if piece.close:
-        try:
-            os.close(piece.fd)
-        except OSError:
-            pass
 
 
 def send_blocking(sock: socket.socket, pieces: tuple) -> None:
@@ -104,13 +76,6 @@ def carry_out(sock: socket.socket, reply: Reply) -> Reply:
         close = close or reply.close
         alarm = alarm if reply.alarm is None else reply.alarm
     return Reply((), close, None, alarm)
-
-
-def release(pieces: tuple) -> None:
-    """Close the files of pieces that will never be sent."""
-    for piece in pieces:
-        if isinstance(piece, FileRegion):
-            close_region(piece)
 
 
 def linger_close(sock: socket.socket, seconds: float = LINGER) -> None:
@@ -246,50 +211,3 @@ def serve_datagram(sock: socket.socket, protocol: DatagramProtocol, stop_fd: int
             if event_fd != fd:
                 return
             answer_datagrams(sock, protocol, batch)
-
-
-def answer_datagrams(
-    sock: socket.socket, protocol: DatagramProtocol, batch: DatagramBatch | None = None, most: int = 64
-) -> None:
-    """Read up to ``most`` waiting datagrams from a nonblocking socket and send the protocol's answers -- with
-    ``batch``, many per system call (engine/mmsg.py); without, one recvfrom and one sendto each."""
-    peers = batch.peers if batch is not None else {}
-    answered = 0
-    while answered < most:
-        received = batch.receive() if batch is not None else _receive_one(sock)
-        replies = []
-        for data, source in received:
-            peer = source if batch is None else peers.get(source) or batch.peer(source)
-            try:
-                answers = protocol.datagram_received(data, peer)
-            except Exception as exc:
-                protocol_failed(peer, "datagram_received", exc)
-                continue
-            for out in answers:
-                replies.append((out, source))
-        if replies:
-            if batch is not None:
-                batch.send(replies)
-            else:
-                _send_each(sock, replies)
-        if len(received) < (SLOTS if batch is not None else 1):
-            return
-        answered += len(received)
-
-
-def _receive_one(sock: socket.socket) -> list[tuple[bytes, Address]]:
-    try:
-        return [sock.recvfrom(65535)]
-    except (BlockingIOError, InterruptedError):
-        return []
-    except OSError as exc:  # an ICMP error from an earlier send surfaces here: not ours to worry about
-        log.debug("udp: %s", exc)
-        return []
-
-
-def _send_each(sock: socket.socket, replies: list[tuple[bytes, Address]]) -> None:
-    for out, peer in replies:
-        try:
-            sock.sendto(out, peer)
-        except OSError as exc:  # best effort, as UDP is: a full buffer drops the reply
-            log.debug("udp %s: reply dropped: %s", peer_name(peer), exc)

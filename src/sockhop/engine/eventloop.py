@@ -27,7 +27,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 from sockhop.engine.base import RESOURCE_ERRORS, RESOURCE_PAUSE, Server, note_exhaustion
-from sockhop.engine.drive import LINGER, RECV_SIZE, answer_datagrams, close_region, peer_name, protocol_failed, release
+from sockhop.engine.listener import Listener
 from sockhop.engine.mmsg import DatagramBatch, batch_for
 from sockhop.engine.protocol import (
     Address,
@@ -35,11 +35,11 @@ from sockhop.engine.protocol import (
     DatagramProtocol,
     FileRegion,
     Handoff,
-    Listener,
     Reply,
     StreamProtocol,
     as_reply,
 )
+from sockhop.engine.shared import LINGER, RECV_SIZE, answer_datagrams, close_region, peer_name, protocol_failed, release
 
 log = logging.getLogger("sockhop.engine")
 

@@ -15,9 +15,10 @@ import signal
 import socket
 
 from sockhop.engine.base import BlockingServer
-from sockhop.engine.drive import peer_name
 from sockhop.engine.lifecycle import Deadline, describe_status, reap, reset_after_fork
-from sockhop.engine.protocol import Address, Listener
+from sockhop.engine.listener import Listener
+from sockhop.engine.protocol import Address
+from sockhop.engine.shared import peer_name
 
 log = logging.getLogger("sockhop.engine")
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 import socket
 
 from sockhop.engine.base import BlockingServer
-from sockhop.engine.drive import answer_datagrams
+from sockhop.engine.listener import Listener
 from sockhop.engine.mmsg import DatagramBatch, batch_for
-from sockhop.engine.protocol import Address, DatagramProtocol, Listener
+from sockhop.engine.protocol import Address, DatagramProtocol
+from sockhop.engine.shared import answer_datagrams
 
 
 class IterativeServer(BlockingServer):

@@ -7,9 +7,9 @@ from sockhop.engine.eventloop import EventLoopServer
 from sockhop.engine.forking import ForkingServer
 from sockhop.engine.iterative import IterativeServer
 from sockhop.engine.limits import Limits
+from sockhop.engine.listener import Listener
 from sockhop.engine.pooled import PooledServer
 from sockhop.engine.prefork import PreforkServer
-from sockhop.engine.protocol import Listener
 from sockhop.engine.threaded import ThreadedServer
 from sockhop.errors import EngineError
 

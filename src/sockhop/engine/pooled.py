@@ -13,7 +13,8 @@ import threading
 from sockhop.engine.base import BlockingServer
 from sockhop.engine.drive import serve_datagram
 from sockhop.engine.lifecycle import Deadline
-from sockhop.engine.protocol import Address, DatagramProtocol, Listener
+from sockhop.engine.listener import Listener
+from sockhop.engine.protocol import Address, DatagramProtocol
 from sockhop.engine.threaded import join_all
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import enum
 import os
-import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,6 +70,19 @@ class Reply(NamedTuple):
 
 NOTHING = Reply()
 CLOSE = Reply(close=True)
+
+
+class _StartTLS(bytes):
+    """The marker a protocol puts last in ``Reply.send`` to switch the connection to TLS after what precedes it.
+    An empty bytes, so an engine without the layer would send nothing; recognised by identity."""
+
+    def __repr__(self) -> str:
+        return "START_TLS"
+
+
+#: STARTTLS (SMTP's, RFC 3207): what comes before it in ``Reply.send`` goes out in plaintext, everything after the
+#: handshake the TLS layer (engine/tls.py) then does is encrypted.
+START_TLS = _StartTLS()
 
 
 def as_reply(answer: Reply | bytes) -> Reply:
@@ -196,40 +208,3 @@ class DatagramProtocol(_Counting):
 
     def datagram_received(self, data: bytes, peer: Address) -> list[bytes]:
         return []
-
-
-@dataclass(frozen=True)
-class Listener:
-    """An open listening socket and how to make the protocol for what arrives on it.
-
-    ``factory`` returns a :class:`StreamProtocol` for a SOCK_STREAM socket (called once per connection) or a
-    :class:`DatagramProtocol` for a SOCK_DGRAM socket (called once per socket and worker). ``busy`` is sent to a
-    client refused because the server is at its connection limit (an SMTP 421, an HTTP 503), then it is closed.
-    ``reload``, if given, is called on SIGHUP -- from the serving loop, never inside the signal handler -- in every
-    process that serves the listener (a prefork master and each of its workers), so a service can re-read its
-    files (DNS zones) while it serves. Listeners sharing one ``reload`` have it called once.
-    """
-
-    sock: socket.socket
-    factory: Callable[[], StreamProtocol | DatagramProtocol]
-    busy: bytes = b""
-    name: str = ""
-    tls: bool = False  # the factory wraps its protocol in TLS (only for describing it)
-    reload: Callable[[], None] | None = None
-    refused: Callable[[], None] | None = None  # called per client refused at the connection limit (metrics)
-
-    @property
-    def is_stream(self) -> bool:
-        return self.sock.type == socket.SOCK_STREAM
-
-    def describe(self) -> str:
-        kind = "tcp" if self.is_stream else "udp"
-        if self.tls:
-            kind = "tls"
-        return f"{self.name or kind} {kind} {format_address(self.sock.getsockname())}"
-
-
-def format_address(addr: Address) -> str:
-    """``host:port``, with IPv6 hosts in brackets, as endpoints are written."""
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -17,8 +17,8 @@ import socket
 import struct
 from collections.abc import Callable, Iterable
 
-from sockhop.engine.drive import peer_name
 from sockhop.engine.protocol import Address, Reply, StreamProtocol, as_reply
+from sockhop.engine.shared import peer_name
 from sockhop.errors import RemoteProtocolError, SockhopError
 
 log = logging.getLogger("sockhop.proxy")

@@ -7,7 +7,8 @@ import threading
 
 from sockhop.engine.base import BlockingServer
 from sockhop.engine.lifecycle import Deadline
-from sockhop.engine.protocol import Address, Listener
+from sockhop.engine.listener import Listener
+from sockhop.engine.protocol import Address
 
 
 class ThreadedServer(BlockingServer):

@@ -21,21 +21,10 @@ import os
 import ssl
 from collections.abc import Callable
 
-from sockhop.engine.drive import close_region, peer_name
-from sockhop.engine.protocol import Address, FileRegion, Reply, StreamProtocol, as_reply, then_mapped
+from sockhop.engine.protocol import START_TLS, Address, FileRegion, Reply, StreamProtocol, as_reply, then_mapped
+from sockhop.engine.shared import close_region, peer_name
 
 log = logging.getLogger("sockhop.tls")
-
-
-class _StartTLS(bytes):
-    """The marker a protocol puts last in ``Reply.send`` to switch the connection to TLS after what precedes it.
-    An empty bytes, so an engine without the layer would send nothing; recognised by identity."""
-
-    def __repr__(self) -> str:
-        return "START_TLS"
-
-
-START_TLS = _StartTLS()
 
 READ_SIZE = 64 * 1024
 HANDSHAKE_TIMEOUT = 10.0  # seconds a client gets to finish its handshake, however it trickles (Reply.alarm)

@@ -8,5 +8,6 @@ reader.
     maildir.py    durable delivery (tmp/ -> fsync -> new/ -> fsync dir) and reading mailboxes back
     client.py     building a message and delivering it over SMTP, with PIPELINING
     mx.py         finding a domain's mail exchangers (MX, then A/AAAA)
-    cli.py        ``sockhop serve mail``, ``sockhop send``, ``sockhop mailbox``, and the mail part of ``sockhop up``
+    service.py    mail as a service: ``serve mail``, ``send``, ``mailbox``, and its part of ``sockhop up``
+    send.py       ``sockhop send``;  mailbox.py ``sockhop mailbox``;  messagelog.py ``--message-log``
 """

@@ -24,8 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sockhop.engine.protocol import NOTHING, Address, Close, Handoff, Reply, Results, StreamProtocol
-from sockhop.engine.tls import START_TLS
+from sockhop.engine.protocol import NOTHING, START_TLS, Address, Close, Handoff, Reply, Results, StreamProtocol
+from sockhop.net.addresses import format_address
 
 from .address import AddressSyntaxError, check_mailbox, parse_path, split_address
 from .codes import Code, SMTPReply, reply
@@ -95,6 +95,8 @@ class MailPolicy:
     starttls: bool = False  # a TLS layer (implicit=False) wraps the protocol: offer STARTTLS
     command_timeout: float = DEFAULT_COMMAND_TIMEOUT  # seconds for the next whole command line to arrive
     data_timeout: float = DEFAULT_DATA_TIMEOUT  # seconds from 354 for the whole message to arrive
+    #: Told of every message accepted (--message-log): (peer, sender, recipients, size, queue id).
+    message_log: Callable[[Address, str, list[str], int, str], None] | None = None
 
 
 @dataclass
@@ -236,8 +238,7 @@ class SMTPServer(StreamProtocol):
         self.parts.clear()
 
     def _peer(self) -> str:
-        peer = self.session.peer
-        return f"{peer[0]}:{peer[1]}" if peer else "?"
+        return format_address(self.session.peer) if self.session.peer else "?"
 
     # -- the conversation ----------------------------------------------------------------------------------------
     def _deadline(self) -> float:
@@ -299,6 +300,11 @@ class SMTPServer(StreamProtocol):
         else:
             answer = _ok("2.0.0", f"Ok: queued as {result}")
             log.info("%s: delivered to %d recipient(s)", result, len(self.envelope.recipients))
+            if self.policy.message_log is not None:
+                envelope = self.envelope
+                self.policy.message_log(
+                    self.session.peer, envelope.sender, envelope.recipients, len(envelope.content), str(result)
+                )
         if self.on_result is not None:
             self._count(answer.code)
         self._reset_transaction()

@@ -21,9 +21,7 @@ class Endpoint:
     port: int
 
     def __str__(self) -> str:
-        if not self.host:
-            return f":{self.port}"
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return format_host_port(self.host, self.port) if self.host else f":{self.port}"
 
 
 def parse_port(text: str, proto: str = "tcp") -> int:
@@ -80,3 +78,18 @@ def resolve(
     if not seen:
         raise UnknownHostError(f"unknown host {endpoint.host!r}: no IPv4 or IPv6 address")
     return seen
+
+
+def format_host(host: str) -> str:
+    """A host as it stands before ``:port`` in an endpoint or a URL: IPv6 addresses in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
+def format_host_port(host: str, port: int | str) -> str:
+    """``host:port``, with IPv6 hosts in brackets, as endpoints and URLs write them -- the one place that does."""
+    return f"{format_host(host)}:{port}"
+
+
+def format_address(addr: tuple) -> str:
+    """A socket address (``(host, port)``, or IPv6's four-tuple) as ``host:port``."""
+    return format_host_port(addr[0], addr[1])

@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import errno
-import ipaddress
-import os
 import socket
+from typing import Protocol
 
 from sockhop.errors import AddressError, AddressInUseError, PrivilegedPortError
-from sockhop.net.addresses import Endpoint, resolve
+from sockhop.net.addresses import Endpoint, format_address, resolve
 from sockhop.net.ports import unprivileged_start
-
-#: The first descriptor a service manager passes (sd_listen_fds(3): SD_LISTEN_FDS_START).
-LISTEN_FDS_START = 3
-#: Set by a sockhop restarting itself (SIGUSR2): the descriptor numbers of the listening sockets it hands over.
-SOCKHOP_FDS = "SOCKHOP_FDS"
 
 # The kernel caps this at net.core.somaxconn; asking for more costs nothing and lets a tuned host use it.
 BACKLOG = 4096
@@ -31,10 +25,9 @@ def _has_ipv6() -> bool:
         return False
 
 
-def _describe(family: socket.AddressFamily, sockaddr: tuple, kind: socket.SocketKind) -> str:
-    host, port = sockaddr[0], sockaddr[1]
-    where = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
-    return f"{where} ({'tcp' if kind == socket.SOCK_STREAM else 'udp'})"
+def describe_socket(sockaddr: tuple, kind: socket.SocketKind) -> str:
+    """``host:port (tcp)``, as error messages name a socket."""
+    return f"{format_address(sockaddr)} ({'tcp' if kind == socket.SOCK_STREAM else 'udp'})"
 
 
 def open_socket(
@@ -59,7 +52,7 @@ def open_socket(
         try:
             sock.bind(sockaddr)
         except OSError as exc:
-            where = _describe(family, sockaddr, kind)
+            where = describe_socket(sockaddr, kind)
             if exc.errno == errno.EADDRINUSE:
                 raise AddressInUseError(
                     f"address {where} is already in use: another program listens there; stop it or pick another port"
@@ -80,94 +73,20 @@ def open_socket(
         raise
 
 
-class InheritedSockets:
-    """Listening sockets this process was handed instead of binding its own.
+class Given(Protocol):
+    """Sockets handed to this process instead of bound by it (sockhop.process.activation.InheritedSockets)."""
 
-    Two givers: systemd socket activation (``LISTEN_PID`` is this process, ``LISTEN_FDS`` sockets from fd 3 on, in
-    the order of the unit's ``Listen*=`` lines) and a sockhop master restarting itself on SIGUSR2 (``SOCKHOP_FDS``,
-    the descriptor numbers it kept open across exec). The variables are removed from the environment once read, as
-    sd_listen_fds(unset_environment=1) does, so children started later do not take them for their own.
+    def __bool__(self) -> bool: ...
 
-    Each --listen endpoint claims the inherited sockets of its kind on its port (port 0: the next unclaimed one), so
-    the command line reads the same whether the sockets are bound here or handed over.
-    """
-
-    def __init__(self, socks: list[socket.socket], giver: str) -> None:
-        self.socks = socks
-        self.giver = giver
-
-    @classmethod
-    def from_environment(cls, environ=os.environ) -> InheritedSockets:
-        fds: list[int] = []
-        giver = ""
-        if environ.get("LISTEN_FDS") and environ.get("LISTEN_PID") == str(os.getpid()):
-            try:
-                fds = list(range(LISTEN_FDS_START, LISTEN_FDS_START + int(environ["LISTEN_FDS"])))
-            except ValueError:
-                raise AddressError(f"LISTEN_FDS is not a number: {environ['LISTEN_FDS']!r}") from None
-            giver = "socket activation (LISTEN_FDS)"
-        elif environ.get(SOCKHOP_FDS):
-            try:
-                fds = [int(fd) for fd in environ[SOCKHOP_FDS].split(",")]
-            except ValueError:
-                raise AddressError(f"{SOCKHOP_FDS} is not a list of numbers: {environ[SOCKHOP_FDS]!r}") from None
-            giver = "the previous sockhop (SOCKHOP_FDS)"
-        for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", SOCKHOP_FDS):
-            environ.pop(name, None)
-        socks = []
-        for fd in fds:
-            try:
-                sock = socket.socket(fileno=fd)
-            except OSError as exc:
-                raise AddressError(f"descriptor {fd} from {giver} is not a socket: {exc.strerror}") from None
-            sock.set_inheritable(False)
-            socks.append(sock)
-        return cls(socks, giver)
-
-    def __bool__(self) -> bool:
-        return bool(self.socks) or bool(self.giver)
-
-    def claim(self, endpoint: Endpoint, kind: socket.SocketKind) -> list[socket.socket]:
-        """The inherited sockets that stand for ``endpoint`` (removed from the pool). One plain line if none."""
-        mine = [s for s in self.socks if s.type == kind and _matches(s, endpoint)]
-        if endpoint.port == 0:
-            mine = mine[:1]
-        if not mine:
-            kinds = "tcp" if kind == socket.SOCK_STREAM else "udp"
-            have = ", ".join(_describe(s.family, s.getsockname(), s.type) for s in self.socks) or "none left"
-            raise AddressError(
-                f"{self.giver} passed no {kinds} socket for {endpoint} (passed: {have}); make --listen match the "
-                "sockets it listens on"
-            )
-        for sock in mine:
-            self.socks.remove(sock)
-        return mine
-
-
-def _matches(sock: socket.socket, endpoint: Endpoint) -> bool:
-    host, port = sock.getsockname()[:2]
-    if endpoint.port and port != endpoint.port:
-        return False
-    if not endpoint.host:
-        return True
-    try:
-        return ipaddress.ip_address(endpoint.host) == ipaddress.ip_address(host)
-    except ValueError:  # a name such as localhost: the port decides
-        return True
-
-
-_inherited: list[InheritedSockets] = []
-
-
-def inherited() -> InheritedSockets:
-    """The sockets this process was handed (read from the environment once)."""
-    if not _inherited:
-        _inherited.append(InheritedSockets.from_environment())
-    return _inherited[0]
+    def claim(self, endpoint: Endpoint, kind: socket.SocketKind) -> list[socket.socket]: ...
 
 
 def open_listeners(
-    endpoints: list[Endpoint], kind: socket.SocketKind = socket.SOCK_STREAM, *, reuse_port: bool = False
+    endpoints: list[Endpoint],
+    kind: socket.SocketKind = socket.SOCK_STREAM,
+    *,
+    reuse_port: bool = False,
+    given: Given | None = None,
 ) -> list[socket.socket]:
     """Open a socket for every address the endpoints name.
 
@@ -175,13 +94,12 @@ def open_listeners(
     the machine has IPv6, else 0.0.0.0. A host name with several addresses (``localhost``) gets one socket each,
     all on the same port -- the first one's, when the port is 0. The caller closes them.
 
-    Under socket activation (or a SIGUSR2 restart) the sockets are not opened but taken from those inherited.
+    With ``given`` sockets (socket activation, or a SIGUSR2 restart) the sockets are not opened but claimed from them.
     """
     socks: list[socket.socket] = []
-    given = inherited()
     try:
         for endpoint in endpoints:
-            if given:
+            if given is not None and given:
                 socks.extend(given.claim(endpoint, kind))
                 continue
             if not endpoint.host:

@@ -9,5 +9,5 @@ listing.py      the HTML listing of a directory
 response.py     Response, status lines, headers, HTTP dates, error pages
 accesslog.py    Apache's Combined Log Format
 client.py       `sockhop get`: an HTTP/1.1 client on plain sockets
-cli.py          the `serve web` and `get` commands, and the web part of `sockhop up`
+service.py      the web as a service: `serve web`, `get`, and its part of `sockhop up`
 """

@@ -3,7 +3,7 @@
 The running master starts a new sockhop -- the same command line, so a new version of the code if one was
 installed -- and hands it its listening sockets across exec (``SOCKHOP_FDS`` names the descriptors, which
 ``pass_fds`` keeps at the same numbers). The new one takes them instead of binding (see
-:class:`sockhop.net.listeners.InheritedSockets`) and, once it serves, says so on a pipe (``SOCKHOP_READY_FD``).
+:class:`sockhop.process.activation.InheritedSockets`) and, once it serves, says so on a pipe (``SOCKHOP_READY_FD``).
 Only then does the old master stop gracefully: it closes its copies of the sockets and lets its conversations
 finish within the grace period.
 
@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sockhop import console
-from sockhop.net.listeners import SOCKHOP_FDS
+from sockhop.process.activation import SOCKHOP_FDS
 
 if TYPE_CHECKING:
     from sockhop.engine.base import Server
@@ -43,8 +43,12 @@ def say(text: str) -> None:
     console.say(f"sockhop: {text}")
 
 
-def announce_ready() -> None:
-    """In a new master: tell the old one it serves now (nothing if this process was not started by a restart)."""
+def announce_ready(pid_file: str | None = None) -> None:
+    """Serving now: write the pid file, tell systemd (``Type=notify``: this process is the main one now, also after
+    a restart), and in a new master tell the old one (nothing if this process was not started by a restart)."""
+    if pid_file:
+        write_pid_file(pid_file)
+    notify_systemd(f"READY=1\nMAINPID={os.getpid()}")
     fd = os.environ.pop(READY_FD, None)
     if fd is None:
         return
@@ -53,6 +57,35 @@ def announce_ready() -> None:
         os.close(int(fd))
     except (OSError, ValueError):
         pass
+
+
+def write_pid_file(path: str) -> None:
+    """The pid, replaced in one rename so a reader never sees half a number."""
+    temporary = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(temporary, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        os.replace(temporary, path)
+    except OSError as exc:
+        say(f"cannot write the pid file {path}: {exc.strerror}")
+
+
+def notify_systemd(state: str) -> None:
+    """sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET (kept in the environment, so a master
+    started by a SIGUSR2 restart can say MAINPID=itself; the unit sets NotifyAccess=all for that)."""
+    import socket
+
+    where = os.environ.get("NOTIFY_SOCKET")
+    if not where:
+        return
+    if where.startswith("@"):
+        where = "\0" + where[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(where)
+            sock.sendall(state.encode())
+    except OSError as exc:
+        log.warning("cannot notify systemd at %s: %s", where, exc.strerror)
 
 
 class Restarter:
@@ -64,6 +97,7 @@ class Restarter:
         self.command = command or [sys.executable, "-m", "sockhop", *sys.argv[1:]]
         self.requested = threading.Event()
         self.done = False
+        self.handed_over = False
         self.previous = None
 
     def install(self) -> None:
@@ -119,21 +153,25 @@ class Restarter:
             say(f"restart failed: the new master {proc.pid} did not start serving; still serving")
             return False
         say(f"restarted: new master {proc.pid} serves; master {os.getpid()} stops accepting and drains")
+        self.handed_over = True
         self.stop()
         return True
 
 
-def serve_restartable(server: Server, fds: list[int], announce: Callable[[], None]) -> None:
+def serve_restartable(
+    server: Server, fds: list[int], announce: Callable[[], None], *, pid_file: str | None = None
+) -> bool:
     """Serve until stopped; once serving (after ``announce``), SIGUSR2 hands ``fds`` -- every listening socket the
-    command line opened -- to a new master running the same command line."""
+    command line opened -- to a new master running the same command line. True if it did (this one drained)."""
     restarter = Restarter(fds, server.stop)
 
     def ready() -> None:
         announce()
         restarter.install()
-        announce_ready()
+        announce_ready(pid_file)
 
     try:
         server.serve(on_ready=ready)
     finally:
         restarter.uninstall()
+    return restarter.handed_over

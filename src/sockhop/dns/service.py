@@ -1,0 +1,149 @@
+"""DNS as a service: ``sockhop serve dns ZONEFILE...``, ``sockhop resolve``, and the built-in zone of ``sockhop up``."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import socket
+import sys
+
+from sockhop.dns import lookup
+from sockhop.dns.builtin import DEFAULT_PORT, ORIGIN, zone_text
+from sockhop.engine.listener import Listener, with_reload
+from sockhop.engine.models import DATAGRAM_MODELS
+from sockhop.errors import SockhopError, UsageError
+from sockhop.service import Command, Opener, Problem, Service, Twin, UpContext, UpPlan
+
+log = logging.getLogger("sockhop.dns")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("zonefiles", nargs="+", metavar="ZONEFILE", help="RFC 1035 master file ($ORIGIN sets the zone)")
+    parser.add_argument(
+        "--allow-transfer",
+        action="append",
+        default=[],
+        metavar="ADDRESS[/PREFIX]",
+        help="who may AXFR the zones over TCP; repeatable (default: nobody)",
+    )
+    parser.add_argument("--query-log", metavar="FILE|-", help="log every query to FILE, or - for standard output")
+    parser.add_argument(
+        "--tcp-only",
+        action="store_true",
+        help="serve only TCP (the fork and thread models cannot serve UDP, which has no connections)",
+    )
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    plain_udp = not args.tcp_only and (args.listen or not args.listen_tls)  # only --listen-tls: DNS over TLS alone
+    if args.model not in DATAGRAM_MODELS and plain_udp:
+        raise UsageError(
+            f"the {args.model} model cannot serve UDP (datagrams have no connections to hand out): "
+            f"use --model {', '.join(DATAGRAM_MODELS)}, or add --tcp-only to serve DNS over TCP alone"
+        )
+    for net in args.allow_transfer:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise UsageError(
+                f"--allow-transfer {net}: not an address or network (such as 192.0.2.1 or 10.0.0.0/8)"
+            ) from None
+
+
+def open_dns(args: argparse.Namespace, opener: Opener) -> list[Listener]:
+    from sockhop.dns.protocol import DnsDatagram, DnsStream
+    from sockhop.dns.server import NameServer
+    from sockhop.dns.zone import read_zones
+
+    _check_options(args)
+    paths = list(args.zonefiles)
+    zones = read_zones(paths)
+    query_log = None
+    if args.query_log:
+        from sockhop.dns.querylog import open_query_log
+
+        query_log = open_query_log(args.query_log)
+    server = NameServer(
+        zones, allow_transfer=args.allow_transfer, query_log=query_log, loader=lambda: read_zones(paths)
+    )
+    for zone in zones:
+        log.info(
+            "serving %s (serial %d, %d records) from %s", zone.origin, zone.serial, zone.record_count(), zone.source
+        )
+    if args.tcp_only:
+        listeners = opener.open(lambda: DnsStream(server), alpn=("dot",))
+    else:
+        listeners = opener.open_pair(lambda: DnsDatagram(server), lambda: DnsStream(server), alpn=("dot",))
+    return with_reload(listeners, reloader(server))  # the zones, and the TLS listeners' certificates
+
+
+def reloader(server):
+    """The SIGHUP hook (Listener.reload): re-read the zone files; a broken one keeps the old data and says why."""
+
+    def reload() -> None:
+        outcome = server.reload()
+        # one write per line: a prefork master and its workers report at the same moment on one stderr
+        sys.stderr.write(f"sockhop: dns: {outcome.message}\n")
+        sys.stderr.flush()
+
+    return reload
+
+
+def check_dns(args: argparse.Namespace) -> list[Problem]:
+    from sockhop.dns.zone import read_zones
+
+    problems = []
+    try:
+        _check_options(args)
+    except UsageError as exc:
+        problems.append(Problem("model", str(exc)))
+    for path in args.zonefiles:
+        try:
+            read_zones([path])
+        except SockhopError as exc:
+            problems.append(Problem("zonefiles", str(exc)))
+    return problems
+
+
+def up_plans(ctx: UpContext) -> list[UpPlan]:
+    """The built-in zone ``sockhop.test.`` (written to the data folder, so it can be read and copied) on UDP and TCP
+    port 5353 (53 needs privilege)."""
+    ctx.data.mkdir(parents=True, exist_ok=True)
+    path = ctx.data / f"{ORIGIN}zone"
+    path.write_text(zone_text(ctx.host))
+    log = [] if ctx.quiet else ["--query-log", "-"]
+    return [
+        UpPlan(
+            [str(path), *log],
+            [
+                f"dig @{ctx.host} -p {DEFAULT_PORT} sockhop.test MX",
+                f"{ctx.command} resolve www.sockhop.test @{ctx.url_host()}:{DEFAULT_PORT} --tcp",
+            ],
+        )
+    ]
+
+
+SERVICE = Service(
+    name="dns",
+    help="an authoritative name server for RFC 1035 zone files, on UDP and TCP",
+    description="Answer authoritatively for the zones in the master files, on UDP and TCP on the same port. "
+    "SIGHUP reloads the files (a broken file keeps the old data).",
+    default_port=DEFAULT_PORT,
+    add_arguments=add_arguments,
+    open=open_dns,
+    up=up_plans,
+    twin=Twin(8853, ("dot",), "kdig @{host} -p 8853 +tls-ca={ca} +tls-hostname=localhost sockhop.test MX"),
+    check=check_dns,
+    kinds=lambda args: (socket.SOCK_STREAM,) if args.tcp_only else (socket.SOCK_DGRAM, socket.SOCK_STREAM),
+    commands=(
+        Command(
+            "resolve",
+            "ask a name server a question and print the answer (as dig)",
+            lookup.add_arguments,
+            lookup.run,
+            description="A stub resolver: NAME [TYPE] [@SERVER[:PORT]]; without @SERVER, the nameservers of "
+            "/etc/resolv.conf.",
+        ),
+    ),
+)

@@ -1,0 +1,164 @@
+"""Mail as a service: ``sockhop serve mail MAILDIR``, ``sockhop send``, ``sockhop mailbox``, and the mail of
+``sockhop up``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+from sockhop.engine.listener import Listener
+from sockhop.errors import SockhopError
+from sockhop.options import positive_float, positive_int, size
+from sockhop.service import Command, Opener, Problem, Service, Twin, UpContext, UpPlan
+
+from . import mailbox, send
+from .protocol import DEFAULT_COMMAND_TIMEOUT, DEFAULT_DATA_TIMEOUT, DEFAULT_MAX_RECIPIENTS, DEFAULT_MAX_SIZE
+
+DEFAULT_PORT = 2525  # SMTP's own port, 25, is privileged
+UP_DOMAIN = "sockhop.test"
+
+
+class MailSetupError(SockhopError):
+    """The mail server cannot start that way."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("maildir", metavar="MAILDIR", help="folder of mailboxes, one per local part")
+    parser.add_argument(
+        "--domain", action="append", required=True, metavar="D", help="a domain to accept mail for; repeatable"
+    )
+    parser.add_argument(
+        "--recipients", action="append", metavar="LIST",
+        help="comma-separated local parts or addresses that exist (others get 550); default: any",
+    )  # fmt: skip
+    parser.add_argument("--catch-all", action="store_true", help="deliver every recipient into MAILDIR itself")
+    parser.add_argument(
+        "--max-size", type=size, default=DEFAULT_MAX_SIZE, metavar="BYTES", help="largest message (default 10M)"
+    )
+    parser.add_argument(
+        "--max-recipients", type=positive_int, default=DEFAULT_MAX_RECIPIENTS, metavar="N", help="per message"
+    )
+    parser.add_argument("--hostname", help="name in the greeting and Received: (default this host's name)")
+    parser.add_argument(
+        "--command-timeout", type=positive_float, default=DEFAULT_COMMAND_TIMEOUT, metavar="S",
+        help="deadline for each whole command line, however slowly it trickles (default 300, RFC 5321 4.5.3.2)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--data-timeout", type=positive_float, default=DEFAULT_DATA_TIMEOUT, metavar="S",
+        help="deadline for the whole message after 354 (default 600, RFC 5321's DATA termination)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sync", choices=("batch", "each"), default="batch",
+        help="how a message is made durable before its 250: batch (default) -- messages arriving together share one "
+        "syncfs of the Maildir's filesystem, which also flushes anything else pending there; each -- an fsync per "
+        "message file, for a Maildir on a filesystem busy with other writes",
+    )  # fmt: skip
+    parser.add_argument(
+        "--message-log", metavar="FILE|-", help="a line per message accepted to FILE, or - for standard output"
+    )
+
+
+def make_factory(root: Path, policy, *, catch_all: bool, tls: bool = False, sync: str = "batch") -> Callable:
+    """One SMTPServer per connection, all delivering into the Maildir at ``root`` (created now). ``tls``: for an
+    SMTPS listener, whose TLS layer finished its handshake before the protocol is greeted."""
+    from .maildir import Maildir
+    from .protocol import SMTPServer
+
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MailSetupError(f"cannot create {root}: {exc.strerror}") from None
+    store = Maildir(root, hostname=policy.hostname, catch_all=catch_all, sync=sync)
+    return functools.partial(SMTPServer, policy, store, tls=tls)
+
+
+def policy_from(args: argparse.Namespace):
+    from .protocol import MailPolicy
+
+    recipients = None
+    if args.recipients:
+        recipients = frozenset(r.strip().lower() for item in args.recipients for r in item.split(",") if r.strip())
+    message_log = None
+    if args.message_log:
+        from .messagelog import open_message_log
+
+        message_log = open_message_log(args.message_log)
+    return MailPolicy(
+        hostname=args.hostname or socket.gethostname(),
+        domains=frozenset(d.lower().rstrip(".") for d in args.domain),
+        recipients=recipients,
+        max_size=args.max_size,
+        max_recipients=args.max_recipients,
+        command_timeout=args.command_timeout,
+        data_timeout=args.data_timeout,
+        message_log=message_log,
+    )
+
+
+def open_mail(args: argparse.Namespace, opener: Opener) -> list[Listener]:
+    """--listen plain (offering STARTTLS when a certificate is given: the TLS layer waits in plaintext for it),
+    --listen-tls SMTPS (implicit TLS: the greeting comes after the handshake)."""
+    from .protocol import busy_reply
+
+    policy = policy_from(args)
+    root = Path(args.maildir)
+    starttls = dataclasses.replace(policy, starttls=opener.certificates() is not None)
+    plain = opener.starttls(make_factory(root, starttls, catch_all=args.catch_all, sync=args.sync))
+    smtps = make_factory(root, policy, catch_all=args.catch_all, tls=True, sync=args.sync)
+    return opener.open(plain, busy=busy_reply(policy.hostname), tls_factory=smtps)
+
+
+def mail_folders(args: argparse.Namespace) -> list[Path]:
+    return [Path(args.maildir)]
+
+
+def check_mail(args: argparse.Namespace) -> list[Problem]:
+    """The Maildir can be made and written (as far as can be told without writing)."""
+    folder = Path(args.maildir).absolute()
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return [Problem("maildir", f"cannot create {args.maildir}: {existing} is not a folder")]
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return [Problem("maildir", f"cannot write to {existing}: permission denied")]
+    return []
+
+
+def up_plans(ctx: UpContext) -> list[UpPlan]:
+    """Mail for @sockhop.test on port 2525, into <data>/mail; STARTTLS there and SMTPS on the twin."""
+    from sockhop.dns.builtin import DEFAULT_PORT as DNS_PORT
+
+    maildir = ctx.data / "mail"
+    log = [] if ctx.quiet else ["--message-log", "-"]
+    argv = [str(maildir), "--domain", UP_DOMAIN, "--hostname", f"mail.{UP_DOMAIN}", *log]
+    try_it = (  # the MX of sockhop.test is mail.sockhop.test; its _smtp._tcp SRV record gives the port
+        f"echo hello | {ctx.command} send --dns {ctx.url_host()}:{DNS_PORT} --to you@{UP_DOMAIN}; "
+        f"{ctx.command} mailbox {maildir}"
+    )
+    return [UpPlan(argv, [try_it])]
+
+
+SERVICE = Service(
+    name="mail",
+    help="SMTP server delivering to Maildir (the Sendmail role)",
+    default_port=DEFAULT_PORT,
+    add_arguments=add_arguments,
+    open=open_mail,
+    up=up_plans,
+    twin=Twin(4465, (), "swaks --server {host} --port 4465 --tls-on-connect --to you@sockhop.test"),
+    defaults={"idle_timeout": 300.0},  # RFC 5321 4.5.3.2.7: at least 5 minutes
+    folders=mail_folders,
+    check=check_mail,
+    commands=(
+        Command(
+            "send", "build a message and deliver it over SMTP (to --server, or by MX)", send.add_arguments, send.run
+        ),
+        Command("mailbox", "list the messages in a Maildir, or print one", mailbox.add_arguments, mailbox.run),
+    ),  # fmt: skip
+)
