@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -20,14 +21,25 @@ LISTENING = re.compile(r"^sockhop: (?P<name>\S+) (?P<kind>tcp|udp|tls) (?P<addr>
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def cannot_run(message: str) -> NoReturn:
+    """A test that cannot run here (a missing tool, root or capability): a skip on a developer's machine, a failure
+    in CI, which runs as root with every tool installed -- there nothing may be skipped silently."""
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def require_root(why: str = "") -> None:
+    """Skip (fail in CI) unless this process is root."""
+    if os.geteuid() != 0:
+        cannot_run("needs root" + (f" ({why})" if why else ""))
+
+
 def require_tool(name: str) -> str:
     """The path of a real client the test drives. Missing: a skip on a developer's machine, a failure in CI."""
     path = shutil.which(name)
     if path is None:
-        message = f"{name} is not installed (make test installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        cannot_run(f"{name} is not installed (make test installs it)")
     return path
 
 
