@@ -90,13 +90,21 @@ class ServerProcess:
 
 
 def start_server(
-    args: list[str], *, announce: int = 1, timeout: float = 15.0, module: str = "sockhop", env=None, **popen
+    args: list[str],
+    *,
+    announce: int = 1,
+    timeout: float = 15.0,
+    module: str = "sockhop",
+    env=None,
+    prefix: list[str] | tuple[str, ...] = (),
+    **popen,
 ) -> ServerProcess:
     """Run ``python -m MODULE ARGS`` (from the repository's root) and wait until it has announced ``announce``
-    listening addresses."""
+    listening addresses. ``prefix`` is a command that runs it (``strace -f -o LOG``): the process is then that
+    command's."""
     popen.setdefault("cwd", ROOT)
     proc = subprocess.Popen(
-        [sys.executable, "-m", module, *args],
+        [*prefix, sys.executable, "-m", module, *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
