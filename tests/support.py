@@ -43,6 +43,19 @@ def require_tool(name: str) -> str:
     return path
 
 
+def loopback_dns(command: list[str], folder: Path) -> list[str]:
+    """``command`` made to run where its name lookups cannot leave the machine: in a private mount namespace whose
+    /etc/resolv.conf names only 127.0.0.1 (nothing answers there, so a lookup of a name not in /etc/hosts fails at
+    once with "Temporary failure in name resolution"). No test may send a DNS query off loopback. Needs root and
+    unshare (CI has both); the resolv.conf is written into ``folder``."""
+    require_root("a private mount namespace")
+    unshare = require_tool("unshare")
+    conf = folder / "resolv.conf"
+    conf.write_text("nameserver 127.0.0.1\noptions attempts:1 timeout:1\n")
+    script = 'mount --bind "$0" /etc/resolv.conf && exec "$@"'
+    return [unshare, "--mount", "--propagation", "private", "sh", "-c", script, str(conf), *command]
+
+
 def end_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
     """Stop a process this test started: SIGTERM, then SIGKILL if it has not ended within ``timeout``."""
     proc.terminate()
