@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -21,15 +22,39 @@ LISTENING = re.compile(r"^sockhop: (?P<name>\S+) (?P<kind>tcp|udp|tls) (?P<addr>
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def cannot_run(message: str) -> NoReturn:
+    """A test that cannot run here (a missing tool, root or capability): a skip on a developer's machine, a failure
+    in CI, which runs as root with every tool installed -- there nothing may be skipped silently."""
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def require_root(why: str = "") -> None:
+    """Skip (fail in CI) unless this process is root."""
+    if os.geteuid() != 0:
+        cannot_run("needs root" + (f" ({why})" if why else ""))
+
+
 def require_tool(name: str) -> str:
     """The path of a real client the test drives. Missing: a skip on a developer's machine, a failure in CI."""
     path = shutil.which(name)
     if path is None:
-        message = f"{name} is not installed (make test installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        cannot_run(f"{name} is not installed (make test installs it)")
     return path
+
+
+def loopback_dns(command: list[str], folder: Path) -> list[str]:
+    """``command`` made to run where its name lookups cannot leave the machine: in a private mount namespace whose
+    /etc/resolv.conf names only 127.0.0.1 (nothing answers there, so a lookup of a name not in /etc/hosts fails at
+    once with "Temporary failure in name resolution"). No test may send a DNS query off loopback. Needs root and
+    unshare (CI has both); the resolv.conf is written into ``folder``."""
+    require_root("a private mount namespace")
+    unshare = require_tool("unshare")
+    conf = folder / "resolv.conf"
+    conf.write_text("nameserver 127.0.0.1\noptions attempts:1 timeout:1\n")
+    script = 'mount --bind "$0" /etc/resolv.conf && exec "$@"'
+    return [unshare, "--mount", "--propagation", "private", "sh", "-c", script, str(conf), *command]
 
 
 def end_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
@@ -89,13 +114,21 @@ def said(line: str) -> str:
 
 
 def start_server(
-    args: list[str], *, announce: int = 1, timeout: float = 15.0, module: str = "sockhop", env=None, **popen
+    args: list[str],
+    *,
+    announce: int = 1,
+    timeout: float = 15.0,
+    module: str = "sockhop",
+    env=None,
+    prefix: list[str] | tuple[str, ...] = (),
+    **popen,
 ) -> ServerProcess:
     """Run ``python -m MODULE ARGS`` (from the repository's root) and wait until it has announced ``announce``
-    listening addresses."""
+    listening addresses. ``prefix`` is a command that runs it (``strace -f -o LOG``): the process is then that
+    command's."""
     popen.setdefault("cwd", ROOT)
     proc = subprocess.Popen(
-        [sys.executable, "-m", module, *args],
+        [*prefix, sys.executable, "-m", module, *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

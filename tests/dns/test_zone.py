@@ -39,12 +39,12 @@ def test_transfer_order_starts_and_ends_with_soa():
 @pytest.mark.parametrize(
     ("bad_line", "reason"),
     [
-        ("bad IN A 999.1.1.1", ""),
-        ("bad IN BOGUS 1", "unknown rdatatype"),
+        ("bad IN A 999.1.1.1", "Text input is malformed"),
+        ("bad IN BOGUS 1", "unknown rdatatype 'BOGUS'"),
         ("bad IN MX mail", "expecting an integer"),
-        ("bad IN MX 10 mail extra", "expected EOL"),
+        ("bad IN MX 10 mail extra", 'expected EOL or EOF, got 3 "extra"'),
     ],
-)
+)  # dnspython's reasons, word for word
 def test_broken_record_names_file_and_its_line(tmp_path, bad_line, reason):
     lines = EXAMPLE_ORG.splitlines()
     lines.insert(4, bad_line)  # line 5
@@ -52,11 +52,7 @@ def test_broken_record_names_file_and_its_line(tmp_path, bad_line, reason):
     path = write_zone(tmp_path, "\n".join(lines) + "\n", "example.org.zone")
     with pytest.raises(ZoneError) as info:
         read_zone_file(path)
-    message = str(info.value)
-    assert message.startswith(f"{path}:5:"), message
-    assert reason in message
-    assert message.endswith(f"(in: {bad_line})")
-    assert "\n" not in message
+    assert str(info.value) == f"{path}:5: {reason} (in: {bad_line})"  # one line: file, line, reason, the line
 
 
 def test_missing_soa_and_missing_file(tmp_path):

@@ -7,13 +7,22 @@ import pytest
 from sockhop.engine.protocol import Reply, StreamProtocol
 from sockhop.engine.proxy import ProxyLayer, format_v1, format_v2, parse_sources
 from sockhop.errors import SockhopError
+from tests.proxy_headers import (
+    CLIENT,
+    CLIENT6,
+    SERVED,
+    SERVED6,
+    V1,
+    V1_IPV6,
+    V1_UNKNOWN,
+    V2,
+    V2_IPV6,
+    V2_LOCAL,
+    V2_LOCAL_WITH_ADDRESSES,
+)
 
 BALANCER = ("10.0.0.5", 40000)
 LOCAL = ("10.0.0.9", 80)
-CLIENT = ("203.0.113.7", 51234)
-SERVED = ("192.0.2.1", 443)
-CLIENT6 = ("2001:db8::7", 51234, 0, 0)
-SERVED6 = ("2001:db8::1", 443, 0, 0)
 
 
 class Recorder(StreamProtocol):
@@ -56,10 +65,10 @@ def sent(replies: list[Reply]) -> bytes:
 @pytest.mark.parametrize(
     ("header", "src", "dst"),
     [
-        (format_v1(CLIENT, SERVED), CLIENT, SERVED),
-        (format_v2(CLIENT, SERVED), CLIENT, SERVED),
-        (format_v1(CLIENT6, SERVED6), CLIENT6, SERVED6),
-        (format_v2(CLIENT6, SERVED6), CLIENT6, SERVED6),
+        (V1, CLIENT, SERVED),
+        (V2, CLIENT, SERVED),
+        (V1_IPV6, CLIENT6, SERVED6),
+        (V2_IPV6, CLIENT6, SERVED6),
     ],
     ids=["v1", "v2", "v1-ipv6", "v2-ipv6"],
 )
@@ -77,25 +86,35 @@ def test_header_from_the_balancer_names_the_real_client(header, src, dst, split)
 def test_trailing_data_in_the_same_segment_reaches_the_protocol(kind):
     proto, inner = layer(kind=kind)
     proto.connection_made(BALANCER, LOCAL)
-    reply = proto.data_received(format_v1(CLIENT, SERVED) + b"EHLO x\r\n")
+    reply = proto.data_received(V1 + b"EHLO x\r\n")
     assert reply.send == (b"hello\r\n", b"EHLO X\r\n")
     assert inner.data == b"EHLO x\r\n"
 
 
-def test_unknown_and_local_keep_the_connection_addresses():
+@pytest.mark.parametrize("header", [V1_UNKNOWN, V2_LOCAL, V2_LOCAL_WITH_ADDRESSES])
+def test_unknown_and_local_keep_the_connection_addresses(header):
     proto, inner = layer()
     proto.connection_made(BALANCER, LOCAL)
-    proto.data_received(b"PROXY UNKNOWN\r\n")
-    assert inner.peer == BALANCER
-    proto, inner = layer()
-    proto.connection_made(BALANCER, LOCAL)
-    local_cmd = bytearray(format_v2(CLIENT, SERVED))
-    local_cmd[12] = 0x20  # version 2, command LOCAL (a health check)
-    proto.data_received(bytes(local_cmd))
-    assert inner.peer == BALANCER
+    reply = proto.data_received(header + b"get")
+    assert (inner.peer, inner.local, inner.data) == (BALANCER, LOCAL, b"get")
+    assert reply.send == (b"hello\r\n", b"GET") and not reply.close
 
 
-@pytest.mark.parametrize("header", [format_v1(CLIENT, SERVED), format_v2(CLIENT, SERVED)], ids=["v1", "v2"])
+@pytest.mark.parametrize(
+    ("made", "spec"),
+    [
+        (format_v1(CLIENT, SERVED), V1),
+        (format_v2(CLIENT, SERVED), V2),
+        (format_v1(CLIENT6, SERVED6), V1_IPV6),
+        (format_v2(CLIENT6, SERVED6), V2_IPV6),
+    ],
+    ids=["v1", "v2", "v1-ipv6", "v2-ipv6"],
+)
+def test_the_formatter_writes_what_the_spec_says(made, spec):
+    assert made == spec
+
+
+@pytest.mark.parametrize("header", [V1, V2], ids=["v1", "v2"])
 def test_a_forged_header_from_an_address_not_allowed_is_refused(header):
     proto, inner = layer()
     first = proto.connection_made(("198.51.100.3", 5555), LOCAL)
@@ -128,7 +147,7 @@ def test_a_balancer_that_sends_no_valid_header_is_cut_off(garbage):
 def test_ipv4_mapped_balancer_is_trusted():
     proto, inner = layer(["127.0.0.1"])
     proto.connection_made(("::ffff:127.0.0.1", 4000, 0, 0), ("::", 80, 0, 0))
-    proto.data_received(format_v1(CLIENT, SERVED))
+    proto.data_received(V1)
     assert inner.peer == CLIENT
 
 

@@ -4,18 +4,21 @@ model with Python's ssl and openssl s_client."""
 from __future__ import annotations
 
 import os
+import select
 import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
+import warnings
 
 import pytest
 
 from sockhop.echo import EchoStream
 from sockhop.engine.protocol import START_TLS, Reply, StreamProtocol
 from sockhop.engine.tls import TLSLayer, name_matches, server_context
-from tests.support import require_tool, start_server
+from tests.support import cannot_run, require_tool, start_server
 from tests.tls_certs import LocalCA
 
 MODELS = ["iterative", "fork", "thread", "pool", "eventloop", "prefork"]
@@ -231,14 +234,13 @@ def test_tls_echo_under_every_model(pki, model, served):
         while len(got) < len(payload):
             got += tls.recv(65536)
         assert got == payload
-    # a client that speaks plaintext to the TLS port is closed, and nobody else notices
+    # a client that speaks plaintext to the TLS port is closed at once, with not a byte in answer (OpenSSL sends no
+    # alert to what is not a TLS record), and nobody else notices
     with socket.create_connection((host, port), timeout=5) as plain:
         plain.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        try:
-            while plain.recv(4096):
-                pass
-        except ConnectionResetError:
-            pass
+        started = time.monotonic()
+        assert read_until_closed(plain, 5) == b""
+        assert time.monotonic() - started < 3  # not the 10 s handshake deadline: the server saw it was no TLS
     with (
         socket.create_connection((host, port)) as raw,
         client_context(pki).wrap_socket(raw, server_hostname="localhost") as tls,
@@ -248,23 +250,73 @@ def test_tls_echo_under_every_model(pki, model, served):
     assert "Traceback" not in proc.log()
 
 
-def test_half_a_handshake_is_dropped_at_the_deadline(pki, served):
-    proc = tls_server(pki, "eventloop", "--tls-handshake-timeout", "1")
+def read_until_closed(sock: socket.socket, timeout: float) -> bytes:
+    """What the server sends until it closes the connection (EOF or reset); the test fails if it is still open
+    after ``timeout``."""
+    chunks = []
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return b"".join(chunks)
+        except TimeoutError:
+            break
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+    pytest.fail(f"the server left the connection open for {timeout} s")
+
+
+def client_hello(pki) -> bytes:
+    """A real ClientHello, as the standard library's client would send it, made in memory."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = client_context(pki).wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    hello = outgoing.read()
+    assert hello[:1] == b"\x16" and len(hello) > 100  # a handshake record, a few hundred bytes long
+    return hello
+
+
+@pytest.mark.parametrize("model", ["eventloop", "thread", "prefork"])
+def test_a_trickled_handshake_is_dropped_at_the_deadline(pki, served, model):
+    """Slowloris against the handshake: a real ClientHello, 4 bytes every 0.1 s (it would take seconds to arrive
+    whole), keeps the connection busy, but the 1 s handshake deadline counts from the start and drops it -- without
+    a ServerHello, which needs the whole ClientHello. Meanwhile another client's handshake succeeds."""
+    proc = tls_server(pki, model, "--tls-handshake-timeout", "1")
     served.append(proc)
     host, port = proc.address("echo", "tls")
-    with socket.create_connection((host, port), timeout=5) as stalled:
+    hello = client_hello(pki)
+    pieces = [hello[i : i + 4] for i in range(0, len(hello), 4)]
+    assert len(pieces) * 0.1 > 5  # the trickle would outlast the deadline many times over
+    dropped = False
+    with socket.create_connection((host, port), timeout=5) as slow:
         started = time.monotonic()
-        stalled.sendall(b"\x16\x03\x01\x00\xc8\x01")  # the start of a ClientHello, then nothing
-        for _ in range(20):  # keep trickling: only the deadline can end this
+        for i, piece in enumerate(pieces):  # bounded: the ClientHello's pieces, once
             try:
-                if not stalled.recv(1, socket.MSG_DONTWAIT):
-                    break
-            except BlockingIOError:
-                pass
-            except ConnectionResetError:
+                slow.sendall(piece)
+            except (BrokenPipeError, ConnectionResetError):
+                dropped = True
                 break
-            time.sleep(0.1)
-        assert time.monotonic() - started < 3
+            if i == 2:
+                with (
+                    socket.create_connection((host, port), timeout=5) as raw,
+                    client_context(pki).wrap_socket(raw, server_hostname="localhost") as other,
+                ):
+                    other.sendall(b"meanwhile")
+                    assert other.recv(9) == b"meanwhile"
+            ready, _, _ = select.select([slow], [], [], 0.1)
+            if ready:  # the server spoke (it may only close) or closed
+                dropped = True
+                break
+        elapsed = time.monotonic() - started
+        answer = read_until_closed(slow, 5)
+    assert answer == b"", f"the server answered a ClientHello that took {elapsed:.1f} s to arrive"
+    assert dropped, "the whole ClientHello went out and the connection was still open"
+    assert 0.8 < elapsed < 3, elapsed  # the 1 s deadline, not the end of the trickle (> 5 s)
+    assert "Traceback" not in proc.log()
 
 
 def run_s_client(port: int, *args: str, servername: str = "localhost", ca=None) -> subprocess.CompletedProcess:
@@ -283,8 +335,64 @@ def test_openssl_versions_offered_and_refused(pki, served):
     assert ok13.returncode == 0 and b"TLSv1.3" in ok13.stdout and b"Verify return code: 0 (ok)" in ok13.stdout
     ok12 = run_s_client(port, "-tls1_2", ca=pki["ca"].pem)
     assert ok12.returncode == 0 and b"TLSv1.2" in ok12.stdout
-    old = run_s_client(port, "-tls1_1")
-    assert old.returncode != 0 or b"Cipher is (NONE)" in old.stdout
+    # TLS 1.1 is refused: a client that offers nothing else, with every cipher allowed, is told "protocol version"
+    with pytest.raises(ssl.SSLError) as refused:
+        tls11_handshake(port)
+    assert refused.value.reason == "TLSV1_ALERT_PROTOCOL_VERSION", refused.value
+
+
+def tls11_client() -> ssl.SSLContext:
+    """A client that speaks TLS 1.1 only, at security level 0, so that OpenSSL's policy does not stop it first."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TLSVersion.TLSv1_1 is deprecated: that is the point
+        ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    return ctx
+
+
+def tls11_handshake(port: int) -> str:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        tls11_client().wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        return tls.version()
+
+
+def test_the_tls11_client_can_speak_tls11(pki):
+    """The control for the refusal above: against a local server that allows TLS 1.1, the same client gets TLS 1.1
+    -- so its failure against sockhop is sockhop's refusal, not this OpenSSL's inability."""
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(pki["localhost"].cert, pki["localhost"].key)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        server_ctx.minimum_version = ssl.TLSVersion.TLSv1_1
+    server_ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    result: list = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(5)
+
+        def serve_one() -> None:
+            try:
+                conn, _ = listener.accept()
+                conn.settimeout(5)
+                with server_ctx.wrap_socket(conn, server_side=True) as tls:
+                    result.append(tls.version())
+            except (OSError, ssl.SSLError) as exc:
+                result.append(exc)
+
+        thread = threading.Thread(target=serve_one)
+        thread.start()
+        try:
+            version = tls11_handshake(listener.getsockname()[1])
+        except ssl.SSLError as exc:
+            version = None
+            thread.join(10)
+            cannot_run(f"this OpenSSL cannot speak TLS 1.1 even at SECLEVEL=0 ({exc}): the refusal is untested")
+        thread.join(10)
+    assert version == "TLSv1.1" and result == ["TLSv1.1"]
 
 
 def test_sni_picks_the_certificate_for_the_name(pki, served):

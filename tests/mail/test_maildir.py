@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
+import socket
+from pathlib import Path
 
 import pytest
 
 from sockhop.mail.maildir import Maildir, list_messages, mailbox_name
 from sockhop.mail.protocol import Envelope, Session
+from tests.support import require_tool
 
 SESSION = Session(peer=("127.0.0.1", 5000), local=("127.0.0.1", 25), helo="client.test", esmtp=True)
 
@@ -144,6 +148,86 @@ def test_a_batch_is_made_durable_by_one_syncfs_or_an_fsync_each(tmp_path, monkey
     assert reported == [("a", None), ("b", None), ("c", None)]
     assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["a", "b", "c"]
     assert len(calls) == (1 if whole_filesystem else 0)
+
+
+SYNC_CALL = re.compile(r"^\d+ +(?P<call>fsync|fdatasync|syncfs)\(\d+<(?P<path>[^>]*)>\) += 0$")
+
+
+def read_reply(sock: socket.socket, code: bytes) -> bytes:
+    """Read until a complete reply with ``code`` (its last line ``code SP ... CRLF``)."""
+    buf = b""
+    for _ in range(100):  # bounded: each recv waits at most the socket's timeout
+        if re.search(rb"(^|\r\n)" + code + rb" [^\r\n]*\r\n$", buf):
+            return buf
+        chunk = sock.recv(4096)
+        assert chunk, f"closed while waiting for {code!r}: {buf!r}"
+        buf += chunk
+    raise AssertionError(f"no {code!r} reply: {buf!r}")
+
+
+def deliver_together(address: tuple[str, int], count: int) -> None:
+    """``count`` SMTP sessions, each with one message to bob, whose ends of data go out together -- so that the
+    server's group commit finds several of them waiting at once."""
+    socks = [socket.create_connection(address, timeout=10) for _ in range(count)]
+    try:
+        for sock in socks:
+            read_reply(sock, b"220")
+            sock.sendall(b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n")
+        for sock in socks:
+            read_reply(sock, b"354")
+        for sock in socks:
+            sock.sendall(b"Subject: hi\r\n\r\nhello\r\n.\r\n")
+        for sock in socks:
+            read_reply(sock, b"250")
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+@pytest.mark.parametrize("sync", ["each", "batch"])
+def test_the_real_server_syncs_each_file_or_a_batch_by_syncfs(sockhop_server, tmp_path, sync):
+    """``serve mail --sync each|batch`` watched by strace: each -- every message file gets its own fsync before
+    its rename, never a syncfs, however many arrive together; batch -- messages committed together share one
+    syncfs instead of their fsyncs. Both fsync ``new/`` after the renames."""
+    from tests.mail.support import serve_mail
+
+    strace = require_tool("strace")
+    log = tmp_path / "strace.log"
+    maildir = tmp_path / "mail"
+    prefix = [strace, "-f", "-qq", "--seccomp-bpf", "-y", "-o", str(log),
+              "-e", "trace=fsync,fdatasync,syncfs", "-e", "signal=none"]  # fmt: skip
+    server = serve_mail(sockhop_server, maildir, "eventloop", "--sync", sync, prefix=prefix)
+    tmp, new = f"{maildir}/bob/tmp/", f"{maildir}/bob/new"
+
+    def calls() -> list[re.Match]:
+        matches = [SYNC_CALL.match(line) for line in log.read_text().splitlines()]
+        assert all(matches), log.read_text()
+        return matches  # type: ignore[return-value]
+
+    rounds = 0
+    for rounds in range(1, 6):  # bounded: until a round's messages were committed together
+        deliver_together(server.address("mail"), 4)
+        dir_fsyncs = [c for c in calls() if c["call"] == "fsync" and c["path"] == new]
+        if len(dir_fsyncs) < 4 * rounds:  # one fsync of new/ per commit: some commit took several messages
+            break
+    (served,) = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+    os.kill(int(served), signal.SIGTERM)  # the server; strace ends with it
+    assert server.stop() == 0
+    messages = 4 * rounds
+    assert len(list((maildir / "bob" / "new").iterdir())) == messages
+    done = calls()
+    dir_fsyncs = [c for c in done if c["call"] == "fsync" and c["path"] == new]
+    assert 1 <= len(dir_fsyncs) < messages, f"no commit of several messages in {rounds} rounds"
+    file_fsyncs = [c for c in done if c["call"] == "fsync" and c["path"].startswith(tmp)]
+    syncfs = [c for c in done if c["call"] == "syncfs"]
+    assert not [c for c in done if c["call"] == "fdatasync"]
+    if sync == "each":
+        assert syncfs == [] and len(file_fsyncs) == messages
+        assert len({c["path"] for c in file_fsyncs}) == messages  # one per file, each file once
+    else:
+        assert syncfs, log.read_text()
+        assert all(c["path"].startswith(tmp) for c in syncfs)  # called on a message file: its filesystem
+        assert len(file_fsyncs) <= messages - 2 * len(syncfs)  # each syncfs stood for two or more fsyncs
 
 
 def test_submit_returns_at_once_and_reports_from_the_commit_thread(tmp_path):

@@ -35,7 +35,8 @@ def drive(stream: bytes, splits: list[int]) -> Conversation:
 @given(st.binary(max_size=2000), st.lists(st.integers(0, 2000), max_size=10))
 def test_random_bytes_never_raise(stream, splits):
     conv = drive(stream, splits)
-    assert not conv.store.delivered or b"\r\n.\r\n" in stream or b".\r\n" in stream
+    # the data begins after "DATA" CRLF, so even an empty message's end, "." CRLF, completes a CRLF.CRLF
+    assert not conv.store.delivered or b"\r\n.\r\n" in stream
 
 
 @SETTINGS
@@ -46,3 +47,46 @@ def test_mutated_command_streams_never_raise(pieces, splits):
     for envelope in conv.store.delivered:
         assert envelope.recipients
         assert b"\r" not in envelope.content
+
+
+HEAD = b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n"
+BODY_PIECES = [
+    b"a", b"b c", b".", b"..", b"\r", b"\n", b"\r\n", b"\r\n.", b".\r\n", b"\n.\n", b"\r.\r", b"\n.\r\n",
+    b"\r\n.\n", b"\r\n..\r\n", b"\r\r\n", b"\n\r",
+]  # fmt: skip
+
+
+def expected_message(data: bytes) -> tuple[bytes, bytes | None]:
+    """What the server promises for the bytes after DATA's CRLF: the message ends at the first CRLF "." CRLF (or
+    "." CRLF at once) and nowhere else; its text is refused whole if it holds a bare CR or LF, else delivered
+    with lines ending in LF and leading dots unstuffed. Returns (the data up to and including the end, the content
+    delivered or None)."""
+    wire = b"\r\n" + data  # DATA's CRLF: the data starts at the start of a line
+    end = wire.find(b"\r\n.\r\n")
+    assert end >= 0
+    text = wire[2 : end + 2]  # every line with its CRLF, without the "." line
+    consumed = wire[2 : end + 5]
+    if not text.count(b"\r\n") == text.count(b"\r") == text.count(b"\n"):
+        return consumed, None
+    lines = [line[1:] if line.startswith(b".") else line for line in text.split(b"\r\n")[:-1]]
+    return consumed, b"".join(line + b"\n" for line in lines)
+
+
+@SETTINGS
+@given(st.lists(st.sampled_from(BODY_PIECES), max_size=30), st.lists(st.integers(0, 400), max_size=10))
+def test_the_end_of_data_is_exactly_crlf_dot_crlf(pieces, splits):
+    """A message ends at CRLF.CRLF and at nothing else (LF.LF, CR.CR, LF.CRLF, CRLF.LF ... are text), and a message
+    with a bare CR or LF anywhere is refused whole (554 5.6.0, nothing delivered). The stream stops right after the
+    first CRLF.CRLF, so a server that ended the data anywhere else would answer a different number of replies."""
+    data, content = expected_message(b"".join(pieces) + b"\r\n.\r\n")
+    conv = drive(HEAD + data, splits)
+    replies = conv.replies()
+    assert [r.code for r in replies[:5]] == [220, 250, 250, 250, 354]
+    assert len(replies) == 6, replies[5:]  # exactly one answer to the end of data, and nothing after it
+    if content is None:
+        assert (replies[5].code, replies[5].status) == (554, "5.6.0") and "bare CR or LF" in replies[5].text
+        assert conv.store.delivered == []
+    else:
+        assert replies[5].code == 250, replies[5]
+        assert [e.content for e in conv.store.delivered] == [content]
+    assert not conv.closed

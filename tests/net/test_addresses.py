@@ -1,9 +1,14 @@
+import os
+import re
 import socket
+import subprocess
+import sys
 
 import pytest
 
-from sockhop.errors import AddressError, PortRangeError, UnknownHostError, UnknownServiceError
+from sockhop.errors import AddressError, PortRangeError, UnknownServiceError
 from sockhop.net.addresses import Endpoint, parse_endpoint, parse_port, resolve
+from tests.support import ROOT, loopback_dns, require_tool
 
 
 @pytest.mark.parametrize(
@@ -62,6 +67,36 @@ def test_resolve_numeric_v6():
     assert resolve(Endpoint("::1", 80))[0][0] == socket.AF_INET6
 
 
-def test_unknown_host():
-    with pytest.raises(UnknownHostError, match="no-such-host.invalid"):
-        resolve(Endpoint("no-such-host.invalid", 80))
+RESOLVE_UNKNOWN = """
+from sockhop.errors import UnknownHostError
+from sockhop.net.addresses import Endpoint, resolve
+try:
+    resolve(Endpoint("no-such-host.invalid", 80))
+except UnknownHostError as exc:
+    print(f"UnknownHostError: {exc}")
+"""
+
+
+def test_unknown_host(tmp_path):
+    """In a subprocess whose resolver asks only loopback: no DNS query leaves the machine."""
+    done = subprocess.run(loopback_dns([sys.executable, "-c", RESOLVE_UNKNOWN], tmp_path), capture_output=True,
+                          text=True, timeout=20, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, "")
+    assert (
+        done.stdout == "UnknownHostError: unknown host 'no-such-host.invalid': Temporary failure in name resolution\n"
+    )
+
+
+def test_the_loopback_resolver_sends_nothing_off_loopback(tmp_path):
+    """The helper's promise, watched by strace: every address the lookup sends to or connects to is 127.0.0.1."""
+    strace = require_tool("strace")
+    log = tmp_path / "strace.log"
+    command = [strace, "-f", "-qq", "-o", str(log), "-e", "trace=connect,sendto,sendmsg,sendmmsg", sys.executable,
+               "-c", RESOLVE_UNKNOWN]  # fmt: skip
+    done = subprocess.run(loopback_dns(command, tmp_path), capture_output=True, text=True, timeout=20,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")})  # fmt: skip
+    assert done.stdout.startswith("UnknownHostError: unknown host 'no-such-host.invalid'"), done
+    text = log.read_text()
+    inet = re.findall(r"sin6?_addr=[^)]*\)|inet_addr\(\"[^\"]*\"\)|inet_pton\([^)]*\)", text)
+    assert inet, text  # the lookup did try the (loopback) name server
+    assert all("127.0.0.1" in address for address in inet), text

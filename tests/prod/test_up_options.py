@@ -5,7 +5,6 @@ and hands the data folder over; with --config those flags are refused (they go i
 from __future__ import annotations
 
 import json
-import os
 import pwd
 import shutil
 import smtplib
@@ -19,7 +18,7 @@ import pytest
 from tests.prod.helpers import fetch
 from tests.prod.test_admin import scrape, value
 from tests.prod.test_privileges import assert_nobody
-from tests.support import ROOT, require_tool
+from tests.support import ROOT, require_root, require_tool
 from tests.test_up import loopback_host
 
 ANNOUNCED = 7  # echo tcp+udp, web, dns udp+tcp, mail, admin (no TLS)
@@ -60,8 +59,8 @@ def test_up_with_admin_counts_every_service_and_logs_json(sockhop_server, tmp_pa
     assert entries and all({"time", "level", "pid", "logger", "message"} <= set(e) for e in entries), up.log()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
 def test_up_with_user_serves_as_that_user(sockhop_server):
+    require_root("dropping privileges")
     nobody = pwd.getpwnam("nobody")
     folder = Path(tempfile.mkdtemp(prefix="sockhop-up-user-"))
     try:

@@ -52,17 +52,28 @@ class WebServer:
 
 
 def read_all(sock: socket.socket, timeout: float) -> bytes:
+    """Everything the server sends until it closes the connection (EOF or reset). A connection still open when
+    ``timeout`` runs out fails the test: every caller counts on the server closing it."""
     chunks = []
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        sock.settimeout(left)
         try:
             chunk = sock.recv(65536)
-        except (ConnectionResetError, TimeoutError):
+        except ConnectionResetError:
+            return b"".join(chunks)
+        except TimeoutError:
             break
         if not chunk:
-            break
+            return b"".join(chunks)
         chunks.append(chunk)
-    return b"".join(chunks)
+    received = b"".join(chunks)
+    pytest.fail(
+        f"the server left the connection open for {timeout} s (after {len(received)} bytes: {received[:200]!r})"
+    )
 
 
 def start_web(root: Path, model: str, *extra: str) -> ServerProcess:

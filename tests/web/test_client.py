@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import end_process, require_tool
+from tests.support import end_process, loopback_dns, require_tool
 
 from .conftest import BIG, start_web
 
@@ -107,8 +107,10 @@ def test_connection_refused():
     assert "connection refused" in one_line_error(sockhop_get(f"http://127.0.0.1:{port}/"))
 
 
-def test_cannot_resolve():
-    assert "cannot resolve" in one_line_error(sockhop_get("http://no-such-host.invalid/"))
+def test_cannot_resolve(tmp_path):
+    command = loopback_dns([sys.executable, "-m", "sockhop", "get", "http://no-such-host.invalid/"], tmp_path)
+    line = one_line_error(subprocess.run(command, capture_output=True, timeout=30, check=False))
+    assert line.startswith("sockhop: cannot resolve no-such-host.invalid: "), line
 
 
 def test_timeout():
