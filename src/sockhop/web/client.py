@@ -47,6 +47,10 @@ class ConnectError(ClientError):
     exit_code = 7
 
 
+class Refused(ConnectError):
+    """The server refused the connection."""
+
+
 class TimedOut(ClientError):
     """Timed out."""
 
@@ -294,7 +298,8 @@ Trace = Callable[[str, str], None]
 @dataclass(frozen=True)
 class Dialing:
     """How to reach a host: timeouts, the address family (curl's -4/-6) and fixed addresses for some host and port
-    pairs (curl's --resolve: those never go to the resolver). ``read_timeout`` bounds a wait for the server."""
+    pairs (curl's --resolve, host ``*`` for any: those never go to the resolver). ``read_timeout`` bounds each wait
+    for the server."""
 
     connect_timeout: float = 30.0
     read_timeout: float = 30.0
@@ -386,7 +391,7 @@ class Connection:
     def addresses(self) -> list[tuple]:
         """getaddrinfo's answers for the host, asking the machine's resolver only for a name nobody pinned."""
         family = self.dialing.family
-        pinned = self.dialing.pinned.get((self.host.lower(), self.port))
+        pinned = self.dialing.pinned.get((self.host.lower(), self.port)) or self.dialing.pinned.get(("*", self.port))
         if pinned is not None:
             self._note("*", f"Hostname {self.host} was found in DNS cache")
         literals = pinned or ((self.host,) if ip_literal(self.host) else ())
@@ -439,7 +444,7 @@ class Connection:
         if isinstance(last, TimeoutError):
             raise self._timed_out("connecting to")
         if isinstance(last, ConnectionRefusedError):
-            raise ConnectError(f"connection refused by {self.name}")
+            raise Refused(f"connection refused by {self.name}")
         raise ConnectError(f"cannot connect to {self.name}: {getattr(last, 'strerror', None) or last}")
 
     def _handshake(self, sock: socket.socket, started: float) -> ssl.SSLSocket:
