@@ -603,9 +603,10 @@ class Getter:
             break
         transfer.redirect_url = "" if args.location else transfer.redirect_url
         if self.trace is not None:
-            kept = conn.sock is not None
-            what = "left intact" if kept else "closed"
-            self.trace("*", f"Connection #{conn.opens - 1} to host {conn.host} {what}")
+            if conn.sock is not None:
+                self.trace("*", f"Connection #{conn.opens - 1} to host {conn.host} left intact")
+            else:
+                self.trace("*", f"Closing connection {conn.opens - 1}")
         if args.fail and response.status >= 400 and not self.retrying:
             raise BadStatus(f"{transfer.url_effective}: {response.status} {response.reason}")
         return response
