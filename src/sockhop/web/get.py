@@ -497,7 +497,10 @@ class Getter:
         if self.output is not None:
             self.output.close()
 
-    def headers_for(self, target: Target, origin: tuple[str, str, int], resume_from: int, body: bool):
+    def headers_for(
+        self, target: Target, origin: tuple[str, str, int], resume_from: int, body: bool
+    ) -> list[tuple[str, str]]:
+        """The request headers: ours with -A, -u (first host only) and -r, then -H over them (empty: dropped)."""
         headers: dict[str, tuple[str, str]] = {}
         if self.auth and (origin == (target.scheme, target.host, target.port) or self.args.location_trusted):
             headers["authorization"] = ("Authorization", self.auth)
@@ -565,7 +568,7 @@ class Getter:
             if path is None:
                 raise UsageError("-C needs -o FILE or -O")
             resume_from = os.path.getsize(path) if os.path.isfile(path) else 0
-        deadline = transfer.start + args.max_time if args.max_time else None
+        deadline = time.monotonic() + args.max_time if args.max_time else None  # each try has its own, as curl
         first = Target.from_url(url)
         origin = (first.scheme, first.host, first.port)
         redirects = 0
