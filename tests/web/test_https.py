@@ -153,6 +153,8 @@ def test_get_insecure_warns(served):
     result = sockhop_get("-k", f"{served['other']}/hello.txt")
     assert result.returncode == 0 and result.stdout == b"hello, world\n"
     assert b"warning" in result.stderr and b"-k" in result.stderr
+    silent = sockhop_get("-s", "-k", f"{served['other']}/hello.txt")  # -s: no warnings
+    assert silent.returncode == 0 and silent.stdout == b"hello, world\n" and silent.stderr == b""
 
 
 def test_get_by_name_following_a_redirect(served, pki):
@@ -237,3 +239,49 @@ def test_get_against_nginx_over_https(site, pki, tmp_path):
         assert "not trusted" in one_line_error(sockhop_get(f"{base}/hello.txt"))
     finally:
         end_process(proc, 10)
+
+
+def test_failures_exit_as_curl(served, pki):
+    """curl's exit statuses: 60 for a certificate refused, 35 for a handshake that fails otherwise, 77 for a CA
+    file that cannot be used."""
+    ca = str(pki["ca"].pem)
+    curl = shutil.which("curl")
+    plain_as_tls = served["plain"].replace("http://", "https://")
+    for args, status in (
+        ([f"{served['good']}/hello.txt"], 60),
+        (["--cacert", ca, f"{served['expired']}/hello.txt"], 60),
+        (["--cacert", ca, f"{served['other']}/hello.txt"], 60),
+        (["--cacert", ca, f"{plain_as_tls}/hello.txt"], 35),
+        (["--cacert", "/nonexistent", f"{served['good']}/hello.txt"], 77),
+    ):
+        ours = sockhop_get(*args)
+        assert ours.returncode == status, (args, ours)
+        if curl is not None:
+            assert subprocess.run([curl, "-s", *args], check=False, timeout=30).returncode == status, args
+
+
+def test_resolve_keeps_sni_and_the_name_checked(served, pki):
+    """--resolve: connect to the address given, but greet (SNI) and check the certificate as the URL's host."""
+    ca = str(pki["ca"].pem)
+    port = served["other"].rsplit(":", 1)[1]
+    pinned = ["--cacert", ca, "--resolve", f"other.example:{port}:127.0.0.1"]
+    result = sockhop_get("-v", *pinned, f"https://other.example:{port}/hello.txt")
+    assert result.returncode == 0 and result.stdout == b"hello, world\n", result.stderr
+    err = result.stderr.decode()
+    assert "* SSL connection using TLSv1." in err and "* ALPN: server accepted http/1.1" in err
+    assert "subject: commonName=" in err and "SSL certificate verify ok." in err
+    assert f"> Host: other.example:{port}\r\n" in err
+    # Pinned to the right address under a name its certificate does not carry: refused as curl refuses it.
+    wrong = sockhop_get(
+        "--cacert", ca, "--resolve", f"wrong.example:{port}:127.0.0.1", f"https://wrong.example:{port}/"
+    )
+    assert "not for this name" in one_line_error(wrong) and wrong.returncode == 60
+    curl = shutil.which("curl")
+    if curl is not None:
+        theirs = subprocess.run(
+            [curl, "-s", *pinned, f"https://other.example:{port}/hello.txt"],
+            capture_output=True,
+            check=False,
+            timeout=30,
+        )
+        assert theirs.stdout == result.stdout

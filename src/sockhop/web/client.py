@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,29 +31,90 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 class ClientError(SockhopError):
     """The request failed."""
 
+    #: curl's exit status for this failure, so scripts written for curl read ours the same way.
+    exit_code = 1
+
+
+class BadURL(ClientError):
+    """The URL is malformed."""
+
+    exit_code = 3
+
 
 class ConnectError(ClientError):
     """Cannot connect."""
+
+    exit_code = 7
+
+
+class Refused(ConnectError):
+    """The server refused the connection."""
 
 
 class TimedOut(ClientError):
     """Timed out."""
 
+    exit_code = 28
+
 
 class CertificateError(ClientError):
     """The server's certificate failed verification."""
+
+    exit_code = 60
 
 
 class HandshakeError(ClientError):
     """The TLS handshake failed for another reason."""
 
+    exit_code = 35
+
 
 class BadStatus(ClientError):
     """The server answered with an error status."""
 
+    exit_code = 22
+
+
+class TooManyRedirects(ClientError):
+    """Too many redirects."""
+
+    exit_code = 47
+
+
+class SendError(ClientError):
+    """Sending the request failed."""
+
+    exit_code = 55
+
+
+class ReceiveError(ClientError):
+    """Receiving the response failed."""
+
+    exit_code = 56
+
 
 class MalformedResponse(RemoteProtocolError):
     """The server's response is not valid HTTP/1.1."""
+
+    exit_code = 8
+
+
+class EmptyReply(MalformedResponse):
+    """The server closed the connection without a response."""
+
+    exit_code = 52
+
+
+class PartialBody(MalformedResponse):
+    """The server closed the connection before the end of the body."""
+
+    exit_code = 18
+
+
+class BadContentEncoding(MalformedResponse):
+    """The body's content coding cannot be decoded."""
+
+    exit_code = 61
 
 
 @dataclass(frozen=True)
@@ -73,9 +135,9 @@ class Target:
             scheme = parts.scheme.lower()
             port = parts.port or DEFAULT_PORTS.get(scheme, 0)
         except ValueError as exc:
-            raise ClientError(f"bad URL {url}: {exc}") from None
+            raise BadURL(f"bad URL {url}: {exc}") from None
         if scheme not in DEFAULT_PORTS or not parts.hostname:
-            raise ClientError(f"bad URL {url}: want http://HOST[:PORT]/PATH or https://...")
+            raise BadURL(f"bad URL {url}: want http://HOST[:PORT]/PATH or https://...")
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
@@ -198,9 +260,9 @@ class ResponseReader:
         if self.complete:
             return
         if self.response is None:
-            raise MalformedResponse("the server closed the connection without a complete response")
+            raise EmptyReply("the server closed the connection without a complete response")
         if self.framed:
-            raise MalformedResponse("the server closed the connection before the end of the body")
+            raise PartialBody("the server closed the connection before the end of the body")
         self.response.keep_alive = False
         self.complete = True
 
@@ -216,7 +278,7 @@ class GzipDecoder:
         try:
             out = self.inflater.decompress(data)
         except zlib.error as exc:
-            raise MalformedResponse(f"bad gzip body: {exc}") from None
+            raise BadContentEncoding(f"bad gzip body: {exc}") from None
         if out:
             self.sink(out)
 
@@ -224,91 +286,239 @@ class GzipDecoder:
         try:
             out = self.inflater.flush()
         except zlib.error as exc:
-            raise MalformedResponse(f"bad gzip body: {exc}") from None
+            raise BadContentEncoding(f"bad gzip body: {exc}") from None
         if out:
             self.sink(out)
 
 
+#: What a verbose trace receives: a kind (``*`` information, ``>`` the request head, ``<`` the response head) and text.
+Trace = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class Dialing:
+    """How to reach a host: timeouts, the address family (curl's -4/-6) and fixed addresses for some host and port
+    pairs (curl's --resolve, host ``*`` for any: those never go to the resolver). ``read_timeout`` bounds each wait
+    for the server."""
+
+    connect_timeout: float = 30.0
+    read_timeout: float = 30.0
+    family: int = socket.AF_UNSPEC
+    pinned: dict[tuple[str, int], tuple[str, ...]] = field(default_factory=dict)
+
+
+def ip_literal(text: str) -> int | None:
+    """The address family of an IP address literal, or None for a name."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, text)
+        except OSError:
+            continue
+        return family
+    return None
+
+
+def check_host_name(host: str) -> str:
+    """The ASCII form of a host name, or UnknownHostError for one no resolver could know (an empty label, one over
+    63 characters, a space): said here rather than by asking the machine's resolver about it."""
+    try:
+        ascii_name = host.encode("idna").decode("ascii") if not host.isascii() else host
+    except UnicodeError:
+        ascii_name = ""
+    labels = ascii_name.removesuffix(".").split(".")
+    valid = 0 < len(ascii_name) <= 253 and all(
+        0 < len(label) <= 63 and all(c.isalnum() or c in "-_" for c in label) for label in labels
+    )
+    if not valid:
+        raise UnknownHostError(f"cannot resolve {host}: not a valid host name")
+    return ascii_name
+
+
 class Connection:
     """A connection to one host and port, reused for as many requests as the server allows. With a TLS context it
-    speaks HTTPS: the handshake offers ALPN http/1.1 and checks the certificate against the host name."""
+    speaks HTTPS: the handshake offers ALPN http/1.1 and checks the certificate against the host name (even when
+    the address comes from ``dialing.pinned``). ``deadline`` (a ``time.monotonic()`` value, or None) bounds the
+    whole of the current request, connecting included: curl's --max-time."""
 
-    def __init__(self, host: str, port: int, timeout: float, tls: ssl.SSLContext | None = None) -> None:
-        self.host, self.port, self.timeout = host, port, timeout
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        timeout: float | Dialing,
+        tls: ssl.SSLContext | None = None,
+        *,
+        trace: Trace | None = None,
+    ) -> None:
+        self.host, self.port = host, port
+        self.dialing = timeout if isinstance(timeout, Dialing) else Dialing(timeout, timeout)
+        self.timeout = self.dialing.read_timeout
         self.tls = tls
+        self.trace = trace
         self.sock: socket.socket | None = None
         self.used = 0  # requests answered on the current socket
+        self.deadline: float | None = None
+        self.opens = 0  # sockets opened, for curl's num_connects
+        #: When the last socket was opened: monotonic stamps of the start, the address lookup, the TCP connect and
+        #: the TLS handshake (what curl's --write-out calls time_namelookup, time_connect and time_appconnect).
+        self.stamps: dict[str, float] = {}
+        self.first_byte = 0.0  # monotonic time the last response's head arrived
+        self.head_size = 0  # bytes of the last request's head
+        self.peer: tuple[str, int] = ("", 0)
+        self.local: tuple[str, int] = ("", 0)
 
     @property
     def name(self) -> str:
         return f"{self.host}:{self.port}" if ":" not in self.host else f"[{self.host}]:{self.port}"
 
-    def open(self) -> socket.socket:
+    def _note(self, kind: str, text: str) -> None:
+        if self.trace is not None:
+            self.trace(kind, text)
+
+    def _limit(self, timeout: float, what: str) -> float:
+        """``timeout``, shortened to what is left before the deadline; TimedOut once nothing is left."""
+        if self.deadline is None:
+            return timeout
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimedOut(f"gave up {what} {self.name}: --max-time ran out")
+        return min(timeout, left)
+
+    def _timed_out(self, what: str) -> TimedOut:
+        if self.deadline is not None and time.monotonic() >= self.deadline - 0.001:
+            return TimedOut(f"gave up {what} {self.name}: --max-time ran out")
+        return TimedOut(f"timed out {what} {self.name}")
+
+    def addresses(self) -> list[tuple]:
+        """getaddrinfo's answers for the host, asking the machine's resolver only for a name nobody pinned."""
+        family = self.dialing.family
+        pinned = self.dialing.pinned.get((self.host.lower(), self.port)) or self.dialing.pinned.get(("*", self.port))
+        if pinned is not None:
+            self._note("*", f"Hostname {self.host} was found in DNS cache")
+        literals = pinned or ((self.host,) if ip_literal(self.host) else ())
+        if literals:
+            infos = []
+            for address in literals:
+                kind = ip_literal(address)
+                if family in (socket.AF_UNSPEC, kind):
+                    infos += socket.getaddrinfo(
+                        address, self.port, kind, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
+                    )
+            if not infos:
+                wanted = "IPv4" if family == socket.AF_INET else "IPv6"
+                raise ConnectError(f"cannot connect to {self.name}: no {wanted} address for it (-4/-6)")
+            return infos
+        name = check_host_name(self.host)
         try:
-            infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+            return socket.getaddrinfo(name, self.port, family, socket.SOCK_STREAM)
         except socket.gaierror as exc:
             raise UnknownHostError(f"cannot resolve {self.host}: {exc.strerror}") from None
+
+    def open(self) -> socket.socket:
+        stamps = self.stamps = {"start": time.monotonic()}
+        infos = self.addresses()
+        stamps["namelookup"] = time.monotonic()
         last: OSError | None = None
         for family, kind, proto, _, addr in infos:
+            shown = f"[{addr[0]}]" if family == socket.AF_INET6 else addr[0]
+            self._note("*", f"  Trying {shown}:{addr[1]}...")
+            timeout = self._limit(self.dialing.connect_timeout, "connecting to")
             sock = socket.socket(family, kind, proto)
-            sock.settimeout(self.timeout)
+            sock.settimeout(timeout)
             try:
                 sock.connect(addr)
             except OSError as exc:
                 sock.close()
                 last = exc
+                self._note("*", f"connect to {addr[0]} port {addr[1]} failed: {exc.strerror or 'timed out'}")
                 continue
+            stamps["connect"] = time.monotonic()
+            self.opens += 1
+            self.peer, self.local = sock.getpeername()[:2], sock.getsockname()[:2]
+            self._note("*", f"Connected to {self.host} ({addr[0]}) port {addr[1]} (#{self.opens - 1})")
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.tls is not None:
-                sock = self._handshake(sock)
+                sock = self._handshake(sock, stamps["start"])
+            stamps["appconnect"] = time.monotonic()
             self.sock, self.used = sock, 0
             return sock
         if isinstance(last, TimeoutError):
-            raise TimedOut(f"timed out connecting to {self.name}")
+            raise self._timed_out("connecting to")
         if isinstance(last, ConnectionRefusedError):
-            raise ConnectError(f"connection refused by {self.name}")
+            raise Refused(f"connection refused by {self.name}")
         raise ConnectError(f"cannot connect to {self.name}: {getattr(last, 'strerror', None) or last}")
 
-    def _handshake(self, sock: socket.socket) -> ssl.SSLSocket:
-        """TLS on a connected socket; every way it fails is one line naming what went wrong."""
+    def _handshake(self, sock: socket.socket, started: float) -> ssl.SSLSocket:
+        """TLS on a connected socket; every way it fails is one line naming what went wrong. The handshake counts
+        towards the connect timeout, as curl counts it."""
         assert self.tls is not None
+        self._note("*", "ALPN: offers http/1.1")
         try:
-            return self.tls.wrap_socket(sock, server_hostname=self.host)
+            left = self.dialing.connect_timeout - (time.monotonic() - started)
+            if left <= 0:
+                raise TimeoutError
+            sock.settimeout(self._limit(left, "in the TLS handshake with"))
+            tls = self.tls.wrap_socket(sock, server_hostname=self.host)
         except ssl.SSLCertVerificationError as exc:
             sock.close()
             raise CertificateError(f"{self.name}: {describe_certificate_error(exc)}") from None
         except TimeoutError:
             sock.close()
-            raise TimedOut(f"timed out in the TLS handshake with {self.name}") from None
+            raise self._timed_out("in the TLS handshake with") from None
         except (ssl.SSLError, OSError) as exc:
             sock.close()
             reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
             hint = " (is it a plain http:// port?)" if reason == "WRONG_VERSION_NUMBER" else ""
             raise HandshakeError(f"TLS handshake with {self.name} failed: {reason}{hint}") from None
+        if self.trace is not None:
+            self._trace_tls(tls)
+        return tls
+
+    def _trace_tls(self, tls: ssl.SSLSocket) -> None:
+        cipher = tls.cipher()
+        self._note("*", f"SSL connection using {tls.version()} / {cipher[0] if cipher else '?'}")
+        self._note("*", f"ALPN: server accepted {tls.selected_alpn_protocol() or 'nothing'}")
+        cert = tls.getpeercert()
+        if not cert:  # -k: not verified, so not decoded either
+            self._note("*", "SSL certificate verify result: not checked (-k), continuing anyway.")
+            return
+
+        def name(parts: tuple) -> str:
+            return "; ".join(f"{key}={value}" for rdn in parts for key, value in rdn)
+
+        self._note("*", "Server certificate:")
+        self._note("*", f" subject: {name(cert.get('subject', ()))}")
+        self._note("*", f" start date: {cert.get('notBefore', '?')}")
+        self._note("*", f" expire date: {cert.get('notAfter', '?')}")
+        self._note("*", f" issuer: {name(cert.get('issuer', ()))}")
+        self._note("*", " SSL certificate verify ok.")
 
     def _send(self, sock: socket.socket, data: bytes) -> None:
         try:
+            sock.settimeout(self._limit(self.timeout, "sending to"))
             sock.sendall(data)
         except (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError, ssl.SSLZeroReturnError):
             raise _StaleConnection from None  # a kept connection the server closed meanwhile
         except TimeoutError:
-            raise TimedOut(f"timed out sending to {self.name}") from None
+            raise self._timed_out("sending to") from None
+        except OSError as exc:
+            raise SendError(f"cannot send to {self.name}: {exc.strerror or exc}") from None
 
     def _recv(self, sock: socket.socket, received: bool) -> bytes:
         try:
+            sock.settimeout(self._limit(self.timeout, "waiting for"))
             return sock.recv(RECV_SIZE)
         except ConnectionResetError as exc:
             if not received:
                 raise _StaleConnection from None
-            raise ClientError(f"{self.name} reset the connection: {exc.strerror}") from None
+            raise ReceiveError(f"{self.name} reset the connection: {exc.strerror}") from None
         except TimeoutError:
-            raise TimedOut(f"timed out waiting for {self.name}") from None
+            raise self._timed_out("waiting for") from None
         except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
             if not received:
                 raise _StaleConnection from None  # a kept TLS connection closed without close_notify
             return b""  # the end of a body delimited by the close, or a truncation the reader will name
         except ssl.SSLError as exc:
-            raise ClientError(f"TLS error from {self.name}: {exc.reason or exc}") from None
+            raise ReceiveError(f"TLS error from {self.name}: {exc.reason or exc}") from None
 
     def close(self) -> None:
         if self.sock is not None:
@@ -322,29 +532,53 @@ class Connection:
         headers: list[tuple[str, str]],
         on_body: Callable[[bytes], None],
         on_head: Callable[[Response], None] | None = None,
+        body: bytes | None = None,
+        *,
+        head: bool | None = None,
     ) -> Response:
-        """Send one request and read its response, the body going to ``on_body``. A kept connection the server has
-        meanwhile closed is reopened once, transparently (only idempotent methods are sent here)."""
+        """Send one request (with ``body``, if any, and its Content-Length) and read its response, the body going
+        to ``on_body``. ``head``: the response has no body whatever its headers say (default: for HEAD). A kept
+        connection the server has meanwhile closed before a byte of answer is reopened once, transparently, as
+        curl and browsers do."""
         lines = [f"{method} {target.path} HTTP/1.1", f"Host: {target.authority}"]
         lines += [f"{name}: {value}" for name, value in headers]
-        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        if body is not None and not any(name.lower() == "content-length" for name, _ in headers):
+            lines.append(f"Content-Length: {len(body)}")
+        text = "\r\n".join(lines) + "\r\n\r\n"
+        self.head_size = len(text)
+        data = text.encode("latin-1") + (body or b"")
+        bodiless = method == "HEAD" if head is None else head
         if self.sock is not None:
+            self._note("*", f"Re-using existing connection #{self.opens - 1} with host {self.host}")
             try:
-                return self._exchange(method, data, on_body, on_head)
+                return self._exchange(bodiless, text, data, on_body, on_head)
             except _StaleConnection:
                 self.close()
         try:
-            return self._exchange(method, data, on_body, on_head)
+            return self._exchange(bodiless, text, data, on_body, on_head)
         except _StaleConnection:
-            raise MalformedResponse(f"{self.name} closed the connection without a response") from None
+            raise EmptyReply(f"{self.name} closed the connection without a response") from None
 
     def _exchange(
-        self, method: str, data: bytes, on_body: Callable[[bytes], None], on_head: Callable[[Response], None] | None
+        self,
+        bodiless: bool,
+        text: str,
+        data: bytes,
+        on_body: Callable[[bytes], None],
+        on_head: Callable[[Response], None] | None,
     ) -> Response:
         sock = self.sock or self.open()
-        reader = ResponseReader(on_body, head=method == "HEAD", on_head=on_head)
+
+        def head(response: Response) -> None:
+            self.first_byte = time.monotonic()
+            self._note("<", response.head_text())
+            if on_head is not None:
+                on_head(response)
+
+        reader = ResponseReader(on_body, head=bodiless, on_head=head)
         received = False
         try:
+            self._note(">", text)
             self._send(sock, data)
             while not reader.complete:
                 chunk = self._recv(sock, received)

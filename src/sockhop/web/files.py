@@ -23,7 +23,7 @@ from sockhop.web.listing import render_listing
 from sockhop.web.mime import content_type
 from sockhop.web.paths import SitePath
 from sockhop.web.ranges import boundary_for, content_range, multipart_heads, parse_ranges
-from sockhop.web.response import SERVER, Response, error_response, http_date, redirect_response
+from sockhop.web.response import Response, error_response, http_date, redirect_response, response_head
 
 #: Files up to this size are read into memory and sent with their headers in one go; larger ones use sendfile.
 SMALL_FILE = 16 * 1024
@@ -398,14 +398,17 @@ class CachedFile:
         wires = self.wires
         if wires[0] != second:
             assert self.data is not None
-            head = (
-                f"HTTP/1.1 200 OK\r\nServer: {SERVER}\r\nDate: {http_date(second)}\r\n"
-                f"Content-Type: {self.kind}\r\nContent-Length: {self.size}\r\n"
-                f"Last-Modified: {self.last_modified}\r\nETag: {self.etag}\r\n"
-                + "".join(f"{name}: {value}\r\n" for name, value in self.extra)
-                + "Accept-Ranges: bytes\r\n"
-            ).encode("latin-1")
-            wires = self.wires = (second, head + b"\r\n" + self.data, head + b"Connection: close\r\n\r\n" + self.data)
+            headers = [
+                ("Content-Type", self.kind),
+                ("Content-Length", str(self.size)),
+                ("Last-Modified", self.last_modified),
+                ("ETag", self.etag),
+                *self.extra,
+                ("Accept-Ranges", "bytes"),
+            ]
+            date = http_date(second)
+            keep, closing = response_head(200, date, headers), response_head(200, date, headers, "close")
+            wires = self.wires = (second, keep + self.data, closing + self.data)
         return wires[2] if close else wires[1]
 
     def reopen(self) -> int | None:

@@ -43,7 +43,7 @@ from sockhop.errors import LocalProtocolError, RemoteProtocolError
 from sockhop.web.accesslog import AccessLog, entry_parts, format_entry
 from sockhop.web.files import Site
 from sockhop.web.paths import SitePath, parse_target
-from sockhop.web.response import SERVER, Response, error_response, http_date, status_line
+from sockhop.web.response import Response, error_response, http_date, response_head
 
 #: Methods this server knows. GET and HEAD are served; the others get 405 with Allow. Anything else llhttp accepts
 #: (WebDAV's PROPFIND, ...) or a token it does not know gets 501.
@@ -475,17 +475,11 @@ class HttpServer(StreamProtocol):
     # -- answering -----------------------------------------------------------------------------------------------
     def _emit(self, response: Response) -> None:
         """Queue a response: status line and headers as one bytes object, then the body pieces."""
-        lines = [f"Server: {SERVER}\r\nDate: {http_date(self.now)}\r\n"]
-        for name, value in response.headers:
-            lines.append(f"{name}: {value}\r\n")
-        if response.close:
-            lines.append("Connection: close\r\n")
-        elif self.version == "1.0":
-            lines.append("Connection: keep-alive\r\n")  # a 1.0 client closes unless told otherwise
-        lines.append("\r\n")
+        # Connection: close when this is the last answer; keep-alive to a 1.0 client, which closes unless told.
+        connection = "close" if response.close else "keep-alive" if self.version == "1.0" else None
         # HTTP/1.1 whatever the request's minor version, as RFC 9110 (6.2) asks and nginx and Apache do: a 1.0
         # client reads it as 1.0, and a plain GET then gets the same cached bytes whichever version asked.
-        self.out.append(status_line("1.1", response.status) + "".join(lines).encode("latin-1"))
+        self.out.append(response_head(response.status, http_date(self.now), response.headers, connection))
         self.out.extend(response.body)
         if self.on_result is not None:
             self.on_result(str(int(response.status)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.utils import formatdate, parsedate_to_datetime
 from functools import lru_cache
@@ -50,8 +51,20 @@ def reason(status: int) -> str:
     return _REASONS.get(status, "Unknown")
 
 
-def status_line(version: str, status: int) -> bytes:
-    return f"HTTP/{version} {status} {reason(status)}\r\n".encode("ascii")
+#: The status line and Server header every answer starts with, one per status (HTTP/1.1 whatever the request's
+#: version, as RFC 9110 6.2 asks and nginx and Apache do).
+_HEAD_STARTS = {code: f"HTTP/1.1 {code} {phrase}\r\nServer: {SERVER}\r\nDate: " for code, phrase in _REASONS.items()}
+
+
+def response_head(status: int, date: str, headers: Iterable[tuple[str, str]], connection: str | None = None) -> bytes:
+    """The head of an answer -- status line, Server, Date, ``headers`` in order, then ``Connection: connection``
+    if given -- ending in the blank line. The one formatter of the server: the general path calls it for every
+    answer, and a cached file's ready-made answer (``CachedFile.wire``) once a second, so both are the same bytes."""
+    start = _HEAD_STARTS.get(status) or f"HTTP/1.1 {int(status)} {reason(status)}\r\nServer: {SERVER}\r\nDate: "
+    text = start + date + "\r\n" + "".join([f"{name}: {value}\r\n" for name, value in headers])
+    if connection is not None:
+        text += f"Connection: {connection}\r\n"
+    return (text + "\r\n").encode("latin-1")
 
 
 def http_date(seconds: float) -> str:
