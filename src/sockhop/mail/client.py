@@ -23,6 +23,7 @@ from pathlib import Path
 
 from sockhop.errors import SockhopError
 from sockhop.net.addresses import Endpoint, parse_endpoint
+from sockhop.tlsclient import client_context
 
 from .address import split_address
 from .codes import BadReply, Code, SMTPReply, is_positive, is_transient, parse_reply, reply_complete
@@ -243,22 +244,11 @@ def certificate_problem(exc: ssl.SSLCertVerificationError, name: str) -> str:
 def tls_context(mode: str, cafile: str | None) -> ssl.SSLContext | None:
     """The client context for ``--tls``: ``required`` verifies the certificate and the server's name against
     the system's trust store (or ``--cacert``); ``opportunistic`` encrypts whatever certificate comes, as Postfix's
-    ``may`` level does -- unauthenticated TLS still beats plaintext, and refusing would mean plaintext or no mail;
-    ``off`` never starts TLS."""
+    ``may`` level does -- unauthenticated TLS still beats plaintext, and refusing would mean plaintext or no mail
+    (unless ``--cacert`` names whom to trust); ``off`` never starts TLS."""
     if mode == "off":
         return None
-    if mode == "opportunistic" and cafile is None:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    else:
-        try:
-            context = ssl.create_default_context(cafile=cafile)
-        except (OSError, ssl.SSLError) as exc:
-            reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
-            raise SendError(f"cannot use --cacert {cafile}: {reason}") from None
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
+    return client_context(cafile, verify=mode == "required" or cafile is not None)
 
 
 def open_smtp(
