@@ -21,7 +21,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
 
-from sockhop.errors import SockhopError
+from sockhop.errors import SockhopError, UsageError
 from sockhop.net.addresses import Endpoint, parse_endpoint
 from sockhop.tlsclient import client_context
 
@@ -39,12 +39,16 @@ class SendError(SockhopError):
 
 # -- the message ----------------------------------------------------------------------------------------------------
 def build_message(
-    sender: str, recipients: list[str], subject: str, body: str, attachments: Iterable[str | Path] = ()
-) -> EmailMessage:
-    """A proper RFC 5322 message: From, To, Subject, Date, Message-ID, and MIME parts for attachments."""
+    sender: str, recipients: list[str], subject: str, body: str, attachments: Iterable[str | Path] = (),
+    cc: Iterable[str] = (),
+) -> EmailMessage:  # fmt: skip
+    """A proper RFC 5322 message: From, To, Cc, Subject, Date, Message-ID, and MIME parts for attachments. (Bcc
+    recipients are in the envelope only: a Bcc header would tell every recipient who else got it.)"""
     msg = EmailMessage()
     msg["From"] = sender
     msg["To"] = ", ".join(recipients)
+    if cc := list(cc):
+        msg["Cc"] = ", ".join(cc)
     if subject:
         msg["Subject"] = subject
     msg["Date"] = formatdate(localtime=True)
@@ -81,6 +85,114 @@ def dot_stuff(data: bytes) -> bytes:
     return re.sub(rb"(?m)^\.", b"..", data)
 
 
+HEADER_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 2.2: printable ASCII but the colon
+
+
+def split_headers(texts: Iterable[str]) -> list[tuple[str, str]]:
+    """``--header``/``--add-header`` values as (name, value): ``'Name: value'``, several in one separated by a
+    literal ``\\n``, as swaks takes them."""
+    found = []
+    for text in texts:
+        for one in text.split("\\n"):
+            name, colon, value = one.partition(":")
+            if not colon or not HEADER_NAME.fullmatch(name) or "\r" in value or "\n" in value:
+                raise SendError(f"bad header {one!r}: give 'Name: value'")
+            found.append((name, value.strip()))
+    return found
+
+
+def set_headers(msg: EmailMessage, replace: list[tuple[str, str]], add: list[tuple[str, str]]) -> None:
+    """swaks' ``--header`` (replaces a header the message has, else adds it) and ``--add-header`` (adds)."""
+    try:
+        for name, value in replace:
+            if name in msg:
+                msg.replace_header(name, value)
+            else:
+                msg[name] = value
+        for name, value in add:
+            msg[name] = value
+    except ValueError as exc:
+        raise SendError(f"bad header: {exc}") from None
+
+
+def edit_headers(data: bytes, replace: list[tuple[str, str]], add: list[tuple[str, str]]) -> bytes:
+    """The same on a message given whole (``--data``): a replaced header keeps its place (its folded lines go with
+    it), a new one goes at the end of the header block; nothing else changes, byte for byte."""
+    if not replace and not add:
+        return data
+    eol = b"\r\n" if b"\r\n" in data else b"\n"
+    end = data.find(eol + eol)
+    if end >= 0:
+        head, rest = data[:end], data[end:]
+    elif b":" in data.split(eol, 1)[0]:  # headers only, no body
+        head = data.removesuffix(eol)
+        rest = data[len(head) :]
+    else:  # no header block at all: the data is all body
+        head, rest = b"", eol + eol + data
+    fields: list[list[bytes]] = []  # each header with its folded continuation lines
+    for line in head.split(eol) if head else []:
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1].append(line)
+        else:
+            fields.append([line])
+    for name, value in replace:
+        key = name.lower().encode() + b":"
+        at = [i for i, field in enumerate(fields) if field[0].lower().startswith(key)]
+        new = [f"{name}: {value}".encode()]
+        if not at:
+            fields.append(new)
+            continue
+        fields[at[0]] = new
+        fields = [field for i, field in enumerate(fields) if i not in at[1:]]
+    fields += [[f"{name}: {value}".encode()] for name, value in add]
+    return eol.join(line for field in fields for line in field) + rest
+
+
+def read_data(argument: str) -> bytes:
+    """swaks' ``--data``: ``-`` reads standard input; ``@FILE`` (or a word with no newline in it) names a file;
+    anything else is the message itself, ``\\n`` standing for a line break. A closing dot line may be given."""
+    if argument == "-":
+        data = sys.stdin.buffer.read()
+    elif argument.startswith("@@"):  # text that starts with @
+        data = argument[1:].replace("\\n", "\n").replace("%NEWLINE%", "\n").encode()
+    elif argument.startswith("@") or not any(n in argument for n in ("\n", "\\n", "%NEWLINE%")):
+        name = argument.removeprefix("@")
+        try:
+            data = Path(name).read_bytes()
+        except OSError as exc:
+            raise SendError(f"cannot read --data {name}: {exc.strerror or exc}") from None
+    else:
+        data = argument.replace("\\n", "\n").replace("%NEWLINE%", "\n").encode()
+    return re.sub(rb"(?:^|(?<=\n))\.(?:\r?\n)?\Z", b"", data)  # the closing dot, if given, is ours to send
+
+
+# -- the transcript (-v) --------------------------------------------------------------------------------------------
+class Transcript:
+    """The conversation on standard error as swaks shows it: ``<-`` the server, ``->`` the client, ``===``
+    what happened; ``~`` in place of ``-`` once TLS is on, ``**`` for a 4xx/5xx reply."""
+
+    def __init__(self, out=None) -> None:
+        self.out = out or sys.stderr
+        self.tls = False
+
+    def say(self, line: str) -> None:
+        self.out.write(line + "\n")
+        self.out.flush()
+
+    def info(self, text: str) -> None:
+        self.say(f"=== {text}")
+
+    def sent(self, data: bytes) -> None:
+        arrow = " ~> " if self.tls else " -> "
+        for line in data.removesuffix(b"\r\n").split(b"\r\n"):
+            self.say(arrow + line.decode("utf-8", "replace"))
+
+    def received(self, line: bytes) -> None:
+        error = line[:1] in (b"4", b"5")
+        arrow = ("<~* " if error else "<~  ") if self.tls else ("<** " if error else "<-  ")
+        self.say(arrow + line.decode("utf-8", "replace"))
+
+
 # -- one SMTP connection --------------------------------------------------------------------------------------------
 @dataclass
 class Outcome:
@@ -107,11 +219,12 @@ class Outcome:
 class SMTPConnection:
     """A client conversation over one blocking socket. ``open_smtp`` returns one (greeted); close it when done."""
 
-    def __init__(self, sock: socket.socket, where: str) -> None:
+    def __init__(self, sock: socket.socket, where: str, trace: Transcript | None = None) -> None:
         self.sock = sock
         self.where = where
         self.file = sock.makefile("rb")
         self.extensions: dict[str, str] = {}
+        self.trace = trace
 
     def close(self) -> None:
         self.file.close()
@@ -130,11 +243,15 @@ class SMTPConnection:
             if not line:
                 raise SendError(f"{self.where} closed the connection")
             lines.append(line.rstrip(b"\r\n"))
+            if self.trace:
+                self.trace.received(lines[-1])
             if reply_complete(lines[-1]):
                 return parse_reply(lines)
         raise BadReply(f"{self.where}: reply too long")
 
     def send(self, data: bytes) -> None:
+        if self.trace:
+            self.trace.sent(data)
         self.sock.sendall(data)
 
     def starttls(self, context: ssl.SSLContext, name: str) -> None:
@@ -153,6 +270,10 @@ class SMTPConnection:
             raise SendError(f"{self.where}: TLS handshake failed: {reason}") from None
         self.file = self.sock.makefile("rb")
         self.extensions = {}
+        if self.trace and isinstance(self.sock, ssl.SSLSocket):
+            version, cipher = self.sock.version(), self.sock.cipher()
+            self.trace.info(f"TLS started with cipher {version}:{cipher[0] if cipher else '?'}")
+            self.trace.tls = True
 
     def command(self, line: str) -> SMTPReply:
         self.send(line.encode("utf-8") + b"\r\n")
@@ -220,6 +341,8 @@ class SMTPConnection:
             self.command("QUIT")
         except (OSError, SockhopError):
             pass
+        if self.trace:
+            self.trace.info("Connection closed with remote host.")
 
 
 TLS_MODES = ("required", "opportunistic", "off")
@@ -253,16 +376,22 @@ def tls_context(mode: str, cafile: str | None) -> ssl.SSLContext | None:
 
 def open_smtp(
     host: str, port: int, *, timeout: float, helo: str, tls: str = "opportunistic",
-    context: ssl.SSLContext | None = None, name: str | None = None,
+    context: ssl.SSLContext | None = None, name: str | None = None, trace: Transcript | None = None,
 ) -> SMTPConnection:  # fmt: skip
     """Connect, read the greeting, say EHLO, and STARTTLS as ``tls`` says (``context`` from :func:`tls_context`;
-    ``name``: the name the certificate must carry). Raises SendError (or OSError) when the server cannot be used."""
+    ``name``: the name the certificate must carry; ``trace``: where the conversation is shown, for -v). Raises
+    SendError (or OSError) when the server cannot be used."""
     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if trace:
+        trace.tls = False
+        trace.info(f"Trying {where}...")
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
     except OSError as exc:
         raise SendError(f"cannot connect to {where}: {exc.strerror or exc}") from None
-    conn = SMTPConnection(sock, where)
+    if trace:
+        trace.info(f"Connected to {host}.")
+    conn = SMTPConnection(sock, where, trace)
     try:
         greeting = conn.read_reply()
         if greeting.code != Code.SERVICE_READY:
@@ -305,7 +434,7 @@ def route_for(domain: str, *, dns: str | None, port: int | None) -> Route:
 def deliver(
     sender: str, recipients: list[str], data: bytes, *, server: str | None = None, dns: str | None = None,
     port: int | None = None, timeout: float = 30.0, helo: str | None = None, tls: str = "opportunistic",
-    cafile: str | None = None,
+    cafile: str | None = None, trace: Transcript | None = None,
 ) -> list[Outcome]:  # fmt: skip
     """Deliver ``data`` to every recipient; one Outcome each, never raising for a recipient's failure."""
     helo = helo or socket.gethostname()
@@ -318,11 +447,16 @@ def deliver(
             if not waiting:
                 break
             try:
-                with open_smtp(host, hop_port, timeout=timeout, helo=helo, tls=tls, context=context, name=name) as conn:
+                opened = open_smtp(
+                    host, hop_port, timeout=timeout, helo=helo, tls=tls, context=context, name=name, trace=trace
+                )
+                with opened as conn:
                     results = conn.transaction(sender, waiting, data, utf8=utf8)
                     conn.quit()
             except (OSError, SockhopError) as exc:
                 message = str(exc) if isinstance(exc, SockhopError) else f"{host}:{hop_port}: {exc.strerror or exc}"
+                if trace:
+                    trace.say(f"*** {message}")
                 for rcpt in waiting:
                     outcomes[rcpt] = Outcome(rcpt, None, error=message)
                 continue
@@ -361,18 +495,32 @@ def send_command(args: argparse.Namespace) -> int:
         import getpass
 
         args.sender = f"{getpass.getuser()}@{socket.gethostname()}"  # as sendmail(1) does
-    for address in (args.sender, *args.to):
+    to, cc, bcc = (address_list(getattr(args, key, None) or []) for key in ("to", "cc", "bcc"))
+    envelope = list(dict.fromkeys([*to, *cc, *bcc]))
+    if not envelope:
+        raise UsageError("give at least one recipient: --to, --cc or --bcc")
+    for address in (args.sender, *envelope):
         try:
             check_mailbox(address, utf8=True)
         except AddressSyntaxError as exc:
             raise SendError(f"bad address {address!r}: {exc}") from None
-    body = args.body if args.body is not None else sys.stdin.read()
-    msg = build_message(args.sender, args.to, args.subject, body, args.attach)
-    utf8 = needs_smtputf8(args.sender, args.to)
-    data = to_wire(msg, utf8=utf8)
+    replace, add = split_headers(args.header or []), split_headers(args.add_header or [])
+    utf8 = needs_smtputf8(args.sender, envelope)
+    if args.data is not None:
+        given = [flag for flag, value in (("--body", args.body), ("--attach", args.attach), ("--subject", args.subject))
+                 if value]  # fmt: skip
+        if given:
+            raise UsageError(f"--data is the whole message: {', '.join(given)} cannot be added to it (--header can)")
+        data = edit_headers(read_data(args.data), replace, add)
+    else:
+        body = args.body if args.body is not None else sys.stdin.read()
+        msg = build_message(args.sender, to, args.subject, body, args.attach, cc=cc)
+        set_headers(msg, replace, add)
+        data = to_wire(msg, utf8=utf8)
     outcomes = deliver(
-        args.sender, args.to, data, server=args.server, dns=args.dns, port=args.port,
+        args.sender, envelope, data, server=args.server, dns=args.dns, port=args.port,
         timeout=args.timeout, helo=args.helo, tls=args.tls, cafile=args.cacert,
+        trace=Transcript() if getattr(args, "verbose", 0) else None,
     )  # fmt: skip
     failed = 0
     for outcome in outcomes:
@@ -382,3 +530,8 @@ def send_command(args: argparse.Namespace) -> int:
             failed += 1
             print(f"sockhop: {outcome.describe()}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def address_list(values: Iterable[str]) -> list[str]:
+    """Repeated options, each possibly a comma-separated list (as swaks' --to takes them)."""
+    return [address.strip() for value in values for address in value.split(",") if address.strip()]
