@@ -6,11 +6,13 @@ from __future__ import annotations
 import email
 import email.policy
 import socket
+import ssl
 import subprocess
 import sys
 
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from sockhop.mail.client import (
     SendError,
@@ -26,6 +28,7 @@ from sockhop.mail.codes import Code
 from tests.mail.dnszone import serve_zone
 from tests.mail.support import DOMAIN, delivered, serve_mail
 from tests.support import require_tool
+from tests.tls_certs import LocalCA
 
 
 def test_dot_stuff():
@@ -278,3 +281,69 @@ def test_send_verbose_shows_the_transcript_as_swaks_does(sockhop_server, tmp_pat
                     "--helo", "client.test", "--body", "x")  # fmt: skip
     greeting_and_ehlo = [x for x in swaks.stdout.splitlines() if x.startswith(("===", "<-  2", " -> EHLO"))][:10]
     assert greeting_and_ehlo == ours.stderr.splitlines()[:10]  # the same conversation, shown the same way
+
+
+# -- AUTH (RFC 4954), against aiosmtpd, which speaks it ------------------------------------------------------------
+@pytest.fixture
+def auth_server(tmp_path):
+    """aiosmtpd requiring AUTH (PLAIN or LOGIN, ann / s3cret): ``start(tls=True)`` offers STARTTLS and AUTH only
+    after it; ``start(tls=False)``, AUTH in the clear."""
+    ca = LocalCA(tmp_path)
+    leaf = ca.issue("leaf", ["127.0.0.1", "localhost"])
+    controllers, recorder, mechanisms = [], Recorder(), []
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        mechanisms.append(mechanism)
+        ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (b"ann", b"s3cret")
+        return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd says 535 itself
+
+    def start(tls: bool) -> int:
+        context = None
+        if tls:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(leaf.cert, leaf.key)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        controller = Controller(recorder, hostname="127.0.0.1", port=port, authenticator=authenticator,
+                                auth_required=True, auth_require_tls=tls, tls_context=context)  # fmt: skip
+        controller.start()
+        controllers.append(controller)
+        return port
+
+    yield start, recorder, mechanisms, str(ca.pem)
+    for controller in controllers:
+        controller.stop()
+
+
+def test_send_auth_inside_tls(auth_server):
+    start, recorder, mechanisms, ca = auth_server
+    port = start(tls=True)
+    common = ["--from", "ann@sender.test", "--to", "bob@x.test", "--server", f"127.0.0.1:{port}", "--tls", "required",
+              "--cacert", ca, "--auth-user", "ann", "--body", "authenticated", "--timeout", "10"]  # fmt: skip
+    done = run_send(*common, "--auth-password", "s3cret", "-v")
+    assert done.returncode == 0, done.stderr
+    assert " ~> AUTH PLAIN AGFubgBzM2NyZXQ=" in done.stderr and "<~  235 2.7.0 Authentication successful" in done.stderr
+    assert run_send(*common, "--auth-password", "s3cret", "--auth", "LOGIN").returncode == 0
+    assert mechanisms == ["PLAIN", "LOGIN"] and len(recorder.envelopes) == 2
+    wrong = run_send(*common, "--auth-password", "wrong")
+    assert wrong.returncode == 1 and wrong.stderr.count("\n") == 1
+    assert f"127.0.0.1:{port}: authentication failed (PLAIN as ann): 535 5.7.8" in wrong.stderr
+    refused = run_send(*common, "--auth-password", "s3cret", "--auth", "CRAM-MD5")
+    assert refused.returncode == 1 and "sockhop speaks PLAIN and LOGIN" in refused.stderr
+    assert len(recorder.envelopes) == 2
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # as this test means to
+def test_send_auth_never_in_the_clear_unless_told(auth_server):
+    start, recorder, mechanisms, _ = auth_server
+    port = start(tls=False)
+    common = ["--from", "ann@sender.test", "--to", "bob@x.test", "--server", f"127.0.0.1:{port}", "--auth",
+              "--auth-user", "ann", "--auth-password", "s3cret", "--body", "x"]  # fmt: skip
+    done = run_send(*common)
+    assert done.returncode == 1 and "will not send the password unencrypted" in done.stderr
+    assert mechanisms == [] and recorder.envelopes == []
+    assert run_send(*common, "--auth-insecure").returncode == 0
+    assert mechanisms == ["PLAIN"] and len(recorder.envelopes) == 1
+    no_user = run_send("--to", "bob@x.test", "--server", f"127.0.0.1:{port}", "--auth", "--body", "x")
+    assert no_user.returncode == 1 and no_user.stderr == "sockhop: --auth needs --auth-user\n"

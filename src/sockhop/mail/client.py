@@ -9,6 +9,7 @@ the recipients it did not take to the next one; a 5xx is final.
 from __future__ import annotations
 
 import argparse
+import base64
 import email.policy
 import mimetypes
 import re
@@ -216,6 +217,21 @@ class Outcome:
         return f"{self.recipient}: {said}" + (f" (from {self.where})" if self.where else "")
 
 
+AUTH_MECHANISMS = ("PLAIN", "LOGIN")  # RFC 4616 and the draft every server speaks; in this order of preference
+AUTH_OK, AUTH_CONTINUE = 235, 334  # RFC 4954
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """``--auth``: who to log in as, by which mechanisms (the first the server offers), and whether a password
+    may go over a connection TLS does not protect (``--auth-insecure``)."""
+
+    user: str
+    password: str
+    mechanisms: tuple[str, ...] = AUTH_MECHANISMS
+    insecure: bool = False
+
+
 class SMTPConnection:
     """A client conversation over one blocking socket. ``open_smtp`` returns one (greeted); close it when done."""
 
@@ -293,6 +309,40 @@ class SMTPConnection:
 
     def offers(self, extension: str) -> bool:
         return extension in self.extensions
+
+    def auth_offered(self) -> list[str]:
+        """The SASL mechanisms of the EHLO reply: ``AUTH PLAIN LOGIN`` (and the old ``AUTH=LOGIN`` form)."""
+        found = self.extensions.get("AUTH", "").upper().split()
+        found += [key.partition("=")[2] for key in self.extensions if key.startswith("AUTH=")]
+        found += [word for key, value in self.extensions.items() if key.startswith("AUTH=") for word in value.split()]
+        return list(dict.fromkeys(word.upper() for word in found if word))
+
+    def authenticate(self, credentials: Credentials) -> None:
+        """AUTH (RFC 4954) with the first of ``credentials.mechanisms`` the server offers; only inside TLS unless
+        ``insecure``: PLAIN and LOGIN carry the password as it is, merely base64-encoded."""
+        if not isinstance(self.sock, ssl.SSLSocket) and not credentials.insecure:
+            raise SendError(
+                f"{self.where}: will not send the password unencrypted (no STARTTLS, or --tls off);"
+                " --auth-insecure allows it"
+            )
+        offered = self.auth_offered()
+        if not offered:
+            raise SendError(f"{self.where} does not offer AUTH")
+        mechanism = next((m for m in credentials.mechanisms if m in offered), None)
+        if mechanism is None:
+            wanted = ", ".join(credentials.mechanisms)
+            raise SendError(f"{self.where} offers AUTH {' '.join(offered)}, and sockhop was told {wanted}")
+        user, password = credentials.user.encode(), credentials.password.encode()
+        if mechanism == "PLAIN":
+            answer = self.command("AUTH PLAIN " + b64(b"\0" + user + b"\0" + password))  # RFC 4616: no authzid
+        else:
+            answer = self.command("AUTH LOGIN")
+            for secret in (user, password):
+                if answer.code != AUTH_CONTINUE:
+                    break
+                answer = self.command(b64(secret))
+        if answer.code != AUTH_OK:
+            raise SendError(f"{self.where}: authentication failed ({mechanism} as {credentials.user}): {answer}")
 
     def transaction(self, sender: str, recipients: list[str], data: bytes, *, utf8: bool) -> list[Outcome]:
         """MAIL, RCPT..., DATA, the message: pipelined when offered. One Outcome per recipient."""
@@ -377,6 +427,7 @@ def tls_context(mode: str, cafile: str | None) -> ssl.SSLContext | None:
 def open_smtp(
     host: str, port: int, *, timeout: float, helo: str, tls: str = "opportunistic",
     context: ssl.SSLContext | None = None, name: str | None = None, trace: Transcript | None = None,
+    auth: Credentials | None = None,
 ) -> SMTPConnection:  # fmt: skip
     """Connect, read the greeting, say EHLO, and STARTTLS as ``tls`` says (``context`` from :func:`tls_context`;
     ``name``: the name the certificate must carry; ``trace``: where the conversation is shown, for -v). Raises
@@ -402,6 +453,8 @@ def open_smtp(
             conn.hello(helo)
         elif tls == "required":
             raise SendError(f"{where} does not offer STARTTLS, and --tls required")
+        if auth is not None:
+            conn.authenticate(auth)
     except BaseException:
         conn.close()
         raise
@@ -434,7 +487,7 @@ def route_for(domain: str, *, dns: str | None, port: int | None) -> Route:
 def deliver(
     sender: str, recipients: list[str], data: bytes, *, server: str | None = None, dns: str | None = None,
     port: int | None = None, timeout: float = 30.0, helo: str | None = None, tls: str = "opportunistic",
-    cafile: str | None = None, trace: Transcript | None = None,
+    cafile: str | None = None, trace: Transcript | None = None, auth: Credentials | None = None,
 ) -> list[Outcome]:  # fmt: skip
     """Deliver ``data`` to every recipient; one Outcome each, never raising for a recipient's failure."""
     helo = helo or socket.gethostname()
@@ -448,7 +501,15 @@ def deliver(
                 break
             try:
                 opened = open_smtp(
-                    host, hop_port, timeout=timeout, helo=helo, tls=tls, context=context, name=name, trace=trace
+                    host,
+                    hop_port,
+                    timeout=timeout,
+                    helo=helo,
+                    tls=tls,
+                    context=context,
+                    name=name,
+                    trace=trace,
+                    auth=auth,
                 )
                 with opened as conn:
                     results = conn.transaction(sender, waiting, data, utf8=utf8)
@@ -520,7 +581,7 @@ def send_command(args: argparse.Namespace) -> int:
     outcomes = deliver(
         args.sender, envelope, data, server=args.server, dns=args.dns, port=args.port,
         timeout=args.timeout, helo=args.helo, tls=args.tls, cafile=args.cacert,
-        trace=Transcript() if getattr(args, "verbose", 0) else None,
+        trace=Transcript() if getattr(args, "verbose", 0) else None, auth=credentials(args),
     )  # fmt: skip
     failed = 0
     for outcome in outcomes:
@@ -535,3 +596,28 @@ def send_command(args: argparse.Namespace) -> int:
 def address_list(values: Iterable[str]) -> list[str]:
     """Repeated options, each possibly a comma-separated list (as swaks' --to takes them)."""
     return [address.strip() for value in values for address in value.split(",") if address.strip()]
+
+
+def credentials(args: argparse.Namespace) -> Credentials | None:
+    """``--auth [MECH,...]``, ``--auth-user``, ``--auth-password`` (asked for on the terminal when not given, so
+    it need not sit in the shell's history), ``--auth-insecure``; None without --auth or --auth-user."""
+    if args.auth is None and args.auth_user is None:
+        return None
+    mechanisms = tuple(m.strip().upper() for m in (args.auth or ",".join(AUTH_MECHANISMS)).split(",") if m.strip())
+    unknown = [m for m in mechanisms if m not in AUTH_MECHANISMS]
+    if unknown or not mechanisms:
+        raise UsageError(f"--auth {args.auth}: sockhop speaks {' and '.join(AUTH_MECHANISMS)}")
+    if not args.auth_user:
+        raise UsageError("--auth needs --auth-user")
+    password = args.auth_password
+    if password is None:
+        if not sys.stdin.isatty():
+            raise UsageError("--auth needs --auth-password (no terminal to ask on)")
+        import getpass
+
+        password = getpass.getpass(f"password for {args.auth_user}: ")
+    return Credentials(args.auth_user, password, mechanisms, args.auth_insecure)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")

@@ -47,6 +47,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         " Postfix's 'may'), off",
     )  # fmt: skip
     parser.add_argument("--cacert", metavar="FILE", help="trust this CA (PEM) instead of the system's trust store")
+    parser.add_argument(
+        "--auth", nargs="?", const="PLAIN,LOGIN", metavar="MECH[,MECH]",
+        help="log in (AUTH, RFC 4954) with PLAIN or LOGIN, the first the server offers (default: either)",
+    )  # fmt: skip
+    parser.add_argument("--auth-user", metavar="USER", help="who to log in as (implies --auth)")
+    parser.add_argument("--auth-password", metavar="PASS", help="default: asked for on the terminal")
+    parser.add_argument(
+        "--auth-insecure", action="store_true",
+        help="send the password even where TLS does not protect it (by default AUTH is only done inside TLS)",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
