@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
+from typing import TextIO
 
 from sockhop.errors import SockhopError, UsageError
 from sockhop.net.addresses import Endpoint, parse_endpoint
@@ -172,7 +173,7 @@ class Transcript:
     """The conversation on standard error as swaks shows it: ``<-`` the server, ``->`` the client, ``===``
     what happened; ``~`` in place of ``-`` once TLS is on, ``**`` for a 4xx/5xx reply."""
 
-    def __init__(self, out=None) -> None:
+    def __init__(self, out: TextIO | None = None) -> None:
         self.out = out or sys.stderr
         self.tls = False
 
@@ -312,9 +313,10 @@ class SMTPConnection:
 
     def auth_offered(self) -> list[str]:
         """The SASL mechanisms of the EHLO reply: ``AUTH PLAIN LOGIN`` (and the old ``AUTH=LOGIN`` form)."""
-        found = self.extensions.get("AUTH", "").upper().split()
-        found += [key.partition("=")[2] for key in self.extensions if key.startswith("AUTH=")]
-        found += [word for key, value in self.extensions.items() if key.startswith("AUTH=") for word in value.split()]
+        found: list[str] = []
+        for key, value in self.extensions.items():
+            if key == "AUTH" or key.startswith("AUTH="):
+                found += [key.partition("=")[2], *value.split()]
         return list(dict.fromkeys(word.upper() for word in found if word))
 
     def authenticate(self, credentials: Credentials) -> None:
