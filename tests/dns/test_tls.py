@@ -131,7 +131,7 @@ def test_cli_resolve_tls(sockhop_server, tmp_path, pki):
         )
 
     done = run("www.example.com", f"@localhost:{port}", "--tls", "--cacert", str(pki["ca"]))
-    assert done.returncode == 0 and "192.0.2.2" in done.stdout and f"#{port}(tls)" in done.stdout
+    assert done.returncode == 0 and "192.0.2.2" in done.stdout and f"#{port}(localhost) (TLS)" in done.stdout
     done = run("www.example.com", f"@127.0.0.1:{port}", "--tls", "--cacert", str(pki["other_ca"]))
     assert done.returncode == 1 and done.stderr.count("\n") == 1 and "not trusted" in done.stderr
     assert "Traceback" not in done.stderr

@@ -216,3 +216,16 @@ def test_send_opportunistic_encrypts_and_off_does_not(sockhop_server, tmp_path, 
     assert run_send(*common, "--subject", "off", "--tls", "off", "--body", "x").returncode == 0
     received = {m["Subject"]: str(m["Received"]) for m in delivered(tmp_path, "bob")}
     assert " with ESMTPS " in received["opportunistic"] and " with ESMTP " in received["off"]
+
+
+def test_send_verbose_shows_tls_as_swaks_does(sockhop_server, tmp_path, certs):
+    server = serve_tls(sockhop_server, tmp_path, "eventloop", certs["good"])
+    host, port = server.address("mail")
+    result = run_send("-v", "--from", "a@sender.test", "--to", f"bob@{DOMAIN}", "--server", f"{host}:{port}",
+                      "--tls", "required", "--cacert", certs["ca"], "--body", "x")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    started = next(i for i, line in enumerate(lines) if line.startswith("=== TLS started with cipher TLSv1."))
+    assert lines[started - 2 : started] == [" -> STARTTLS", "<-  220 2.0.0 Ready to start TLS"]
+    assert lines[started + 1] == " ~> EHLO " + lines[started + 1].split()[-1]  # after the handshake: ~ for -
+    assert "<~  250 2.0.0 Ok: queued as" in result.stderr and " -> MAIL" not in result.stderr

@@ -13,6 +13,7 @@ dnspython encodes and decodes the messages; the sockets are ours.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import select
 import socket
@@ -20,7 +21,7 @@ import ssl
 import struct
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dns.exception
@@ -31,10 +32,11 @@ import dns.rcode
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
+import dns.reversename
 import dns.rrset
 
-from sockhop.errors import SockhopError
-from sockhop.tlsclient import client_context, describe_certificate_error
+from sockhop.errors import SockhopError, UsageError
+from sockhop.tlsclient import CACertError, client_context, describe_certificate_error
 
 Rcode = dns.rcode.Rcode
 RESOLV_CONF = Path("/etc/resolv.conf")
@@ -93,6 +95,7 @@ class Result:
     transport: str  # "udp", "tcp" or "tls"
     elapsed: float  # seconds
     size: int  # bytes received
+    server_name: str = ""  # the server as it was named (after @), which dig shows beside its address
 
     def records(self) -> list[dns.rdata.Rdata]:
         """The data asked for: the RRsets of the asked type at the end of any CNAME chain in the answer."""
@@ -156,24 +159,41 @@ def query(
     insecure: bool = False,
     timeout: float = 2.0,
     tries: int = 3,
+    port: int | None = None,
+    recurse: bool = True,
+    dnssec: bool = False,
+    edns: bool = True,
+    payload: int = EDNS_PAYLOAD,
+    context: ssl.SSLContext | None = None,
+    rcode_errors: bool = True,
 ) -> Result:
-    """Ask the question and return the accepted reply. Raises as :func:`resolve` does (NXDOMAIN included)."""
+    """Ask the question and return the accepted reply. Raises as :func:`resolve` does (NXDOMAIN included), unless
+    ``rcode_errors`` is false: then a reply with an error rcode is returned as it came, as dig shows it.
+
+    ``port`` is the port of servers given without one; ``recurse`` sets RD, ``dnssec`` the DO bit (with EDNS),
+    ``edns`` whether an OPT record goes out at all; ``context``, a client TLS context already made (used for
+    ``tls`` instead of one from ``cacert``/``insecure``, so several questions warn about ``-k`` once)."""
     qname, qtype = question(name, rdtype)
-    context = tls_context(cacert, insecure) if tls else None
-    servers = server_targets(server, DOT_PORT if tls else DNS_PORT)
+    shape = Shape(recurse=recurse, dnssec=dnssec, edns=edns, payload=payload)
+    if tls and context is None:
+        context = tls_context(cacert, insecure)
+    servers = server_targets(server, port or (DOT_PORT if tls else DNS_PORT))
     last: ResolveError = Timeout()
     for address, server_name in servers:
         try:
-            if context is not None:
+            if tls:
+                assert context is not None
                 started = time.monotonic()
-                reply, size = ask_tls(make_query(qname, qtype), address, server_name, context, timeout)
-                result = Result(reply, qname, qtype, address, "tls", time.monotonic() - started, size)
+                reply, size = ask_tls(shape.make(qname, qtype), address, server_name, context, timeout)
+                result = Result(reply, qname, qtype, address, "tls", time.monotonic() - started, size, server_name)
             else:
-                result = ask(qname, qtype, address, tcp=tcp, timeout=timeout, tries=tries)
+                result = ask(qname, qtype, address, tcp=tcp, timeout=timeout, tries=tries, shape=shape)
+                result = dataclasses.replace(result, server_name=server_name)
         except (Timeout, MalformedReply) as exc:
             last = exc
             continue
-        check(result)
+        if rcode_errors:
+            check(result)
         return result
     raise last
 
@@ -203,21 +223,42 @@ def check(result: Result) -> None:
 
 
 # -- one server -----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Shape:
+    """How a query is made: RD (dig's +[no]recurse), EDNS with its payload size (+[no]edns, +bufsize) and DO
+    (+dnssec)."""
+
+    recurse: bool = True
+    dnssec: bool = False
+    edns: bool = True
+    payload: int = EDNS_PAYLOAD
+
+    def make(self, qname: dns.name.Name, qtype: int) -> dns.message.QueryMessage:
+        """A new query with a random ID."""
+        edns = 0 if self.edns or self.dnssec else -1
+        message = dns.message.make_query(
+            qname, qtype, use_edns=edns, payload=self.payload, want_dnssec=self.dnssec, id=secrets.randbelow(65536)
+        )
+        message.flags = (message.flags | dns.flags.RD) if self.recurse else (message.flags & ~dns.flags.RD)
+        return message
+
+
 def make_query(qname: dns.name.Name, qtype: int) -> dns.message.QueryMessage:
-    message = dns.message.make_query(qname, qtype, use_edns=0, payload=EDNS_PAYLOAD, id=secrets.randbelow(65536))
-    message.flags |= dns.flags.RD
-    return message
+    return Shape().make(qname, qtype)
 
 
-def ask(qname: dns.name.Name, qtype: int, server: tuple[str, int], *, tcp: bool, timeout: float, tries: int) -> Result:
+def ask(
+    qname: dns.name.Name, qtype: int, server: tuple[str, int], *, tcp: bool, timeout: float, tries: int,
+    shape: Shape = Shape(),
+) -> Result:  # fmt: skip
     """One question to one server: UDP with retries (then TCP if truncated), or TCP alone."""
     started = time.monotonic()
     if not tcp:
-        message = make_query(qname, qtype)
+        message = shape.make(qname, qtype)
         reply, size = ask_udp(message, server, timeout, tries)
         if not reply.flags & dns.flags.TC:
             return Result(reply, qname, qtype, server, "udp", time.monotonic() - started, size)
-    message = make_query(qname, qtype)
+    message = shape.make(qname, qtype)
     reply, size = ask_tcp(message, server, timeout)
     return Result(reply, qname, qtype, server, "tcp", time.monotonic() - started, size)
 
@@ -229,17 +270,25 @@ def _family(host: str) -> socket.AddressFamily:
 def ask_udp(
     message: dns.message.Message, server: tuple[str, int], timeout: float, tries: int
 ) -> tuple[dns.message.Message, int]:
-    """Send over UDP from a random port and wait for the matching reply; ask again on silence."""
+    """Send over UDP from a random port and wait for the matching reply; ask again on silence.
+
+    The socket is connected: the kernel then drops datagrams from anyone but the server, and reports the ICMP
+    "port unreachable" of a port where nothing listens as ECONNREFUSED -- said at once, not after every try."""
     wire = message.to_wire()
     malformed = False
     with socket.socket(_family(server[0]), socket.SOCK_DGRAM) as sock:
-        sock.bind(("::" if sock.family == socket.AF_INET6 else "0.0.0.0", 0))  # a random ephemeral port
         sock.setblocking(False)
+        try:
+            sock.connect(server)  # binds a random ephemeral port, as bind(0) would
+        except OSError as exc:
+            raise Timeout(f"cannot send to {format_server(server)}: {exc.strerror or exc}") from None
         for _ in range(tries):
             try:
-                sock.sendto(wire, server)
+                sock.send(wire)
+            except ConnectionRefusedError:
+                raise refused(server, "udp") from None
             except OSError as exc:
-                raise Timeout(f"cannot send to {format_server(server)}: {exc.strerror}") from None
+                raise Timeout(f"cannot send to {format_server(server)}: {exc.strerror or exc}") from None
             deadline = time.monotonic() + timeout
             while (left := deadline - time.monotonic()) > 0:
                 if not select.select([sock], [], [], left)[0]:
@@ -247,10 +296,8 @@ def ask_udp(
                 try:
                     data, source = sock.recvfrom(UDP_RECEIVE)
                 except ConnectionRefusedError:
-                    raise Timeout(f"{format_server(server)}: connection refused (no server on that port)") from None
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except OSError:
+                    raise refused(server, "udp") from None
+                except OSError:  # EAGAIN, EINTR, another ICMP error: wait on
                     continue
                 if not same_address(source, server):
                     continue  # not the server asked: ignore
@@ -262,6 +309,11 @@ def ask_udp(
     if malformed:
         raise MalformedReply(f"{format_server(server)} sent a reply that could not be read")
     raise Timeout(f"no reply from {format_server(server)} (timed out after {tries} tries of {timeout:g}s)")
+
+
+def refused(server: tuple[str, int], transport: str) -> Timeout:
+    """Nothing listens there: a Timeout (no reply will come), said as what it is."""
+    return Timeout(f"connection refused: nothing answers on {format_server(server)}/{transport}")
 
 
 def ask_tcp(message: dns.message.Message, server: tuple[str, int], timeout: float) -> tuple[dns.message.Message, int]:
@@ -293,7 +345,7 @@ def _ask_stream(message, server, timeout, how, wrap) -> tuple[dns.message.Messag
             ) from None
         raise Timeout(f"no reply from {format_server(server)} over {how} (timed out after {timeout:g}s)") from None
     except ConnectionRefusedError:
-        raise Timeout(f"{format_server(server)}: connection refused (nothing listens on TCP there)") from None
+        raise refused(server, "tcp") from None
     except ssl.SSLCertVerificationError as exc:
         raise CertificateError(f"{format_server(server)}: {describe_certificate_error(exc)}") from None
     except ssl.SSLError as exc:
@@ -307,14 +359,12 @@ def _ask_stream(message, server, timeout, how, wrap) -> tuple[dns.message.Messag
 
 
 def tls_context(cacert: str | None, insecure: bool = False) -> ssl.SSLContext:
-    """sockhop's client context (the system's trust store, or only ``cacert``; names checked; TLS 1.2 at least),
-    with a missing or unreadable ``cacert`` said in one line."""
+    """sockhop's client context (the system's trust store, or only ``cacert``; names checked; TLS 1.2 at least;
+    ALPN ``dot``, as kdig offers), a ``cacert`` that cannot be used being a BadQuestion like any bad argument."""
     try:
-        return client_context(cacert, insecure=insecure)
-    except FileNotFoundError:
-        raise BadQuestion(f"cannot read {cacert}: no such file") from None
-    except (ssl.SSLError, OSError) as exc:
-        raise BadQuestion(f"cannot use {cacert} as CA certificates: {getattr(exc, 'reason', None) or exc}") from None
+        return client_context(cacert, insecure=insecure, alpn=("dot",))
+    except CACertError as exc:
+        raise BadQuestion(str(exc)) from None
 
 
 def recv_exactly(sock: socket.socket, count: int) -> bytes:
@@ -419,28 +469,145 @@ def format_server(server: tuple[str, int]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-# -- the command line's view ----------------------------------------------------------------------------------------
-def parse_words(words: Sequence[str]) -> tuple[str, str, str | None]:
-    """dig's argument order, loosely: NAME [TYPE] [@SERVER[:PORT]], in any order."""
-    name: str | None = None
-    rdtype: str | None = None
-    server: str | None = None
-    for word in words:
+# -- the command line's view: dig's -------------------------------------------------------------------------------
+@dataclass
+class Display:
+    """Which parts of a reply dig prints: ``+[no]cmd``, ``+[no]comments``, ``+[no]question``, ... (``+noall``
+    turns every one off, so ``+noall +answer`` prints only the answer's records)."""
+
+    cmd: bool = True
+    comments: bool = True
+    question: bool = True
+    answer: bool = True
+    authority: bool = True
+    additional: bool = True
+    stats: bool = True
+
+
+@dataclass
+class Lookup:
+    """What a dig-style command line asks: each question in turn, of the same servers, the same way."""
+
+    questions: list[tuple[str, str]] = field(default_factory=list)  # (name, type), in the order given
+    servers: list[str] = field(default_factory=list)  # as written after @; none: /etc/resolv.conf's
+    port: int | None = None  # -p: the port of servers written without one
+    short: bool = False
+    tcp: bool = False
+    tls: bool = False
+    recurse: bool = True
+    dnssec: bool = False
+    edns: bool = True
+    payload: int = EDNS_PAYLOAD
+    timeout: float | None = None  # +time=, else the command's --timeout
+    tries: int | None = None  # +tries= / +retry=, else --tries
+    display: Display = field(default_factory=Display)
+
+
+#: dig's +options sockhop knows (each may be shortened to a unique prefix and negated with "no", as in dig).
+SWITCHES = ("short", "tcp", "vc", "tls", "recurse", "dnssec", "edns", "all", *vars(Display()))
+VALUED = ("time", "tries", "retry", "bufsize")
+DASH_OPTIONS = ("-x", "-t", "-q", "-p", "-c")  # each takes a value: -x ADDR, -t TYPE, -q NAME, -p PORT, -c CLASS
+
+
+def parse_words(words: Sequence[str]) -> Lookup:
+    """dig's command line, in dig's order: names, types, @servers, +options and -x/-t/-q/-p/-c in any order.
+
+    A type after a name is that name's; before every name, it is every name's default (as ``-t`` is). ``-x ADDR``
+    asks the PTR of ADDR's in-addr.arpa / ip6.arpa name. Several names are asked in turn."""
+    lookup = Lookup()
+    asked: list[list] = []  # [name, type or None, reverse?]
+    default_type: str | None = None
+    tokens = iter(words)
+    for word in tokens:
         if word.startswith("@"):
-            if server is not None:
-                raise BadQuestion("give one @SERVER")
-            server = word
-        elif name is not None and rdtype is None and is_type(word):
-            rdtype = word.upper()
-        elif name is None:
-            name = word
-        elif rdtype is None:
-            raise BadQuestion(f"unknown record type {word!r} (such as A, AAAA, MX, TXT, NS, SOA)")
+            lookup.servers.append(word)
+        elif word.startswith("+"):
+            plus_option(lookup, word)
+        elif word[:2] in DASH_OPTIONS:
+            flag, value = word[:2], word[2:] or next(tokens, None)
+            if not value:
+                raise UsageError(f"{flag} needs a value")
+            if flag == "-x":
+                asked.append([reverse_name(value), None, True])
+            elif flag == "-q":
+                asked.append([value, None, False])
+            elif flag == "-p":
+                lookup.port = parse_port(value, f"-p {value}")
+            elif flag == "-c":
+                check_class(value)
+            elif not is_type(value):
+                raise BadQuestion(f"unknown record type {value!r} (such as A, AAAA, MX, TXT, NS, SOA)")
+            elif asked:
+                asked[-1][1] = value.upper()
+            else:
+                default_type = value.upper()
+        elif word.startswith("-") and len(word) > 1:
+            raise UsageError(f"unknown option {word!r}")
+        elif is_type(word):  # as dig: a word that names a type is one
+            if asked:
+                asked[-1][1] = word.upper()
+            else:
+                default_type = word.upper()
+        elif is_class(word):
+            check_class(word)
         else:
-            raise BadQuestion(f"unexpected {word!r}: give NAME [TYPE] [@SERVER[:PORT]]")
-    if name is None:
-        raise BadQuestion("give a NAME to look up")
-    return name, rdtype or "A", server
+            asked.append([word, None, False])
+    if not asked:
+        raise BadQuestion("give a NAME to look up (or -x ADDRESS)")
+    lookup.questions = [
+        (name, rdtype or default_type or ("PTR" if reverse else "A")) for name, rdtype, reverse in asked
+    ]
+    for name, rdtype in lookup.questions:
+        question(name, rdtype)  # every mistake before the first question goes out
+    return lookup
+
+
+def plus_option(lookup: Lookup, word: str) -> None:
+    """One of dig's +options: ``+short``, ``+norec``, ``+time=1``... (a unique prefix will do, as in dig)."""
+    text, _, value = word[1:].partition("=")
+    text = text.lower()
+    negated = text.startswith("no") and text not in SWITCHES
+    key = text[2:] if negated else text
+    known = SWITCHES if not value else VALUED
+    matches = [k for k in (*SWITCHES, *VALUED) if k == key] or [k for k in known if key and k.startswith(key)]
+    if len(matches) != 1:
+        raise UsageError(f"unknown or unsupported option {word!r}")
+    (key,) = matches
+    if key in VALUED:
+        if negated or not value.isdigit():
+            raise UsageError(f"{word!r}: give +{key}=N")
+        number = int(value)
+        if key == "time":
+            lookup.timeout = float(max(number, 1))
+        elif key == "tries":
+            lookup.tries = max(number, 1)
+        elif key == "retry":
+            lookup.tries = number + 1
+        else:
+            lookup.payload = min(number, 65535)
+        return
+    if value:
+        raise UsageError(f"{word!r} takes no value")
+    on = not negated
+    if key == "all":
+        lookup.display = Display(*(on,) * len(vars(Display())))
+    elif key in vars(lookup.display):
+        setattr(lookup.display, key, on)
+    else:
+        setattr(lookup, {"vc": "tcp"}.get(key, key), on)
+
+
+def reverse_name(address: str) -> str:
+    """``-x``: the in-addr.arpa (or ip6.arpa) name of an address."""
+    try:
+        return dns.reversename.from_address(address).to_text()
+    except (dns.exception.DNSException, ValueError):
+        raise BadQuestion(f"-x {address}: not an IPv4 or IPv6 address") from None
+
+
+def check_class(word: str) -> None:
+    if word.upper() != "IN":
+        raise BadQuestion(f"class {word}: sockhop asks only class IN")
 
 
 def is_type(word: str) -> bool:
@@ -451,38 +618,80 @@ def is_type(word: str) -> bool:
     return True
 
 
+def is_class(word: str) -> bool:
+    try:
+        dns.rdataclass.from_text(word)
+    except (dns.exception.DNSException, ValueError):
+        return False
+    return True
+
+
 def format_short(result: Result) -> str:
-    """dig +short: the data of every answer record, one per line."""
+    """dig +short: the data of every answer record, one per line (nothing for NXDOMAIN or NODATA)."""
     return "\n".join(rdata.to_text() for rrset in result.message.answer for rdata in rrset)
 
 
-def format_dig(result: Result) -> str:
-    """dig's sections: header, question, answer, authority, additional, and the footer."""
+COLUMNS = (24, 32, 40, 48)  # where dig starts TTL, class, type and data
+
+
+def columns(fields: Sequence[str]) -> str:
+    """Fields at dig's tab stops (at least one tab between two)."""
+    out, at = fields[0], len(fields[0])
+    for to, text in zip(COLUMNS, fields[1:], strict=False):
+        tabs = max(1, to // 8 - at // 8)
+        out += "\t" * tabs + text
+        at = (at // 8 + tabs) * 8 + len(text)
+    return out
+
+
+def record_lines(rrset: dns.rrset.RRset) -> list[str]:
+    return [columns(line.split(" ", 4)) for line in rrset.to_text().splitlines()]
+
+
+def format_dig(result: Result, display: Display | None = None) -> str:
+    """dig's sections: header, question, answer, authority, additional, and the statistics -- for NXDOMAIN and
+    REFUSED too, as dig shows them. ``display`` leaves parts out, as dig's +noall, +noquestion... do."""
+    show = display or Display()
     msg = result.message
-    flags = dns.flags.to_text(msg.flags).lower()
-    lines = [
-        f"; <<>> sockhop resolve <<>> {result.name} {dns.rdatatype.to_text(result.rdtype)} "
-        f"@{format_server(result.server)}",
-        f";; ->>HEADER<<- opcode: QUERY, status: {dns.rcode.to_text(msg.rcode())}, id: {msg.id}",
-        f";; flags: {flags}; QUERY: {len(msg.question)}, ANSWER: {count(msg.answer)}, "
-        f"AUTHORITY: {count(msg.authority)}, ADDITIONAL: {count(msg.additional) + (msg.edns >= 0)}",  # OPT too
-    ]
-    if msg.edns >= 0:
-        lines += ["", ";; OPT PSEUDOSECTION:", f"; EDNS: version: {msg.edns}, flags:; udp: {msg.payload}"]
-    lines += ["", ";; QUESTION SECTION:"]
-    lines += [
-        f";{q.name}\t\t{dns.rdataclass.to_text(q.rdclass)}\t{dns.rdatatype.to_text(q.rdtype)}" for q in msg.question
-    ]
-    for title, section in (("ANSWER", msg.answer), ("AUTHORITY", msg.authority), ("ADDITIONAL", msg.additional)):
-        if section:
-            lines += ["", f";; {title} SECTION:"]
-            lines += [rrset_line for rrset in section for rrset_line in rrset.to_text().splitlines()]
-    lines += [
-        "",
-        f";; Query time: {result.elapsed * 1000:.0f} msec",
-        f";; SERVER: {result.server[0]}#{result.server[1]}({result.transport})",
-        f";; MSG SIZE  rcvd: {result.size}",
-    ]
+    lines: list[str] = []
+    if show.cmd:
+        server = format_server(result.server)
+        lines += ["", f"; <<>> sockhop resolve <<>> {result.name} {dns.rdatatype.to_text(result.rdtype)} @{server}"]
+    if show.comments:
+        flags = dns.flags.to_text(msg.flags).lower()
+        lines += [
+            ";; Got answer:",
+            f";; ->>HEADER<<- opcode: QUERY, status: {dns.rcode.to_text(msg.rcode())}, id: {msg.id}",
+            f";; flags: {flags}; QUERY: {len(msg.question)}, ANSWER: {count(msg.answer)}, "
+            f"AUTHORITY: {count(msg.authority)}, ADDITIONAL: {count(msg.additional) + (msg.edns >= 0)}",  # OPT too
+        ]
+        if msg.flags & dns.flags.RD and not msg.flags & dns.flags.RA:
+            lines.append(";; WARNING: recursion requested but not available")
+        lines.append("")
+        if msg.edns >= 0:
+            edns_flags = "".join(f" {flag.lower()}" for flag in dns.flags.edns_to_text(msg.ednsflags).split())
+            lines += [";; OPT PSEUDOSECTION:", f"; EDNS: version: {msg.edns}, flags:{edns_flags}; udp: {msg.payload}"]
+    if show.question:
+        lines += [";; QUESTION SECTION:"] if show.comments else []
+        for q in msg.question:
+            fields = [f";{q.name}", "", dns.rdataclass.to_text(q.rdclass), dns.rdatatype.to_text(q.rdtype)]
+            lines.append(columns(fields))
+        lines += [""] if show.comments else []
+    sections = (("ANSWER", msg.answer), ("AUTHORITY", msg.authority), ("ADDITIONAL", msg.additional))
+    for title, section in sections:
+        if section and getattr(show, title.lower()):
+            lines += [f";; {title} SECTION:"] if show.comments else []
+            lines += [line for rrset in section for line in record_lines(rrset)]
+            lines += [""] if show.comments else []
+    if show.stats:
+        host, port = result.server
+        lines += [
+            f";; Query time: {result.elapsed * 1000:.0f} msec",
+            f";; SERVER: {host}#{port}({result.server_name or host}) ({result.transport.upper()})",
+            f";; WHEN: {time.strftime('%a %b %d %H:%M:%S %Z %Y')}",
+            f";; MSG SIZE  rcvd: {result.size}",
+            "",
+        ]
     return "\n".join(lines)
 
 

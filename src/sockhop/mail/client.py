@@ -9,6 +9,7 @@ the recipients it did not take to the next one; a 5xx is final.
 from __future__ import annotations
 
 import argparse
+import base64
 import email.policy
 import mimetypes
 import re
@@ -20,9 +21,11 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
+from typing import TextIO
 
-from sockhop.errors import SockhopError
+from sockhop.errors import SockhopError, UsageError
 from sockhop.net.addresses import Endpoint, parse_endpoint
+from sockhop.tlsclient import client_context
 
 from .address import split_address
 from .codes import BadReply, Code, SMTPReply, is_positive, is_transient, parse_reply, reply_complete
@@ -38,12 +41,16 @@ class SendError(SockhopError):
 
 # -- the message ----------------------------------------------------------------------------------------------------
 def build_message(
-    sender: str, recipients: list[str], subject: str, body: str, attachments: Iterable[str | Path] = ()
-) -> EmailMessage:
-    """A proper RFC 5322 message: From, To, Subject, Date, Message-ID, and MIME parts for attachments."""
+    sender: str, recipients: list[str], subject: str, body: str, attachments: Iterable[str | Path] = (),
+    cc: Iterable[str] = (),
+) -> EmailMessage:  # fmt: skip
+    """A proper RFC 5322 message: From, To, Cc, Subject, Date, Message-ID, and MIME parts for attachments. (Bcc
+    recipients are in the envelope only: a Bcc header would tell every recipient who else got it.)"""
     msg = EmailMessage()
     msg["From"] = sender
     msg["To"] = ", ".join(recipients)
+    if cc := list(cc):
+        msg["Cc"] = ", ".join(cc)
     if subject:
         msg["Subject"] = subject
     msg["Date"] = formatdate(localtime=True)
@@ -80,6 +87,114 @@ def dot_stuff(data: bytes) -> bytes:
     return re.sub(rb"(?m)^\.", b"..", data)
 
 
+HEADER_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 2.2: printable ASCII but the colon
+
+
+def split_headers(texts: Iterable[str]) -> list[tuple[str, str]]:
+    """``--header``/``--add-header`` values as (name, value): ``'Name: value'``, several in one separated by a
+    literal ``\\n``, as swaks takes them."""
+    found = []
+    for text in texts:
+        for one in text.split("\\n"):
+            name, colon, value = one.partition(":")
+            if not colon or not HEADER_NAME.fullmatch(name) or "\r" in value or "\n" in value:
+                raise SendError(f"bad header {one!r}: give 'Name: value'")
+            found.append((name, value.strip()))
+    return found
+
+
+def set_headers(msg: EmailMessage, replace: list[tuple[str, str]], add: list[tuple[str, str]]) -> None:
+    """swaks' ``--header`` (replaces a header the message has, else adds it) and ``--add-header`` (adds)."""
+    try:
+        for name, value in replace:
+            if name in msg:
+                msg.replace_header(name, value)
+            else:
+                msg[name] = value
+        for name, value in add:
+            msg[name] = value
+    except ValueError as exc:
+        raise SendError(f"bad header: {exc}") from None
+
+
+def edit_headers(data: bytes, replace: list[tuple[str, str]], add: list[tuple[str, str]]) -> bytes:
+    """The same on a message given whole (``--data``): a replaced header keeps its place (its folded lines go with
+    it), a new one goes at the end of the header block; nothing else changes, byte for byte."""
+    if not replace and not add:
+        return data
+    eol = b"\r\n" if b"\r\n" in data else b"\n"
+    end = data.find(eol + eol)
+    if end >= 0:
+        head, rest = data[:end], data[end:]
+    elif b":" in data.split(eol, 1)[0]:  # headers only, no body
+        head = data.removesuffix(eol)
+        rest = data[len(head) :]
+    else:  # no header block at all: the data is all body
+        head, rest = b"", eol + eol + data
+    fields: list[list[bytes]] = []  # each header with its folded continuation lines
+    for line in head.split(eol) if head else []:
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1].append(line)
+        else:
+            fields.append([line])
+    for name, value in replace:
+        key = name.lower().encode() + b":"
+        at = [i for i, field in enumerate(fields) if field[0].lower().startswith(key)]
+        new = [f"{name}: {value}".encode()]
+        if not at:
+            fields.append(new)
+            continue
+        fields[at[0]] = new
+        fields = [field for i, field in enumerate(fields) if i not in at[1:]]
+    fields += [[f"{name}: {value}".encode()] for name, value in add]
+    return eol.join(line for field in fields for line in field) + rest
+
+
+def read_data(argument: str) -> bytes:
+    """swaks' ``--data``: ``-`` reads standard input; ``@FILE`` (or a word with no newline in it) names a file;
+    anything else is the message itself, ``\\n`` standing for a line break. A closing dot line may be given."""
+    if argument == "-":
+        data = sys.stdin.buffer.read()
+    elif argument.startswith("@@"):  # text that starts with @
+        data = argument[1:].replace("\\n", "\n").replace("%NEWLINE%", "\n").encode()
+    elif argument.startswith("@") or not any(n in argument for n in ("\n", "\\n", "%NEWLINE%")):
+        name = argument.removeprefix("@")
+        try:
+            data = Path(name).read_bytes()
+        except OSError as exc:
+            raise SendError(f"cannot read --data {name}: {exc.strerror or exc}") from None
+    else:
+        data = argument.replace("\\n", "\n").replace("%NEWLINE%", "\n").encode()
+    return re.sub(rb"(?:^|(?<=\n))\.(?:\r?\n)?\Z", b"", data)  # the closing dot, if given, is ours to send
+
+
+# -- the transcript (-v) --------------------------------------------------------------------------------------------
+class Transcript:
+    """The conversation on standard error as swaks shows it: ``<-`` the server, ``->`` the client, ``===``
+    what happened; ``~`` in place of ``-`` once TLS is on, ``**`` for a 4xx/5xx reply."""
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out or sys.stderr
+        self.tls = False
+
+    def say(self, line: str) -> None:
+        self.out.write(line + "\n")
+        self.out.flush()
+
+    def info(self, text: str) -> None:
+        self.say(f"=== {text}")
+
+    def sent(self, data: bytes) -> None:
+        arrow = " ~> " if self.tls else " -> "
+        for line in data.removesuffix(b"\r\n").split(b"\r\n"):
+            self.say(arrow + line.decode("utf-8", "replace"))
+
+    def received(self, line: bytes) -> None:
+        error = line[:1] in (b"4", b"5")
+        arrow = ("<~* " if error else "<~  ") if self.tls else ("<** " if error else "<-  ")
+        self.say(arrow + line.decode("utf-8", "replace"))
+
+
 # -- one SMTP connection --------------------------------------------------------------------------------------------
 @dataclass
 class Outcome:
@@ -103,14 +218,30 @@ class Outcome:
         return f"{self.recipient}: {said}" + (f" (from {self.where})" if self.where else "")
 
 
+AUTH_MECHANISMS = ("PLAIN", "LOGIN")  # RFC 4616 and the draft every server speaks; in this order of preference
+AUTH_OK, AUTH_CONTINUE = 235, 334  # RFC 4954
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """``--auth``: who to log in as, by which mechanisms (the first the server offers), and whether a password
+    may go over a connection TLS does not protect (``--auth-insecure``)."""
+
+    user: str
+    password: str
+    mechanisms: tuple[str, ...] = AUTH_MECHANISMS
+    insecure: bool = False
+
+
 class SMTPConnection:
     """A client conversation over one blocking socket. ``open_smtp`` returns one (greeted); close it when done."""
 
-    def __init__(self, sock: socket.socket, where: str) -> None:
+    def __init__(self, sock: socket.socket, where: str, trace: Transcript | None = None) -> None:
         self.sock = sock
         self.where = where
         self.file = sock.makefile("rb")
         self.extensions: dict[str, str] = {}
+        self.trace = trace
 
     def close(self) -> None:
         self.file.close()
@@ -129,11 +260,15 @@ class SMTPConnection:
             if not line:
                 raise SendError(f"{self.where} closed the connection")
             lines.append(line.rstrip(b"\r\n"))
+            if self.trace:
+                self.trace.received(lines[-1])
             if reply_complete(lines[-1]):
                 return parse_reply(lines)
         raise BadReply(f"{self.where}: reply too long")
 
     def send(self, data: bytes) -> None:
+        if self.trace:
+            self.trace.sent(data)
         self.sock.sendall(data)
 
     def starttls(self, context: ssl.SSLContext, name: str) -> None:
@@ -152,6 +287,10 @@ class SMTPConnection:
             raise SendError(f"{self.where}: TLS handshake failed: {reason}") from None
         self.file = self.sock.makefile("rb")
         self.extensions = {}
+        if self.trace and isinstance(self.sock, ssl.SSLSocket):
+            version, cipher = self.sock.version(), self.sock.cipher()
+            self.trace.info(f"TLS started with cipher {version}:{cipher[0] if cipher else '?'}")
+            self.trace.tls = True
 
     def command(self, line: str) -> SMTPReply:
         self.send(line.encode("utf-8") + b"\r\n")
@@ -171,6 +310,41 @@ class SMTPConnection:
 
     def offers(self, extension: str) -> bool:
         return extension in self.extensions
+
+    def auth_offered(self) -> list[str]:
+        """The SASL mechanisms of the EHLO reply: ``AUTH PLAIN LOGIN`` (and the old ``AUTH=LOGIN`` form)."""
+        found: list[str] = []
+        for key, value in self.extensions.items():
+            if key == "AUTH" or key.startswith("AUTH="):
+                found += [key.partition("=")[2], *value.split()]
+        return list(dict.fromkeys(word.upper() for word in found if word))
+
+    def authenticate(self, credentials: Credentials) -> None:
+        """AUTH (RFC 4954) with the first of ``credentials.mechanisms`` the server offers; only inside TLS unless
+        ``insecure``: PLAIN and LOGIN carry the password as it is, merely base64-encoded."""
+        if not isinstance(self.sock, ssl.SSLSocket) and not credentials.insecure:
+            raise SendError(
+                f"{self.where}: will not send the password unencrypted (no STARTTLS, or --tls off);"
+                " --auth-insecure allows it"
+            )
+        offered = self.auth_offered()
+        if not offered:
+            raise SendError(f"{self.where} does not offer AUTH")
+        mechanism = next((m for m in credentials.mechanisms if m in offered), None)
+        if mechanism is None:
+            wanted = ", ".join(credentials.mechanisms)
+            raise SendError(f"{self.where} offers AUTH {' '.join(offered)}, and sockhop was told {wanted}")
+        user, password = credentials.user.encode(), credentials.password.encode()
+        if mechanism == "PLAIN":
+            answer = self.command("AUTH PLAIN " + b64(b"\0" + user + b"\0" + password))  # RFC 4616: no authzid
+        else:
+            answer = self.command("AUTH LOGIN")
+            for secret in (user, password):
+                if answer.code != AUTH_CONTINUE:
+                    break
+                answer = self.command(b64(secret))
+        if answer.code != AUTH_OK:
+            raise SendError(f"{self.where}: authentication failed ({mechanism} as {credentials.user}): {answer}")
 
     def transaction(self, sender: str, recipients: list[str], data: bytes, *, utf8: bool) -> list[Outcome]:
         """MAIL, RCPT..., DATA, the message: pipelined when offered. One Outcome per recipient."""
@@ -219,6 +393,8 @@ class SMTPConnection:
             self.command("QUIT")
         except (OSError, SockhopError):
             pass
+        if self.trace:
+            self.trace.info("Connection closed with remote host.")
 
 
 TLS_MODES = ("required", "opportunistic", "off")
@@ -243,36 +419,32 @@ def certificate_problem(exc: ssl.SSLCertVerificationError, name: str) -> str:
 def tls_context(mode: str, cafile: str | None) -> ssl.SSLContext | None:
     """The client context for ``--tls``: ``required`` verifies the certificate and the server's name against
     the system's trust store (or ``--cacert``); ``opportunistic`` encrypts whatever certificate comes, as Postfix's
-    ``may`` level does -- unauthenticated TLS still beats plaintext, and refusing would mean plaintext or no mail;
-    ``off`` never starts TLS."""
+    ``may`` level does -- unauthenticated TLS still beats plaintext, and refusing would mean plaintext or no mail
+    (unless ``--cacert`` names whom to trust); ``off`` never starts TLS."""
     if mode == "off":
         return None
-    if mode == "opportunistic" and cafile is None:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    else:
-        try:
-            context = ssl.create_default_context(cafile=cafile)
-        except (OSError, ssl.SSLError) as exc:
-            reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
-            raise SendError(f"cannot use --cacert {cafile}: {reason}") from None
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
+    return client_context(cafile, verify=mode == "required" or cafile is not None)
 
 
 def open_smtp(
     host: str, port: int, *, timeout: float, helo: str, tls: str = "opportunistic",
-    context: ssl.SSLContext | None = None, name: str | None = None,
+    context: ssl.SSLContext | None = None, name: str | None = None, trace: Transcript | None = None,
+    auth: Credentials | None = None,
 ) -> SMTPConnection:  # fmt: skip
     """Connect, read the greeting, say EHLO, and STARTTLS as ``tls`` says (``context`` from :func:`tls_context`;
-    ``name``: the name the certificate must carry). Raises SendError (or OSError) when the server cannot be used."""
+    ``name``: the name the certificate must carry; ``trace``: where the conversation is shown, for -v). Raises
+    SendError (or OSError) when the server cannot be used."""
     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if trace:
+        trace.tls = False
+        trace.info(f"Trying {where}...")
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
     except OSError as exc:
         raise SendError(f"cannot connect to {where}: {exc.strerror or exc}") from None
-    conn = SMTPConnection(sock, where)
+    if trace:
+        trace.info(f"Connected to {host}.")
+    conn = SMTPConnection(sock, where, trace)
     try:
         greeting = conn.read_reply()
         if greeting.code != Code.SERVICE_READY:
@@ -283,6 +455,8 @@ def open_smtp(
             conn.hello(helo)
         elif tls == "required":
             raise SendError(f"{where} does not offer STARTTLS, and --tls required")
+        if auth is not None:
+            conn.authenticate(auth)
     except BaseException:
         conn.close()
         raise
@@ -315,7 +489,7 @@ def route_for(domain: str, *, dns: str | None, port: int | None) -> Route:
 def deliver(
     sender: str, recipients: list[str], data: bytes, *, server: str | None = None, dns: str | None = None,
     port: int | None = None, timeout: float = 30.0, helo: str | None = None, tls: str = "opportunistic",
-    cafile: str | None = None,
+    cafile: str | None = None, trace: Transcript | None = None, auth: Credentials | None = None,
 ) -> list[Outcome]:  # fmt: skip
     """Deliver ``data`` to every recipient; one Outcome each, never raising for a recipient's failure."""
     helo = helo or socket.gethostname()
@@ -328,11 +502,24 @@ def deliver(
             if not waiting:
                 break
             try:
-                with open_smtp(host, hop_port, timeout=timeout, helo=helo, tls=tls, context=context, name=name) as conn:
+                opened = open_smtp(
+                    host,
+                    hop_port,
+                    timeout=timeout,
+                    helo=helo,
+                    tls=tls,
+                    context=context,
+                    name=name,
+                    trace=trace,
+                    auth=auth,
+                )
+                with opened as conn:
                     results = conn.transaction(sender, waiting, data, utf8=utf8)
                     conn.quit()
             except (OSError, SockhopError) as exc:
                 message = str(exc) if isinstance(exc, SockhopError) else f"{host}:{hop_port}: {exc.strerror or exc}"
+                if trace:
+                    trace.say(f"*** {message}")
                 for rcpt in waiting:
                     outcomes[rcpt] = Outcome(rcpt, None, error=message)
                 continue
@@ -371,18 +558,32 @@ def send_command(args: argparse.Namespace) -> int:
         import getpass
 
         args.sender = f"{getpass.getuser()}@{socket.gethostname()}"  # as sendmail(1) does
-    for address in (args.sender, *args.to):
+    to, cc, bcc = (address_list(getattr(args, key, None) or []) for key in ("to", "cc", "bcc"))
+    envelope = list(dict.fromkeys([*to, *cc, *bcc]))
+    if not envelope:
+        raise UsageError("give at least one recipient: --to, --cc or --bcc")
+    for address in (args.sender, *envelope):
         try:
             check_mailbox(address, utf8=True)
         except AddressSyntaxError as exc:
             raise SendError(f"bad address {address!r}: {exc}") from None
-    body = args.body if args.body is not None else sys.stdin.read()
-    msg = build_message(args.sender, args.to, args.subject, body, args.attach)
-    utf8 = needs_smtputf8(args.sender, args.to)
-    data = to_wire(msg, utf8=utf8)
+    replace, add = split_headers(args.header or []), split_headers(args.add_header or [])
+    utf8 = needs_smtputf8(args.sender, envelope)
+    if args.data is not None:
+        given = [flag for flag, value in (("--body", args.body), ("--attach", args.attach), ("--subject", args.subject))
+                 if value]  # fmt: skip
+        if given:
+            raise UsageError(f"--data is the whole message: {', '.join(given)} cannot be added to it (--header can)")
+        data = edit_headers(read_data(args.data), replace, add)
+    else:
+        body = args.body if args.body is not None else sys.stdin.read()
+        msg = build_message(args.sender, to, args.subject, body, args.attach, cc=cc)
+        set_headers(msg, replace, add)
+        data = to_wire(msg, utf8=utf8)
     outcomes = deliver(
-        args.sender, args.to, data, server=args.server, dns=args.dns, port=args.port,
+        args.sender, envelope, data, server=args.server, dns=args.dns, port=args.port,
         timeout=args.timeout, helo=args.helo, tls=args.tls, cafile=args.cacert,
+        trace=Transcript() if getattr(args, "verbose", 0) else None, auth=credentials(args),
     )  # fmt: skip
     failed = 0
     for outcome in outcomes:
@@ -392,3 +593,33 @@ def send_command(args: argparse.Namespace) -> int:
             failed += 1
             print(f"sockhop: {outcome.describe()}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def address_list(values: Iterable[str]) -> list[str]:
+    """Repeated options, each possibly a comma-separated list (as swaks' --to takes them)."""
+    return [address.strip() for value in values for address in value.split(",") if address.strip()]
+
+
+def credentials(args: argparse.Namespace) -> Credentials | None:
+    """``--auth [MECH,...]``, ``--auth-user``, ``--auth-password`` (asked for on the terminal when not given, so
+    it need not sit in the shell's history), ``--auth-insecure``; None without --auth or --auth-user."""
+    if args.auth is None and args.auth_user is None:
+        return None
+    mechanisms = tuple(m.strip().upper() for m in (args.auth or ",".join(AUTH_MECHANISMS)).split(",") if m.strip())
+    unknown = [m for m in mechanisms if m not in AUTH_MECHANISMS]
+    if unknown or not mechanisms:
+        raise UsageError(f"--auth {args.auth}: sockhop speaks {' and '.join(AUTH_MECHANISMS)}")
+    if not args.auth_user:
+        raise UsageError("--auth needs --auth-user")
+    password = args.auth_password
+    if password is None:
+        if not sys.stdin.isatty():
+            raise UsageError("--auth needs --auth-password (no terminal to ask on)")
+        import getpass
+
+        password = getpass.getpass(f"password for {args.auth_user}: ")
+    return Credentials(args.auth_user, password, mechanisms, args.auth_insecure)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
