@@ -3,7 +3,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test test-deps lint bench clean
+PREFIX ?= $(HOME)/.local
+SYSTEM ?= /opt/sockhop
+PIP_ARGS ?=
+
+.PHONY: run install install-system test test-deps lint bench clean
 
 $(BIN)/sockhop: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +17,20 @@ $(BIN)/sockhop: pyproject.toml
 
 run: $(BIN)/sockhop
 	$(BIN)/sockhop up
+
+# `sockhop` on your PATH: a link in $(PREFIX)/bin (~/.local/bin) to this checkout's .venv/bin/sockhop.
+install: $(BIN)/sockhop
+	mkdir -p $(PREFIX)/bin
+	ln -sf $(CURDIR)/$(BIN)/sockhop $(PREFIX)/bin/sockhop
+	@echo "sockhop: installed $(PREFIX)/bin/sockhop (is $(PREFIX)/bin on your PATH? \`command -v sockhop\` says)"
+
+# For a server (the units in contrib/systemd): its own virtual environment in $(SYSTEM), the command at
+# /usr/local/bin/sockhop. Run as root; DESTDIR installs under another root.
+install-system:
+	$(PYTHON) -m venv $(DESTDIR)$(SYSTEM)
+	$(DESTDIR)$(SYSTEM)/bin/pip install -q $(PIP_ARGS) .
+	mkdir -p $(DESTDIR)/usr/local/bin
+	ln -sf $(SYSTEM)/bin/sockhop $(DESTDIR)/usr/local/bin/sockhop
 
 # The real clients the tests use come from Debian; install whichever command is missing.
 test-deps:

@@ -88,9 +88,10 @@ class Parser(argparse.ArgumentParser):
         )  # fmt: skip
 
 
-def _leaf(sub: argparse._SubParsersAction, name: str, **kwargs) -> Parser:
+def _leaf(sub: argparse._SubParsersAction, name: str, *, verbosity: bool = True, **kwargs) -> Parser:
     parser: Parser = sub.add_parser(name, **kwargs)
-    parser.add_verbosity()
+    if verbosity:
+        parser.add_verbosity()
     parser.set_defaults(parser=parser)
     return parser
 
@@ -159,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
         add_serve_parser(services, service)
     for service in SERVICES:
         for command in service.commands:
-            client = _leaf(sub, command.name, help=command.help, description=command.description or command.help)
+            # a client's -v is its own (curl's, dig's, swaks': the conversation), not sockhop's log level
+            client = _leaf(sub, command.name, help=command.help, description=command.description or command.help,
+                           verbosity=False)  # fmt: skip
             command.add_arguments(client)
             client.set_defaults(func=command.run)
 

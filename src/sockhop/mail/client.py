@@ -583,7 +583,7 @@ def send_command(args: argparse.Namespace) -> int:
     outcomes = deliver(
         args.sender, envelope, data, server=args.server, dns=args.dns, port=args.port,
         timeout=args.timeout, helo=args.helo, tls=args.tls, cafile=args.cacert,
-        trace=Transcript() if getattr(args, "verbose", 0) else None, auth=credentials(args),
+        trace=Transcript() if args.trace else None, auth=credentials(args),
     )  # fmt: skip
     failed = 0
     for outcome in outcomes:

@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         " @FILE, or the text itself with \\n for line breaks (swaks' --data)",
     )  # fmt: skip
     parser.add_argument(
-        "-v", "--verbose", action="count", default=argparse.SUPPRESS,
+        "-v", "--verbose", dest="trace", action="store_true",
         help="show the SMTP conversation on standard error, as swaks does",
     )  # fmt: skip
     parser.add_argument("--helo", help="name to give in EHLO (default this host's name)")
