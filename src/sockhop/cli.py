@@ -122,7 +122,8 @@ def limits_from(args: argparse.Namespace) -> Limits:
 def endpoints_from(args: argparse.Namespace, proto: str = "tcp"):
     # Only --listen-tls given: TLS only. Neither: the service's default plain endpoint.
     texts = args.listen or ([] if getattr(args, "listen_tls", None) else [args.default_listen])
-    return [parse_endpoint(text, proto=proto) for text in texts]
+    default_port = parse_endpoint(args.default_listen, proto=proto).port  # a host alone means the service's port
+    return [parse_endpoint(text, proto=proto, default_port=default_port) for text in texts]
 
 
 def tls_context_from(args: argparse.Namespace, alpn: tuple[str, ...] = ()):

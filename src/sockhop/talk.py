@@ -17,12 +17,23 @@ import sys
 import time
 
 from sockhop.errors import SockhopError
-from sockhop.net.addresses import Endpoint, resolve
+from sockhop.net.addresses import Endpoint, parse_host, parse_port, resolve
 from sockhop.tlsclient import describe_certificate_error
 
 
 class TalkError(SockhopError):
     """The conversation failed."""
+
+
+def endpoint_for(host: str, port: str, *, udp: bool = False) -> Endpoint:
+    """Where ``sockhop talk HOST PORT`` connects: ``[::1]`` as endpoints write it, or ``::1``, a name or an IPv4
+    address; the port a number or a service name. Every mistake is one line (an AddressError)."""
+    return Endpoint(parse_host(host), parse_port(port, "udp" if udp else "tcp"))
+
+
+def _checked(endpoint: Endpoint) -> Endpoint:
+    """A client needs a host, and takes one in brackets as endpoints write it."""
+    return Endpoint(parse_host(endpoint.host), endpoint.port)
 
 
 def _connect(endpoint: Endpoint, kind: socket.SocketKind, timeout: float) -> socket.socket:
@@ -59,6 +70,7 @@ def _handshake(sock: socket.socket, endpoint: Endpoint, context: ssl.SSLContext,
 def talk_tcp(endpoint: Endpoint, stdin: int, stdout, timeout: float = 10.0, tls: ssl.SSLContext | None = None) -> None:
     """Copy stdin to the server and the server to stdout at once, never blocking one direction on the other
     (a large input would otherwise deadlock against a server that answers as it reads)."""
+    endpoint = _checked(endpoint)
     sock = _connect(endpoint, socket.SOCK_STREAM, timeout)
     if tls is not None:
         sock = _handshake(sock, endpoint, tls, timeout)
@@ -136,6 +148,7 @@ def _read_input(fd: int) -> bytes:
 
 
 def talk_udp(endpoint: Endpoint, stdin: int, stdout, wait: float = 1.0) -> None:
+    endpoint = _checked(endpoint)
     sock = _connect(endpoint, socket.SOCK_DGRAM, wait)
     sock.setblocking(False)
     sel = selectors.DefaultSelector()

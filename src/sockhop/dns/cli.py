@@ -127,7 +127,7 @@ def open_both(args: argparse.Namespace, datagram, stream, *, tcp_only: bool = Fa
         if args.listen_tls:
             listeners.extend(open_service(_only(args, None), stream, socket.SOCK_STREAM, name="dns"))
         for text in plain:
-            endpoint = parse_endpoint(text, proto="udp")
+            endpoint = parse_endpoint(text, proto="udp", default_port=parse_endpoint(args.default_listen).port)
             for attempt in range(EPHEMERAL_TRIES):
                 udp = open_service(_only(args, str(endpoint)), datagram, socket.SOCK_DGRAM, name="dns")
                 port = udp[0].sock.getsockname()[1]

@@ -19,6 +19,7 @@ import httptools
 
 from sockhop import __version__
 from sockhop.errors import RemoteProtocolError, SockhopError, UnknownHostError
+from sockhop.net.addresses import check_host
 from sockhop.tlsclient import describe_certificate_error
 
 USER_AGENT = f"sockhop/{__version__}"
@@ -245,7 +246,7 @@ class Connection:
 
     def open(self) -> socket.socket:
         try:
-            infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+            infos = socket.getaddrinfo(check_host(self.host), self.port, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
             raise UnknownHostError(f"cannot resolve {self.host}: {exc.strerror}") from None
         last: OSError | None = None
