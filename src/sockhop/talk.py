@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import selectors
 import socket
 import ssl
@@ -23,6 +24,11 @@ from sockhop.tlsclient import describe_certificate_error
 
 class TalkError(SockhopError):
     """The conversation failed."""
+
+
+class RefusedError(TalkError):
+    """The server closed the connection without reading what we sent: at its connection limit, typically, after
+    saying so (what it said is printed as any answer is)."""
 
 
 def endpoint_for(host: str, port: str, *, udp: bool = False) -> Endpoint:
@@ -115,18 +121,21 @@ def talk_tcp(endpoint: Endpoint, stdin: int, stdout, timeout: float = 10.0, tls:
                     except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                         pass
                     except (BrokenPipeError, ConnectionResetError):
-                        raise TalkError(f"{endpoint}: the server closed the connection") from None
+                        _drain(sock, stdout)  # what the server said before it closed: why, often
+                        raise _refused(endpoint) from None
                 if events & selectors.EVENT_READ:
                     while True:  # TLS may hold decrypted bytes the selector cannot see: read until dry
                         try:
                             data = sock.recv(65536)
                         except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                             break
-                        except ConnectionResetError:
-                            raise TalkError(f"{endpoint}: connection reset by the server") from None
+                        except ConnectionResetError:  # a close with our bytes unread sends RST, not FIN
+                            raise _refused(endpoint) from None
                         except ssl.SSLError as exc:
                             raise TalkError(f"{endpoint}: TLS failed: {exc.reason or exc}") from None
                         if not data:
+                            if _closed_unread(sock, out, stdin if input_open else None, probe=tls is None):
+                                raise _refused(endpoint)
                             return
                         stdout.write(data)
                         stdout.flush()
@@ -135,6 +144,53 @@ def talk_tcp(endpoint: Endpoint, stdin: int, stdout, timeout: float = 10.0, tls:
     finally:
         sel.close()
         sock.close()
+
+
+def _refused(endpoint: Endpoint) -> RefusedError:
+    return RefusedError(f"{endpoint}: the server closed the connection without reading our input")
+
+
+def _drain(sock: socket.socket, stdout) -> None:
+    """Print whatever the server sent that is still to be read (the socket is nonblocking)."""
+    for _ in range(64):
+        try:
+            data = sock.recv(65536)
+        except (OSError, ssl.SSLError):
+            return
+        if not data:
+            return
+        stdout.write(data)
+        stdout.flush()
+
+
+def _closed_unread(sock: socket.socket, pending: bytes, stdin: int | None, *, probe: bool = True) -> bool:
+    """At the server's EOF: did it close with our input unread? A close with bytes unread answers them with RST,
+    which the socket reports as ECONNRESET after the EOF. Input still waiting to go (a server that closes at once,
+    before our first bytes arrived): send it, and a closed server answers RST at once."""
+    if _reset(sock):
+        return True
+    if not probe:  # TLS: the layer above has closed; plaintext cannot go out beneath it
+        return False
+    if stdin is not None and not pending and select.select([stdin], [], [], 0)[0]:
+        pending = _read_input(stdin)
+    if not pending:
+        return False
+    try:
+        sock.send(pending[:65536])
+    except (BrokenPipeError, ConnectionResetError):
+        return True
+    except OSError:
+        return False
+    deadline = time.monotonic() + 0.2  # loopback answers in microseconds, a LAN in a few milliseconds
+    while time.monotonic() < deadline:
+        if _reset(sock):
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def _reset(sock: socket.socket) -> bool:
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) in (errno.ECONNRESET, errno.EPIPE)
 
 
 def _half_close(sock: socket.socket) -> None:
