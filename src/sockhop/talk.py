@@ -4,6 +4,9 @@ TCP: at the end of input the write side is shut (a half-close) and whatever is s
 the server closes; with ``--tls`` the same, the certificate checked against the system's trust store (or
 ``--cacert``). UDP: each line of input is one datagram; replies are printed as they come, and the tool waits
 ``wait`` seconds after the last one.
+
+A server that closes without reading what we sent (one at its connection limit, after its busy line) is an error:
+what it said is printed, then one line says it did not read our input, and the exit status is 1.
 """
 
 from __future__ import annotations
