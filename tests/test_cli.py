@@ -137,3 +137,85 @@ def test_talk_tls_verifies_and_names_what_failed(sockhop_server, tmp_path):
     assert "expired" in one_line_error(
         sockhop("talk", "--tls", "--cacert", str(ca.pem), "localhost", str(bad_port), input=b"x")
     )
+
+
+# -- malformed hosts and ports, wherever a user writes them: one line, no traceback, no query sent -----------------
+HOSTILE_LISTEN = {
+    "a..b:7": "empty label",
+    "a" * 64 + ".test:7": "longer than 63",
+    "xn--zz.test:7": "punycode",
+    ":7:": "brackets",
+    "[::1:7": "closing ]",
+    "[nothost]:1": "brackets are for IPv6",
+    "127.0.0.1:-1": "out of range",
+    "127.0.0.1:99999": "out of range",
+    "127.0.0.1:0x10": "not a number",
+    "999.1.1.1:7": "bad IPv4 address",
+}
+
+
+@pytest.mark.parametrize("listen", list(HOSTILE_LISTEN))
+def test_serve_with_a_malformed_endpoint(listen):
+    assert HOSTILE_LISTEN[listen] in one_line_error(sockhop("serve", "echo", "--listen", listen))
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["talk", "a..b", "7"], "empty label"),
+        (["talk", "a" * 64, "7"], "longer than 63"),
+        (["talk", "xn--zz", "7"], "punycode"),
+        (["talk", "", "7"], "no host given"),
+        (["talk", "[::1", "7"], "closing ]"),
+        (["talk", "[nothost]", "7"], "brackets are for IPv6"),
+        (["talk", "127.0.0.1", "0x10"], "not a number"),
+        (["talk", "127.0.0.1", "99999"], "out of range"),
+        (["get", "http://a..b/"], "empty label"),
+        (["get", "http://xn--zz/"], "punycode"),
+        (["send", "--to", "bob@example.test", "--server", "a..b", "--body", "hi"], "empty label"),
+        (["send", "--to", "bob@example.test", "--server", "[nothost]:25", "--body", "hi"], "brackets are for IPv6"),
+        (["send", "--to", "bob@example.test", "--server", ":2525", "--body", "hi"], "no host given"),
+        (["resolve", "example.test", "@a..b"], "empty label"),
+        (["resolve", "example.test", "@xn--zz:53"], "punycode"),
+        (["resolve", "example.test", "@[nothost]"], "brackets are for IPv6"),
+        (["resolve", "example.test", "@[::1"], "closing ]"),
+    ],
+)
+def test_clients_with_a_malformed_host(args, words):
+    assert words in one_line_error(sockhop(*args, input=b""))
+
+
+def test_listen_on_a_host_alone_means_the_services_port():
+    # 7007 is echo's own port: either it is served there, or the line says that address is taken. Both show the
+    # default port was used; neither is a complaint about the missing port.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sockhop", "serve", "echo", "--listen", "127.0.0.1"],
+        cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stderr.close()
+    assert "127.0.0.1:7007" in line, line
+    assert line.startswith("sockhop: echo tcp 127.0.0.1:7007") or "in use" in line
+
+
+def test_listen_tls_on_a_host_alone_says_what_to_write(tmp_path):
+    from tests.tls_certs import LocalCA
+
+    pair = LocalCA(tmp_path).issue("good", ["localhost"])
+    line = one_line_error(
+        sockhop("serve", "echo", "--listen-tls", "127.0.0.1", "--tls-cert", str(pair.cert), "--tls-key", str(pair.key))
+    )
+    assert "write 127.0.0.1:PORT" in line
+
+
+def test_talk_to_a_bracketed_ipv6_address(sockhop_server):
+    server = sockhop_server(["serve", "echo", "--listen", "[::1]:0"])
+    host, port = server.address("echo")
+    result = sockhop("talk", f"[{host}]", str(port), input=b"hello\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"hello\n"

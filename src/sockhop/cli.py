@@ -34,11 +34,10 @@ def serve_command(service: Service) -> Callable[[argparse.Namespace], int]:
 
 
 def cmd_talk(args: argparse.Namespace) -> int:
-    from sockhop.net.addresses import Endpoint, parse_port
-    from sockhop.talk import talk
+    from sockhop.talk import endpoint_for, talk
     from sockhop.tlsclient import client_context
 
-    endpoint = Endpoint(args.host, parse_port(args.port, "udp" if args.udp else "tcp"))
+    endpoint = endpoint_for(args.host, args.port, udp=args.udp)
     tls = client_context(args.cacert, insecure=args.insecure) if args.tls else None
     return talk(endpoint, udp=args.udp, timeout=args.timeout, wait=args.wait, tls=tls) or 0
 

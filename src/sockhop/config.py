@@ -189,7 +189,7 @@ def _deeper_checks(configs: list[ServiceConfig], where: _Lines) -> list[Mistake]
     from sockhop.net.addresses import parse_endpoint
     from sockhop.process.privileges import find_account
 
-    checks = {"listen": parse_endpoint, "listen_tls": parse_endpoint, "admin": parse_endpoint,
+    checks = {"listen": lambda t: parse_endpoint(t, default_port=0), "listen_tls": parse_endpoint, "admin": parse_endpoint,
               "proxy_protocol": lambda t: parse_sources([t]), "user": find_account}  # fmt: skip
     mistakes: list[Mistake] = []
     seen = set()
@@ -218,6 +218,7 @@ def _world_checks(
     with the line of the key that names them. Paths are relative to the file's folder, as when it runs."""
     import os
 
+    from sockhop.net.addresses import parse_endpoint
     from sockhop.services import BY_NAME
     from sockhop.serving import certificates_from, close_all_sockets, open_endpoints
 
@@ -249,7 +250,8 @@ def _world_checks(
             ):
                 for kind in kinds:
                     try:
-                        bound += open_endpoints(texts, kind)
+                        default = parse_endpoint(args.default_listen).port if option == "listen" else None
+                        bound += open_endpoints(texts, kind, default_port=default)
                     except SockhopError as exc:
                         problems.append(Problem(option, str(exc)))
             for problem in problems:

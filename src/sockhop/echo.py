@@ -12,6 +12,10 @@ from sockhop.service import Opener, Service, Twin, UpContext, UpPlan
 DEFAULT_PORT = 7007  # echo's own port, 7, is privileged
 BUSY = b"sockhop: too many connections; try again later\r\n"  # to a client refused at --max-connections
 
+#: What a client over --max-connections is told before the close: echo has no words of its own for it (web sends
+#: a 503, mail a 421), and without a line the client sees its bytes vanish.
+BUSY = b"sockhop: too many connections; try again later\r\n"
+
 
 class EchoStream(StreamProtocol):
     """Sends every byte back as it arrives; when the client half-closes, closes after the last byte."""

@@ -187,7 +187,8 @@ class ArgsOpener:
     def endpoints(self, proto: str) -> list[Endpoint]:
         # Only --listen-tls given: TLS only. Neither: the service's default endpoint.
         texts = self.args.listen or ([] if self.args.listen_tls else [self.args.default_listen])
-        return [parse_endpoint(text, proto=proto) for text in texts]
+        default_port = parse_endpoint(self.args.default_listen, proto=proto).port  # a host alone: the service's port
+        return [parse_endpoint(text, proto=proto, default_port=default_port) for text in texts]
 
     def _bind(self, endpoints: list[Endpoint], kind: socket.SocketKind) -> list[socket.socket]:
         return open_listeners(endpoints, kind, reuse_port=self.args.reuse_port, given=inherited())
@@ -272,10 +273,12 @@ def close_all(listeners: Sequence[Listener]) -> None:
         listener.sock.close()
 
 
-def open_endpoints(texts: Sequence[str], kind: socket.SocketKind) -> list[socket.socket]:
+def open_endpoints(
+    texts: Sequence[str], kind: socket.SocketKind, *, default_port: int | None = None
+) -> list[socket.socket]:
     """Bind what ``texts`` name (``sockhop check``: can they be?); the caller closes them."""
     proto = "tcp" if kind == socket.SOCK_STREAM else "udp"
-    return open_listeners([parse_endpoint(text, proto=proto) for text in texts], kind)
+    return open_listeners([parse_endpoint(text, proto=proto, default_port=default_port) for text in texts], kind)
 
 
 def close_all_sockets(socks: Sequence[socket.socket]) -> None:

@@ -4,12 +4,16 @@ TCP: at the end of input the write side is shut (a half-close) and whatever is s
 the server closes; with ``--tls`` the same, the certificate checked against the system's trust store (or
 ``--cacert``). UDP: each line of input is one datagram; replies are printed as they come, and the tool waits
 ``wait`` seconds after the last one.
+
+A server that closes without reading what we sent (one at its connection limit, after its busy line) is an error:
+what it said is printed, then one line says it did not read our input, and the exit status is 1.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import select
 import selectors
 import socket
 import ssl
@@ -17,12 +21,28 @@ import sys
 import time
 
 from sockhop.errors import SockhopError
-from sockhop.net.addresses import Endpoint, resolve
+from sockhop.net.addresses import Endpoint, parse_host, parse_port, resolve
 from sockhop.tlsclient import describe_certificate_error
 
 
 class TalkError(SockhopError):
     """The conversation failed."""
+
+
+class RefusedError(TalkError):
+    """The server closed the connection without reading what we sent: at its connection limit, typically, after
+    saying so (what it said is printed as any answer is)."""
+
+
+def endpoint_for(host: str, port: str, *, udp: bool = False) -> Endpoint:
+    """Where ``sockhop talk HOST PORT`` connects: ``[::1]`` as endpoints write it, or ``::1``, a name or an IPv4
+    address; the port a number or a service name. Every mistake is one line (an AddressError)."""
+    return Endpoint(parse_host(host), parse_port(port, "udp" if udp else "tcp"))
+
+
+def _checked(endpoint: Endpoint) -> Endpoint:
+    """A client needs a host, and takes one in brackets as endpoints write it."""
+    return Endpoint(parse_host(endpoint.host), endpoint.port)
 
 
 def _connect(endpoint: Endpoint, kind: socket.SocketKind, timeout: float) -> socket.socket:
@@ -59,6 +79,7 @@ def _handshake(sock: socket.socket, endpoint: Endpoint, context: ssl.SSLContext,
 def talk_tcp(endpoint: Endpoint, stdin: int, stdout, timeout: float = 10.0, tls: ssl.SSLContext | None = None) -> None:
     """Copy stdin to the server and the server to stdout at once, never blocking one direction on the other
     (a large input would otherwise deadlock against a server that answers as it reads)."""
+    endpoint = _checked(endpoint)
     sock = _connect(endpoint, socket.SOCK_STREAM, timeout)
     if tls is not None:
         sock = _handshake(sock, endpoint, tls, timeout)
@@ -103,18 +124,21 @@ def talk_tcp(endpoint: Endpoint, stdin: int, stdout, timeout: float = 10.0, tls:
                     except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                         pass
                     except (BrokenPipeError, ConnectionResetError):
-                        raise TalkError(f"{endpoint}: the server closed the connection") from None
+                        _drain(sock, stdout)  # what the server said before it closed: why, often
+                        raise _refused(endpoint) from None
                 if events & selectors.EVENT_READ:
                     while True:  # TLS may hold decrypted bytes the selector cannot see: read until dry
                         try:
                             data = sock.recv(65536)
                         except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                             break
-                        except ConnectionResetError:
-                            raise TalkError(f"{endpoint}: connection reset by the server") from None
+                        except ConnectionResetError:  # a close with our bytes unread sends RST, not FIN
+                            raise _refused(endpoint) from None
                         except ssl.SSLError as exc:
                             raise TalkError(f"{endpoint}: TLS failed: {exc.reason or exc}") from None
                         if not data:
+                            if _closed_unread(sock, out, stdin if input_open else None, probe=tls is None):
+                                raise _refused(endpoint)
                             return
                         stdout.write(data)
                         stdout.flush()
@@ -123,6 +147,53 @@ def talk_tcp(endpoint: Endpoint, stdin: int, stdout, timeout: float = 10.0, tls:
     finally:
         sel.close()
         sock.close()
+
+
+def _refused(endpoint: Endpoint) -> RefusedError:
+    return RefusedError(f"{endpoint}: the server closed the connection without reading our input")
+
+
+def _drain(sock: socket.socket, stdout) -> None:
+    """Print whatever the server sent that is still to be read (the socket is nonblocking)."""
+    for _ in range(64):
+        try:
+            data = sock.recv(65536)
+        except (OSError, ssl.SSLError):
+            return
+        if not data:
+            return
+        stdout.write(data)
+        stdout.flush()
+
+
+def _closed_unread(sock: socket.socket, pending: bytes, stdin: int | None, *, probe: bool = True) -> bool:
+    """At the server's EOF: did it close with our input unread? A close with bytes unread answers them with RST,
+    which the socket reports as ECONNRESET after the EOF. Input still waiting to go (a server that closes at once,
+    before our first bytes arrived): send it, and a closed server answers RST at once."""
+    if _reset(sock):
+        return True
+    if not probe:  # TLS: the layer above has closed; plaintext cannot go out beneath it
+        return False
+    if stdin is not None and not pending and select.select([stdin], [], [], 0)[0]:
+        pending = _read_input(stdin)
+    if not pending:
+        return False
+    try:
+        sock.send(pending[:65536])
+    except (BrokenPipeError, ConnectionResetError):
+        return True
+    except OSError:
+        return False
+    deadline = time.monotonic() + 0.2  # loopback answers in microseconds, a LAN in a few milliseconds
+    while time.monotonic() < deadline:
+        if _reset(sock):
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def _reset(sock: socket.socket) -> bool:
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) in (errno.ECONNRESET, errno.EPIPE)
 
 
 def _half_close(sock: socket.socket) -> None:
@@ -136,6 +207,7 @@ def _read_input(fd: int) -> bytes:
 
 
 def talk_udp(endpoint: Endpoint, stdin: int, stdout, wait: float = 1.0) -> None:
+    endpoint = _checked(endpoint)
     sock = _connect(endpoint, socket.SOCK_DGRAM, wait)
     sock.setblocking(False)
     sel = selectors.DefaultSelector()

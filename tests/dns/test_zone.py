@@ -39,10 +39,10 @@ def test_transfer_order_starts_and_ends_with_soa():
 @pytest.mark.parametrize(
     ("bad_line", "reason"),
     [
-        ("bad IN A 999.1.1.1", "Text input is malformed"),
-        ("bad IN BOGUS 1", "unknown rdatatype 'BOGUS'"),
-        ("bad IN MX mail", "expecting an integer"),
-        ("bad IN MX 10 mail extra", 'expected EOL or EOF, got 3 "extra"'),
+        ("bad IN A 999.1.1.1", "bad IPv4 address '999.1.1.1'"),
+        ("bad IN BOGUS 1", "unknown record type 'BOGUS'"),
+        ("bad IN MX mail", "a field is missing, or is not a number: MX wants a preference and a host name"),
+        ("bad IN MX 10 mail extra", "too many fields: MX wants"),
     ],
 )  # dnspython's reasons, word for word
 def test_broken_record_names_file_and_its_line(tmp_path, bad_line, reason):
@@ -93,7 +93,10 @@ def test_include_is_relative_to_the_including_files_folder(tmp_path, monkeypatch
         assert zone.get(N("api.example.org."), A)[0].address == "192.0.2.81"
         assert zone.get(N("txt.example.org."), dns.rdatatype.TXT) is not None
     (zones / "inc" / "deeper" / "more.inc").unlink()
-    with pytest.raises(ZoneError, match=r"No such file or directory: zones/inc/deeper/more\.inc"):
+    # the $INCLUDE that names it, in its own file: line 2 of hosts.inc
+    with pytest.raises(
+        ZoneError, match=r"^zones/inc/hosts\.inc:2: cannot read zones/inc/deeper/more\.inc: No such file"
+    ):
         read_zone_file("zones/example.org.zone")
 
 
@@ -109,3 +112,85 @@ def test_the_same_zone_twice_is_an_error(tmp_path):
     two = write_zone(tmp_path, EXAMPLE_ORG, "b.zone")
     with pytest.raises(ZoneError, match="already loaded"):
         read_zones([one, two])
+
+
+# -- every error a person can make in a zone file: the right file and line, and the reason in words -----------------
+BASE = """$ORIGIN example.org.
+$TTL 3600
+@    IN SOA ns1 hostmaster ( 1 7200 3600 1209600 300 )
+     IN NS  ns1
+ns1  IN A   192.0.2.1
+$INCLUDE hosts.inc
+www  IN A   192.0.2.2
+"""
+
+# (text of hosts.inc, the line of it that is wrong, words the reason must have)
+INCLUDED_MISTAKES = {
+    "bad-ipv4": ("ok IN A 192.0.2.3\n; a comment\n\nbad IN A 192.0.2\n", 4, "bad IPv4 address '192.0.2'"),
+    "bad-ipv4-range": ("bad IN A 300.1.1.1\n", 1, "bad IPv4 address '300.1.1.1'"),
+    "bad-ipv6": ("ok IN A 192.0.2.3\nbad IN AAAA 2001:db8::g\n", 2, "bad IPv6 address '2001:db8::g'"),
+    "unclosed-parenthesis": ("ok IN A 192.0.2.3\nbad IN MX ( 10 mail\nnext IN A 192.0.2.4\n", 2,
+                             "an unclosed parenthesis"),
+    "unclosed-at-the-end": ("bad IN MX ( 10 mail\n", 1, "an unclosed parenthesis"),
+    "stray-close": ("bad IN A 192.0.2.3 )\n", 1, "a ) without its ("),
+    "unknown-type": ("ok IN A 192.0.2.3\nbad IN BOGUS 1\n", 2, "unknown record type 'BOGUS'"),
+    "missing-field": ("bad IN MX 10\n", 1, "a field is missing: MX wants a preference and a host name"),
+    "missing-data": ("bad IN A\n", 1, "a field is missing: A wants an IPv4 address"),
+    "ttl-not-a-number": ("bad 1x2 IN A 192.0.2.3\n", 1, "'1x2' is not a TTL"),
+    "ttl-directive": ("ok IN A 192.0.2.3\n$TTL soon\nlater IN A 192.0.2.4\n", 2, "'soon' is not a TTL"),
+    "empty-label": ("a..b IN A 192.0.2.3\n", 1, "empty label"),
+    "open-quote": ('bad IN TXT "no end\n', 1, "a quoted string is not closed"),
+    "missing-include": ("ok IN A 192.0.2.3\n$INCLUDE nowhere.inc\n", 2, "cannot read"),
+    "include-without-file": ("$INCLUDE\n", 1, "$INCLUDE needs a file name"),
+    "unknown-directive": ("$FROB x\n", 1, "unknown directive $FROB"),
+}  # fmt: skip
+INTERNALS = ("dns.", "Error", "Exception", "rdatatype", "identifier", "EOL", "<class", "token", "malformed")
+
+
+def write_mistake(tmp_path, name):
+    text, line, words = INCLUDED_MISTAKES[name]
+    (tmp_path / "hosts.inc").write_text(text)
+    return write_zone(tmp_path, BASE, "example.org.zone"), tmp_path / "hosts.inc", line, words
+
+
+@pytest.mark.parametrize("name", list(INCLUDED_MISTAKES))
+def test_a_mistake_in_an_included_file_names_that_file_and_line(tmp_path, name):
+    path, included, line, words = write_mistake(tmp_path, name)
+    with pytest.raises(ZoneError) as info:
+        read_zones([path])
+    message = str(info.value)
+    assert message.startswith(f"{included}:{line}: "), message
+    assert words in message and "\n" not in message
+    assert not any(word in message.split(" (in: ")[0] for word in INTERNALS), message
+
+
+@pytest.mark.parametrize("name", ["bad-ipv4", "unclosed-parenthesis", "ttl-directive", "missing-include"])
+def test_a_mistake_after_an_include_names_the_including_file(tmp_path, name):
+    # the same mistake moved to the main file, after the $INCLUDE of a good file: the main file's line
+    text, _line, words = INCLUDED_MISTAKES[name]
+    (tmp_path / "hosts.inc").write_text("ok IN A 192.0.2.3\n")
+    path = write_zone(tmp_path, BASE + text, "example.org.zone")
+    with pytest.raises(ZoneError) as info:
+        read_zones([path])
+    message = str(info.value)
+    first_line_of_mistake = len(BASE.splitlines()) + _line
+    assert message.startswith(f"{path}:{first_line_of_mistake}: "), message
+    assert words in message
+
+
+@pytest.mark.parametrize("name", ["bad-ipv4", "bad-ipv6", "unclosed-parenthesis", "unknown-type", "missing-field",
+                                  "ttl-not-a-number", "ttl-directive", "missing-include"])  # fmt: skip
+def test_serve_dns_with_a_broken_zone_says_one_line(tmp_path, name):
+    import subprocess
+    import sys
+
+    from tests.support import ROOT
+
+    path, included, line, words = write_mistake(tmp_path, name)
+    result = subprocess.run(
+        [sys.executable, "-m", "sockhop", "serve", "dns", str(path), "--listen", "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=20, cwd=ROOT, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    [error] = result.stderr.strip().splitlines()
+    assert error.startswith(f"sockhop: {included}:{line}: ") and words in error, error

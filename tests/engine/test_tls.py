@@ -417,3 +417,73 @@ def test_a_missing_certificate_is_one_line(tmp_path):
     )  # fmt: skip
     assert result.returncode != 0
     assert len(result.stderr.strip().splitlines()) == 1 and "nope.pem" in result.stderr
+
+
+# -- certificate files that cannot be used: one line each, naming the file and what is wrong, in words -------------
+@pytest.fixture
+def bad_files(tmp_path):
+    """A good pair, a second key, and the ways a file can be wrong."""
+    from cryptography.hazmat.primitives import serialization
+
+    ca = LocalCA(tmp_path)
+    good, other = ca.issue("good", ["localhost"]), ca.issue("other", ["localhost"])
+    key = serialization.load_pem_private_key(good.key.read_bytes(), None)
+    files = {"cert": good.cert, "key": good.key, "other-key": other.key}
+    formats = {
+        "pkcs8": serialization.PrivateFormat.PKCS8,
+        "traditional": serialization.PrivateFormat.TraditionalOpenSSL,
+    }
+    for name, fmt in formats.items():
+        files[f"{name}-encrypted"] = tmp_path / f"{name}-encrypted.key"
+        files[f"{name}-encrypted"].write_bytes(
+            key.private_bytes(serialization.Encoding.PEM, fmt, serialization.BestAvailableEncryption(b"secret"))
+        )
+    files["text"] = tmp_path / "notes.txt"
+    files["text"].write_text("not a certificate\n")
+    files["damaged"] = tmp_path / "damaged.pem"
+    files["damaged"].write_text("-----BEGIN CERTIFICATE-----\nAAAA!!!!\n-----END CERTIFICATE-----\n")
+    files["missing"] = tmp_path / "missing.pem"
+    return files
+
+
+def serve_tls(cert, key) -> str:
+    """`sockhop serve echo --listen-tls` with these files: its one line of error (it must not start)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "sockhop", "serve", "echo", "--listen-tls", "127.0.0.1:0", "--tls-cert", str(cert),
+         "--tls-key", str(key)],
+        capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "PEM lib" not in line and "SSLError" not in line and "_ssl.c" not in line
+    return line
+
+
+@pytest.mark.parametrize(
+    "cert, key, words",
+    [
+        ("cert", "other-key", ["the key does not match the certificate", "other.key", "good.pem"]),
+        ("missing", "key", ["missing.pem", "no such file"]),
+        ("cert", "missing", ["missing.pem", "no such file"]),
+        ("text", "key", ["notes.txt", "not a PEM certificate"]),
+        ("cert", "text", ["notes.txt", "not a PEM private key"]),
+        ("key", "cert", ["good.key", "private key, not a certificate"]),
+        ("cert", "pkcs8-encrypted", ["pkcs8-encrypted.key", "encrypted", "passphrase"]),
+        ("cert", "traditional-encrypted", ["traditional-encrypted.key", "encrypted", "passphrase"]),
+        ("damaged", "key", ["damaged.pem", "certificate is damaged"]),
+    ],
+)
+def test_a_certificate_file_that_cannot_be_used_is_one_line(bad_files, cert, key, words):
+    line = serve_tls(bad_files[cert], bad_files[key])
+    for word in words:
+        assert word in line, line
+
+
+def test_server_context_raises_the_same_lines(bad_files):
+    from sockhop.engine.tls import CertificateFileError, ServerCertificates
+
+    with pytest.raises(CertificateFileError, match="the key does not match the certificate"):
+        server_context([(str(bad_files["cert"]), str(bad_files["other-key"]))])
+    with pytest.raises(CertificateFileError, match="encrypted"):  # and no passphrase prompt on the terminal
+        ServerCertificates([(str(bad_files["cert"]), str(bad_files["pkcs8-encrypted"]))])
+    assert server_context([(str(bad_files["cert"]), str(bad_files["key"]))])

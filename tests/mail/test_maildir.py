@@ -273,3 +273,75 @@ def test_a_mailbox_removed_while_serving_is_made_again(tmp_path):
     shutil.rmtree(tmp_path / "bob")  # someone cleans up while the server runs
     store.deliver(SESSION, envelope("bob@example.test"))
     assert len(list((tmp_path / "bob" / "new").iterdir())) == 1
+
+
+# -- start-up: a Maildir that cannot be written is one line before the first client, not a 451 for every message --
+def serve_mail(maildir, *extra: str):
+    import subprocess
+    import sys
+
+    from tests.support import ROOT
+
+    return subprocess.run(
+        [sys.executable, "-m", "sockhop", "serve", "mail", str(maildir), "--domain", "example.test",
+         "--listen", "127.0.0.1:0", *extra],
+        capture_output=True, timeout=20, cwd=ROOT, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def one_line(result) -> str:
+    err = result.stderr.decode()
+    assert result.returncode == 1 and "Traceback" not in err, err
+    [line] = err.strip().splitlines()
+    return line
+
+
+@pytest.fixture
+def immutable(tmp_path):
+    """A folder even root cannot write in (chattr +i), undone after the test; skipped where chattr is not."""
+    import shutil
+    import subprocess
+
+    folder = tmp_path / "frozen"
+    folder.mkdir()
+    chattr = shutil.which("chattr")
+    if chattr is None or subprocess.run([chattr, "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available on this filesystem")
+    try:
+        yield folder
+    finally:
+        subprocess.run([chattr, "-i", str(folder)], check=True)
+
+
+@pytest.mark.parametrize("catch_all", [False, True], ids=["mailboxes", "catch-all"])
+def test_an_unwritable_maildir_stops_start_up_in_one_line(immutable, catch_all):
+    flags = ["--catch-all"] if catch_all else []
+    where = f"create {immutable}/tmp" if catch_all else f"write to {immutable}"
+    assert one_line(serve_mail(immutable, *flags)) == f"sockhop: cannot {where}: Operation not permitted"
+
+
+@pytest.mark.parametrize("catch_all", [False, True], ids=["mailboxes", "catch-all"])
+def test_a_maildir_the_kernel_refuses_stops_start_up_in_one_line(catch_all):
+    # sysfs takes no new files, from root either
+    flags = ["--catch-all"] if catch_all else []
+    line = one_line(serve_mail("/sys/kernel", *flags))
+    assert line.startswith("sockhop: cannot ") and "/sys/kernel" in line
+    assert line.endswith(("Permission denied", "Operation not permitted"))
+
+
+def test_a_maildir_under_a_regular_file_stops_start_up_in_one_line(tmp_path):
+    (tmp_path / "file").write_text("not a folder\n")
+    line = one_line(serve_mail(tmp_path / "file" / "mail"))
+    assert line.startswith("sockhop: cannot create") and "Not a directory" in line
+
+
+def test_the_constructor_checks_and_leaves_no_probe(tmp_path, immutable):
+    from sockhop.mail.maildir import MaildirError
+
+    with pytest.raises(MaildirError, match=f"cannot write to {immutable}: Operation not permitted"):
+        Maildir(immutable)
+    Maildir(tmp_path / "ok")
+    Maildir(tmp_path / "one", catch_all=True)
+    assert list((tmp_path / "ok").iterdir()) == []
+    assert {p.name for p in (tmp_path / "one").iterdir()} == {"tmp", "new", "cur"}
+    assert list((tmp_path / "one" / "tmp").iterdir()) == []

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from sockhop.errors import AddressError, PortRangeError, UnknownServiceError
-from sockhop.net.addresses import Endpoint, parse_endpoint, parse_port, resolve
+from sockhop.net.addresses import Endpoint, check_host, parse_endpoint, parse_host, parse_port, resolve
 from tests.support import ROOT, loopback_dns, require_tool
 
 
@@ -100,3 +100,77 @@ def test_the_loopback_resolver_sends_nothing_off_loopback(tmp_path):
     inet = re.findall(r"sin6?_addr=[^)]*\)|inet_addr\(\"[^\"]*\"\)|inet_pton\([^)]*\)", text)
     assert inet, text  # the lookup did try the (loopback) name server
     assert all("127.0.0.1" in address for address in inet), text
+
+
+# -- hostile input: one line each, and no query leaves the machine (IDNA and shape errors come before any) ---------
+LONG_LABEL = "a" * 64
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("a..b:7", "empty label"),
+        (f"{LONG_LABEL}.test:7", "longer than 63"),
+        ("xn--zz.test:7", "punycode"),
+        ("xn--.test:7", "punycode"),
+        (".:7", "empty label"),
+        ("a b:7", "letters, digits and hyphens"),
+        ("-a.test:7", "no hyphen at either end"),
+        ("999.1.1.1:7", "bad IPv4 address"),
+        ("[::1:7", "closing ]"),
+        ("[nothost]:1", "brackets are for IPv6"),
+        ("[127.0.0.1]:1", "brackets are for IPv6"),
+        ("[::g]:1", "bad IPv6 address"),
+        ("127.0.0.1:-1", "out of range"),
+        ("127.0.0.1:99999", "out of range"),
+        ("127.0.0.1:0x10", "not a number"),
+        ("127.0.0.1:\u00b2", "not a number"),
+        ("", "missing port"),
+    ],
+)
+def test_hostile_endpoints_are_one_line(text, words):
+    with pytest.raises(AddressError) as info:
+        parse_endpoint(text)
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("host", ["a..b", LONG_LABEL, "xn--zz", "xn--", "\u00fc" * 70, "[::1", "[nothost]", ""])
+def test_hostile_client_hosts_are_one_line(host):
+    with pytest.raises(AddressError) as info:
+        parse_host(host)
+    assert "\n" not in str(info.value)
+
+
+def test_resolve_checks_the_host_before_asking():
+    # Endpoint built by hand (as a client may): the check still comes before getaddrinfo and its IDNA codec.
+    with pytest.raises(AddressError, match="empty label"):
+        resolve(Endpoint("a..b", 7))
+    with pytest.raises(AddressError, match="longer than 63"):
+        resolve(Endpoint(LONG_LABEL, 7))
+
+
+@pytest.mark.parametrize(
+    "host, expected",
+    [("[::1]", "::1"), ("::1", "::1"), ("127.0.0.1", "127.0.0.1"), ("localhost", "localhost"),
+     ("b\u00fccher.test", "b\u00fccher.test"), ("xn--bcher-kva.test", "xn--bcher-kva.test"),
+     ("[fe80::1%lo]", "fe80::1%lo"), ("localhost.", "localhost.")],
+)  # fmt: skip
+def test_good_hosts_pass(host, expected):
+    assert parse_host(host) == expected
+    assert check_host(expected) == expected
+
+
+# -- a host without a port: the service's own port where it is known, else what to write ---------------------------
+@pytest.mark.parametrize(
+    "text, host, port",
+    [("127.0.0.1", "127.0.0.1", 7007), ("[::1]", "::1", 7007), ("localhost", "localhost", 7007),
+     ("127.0.0.1:9", "127.0.0.1", 9), (":9", "", 9), ("9", "", 9), ("http", "", 80)],
+)  # fmt: skip
+def test_default_port_fills_a_host_alone(text, host, port):
+    assert parse_endpoint(text, default_port=7007) == Endpoint(host, port)
+
+
+@pytest.mark.parametrize("text, advice", [("127.0.0.1", "write 127.0.0.1:PORT"), ("[::1]", "write [::1]:PORT")])
+def test_without_a_default_port_says_what_to_write(text, advice):
+    with pytest.raises(AddressError, match=re.escape(advice)):
+        parse_endpoint(text)

@@ -35,7 +35,8 @@ import dns.rdatatype
 import dns.reversename
 import dns.rrset
 
-from sockhop.errors import SockhopError, UsageError
+from sockhop.errors import AddressError, SockhopError, UsageError
+from sockhop.net.addresses import check_host
 from sockhop.tlsclient import CACertError, client_context, describe_certificate_error
 
 Rcode = dns.rcode.Rcode
@@ -422,7 +423,11 @@ def split_server(text: str, default_port: int = DNS_PORT) -> tuple[str, int]:
     text = text.removeprefix("@")
     port = default_port
     if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
+        host, closed, rest = text[1:].partition("]")
+        if not closed:
+            raise BadQuestion(f"bad server {text!r}: the IPv6 address needs its closing ], as [::1]:53")
+        if ":" not in host:
+            raise BadQuestion(f"bad server {text!r}: brackets are for IPv6 addresses, as [::1]:53")
         if rest:
             port = parse_port(rest.removeprefix(":"), text)
     elif text.count(":") == 1:
@@ -443,6 +448,10 @@ def resolve_host(host: str) -> str:
     """A server given by name becomes its first address (the system's resolver finds it, not this one)."""
     if not host:
         raise BadQuestion("no server given after @")
+    try:
+        check_host(host)  # a malformed name is one line here, and no query for it leaves the machine
+    except AddressError as exc:
+        raise BadQuestion(f"bad server: {exc}") from None
     try:
         infos = socket.getaddrinfo(host, DNS_PORT, socket.AF_UNSPEC, socket.SOCK_DGRAM)
     except socket.gaierror as exc:

@@ -23,6 +23,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 import dns.tokenizer
+import dns.ttl
 import dns.zone
 import dns.zonefile
 
@@ -105,9 +106,16 @@ class _IncludeRelativeTokenizer(dns.tokenizer.Tokenizer):
     the files it includes can move together (dnspython alone opens it relative to the working directory)."""
 
     _include_next = False
+    statement_line = 0  # where the statement being read (a record or a directive) starts in this file
 
     def get(self, want_leading: bool = False, want_comment: bool = False) -> dns.tokenizer.Token:
         token = super().get(want_leading, want_comment)
+        if want_leading and not (token.is_eol_or_eof() or token.is_comment()):
+            # The reader asks for leading space only at a statement's start. A newline read as the token's end and
+            # put back has been counted already.
+            self.statement_line = self.line_number - (self.ungotten_char == "\n")
+        if self._include_next and token.is_eol_or_eof():
+            raise dns.exception.SyntaxError("$INCLUDE needs a file name")
         if self._include_next and (token.is_identifier() or token.is_quoted_string()):
             self._include_next = False
             folder = os.path.dirname(self.filename) if not self.filename.startswith("<") else ""
@@ -117,10 +125,9 @@ class _IncludeRelativeTokenizer(dns.tokenizer.Tokenizer):
 
 
 class _LineReader(dns.zonefile.Reader):
-    """dnspython's reader, noting where each record starts so an error can name that line, and reading each
-    $INCLUDE relative to the file that names it."""
+    """dnspython's reader, whose tokenizers (the file's and each $INCLUDEd one's) note where each statement starts,
+    so an error names that file and line, and read each $INCLUDE relative to the file that names it."""
 
-    record_at: tuple[str, int] | None = None
     main_file = ""
 
     @property  # type: ignore[override]
@@ -134,9 +141,11 @@ class _LineReader(dns.zonefile.Reader):
             tokenizer.__class__ = _IncludeRelativeTokenizer
         self._tok = tokenizer
 
-    def _rr_line(self) -> None:
-        self.record_at = self.tok.where()
-        super()._rr_line()
+    @property
+    def statement_at(self) -> tuple[str, int] | None:
+        """The file and line of the statement being read: the tokenizer in use is the file the error is in."""
+        line = getattr(self._tok, "statement_line", 0)
+        return (self._tok.filename, line) if line else None
 
 
 def origin_from_filename(path: Path) -> dns.name.Name | None:
@@ -172,34 +181,162 @@ def read_zone_text(text: str, filename: str, origin: dns.name.Name | None = None
         raise ZoneError(f"{filename}: the zone has no SOA record at its origin {zone.origin}") from None
     except dns.zone.NoNS:
         raise ZoneError(f"{filename}: the zone has no NS record at its origin {zone.origin}") from None
-    except dns.exception.SyntaxError as exc:
-        raise ZoneError(_located(str(exc), reader, text)) from None
-    except dns.exception.DNSException as exc:
+    except dns.exception.DNSException as exc:  # SyntaxError, and the few others dnspython raises while reading
         raise ZoneError(_located(str(exc), reader, text)) from None
     except OSError as exc:  # an $INCLUDE that cannot be read
-        where = f"{reader.record_at[0]}:{reader.record_at[1]}" if reader and reader.record_at else filename
-        raise ZoneError(f"{where}: {exc.strerror}: {exc.filename}") from None
-    except UnicodeDecodeError:
-        raise ZoneError(f"{filename}: not a text file (UTF-8)") from None
+        where = _where(reader, filename)
+        raise ZoneError(f"{where}: cannot read {exc.filename}: {exc.strerror}") from None
+    except UnicodeDecodeError:  # an $INCLUDEd file (the main one was decoded by read_zone_file)
+        where = _where(reader, filename)
+        raise ZoneError(f"{where}: the $INCLUDEd file is not a text file (UTF-8)") from None
     return index(zone, filename)
 
 
+def _where(reader: _LineReader | None, filename: str) -> str:
+    at = reader.statement_at if reader is not None else None
+    return f"{at[0]}:{at[1]}" if at else filename
+
+
 def _located(message: str, reader: _LineReader | None, text: str) -> str:
-    """dnspython says ``file:line: reason``; put the line where the faulty record starts, and quote it."""
+    """``file:line: reason`` for what dnspython reported: the file and line where the faulty statement starts (the
+    tokenizer's own line can be the next record's), the reason in words, and the statement quoted."""
+    detail = message
     parts = message.split(":", 2)
-    if reader is None or reader.record_at is None or len(parts) != 3 or not parts[1].isdigit():
-        return message
-    file, line = reader.record_at
-    if file != parts[0] or line > int(parts[1]):
-        return message
-    if file == reader.main_file:
+    if len(parts) == 3 and parts[1].strip().isdigit():
+        detail = parts[2]
+    at = reader.statement_at if reader is not None else None
+    if at is None:
+        return f"{parts[0]}: {_reason(detail.strip(), '')}" if len(parts) == 3 else _reason(message, "")
+    file, line = at
+    if reader is not None and file == reader.main_file:
         lines = text.splitlines()
         record = lines[line - 1] if 0 < line <= len(lines) else ""
     else:  # an $INCLUDEd file
         record = linecache.getline(file, line)
-    record = record.split(";")[0].strip()  # the record, not its comment
-    quoted = f" (in: {record})" if record else ""
-    return f"{file}:{line}:{parts[2].rstrip('.')}{quoted}"
+    record = _strip_comment(record).rstrip()
+    quoted = f" (in: {record.strip()})" if record.strip() else ""
+    return f"{file}:{line}: {_reason(detail.strip(), record)}{quoted}"
+
+
+def _strip_comment(line: str) -> str:
+    """The line without its ; comment (a ; inside quotes is text)."""
+    quoted = False
+    for i, ch in enumerate(line):
+        if ch == '"' and (i == 0 or line[i - 1] != "\\"):
+            quoted = not quoted
+        elif ch == ";" and not quoted:
+            return line[:i]
+    return line
+
+
+# What each common type's data is, for "a field is missing" (RFC 1035, 2782, 8659 and friends).
+FIELDS = {
+    "A": "an IPv4 address", "AAAA": "an IPv6 address", "NS": "a host name", "CNAME": "a target name",
+    "DNAME": "a target name", "PTR": "a host name", "MX": "a preference and a host name", "TXT": "text",
+    "SOA": "mname rname serial refresh retry expire minimum", "SRV": "priority weight port target",
+    "CAA": "flags tag value", "HINFO": "cpu and os", "SSHFP": "algorithm type fingerprint",
+    "TLSA": "usage selector matching-type data",
+}  # fmt: skip
+
+# dnspython's words, and ours.
+PLAIN = {
+    "A DNS label is empty": "a name has an empty label (two dots together, or a dot at the start)",
+    "A DNS label is > 63 octets long": "a label of a name is longer than 63 characters",
+    "A DNS name is > 255 octets long": "a name is longer than 255 characters",
+    "RR class is not zone's class": "the record's class is not the zone's (IN)",
+    "newline in quoted string": "a quoted string is not closed on its line",
+    "the last used name is undefined": "the record has no owner name, and no record before it has one",
+    "Missing default TTL value": "the record has no TTL: give it one, or put $TTL 3600 before it",
+    "unbalanced parentheses": "an unclosed parenthesis",
+    "An escaped code in a label is out of range": "an escape in a name is out of range (\\000 to \\255)",
+    "Escape sequence is incomplete": "an escape (\\) at the end of a name",
+}
+TTL_WORDS = "write seconds (3600) or with units (1h30m, 2d)"
+
+
+def _reason(detail: str, record: str) -> str:
+    """What is wrong, in words: dnspython's messages name its exceptions, its tokens or its internals."""
+    detail = detail.strip().rstrip(".")
+    rdtype, rdata = _record_type(record)
+    if detail.startswith("caught exception "):  # dnspython wraps anything the rdata parser raised
+        detail = detail.split(": ", 1)[1].strip().rstrip(".") if ": " in detail else ""
+    if record.count(")") > record.count("("):  # a record's first line cannot close what it did not open
+        return "a ) without its ("
+    if detail.startswith("unknown rdatatype "):
+        word = detail.split(" ", 2)[2].strip("'")
+        if word[:1].isdigit():
+            return f"{word!r} is not a TTL: {TTL_WORDS}"
+        return f"unknown record type {word!r}"
+    if "TTL" in detail or record.strip().upper().startswith("$TTL"):  # BadTTL's words, "bad $TTL"
+        value = record.split()[1] if record.strip().upper().startswith("$TTL") and len(record.split()) > 1 else ""
+        return f"{value!r} is not a TTL: {TTL_WORDS}" if value else f"bad TTL: {TTL_WORDS}"
+    if detail.startswith("expected EOL or EOF") or detail == "unbalanced parentheses":
+        opened, closed = record.count("("), record.count(")")
+        if opened > closed:
+            return "an unclosed parenthesis: the record runs on into the lines after it"
+        if closed > opened:
+            return "a ) without its ("
+        return f"too many fields: {rdtype} wants {FIELDS[rdtype]}" if rdtype in FIELDS else "too many fields"
+    if detail in PLAIN:
+        return PLAIN[detail]
+    missing = ("expecting an identifier", "expecting an integer", "unexpected end of input", "expecting a string")
+    if (
+        detail.startswith(missing)
+        or detail == "Text input ended unexpectedly"
+        or (detail.startswith("expected ") and rdtype)
+    ):
+        wants = f": {rdtype} wants {FIELDS[rdtype]}" if rdtype in FIELDS else ""
+        if detail.startswith("expecting an integer") and rdata:
+            return f"a field is missing, or is not a number{wants}"
+        return f"a field is missing{wants}"
+    if not rdtype and record.strip() and not record.strip().startswith("$"):
+        return "the record's type is missing: write name [ttl] [class] type data"
+    if rdtype == "A":
+        return f"bad IPv4 address {' '.join(rdata)!r}: write four numbers 0-255, as 192.0.2.1"
+    if rdtype == "AAAA":
+        return f"bad IPv6 address {' '.join(rdata)!r}: write it as 2001:db8::1"
+    if detail.startswith(("Unknown zone file directive", "zone file directive")):
+        word = detail.split("'")[1] if detail.count("'") >= 2 else detail.rsplit(" ", 1)[-1]
+        return f"unknown directive {word}: the directives are $ORIGIN, $TTL, $INCLUDE and $GENERATE"
+    if rdtype:
+        return f"the {rdtype} record's data cannot be read ({_scrub(detail)})" if detail else f"bad {rdtype} record"
+    return _scrub(detail) or "cannot read this line"
+
+
+def _scrub(detail: str) -> str:
+    """dnspython's text without class names and module paths."""
+    import re
+
+    detail = re.sub(r"<class '[\w.]+'>:?\s*", "", detail)
+    detail = re.sub(r"\bdns\.[\w.]+", "", detail).strip(" :")
+    return "the text is malformed" if detail == "Text input is malformed" else detail
+
+
+def _record_type(record: str) -> tuple[str, list[str]]:
+    """The type of the record on this line, and the words after it ('' for a directive or no record)."""
+    words = record.replace("(", " ").replace(")", " ").split()
+    if not words or words[0].startswith("$"):
+        return "", []
+    if not record[:1].isspace():
+        words = words[1:]  # the owner
+    for i, word in enumerate(words):
+        upper = word.upper()
+        if upper in ("IN", "CH", "HS", "ANY", "NONE") or upper.startswith("CLASS") or _is_ttl(word):
+            continue
+        try:
+            dns.rdatatype.from_text(upper)
+        except Exception:  # noqa: BLE001 - dnspython raises several kinds here
+            return "", []
+        return upper, words[i + 1 :]
+    return "", []
+
+
+def _is_ttl(word: str) -> bool:
+    try:
+        dns.ttl.from_text(word)
+    except dns.exception.DNSException:
+        return False
+    return True
 
 
 def read_zone_file(path: str | os.PathLike[str]) -> Zone:

@@ -115,10 +115,21 @@ class Server:
             conn.setblocking(False)
             if listener.busy:
                 conn.send(listener.busy)
-            conn.shutdown(socket.SHUT_WR)
+            # Bytes of the client's waiting unread: close at once, and TCP answers them with a reset, which tells
+            # the client they were not read (sockhop talk says so). A FIN first would end its reading cleanly, and
+            # a client that had half-closed would never see the reset.
+            if not _client_bytes_waiting(conn):
+                conn.shutdown(socket.SHUT_WR)
         except OSError:
             pass
         conn.close()
+
+
+def _client_bytes_waiting(conn: socket.socket) -> bool:
+    try:
+        return bool(conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except OSError:
+        return False
 
 
 class BlockingServer(Server):

@@ -17,14 +17,19 @@ Two ways in:
 from __future__ import annotations
 
 import logging
-import os
 import ssl
 from collections.abc import Callable
 
 from sockhop.engine.protocol import START_TLS, Address, FileRegion, Reply, StreamProtocol, as_reply, then_mapped
 from sockhop.engine.shared import close_region, peer_name
+from sockhop.errors import SockhopError
 
 log = logging.getLogger("sockhop.tls")
+
+
+class CertificateFileError(SockhopError):
+    """A --tls-cert or --tls-key file cannot be used: the line says which, and what is wrong with it."""
+
 
 READ_SIZE = 64 * 1024
 HANDSHAKE_TIMEOUT = 10.0  # seconds a client gets to finish its handshake, however it trickles (Reply.alarm)
@@ -249,9 +254,8 @@ def server_context(
     several certificates, SNI choosing the one whose names match the client's server name (the first otherwise).
 
     ``certs`` is [(certfile, keyfile), ...]; ``names`` the names each one serves (read from the certificate's
-    subjectAltName when not given).
+    subjectAltName when not given). A file that cannot be used raises CertificateFileError, saying which and why.
     """
-    from sockhop.errors import SockhopError
 
     def one(cert: str, key: str) -> ssl.SSLContext:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -260,17 +264,7 @@ def server_context(
         ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20")  # TLS 1.2 with forward secrecy and AEAD only
         if alpn:
             ctx.set_alpn_protocols(list(alpn))
-        for path in (cert, key):
-            if not os.path.isfile(path):
-                raise SockhopError(f"cannot read {path}: no such file")
-        try:
-            ctx.load_cert_chain(cert, key)
-        except ssl.SSLError as exc:  # before OSError: SSLError is one
-            raise SockhopError(
-                f"cannot use certificate {cert} with key {key}: {exc.reason or 'not a PEM certificate and its key'}"
-            ) from None
-        except OSError as exc:
-            raise SockhopError(f"cannot read {cert} or {key}: {exc.strerror or exc}") from None
+        load_pair(ctx, cert, key)
         return ctx
 
     if not certs:
@@ -291,6 +285,80 @@ def server_context(
     return main
 
 
+def _no_passphrase() -> bytes:
+    raise ValueError("encrypted")  # never OpenSSL's prompt on the terminal: a server has no one to ask
+
+
+def load_pair(ctx: ssl.SSLContext, cert: str, key: str) -> None:
+    """Load a certificate chain and its key into ``ctx``; every way it fails is one line naming the file and what
+    is wrong with it, in words (never OpenSSL's "PEM lib"). Raises CertificateFileError."""
+    cert_text, key_text = _read(cert, "certificate"), _read(key, "key")
+    if b"-----BEGIN CERTIFICATE-----" not in cert_text:
+        if b"PRIVATE KEY-----" in cert_text:
+            raise CertificateFileError(
+                f"{cert} holds a private key, not a certificate: were --tls-cert and --tls-key swapped?"
+            )
+        raise CertificateFileError(f"{cert} is not a PEM certificate: it has no -----BEGIN CERTIFICATE----- block")
+    if b"ENCRYPTED PRIVATE KEY-----" in key_text or b"Proc-Type: 4,ENCRYPTED" in key_text:
+        raise CertificateFileError(_encrypted(key))
+    if b"PRIVATE KEY-----" not in key_text:
+        if b"-----BEGIN CERTIFICATE-----" in key_text:
+            raise CertificateFileError(f"{key} holds a certificate, not a private key: give the key as --tls-key")
+        raise CertificateFileError(f"{key} is not a PEM private key: it has no -----BEGIN PRIVATE KEY----- block")
+    try:
+        ctx.load_cert_chain(cert, key, password=_no_passphrase)
+    except ValueError:
+        raise CertificateFileError(_encrypted(key)) from None
+    except ssl.SSLError as exc:  # before OSError: SSLError is one
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise CertificateFileError(
+                f"the key does not match the certificate: {key} is not the key of {cert}"
+            ) from None
+        raise CertificateFileError(_damaged(cert, cert_text, key, key_text)) from None
+    except OSError as exc:
+        raise CertificateFileError(f"cannot read {cert} or {key}: {exc.strerror or exc}") from None
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise CertificateFileError(f"cannot read {path}: no such file") from None
+    except IsADirectoryError:
+        raise CertificateFileError(f"cannot read {path}: it is a folder; give the {what} file") from None
+    except OSError as exc:
+        raise CertificateFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _encrypted(key: str) -> str:
+    return (
+        f"the key {key} is encrypted, and a server has no one to ask for its passphrase: "
+        f"decrypt it once (openssl pkey -in {key} -out plain.key)"
+    )
+
+
+def _damaged(cert: str, cert_text: bytes, key: str, key_text: bytes) -> str:
+    """Which of the two OpenSSL could not read, found with cryptography (only on this path, so start-up does not
+    pay for it), and what is wrong with it."""
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        x509.load_pem_x509_certificates(cert_text)
+    except ValueError:
+        return f"{cert}: the certificate is damaged (its PEM block does not decode to a certificate)"
+
+    try:
+        load_pem_private_key(key_text, None)
+    except TypeError:
+        return _encrypted(key)
+    except (ValueError, UnsupportedAlgorithm):
+        return f"{key}: the private key is damaged or of a kind TLS cannot use"
+    return f"cannot use certificate {cert} with key {key}: OpenSSL refused them"
+
+
 class ServerCertificates:
     """A listener's certificates and the server context made from them, re-read on SIGHUP (``reload`` is a
     Listener.reload hook): new handshakes use the new context, open connections keep theirs. A file that does not
@@ -303,8 +371,6 @@ class ServerCertificates:
         self.context = server_context(certs, alpn=alpn, names=names)
 
     def reload(self) -> None:
-        from sockhop.errors import SockhopError
-
         try:
             context = server_context(self.certs, alpn=self.alpn, names=self.names)
         except (SockhopError, ValueError, OSError) as exc:

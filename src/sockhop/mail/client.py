@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TextIO
 
 from sockhop.errors import SockhopError, UsageError
-from sockhop.net.addresses import Endpoint, parse_endpoint
+from sockhop.net.addresses import Endpoint, parse_endpoint, parse_host
 from sockhop.tlsclient import client_context
 
 from .address import split_address
@@ -474,8 +474,9 @@ class Route:
 def server_endpoint(text: str, port: int = SMTP_PORT) -> Endpoint:
     """``host:port``, ``[v6]:port``, or a bare host (then ``port``)."""
     if ":" not in text:
-        return Endpoint(text, port)
-    return parse_endpoint(text)
+        return Endpoint(parse_host(text), port)
+    endpoint = parse_endpoint(text, default_port=port)
+    return Endpoint(parse_host(endpoint.host), endpoint.port)  # a host is needed: ":2525" names no server
 
 
 def route_for(domain: str, *, dns: str | None, port: int | None) -> Route:

@@ -32,6 +32,7 @@ from email.policy import default as default_policy
 from pathlib import Path
 
 from sockhop.engine.protocol import wait_for
+from sockhop.errors import SockhopError
 
 from .address import split_address
 from .protocol import Envelope, Session
@@ -41,6 +42,10 @@ log = logging.getLogger("sockhop.mail")
 _counter = itertools.count(1)  # next() on a count is atomic under the GIL: safe across threads
 SUBDIRS = ("tmp", "new", "cur")
 NAME_EXTRA = "._+-="
+
+
+class MaildirError(SockhopError):
+    """The Maildir cannot be written: every message would be answered 451, so the server does not start."""
 
 
 def mailbox_name(local_part: str) -> str | None:
@@ -223,9 +228,29 @@ def ensure_maildir(path: Path) -> None:
     fsync_dir(path.parent)
 
 
+def check_writable(folder: Path) -> None:
+    """Create, fsync and remove a file in ``folder``, as a delivery would: a folder that refuses it (permissions,
+    a read-only or full filesystem, an immutable folder) is one line now rather than a 451 for every message.
+    Raises MaildirError."""
+    probe = folder / f".sockhop-probe.{os.getpid()}.{next(_counter)}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, b"probe\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise MaildirError(f"cannot write to {folder}: {exc.strerror}") from None
+
+
 class Maildir:
     """A folder of mailboxes, one per local part (``root/<local-part>/new/...``), or with ``catch_all`` a single
-    Maildir at ``root`` taking every recipient."""
+    Maildir at ``root`` taking every recipient.
+
+    Made once at start-up, it creates ``root`` (with ``catch_all``, its ``tmp/ new/ cur/``) and proves it can write
+    there, raising MaildirError with one line if not."""
 
     def __init__(
         self,
@@ -237,6 +262,14 @@ class Maildir:
     ) -> None:
         self.root = Path(root)
         self.catch_all = catch_all
+        try:
+            if catch_all:
+                ensure_maildir(self.root)
+            else:  # a folder of mailboxes, each made on its first message: the root must take new folders
+                self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise MaildirError(f"cannot create {exc.filename or self.root}: {exc.strerror}") from None
+        check_writable(self.root / "tmp" if catch_all else self.root)
         self.hostname = hostname or socket.gethostname()
         self._host_part = self.hostname.replace("/", r"\057").replace(":", r"\072")
         self._commit = GroupCommit(whole_filesystem=sync == "batch")

@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 import httptools
 
 from sockhop import __version__
-from sockhop.errors import RemoteProtocolError, SockhopError, UnknownHostError
+from sockhop.errors import AddressError, RemoteProtocolError, SockhopError, UnknownHostError
+from sockhop.net.addresses import check_host
 from sockhop.tlsclient import describe_certificate_error
 
 USER_AGENT = f"sockhop/{__version__}"
@@ -320,18 +321,12 @@ def ip_literal(text: str) -> int | None:
 
 def check_host_name(host: str) -> str:
     """The ASCII form of a host name, or UnknownHostError for one no resolver could know (an empty label, one over
-    63 characters, a space): said here rather than by asking the machine's resolver about it."""
+    63 characters, a space): said here (by net's one check) rather than by asking the machine's resolver."""
     try:
-        ascii_name = host.encode("idna").decode("ascii") if not host.isascii() else host
-    except UnicodeError:
-        ascii_name = ""
-    labels = ascii_name.removesuffix(".").split(".")
-    valid = 0 < len(ascii_name) <= 253 and all(
-        0 < len(label) <= 63 and all(c.isalnum() or c in "-_" for c in label) for label in labels
-    )
-    if not valid:
-        raise UnknownHostError(f"cannot resolve {host}: not a valid host name")
-    return ascii_name
+        check_host(host)
+        return host if host.isascii() else host.encode("idna").decode("ascii")
+    except (AddressError, UnicodeError) as exc:
+        raise UnknownHostError(f"cannot resolve {host}: {exc}") from None
 
 
 class Connection:
