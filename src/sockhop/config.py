@@ -189,8 +189,13 @@ def _deeper_checks(configs: list[ServiceConfig], where: _Lines) -> list[Mistake]
     from sockhop.net.addresses import parse_endpoint
     from sockhop.process.privileges import find_account
 
-    checks = {"listen": lambda t: parse_endpoint(t, default_port=0), "listen_tls": parse_endpoint, "admin": parse_endpoint,
-              "proxy_protocol": lambda t: parse_sources([t]), "user": find_account}  # fmt: skip
+    checks = {
+        "listen": lambda t: parse_endpoint(t, default_port=0),  # a host alone takes the service's port
+        "listen_tls": parse_endpoint,
+        "admin": parse_endpoint,
+        "proxy_protocol": lambda t: parse_sources([t]),
+        "user": find_account,
+    }
     mistakes: list[Mistake] = []
     seen = set()
     for config in configs:
