@@ -36,7 +36,7 @@ import dns.reversename
 import dns.rrset
 
 from sockhop.errors import AddressError, SockhopError, UsageError
-from sockhop.net.addresses import check_host
+from sockhop.net.addresses import check_host, format_address
 from sockhop.tlsclient import CACertError, client_context, describe_certificate_error
 
 Rcode = dns.rcode.Rcode
@@ -474,8 +474,7 @@ def nameservers(path: Path = RESOLV_CONF) -> list[str]:
 
 
 def format_server(server: tuple[str, int]) -> str:
-    host, port = server
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return format_address(server)
 
 
 # -- the command line's view: dig's -------------------------------------------------------------------------------

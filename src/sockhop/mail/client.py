@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TextIO
 
 from sockhop.errors import SockhopError, UsageError
-from sockhop.net.addresses import Endpoint, parse_endpoint, parse_host
+from sockhop.net.addresses import Endpoint, format_host_port, parse_endpoint, parse_host
 from sockhop.tlsclient import client_context
 
 from .address import split_address
@@ -434,7 +434,7 @@ def open_smtp(
     """Connect, read the greeting, say EHLO, and STARTTLS as ``tls`` says (``context`` from :func:`tls_context`;
     ``name``: the name the certificate must carry; ``trace``: where the conversation is shown, for -v). Raises
     SendError (or OSError) when the server cannot be used."""
-    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    where = format_host_port(host, port)
     if trace:
         trace.tls = False
         trace.info(f"Trying {where}...")

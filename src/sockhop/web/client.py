@@ -20,7 +20,7 @@ import httptools
 
 from sockhop import __version__
 from sockhop.errors import AddressError, RemoteProtocolError, SockhopError, UnknownHostError
-from sockhop.net.addresses import check_host
+from sockhop.net.addresses import check_host, format_address, format_host, format_host_port
 from sockhop.tlsclient import describe_certificate_error
 
 USER_AGENT = f"sockhop/{__version__}"
@@ -150,8 +150,9 @@ class Target:
 
     @property
     def authority(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return host if self.port == DEFAULT_PORTS[self.scheme] else f"{host}:{self.port}"
+        if self.port == DEFAULT_PORTS[self.scheme]:
+            return format_host(self.host)
+        return format_host_port(self.host, self.port)
 
 
 @dataclass
@@ -363,7 +364,7 @@ class Connection:
 
     @property
     def name(self) -> str:
-        return f"{self.host}:{self.port}" if ":" not in self.host else f"[{self.host}]:{self.port}"
+        return format_host_port(self.host, self.port)
 
     def _note(self, kind: str, text: str) -> None:
         if self.trace is not None:
@@ -414,8 +415,7 @@ class Connection:
         stamps["namelookup"] = time.monotonic()
         last: OSError | None = None
         for family, kind, proto, _, addr in infos:
-            shown = f"[{addr[0]}]" if family == socket.AF_INET6 else addr[0]
-            self._note("*", f"  Trying {shown}:{addr[1]}...")
+            self._note("*", f"  Trying {format_address(addr)}...")
             timeout = self._limit(self.dialing.connect_timeout, "connecting to")
             sock = socket.socket(family, kind, proto)
             sock.settimeout(timeout)
