@@ -478,16 +478,15 @@ class Getter:
         if not target.tls:
             return None
         if self.context is None:
-            from sockhop.tlsclient import client_context
+            from sockhop import tlsclient
 
             args = self.args
             quiet = contextlib.redirect_stderr(io.StringIO()) if self.silent else contextlib.nullcontext()
             try:
                 with quiet:  # -s: not even the -k warning
-                    self.context = client_context(getattr(args, "cacert", None), insecure=args.insecure)
-            except (OSError, ssl.SSLError) as exc:
-                reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
-                raise CACertError(f"cannot use --cacert {args.cacert}: {reason}") from None
+                    self.context = tlsclient.client_context(getattr(args, "cacert", None), insecure=args.insecure)
+            except tlsclient.CACertError as exc:  # curl's 77: a problem with the CA certificates
+                raise CACertError(str(exc)) from None
             self.context.set_alpn_protocols(["http/1.1"])
         return self.context
 
