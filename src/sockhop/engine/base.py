@@ -17,7 +17,8 @@ from sockhop.engine.drive import drive_stream
 from sockhop.engine.lifecycle import Deadline, Signals, StopFlag, Wakeup
 from sockhop.engine.limits import Limits
 from sockhop.engine.listener import Listener
-from sockhop.engine.protocol import Address, StreamProtocol
+from sockhop.engine.protocol import Address, Job, StreamProtocol
+from sockhop.engine.reactor import Reactor, start_job_thread
 from sockhop.engine.shared import peer_name, protocol_failed
 from sockhop.errors import EngineError
 
@@ -44,9 +45,15 @@ class Server:
     supports_datagrams = True
 
     def __init__(
-        self, listeners: list[Listener], limits: Limits | None = None, *, stop_flag: StopFlag | None = None
+        self,
+        listeners: list[Listener],
+        limits: Limits | None = None,
+        *,
+        stop_flag: StopFlag | None = None,
+        jobs: list[Job] | tuple = (),
     ) -> None:
         self.listeners = listeners
+        self.background = tuple(jobs)  # background work (engine/reactor.py), started when the server serves
         self.limits = limits or Limits()
         if not self.supports_datagrams and any(not lst.is_stream for lst in listeners):
             raise EngineError(
@@ -136,10 +143,12 @@ class BlockingServer(Server):
     """The accept loop of the iterative, fork, thread and pool models. Subclasses override
     ``process_connection`` (and, for UDP, ``start_datagrams``) and ``finish``."""
 
-    def __init__(self, listeners: list[Listener], limits: Limits | None = None) -> None:
-        super().__init__(listeners, limits)
+    def __init__(self, listeners: list[Listener], limits: Limits | None = None, **options) -> None:
+        super().__init__(listeners, limits, **options)
         self.active = 0
         self.lock = threading.Lock()
+        self.job_thread: threading.Thread | None = None
+        self.job_reactor: Reactor | None = None  # the jobs' thread's, closed in a forked child
 
     # -- hooks ---------------------------------------------------------------------------------------------------
     def process_connection(self, conn: socket.socket, peer: Address, listener: Listener) -> None:
@@ -173,6 +182,9 @@ class BlockingServer(Server):
         poller.register(self.stop_flag, select.POLLIN)
         poller.register(self.wakeup, select.POLLIN)
         paused: Deadline | None = None
+        if self.background:  # the blocking models give background jobs a thread of their own
+            jobs, stop_fd = list(self.background), self.stop_flag.fileno()
+            self.job_thread, self.job_reactor = start_job_thread(jobs, self.limits, stop_fd)
         try:
             while not self.stop_flag.is_set:
                 timeout = None if paused is None else paused.left() * 1000
@@ -203,6 +215,8 @@ class BlockingServer(Server):
             self.close_listeners()
             log.info("%s: stopping, %d connection(s) in flight", self.name, self.connection_count())
             self.finish()
+            if self.job_thread is not None:
+                self.job_thread.join(self.limits.grace + 1.0)
 
     def accept(self, listener: Listener) -> bool:
         """Accept what is waiting (one, for a model that serves it before returning). False: out of resources."""

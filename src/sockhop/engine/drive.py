@@ -17,6 +17,7 @@ import time
 from sockhop.engine.limits import Limits
 from sockhop.engine.mmsg import batch_for
 from sockhop.engine.protocol import Address, Close, DatagramProtocol, FileRegion, Reply, StreamProtocol, as_reply
+from sockhop.engine.reactor import End, Handle, Reactor, reset_on_close
 from sockhop.engine.shared import (
     GONE,
     LINGER,
@@ -122,7 +123,18 @@ def drive_stream(sock: socket.socket, peer: Address, protocol: StreamProtocol, l
     peer_closed = False
     where = "connection_made"
     reply: Reply | None = None
+    reactor: Reactor | None = None
+    end: DrivenEnd | None = None
+    reactor_fd = -1
     try:
+        if protocol.wakeable:  # wake-ups, timers and outbound connections: a reactor of this connection's own
+            reactor = Reactor(limits)
+            end = DrivenEnd(reactor, sock, peer, poller)
+            reactor_fd = reactor.fileno()
+            poller.register(reactor_fd, select.POLLIN)
+            where = "attach"
+            protocol.attach(Handle(end, protocol))
+            where = "connection_made"
         reply = carry_out(sock, protocol.connection_made(peer, sock.getsockname()))
         alarm_at = alarm_time(reply, None)
         while not reply.close:
@@ -132,7 +144,22 @@ def drive_stream(sock: socket.socket, peer: Address, protocol: StreamProtocol, l
                 timeout = min(timeout, stop_deadline - now)
             if alarm_at is not None:
                 timeout = min(timeout, alarm_at - now)
+            timer_first = False
+            if reactor is not None:
+                left = reactor.timeout()
+                if left is not None and left < timeout:
+                    timeout, timer_first = left, True
             events = poller.poll(int(timeout * 1000) + 1 if timeout > 0 else 0)
+            if reactor is not None and end is not None:
+                where = "a timer"
+                reactor.run_due()
+                if end.touched or (timer_first and not events):
+                    reply = end.take()
+                    alarm_at = alarm_time(reply, alarm_at)
+                    if reply.close:
+                        break
+                    if not events:
+                        continue
             if not events:
                 now = time.monotonic()
                 if stop_deadline is not None and now >= stop_deadline:
@@ -146,7 +173,12 @@ def drive_stream(sock: socket.socket, peer: Address, protocol: StreamProtocol, l
                 reply = carry_out(sock, protocol.timed_out())
                 break
             for event_fd, _ in events:
-                if event_fd == fd:
+                if event_fd == reactor_fd:
+                    assert reactor is not None and end is not None
+                    where = "woken"
+                    reactor.run_ready()
+                    reply = end.take()
+                elif event_fd == fd:
                     data = sock.recv(RECV_SIZE)
                     if data:
                         heard = True
@@ -162,7 +194,10 @@ def drive_stream(sock: socket.socket, peer: Address, protocol: StreamProtocol, l
                         peer_closed = True
                         where = "eof_received"
                         reply = protocol.eof_received()
-                        reply = reply._replace(close=True)  # nothing more can arrive, so nothing more to answer
+                        if end is None:
+                            reply = reply._replace(close=True)  # nothing more can arrive, so nothing more to answer
+                        else:  # a wakeable protocol may answer later (a proxy's upstream): read no more
+                            end.half_closed()
                 else:
                     poller.unregister(stop_fd)
                     stop_deadline = time.monotonic() + limits.grace
@@ -187,11 +222,18 @@ def drive_stream(sock: socket.socket, peer: Address, protocol: StreamProtocol, l
         if reply is not None:
             release(reply.send)
     finally:
+        if end is not None:
+            end.closed = True
         try:
             protocol.connection_lost()
         except Exception as exc:
             protocol_failed(peer, "connection_lost", exc)
-        if peer_closed or (reply is not None and reply.close == Close.AT_ONCE):
+        if reactor is not None:
+            reactor.close()
+        if reply is not None and reply.close == Close.RESET:
+            reset_on_close(sock)
+            sock.close()
+        elif peer_closed or (reply is not None and reply.close == Close.AT_ONCE):
             sock.close()
         else:
             linger_close(sock, min(LINGER, limits.grace))
@@ -211,3 +253,55 @@ def serve_datagram(sock: socket.socket, protocol: DatagramProtocol, stop_fd: int
             if event_fd != fd:
                 return
             answer_datagrams(sock, protocol, batch)
+
+
+class DrivenEnd(End):
+    """The engine's side of a handle under the blocking models: what a wake-up, a timer or a partner answers is
+    sent at once with the blocking calls (a slow reader holds this thread, and so the upstream, back: that is the
+    backpressure here), and what it asks of the connection -- close, alarm -- is folded for the driver's loop."""
+
+    def __init__(self, reactor: Reactor, sock: socket.socket, peer: Address, poller: select.poll) -> None:
+        super().__init__(reactor)
+        self.sock = sock
+        self.peer = peer
+        self.poller = poller
+        self.touched = False
+        self.close: bool | Close = False
+        self.alarm: float | None = None
+        self.paused = False
+        self.eof = False
+
+    def carry_out(self, reply: Reply) -> None:
+        if self.closed:
+            release(reply.send)
+            return
+        folded = carry_out(self.sock, reply)
+        self.touched = True
+        self.close = self.close or folded.close
+        if folded.alarm is not None:
+            self.alarm = folded.alarm
+        if self.close:
+            self.closed = True
+
+    def take(self) -> Reply:
+        """What the handle's calls asked of the connection since last taken."""
+        reply = Reply((), self.close, None, self.alarm)
+        self.touched, self.alarm = False, None
+        return reply
+
+    def abort(self) -> None:
+        self.carry_out(Reply(close=Close.RESET))
+
+    def half_closed(self) -> None:
+        self.pause_reading()
+        self.eof = True
+
+    def pause_reading(self) -> None:
+        if not self.paused and not self.closed:
+            self.paused = True
+            self.poller.unregister(self.sock)
+
+    def resume_reading(self) -> None:
+        if self.paused and not self.closed and not self.eof:
+            self.paused = False
+            self.poller.register(self.sock, select.POLLIN)

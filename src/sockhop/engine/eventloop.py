@@ -35,10 +35,12 @@ from sockhop.engine.protocol import (
     DatagramProtocol,
     FileRegion,
     Handoff,
+    Job,
     Reply,
     StreamProtocol,
     as_reply,
 )
+from sockhop.engine.reactor import End, Handle, Jobs, Reactor, reset_on_close
 from sockhop.engine.shared import LINGER, RECV_SIZE, answer_datagrams, close_region, peer_name, protocol_failed, release
 
 log = logging.getLogger("sockhop.engine")
@@ -49,16 +51,18 @@ IN = select.EPOLLIN | select.EPOLLRDHUP
 OUT = select.EPOLLOUT
 READABLE = IN | select.EPOLLERR | select.EPOLLHUP  # errors and hang-ups surface through recv
 EPOLLIN = select.EPOLLIN
+HANGUP = select.EPOLLERR | select.EPOLLHUP
+EOF_LIMIT = -(1 << 62)  # Connection.limit once a wakeable connection's peer has half-closed: never read again
 COMPACT_SLACK = 4096  # stale timer entries tolerated beyond twice the open connections before the heap is rebuilt
 
 
 class Connection:
     __slots__ = (
         "sock", "fd", "peer", "protocol", "out", "pending", "mask", "closing", "lingering", "eof",
-        "deadline", "alarm", "scheduled", "gen", "busy", "stop_told", "heard",
+        "deadline", "alarm", "scheduled", "gen", "busy", "stop_told", "heard", "limit", "end",
     )  # fmt: skip
 
-    def __init__(self, sock: socket.socket, peer: Address, protocol: StreamProtocol) -> None:
+    def __init__(self, sock: socket.socket, peer: Address, protocol: StreamProtocol, limit: int) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.peer = peer
@@ -76,15 +80,24 @@ class Connection:
         self.busy = False  # deferred work running
         self.stop_told = False
         self.heard = False  # the client has sent something (a stop waits for a silent newcomer's first bytes)
+        self.limit = limit  # backlog over which reading stops: write_buffer, or -1 while a linked partner is full
+        self.end: ServedEnd | None = None  # the engine's side of the protocol's handle, if it asked for one
 
 
 class EventLoopServer(Server):
     name = "eventloop"
 
     def __init__(
-        self, listeners: list[Listener], limits=None, *, exclusive: bool = False, share: int = 1, stop_flag=None
+        self,
+        listeners: list[Listener],
+        limits=None,
+        *,
+        exclusive: bool = False,
+        share: int = 1,
+        stop_flag=None,
+        jobs: list[Job] | tuple = (),
     ) -> None:
-        super().__init__(listeners, limits, stop_flag=stop_flag)
+        super().__init__(listeners, limits, stop_flag=stop_flag, jobs=jobs)
         self.exclusive = exclusive  # prefork workers share listeners: wake only one per connection
         self.max_connections = max(1, -(-self.limits.max_connections // share))
         self.conns: dict[int, Connection] = {}
@@ -98,6 +111,8 @@ class EventLoopServer(Server):
         self.ep: select.epoll | None = None
         self.local_of: dict[int, tuple | None] = {}  # listener fd -> its address, None for a wildcard
         self.debug = log.isEnabledFor(logging.DEBUG)  # formatting addresses for nothing costs per connection
+        self.reactor: Reactor | None = None  # made when first needed: a handle asked for, or jobs to run
+        self.running_jobs: Jobs | None = None
 
     # -- the loop ------------------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -106,10 +121,17 @@ class EventLoopServer(Server):
             self._register_listeners()
             ep.register(self.stop_flag.fileno(), select.EPOLLIN)
             ep.register(self.wakeup.fileno(), select.EPOLLIN)
+            if self.background:
+                self.running_jobs = Jobs(list(self.background), self._reactor())
+                self.running_jobs.start()
             self._loop(ep)
         finally:
             for conn in list(self.conns.values()):
                 self._close(conn)
+            if self.running_jobs is not None:
+                self.running_jobs.end_all()
+            if self.reactor is not None:
+                self.reactor.close()
             if self.executor is not None:
                 self.executor.shutdown(wait=True, cancel_futures=True)
             ep.close()
@@ -139,7 +161,7 @@ class EventLoopServer(Server):
         monotonic = time.monotonic
         while True:
             timeout = self._next_timeout()
-            if self.stopping_at is not None and not conns:
+            if self.stopping_at is not None and not conns and not (self.running_jobs and self.running_jobs.running):
                 return
             events = ep.poll(timeout)
             now = monotonic()
@@ -152,6 +174,9 @@ class EventLoopServer(Server):
                             if conn.fd < 0:
                                 continue
                         if not ev & READABLE:
+                            continue
+                        if not conn.mask and ev & HANGUP:  # watched for nothing, and gone: it would wake us forever
+                            self._close(conn)
                             continue
                     if conn.mask & EPOLLIN:
                         if conn.busy:  # input while deferred work runs: it waits in the kernel till that is done
@@ -211,7 +236,11 @@ class EventLoopServer(Server):
                         else:
                             conn.eof = True
                             try:
-                                reply = conn.protocol.eof_received()._replace(close=True)
+                                reply = conn.protocol.eof_received()
+                                if conn.end is None:
+                                    reply = reply._replace(close=True)  # nothing more to answer
+                                else:  # a wakeable protocol may answer later (a proxy's upstream): read no more
+                                    conn.limit = EOF_LIMIT
                             except Exception as exc:
                                 protocol_failed(conn.peer, "eof_received", exc)
                                 self._close(conn)
@@ -233,12 +262,18 @@ class EventLoopServer(Server):
                             self._close(conn)
                 elif fd == stop_fd:
                     self._begin_stop(now)
+                elif self.reactor is not None and fd == self.reactor.fileno():
+                    self.reactor.run_ready()
             if self.timers and self.timers[0][0] <= now:
                 self._expire(now)
+            if self.reactor is not None:
+                self.reactor.run_due()
             if self.stopping_at is not None and now >= self.stopping_at:
                 for conn in list(conns.values()):
                     log.debug("%s: closed at the end of the grace period", peer_name(conn.peer))
                     self._close(conn)
+                if self.running_jobs is not None:
+                    self.running_jobs.end_all()
             if self.paused_until is not None and now >= self.paused_until:
                 self.paused_until = None
                 for lfd in self.listener_fds:
@@ -252,9 +287,20 @@ class EventLoopServer(Server):
             wake.append(self.paused_until)
         if self.stopping_at is not None:
             wake.append(self.stopping_at)
+        if self.reactor is not None:
+            due = self.reactor.deadline()
+            if due is not None:
+                wake.append(due)
         if not wake:
             return -1
         return max(0.0, min(wake) - time.monotonic()) + 0.001
+
+    def _reactor(self) -> Reactor:
+        if self.reactor is None:
+            self.reactor = Reactor(self.limits)
+            assert self.ep is not None
+            self.ep.register(self.reactor.fileno(), select.EPOLLIN)
+        return self.reactor
 
     # -- accepting -----------------------------------------------------------------------------------------------
     def _accept(self, listener: Listener, now: float) -> None:
@@ -296,11 +342,19 @@ class EventLoopServer(Server):
                 protocol_failed(peer, "factory", exc)
                 sock.close()
                 continue
-            conn = Connection(sock, peer, protocol)
+            conn = Connection(sock, peer, protocol, self.limits.write_buffer)
             self.conns[conn.fd] = conn
             self.ep.register(conn.fd, IN)
             conn.deadline = now + self.limits.idle_timeout
             self._schedule(conn, conn.deadline)
+            if protocol.wakeable:
+                conn.end = ServedEnd(self, conn)
+                try:
+                    protocol.attach(Handle(conn.end, protocol))
+                except Exception as exc:
+                    protocol_failed(peer, "attach", exc)
+                    self._close(conn)
+                    continue
             if self.debug:
                 log.debug("%s: connected", peer_name(peer))
             try:
@@ -407,7 +461,7 @@ class EventLoopServer(Server):
         mask = 0
         if conn.out:
             mask |= OUT
-        if not conn.busy and not conn.closing and conn.pending <= self.limits.write_buffer:
+        if not conn.busy and not conn.closing and conn.pending <= conn.limit:
             mask |= IN
         if conn.lingering:
             mask = IN
@@ -415,6 +469,8 @@ class EventLoopServer(Server):
             conn.mask = mask
             assert self.ep is not None
             self.ep.modify(conn.fd, mask)
+            if conn.end is not None:
+                conn.end.check_backlog()  # drained: a linked partner may be read again
 
     # -- deferred work -------------------------------------------------------------------------------------------
     def _defer(self, conn: Connection, reply: Reply) -> None:
@@ -530,6 +586,10 @@ class EventLoopServer(Server):
         if conn.eof or conn.closing == Close.AT_ONCE:
             self._close(conn)
             return
+        if conn.closing == Close.RESET:
+            reset_on_close(conn.sock)
+            self._close(conn)
+            return
         try:
             conn.sock.shutdown(socket.SHUT_WR)
         except OSError:
@@ -553,6 +613,8 @@ class EventLoopServer(Server):
         conn.fd = -1
         release(tuple(conn.out))
         conn.out.clear()
+        if conn.end is not None:
+            conn.end.check_backlog()  # a partner held back by this connection's backlog is read again
         try:
             conn.protocol.connection_lost()
         except Exception as exc:
@@ -578,6 +640,8 @@ class EventLoopServer(Server):
             self.stopping_at = now + self.limits.grace
             for conn in list(self.conns.values()):
                 self._tell_stop(conn)
+            if self.running_jobs is not None:
+                self.running_jobs.stop()
 
     def _tell_stop(self, conn: Connection) -> None:
         """Call stop_requested once -- but not while deferred work runs: the contract promises a protocol no other
@@ -596,3 +660,57 @@ class EventLoopServer(Server):
             self._close(conn)
             return
         self._apply(conn, reply)
+
+
+class ServedEnd(End):
+    """The engine's side of a served connection's handle: what a wake-up, a timer or a partner answers is carried
+    out as the protocol's own replies are, and moves the idle deadline on (a stream written to only by the server,
+    Server-Sent Events, is not idle)."""
+
+    def __init__(self, server: EventLoopServer, conn: Connection) -> None:
+        super().__init__(server._reactor())
+        self.server = server
+        self.conn = conn
+        self.peer = conn.peer
+
+    @property  # type: ignore[override]
+    def closed(self) -> bool:
+        return self.conn.fd < 0
+
+    @property
+    def pending(self) -> int:
+        return self.conn.pending
+
+    def run(self, fn, mapping, where: str) -> None:
+        if self.conn.busy:  # deferred work runs: no other call meanwhile, as the contract promises -- come back
+            self.reactor.call_later(0.005, self, lambda: self.run(fn, mapping, where))
+            return
+        super().run(fn, mapping, where)
+
+    def carry_out(self, reply: Reply) -> None:
+        conn, server = self.conn, self.server
+        if conn.fd < 0:
+            release(reply.send)
+            return
+        conn.deadline = time.monotonic() + server.limits.idle_timeout
+        server._apply(conn, reply)
+        if server.stopping_at is not None:
+            server._tell_stop(conn)
+        self.check_backlog()
+
+    def pause_reading(self) -> None:
+        if self.conn.limit == EOF_LIMIT:
+            return
+        self.conn.limit = -1
+        self.server._update_mask(self.conn)
+
+    def resume_reading(self) -> None:
+        if self.conn.limit == EOF_LIMIT:
+            return
+        self.conn.limit = self.server.limits.write_buffer
+        self.server._update_mask(self.conn)
+
+    def abort(self) -> None:
+        if self.conn.fd >= 0:
+            reset_on_close(self.conn.sock)
+            self.server._close(self.conn)

@@ -27,8 +27,8 @@ class ForkingServer(BlockingServer):
     name = "fork"
     supports_datagrams = False
 
-    def __init__(self, listeners: list[Listener], limits=None) -> None:
-        super().__init__(listeners, limits)
+    def __init__(self, listeners: list[Listener], limits=None, **options) -> None:
+        super().__init__(listeners, limits, **options)
         self.children: dict[int, Address] = {}
 
     def extra_signals(self) -> tuple[signal.Signals, ...]:
@@ -51,6 +51,8 @@ class ForkingServer(BlockingServer):
                 for other in self.listeners:
                     other.sock.close()
                 self.wakeup.close()
+                if self.job_reactor is not None:
+                    self.job_reactor.forget()  # the parent's outbound connections are not the child's to keep
                 self.converse(conn, peer, listener)
                 status = 0
             finally:

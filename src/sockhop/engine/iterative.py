@@ -17,8 +17,8 @@ from sockhop.engine.shared import answer_datagrams
 class IterativeServer(BlockingServer):
     name = "iterative"
 
-    def __init__(self, listeners: list[Listener], limits=None) -> None:
-        super().__init__(listeners, limits)
+    def __init__(self, listeners: list[Listener], limits=None, **options) -> None:
+        super().__init__(listeners, limits, **options)
         self.datagram_protocols: dict[int, tuple[DatagramProtocol, DatagramBatch | None]] = {}
 
     def accept_batch(self) -> int:

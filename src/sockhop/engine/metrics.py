@@ -195,6 +195,13 @@ class MeteredStream(StreamProtocol):
             self.open.dec()
         self.inner.connection_lost()
 
+    @property
+    def wakeable(self) -> bool:  # type: ignore[override]
+        return self.inner.wakeable
+
+    def attach(self, handle) -> None:
+        self.inner.attach(handle.mapped(self._out, self.inner))
+
 
 class MeteredDatagram(DatagramProtocol):
     def __init__(self, inner: DatagramProtocol, metrics: Metrics, labels: tuple[str, str]) -> None:

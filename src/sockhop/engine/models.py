@@ -10,6 +10,7 @@ from sockhop.engine.limits import Limits
 from sockhop.engine.listener import Listener
 from sockhop.engine.pooled import PooledServer
 from sockhop.engine.prefork import PreforkServer
+from sockhop.engine.protocol import Job
 from sockhop.engine.threaded import ThreadedServer
 from sockhop.errors import EngineError
 
@@ -25,16 +26,19 @@ MODELS: dict[str, type[Server]] = {
 DATAGRAM_MODELS = tuple(name for name, cls in MODELS.items() if cls.supports_datagrams)
 
 
-def make_server(model: str, listeners: list[Listener], limits: Limits | None = None) -> Server:
-    """A server of the named model over open listeners. Raises EngineError for an unknown model or a model that
-    cannot serve these listeners (fork or thread with UDP)."""
+def make_server(
+    model: str, listeners: list[Listener], limits: Limits | None = None, jobs: list[Job] | tuple = ()
+) -> Server:
+    """A server of the named model over open listeners, with background ``jobs`` (engine/reactor.py) started
+    when it serves. Raises EngineError for an unknown model or a model that cannot serve these listeners (fork or
+    thread with UDP)."""
     try:
         cls = MODELS[model]
     except KeyError:
         raise EngineError(f"unknown model {model!r}: choose one of {', '.join(MODELS)}") from None
-    return cls(listeners, limits)
+    return cls(listeners, limits, jobs=jobs)
 
 
-def serve(model: str, listeners: list[Listener], limits: Limits | None = None) -> None:
+def serve(model: str, listeners: list[Listener], limits: Limits | None = None, jobs: list[Job] | tuple = ()) -> None:
     """Run until SIGINT/SIGTERM, then stop gracefully."""
-    make_server(model, listeners, limits).serve()
+    make_server(model, listeners, limits, jobs).serve()

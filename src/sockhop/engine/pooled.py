@@ -21,8 +21,8 @@ from sockhop.engine.threaded import join_all
 class PooledServer(BlockingServer):
     name = "pool"
 
-    def __init__(self, listeners: list[Listener], limits=None) -> None:
-        super().__init__(listeners, limits)
+    def __init__(self, listeners: list[Listener], limits=None, **options) -> None:
+        super().__init__(listeners, limits, **options)
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
         self.conns: dict[threading.Thread, socket.socket] = {}
         self.workers = [

@@ -18,6 +18,7 @@ import time
 from sockhop.engine.base import Server
 from sockhop.engine.eventloop import EventLoopServer
 from sockhop.engine.lifecycle import Deadline, describe_status, reap, reset_after_fork
+from sockhop.engine.reactor import Jobs, Reactor
 from sockhop.errors import EngineError
 
 log = logging.getLogger("sockhop.engine")
@@ -43,12 +44,16 @@ RESPAWN_DELAY = 1.0  # a worker that died within this long of starting is replac
 class PreforkServer(Server):
     name = "prefork"
 
-    def __init__(self, listeners, limits=None) -> None:
-        super().__init__(listeners, limits)
+    def __init__(self, listeners, limits=None, **options) -> None:
+        super().__init__(listeners, limits, **options)
         self.count = self.limits.worker_count()
         self.workers: dict[int, float] = {}  # pid -> when it started
         self.respawn_at: list[float] = []
         self.failed = False
+        # Background jobs run here, in the master, once: not in a worker, which the master may replace mid-job
+        # (a respawn would restart a delivery or a transfer in flight, and two could overlap), nor in every worker.
+        self.reactor: Reactor | None = None
+        self.running_jobs: Jobs | None = None
 
     def extra_signals(self) -> tuple[signal.Signals, ...]:
         return (signal.SIGCHLD,)
@@ -59,11 +64,35 @@ class PreforkServer(Server):
         poller = select.poll()
         poller.register(self.wakeup, select.POLLIN)
         poller.register(self.stop_flag, select.POLLIN)
+        if self.background:  # after the first workers are forked: they need none of this
+            self.reactor = Reactor(self.limits)
+            poller.register(self.reactor.fileno(), select.POLLIN)
+            self.running_jobs = Jobs(list(self.background), self.reactor)
+            self.running_jobs.start()
+        try:
+            self._watch(poller)
+        finally:
+            if self.running_jobs is not None:
+                self.running_jobs.end_all()
+            if self.reactor is not None:
+                self.reactor.close()
+
+    def _run_jobs(self) -> None:
+        if self.reactor is not None:
+            self.reactor.run_ready()
+            self.reactor.run_due()
+
+    def _watch(self, poller: select.poll) -> None:
         while not self.stop_flag.is_set:
             timeout = None
             if self.respawn_at:
                 timeout = max(0.0, min(self.respawn_at) - time.monotonic()) * 1000 + 1
+            if self.reactor is not None:
+                left = self.reactor.timeout()
+                if left is not None:
+                    timeout = min(timeout, left * 1000 + 1) if timeout is not None else left * 1000 + 1
             poller.poll(timeout)
+            self._run_jobs()
             self.wakeup.drain()
             if signal.SIGHUP in self.signals.take():
                 self.handle_hangup()  # the master too: workers it forks later start from the new data
@@ -84,6 +113,8 @@ class PreforkServer(Server):
                     self.spawn()
         self.close_listeners()
         log.info("prefork: stopping %d worker(s)", len(self.workers))
+        if self.running_jobs is not None:
+            self.running_jobs.stop()
         self.finish()
         if self.failed:
             raise EngineError("a worker could not start; see the log above")
@@ -109,6 +140,8 @@ class PreforkServer(Server):
             end_with_parent(master)
             reset_after_fork()
             self.wakeup.close()
+            if self.reactor is not None:
+                self.reactor.forget()  # the master's jobs and their connections stay the master's
             worker = EventLoopServer(
                 self.listeners, self.limits, exclusive=True, share=self.count, stop_flag=self.stop_flag
             )
@@ -147,10 +180,17 @@ class PreforkServer(Server):
         deadline = Deadline(self.limits.grace + 1.0)
         poller = select.poll()
         poller.register(self.wakeup, select.POLLIN)
-        while self.workers and not deadline.passed and self.stop_flag.requests < 2:
+        if self.reactor is not None:
+            poller.register(self.reactor.fileno(), select.POLLIN)
+        jobs = self.running_jobs
+        while (self.workers or (jobs and jobs.running)) and not deadline.passed and self.stop_flag.requests < 2:
             reap(self.worker_exited)
-            if self.workers:
-                poller.poll(min(deadline.left(), 0.5) * 1000)
+            if self.workers or (jobs and jobs.running):
+                wait = min(deadline.left(), 0.5)
+                if self.reactor is not None:
+                    wait = self.reactor.timeout(wait) or 0.0
+                poller.poll(wait * 1000 + 1)
+                self._run_jobs()
                 self.wakeup.drain()
                 self.signals.take()
         for pid in list(self.workers):

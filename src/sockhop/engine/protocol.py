@@ -45,6 +45,10 @@ class Close(enum.IntEnum):
     KEEP = 0
     LINGER = 1
     AT_ONCE = 2
+    #: Abort: send what is queued, then close with a TCP reset (SO_LINGER 0), so the peer sees a failure rather
+    #: than a clean end -- a proxy whose upstream died mid-body must not hand its client a truncated reply that
+    #: looks whole.
+    RESET = 3
 
 
 class Reply(NamedTuple):
@@ -173,7 +177,26 @@ class _Counting:
 
 class StreamProtocol(_Counting):
     """One instance per connection. Override what you need; every method returns a :class:`Reply` (or, from
-    ``data_received``, the bytes to send)."""
+    ``data_received``, the bytes to send).
+
+    A protocol that must act when no bytes arrive -- a stream written to later (Server-Sent Events), a timer, a
+    proxy waiting on its upstream -- sets ``wakeable = True``. The engine then calls ``attach(handle)`` before
+    ``connection_made`` with a :class:`sockhop.engine.reactor.Handle`: any thread may ``handle.wake()`` (the
+    engine then calls ``woken()`` on its own thread), and from the engine's thread the protocol may set timers
+    (``handle.call_later``) and open outbound connections (``handle.connect``). Protocols that leave it False cost
+    the engine nothing.
+    """
+
+    #: Ask for a handle (``attach``) -- read once per connection, never per event.
+    wakeable: ClassVar[bool] = False
+
+    def attach(self, handle: Any) -> None:
+        """The engine's handle for this connection (only if ``wakeable``), before ``connection_made``."""
+        self.handle = handle
+
+    def woken(self) -> Reply:
+        """Someone called ``handle.wake()``: answer what is to be sent now (the next event of a stream)."""
+        return NOTHING
 
     def connection_made(self, peer: Address, local: Address) -> Reply:
         """A client connected (SMTP sends its 220 greeting here)."""
@@ -201,6 +224,49 @@ class StreamProtocol(_Counting):
 
     def connection_lost(self) -> None:
         """The connection is gone, whoever closed it. Release what the protocol holds."""
+
+
+class ClientProtocol(StreamProtocol):
+    """The client side of an outbound connection (``handle.connect``): the same contract as a server's protocol --
+    ``connection_made`` once connected (send the request), ``data_received``, ``eof_received`` for the peer's clean
+    end, ``timed_out`` for its ``Reply.alarm``, ``connection_lost`` at the end -- plus ``connection_failed`` when it
+    never connected (refused, unreachable, the connect timeout). Over UDP every piece sent is one datagram and every
+    datagram received one ``data_received``. It always gets a handle (``attach``), so it can reach its partner.
+
+    ``Reply.close`` on an outbound connection half-closes once the output is sent and goes on delivering what
+    arrives until the peer closes (a forwarder passing a client's EOF on); ``Close.AT_ONCE`` closes at once,
+    ``Close.RESET`` aborts. After ``connection_lost``, ``handle.error`` says why: None for the peer's clean end.
+    """
+
+    wakeable: ClassVar[bool] = True
+
+    def connection_failed(self, error: Exception) -> None:
+        """The connection could not be opened; ``connection_lost`` is not called after it."""
+
+
+class Job:
+    """Work that runs inside the server and is no connection: a mail queue runner, a zone refresher.
+
+    Started once when the server serves -- in the event loop's own loop, in a prefork master's loop, on a thread
+    of its own under the blocking models -- with a handle (``attach``) for timers, wake-ups and outbound
+    connections. Its methods answer a :class:`Reply` of which only ``close`` counts: True means the job is done.
+    On a graceful stop ``stop_requested`` is called; the job may finish what it is doing within the grace period.
+    """
+
+    def attach(self, handle: Any) -> None:
+        self.handle = handle
+
+    def started(self) -> Reply:
+        return NOTHING
+
+    def woken(self) -> Reply:
+        return NOTHING
+
+    def stop_requested(self) -> Reply:
+        return CLOSE
+
+    def stopped(self) -> None:
+        """The job has ended (itself, at the stop or at the end of the grace period): release what it holds."""
 
 
 class DatagramProtocol(_Counting):

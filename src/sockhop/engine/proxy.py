@@ -196,3 +196,10 @@ class ProxyLayer(StreamProtocol):
 
     def connection_lost(self) -> None:
         self.inner.connection_lost()
+
+    @property
+    def wakeable(self) -> bool:  # type: ignore[override]
+        return self.inner.wakeable
+
+    def attach(self, handle) -> None:
+        self.inner.attach(handle.mapped(None, self.inner))

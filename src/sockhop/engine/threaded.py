@@ -15,8 +15,8 @@ class ThreadedServer(BlockingServer):
     name = "thread"
     supports_datagrams = False
 
-    def __init__(self, listeners: list[Listener], limits=None) -> None:
-        super().__init__(listeners, limits)
+    def __init__(self, listeners: list[Listener], limits=None, **options) -> None:
+        super().__init__(listeners, limits, **options)
         self.conns: dict[threading.Thread, socket.socket] = {}
 
     def process_connection(self, conn: socket.socket, peer: Address, listener: Listener) -> None:

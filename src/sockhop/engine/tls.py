@@ -47,7 +47,11 @@ class TLSLayer(StreamProtocol):
         *,
         implicit: bool = True,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        client_side: bool = False,
+        server_hostname: str | None = None,
     ) -> None:
+        self.client_side = client_side  # an outbound connection (engine/reactor.py): we say ClientHello first
+        self.server_hostname = server_hostname  # SNI and the name the certificate is checked against
         self.context = context
         self.inner = inner
         self.implicit = implicit
@@ -85,6 +89,9 @@ class TLSLayer(StreamProtocol):
     # -- the engine's events -------------------------------------------------------------------------------------
     def connection_made(self, peer: Address, local: Address) -> Reply:
         self.peer, self.local = peer, local
+        if self.client_side:
+            self._begin()
+            return self._handshake()._replace(alarm=self.handshake_timeout)
         if self.implicit:
             self._begin()
             return Reply(alarm=self.handshake_timeout)  # the client speaks first (ClientHello)
@@ -119,9 +126,21 @@ class TLSLayer(StreamProtocol):
     def connection_lost(self) -> None:
         self.inner.connection_lost()
 
+    @property
+    def wakeable(self) -> bool:  # type: ignore[override]
+        return self.inner.wakeable
+
+    def attach(self, handle) -> None:
+        self.inner.attach(handle.mapped(self._outer, self.inner))
+
+    def woken(self) -> Reply:
+        return self._outer(self.inner.woken())
+
     # -- inside ----------------------------------------------------------------------------------------------------
     def _begin(self) -> None:
-        self.tls = self.context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        self.tls = self.context.wrap_bio(
+            self.incoming, self.outgoing, server_side=not self.client_side, server_hostname=self.server_hostname
+        )
         self.state = self.HANDSHAKE
 
     def _handshake(self) -> Reply:
