@@ -218,7 +218,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--udp-upstream", type=address, default=("127.0.0.1", 9))
     parser.add_argument("--job-target", type=address)
     args = parser.parse_args(argv)
-    setup_logging(0)
+    setup_logging(1)  # -v: the upstream lost and the job stopped are said at INFO
     Forwarder.upstream_address = args.upstream
     Querier.upstream_address = args.udp_upstream
     listeners = []

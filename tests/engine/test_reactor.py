@@ -1,0 +1,284 @@
+"""What happens when no bytes arrive, under every model: a stream written to later when another thread wakes it,
+timers, a TCP forwarder (client <-> upstream through the engine, with backpressure and aborts), a UDP query with
+a timeout, and a background job. The server is tests/engine/wakeful.py, a real subprocess; upstreams are real
+loopback sockets run by the test."""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from tests.engine.clients import connect, wait_for
+from tests.support import start_server
+
+MODELS = ["iterative", "fork", "thread", "pool", "eventloop", "prefork"]
+MiB = 1024 * 1024
+
+
+@pytest.fixture(params=MODELS)
+def model(request):
+    return request.param
+
+
+class Upstream:
+    """A loopback TCP server run by the test: each connection is handed to ``handler`` on a thread of its own."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.handler: Callable[[socket.socket], None] = lambda conn: None
+        self.errors: list[BaseException] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def address(self) -> str:
+        return "{}:{}".format(*self.sock.getsockname())
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._run, args=(conn,), daemon=True).start()
+
+    def _run(self, conn: socket.socket) -> None:
+        try:
+            self.handler(conn)
+        except BaseException as exc:  # reported by the test, never lost in a thread
+            self.errors.append(exc)
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Collector:
+    """A loopback TCP server that keeps the first line of every connection (the background job's reports)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.lines: list[str] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def address(self) -> str:
+        return "{}:{}".format(*self.sock.getsockname())
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                data = b""
+                while not data.endswith(b"\n"):
+                    more = conn.recv(100)
+                    if not more:
+                        break
+                    data += more
+                self.lines.append(data.decode().strip())
+
+
+class Answerer:
+    """A loopback UDP server: answers each datagram upper-cased, except ``silent`` ones."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def address(self) -> str:
+        return "{}:{}".format(*self.sock.getsockname())
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                data, peer = self.sock.recvfrom(2048)
+            except OSError:
+                return
+            if b"silent" not in data:
+                self.sock.sendto(data.upper(), peer)
+
+
+@pytest.fixture
+def world(model):
+    """The server under ``model`` with its upstream, UDP answerer and job collector; all stopped after the test."""
+    upstream, answerer, collector = Upstream(), Answerer(), Collector()
+    proc = start_server(
+        [
+            "--model", model,
+            "--upstream", upstream.address,
+            "--udp-upstream", answerer.address,
+            "--job-target", collector.address,
+        ],
+        module="tests.engine.wakeful",
+        announce=4,
+    )  # fmt: skip
+    proc.upstream, proc.collector = upstream, collector
+    yield proc
+    status = proc.stop()
+    upstream.close()
+    answerer.sock.close()
+    collector.sock.close()
+    assert status == 0, proc.log()
+    assert "Traceback" not in proc.log(), proc.log()
+    assert not upstream.errors, upstream.errors
+
+
+def read_all(sock: socket.socket) -> bytes:
+    data = bytearray()
+    while chunk := sock.recv(65536):
+        data += chunk
+    return bytes(data)
+
+
+# -- a response written to later ---------------------------------------------------------------------------------------
+def test_a_stream_is_written_to_when_another_thread_wakes_it(world):
+    started = time.monotonic()
+    with connect(world.address("stream")) as sock:
+        sock.sendall(b"GET /events HTTP/1.1\r\n\r\n")
+        head = sock.recv(1000)
+        assert head.startswith(b"HTTP/1.1 200 OK")
+        assert time.monotonic() - started < 0.09, "the head comes at once; the events later"
+        rest = read_all(sock)
+    events = (head + rest).split(b"\r\n\r\n", 1)[1]
+    assert events == b"data: event 1\n\ndata: event 2\n\ndata: event 3\n\n"
+    assert time.monotonic() - started >= 0.3  # three wake-ups 0.1 s apart
+
+
+def test_timers_call_back_in_order_and_a_cancelled_one_never(world):
+    started = time.monotonic()
+    with connect(world.address("tick")) as sock:
+        said = read_all(sock)
+    took = time.monotonic() - started
+    assert said == b"ticking\ntick 1\ntick 2\ntock\ntick 3\ntick 4\ntick 5\n"
+    assert 0.5 <= took < 3.0
+
+
+# -- outbound connections: a forwarder ---------------------------------------------------------------------------------
+def test_a_forwarder_carries_a_conversation_both_ways_and_passes_the_ends_on(world):
+    request = os.urandom(3 * MiB)
+
+    def echo_upper_end(conn: socket.socket) -> None:
+        got = read_all(conn)  # to the client's half-close, passed on by the forwarder
+        conn.sendall(b"%d:" % len(got) + got[::-1])
+
+    world.upstream.handler = echo_upper_end
+    with connect(world.address("forward")) as sock:
+        threading.Thread(target=lambda: (sock.sendall(request), sock.shutdown(socket.SHUT_WR)), daemon=True).start()
+        answer = read_all(sock)  # a clean end: the upstream's FIN passed on
+    assert answer == b"%d:" % len(request) + request[::-1]
+
+
+def test_a_slow_reader_holds_the_upstream_back(world):
+    """The client reads nothing for a while: the upstream can only fill the sockets' buffers and the engine's
+    write_buffer, not push its whole 48 MiB into the server's memory; then everything arrives, intact."""
+    total = 48 * MiB
+    payload = os.urandom(MiB)
+    accepted = {}
+    go_on = threading.Event()
+
+    def flood(conn: socket.socket) -> None:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+        conn.setblocking(False)
+        sent = 0
+        stalled_since = time.monotonic()
+        while sent < total and time.monotonic() - stalled_since < 1.0:
+            select.select([], [conn], [], 0.2)
+            try:
+                n = conn.send(payload[sent % MiB :])
+            except BlockingIOError:
+                continue
+            sent += n
+            stalled_since = time.monotonic()
+        accepted["while not read"] = sent
+        go_on.wait(30)
+        conn.setblocking(True)
+        while sent < total:
+            sent += conn.send(payload[sent % MiB :])
+
+    world.upstream.handler = flood
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.settimeout(30)
+    sock.connect(world.address("forward"))
+    with sock:
+        deadline = time.monotonic() + 30
+        while "while not read" not in accepted and time.monotonic() < deadline:
+            time.sleep(0.05)
+        go_on.set()
+        sock.shutdown(socket.SHUT_WR)
+        received = read_all(sock)
+    assert accepted["while not read"] < 24 * MiB, accepted
+    assert len(received) == total
+    assert received == payload * 48
+
+
+def test_an_upstream_that_dies_mid_stream_aborts_the_client(world):
+    def die(conn: socket.socket) -> None:
+        conn.sendall(b"x" * 200_000)
+        time.sleep(0.2)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+
+    world.upstream.handler = die
+    received = 0
+    with connect(world.address("forward")) as sock, pytest.raises(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            received += len(chunk)
+    assert received <= 200_000
+    assert wait_for(lambda: "upstream lost" in world.log(), 5), world.log()  # the log is read as it comes
+
+
+def test_an_upstream_that_cannot_be_reached_is_reported_to_the_protocol(model):
+    closed = socket.create_server(("127.0.0.1", 0))
+    address = "{}:{}".format(*closed.getsockname())
+    closed.close()  # nothing listens there now: refused
+    proc = start_server(["--model", model, "--upstream", address], module="tests.engine.wakeful", announce=4)
+    try:
+        with connect(proc.address("forward")) as sock:
+            said = read_all(sock)
+        assert said.startswith(b"upstream failed: [Errno 111]"), said
+    finally:
+        assert proc.stop() == 0, proc.log()
+
+
+# -- outbound UDP ------------------------------------------------------------------------------------------------------
+def test_a_udp_query_is_answered_or_times_out(world):
+    with connect(world.address("query")) as sock:
+        sock.sendall(b"silent question\n")
+        time.sleep(0.05)
+        sock.sendall(b"hello\n")
+        first = sock.recv(100)
+        started = time.monotonic()
+        second = sock.recv(100)
+    assert first == b"answer: HELLO\n"
+    assert second == b"timeout\n"
+    assert time.monotonic() - started < 1.0
+
+
+# -- background jobs ---------------------------------------------------------------------------------------------------
+def test_a_background_job_runs_once_with_timers_and_connections_and_stops_gracefully(world):
+    deadline = time.monotonic() + 10
+    while len(world.collector.lines) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert world.stop() == 0, world.log()
+    lines = list(world.collector.lines)
+    assert lines, world.log()
+    assert lines[-1] == f"job {world.pid} stopping", lines  # in the server's (the master's) process, told last
+    numbers = [int(line.split()[2]) for line in lines[:-1]]
+    assert numbers == list(range(1, len(numbers) + 1)), lines  # one job: under prefork too, never one per worker
+    assert {line.split()[1] for line in lines} == {str(world.pid)}
+    assert wait_for(lambda: "job stopped after" in world.log(), 5), world.log()
+    time.sleep(0.3)
+    assert world.collector.lines == lines  # nothing after the stop
