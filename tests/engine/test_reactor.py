@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import select
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -17,6 +18,7 @@ import pytest
 
 from tests.engine.clients import connect, wait_for
 from tests.support import start_server
+from tests.tls_certs import LocalCA
 
 MODELS = ["iterative", "fork", "thread", "pool", "eventloop", "prefork"]
 MiB = 1024 * 1024
@@ -251,6 +253,52 @@ def test_an_upstream_that_cannot_be_reached_is_reported_to_the_protocol(model):
         assert said.startswith(b"upstream failed: [Errno 111]"), said
     finally:
         assert proc.stop() == 0, proc.log()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    ca = LocalCA(tmp_path_factory.mktemp("pki"))
+    return {"ca": ca, "localhost": ca.issue("localhost", ["localhost"]), "other": ca.issue("other", ["other.test"])}
+
+
+@pytest.mark.parametrize("name", ["localhost", "other"])
+def test_a_forwarder_to_a_tls_upstream_checks_its_certificate(model, pki, name):
+    cert = pki[name]
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(cert.cert), str(cert.key))
+    upstream = Upstream()
+
+    def answer(conn: socket.socket) -> None:
+        conn.settimeout(10)
+        try:
+            tls = context.wrap_socket(conn, server_side=True)
+        except (ssl.SSLError, OSError):
+            return  # the forwarder refused our certificate
+        line = b""
+        while not line.endswith(b"\n"):
+            line += tls.recv(100)
+        tls.sendall(b"over TLS: " + line)
+        tls.close()
+
+    upstream.handler = answer
+    proc = start_server(
+        ["--model", model, "--upstream", upstream.address, "--tls-ca", str(pki["ca"].pem)],
+        module="tests.engine.wakeful",
+        announce=5,
+    )
+    try:
+        with connect(proc.address("tls-forward")) as sock:
+            sock.sendall(b"hello\n")
+            if name == "localhost":
+                assert read_all(sock) == b"over TLS: hello\n"
+            else:  # a certificate for another name: the upstream is never trusted, the client aborted
+                with pytest.raises(ConnectionResetError):
+                    read_all(sock)
+    finally:
+        upstream.close()
+        assert proc.stop() == 0, proc.log()
+    assert "Traceback" not in proc.log()
+    assert not upstream.errors, upstream.errors
 
 
 # -- outbound UDP ------------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@
 * ``forward``: a TCP forwarder to ``--upstream`` (client <-> upstream through the engine, linked for backpressure);
   an upstream that dies (reset) aborts the client's connection.
 * ``query``: each line is sent as one UDP datagram to ``--udp-upstream``; the answer, or ``timeout`` after 0.5 s.
+* ``tls-forward`` (with ``--tls-ca``): the forwarder to an upstream speaking TLS.
 * with ``--job-target``: a background job that every 0.1 s connects to it and says ``job PID N``, and on the
   graceful stop says ``job PID stopping`` before it ends.
 """
@@ -17,6 +18,7 @@ import argparse
 import logging
 import os
 import socket
+import ssl
 import sys
 import threading
 
@@ -120,6 +122,18 @@ class Forwarder(StreamProtocol):
             self.up.close(Close.AT_ONCE)
 
 
+class TLSForwarder(Forwarder):
+    """The same forwarder to an upstream speaking TLS, its certificate checked for "localhost"."""
+
+    context: ssl.SSLContext | None = None
+
+    def connection_made(self, peer, local) -> Reply:
+        self.up = self.handle.connect(
+            self.upstream_address, Upstream(self), tls=self.context, server_hostname="localhost", timeout=2.0
+        )
+        return NOTHING
+
+
 class Answer(ClientProtocol):
     def __init__(self, client: Querier, question: bytes) -> None:
         self.client = client
@@ -217,12 +231,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--upstream", type=address, default=("127.0.0.1", 9))
     parser.add_argument("--udp-upstream", type=address, default=("127.0.0.1", 9))
     parser.add_argument("--job-target", type=address)
+    parser.add_argument("--tls-ca", help="the CA that signed the TLS upstream's certificate")
     args = parser.parse_args(argv)
     setup_logging(1)  # -v: the upstream lost and the job stopped are said at INFO
     Forwarder.upstream_address = args.upstream
     Querier.upstream_address = args.udp_upstream
+    TLSForwarder.context = ssl.create_default_context(cafile=args.tls_ca) if args.tls_ca else None
     listeners = []
-    for name, factory in (("stream", EventStream), ("tick", Ticker), ("forward", Forwarder), ("query", Querier)):
+    protocols = {"stream": EventStream, "tick": Ticker, "forward": Forwarder, "query": Querier}
+    if args.tls_ca:
+        protocols["tls-forward"] = TLSForwarder
+    for name, factory in protocols.items():
         sock = socket.create_server(("127.0.0.1", 0))
         listeners.append(Listener(sock, factory, name=name))
     jobs = []

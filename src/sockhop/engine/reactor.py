@@ -339,12 +339,14 @@ class Outbound(End):
         self.udp = udp
         self.peer = address
         protocol: StreamProtocol = client
+        self.handle = Handle(self, protocol)
         if tls is not None:
             from sockhop.engine.tls import TLSLayer
 
-            protocol = TLSLayer(tls, client, client_side=True, server_hostname=server_hostname)
+            layer = TLSLayer(tls, client, client_side=True, server_hostname=server_hostname)
+            protocol = layer
+            self.handle = Handle(self, layer).mapped(layer._outer, client)  # what is sent through it is encrypted
         self.protocol = protocol
-        self.handle = Handle(self, protocol)
         self.out: deque = deque()
         self.queued = 0
         self.state = self.CONNECTING
@@ -356,7 +358,7 @@ class Outbound(End):
         self.alarm: Timer | None = None
         kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
         # The handle exists before the protocol sees anything: attach first, then connect.
-        protocol.attach(self.handle)
+        protocol.attach(Handle(self, protocol))
         try:
             if isinstance(address, str):
                 family, target = socket.AF_UNIX, address

@@ -52,6 +52,7 @@ class TLSLayer(StreamProtocol):
     ) -> None:
         self.client_side = client_side  # an outbound connection (engine/reactor.py): we say ClientHello first
         self.server_hostname = server_hostname  # SNI and the name the certificate is checked against
+        self.early: list = []  # a client's bytes given before its handshake is done, sealed once it is
         self.context = context
         self.inner = inner
         self.implicit = implicit
@@ -64,6 +65,8 @@ class TLSLayer(StreamProtocol):
         self.local: Address = None
         self.waiting = False  # the inner protocol's deferred work runs: feed it nothing meanwhile
         self.resume_alarm: float | None = None  # STARTTLS: the inner protocol's alarm, re-armed after the handshake
+        if client_side:
+            self._begin()  # TLS from the first byte: what is sent before the connection is up waits for it
 
     @classmethod
     def factory(
@@ -90,8 +93,7 @@ class TLSLayer(StreamProtocol):
     def connection_made(self, peer: Address, local: Address) -> Reply:
         self.peer, self.local = peer, local
         if self.client_side:
-            self._begin()
-            return self._handshake()._replace(alarm=self.handshake_timeout)
+            return self._handshake()._replace(alarm=self.handshake_timeout)  # our ClientHello
         if self.implicit:
             self._begin()
             return Reply(alarm=self.handshake_timeout)  # the client speaks first (ClientHello)
@@ -152,6 +154,9 @@ class TLSLayer(StreamProtocol):
         except (ssl.SSLError, ValueError) as exc:
             return self._sealed(self._fail(exc))
         self.state = self.OPEN
+        if self.early:
+            early, self.early = tuple(self.early), []
+            self._seal(early)
         resumed = " (session resumed)" if self.tls.session_reused else ""
         log.debug("%s: %s %s%s", peer_name(self.peer), self.tls.version(), self.tls.cipher()[0], resumed)
         if self.implicit:
@@ -230,6 +235,8 @@ class TLSLayer(StreamProtocol):
         """Encrypt pieces into the outgoing BIO. A file region cannot go by sendfile through TLS: its bytes are
         read and encrypted."""
         if self.state != self.OPEN:
+            if self.client_side and self.state == self.HANDSHAKE:
+                self.early.extend(pieces)  # a forwarder's request may come before the upstream's handshake ends
             return  # handshake unfinished or connection closing: nothing may be written
         assert self.tls is not None
         for piece in pieces:
