@@ -230,17 +230,24 @@ class Reactor:
         self.timers: list[tuple[float, int, Timer]] = []
         self.outbound: dict[int, Outbound] = {}
         self._order = itertools.count()
+        # A thread may wake a connection just as its reactor closes: without the lock its byte could go to whatever
+        # descriptor reuses the pipe's number next.
+        self._pipe_lock = threading.Lock()
+        self._closed = False
 
     def fileno(self) -> int:
         return self.ep.fileno()
 
     # -- asked by handles --------------------------------------------------------------------------------------
     def call_soon_threadsafe(self, handle: Handle, fn: Fn) -> None:
-        self.calls.append((handle, fn))
-        try:
-            os.write(self._w, b"w")
-        except OSError:
-            pass  # full (a wake-up is already pending) or closed (stopping)
+        with self._pipe_lock:
+            if self._closed:
+                return  # the connection (or the server) is gone: nobody to wake
+            self.calls.append((handle, fn))
+            try:
+                os.write(self._w, b"w")
+            except OSError:
+                pass  # full: a wake-up is already pending
 
     def call_later(self, seconds: float, end: End | None, fn: Callable[[], Any]) -> Timer:
         timer = Timer(_now() + max(0.0, seconds), end, fn)
@@ -295,21 +302,28 @@ class Reactor:
         """The owner is done: outbound connections still open are aborted (their protocols are told)."""
         for out in list(self.outbound.values()):
             out.lost(ConnectionAbortedError("the server stopped"))
-        self.forget()
+        self._release()
 
     def forget(self) -> None:
         """Close the descriptors without a word to any protocol: in a child forked from the owner, which must not
         keep another process's connections open."""
+        self._pipe_lock = threading.Lock()  # a thread of the parent's may have held it at the fork
+        self._release()
+
+    def _release(self) -> None:
+        """Close every descriptor the reactor holds."""
         for out in self.outbound.values():
             out.sock.close()
         self.outbound.clear()
         self.timers.clear()
         self.calls.clear()
-        for fd in (self._r, self._w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        with self._pipe_lock:
+            self._closed = True
+            for fd in (self._r, self._w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
         self.ep.close()
 
 
