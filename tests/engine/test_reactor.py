@@ -301,6 +301,24 @@ def test_a_forwarder_to_a_tls_upstream_checks_its_certificate(model, pki, name):
     assert not upstream.errors, upstream.errors
 
 
+def test_a_stream_inside_tls_is_woken_through_the_layer(model, pki):
+    cert = pki["localhost"]
+    proc = start_server(
+        ["--model", model, "--tls-cert", str(cert.cert), str(cert.key)], module="tests.engine.wakeful", announce=5
+    )
+    try:
+        context = ssl.create_default_context(cafile=str(pki["ca"].pem))
+        with context.wrap_socket(connect(proc.address("tls-stream")), server_hostname="localhost") as sock:
+            sock.sendall(b"GET /events HTTP/1.1\r\n\r\n")
+            said = b""
+            while chunk := sock.recv(1000):
+                said += chunk
+        assert said.endswith(b"\r\n\r\ndata: event 1\n\ndata: event 2\n\ndata: event 3\n\n"), said
+    finally:
+        assert proc.stop() == 0, proc.log()
+    assert "Traceback" not in proc.log()
+
+
 # -- outbound UDP ------------------------------------------------------------------------------------------------------
 def test_a_udp_query_is_answered_or_times_out(world):
     with connect(world.address("query")) as sock:

@@ -7,6 +7,7 @@
 * ``forward``: a TCP forwarder to ``--upstream`` (client <-> upstream through the engine, linked for backpressure);
   an upstream that dies (reset) aborts the client's connection.
 * ``query``: each line is sent as one UDP datagram to ``--udp-upstream``; the answer, or ``timeout`` after 0.5 s.
+* ``tls-stream`` (with ``--tls-cert``): the stream inside the TLS layer, which passes the handle through.
 * ``tls-forward`` (with ``--tls-ca``): the forwarder to an upstream speaking TLS.
 * with ``--job-target``: a background job that every 0.1 s connects to it and says ``job PID N``, and on the
   graceful stop says ``job PID stopping`` before it ends.
@@ -25,6 +26,7 @@ import threading
 from sockhop.console import setup_logging
 from sockhop.engine import Limits, Listener, make_server
 from sockhop.engine.protocol import CLOSE, NOTHING, ClientProtocol, Close, Job, Reply, StreamProtocol
+from sockhop.engine.tls import TLSLayer, server_context
 
 log = logging.getLogger("sockhop")
 
@@ -232,6 +234,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--udp-upstream", type=address, default=("127.0.0.1", 9))
     parser.add_argument("--job-target", type=address)
     parser.add_argument("--tls-ca", help="the CA that signed the TLS upstream's certificate")
+    parser.add_argument("--tls-cert", nargs=2, metavar=("CERT", "KEY"), help="serve the stream over TLS too")
     args = parser.parse_args(argv)
     setup_logging(1)  # -v: the upstream lost and the job stopped are said at INFO
     Forwarder.upstream_address = args.upstream
@@ -241,6 +244,8 @@ def main(argv: list[str]) -> int:
     protocols = {"stream": EventStream, "tick": Ticker, "forward": Forwarder, "query": Querier}
     if args.tls_ca:
         protocols["tls-forward"] = TLSForwarder
+    if args.tls_cert:
+        protocols["tls-stream"] = TLSLayer.factory(server_context([tuple(args.tls_cert)]), EventStream)
     for name, factory in protocols.items():
         sock = socket.create_server(("127.0.0.1", 0))
         listeners.append(Listener(sock, factory, name=name))
