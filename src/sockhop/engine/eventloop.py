@@ -56,6 +56,18 @@ EOF_LIMIT = -(1 << 62)  # Connection.limit once a wakeable connection's peer has
 COMPACT_SLACK = 4096  # stale timer entries tolerated beyond twice the open connections before the heap is rebuilt
 
 
+class _Clock:
+    """The stand-in for the reactor in the timer heap: it looks like a closed connection (``fd`` -1), so the heap's
+    usual skipping of stale entries is where its entries are recognised -- no test on the loop's common path."""
+
+    __slots__ = ()
+    fd = -1
+    gen = -1
+
+
+CLOCK = _Clock()
+
+
 class Connection:
     __slots__ = (
         "sock", "fd", "peer", "protocol", "out", "pending", "mask", "closing", "lingering", "eof",
@@ -266,8 +278,6 @@ class EventLoopServer(Server):
                     self.reactor.run_ready()
             if self.timers and self.timers[0][0] <= now:
                 self._expire(now)
-            if self.reactor is not None:
-                self.reactor.run_due()
             if self.stopping_at is not None and now >= self.stopping_at:
                 for conn in list(conns.values()):
                     log.debug("%s: closed at the end of the grace period", peer_name(conn.peer))
@@ -287,20 +297,21 @@ class EventLoopServer(Server):
             wake.append(self.paused_until)
         if self.stopping_at is not None:
             wake.append(self.stopping_at)
-        if self.reactor is not None:
-            due = self.reactor.deadline()
-            if due is not None:
-                wake.append(due)
         if not wake:
             return -1
         return max(0.0, min(wake) - time.monotonic()) + 0.001
 
     def _reactor(self) -> Reactor:
         if self.reactor is None:
-            self.reactor = Reactor(self.limits)
+            self.reactor = Reactor(self.limits, on_schedule=self._clock_at)
             assert self.ep is not None
             self.ep.register(self.reactor.fileno(), select.EPOLLIN)
         return self.reactor
+
+    def _clock_at(self, when: float) -> None:
+        """A reactor's timer is set: an entry in the loop's own heap wakes the loop for it, so the loop's timeout and
+        expiry need no look at the reactor on every turn."""
+        heapq.heappush(self.timers, (when, next(_order), 0, CLOCK))
 
     # -- accepting -----------------------------------------------------------------------------------------------
     def _accept(self, listener: Listener, now: float) -> None:
@@ -545,7 +556,7 @@ class EventLoopServer(Server):
         connection a client opens and closes at once would otherwise stay referenced for the whole idle timeout --
         15,000 a second for a minute is 900,000 dead connections held, and a garbage collector walking them all."""
         timers = self.timers  # in place: _expire may be walking it when a close calls this
-        timers[:] = [entry for entry in timers if entry[3].fd >= 0 and entry[2] == entry[3].gen]
+        timers[:] = [entry for entry in timers if (entry[3].fd >= 0 and entry[2] == entry[3].gen) or entry[3] is CLOCK]
         heapq.heapify(timers)
 
     def _expire(self, now: float) -> None:
@@ -553,6 +564,8 @@ class EventLoopServer(Server):
         while timers and timers[0][0] <= now:
             _, _, gen, conn = heapq.heappop(timers)
             if conn.fd < 0 or gen != conn.gen:
+                if conn is CLOCK and self.reactor is not None:  # a timer of the reactor's is due
+                    self.reactor.run_due()
                 continue  # closed, or replaced by an earlier deadline
             due = min(conn.deadline, conn.alarm) if conn.alarm else conn.deadline
             if due > now:

@@ -219,8 +219,9 @@ class Handle:
 class Reactor:
     """Timers, cross-thread calls and outbound connections behind one pollable descriptor (an epoll set)."""
 
-    def __init__(self, limits: Limits | None = None) -> None:
+    def __init__(self, limits: Limits | None = None, on_schedule: Callable[[float], None] | None = None) -> None:
         self.limits = limits or Limits()
+        self.on_schedule = on_schedule  # told each timer's moment: an owner that keeps a timer heap of its own
         self.ep = select.epoll()
         self._r, self._w = os.pipe()
         os.set_blocking(self._r, False)
@@ -252,6 +253,8 @@ class Reactor:
     def call_later(self, seconds: float, end: End | None, fn: Callable[[], Any]) -> Timer:
         timer = Timer(_now() + max(0.0, seconds), end, fn)
         heapq.heappush(self.timers, (timer.when, next(self._order), timer))
+        if self.on_schedule is not None:
+            self.on_schedule(timer.when)
         return timer
 
     # -- driven by the owner's loop ----------------------------------------------------------------------------
