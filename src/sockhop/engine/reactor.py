@@ -446,13 +446,19 @@ class Outbound(End):
                 return
             self.peer = peer
             self.run(lambda: self.protocol.connection_made(peer, local), None, "connection_made")
+            if not self.closed and (self.out or self.closing):
+                self._flush()  # what was given, or a close asked for, before the connection was up
             return
         if ev & select.EPOLLOUT and self.out:
             self._flush()
             if self.closed:
                 return
-        if ev & (select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP) and not self.paused:
-            self._read()
+        if ev & (select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP):
+            if not self.paused:
+                self._read()
+            elif self.mask:  # paused and gone: epoll would report it on every turn; look again when resumed
+                self.reactor.ep.unregister(self.fd)
+                self.mask = 0
 
     def _read(self) -> None:
         try:
