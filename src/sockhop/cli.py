@@ -28,7 +28,14 @@ def serve_command(service: Service) -> Callable[[argparse.Namespace], int]:
 
         opener = ArgsOpener(args, service.name)
         listeners = service.open(args, opener)
-        return serve(args, listeners, model=args.model, folders=service.folders(args), at_stop=opener.stops)
+        return serve(
+            args,
+            listeners,
+            model=args.model,
+            folders=service.folders(args),
+            at_stop=opener.stops,
+            jobs=service.jobs(args),
+        )
 
     return run
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from sockhop.engine.listener import Listener
+    from sockhop.engine.protocol import Job
     from sockhop.engine.tls import ServerCertificates
 
 Factory = Callable[[], Any]  # makes a StreamProtocol or a DatagramProtocol
@@ -140,6 +141,9 @@ class Service:
     check: Callable[[argparse.Namespace], list[Problem]] = lambda args: []  # what `check` finds beyond values
     #: What it listens on for these options: TCP, UDP or both on each --listen endpoint (`check` binds them).
     kinds: Callable[[argparse.Namespace], tuple[socket.SocketKind, ...]] = lambda args: (socket.SOCK_STREAM,)
+    #: Background work that runs inside the server for these options (a queue runner, a zone refresher): engine
+    #: Jobs, started when it serves and stopped gracefully with it (docs/architecture.md, "When no bytes arrive").
+    jobs: Callable[[argparse.Namespace], list[Job]] = lambda args: []
 
     @property
     def default_listen(self) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sockhop.console import say
-from sockhop.engine import MODELS, Limits, Listener, make_server
+from sockhop.engine import MODELS, Job, Limits, Listener, make_server
 from sockhop.engine.limits import default_workers
 from sockhop.errors import AddressInUseError, UsageError
 from sockhop.net.addresses import Endpoint, format_address, parse_endpoint
@@ -372,6 +372,7 @@ def serve(
     footer: Sequence[str] = (),
     at_stop: Sequence[Callable[[], None]] = (),
     goodbye: str = "sockhop: stopped",
+    jobs: Sequence[Job] = (),
 ) -> int:
     """Serve ``listeners`` until stopped: outer layers, --admin, --user, the engine, the announcement (a line per
     listener, then ``lines(listener)`` under it), SIGUSR2 restarts, and ``goodbye`` once everything has stopped.
@@ -384,7 +385,7 @@ def serve(
         listeners = outer_layers(args, listeners, model)
         admin = open_admin(args)
         settle_privileges(args, listeners, list(folders))
-        server = make_server(model, listeners, limits_from(args))
+        server = make_server(model, listeners, limits_from(args), list(jobs))
     except BaseException:
         close_all(listeners)
         if admin is not None:

@@ -79,6 +79,7 @@ def up(args: argparse.Namespace) -> int:
     listeners: list[Listener] = []
     lines: dict[int, list[str]] = {}  # a listening socket's descriptor -> the lines that show it working
     stops = []
+    jobs: list = []  # the services' background work
     folders = [data]
     try:
         for service in SERVICES:
@@ -92,6 +93,7 @@ def up(args: argparse.Namespace) -> int:
                 opened = service.open(opener.args, opener)
                 stops += opener.stops
                 folders += service.folders(opener.args)
+                jobs += service.jobs(opener.args)
                 listeners += opened
                 plain = [listener for listener in opened if not listener.tls]
                 lines[plain[0].sock.fileno()] = list(plan.try_lines)
@@ -119,6 +121,7 @@ def up(args: argparse.Namespace) -> int:
         footer=footer,
         at_stop=stops,
         goodbye="sockhop up: stopped",
+        jobs=jobs,
     )
 
 

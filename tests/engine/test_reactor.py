@@ -348,3 +348,18 @@ def test_a_background_job_runs_once_with_timers_and_connections_and_stops_gracef
     assert wait_for(lambda: "job stopped after" in world.log(), 5), world.log()
     time.sleep(0.3)
     assert world.collector.lines == lines  # nothing after the stop
+
+
+@pytest.mark.parametrize("model", ["thread", "prefork"])
+def test_a_service_declares_its_jobs_and_the_face_runs_them(model):
+    collector = Collector()
+    proc = start_server(
+        ["--model", model, "--listen", "127.0.0.1:0", "--job-target", collector.address, "-v"],
+        module="tests.engine.job_echo",
+    )
+    try:
+        assert wait_for(lambda: len(collector.lines) >= 2, 10), proc.log()
+    finally:
+        assert proc.stop() == 0, proc.log()
+    assert wait_for(lambda: collector.lines[-1] == f"job {proc.pid} stopping", 5), collector.lines
+    collector.sock.close()
