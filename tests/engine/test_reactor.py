@@ -159,6 +159,17 @@ def test_a_stream_is_written_to_when_another_thread_wakes_it(world):
     assert time.monotonic() - started >= 0.3  # three wake-ups 0.1 s apart
 
 
+def test_a_client_gone_before_its_events_costs_only_its_own_stream(world):
+    for _ in range(3):
+        with connect(world.address("stream")) as gone:
+            gone.sendall(b"GET /events HTTP/1.1\r\n\r\n")
+            assert gone.recv(1000).startswith(b"HTTP/1.1 200 OK")
+            gone.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # a reset, at once
+    with connect(world.address("stream")) as sock:
+        sock.sendall(b"GET /events HTTP/1.1\r\n\r\n")
+        assert read_all(sock).endswith(b"data: event 3\n\n")
+
+
 def test_timers_call_back_in_order_and_a_cancelled_one_never(world):
     started = time.monotonic()
     with connect(world.address("tick")) as sock:

@@ -275,8 +275,14 @@ class DrivenEnd(End):
         if self.closed:
             release(reply.send)
             return
-        folded = carry_out(self.sock, reply)
         self.touched = True
+        try:
+            folded = carry_out(self.sock, reply)
+        except OSError as exc:  # the client went away while a wake-up or a partner was writing to it
+            log.debug("%s: %s", peer_name(self.peer), exc)
+            self.closed = True
+            self.close = Close.AT_ONCE
+            return
         self.close = self.close or folded.close
         if folded.alarm is not None:
             self.alarm = folded.alarm

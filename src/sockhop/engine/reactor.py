@@ -32,7 +32,17 @@ from collections.abc import Callable
 from typing import Any
 
 from sockhop.engine.limits import Limits
-from sockhop.engine.protocol import Address, ClientProtocol, Close, FileRegion, Job, Reply, StreamProtocol, as_reply
+from sockhop.engine.protocol import (
+    NOTHING,
+    Address,
+    ClientProtocol,
+    Close,
+    FileRegion,
+    Job,
+    Reply,
+    StreamProtocol,
+    as_reply,
+)
 from sockhop.engine.shared import RECV_SIZE, close_region, peer_name, protocol_failed, release
 
 log = logging.getLogger("sockhop.engine")
@@ -107,7 +117,12 @@ class End:
         if self.closed:
             return
         try:
-            reply = as_reply(fn())
+            reply = fn()
+            if reply is None:  # a job's or a timer's callback with nothing to say
+                reply = NOTHING
+            reply = as_reply(reply)
+            if not isinstance(reply, Reply):
+                raise TypeError(f"answered {type(reply).__name__}, not a Reply")
             if mapping is not None:
                 reply = mapping(reply)
         except Exception as exc:
@@ -284,11 +299,11 @@ class Reactor:
                     pass
                 for _ in range(len(self.calls)):
                     handle, fn = self.calls.popleft()
-                    handle._invoke(fn)
+                    _guarded(handle._invoke, fn)
             else:
                 out = self.outbound.get(fd)
                 if out is not None:
-                    out.ready(ev)
+                    _guarded(out.ready, ev)
 
     def run_due(self) -> None:
         timers = self.timers
@@ -299,7 +314,7 @@ class Reactor:
             timer = heapq.heappop(timers)[2]
             if timer.cancelled or (timer.end is not None and timer.end.closed):
                 continue
-            timer.fn()
+            _guarded(timer.fn)
 
     def close(self) -> None:
         """The owner is done: outbound connections still open are aborted (their protocols are told)."""
@@ -331,6 +346,18 @@ class Reactor:
 
 
 _now = time.monotonic
+
+
+def _guarded(call: Callable[..., Any], *args: Any) -> None:
+    """Run one callback; a failure the protocol layer did not catch (a peer gone mid-send, a bug) is logged and
+    costs that callback only, never the loop that drives every other connection."""
+    try:
+        call(*args)
+    except OSError as exc:
+        log.debug("reactor: %s", exc)
+    except Exception as exc:
+        log.error("reactor: %s: %s", type(exc).__name__, exc)
+        log.debug("traceback", exc_info=exc)
 
 
 # -- outbound connections --------------------------------------------------------------------------------------
