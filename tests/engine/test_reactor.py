@@ -194,6 +194,30 @@ def test_a_forwarder_carries_a_conversation_both_ways_and_passes_the_ends_on(wor
     assert answer == b"%d:" % len(request) + request[::-1]
 
 
+@pytest.mark.parametrize("model", ["eventloop", "pool"])
+def test_a_forwarder_to_a_unix_socket(model, tmp_path):
+    path = str(tmp_path / "upstream.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen()
+
+    def answer() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(b"unix: " + read_all(conn))
+
+    threading.Thread(target=answer, daemon=True).start()
+    proc = start_server(["--model", model, "--upstream-unix", path], module="tests.engine.wakeful", announce=4)
+    try:
+        with connect(proc.address("forward")) as sock:
+            sock.sendall(b"hello")
+            sock.shutdown(socket.SHUT_WR)
+            assert read_all(sock) == b"unix: hello"
+    finally:
+        listener.close()
+        assert proc.stop() == 0, proc.log()
+
+
 def test_a_slow_reader_holds_the_upstream_back(world):
     """The client reads nothing for a while: the upstream can only fill the sockets' buffers and the engine's
     write_buffer, not push its whole 48 MiB into the server's memory; then everything arrives, intact."""

@@ -105,7 +105,7 @@ class Upstream(ClientProtocol):
 
 class Forwarder(StreamProtocol):
     wakeable = True
-    upstream_address: tuple[str, int] = ("127.0.0.1", 9)
+    upstream_address: tuple[str, int] | str = ("127.0.0.1", 9)
 
     def connection_made(self, peer, local) -> Reply:
         self.up = self.handle.connect(self.upstream_address, Upstream(self), timeout=2.0)
@@ -231,13 +231,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--grace", type=float, default=3.0)
     parser.add_argument("--upstream", type=address, default=("127.0.0.1", 9))
+    parser.add_argument("--upstream-unix", help="forward to this Unix socket instead")
     parser.add_argument("--udp-upstream", type=address, default=("127.0.0.1", 9))
     parser.add_argument("--job-target", type=address)
     parser.add_argument("--tls-ca", help="the CA that signed the TLS upstream's certificate")
     parser.add_argument("--tls-cert", nargs=2, metavar=("CERT", "KEY"), help="serve the stream over TLS too")
     args = parser.parse_args(argv)
     setup_logging(1)  # -v: the upstream lost and the job stopped are said at INFO
-    Forwarder.upstream_address = args.upstream
+    Forwarder.upstream_address = args.upstream_unix or args.upstream
     Querier.upstream_address = args.udp_upstream
     TLSForwarder.context = ssl.create_default_context(cafile=args.tls_ca) if args.tls_ca else None
     listeners = []

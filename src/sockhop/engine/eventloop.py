@@ -10,6 +10,11 @@ deadline, and one replaced by an earlier alarm is left to fall out as stale.
 Deferred work (``Reply.then``, an fsync before SMTP's 250) runs on a small thread pool
 (``Limits.deferred_threads``), or, for a ``Handoff``, with whoever it is handed to (a group commit thread); its
 result comes back through the wakeup pipe, and the connection is not read from meanwhile.
+
+What a protocol asks for when no bytes arrive (engine/reactor.py: wake-ups, timers, outbound connections, linked
+backpressure) and the server's background jobs run on one reactor, made when first needed: its descriptor sits in
+this loop's epoll set, its timers in this loop's heap, and a connection's handle acts through ``_apply`` as the
+protocol's own replies do.
 """
 
 from __future__ import annotations
