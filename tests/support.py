@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -192,3 +193,25 @@ def open_up_plan(service_name: str, ctx, plan_index: int = 0) -> tuple[list, obj
     plan = service.up(ctx)[plan_index]
     args = serve_parsers()[service_name].parse_args([*plan.argv, "--listen", "127.0.0.1:0"])
     return service.open(args, ArgsOpener(args, service_name)), plan
+
+
+def read_until_closed(sock: socket.socket, timeout: float) -> bytes:
+    """Everything the server sends until it closes the connection (EOF or reset). A connection still open when
+    ``timeout`` runs out fails the test: every caller counts on the server closing it."""
+    chunks = []
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return b"".join(chunks)
+        except TimeoutError:
+            break
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+    received = b"".join(chunks)
+    pytest.fail(
+        f"the server left the connection open for {timeout} s (after {len(received)} bytes: {received[:200]!r})"
+    )

@@ -15,8 +15,10 @@ from tests.support import ROOT, require_tool
 
 
 def loopback_host() -> str:
-    """A random 127.x.y.z: `up` uses fixed ports, and other suites may be running `up` on this machine too."""
-    return f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
+    """A random 127.x.y.z: `up` uses fixed ports, and other suites may be running `up` on this machine too. From the
+    system's randomness: the random module may be seeded alike in every test process (hypothesis seeds it)."""
+    pick = random.SystemRandom()
+    return f"127.{pick.randint(1, 254)}.{pick.randint(1, 254)}.{pick.randint(2, 254)}"
 
 
 def test_up_serves_echo_on_tcp_and_udp_and_stops_on_ctrl_c(sockhop_server, tmp_path):
