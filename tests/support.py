@@ -58,6 +58,15 @@ def loopback_dns(command: list[str], folder: Path) -> list[str]:
     return [unshare, "--mount", "--propagation", "private", "sh", "-c", script, str(conf), *command]
 
 
+def own_network(command: list[str]) -> list[str]:
+    """``command`` made to run in a network namespace of its own, whose loopback holds nothing else: a command that
+    binds fixed ports (the example sockhop.toml's 8080, 5353, 2525, 9100) finds them free whatever this machine
+    runs. Needs root, unshare and ip (CI has them)."""
+    require_root("a private network namespace")
+    unshare, ip = require_tool("unshare"), require_tool("ip")
+    return [unshare, "--net", "sh", "-c", f'{ip} link set lo up && exec "$@"', "sh", *command]
+
+
 def end_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
     """Stop a process this test started: SIGTERM, then SIGKILL if it has not ended within ``timeout``."""
     proc.terminate()
