@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from sockhop.localca import CertificateAuthority, KeyPair
+from sockhop.localca import SERVER_NAMES, CertificateAuthority, KeyPair
 from tests.support import LISTENING, ROOT, loopback_dns, require_root, require_tool, said
 
 README = ROOT / "README.md"
@@ -211,10 +211,12 @@ def scenes() -> list[Scene]:  # noqa: PLR0915 (one table)
         Scene(
             [Line("sockhop serve echo --model prefork --workers 4")],
             ("echo tcp 127.0.0.1:7007 (model prefork",),
-            check=echo_probe,
+            check=lambda stage: (echo_probe(stage), assert_workers(stage, 4)),
         ),
         Scene(
-            [Line("sockhop serve echo --udp --model pool --listen [::1]:7007")], ("echo udp [::1]:7007 (model pool",)
+            [Line("sockhop serve echo --udp --model pool --listen [::1]:7007")],
+            ("echo udp [::1]:7007 (model pool",),
+            check=lambda stage: assert_equal(udp_echo(("::1", 7007), b"hello"), b"hello"),
         ),
         Scene(
             [Line("sockhop serve echo --model thread --max-connections 100 --idle-timeout 30 -v")],
@@ -233,6 +235,11 @@ def scenes() -> list[Scene]:  # noqa: PLR0915 (one table)
         Scene(
             [Line("sockhop serve web ./site --listen :8000 --model prefork --workers 4 --access-log access.log")],
             ("web tcp [::]:8000 (model prefork",),
+            check=lambda stage: (
+                assert_workers(stage, 4),
+                http_probe(8000, "Hello from ./site"),
+                wait_for_text(stage.folder / "access.log", '"GET / HTTP/1.1" 200'),
+            ),
         ),
         Scene(
             [Line("sockhop serve web ./site --no-listing --dotfiles --follow-symlinks --no-access-log")],
@@ -272,7 +279,7 @@ def scenes() -> list[Scene]:  # noqa: PLR0915 (one table)
                 ),
                 Line(
                     "sockhop get --retry 3 --max-time 10 --cacert ca.pem "
-                    "--resolve www.example.test:8443:127.0.0.1 https://www.example.test:8443/",
+                    "--resolve www.sockhop.test:8443:127.0.0.1 https://www.sockhop.test:8443/",
                     ("Hello from ./site",),
                 ),
             ],
@@ -355,6 +362,7 @@ def scenes() -> list[Scene]:  # noqa: PLR0915 (one table)
         Scene(
             [Line("sockhop serve dns example.com.zone --model fork --tcp-only")],
             ("dns tcp 127.0.0.1:5353 (model fork",),
+            check=lambda stage: assert_equal(tcp_answer("www.example.com"), "192.0.2.2"),
         ),
         Scene(
             [Line(SERVE_DNS_TLS)],
@@ -499,7 +507,8 @@ def make_scratch(folder: Path) -> None:
     (folder / "message.eml").write_bytes(MESSAGE.encode())
     authority = CertificateAuthority.create("sockhop README test CA")
     authority.save(KeyPair(folder / "ca.pem", folder / "ca.key"))
-    authority.issue(["localhost", "127.0.0.1", "www.example.test"], KeyPair(folder / "cert.pem", folder / "key.pem"))
+    # the names of the certificate `sockhop up` makes, which the README says these lines work with
+    authority.issue(list(SERVER_NAMES), KeyPair(folder / "cert.pem", folder / "key.pem"))
     shutil.copytree(ROOT / "examples", folder / "examples")
     for path in [folder, *folder.rglob("*")]:  # a server that drops to another user still reads them
         path.chmod(0o755 if path.is_dir() else 0o644)
@@ -673,6 +682,37 @@ def echo_once(port: int, data: bytes) -> bytes:
         while chunk := sock.recv(4096):
             got += chunk
     return got
+
+
+def udp_echo(address: tuple[str, int], data: bytes) -> bytes:
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.sendto(data, address)
+        return sock.recv(4096)
+
+
+def tcp_answer(name: str) -> str:
+    """The A record of ``name`` asked over TCP of 127.0.0.1:5353 (dnspython, as a real client)."""
+    import dns.message
+    import dns.query
+
+    reply = dns.query.tcp(dns.message.make_query(name, "A"), "127.0.0.1", port=5353, timeout=5)
+    return reply.answer[0][0].address
+
+
+def assert_workers(stage: Stage, count: int) -> None:
+    """Under prefork, ``count`` worker processes beside the master."""
+    deadline = time.monotonic() + 10
+    while len(found := children(stage.servers[0].proc.pid)) != count:
+        assert time.monotonic() < deadline, f"{len(found)} workers, not {count}"
+        time.sleep(0.05)
+
+
+def wait_for_text(path: Path, text: str) -> None:
+    deadline = time.monotonic() + 5
+    while not (path.exists() and text in path.read_text()):
+        assert time.monotonic() < deadline, f"no {text!r} in {path}"
+        time.sleep(0.05)
 
 
 def http_probe(port: int, want: str) -> None:
