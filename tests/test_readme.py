@@ -444,9 +444,11 @@ def scenes() -> list[Scene]:  # noqa: PLR0915 (one table)
         Scene(
             [
                 Line(
-                    "sockhop up --admin 127.0.0.1:9100 --log-format json --user sockhop",
+                    "sudo sockhop up --admin 127.0.0.1:9100 --log-format json --user sockhop",
+                    run="exec sockhop up --admin 127.0.0.1:9100 --log-format json --user sockhop",
                     before=lambda stage: ensure_user(stage, "sockhop"),
-                    how="as root, with a user `sockhop` the test creates when there is none (and removes)",
+                    how="without sudo (not installed here; the test is root already), with a user `sockhop` the "
+                    "test creates when there is none (and removes)",
                 )
             ],
             ("web tcp 127.0.0.1:8080", "dns udp 127.0.0.1:5353", "mail tcp 127.0.0.1:2525"),
