@@ -641,6 +641,20 @@ def stop_pid(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+def left_behind(folder: Path) -> list[int]:
+    """Processes still running in the scratch folder: every line runs there, and nothing else does (its name is
+    fresh), so these are this test's, whoever their parent is now."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cwd = os.readlink(proc / "cwd") if proc.name.isdigit() else ""
+        except OSError:
+            continue
+        if cwd == str(folder) or cwd.startswith(f"{folder}/"):
+            found.append(int(proc.name))
+    return found
+
+
 # --- checks ---------------------------------------------------------------------------------------------------------
 
 
@@ -871,8 +885,11 @@ def test_every_readme_line_runs_as_printed():
             if scene.check:
                 scene.check(stage)
             stop_servers(stage)
+            assert not left_behind(folder), f"{scene.lines()[0].text!r} left processes behind: {left_behind(folder)}"
     finally:
         stop_servers(stage)
+        for pid in left_behind(folder):  # only after a failure: processes this test started, by their pid
+            stop_pid(pid)
         for name in stage.created_users:
             subprocess.run(["userdel", name], check=False)
         shutil.rmtree(folder, ignore_errors=True)
