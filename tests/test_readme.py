@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from sockhop.localca import SERVER_NAMES, CertificateAuthority, KeyPair
-from tests.support import LISTENING, ROOT, loopback_dns, require_root, require_tool, said
+from tests.support import LISTENING, ROOT, loopback_dns, own_network, require_root, require_tool, said
 
 README = ROOT / "README.md"
 BIN = Path(sys.executable).parent  # the venv's bin: where `make run` / `make install` put `sockhop`
@@ -863,9 +863,19 @@ def ports_free() -> None:
 
 
 def test_every_readme_line_runs_as_printed():
+    """In a network namespace of the test's own: the README's ports are fixed (8080, 5353, 53, 80...), and there
+    nothing else on this machine can hold them, nor can anything the lines start reach beyond its loopback."""
     require_root("the privileged-port lines, --user, and loopback_dns's private mount namespace")
     for tool in ("dig", "kdig", "swaks", "curl"):
         require_tool(tool)
+    code = "from tests.test_readme import run_every_line; run_every_line()"
+    done = subprocess.run(own_network([sys.executable, "-c", code]), cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-10000:]
+
+
+def run_every_line() -> None:
+    """Every scene in turn: its servers started, its client lines run as printed, its checks; then stopped."""
     ports_free()
     folder = Path(tempfile.mkdtemp(prefix="sockhop-readme-"))
     env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
