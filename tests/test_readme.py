@@ -408,14 +408,13 @@ def scenes() -> list[Scene]:  # noqa: PLR0915 (one table)
         ),
         Scene([Line("sockhop serve web www --proxy-protocol 10.0.0.0/8")], ("web tcp 127.0.0.1:8080",)),
         Scene(
-            [Line("sockhop serve web www --admin 127.0.0.1:9100 --log-format json")],
+            [Line("sockhop serve web www --admin 127.0.0.1:9100 --log-format json --pid-file web.pid")],
             ("web tcp 127.0.0.1:8080",),
             [
                 Line(
-                    "kill -USR2 <pid>",
-                    run="kill -USR2 {pid}",
-                    how="with the server's pid; then the new master is awaited, a request made (so the counters "
-                    "have a line) and the new master stopped by its pid",
+                    "kill -USR2 $(cat web.pid)",
+                    how="as printed; then the new master is awaited, a request made (so the counters have a line) "
+                    "and the new master stopped by its pid",
                     after=lambda stage, done: after_restart(stage, 1),
                 ),
                 Line("curl -s 127.0.0.1:9100/metrics | grep sockhop_http_requests", ('code="200"',)),
@@ -430,13 +429,12 @@ def scenes() -> list[Scene]:  # noqa: PLR0915 (one table)
             clients=[Line("sockhop check --config examples/sockhop.toml", ("ok",))],
         ),
         Scene(
-            [Line("sockhop up --config examples/sockhop.toml")],
+            [Line("sockhop up --config examples/sockhop.toml --pid-file up.pid")],
             ("web tcp 127.0.0.1:8080", "dns udp 127.0.0.1:5353", "mail tcp 127.0.0.1:2525"),
             [
                 Line(
-                    "kill -USR2 <pid of up>",
-                    run="kill -USR2 {pid}",
-                    how="with the pid of up; then every service's restart is awaited",
+                    "kill -USR2 $(cat up.pid)",
+                    how="as printed; then every service's restart is awaited",
                     after=lambda stage, done: after_restart(stage, 3),
                 ),
             ],
