@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from sockhop.engine.protocol import Reply
 from sockhop.mail.codes import SMTPReply, parse_reply, reply_complete
 from sockhop.mail.protocol import Envelope, MailPolicy, Session, SMTPServer
@@ -10,16 +12,17 @@ from sockhop.mail.protocol import Envelope, MailPolicy, Session, SMTPServer
 class MemoryStore:
     """A Mailstore that keeps envelopes in a list (or fails, to test 451)."""
 
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, fail: bool = False, errno: int = 5) -> None:
         self.delivered: list[Envelope] = []
         self.fail = fail
+        self.errno = errno  # EIO; ENOSPC (28) for a full disk
 
     def accepts(self, local_part: str) -> bool:
         return "/" not in local_part and not local_part.startswith(".")
 
     def deliver(self, session: Session, envelope: Envelope) -> str:
         if self.fail:
-            raise OSError(28, "No space left on device")
+            raise OSError(self.errno, os.strerror(self.errno))
         self.delivered.append(envelope)
         return f"Q{len(self.delivered)}"
 

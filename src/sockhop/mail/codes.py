@@ -26,7 +26,7 @@ class Code(enum.IntEnum):
     SERVICE_UNAVAILABLE = 421  # shutting down, timed out, too many errors
     MAILBOX_BUSY = 450
     LOCAL_ERROR = 451  # delivery failed for a reason worth retrying (disk full, I/O error)
-    INSUFFICIENT_STORAGE = 452  # too many recipients
+    INSUFFICIENT_STORAGE = 452  # too many recipients; the disk is full (4.3.1)
     SYNTAX_ERROR = 500  # command unrecognised, line too long
     PARAMETER_SYNTAX = 501
     NOT_IMPLEMENTED = 502

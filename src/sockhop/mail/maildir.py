@@ -348,14 +348,16 @@ class Maildir:
 
 
 def write_file(path: str | os.PathLike, content: bytes) -> int:
-    """Create ``path`` (never over an existing file) holding ``content``; the open descriptor, for the fsync."""
+    """Create ``path`` (never over an existing file) holding ``content``; the open descriptor, for the fsync. On
+    any failure nothing of it is left."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         view = memoryview(content)
         while view:
             view = view[os.write(fd, view) :]
-    except OSError:
+    except BaseException:  # a full disk, a quota: the partial file must not stay to keep the disk full
         os.close(fd)
+        _unlink(os.fspath(path))
         raise
     return fd
 

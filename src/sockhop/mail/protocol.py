@@ -19,6 +19,7 @@ sent in plaintext must never count as sent under TLS -- and the session starts o
 from __future__ import annotations
 
 import enum
+import errno
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -296,7 +297,10 @@ class SMTPServer(StreamProtocol):
         """The store has the message durably (a queue id) or failed (an exception): answer, then go on."""
         if isinstance(result, BaseException):
             log.error("delivery failed: %s", result)
-            answer = reply(Code.LOCAL_ERROR, "4.3.0", "delivery failed, try again later")
+            if isinstance(result, OSError) and result.errno in (errno.ENOSPC, errno.EDQUOT):
+                answer = reply(Code.INSUFFICIENT_STORAGE, "4.3.1", "insufficient system storage, try again later")
+            else:
+                answer = reply(Code.LOCAL_ERROR, "4.3.0", "delivery failed, try again later")
         else:
             answer = _ok("2.0.0", f"Ok: queued as {result}")
             log.info("%s: delivered to %d recipient(s)", result, len(self.envelope.recipients))
