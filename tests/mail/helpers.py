@@ -33,13 +33,20 @@ POLICY = MailPolicy(hostname="mx.example.test", domains=frozenset({"example.test
 class Conversation:
     """A server protocol and what it sent; ``feed`` runs Reply.then chains at once, as the blocking driver does."""
 
-    def __init__(self, policy: MailPolicy = POLICY, store: MemoryStore | None = None) -> None:
+    def __init__(
+        self,
+        policy: MailPolicy = POLICY,
+        store: MemoryStore | None = None,
+        *,
+        tls: bool = False,
+        peer=("127.0.0.1", 40000),
+    ) -> None:
         self.store = store or MemoryStore()
-        self.server = SMTPServer(policy, self.store)
+        self.server = SMTPServer(policy, self.store, tls=tls)
         self.closed = False
         self.out = bytearray()
         self.alarm: float | None = None  # the deadline the engine would hold now (seconds; None: none)
-        self._apply(self.server.connection_made(("127.0.0.1", 40000), ("127.0.0.1", 25)))
+        self._apply(self.server.connection_made(peer, ("127.0.0.1", 25)))
 
     def _apply(self, reply: Reply) -> None:
         while True:

@@ -20,8 +20,10 @@ class Code(enum.IntEnum):
     HELP = 214
     SERVICE_READY = 220
     CLOSING = 221
+    AUTH_SUCCEEDED = 235  # RFC 4954
     OK = 250
     CANNOT_VRFY = 252
+    AUTH_CONTINUE = 334  # a SASL challenge
     START_MAIL_INPUT = 354
     SERVICE_UNAVAILABLE = 421  # shutting down, timed out, too many errors
     MAILBOX_BUSY = 450
@@ -32,6 +34,9 @@ class Code(enum.IntEnum):
     NOT_IMPLEMENTED = 502
     BAD_SEQUENCE = 503
     PARAMETER_NOT_IMPLEMENTED = 504
+    AUTH_REQUIRED = 530  # 5.7.0: submission needs a login (RFC 4954)
+    AUTH_FAILED = 535  # 5.7.8: credentials invalid
+    ENCRYPTION_REQUIRED = 538  # 5.7.11: AUTH only under TLS
     MAILBOX_UNAVAILABLE = 550  # no such user, relaying denied
     USER_NOT_LOCAL = 551
     EXCEEDED_STORAGE = 552  # message too big

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import ipaddress
 import os
 import socket
 from collections.abc import Callable
@@ -16,8 +17,14 @@ from sockhop.errors import SockhopError
 from sockhop.options import positive_float, positive_int, size
 from sockhop.service import Command, Opener, Problem, Service, Twin, UpContext, UpPlan
 
-from . import mailbox, send
-from .protocol import DEFAULT_COMMAND_TIMEOUT, DEFAULT_DATA_TIMEOUT, DEFAULT_MAX_RECIPIENTS, DEFAULT_MAX_SIZE
+from . import mailbox, passwd, send
+from .protocol import (
+    DEFAULT_AUTH_DELAY,
+    DEFAULT_COMMAND_TIMEOUT,
+    DEFAULT_DATA_TIMEOUT,
+    DEFAULT_MAX_RECIPIENTS,
+    DEFAULT_MAX_SIZE,
+)
 
 DEFAULT_PORT = 2525  # SMTP's own port, 25, is privileged
 UP_DOMAIN = "sockhop.test"
@@ -61,6 +68,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--message-log", metavar="FILE|-", help="a line per message accepted to FILE, or - for standard output"
     )
+    submission = parser.add_argument_group("submission (RFC 6409) and relaying")
+    submission.add_argument(
+        "--listen-submission", action="append", metavar="ENDPOINT",
+        help="a submission port (587-style: STARTTLS, then AUTH before MAIL); needs --tls-cert and --users",
+    )  # fmt: skip
+    submission.add_argument(
+        "--users", metavar="FILE",
+        help="password file (`sockhop mail passwd FILE USER`): AUTH PLAIN/LOGIN is offered under TLS",
+    )  # fmt: skip
+    submission.add_argument(
+        "--any-sender", action="store_true",
+        help="a logged-in user may use any sender address (default: only their own, as the password file lists)",
+    )  # fmt: skip
+    submission.add_argument(
+        "--auth-delay", type=positive_float, default=DEFAULT_AUTH_DELAY, metavar="S",
+        help="a failed login is answered after S seconds, doubling with each failure (default 1)",
+    )  # fmt: skip
+    submission.add_argument(
+        "--relay-networks", nargs="+", action="extend", type=network, metavar="CIDR",
+        help="clients here may relay without logging in (mail for other domains goes to --spool)",
+    )  # fmt: skip
+
+
+def network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A CIDR (``127.0.0.0/8``, ``::1/128``) or a single address."""
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a network: {text!r} (write it as 192.0.2.0/24)") from None
 
 
 def make_factory(root: Path, policy, *, catch_all: bool, tls: bool = False, sync: str = "batch") -> Callable:
@@ -88,7 +124,19 @@ def policy_from(args: argparse.Namespace):
         from .messagelog import open_message_log
 
         message_log = open_message_log(args.message_log)
+    users = None
+    if args.users:
+        from .auth import PasswordFileError, Users
+
+        try:
+            users = Users.load(args.users)
+        except PasswordFileError as exc:
+            raise MailSetupError(str(exc)) from None
     return MailPolicy(
+        users=users,
+        sender_login_match=not args.any_sender,
+        auth_delay=args.auth_delay,
+        relay_networks=tuple(args.relay_networks or ()),
         hostname=args.hostname or socket.gethostname(),
         domains=frozenset(d.lower().rstrip(".") for d in args.domain),
         recipients=recipients,
@@ -110,7 +158,20 @@ def open_mail(args: argparse.Namespace, opener: Opener) -> list[Listener]:
     starttls = dataclasses.replace(policy, starttls=opener.certificates() is not None)
     plain = opener.starttls(make_factory(root, starttls, catch_all=args.catch_all, sync=args.sync))
     smtps = make_factory(root, policy, catch_all=args.catch_all, tls=True, sync=args.sync)
-    return opener.open(plain, busy=busy_reply(policy.hostname), tls_factory=smtps)
+    busy = busy_reply(policy.hostname)
+    listeners = opener.open(plain, busy=busy, tls_factory=smtps)
+    if args.listen_submission:
+        if opener.certificates() is None or policy.users is None:
+            raise MailSetupError("--listen-submission needs --tls-cert/--tls-key and --users (AUTH only under TLS)")
+        submission = dataclasses.replace(starttls, submission=True)
+        factory = opener.starttls(make_factory(root, submission, catch_all=args.catch_all, sync=args.sync))
+        try:
+            listeners += opener.open_at(args.listen_submission, factory, busy=busy)
+        except BaseException:
+            for listener in listeners:
+                listener.sock.close()
+            raise
+    return listeners
 
 
 def mail_folders(args: argparse.Namespace) -> list[Path]:
@@ -160,5 +221,6 @@ SERVICE = Service(
             "send", "build a message and deliver it over SMTP (to --server, or by MX)", send.add_arguments, send.run
         ),
         Command("mailbox", "list the messages in a Maildir, or print one", mailbox.add_arguments, mailbox.run),
+        Command("mail", "manage the mail server's files: `mail passwd FILE USER`", passwd.add_arguments, passwd.run),
     ),  # fmt: skip
 )
