@@ -100,22 +100,26 @@ def test_submission_without_certificate_or_users_is_one_line(tmp_path, setup):
 
 
 @pytest.mark.parametrize("model", ALL_MODELS)
-def test_no_open_relay_under_any_model(sockhop_server, tmp_path, setup, model):
-    """Without a login and from outside --relay-networks (here: 10.0.0.0/8, which loopback is not), mail for
-    another domain is refused 5.7.1 -- on the MTA port and on the submission port alike."""
-    server = serve_submission(sockhop_server, tmp_path, model, setup, "--relay-networks", "10.0.0.0/8")
-    for port in (server.address("mail")[1], submission_port(server)):
-        with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
-            smtp.ehlo()
-            if port == submission_port(server):
-                smtp.starttls(context=ssl.create_default_context(cafile=setup["ca"]))
-                smtp.ehlo()
-                smtp.login("alice", "wonderland")
-                smtp.mail(f"alice@{DOMAIN}")
-                code, text = smtp.rcpt("victim@elsewhere.test")
-                assert code == 550 and b"5.7.1" in text  # no --spool: nowhere to queue it, still refused
-            else:
-                smtp.mail("spammer@elsewhere.test")
-                code, text = smtp.rcpt("victim@elsewhere.test")
-                assert (code, text.split()[0]) == (550, b"5.7.1"), text
-                assert smtp.rcpt(f"bob@{DOMAIN}")[0] == 250
+@pytest.mark.parametrize("spool", [False, True])
+def test_no_open_relay_under_any_model(sockhop_server, tmp_path, setup, model, spool):
+    """Without a login and from outside --relay-networks (here 10.0.0.0/8, which loopback is not), mail for another
+    domain is refused 5.7.1 on the MTA port; a login on the submission port may relay -- into the queue, so only
+    when there is one."""
+    queue = ["--spool", str(tmp_path / "spool")] if spool else []
+    server = serve_submission(sockhop_server, tmp_path / "mail", model, setup, "--relay-networks", "10.0.0.0/8", *queue)
+    with smtplib.SMTP(*server.address("mail"), timeout=30) as smtp:
+        smtp.ehlo()
+        smtp.mail("spammer@elsewhere.test")
+        code, text = smtp.rcpt("victim@elsewhere.test")
+        assert (code, text.split()[0]) == (550, b"5.7.1"), text
+        assert smtp.rcpt(f"bob@{DOMAIN}")[0] == 250
+    with smtplib.SMTP("127.0.0.1", submission_port(server), timeout=30) as smtp:
+        smtp.starttls(context=ssl.create_default_context(cafile=setup["ca"]))
+        smtp.login("alice", "wonderland")
+        smtp.mail(f"alice@{DOMAIN}")
+        code, text = smtp.rcpt("friend@elsewhere.test")
+        assert (code, text.split()[0]) == ((250, b"2.1.5") if spool else (550, b"5.7.1")), text
+        if spool:
+            assert smtp.data(b"Subject: far\r\n\r\nx\r\n")[0] == 250
+    if spool:
+        assert len(list((tmp_path / "spool" / "queue").iterdir())) == 1

@@ -17,7 +17,7 @@ from sockhop.errors import SockhopError
 from sockhop.options import positive_float, positive_int, size
 from sockhop.service import Command, Opener, Problem, Service, Twin, UpContext, UpPlan
 
-from . import mailbox, passwd, send
+from . import mailbox, passwd, queue, send
 from .protocol import (
     DEFAULT_AUTH_DELAY,
     DEFAULT_COMMAND_TIMEOUT,
@@ -86,6 +86,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a failed login is answered after S seconds, doubling with each failure (default 1)",
     )  # fmt: skip
     submission.add_argument(
+        "--spool", metavar="DIR",
+        help="queue mail for other domains here (from logins and --relay-networks), durably before its 250; "
+        "`sockhop queue --spool DIR` lists it",
+    )  # fmt: skip
+    submission.add_argument(
+        "--aliases", metavar="FILE", help="sendmail's aliases file (name: target, target): local recipients expand"
+    )
+    submission.add_argument(
         "--relay-networks", nargs="+", action="extend", type=network, metavar="CIDR",
         help="clients here may relay without logging in (mail for other domains goes to --spool)",
     )  # fmt: skip
@@ -99,17 +107,34 @@ def network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         raise argparse.ArgumentTypeError(f"not a network: {text!r} (write it as 192.0.2.0/24)") from None
 
 
-def make_factory(root: Path, policy, *, catch_all: bool, tls: bool = False, sync: str = "batch") -> Callable:
-    """One SMTPServer per connection, all delivering into the Maildir at ``root`` (created now). ``tls``: for an
-    SMTPS listener, whose TLS layer finished its handshake before the protocol is greeted."""
+def make_store(args: argparse.Namespace, policy):
+    """The Maildir at MAILDIR (created now), behind a Router when there is a spool or aliases."""
+    from .aliases import AliasesError, load_aliases
     from .maildir import Maildir
-    from .protocol import SMTPServer
+    from .router import Router
+    from .spool import Spool
 
+    root = Path(args.maildir)
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise MailSetupError(f"cannot create {root}: {exc.strerror}") from None
-    store = Maildir(root, hostname=policy.hostname, catch_all=catch_all, sync=sync)
+    store = Maildir(root, hostname=policy.hostname, catch_all=args.catch_all, sync=args.sync)
+    if not args.spool and not args.aliases:
+        return store
+    try:
+        aliases = load_aliases(args.aliases) if args.aliases else None
+        spool = Spool(args.spool) if args.spool else None
+        return Router(store, policy.domains | {policy.hostname.lower()}, spool=spool, aliases=aliases)
+    except AliasesError as exc:
+        raise MailSetupError(str(exc)) from None
+
+
+def make_factory(store, policy, *, tls: bool = False) -> Callable:
+    """One SMTPServer per connection, all delivering into ``store``. ``tls``: for an SMTPS listener, whose TLS
+    layer finished its handshake before the protocol is greeted."""
+    from .protocol import SMTPServer
+
     return functools.partial(SMTPServer, policy, store, tls=tls)
 
 
@@ -154,17 +179,19 @@ def open_mail(args: argparse.Namespace, opener: Opener) -> list[Listener]:
     from .protocol import busy_reply
 
     policy = policy_from(args)
-    root = Path(args.maildir)
+    store = make_store(args, policy)
+    if policy.recipients is not None and getattr(store, "aliases", None):  # an alias is a recipient that exists
+        policy = dataclasses.replace(policy, recipients=policy.recipients | frozenset(store.aliases))
     starttls = dataclasses.replace(policy, starttls=opener.certificates() is not None)
-    plain = opener.starttls(make_factory(root, starttls, catch_all=args.catch_all, sync=args.sync))
-    smtps = make_factory(root, policy, catch_all=args.catch_all, tls=True, sync=args.sync)
+    plain = opener.starttls(make_factory(store, starttls))
+    smtps = make_factory(store, policy, tls=True)
     busy = busy_reply(policy.hostname)
     listeners = opener.open(plain, busy=busy, tls_factory=smtps)
     if args.listen_submission:
         if opener.certificates() is None or policy.users is None:
             raise MailSetupError("--listen-submission needs --tls-cert/--tls-key and --users (AUTH only under TLS)")
         submission = dataclasses.replace(starttls, submission=True)
-        factory = opener.starttls(make_factory(root, submission, catch_all=args.catch_all, sync=args.sync))
+        factory = opener.starttls(make_factory(store, submission))
         try:
             listeners += opener.open_at(args.listen_submission, factory, busy=busy)
         except BaseException:
@@ -175,19 +202,46 @@ def open_mail(args: argparse.Namespace, opener: Opener) -> list[Listener]:
 
 
 def mail_folders(args: argparse.Namespace) -> list[Path]:
-    return [Path(args.maildir)]
+    return [Path(args.maildir)] + ([Path(args.spool)] if args.spool else [])
 
 
 def check_mail(args: argparse.Namespace) -> list[Problem]:
-    """The Maildir can be made and written (as far as can be told without writing)."""
-    folder = Path(args.maildir).absolute()
+    """The Maildir and the spool can be made and written (as far as can be told without writing); the password
+    file and the aliases file read, every line of them right."""
+    problems = [p for option in ("maildir", "spool") if getattr(args, option) for p in _check_folder(args, option)]
+    if args.users:
+        from .auth import PasswordFileError, Users
+
+        try:
+            Users.load(args.users)
+        except PasswordFileError as exc:
+            problems.append(Problem("users", str(exc)))
+    if args.aliases:
+        from .aliases import AliasesError, load_aliases
+        from .router import check_targets
+
+        try:
+            aliases = load_aliases(args.aliases)
+            local = {d.lower().rstrip(".") for d in args.domain or ()} | {(args.hostname or "").lower()}
+            check_targets(aliases, lambda d: not d or d.lower().rstrip(".") in local, args.catch_all,
+                          queue=bool(args.spool))  # fmt: skip
+        except AliasesError as exc:
+            problems.append(Problem("aliases", str(exc)))
+    if args.listen_submission and not args.users:
+        problems.append(Problem("listen-submission", "needs --users (and --tls-cert/--tls-key): AUTH only under TLS"))
+    return problems
+
+
+def _check_folder(args: argparse.Namespace, option: str) -> list[Problem]:
+    given = getattr(args, option)
+    folder = Path(given).absolute()
     existing = folder
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
-        return [Problem("maildir", f"cannot create {args.maildir}: {existing} is not a folder")]
+        return [Problem(option, f"cannot create {given}: {existing} is not a folder")]
     if not os.access(existing, os.W_OK | os.X_OK):
-        return [Problem("maildir", f"cannot write to {existing}: permission denied")]
+        return [Problem(option, f"cannot write to {existing}: permission denied")]
     return []
 
 
@@ -221,6 +275,12 @@ SERVICE = Service(
             "send", "build a message and deliver it over SMTP (to --server, or by MX)", send.add_arguments, send.run
         ),
         Command("mailbox", "list the messages in a Maildir, or print one", mailbox.add_arguments, mailbox.run),
+        Command(
+            "queue",
+            "list the mail queue of a --spool (as mailq), or flush, delete, hold or release messages",
+            queue.add_arguments,
+            queue.run,
+        ),
         Command("mail", "manage the mail server's files: `mail passwd FILE USER`", passwd.add_arguments, passwd.run),
     ),  # fmt: skip
 )
