@@ -8,6 +8,7 @@ import dataclasses
 import functools
 import ipaddress
 import os
+import secrets
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,8 @@ from .protocol import (
 
 DEFAULT_PORT = 2525  # SMTP's own port, 25, is privileged
 UP_DOMAIN = "sockhop.test"
+UP_SUBMISSION_PORT = 5587  # submission's own port, 587, is privileged
+UP_USER = "you"
 
 
 class MailSetupError(SockhopError):
@@ -246,17 +249,35 @@ def _check_folder(args: argparse.Namespace, option: str) -> list[Problem]:
 
 
 def up_plans(ctx: UpContext) -> list[UpPlan]:
-    """Mail for @sockhop.test on port 2525, into <data>/mail; STARTTLS there and SMTPS on the twin."""
+    """Mail for @sockhop.test on port 2525, into <data>/mail; STARTTLS there and SMTPS on the twin; with TLS,
+    submission on 5587 for the user "you", whose fresh password is printed (the file keeps only its scrypt), and a
+    queue in <data>/spool for what a login sends elsewhere."""
     from sockhop.dns.builtin import DEFAULT_PORT as DNS_PORT
+    from sockhop.net.addresses import format_host_port
 
     maildir = ctx.data / "mail"
     log = [] if ctx.quiet else ["--message-log", "-"]
     argv = [str(maildir), "--domain", UP_DOMAIN, "--hostname", f"mail.{UP_DOMAIN}", *log]
-    try_it = (  # the MX of sockhop.test is mail.sockhop.test; its _smtp._tcp SRV record gives the port
+    try_it = [  # the MX of sockhop.test is mail.sockhop.test; its _smtp._tcp SRV record gives the port
         f"echo hello | {ctx.command} send --dns {ctx.url_host()}:{DNS_PORT} --to you@{UP_DOMAIN}; "
         f"{ctx.command} mailbox {maildir}"
-    )
-    return [UpPlan(argv, [try_it])]
+    ]
+    if ctx.tls:
+        from .auth import set_password
+
+        users, password = ctx.data / "mail-users", secrets.token_urlsafe(9)
+        try:
+            ctx.data.mkdir(parents=True, exist_ok=True)
+            set_password(users, UP_USER, password)
+        except (OSError, SockhopError) as exc:
+            raise MailSetupError(f"cannot write {users}: {getattr(exc, 'strerror', None) or exc}") from None
+        argv += ["--listen-submission", format_host_port(ctx.host, UP_SUBMISSION_PORT), "--users", str(users),
+                 "--spool", str(ctx.data / "spool")]  # fmt: skip
+        try_it.append(
+            f"swaks --server {ctx.host} --port {UP_SUBMISSION_PORT} --tls --auth PLAIN --auth-user {UP_USER} "
+            f"--auth-password {password} --from {UP_USER}@{UP_DOMAIN} --to {UP_USER}@{UP_DOMAIN}"
+        )
+    return [UpPlan(argv, try_it)]
 
 
 SERVICE = Service(
