@@ -135,33 +135,47 @@ class Spool:
         return found
 
     def entries(self) -> list[QueueEntry]:
-        """Every queued message, oldest first."""
+        """Every queued message, oldest first: one read of the first line per file, and a state file read only for
+        the messages that have one (their names are listed once)."""
+        with os.scandir(self.root / "state") as it:
+            stated = {e.name for e in it if not e.name.startswith(".")}
         found = []
         for folder, held in (("queue", False), ("hold", True)):
             with os.scandir(self.root / folder) as it:
                 for item in it:
                     if item.name.startswith("."):
                         continue
-                    entry = self._entry(Path(item.path), held)
+                    entry = self._entry(item.path, item.name, held, item.name in stated)
                     if entry is not None:
                         found.append(entry)
         found.sort(key=lambda e: (e.arrival, e.id))
         return found
 
-    def _entry(self, path: Path, held: bool) -> QueueEntry | None:
+    def _entry(self, path: str, queue_id: str, held: bool, stated: bool) -> QueueEntry | None:
         try:
-            with path.open("rb") as f:
-                first = f.readline(MAX_ENVELOPE_LINE)
-                size = os.fstat(f.fileno()).st_size - len(first)
-            envelope = json.loads(first)
+            fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             return None  # delivered or deleted meanwhile
+        except OSError as exc:
+            return QueueEntry(queue_id, 0, 0.0, "?", (), held, last_error=f"unreadable: {exc.strerror}")
+        try:
+            size = os.fstat(fd).st_size
+            head = os.read(fd, 8192)
+            while b"\n" not in head and len(head) < min(size, MAX_ENVELOPE_LINE):
+                more = os.read(fd, 65536)
+                if not more:
+                    break
+                head += more
+            first = head[: head.find(b"\n") + 1]
+            envelope = json.loads(first)
         except (OSError, ValueError) as exc:
-            return QueueEntry(path.name, 0, 0.0, "?", (), held, last_error=f"unreadable: {exc}")
-        state = self._state(path.name)
+            return QueueEntry(queue_id, 0, 0.0, "?", (), held, last_error=f"unreadable: {exc}")
+        finally:
+            os.close(fd)
+        state = self._state(queue_id) if stated else State()
         done = set(state.done)
         return QueueEntry(
-            path.name, size, float(envelope.get("arrival", 0)), envelope.get("from", ""),
+            queue_id, size - len(first), float(envelope.get("arrival", 0)), envelope.get("from", ""),
             tuple(r for r in envelope.get("to", ()) if r not in done), held, state.attempts, state.last_error,
             state.next_try, envelope.get("user", ""),
         )  # fmt: skip
@@ -252,9 +266,12 @@ class Spool:
         return True
 
     def flush(self) -> int:
-        """Every deferred message due now (a queue runner picks them up on its next look); returns how many."""
+        """Every deferred message due now (a queue runner picks them up on its next look); returns how many. Only
+        messages tried before have a state file: those are the ones read."""
         count = 0
-        for queue_id in self.ids():
+        with os.scandir(self.root / "state") as it:
+            names = [e.name for e in it if not e.name.startswith(".")]
+        for queue_id in names:
             state = self._state(queue_id)
             if state.next_try:
                 state.next_try = 0.0
