@@ -31,7 +31,7 @@ def serve_submission(sockhop_server, maildir, model, setup, *extra):
     return serve_mail(
         sockhop_server, maildir, model, "--tls-cert", setup["cert"], "--tls-key", setup["key"],
         "--users", setup["users"], "--listen-submission", "127.0.0.1:0", "--auth-delay", "0.3", *extra,
-        announce=2 + ("--listen-tls" in extra),
+        announce=2 + ("--listen-tls" in extra) + ("--admin" in extra),
     )  # fmt: skip
 
 
@@ -123,3 +123,78 @@ def test_no_open_relay_under_any_model(sockhop_server, tmp_path, setup, model, s
             assert smtp.data(b"Subject: far\r\n\r\nx\r\n")[0] == 250
     if spool:
         assert len(list((tmp_path / "spool" / "queue").iterdir())) == 1
+
+
+def test_failed_logins_counted_on_metrics(sockhop_server, tmp_path, setup):
+    from tests.prod.test_admin import scrape, value
+
+    server = serve_submission(sockhop_server, tmp_path, "eventloop", setup, "--admin", "127.0.0.1:0")
+    context = ssl.create_default_context(cafile=setup["ca"])
+    for _ in range(2):
+        with smtplib.SMTP("127.0.0.1", submission_port(server), timeout=30) as smtp:
+            smtp.starttls(context=context)
+            with pytest.raises(smtplib.SMTPAuthenticationError):
+                smtp.login("alice", "guess")
+    samples = scrape(*server.address("admin"))
+    assert (
+        value(
+            samples, "sockhop_smtp_messages_total", service="mail", model="eventloop", result="login-failed", code="535"
+        )
+        == 4
+    )  # fmt: skip -- smtplib tries each mechanism offered: PLAIN, then LOGIN
+    assert "failed login for 'alice' (2 on this connection" in server.log()  # both in one connection, then on
+
+
+@pytest.mark.parametrize("model", ALL_MODELS)
+def test_a_wrong_password_then_the_right_one_on_one_connection(sockhop_server, tmp_path, setup, model):
+    server = serve_submission(sockhop_server, tmp_path, model, setup)
+    with smtplib.SMTP("127.0.0.1", submission_port(server), timeout=30) as smtp:
+        smtp.starttls(context=ssl.create_default_context(cafile=setup["ca"]))
+        smtp.ehlo()
+        smtp.user, smtp.password = "alice", "guess"
+        with pytest.raises(smtplib.SMTPAuthenticationError) as failed:
+            smtp.auth("PLAIN", smtp.auth_plain, initial_response_ok=True)
+        assert failed.value.smtp_code == 535
+        smtp.user, smtp.password = "alice", "wonderland"
+        assert smtp.auth("LOGIN", smtp.auth_login, initial_response_ok=False)[0] == 235
+        smtp.sendmail(f"alice@{DOMAIN}", [f"bob@{DOMAIN}"], b"Subject: second try\r\n\r\nx\r\n")
+    assert [m["Subject"] for m in delivered(tmp_path, "bob")] == ["second try"]
+
+
+@pytest.mark.parametrize("model", ["eventloop", "prefork"])
+def test_a_delayed_login_holds_up_no_one_else(sockhop_server, tmp_path, setup, model):
+    """Many clients guessing at once, each waiting out a 3 s delay: meanwhile everyone else is served at once (the
+    delay is a timer, not a sleeping thread or a blocked loop)."""
+    import threading
+
+    server = serve_submission(sockhop_server, tmp_path, model, setup, "--auth-delay", "3")
+    port = submission_port(server)
+    context = ssl.create_default_context(cafile=setup["ca"])
+    started = threading.Barrier(9)
+    answers: list[int] = []
+
+    def guess() -> None:
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
+            smtp.starttls(context=context)
+            smtp.ehlo()
+            started.wait()
+            smtp.user, smtp.password = "alice", "guess"
+            try:
+                smtp.auth("PLAIN", smtp.auth_plain)
+            except smtplib.SMTPAuthenticationError as exc:
+                answers.append(exc.smtp_code)
+
+    guessers = [threading.Thread(target=guess) for _ in range(8)]
+    for t in guessers:
+        t.start()
+    started.wait()
+    time.sleep(0.5)  # every guess is in its delay now
+    begin = time.monotonic()
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
+        smtp.starttls(context=context)
+        smtp.login("alice", "wonderland")
+        smtp.sendmail(f"alice@{DOMAIN}", [f"bob@{DOMAIN}"], b"Subject: not held up\r\n\r\nx\r\n")
+    assert time.monotonic() - begin < 2.0
+    for t in guessers:
+        t.join(30)
+    assert answers == [535] * 8

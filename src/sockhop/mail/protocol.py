@@ -16,8 +16,8 @@ protocol then does the handshake), whatever the client pipelined after its START
 sent in plaintext must never count as sent under TLS -- and the session starts over: the client says EHLO again.
 
 AUTH (RFC 4954: PLAIN and LOGIN) is offered only under TLS and only when the server has users. The password check
-(an scrypt) runs in ``Reply.then``; a failed login is answered 535 only after the protocol's alarm has run out
-(``auth_delay``, doubling with each failure), so guessing is slow yet no engine thread sleeps; after
+(an scrypt) runs in ``Reply.then``; a failed login is answered 535 only after a delay (``auth_delay``, doubling
+with each failure), a ``Handoff`` to one timer thread, so guessing is slow yet no engine thread sleeps; after
 ``max_auth_failures`` the client is shown the door. On a submission port (RFC 6409) MAIL needs a login first, and
 an authenticated user may only use their own addresses as the sender (unless the policy says otherwise).
 
@@ -207,13 +207,33 @@ def _ok(status: str = "2.0.0", text: str = "Ok") -> SMTPReply:
 _CHECKING = SMTPReply(0, "", ("checking",))
 
 
+class _Delayed(Handoff):
+    """A failed login's delay: the session waits on the mail package's one timer thread, so neither the event loop
+    nor a deferred thread is held (under a thread per connection, that connection's own thread waits)."""
+
+    __slots__ = ("server", "seconds")
+
+    def __init__(self, server: SMTPServer, seconds: float) -> None:
+        self.server = server
+        self.seconds = seconds
+
+    def start(self, done: Callable[[object], None]) -> None:
+        from .later import LATER
+
+        LATER.after(self.seconds, lambda: done(None))
+
+    def finish(self, result: object) -> Reply:
+        return self.server._login_failed()
+
+
 class SMTPServer(StreamProtocol):
     """One SMTP conversation. ``policy`` says what is accepted, ``store`` keeps it."""
 
     VERBS: dict[str, Callable[[SMTPServer, str], SMTPReply]] = {}
     #: With --admin: one "accepted" per message stored (250), one "refused" per refusal of a message -- of its
     #: announced size (MAIL FROM ... SIZE=), of one of its recipients (RCPT TO) or of its text (after DATA) --
-    #: with the reply code (4xx: try later; 5xx: for good). Syntax errors and bad sequences are not counted.
+    #: with the reply code (4xx: try later; 5xx: for good). Syntax errors and bad sequences are not counted. A failed
+    #: login counts as "login-failed" with its 535.
     results = Results("sockhop_smtp_messages", "Mail messages accepted or refused, by reply code", ("result", "code"))
 
     def __init__(self, policy: MailPolicy, store: Mailstore, *, tls: bool = False) -> None:
@@ -239,7 +259,6 @@ class SMTPServer(StreamProtocol):
         # AUTH
         self.sasl: Exchange | None = None  # an exchange waiting for the client's next response
         self.credentials: tuple[str, str] | None = None  # to check in Reply.then
-        self.penalty: SMTPReply | None = None  # a failed login's 535, sent when the alarm runs out
         self.auth_failures = 0
 
     # -- the engine's side -------------------------------------------------------------------------------------
@@ -251,11 +270,6 @@ class SMTPServer(StreamProtocol):
     def data_received(self, data: bytes) -> Reply:
         self.buffer += data
         if self.state is State.DELIVERING:  # the engine does not call us meanwhile; if it did, keep the bytes
-            return NOTHING
-        if self.penalty is not None:  # a failed login waits out its delay; keep what comes, within reason
-            if len(self.buffer) > 4 * MAX_COMMAND_LINE:
-                self.state = State.CLOSED
-                return Reply((self._closing("4.7.0", "too much input while waiting").format(),), close=True)
             return NOTHING
         return self._advance()
 
@@ -275,10 +289,7 @@ class SMTPServer(StreamProtocol):
 
     def timed_out(self) -> Reply:
         """The idle timeout, or a deadline: the next command, or the whole message after 354, did not arrive in
-        time. A message still arriving is dropped (it never got its 250). After a failed login, the alarm is the end
-        of its delay: the 535 goes out now."""
-        if self.penalty is not None:
-            return self._penalty_served()
+        time. A message still arriving is dropped (it never got its 250)."""
         if self.state is State.DATA:
             log.info("%s: message not complete within %gs, dropped", self._peer(), self.policy.data_timeout)
         self._reset_transaction()
@@ -414,14 +425,15 @@ class SMTPServer(StreamProtocol):
             log.info("%s: logged in as %s", self._peer(), user.name)
             return self._then_go_on(reply(Code.AUTH_SUCCEEDED, "2.7.0", "Authentication successful"))
         self.auth_failures += 1
+        if self.on_result is not None:
+            self.on_result("login-failed", str(int(Code.AUTH_FAILED)))
         log.warning("%s: failed login for %r (%d on this connection, %d in all)",
                     self._peer(), name[:64], self.auth_failures, self.policy.users.failures)  # fmt: skip
-        self.penalty = reply(Code.AUTH_FAILED, "5.7.8", "Authentication credentials invalid")
-        return Reply(alarm=self.policy.auth_delay * 2 ** (self.auth_failures - 1))
+        return Reply(then=_Delayed(self, self.policy.auth_delay * 2 ** (self.auth_failures - 1)), alarm=0)
 
-    def _penalty_served(self) -> Reply:
-        answer, self.penalty = self.penalty, None
-        assert answer is not None
+    def _login_failed(self) -> Reply:
+        """The delay after a failed login is over: 535, or the door after too many."""
+        answer = reply(Code.AUTH_FAILED, "5.7.8", "Authentication credentials invalid")
         self.errors += 1
         if self.auth_failures >= self.policy.max_auth_failures:
             self.state = State.CLOSED
