@@ -162,10 +162,12 @@ def test_check_names_alias_and_password_file_mistakes(tmp_path):
     (tmp_path / "users").write_text("alice:plaintext\n")
     (tmp_path / "sockhop.toml").write_text(
         '[services.mail]\nmaildir = "mail"\ndomain = ["example.test"]\nlisten = ["127.0.0.1:0"]\n'
-        'aliases = "aliases"\nusers = "users"\n'
+        'aliases = "aliases"\nusers = "users"\nlisten-submission = ["127.0.0.1:0"]\nrelay-networks = ["10.0.0.0/8"]\n'
     )
     done = sockhop("check", "--config", str(tmp_path / "sockhop.toml"))
     assert done.returncode == 1, done.stdout
     assert "aliases:2: '|/bin/sh': pipes, files and :include: are not supported" in done.stderr
     assert "users:1: expected name:scrypt$...[:addresses]" in done.stderr
+    assert "listen-submission: needs --users and --tls-cert/--tls-key: AUTH only under TLS" in done.stderr
+    assert done.stderr.splitlines()[-1].endswith("3 mistake(s)")
     assert "Traceback" not in done.stderr

@@ -230,8 +230,8 @@ def check_mail(args: argparse.Namespace) -> list[Problem]:
                           queue=bool(args.spool))  # fmt: skip
         except AliasesError as exc:
             problems.append(Problem("aliases", str(exc)))
-    if args.listen_submission and not args.users:
-        problems.append(Problem("listen-submission", "needs --users (and --tls-cert/--tls-key): AUTH only under TLS"))
+    if args.listen_submission and (not args.users or not getattr(args, "tls_cert", None)):
+        problems.append(Problem("listen-submission", "needs --users and --tls-cert/--tls-key: AUTH only under TLS"))
     return problems
 
 
