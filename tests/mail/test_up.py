@@ -85,7 +85,7 @@ def test_up_submission_with_the_printed_user_and_password(sockhop_server, tmp_pa
     from tests.support import require_tool
 
     swaks = require_tool("swaks")
-    HOST = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"  # noqa: N806
+    HOST = loopback_host()  # noqa: N806
     data = tmp_path / "data"
     server = sockhop_server(["up", "--host", HOST, "--data", str(data)], announce=11)
     match = re.search(r"swaks --server (\S+) --port 5587 --tls --auth PLAIN --auth-user you --auth-password (\S+) ",
