@@ -178,10 +178,13 @@ def policy_from(args: argparse.Namespace):
 
 def open_mail(args: argparse.Namespace, opener: Opener) -> list[Listener]:
     """--listen plain (offering STARTTLS when a certificate is given: the TLS layer waits in plaintext for it),
-    --listen-tls SMTPS (implicit TLS: the greeting comes after the handshake)."""
+    --listen-tls SMTPS (implicit TLS: the greeting comes after the handshake), --listen-submission (STARTTLS, then
+    AUTH before MAIL). AUTH is offered on all of them once encrypted, when there are --users."""
     from .protocol import busy_reply
 
     policy = policy_from(args)
+    if args.listen_submission and (opener.certificates() is None or policy.users is None):
+        raise MailSetupError("--listen-submission needs --tls-cert/--tls-key and --users (AUTH only under TLS)")
     store = make_store(args, policy)
     if policy.recipients is not None and getattr(store, "aliases", None):  # an alias is a recipient that exists
         policy = dataclasses.replace(policy, recipients=policy.recipients | frozenset(store.aliases))
@@ -191,8 +194,6 @@ def open_mail(args: argparse.Namespace, opener: Opener) -> list[Listener]:
     busy = busy_reply(policy.hostname)
     listeners = opener.open(plain, busy=busy, tls_factory=smtps)
     if args.listen_submission:
-        if opener.certificates() is None or policy.users is None:
-            raise MailSetupError("--listen-submission needs --tls-cert/--tls-key and --users (AUTH only under TLS)")
         submission = dataclasses.replace(starttls, submission=True)
         factory = opener.starttls(make_factory(store, submission))
         try:
