@@ -52,6 +52,7 @@ bench: $(BIN)/sockhop
 	$(BIN)/python bench/web.py $(WEB_BENCH_ARGS)
 	$(BIN)/python bench/dns.py $(DNS_BENCH_ARGS)
 	$(BIN)/python bench/mail.py $(MAIL_BENCH_ARGS)
+	$(BIN)/python bench/mailqueue.py $(MAILQUEUE_BENCH_ARGS)
 	$(BIN)/python bench/https.py $(HTTPS_BENCH_ARGS)
 
 clean:

@@ -151,15 +151,18 @@ def start_server(
 
     def drain() -> None:
         assert proc.stderr is not None
-        for line in proc.stderr:
-            line = line.rstrip("\n")
-            server.lines.append(line)
-            match = LISTENING.match(said(line))
-            if match:
-                key = (match["name"], match["kind"])
-                server.addresses.setdefault(key, []).append(split_address(match["addr"]))
-                if sum(len(v) for v in server.addresses.values()) >= announce:
-                    ready.set()
+        try:
+            for line in proc.stderr:
+                line = line.rstrip("\n")
+                server.lines.append(line)
+                match = LISTENING.match(said(line))
+                if match:
+                    key = (match["name"], match["kind"])
+                    server.addresses.setdefault(key, []).append(split_address(match["addr"]))
+                    if sum(len(v) for v in server.addresses.values()) >= announce:
+                        ready.set()
+        except ValueError:  # the fixture closed the pipe after the server ended, while this thread still read it
+            pass
         ready.set()
 
     threading.Thread(target=drain, daemon=True).start()

@@ -47,6 +47,7 @@ PORTS = {  # every fixed port a README server line takes, as (port, udp too)
     8853: False,
     2525: False,
     4465: False,
+    5587: False,
     9100: False,
     9000: False,
     53: True,
@@ -153,6 +154,11 @@ SERVE_MAIL_TLS = (
     "sockhop serve mail ./mail --domain example.test --tls-cert cert.pem --tls-key key.pem "
     "--listen 127.0.0.1:2525 --listen-tls 127.0.0.1:4465"
 )
+SERVE_SUBMISSION = (
+    "sockhop serve mail ./mail --domain example.test --tls-cert cert.pem --tls-key key.pem --users users "
+    "--listen 127.0.0.1:2525 --listen-submission 127.0.0.1:5587 "
+    "--spool ./spool --relay-networks 192.0.2.0/24 --aliases aliases"
+)
 SERVE_DNS_TLS = (
     "sockhop serve dns example.com.zone --listen :5353 --listen-tls :8853 --tls-cert cert.pem --tls-key key.pem"
 )
@@ -185,6 +191,7 @@ def scenes() -> list[Scene]:  # noqa: PLR0915 (one table)
                 "dns tls 127.0.0.1:8853",
                 "mail tcp 127.0.0.1:2525",
                 "mail tls 127.0.0.1:4465",
+                "mail tcp 127.0.0.1:5587",
                 "echo tls 127.0.0.1:7443",
             ),
             [
@@ -321,6 +328,37 @@ def scenes() -> list[Scene]:  # noqa: PLR0915 (one table)
                 Line("sockhop mailbox ./mail/bob", ("Hello", "as it is")),
                 Line("swaks --server 127.0.0.1 --port 2525 --pipeline --to bob@example.test", ("250 2.0.0",)),
                 Line("swaks --server 127.0.0.1 --port 2525 --tls --to bob@example.test", ("STARTTLS", "~> QUIT")),
+            ],
+        ),
+        # Mail: submission, relaying, the queue, aliases
+        Scene(
+            [],
+            clients=[
+                Line("sockhop mail passwd users alice", ("password of alice set in users",), stdin="pw\n"),
+                Line(
+                    "sockhop mail passwd users bob --address bob@other.test",
+                    ("password of bob set",),
+                    stdin="pw2\n",
+                    after=lambda stage, done: assert_equal("pw" in (stage.folder / "users").read_text(), False),
+                ),
+            ],  # fmt: skip
+        ),
+        Scene(
+            [Line(SERVE_SUBMISSION)],
+            ("mail tcp 127.0.0.1:2525", "mail tcp 127.0.0.1:5587"),
+            [
+                Line(
+                    "swaks --server 127.0.0.1 --port 5587 --tls --auth PLAIN --auth-user alice --auth-password pw "
+                    "--from alice@example.test --to friend@elsewhere.test",
+                    ("235 2.7.0", "250 2.0.0 Ok: queued"),
+                ),
+                Line("sockhop queue --spool ./spool", ("alice@example.test", "friend@elsewhere.test", "in 1 Request.")),
+                Line(
+                    "sockhop queue --spool ./spool --hold ID",
+                    ("hold: 1 message(s)",),
+                    run="sockhop queue --spool ./spool --hold $(ls spool/queue)",
+                    how="ID is the queue id the listing printed",
+                ),
             ],
         ),
         # DNS
@@ -505,6 +543,7 @@ def make_scratch(folder: Path) -> None:
     (folder / "zones" / "example.net.zone").write_text(ZONE.replace("example.com.", "example.net."))
     (folder / "a.pdf").write_bytes(b"%PDF-1.4\n%sockhop test\n")
     (folder / "message.eml").write_bytes(MESSAGE.encode())
+    (folder / "aliases").write_text("# sendmail's format\npostmaster: alice\nteam: alice,\n  bob\n")
     authority = CertificateAuthority.create("sockhop README test CA")
     authority.save(KeyPair(folder / "ca.pem", folder / "ca.key"))
     # the names of the certificate `sockhop up` makes, which the README says these lines work with
