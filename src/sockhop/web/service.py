@@ -59,7 +59,7 @@ def open_web(args: argparse.Namespace, opener: Opener) -> list[Listener]:
     options = web_options(args)
     if options.access_log is not None:
         opener.at_stop(options.access_log.close)  # what is still pending
-    return opener.open(make_factory(options), busy=BUSY, alpn=("http/1.1",))
+    return opener.open(make_factory(options), busy=BUSY, alpn=("h2", "http/1.1"))
 
 
 def check_web(args: argparse.Namespace) -> list[Problem]:
