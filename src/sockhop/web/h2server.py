@@ -33,6 +33,7 @@ import h2.events
 import h2.exceptions
 import h2.frame_buffer
 import h2.settings
+import hpack
 from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame, RstStreamFrame
 
@@ -87,11 +88,24 @@ class _Calm(h2.exceptions.DenialOfServiceError):
     """A defence of ours tripped: the connection ends with GOAWAY(ENHANCE_YOUR_CALM)."""
 
 
+class _Compression(h2.exceptions.ProtocolError):
+    """A header block HPACK cannot decode: COMPRESSION_ERROR (RFC 9113 4.3), where h2 says PROTOCOL_ERROR."""
+
+    error_code = ErrorCodes.COMPRESSION_ERROR
+
+
 class _Frames(h2.frame_buffer.FrameBuffer):
     """h2's frame buffer, holding no more than ``limit`` bytes of an unfinished header block (CONTINUATION flood:
-    h2 alone counts 64 frames, up to a MiB)."""
+    h2 alone counts 64 frames, up to a MiB), and calling a SETTINGS acknowledgement with a payload a
+    FRAME_SIZE_ERROR (RFC 9113 6.5), where h2 says PROTOCOL_ERROR."""
 
     limit = 32 * 1024
+
+    def __next__(self):  # type: ignore[no-untyped-def]
+        data = self._data
+        if len(data) >= 9 and data[3] == 4 and data[4] & 1 and data[:3] != b"\0\0\0":
+            raise h2.exceptions.FrameDataMissingError("SETTINGS acknowledgement with a payload")
+        return super().__next__()
 
     def _update_header_buffer(self, f):  # type: ignore[no-untyped-def]
         result = super()._update_header_buffer(f)
@@ -109,7 +123,13 @@ class _Connection(h2.connection.H2Connection):
     def _receive_headers_frame(self, frame):  # type: ignore[no-untyped-def]
         try:
             return super()._receive_headers_frame(frame)
-        except h2.exceptions.TooManyStreamsError:
+        except h2.exceptions.DenialOfServiceError:
+            raise
+        except h2.exceptions.ProtocolError as exc:
+            if isinstance(exc.__cause__, (hpack.HPACKError, IndexError, UnicodeDecodeError)):
+                raise _Compression(str(exc)) from exc
+            if not isinstance(exc, h2.exceptions.TooManyStreamsError):
+                raise
             sid = frame.stream_id
             if sid % 2 == 0 or sid <= self.highest_inbound_stream_id:
                 raise
