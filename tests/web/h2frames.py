@@ -171,7 +171,9 @@ class Wire:
             self.sock.settimeout(left)
             try:
                 chunk = self.sock.recv(65536)
-            except (ConnectionResetError, TimeoutError):
+            except TimeoutError:
+                break
+            except ConnectionResetError:
                 chunk = b""
             if not chunk:
                 self.answers.closed = True
