@@ -71,6 +71,7 @@ class H2Session:
         self.sinks: dict[int, tuple[Callable | None, Callable[[bytes], None], bool]] = {}
         self.gone_after: int | None = None  # the server's GOAWAY: streams above this one were not processed
         self.closed = False
+        self.heard = False  # anything from the server yet
         self._flush()
 
     @property
@@ -162,6 +163,11 @@ class H2Session:
             self._flush()
 
     def _receive(self, data: bytes) -> None:
+        if not self.heard:
+            self.heard = True
+            if data[:5] == b"HTTP/":
+                self.closed = True
+                raise StreamError("the server answered in HTTP/1: it does not speak HTTP/2 (h2c) on this port")
         try:
             events = self.conn.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
