@@ -83,12 +83,12 @@ def up_plans(ctx: UpContext) -> list[UpPlan]:
 
 SERVICE = Service(
     name="web",
-    help="HTTP/1.1 static files (the Apache role)",
+    help="HTTP/1.1 and HTTP/2 static files (the Apache role)",
     default_port=DEFAULT_PORT,
     add_arguments=add_arguments,
     open=open_web,
     up=up_plans,
-    twin=Twin(8443, ("http/1.1",), "{curl}"),
+    twin=Twin(8443, ("h2", "http/1.1"), "{curl}"),
     check=check_web,
-    commands=(Command("get", "fetch URLs over HTTP/1.1 or HTTPS (as curl or wget)", get.add_arguments, get.run_get),),
+    commands=(Command("get", "fetch URLs over HTTP/1.1 or HTTP/2 (as curl)", get.add_arguments, get.run_get),),
 )
