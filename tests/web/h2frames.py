@@ -20,7 +20,7 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
-from sockhop.engine.protocol import as_reply
+from sockhop.engine.protocol import WHEN_DRAINED, as_reply
 from tests.web.helpers import materialise
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -136,11 +136,19 @@ class Feeder:
         return self.answers
 
     def _take(self, reply) -> None:
-        if reply.alarm is not None:
-            self.alarm = reply.alarm
-        out, close = materialise([reply])
-        self.answers.feed(out)
-        self.answers.closed = self.answers.closed or close
+        """Carry out a reply as the engine would, calling output_drained for the next burst while one is asked."""
+        self.bursts = 0
+        while True:
+            if reply.alarm is not None:
+                self.alarm = reply.alarm
+            out, close = materialise([reply])
+            self.answers.feed(out)
+            self.answers.closed = self.answers.closed or close
+            self.largest = max(getattr(self, "largest", 0), len(out))
+            if close or not reply.send or reply.send[-1] is not WHEN_DRAINED:
+                break
+            self.bursts += 1
+            reply = as_reply(self.proto.output_drained())
 
     def event(self, name: str) -> Answers:
         self._take(getattr(self.proto, name)())

@@ -143,6 +143,19 @@ def test_a_window_shut_for_too_long_ends_the_connection(root):
     assert_goaway(answers, NO_ERROR)
 
 
+def test_wide_windows_are_served_a_burst_at_a_time(root, tmp_path):
+    """A client granting 1 GiB windows and asking for four 1 MiB files: each reply holds one burst and asks to be
+    called back when it has gone (WHEN_DRAINED), taking the streams in turn -- never the four files at once."""
+    from sockhop.web.h2server import BURST
+
+    feeder = connect(root, initial_window_size=2**30)
+    feeder.send(window_update(0, 2**30))
+    requests = b"".join(headers_frame(feeder.encoder, sid, "/big.bin") for sid in (1, 3, 5, 7))
+    answers = feeder.send(requests)
+    assert all(answers.bodies[sid] == BIG for sid in (1, 3, 5, 7))
+    assert feeder.bursts >= 3 and feeder.largest < BURST + 64 * 1024
+
+
 def test_window_overflow_is_a_flow_control_error(root):
     feeder = connect(root)
     assert_goaway(feeder.send(window_update(0, 2**31 - 1)), FLOW_CONTROL_ERROR)
@@ -333,6 +346,21 @@ def test_http11_is_untouched(root):
     reply = proto.data_received(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
     assert not hasattr(proto, "h2") or proto.state.name != "HTTP2"
     assert b"hello, world" in (reply if isinstance(reply, bytes) else b"".join(reply.send))
+
+
+def test_response_heads_use_no_dynamic_table_and_are_kept(root):
+    """Heads are static-table entries and literals never indexed, so one encoded block serves every connection; a
+    client shrinking the table still gets the size update its decoder waits for (RFC 7541 4.2)."""
+    first, second = connect(root), connect(root, header_table_size=0)
+    get(first, 1)
+    get(second, 1)
+    get(second, 3)
+    block = lambda feeder, sid: [f for f in feeder.answers.of(HeadersFrame) if f.stream_id == sid][0].data  # noqa: E731
+    assert block(second, 1)[:1] == b"\x20" and block(second, 1)[1:] == block(first, 1) == block(second, 3)
+    assert second.answers.headers[3] == first.answers.headers[1]
+    decoder = hpack.Decoder()
+    decoder.decode(block(first, 1))
+    assert len(decoder.header_table.dynamic_entries) == 0
 
 
 def test_headers_frame_fields(root):

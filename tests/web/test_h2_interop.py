@@ -107,6 +107,11 @@ def test_h2load(h2web):
         result = run(h2load, "-n", "300", "-c", "3", "-m", "10", f"{url}/hello.txt", timeout=60)
         out = result.stdout.decode()
         assert "300 succeeded, 0 failed, 0 errored" in out, out
+        # 1 GiB windows (h2load's default), three 1 MiB files at once on one connection: more than one burst, so
+        # the server goes on only when the engine says the last burst has gone (WHEN_DRAINED), under every model.
+        big = run(h2load, "-n", "6", "-c", "1", "-m", "3", f"{url}/big.bin", timeout=60)
+        out = big.stdout.decode()
+        assert "6 succeeded, 0 failed, 0 errored" in out and "(6291456) data" in out, out
 
 
 def test_httpx_http2(h2web):

@@ -37,7 +37,7 @@ import hpack
 from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame, RstStreamFrame
 
-from sockhop.engine.protocol import FileRegion, Reply, StreamProtocol
+from sockhop.engine.protocol import WHEN_DRAINED, FileRegion, Reply, StreamProtocol
 from sockhop.engine.shared import close_region
 from sockhop.web.accesslog import format_entry
 from sockhop.web.handler import handle
@@ -49,8 +49,11 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #: Hop-by-hop headers HTTP/2 forbids (RFC 9113 8.2.2): the shared handler may add them for HTTP/1.1.
 _CONNECTION_SPECIFIC = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"})
 
-#: How much of a file one DATA frame burst reads at most per stream and event, whatever window the client grants.
+#: How much of a file one read takes at most, whatever window the client grants.
 READ_CHUNK = 256 * 1024
+#: How many body bytes one event sends at most (every stream together). More waits for the engine to say the burst
+#: has gone to the kernel (WHEN_DRAINED): a client granting huge windows and not reading holds one burst, not files.
+BURST = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,66 @@ class _Connection(h2.connection.H2Connection):
             return [rst], []
 
 
+#: The name under which a ready-made header block passes through h2 to :class:`_Encoder` (a pseudo-header no peer
+#: ever sees: h2 checks only that a response's pseudo-headers come first).
+_BLOCK = b":sockhop-block"
+
+#: Encodes response heads without the dynamic table, as nginx does: every field is a literal "never indexed" or a
+#: static-table entry, so a block depends on no connection's HPACK state and can be kept and sent on any connection.
+_STATELESS = hpack.Encoder()
+_BLOCKS: dict[tuple, bytes] = {}
+BLOCKS_KEPT = 1024
+
+
+def head_block(status: int, date: str, headers: list[tuple[str, str]]) -> bytes:
+    """The HPACK block of a response head: ``:status``, server, date, then ``headers`` (lower-cased, without the
+    hop-by-hop fields HTTP/2 forbids). A head seen before in the same second -- a file served again -- is answered
+    from the encoded bytes: what HPACK costs per response is paid once a second per file, not per request."""
+    key = (status, date, *headers)
+    block = _BLOCKS.get(key)
+    if block is None:
+        fields = [
+            hpack.NeverIndexedHeaderTuple(b":status", str(status).encode()),
+            hpack.NeverIndexedHeaderTuple(b"server", SERVER.encode()),
+            hpack.NeverIndexedHeaderTuple(b"date", date.encode()),
+        ]
+        for name, value in headers:
+            lower = name.lower()
+            if lower not in _CONNECTION_SPECIFIC:
+                fields.append(hpack.NeverIndexedHeaderTuple(lower.encode("latin-1"), value.encode("latin-1")))
+        block = _STATELESS.encode(fields)
+        if len(_BLOCKS) >= BLOCKS_KEPT:
+            _BLOCKS.clear()
+        _BLOCKS[key] = block
+    return block
+
+
+class _Encoder:
+    """h2's HPACK encoder, passing a ready-made block (``[(_BLOCK, block)]``) through as it is."""
+
+    __slots__ = ("inner",)
+
+    def __init__(self, inner: hpack.Encoder) -> None:
+        self.inner = inner
+
+    def encode(self, headers, huffman: bool = True) -> bytes:  # type: ignore[no-untyped-def]
+        if len(headers) == 1 and headers[0][0] is _BLOCK:
+            inner = self.inner
+            if inner.header_table.resized:  # the client resized our table: the block says so first (RFC 7541 4.2)
+                inner.header_table.resized = False
+                return inner._encode_table_size_change() + headers[0][1]
+            return headers[0][1]
+        return self.inner.encode(headers, huffman)
+
+    @property
+    def header_table_size(self) -> int:
+        return self.inner.header_table_size
+
+    @header_table_size.setter
+    def header_table_size(self, value: int) -> None:
+        self.inner.header_table_size = value
+
+
 class _Stream:
     """A response on its way: what is left of its body."""
 
@@ -168,8 +231,12 @@ class Http2Server(StreamProtocol):
         self.limits = limits = options.limits
         self.peer_host = peer_host
         self.on_result = on_result
-        config = h2.config.H2Configuration(client_side=False, header_encoding=None)
+        # Our own heads are checked where they are made (head_block): h2 need not check them again.
+        config = h2.config.H2Configuration(
+            client_side=False, header_encoding=None, validate_outbound_headers=False, normalize_outbound_headers=False
+        )
         conn = self.conn = _Connection(config)
+        conn.encoder = _Encoder(conn.encoder)
         conn.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
@@ -302,20 +369,12 @@ class Http2Server(StreamProtocol):
         self, sid: int, method: str, path: bytes, fields: dict[str, str], response: Response, now: float
     ) -> None:
         status = int(response.status)
-        head: list[tuple[bytes, bytes]] = [
-            (b":status", str(status).encode()),
-            (b"server", SERVER.encode()),
-            (b"date", http_date(now).encode()),
-        ]
-        for name, value in response.headers:
-            lower = name.lower()
-            if lower not in _CONNECTION_SPECIFIC:
-                head.append((lower.encode("latin-1"), value.encode("latin-1")))
+        block = head_block(status, http_date(now), response.headers)
         body = [piece for piece in response.body if (piece.count if isinstance(piece, FileRegion) else piece)]
         if method == "HEAD" or status in BODILESS:
             response.release()
             body = []
-        self.conn.send_headers(sid, head, end_stream=not body)
+        self.conn.send_headers(sid, [(_BLOCK, block)], end_stream=not body)
         if body:
             self.streams[sid] = _Stream(body, status)
         if self.on_result is not None:
@@ -335,15 +394,20 @@ class Http2Server(StreamProtocol):
             )
 
     # -- output --------------------------------------------------------------------------------------------------
-    def _pump(self) -> bool:
-        """Send what the windows allow; True if some stream still has something to send but no window."""
+    def _pump(self) -> tuple[bool, bool]:
+        """Send what the windows allow, up to a burst: (some stream has something to send but no window, the burst
+        ran out before the windows did)."""
         conn = self.conn
         waiting = False
+        budget = BURST
         for sid in list(self.streams):
             stream = self.streams[sid]
             pieces = stream.pieces
             while pieces:
-                window = min(conn.local_flow_control_window(sid), READ_CHUNK)
+                if budget <= 0:
+                    self.streams[sid] = self.streams.pop(sid)  # its turn is over: the others go first next time
+                    return waiting, True
+                window = min(conn.local_flow_control_window(sid), READ_CHUNK, budget)
                 if window <= 0:
                     waiting = True
                     break
@@ -367,16 +431,23 @@ class Http2Server(StreamProtocol):
                         pieces[0] = piece[window:]
                     else:
                         pieces.pop(0)
+                budget -= len(data)
                 size = conn.max_outbound_frame_size
                 for start in range(0, len(data), size):
                     end_stream = not pieces and start + size >= len(data)
                     conn.send_data(sid, data[start : start + size], end_stream=end_stream)
             else:
                 del self.streams[sid]
-        return waiting
+        return waiting, False
+
+    def output_drained(self) -> Reply:
+        """The last burst has gone to the kernel: the next one."""
+        if self.ending:
+            return Reply()
+        return self._output(self.options.clock())
 
     def _output(self, now: float) -> Reply:
-        waiting = self._pump()
+        waiting, more = self._pump()
         if self.log_lines:
             assert self.options.access_log is not None
             self.options.access_log.write(self.log_lines, now)
@@ -388,10 +459,13 @@ class Http2Server(StreamProtocol):
             return Reply((self.conn.data_to_send() + goaway.serialize(),), True)
         data = self.conn.data_to_send()
         alarm = None
-        if waiting != self.stalled:
+        if waiting != self.stalled and not more:
             self.stalled = waiting
             alarm = self.limits.header_timeout if waiting else 0.0
-        return Reply((data,) if data else (), False, None, alarm)
+        send: tuple = (data,) if data else ()
+        if more:
+            send += (WHEN_DRAINED,)
+        return Reply(send, False, None, alarm)
 
     def _end(self, code: ErrorCodes | None = None, *, send: bool = True) -> Reply:
         """Close the connection: GOAWAY first if ``code`` is given (h2 has queued one already after an error)."""

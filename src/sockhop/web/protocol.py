@@ -343,6 +343,9 @@ class HttpServer(StreamProtocol):
         self.state = HTTP2
         return self.h2.data_received(data)
 
+    def output_drained(self) -> Reply:
+        return self.h2.output_drained() if self.state is HTTP2 else NOTHING
+
     def eof_received(self) -> Reply:
         if self.state is HTTP2:
             return self.h2.eof_received()
