@@ -341,6 +341,58 @@ def test_graceful_stop_when_idle_closes_at_once(root):
     assert isinstance(answers.frames[-1], GoAwayFrame) and answers.closed
 
 
+def test_max_requests_ends_the_connection_with_goaway(root):
+    """--max-requests counts streams as HTTP/1.1 counts requests: GOAWAY after the last, newer streams refused."""
+    feeder = connect(root, HttpLimits(max_requests=3))
+    answers = feeder.send(b"".join(headers_frame(feeder.encoder, sid) for sid in (1, 3, 5, 7, 9)))
+    assert [sid for sid in (1, 3, 5) if answers.bodies.get(sid) == b"hello, world\n"] == [1, 3, 5]
+    assert answers.resets(REFUSED_STREAM) == [7, 9]
+    assert answers.goaway is not None and answers.goaway.last_stream_id == 5 and answers.closed
+
+
+def test_a_body_after_the_answer_is_stopped_with_rst_no_error(root):
+    feeder = connect(root)
+    get(feeder, 1, method="GET", end=False)
+    answers = feeder.send(data_frame(1, b"x" * 100))
+    assert answers.bodies[1] == b"hello, world\n" and answers.resets(NO_ERROR) == [1]
+    assert not answers.closed and get(feeder, 3).bodies[3] == b"hello, world\n"
+
+
+class _Forgetful(dict):
+    def __setitem__(self, key, value) -> None:  # remembers nothing: every block is decoded and checked
+        pass
+
+
+def test_a_remembered_request_block_answers_as_decoding_it_would(root):
+    """Blocks seen before are replayed only while the HPACK table is as it was: the same frames to a server that
+    remembers and to one that does not get the same answers, whatever the table does in between."""
+    encoder = hpack.Encoder()
+    blocks = [encoder.encode([(":method", "GET"), (":scheme", "http"), (":path", "/hello.txt"), (":authority", "x")])]
+    blocks.append(
+        encoder.encode([(":method", "GET"), (":scheme", "http"), (":path", "/hello.txt"), (":authority", "x")])
+    )
+    blocks.append(blocks[-1])  # the same bytes again: a replay
+    blocks.append(encoder.encode([(":method", "GET"), (":scheme", "http"), (":path", "/big.bin"), (":authority", "x"),
+                                  ("range", "bytes=0-3")]))  # fmt: skip
+    blocks.append(blocks[1])  # the old bytes, now meaning something else: the table has moved on
+    blocks.append(
+        encoder.encode([(":method", "GET"), (":scheme", "http"), (":path", "/hello.txt"), (":authority", "x")])
+    )
+    frames = b"".join(raw_frame(1, 5, 1 + 2 * i, block) for i, block in enumerate(blocks))
+    remembering, forgetting = connect(root), connect(root)
+    forgetting.proto.h2.conn.seen = _Forgetful()
+    for feeder in (remembering, forgetting):
+        for i in range(len(blocks)):
+            feeder.send(frames[sum(9 + len(b) for b in blocks[:i]) : sum(9 + len(b) for b in blocks[: i + 1])])
+    assert remembering.answers.headers.keys() == forgetting.answers.headers.keys()
+    for sid, head in forgetting.answers.headers.items():
+        assert remembering.answers.headers[sid][":status"] == head[":status"], sid
+    assert remembering.answers.bodies == forgetting.answers.bodies
+    assert (remembering.answers.goaway is None) == (forgetting.answers.goaway is None)
+    assert remembering.answers.bodies[5] == b"hello, world\n"  # the replayed one
+    assert remembering.proto.h2.conn.seen
+
+
 def test_http11_is_untouched(root):
     proto = server(root)
     reply = proto.data_received(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")

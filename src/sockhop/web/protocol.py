@@ -234,7 +234,7 @@ class HttpServer(StreamProtocol):
             hit = self.memo.get(data)
             if hit is not None and self.bad_method is None:
                 return self._answer_parsed(hit)
-            if data[:3] == b"PRI" and not self.requests and _PREFACE.startswith(data[:24]) and self.bad_method is None:
+            if not self.requests and data[:3] == b"PRI" and _PREFACE.startswith(data[:24]) and self.bad_method is None:
                 return self._become_http2(data)
         elif state is HTTP2:
             return self.h2.data_received(data)
