@@ -9,7 +9,9 @@ import threading
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
+import h2.exceptions
 import pytest
 
 from tests.web.conftest import BIG
@@ -144,3 +146,49 @@ def test_several_urls_go_out_as_concurrent_streams():
         listener.close()
     assert seen == [1, 3, 5]
     assert result.stdout == b"answer to /a\nanswer to /b\nanswer to /c\n", result.stderr  # in the order asked
+
+
+def test_refused_streams_are_asked_again():
+    """A server that answers two streams at a time and refuses the others (REFUSED_STREAM, as nginx past its
+    limit): every URL still comes back, in order, on the one connection."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    refused = [0]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        conn.settimeout(10)
+        config = h2.config.H2Configuration(client_side=False)
+        h2conn = h2.connection.H2Connection(config)
+        h2conn.initiate_connection()
+        conn.sendall(h2conn.data_to_send())
+        try:
+            while data := conn.recv(65536):
+                events = h2conn.receive_data(data)
+                answered = 0
+                for event in events:
+                    if isinstance(event, h2.events.RequestReceived) and answered == 2:
+                        h2conn.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+                        refused[0] += 1
+                    elif isinstance(event, h2.events.RequestReceived):
+                        answered += 1
+                        body = dict(event.headers)[b":path"] + b"\n"
+                        h2conn.send_headers(event.stream_id, [(":status", "200"), ("content-length", str(len(body)))])
+                        h2conn.send_data(event.stream_id, body, end_stream=True)
+                conn.sendall(h2conn.data_to_send())
+        except (OSError, h2.exceptions.ProtocolError):
+            return
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        urls = [f"http://127.0.0.1:{port}/{n}" for n in range(8)]
+        result = sockhop_get("--http2-prior-knowledge", *urls, timeout=20)
+    finally:
+        thread.join(10)
+        listener.close()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"".join(f"/{n}\n".encode() for n in range(8))
+    assert refused[0] > 0

@@ -545,7 +545,7 @@ class Connection:
         """Over HTTP/2, send a bodiless request now, ahead of its turn, as one more concurrent stream: ``request``
         with the same method, target and headers later reads its answer instead of asking again."""
         session = self.session
-        if session is None or not session.usable or len(self.prefetched) >= PREFETCH:
+        if session is None or not session.usable or len(self.prefetched) >= PREFETCH or not session.room:
             return
         key = (method, target.scheme, target.authority, target.path, tuple(headers))
         if key not in self.prefetched:
@@ -644,29 +644,40 @@ class Connection:
         key = (method, target.scheme, target.authority, target.path, tuple(headers))
         sid = self.prefetched.pop(key, None) if body is None else None
         self._note(">", text.replace(" HTTP/1.1\r\n", " HTTP/2\r\n", 1))
-        try:
-            if sid is None:
-                if not session.usable:
-                    raise _StaleConnection
-                sid = session.start(method, target.scheme, target.authority, target.path, headers, body)
 
-            def head(status: int, fields: list[tuple[str, str]]) -> None:
-                self.first_byte = time.monotonic()
-                response = Response(status, "", "2", fields)
-                self._note("<", response.head_text())
-                if on_head is not None:
-                    on_head(response)
+        def head(status: int, fields: list[tuple[str, str]]) -> None:
+            self.first_byte = time.monotonic()
+            response = Response(status, "", "2", fields)
+            self._note("<", response.head_text())
+            if on_head is not None:
+                on_head(response)
 
-            status, fields = session.wait(sid, head, on_body, bodiless)
-        except H2Refused:
-            self.close()
-            raise _StaleConnection from None
-        except StreamError as exc:
-            self.close()
-            raise ReceiveError(f"{self.name}: {exc}") from None
-        except BaseException:
-            self.close()
-            raise
+        refusals = 0
+        while True:
+            try:
+                if sid is None:
+                    if not session.usable:
+                        raise _StaleConnection
+                    while not session.room and self.prefetched:  # the server's stream limit: make room for this
+                        session.cancel(self.prefetched.popitem()[1])
+                    sid = session.start(method, target.scheme, target.authority, target.path, headers, body)
+                status, fields = session.wait(sid, head, on_body, bodiless)
+                break
+            except H2Refused:
+                # RST_STREAM(REFUSED_STREAM): the server did nothing with it (over its stream limit), so ask again
+                # on this connection; past a GOAWAY, on a new one.
+                refusals += 1
+                sid = None
+                if session.usable and refusals < REFUSALS:
+                    continue
+                self.close()
+                raise _StaleConnection from None
+            except StreamError as exc:
+                self.close()
+                raise ReceiveError(f"{self.name}: {exc}") from None
+            except BaseException:
+                self.close()
+                raise
         self.used += 1
         response = Response(status, "", "2", fields, session.usable)
         if not session.usable and not self.prefetched:
@@ -676,6 +687,8 @@ class Connection:
 
 #: Requests sent ahead of their turn on one HTTP/2 connection, at most (the server's stream limit is 100 or more).
 PREFETCH = 64
+#: Times one request is sent again on a connection whose server refused its stream (REFUSED_STREAM).
+REFUSALS = 8
 
 
 class _StaleConnection(Exception):

@@ -26,6 +26,7 @@ from sockhop.errors import RemoteProtocolError
 WINDOW = 16 * 1024 * 1024
 SPOOL = 1024 * 1024
 CHUNK = 64 * 1024
+UNSETTLED = 10
 
 
 class StreamError(RemoteProtocolError):
@@ -72,11 +73,30 @@ class H2Session:
         self.gone_after: int | None = None  # the server's GOAWAY: streams above this one were not processed
         self.closed = False
         self.heard = False  # anything from the server yet
+        self.settled = False  # the server's SETTINGS have arrived
         self._flush()
 
     @property
     def usable(self) -> bool:
         return not self.closed and self.gone_after is None
+
+    @property
+    def room(self) -> bool:
+        """A new stream stays within the server's SETTINGS_MAX_CONCURRENT_STREAMS (10 until its SETTINGS arrive:
+        requests sent ahead do not gamble on a limit not yet known)."""
+        limit = self.conn.remote_settings.max_concurrent_streams if self.settled else UNSETTLED
+        return self.conn.open_outbound_streams < limit
+
+    def cancel(self, sid: int) -> None:
+        """Give up a stream sent ahead that nobody will read (RST_STREAM CANCEL)."""
+        stream = self.streams.pop(sid, None)
+        if stream is not None and stream.spool is not None:
+            stream.spool.close()
+        try:
+            self.conn.reset_stream(sid, ErrorCodes.CANCEL)
+            self._flush()
+        except h2.exceptions.H2Error:
+            pass
 
     def start(self, method: str, scheme: str, authority: str, path: str, headers: list[tuple[str, str]],
               body: bytes | None = None) -> int:  # fmt: skip
@@ -91,7 +111,10 @@ class H2Session:
                 fields.append((lower.encode("latin-1"), value.encode("latin-1")))
         if body is not None:
             fields.append((b"content-length", str(len(body)).encode()))
-        conn.send_headers(sid, fields, end_stream=not body)
+        try:
+            conn.send_headers(sid, fields, end_stream=not body)
+        except h2.exceptions.H2Error as exc:
+            raise StreamError(f"cannot send the request: {exc}") from None
         self.streams[sid] = _Stream()
         self._flush()
         if body:
@@ -206,6 +229,8 @@ class H2Session:
                     stream.error = Refused()
                 else:
                     stream.error = StreamError(f"the server reset the stream ({_code(event.error_code)})")
+            elif isinstance(event, h2.events.RemoteSettingsChanged):
+                self.settled = True
             elif isinstance(event, h2.events.ConnectionTerminated):
                 self.gone_after = event.last_stream_id
                 if event.error_code:
