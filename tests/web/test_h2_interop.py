@@ -185,6 +185,22 @@ def test_graceful_stop_sends_goaway_and_finishes_streams(site, pki):
                 server.proc.stderr.close()
 
 
+def test_max_streams_option(site, sockhop_server):
+    """--max-streams is what SETTINGS advertises and what REFUSED_STREAM enforces."""
+    server = sockhop_server(["serve", "web", str(site), "--listen", "127.0.0.1:0", "--no-access-log",
+                             "--max-streams", "3"])  # fmt: skip
+    wire = Wire(*server.address("web"))
+    try:
+        wire.send(PREFACE + settings(initial_window_size=0))
+        wire.send(b"".join(headers_frame(wire.encoder, sid, "/big.bin") for sid in (1, 3, 5, 7)))
+        answers = wire.read_until(lambda a: 7 in a.resets())
+        assert answers.resets(7) == [7] and [sid for sid in (1, 3, 5) if sid in answers.headers] == [1, 3, 5]
+        first = answers.frames[0]
+        assert first.settings[first.MAX_CONCURRENT_STREAMS] == 3
+    finally:
+        wire.close()
+
+
 def test_ping_over_tls_by_alpn(h2web):
     """A raw HTTP/2 client over TLS that offers only h2: the server picks it."""
     host, port = h2web["tls"].removeprefix("https://").rsplit(":", 1)

@@ -28,6 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-access-log", action="store_true", help="do not log requests")
     parser.add_argument("--max-requests", type=positive_int, default=1000, metavar="N", help="per connection")
     parser.add_argument(
+        "--max-streams",
+        type=positive_int,
+        default=128,
+        metavar="N",
+        help="HTTP/2 streams a connection may have open at once; more are refused (REFUSED_STREAM; default 128)",
+    )
+    parser.add_argument(
         "--header-timeout",
         type=positive_float,
         default=20.0,
@@ -48,7 +55,9 @@ def web_options(args: argparse.Namespace):
     site = SiteOptions(
         root=root, listing=not args.no_listing, dotfiles=args.dotfiles, follow_symlinks=args.follow_symlinks
     )
-    limits = HttpLimits(max_requests=args.max_requests, header_timeout=args.header_timeout)
+    limits = HttpLimits(
+        max_requests=args.max_requests, header_timeout=args.header_timeout, max_streams=args.max_streams
+    )
     log = None if args.no_access_log or not args.access_log else AccessLog(args.access_log)
     return WebOptions(Site(site), limits, log)
 
