@@ -42,8 +42,16 @@ def certificate(work: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-def nginx_conf(work: Path, www: Path, port: int, cert: Path, key: Path) -> Path:
+def nginx_http2_on(nginx: str) -> bool:
+    """nginx 1.25.1 and later say ``http2 on``; before, ``listen ... http2`` (Debian 12 has 1.22)."""
+    text = subprocess.run([nginx, "-v"], capture_output=True, text=True, check=False).stderr
+    found = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", text)
+    return bool(found) and tuple(map(int, found.groups())) >= (1, 25, 1)
+
+
+def nginx_conf(work: Path, www: Path, port: int, cert: Path, key: Path, http2_on: bool) -> Path:
     conf = work / "nginx-h2.conf"
+    listen_h2 = "" if http2_on else " http2"
     conf.write_text(f"""\
 worker_processes 1;
 daemon off;
@@ -59,8 +67,9 @@ http {{
   keepalive_requests 10000000;
   keepalive_timeout 300s;
   server {{
-    listen 127.0.0.1:{port} http2;
-    listen 127.0.0.1:{port + 1} ssl http2;
+    {"http2 on;" if http2_on else ""}
+    listen 127.0.0.1:{port}{listen_h2};
+    listen 127.0.0.1:{port + 1} ssl{listen_h2};
     ssl_certificate {cert};
     ssl_certificate_key {key};
     root {www};
@@ -82,7 +91,9 @@ def command(name: str, work: Path, www: Path, port: int, peer_python: Path | Non
         ]  # fmt: skip
     if name == "h2-nginx":
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        return [nginx, "-c", str(nginx_conf(work, www, port, cert, key))] if Path(nginx).exists() else None
+        if not Path(nginx).exists():
+            return None
+        return [nginx, "-c", str(nginx_conf(work, www, port, cert, key, nginx_http2_on(nginx)))]
     if name == "h2-hypercorn":
         if peer_python is None:
             return None
@@ -245,7 +256,7 @@ def table(rows: list[dict], seconds: float) -> str:
     lines.append("")
     lines.append(
         f"h2load -t1 pinned to core {CLIENT_CORE}, {seconds:g} s per figure after a warm-up: 50 connections x 10 "
-        "streams for the 1 KiB file, 10 x 1 for the 1 MiB one. nginx: one worker, `listen ... http2` (1.22's form of "
-        "`http2 on`), keepalive_requests raised. Hypercorn: one worker, Starlette's StaticFiles."
+        "streams for the 1 KiB file, 10 x 1 for the 1 MiB one. nginx: one worker, `http2 on` (`listen ... http2` "
+        "before 1.25.1), keepalive_requests raised. Hypercorn: one worker, Starlette's StaticFiles."
     )
     return "\n".join(lines)
