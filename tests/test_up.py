@@ -15,8 +15,10 @@ from tests.support import ROOT, require_tool
 
 
 def loopback_host() -> str:
-    """A random 127.x.y.z: `up` uses fixed ports, and other suites may be running `up` on this machine too."""
-    return f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
+    """A random 127.x.y.z: `up` uses fixed ports, and other suites may be running `up` on this machine too. From the
+    system's randomness: the random module may be seeded alike in every test process (hypothesis seeds it)."""
+    pick = random.SystemRandom()
+    return f"127.{pick.randint(1, 254)}.{pick.randint(1, 254)}.{pick.randint(2, 254)}"
 
 
 def test_up_serves_echo_on_tcp_and_udp_and_stops_on_ctrl_c(sockhop_server, tmp_path):
@@ -29,8 +31,11 @@ def test_up_serves_echo_on_tcp_and_udp_and_stops_on_ctrl_c(sockhop_server, tmp_p
         assert udp.recv(100) == b"hello udp"
     assert f"try: echo hello | {command_name()} talk {host} 7007" in server.log()
     assert not (tmp_path / "data" / "tls").exists()
+    pid_file = tmp_path / "data" / "sockhop.pid"  # how the master is found after a SIGUSR2 restart
+    assert pid_file.read_text() == f"{server.pid}\n"
     assert server.stop(signal.SIGINT) == 0
     assert "stopped" in server.log()
+    assert not pid_file.exists()
 
 
 def test_up_serves_tls_twins_with_a_local_ca(sockhop_server, tmp_path):

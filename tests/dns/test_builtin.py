@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import subprocess
 
 import dns.rdatatype as T
@@ -11,6 +10,7 @@ import pytest
 from sockhop.dns.authority import Authority
 from sockhop.dns.builtin import DEFAULT_PORT, builtin_zone
 from tests.support import require_tool
+from tests.test_up import loopback_host
 
 
 def test_builtin_zone_has_what_the_other_services_need():
@@ -47,7 +47,7 @@ def dns_name(text):
 def test_sockhop_up_answers_dig(sockhop_server, tmp_path):
     dig = require_tool("dig")
     # a loopback address of its own, so the fixed ports of `sockhop up` cannot meet another test's
-    host = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
+    host = loopback_host()
     server = sockhop_server(["up", "--host", host, "--data", str(tmp_path / "data")], announce=5)  # echo x2, web, dns
     assert server.address("dns", "udp") == server.address("dns", "tcp") == (host, DEFAULT_PORT)
     out = subprocess.run(

@@ -3,7 +3,6 @@ built-in zone for the MX (mail.sockhop.test) and the port (its _smtp._tcp SRV re
 
 from __future__ import annotations
 
-import random
 import socket
 import subprocess
 import sys
@@ -11,11 +10,12 @@ import time
 
 from sockhop.up import command_name
 from tests.mail.support import delivered
+from tests.test_up import loopback_host
 
 
 def test_send_through_up_finds_mx_and_port_by_dns(sockhop_server, tmp_path):
     # `up` uses fixed ports: a loopback address of its own keeps out of the way of anything else
-    HOST = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"  # noqa: N806
+    HOST = loopback_host()  # noqa: N806
     for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
         with socket.socket(socket.AF_INET, kind) as probe:
             probe.bind((HOST, 5353 if kind == socket.SOCK_DGRAM else 2525))
@@ -42,7 +42,7 @@ def test_up_mail_offers_starttls_and_smtps_with_the_local_ca(sockhop_server, tmp
     import smtplib
     import ssl
 
-    HOST = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"  # noqa: N806
+    HOST = loopback_host()  # noqa: N806
     data = tmp_path / "data"
     server = sockhop_server(["up", "--host", HOST, "--data", str(data)], announce=10)
     ca = data / "tls" / "ca.pem"
