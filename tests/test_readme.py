@@ -289,6 +289,16 @@ def scenes() -> list[Scene]:  # noqa: PLR0915 (one table)
                     "--resolve www.sockhop.test:8443:127.0.0.1 https://www.sockhop.test:8443/",
                     ("Hello from ./site",),
                 ),
+                Line(
+                    "sockhop get --http2-prior-knowledge -v http://127.0.0.1:8080/a http://127.0.0.1:8080/b",
+                    ("* Using HTTP/2 with prior knowledge (h2c)", "> GET /b HTTP/2", "< HTTP/2 200", "page a"),
+                ),
+                Line(
+                    "sockhop get --http1.1 --cacert ca.pem https://localhost:8443/",
+                    ("Hello from ./site",),
+                ),
+                Line("curl --http2-prior-knowledge http://127.0.0.1:8080/", ("Hello from ./site",)),
+                Line("curl --cacert ca.pem https://localhost:8443/", ("Hello from ./site",)),
             ],
         ),
         # Mail

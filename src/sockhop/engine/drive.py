@@ -16,7 +16,16 @@ import time
 
 from sockhop.engine.limits import Limits
 from sockhop.engine.mmsg import batch_for
-from sockhop.engine.protocol import Address, Close, DatagramProtocol, FileRegion, Reply, StreamProtocol, as_reply
+from sockhop.engine.protocol import (
+    WHEN_DRAINED,
+    Address,
+    Close,
+    DatagramProtocol,
+    FileRegion,
+    Reply,
+    StreamProtocol,
+    as_reply,
+)
 from sockhop.engine.shared import (
     GONE,
     LINGER,
@@ -65,13 +74,19 @@ def send_region(sock: socket.socket, piece: FileRegion) -> None:
         close_region(piece)
 
 
-def carry_out(sock: socket.socket, reply: Reply) -> Reply:
+def carry_out(sock: socket.socket, reply: Reply, protocol: StreamProtocol | None = None) -> Reply:
     """Send a reply, then run its deferred work (blocking is fine here) and send what that answers, to the end of
-    the chain. Returns the chain folded into one reply: closing if any link asked to, the last alarm set."""
+    the chain; a reply ending in WHEN_DRAINED is sent, then ``protocol.output_drained()`` is. Returns the chain
+    folded into one reply: closing if any link asked to, the last alarm set."""
     send_blocking(sock, reply.send)
     close, alarm = reply.close, reply.alarm
-    while reply.then is not None:
-        reply = reply.then()
+    while True:
+        if reply.then is not None:
+            reply = reply.then()
+        elif protocol is not None and reply.send and reply.send[-1] is WHEN_DRAINED and not close:
+            reply = as_reply(protocol.output_drained())
+        else:
+            break
         send_blocking(sock, reply.send)
         close = close or reply.close
         alarm = alarm if reply.alarm is None else reply.alarm
@@ -123,7 +138,7 @@ def drive_stream(sock: socket.socket, peer: Address, protocol: StreamProtocol, l
     where = "connection_made"
     reply: Reply | None = None
     try:
-        reply = carry_out(sock, protocol.connection_made(peer, sock.getsockname()))
+        reply = carry_out(sock, protocol.connection_made(peer, sock.getsockname()), protocol)
         alarm_at = alarm_time(reply, None)
         while not reply.close:
             now = time.monotonic()
@@ -154,7 +169,7 @@ def drive_stream(sock: socket.socket, peer: Address, protocol: StreamProtocol, l
                         reply = as_reply(protocol.data_received(data))
                         if stop_pending and not reply.close:
                             stop_pending = False
-                            reply = carry_out(sock, reply)
+                            reply = carry_out(sock, reply, protocol)
                             alarm_at = alarm_time(reply, alarm_at)
                             where = "stop_requested"
                             reply = protocol.stop_requested()
@@ -171,7 +186,7 @@ def drive_stream(sock: socket.socket, peer: Address, protocol: StreamProtocol, l
                         continue
                     where = "stop_requested"
                     reply = protocol.stop_requested()
-                reply = carry_out(sock, reply)
+                reply = carry_out(sock, reply, protocol)
                 alarm_at = alarm_time(reply, alarm_at)
                 if reply.close:
                     break

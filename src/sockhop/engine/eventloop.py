@@ -30,6 +30,7 @@ from sockhop.engine.base import RESOURCE_ERRORS, RESOURCE_PAUSE, Server, note_ex
 from sockhop.engine.listener import Listener
 from sockhop.engine.mmsg import DatagramBatch, batch_for
 from sockhop.engine.protocol import (
+    WHEN_DRAINED,
     Address,
     Close,
     DatagramProtocol,
@@ -55,7 +56,7 @@ COMPACT_SLACK = 4096  # stale timer entries tolerated beyond twice the open conn
 class Connection:
     __slots__ = (
         "sock", "fd", "peer", "protocol", "out", "pending", "mask", "closing", "lingering", "eof",
-        "deadline", "alarm", "scheduled", "gen", "busy", "stop_told", "heard",
+        "deadline", "alarm", "scheduled", "gen", "busy", "stop_told", "heard", "drain",
     )  # fmt: skip
 
     def __init__(self, sock: socket.socket, peer: Address, protocol: StreamProtocol) -> None:
@@ -76,6 +77,7 @@ class Connection:
         self.busy = False  # deferred work running
         self.stop_told = False
         self.heard = False  # the client has sent something (a stop waits for a silent newcomer's first bytes)
+        self.drain = False  # the protocol asked (WHEN_DRAINED) to hear when ``out`` has gone to the kernel
 
 
 class EventLoopServer(Server):
@@ -92,6 +94,7 @@ class EventLoopServer(Server):
         self.listener_fds: dict[int, Listener] = {}
         self.datagrams: dict[int, tuple[socket.socket, DatagramProtocol, DatagramBatch | None]] = {}
         self.done: deque = deque()  # (connection, reply or exception) from deferred work
+        self.drained: list[Connection] = []  # output gone as asked (WHEN_DRAINED): output_drained() is due
         self.executor: ThreadPoolExecutor | None = None
         self.stopping_at: float | None = None
         self.paused_until: float | None = None
@@ -233,6 +236,8 @@ class EventLoopServer(Server):
                             self._close(conn)
                 elif fd == stop_fd:
                     self._begin_stop(now)
+            if self.drained:
+                self._call_drained()
             if self.timers and self.timers[0][0] <= now:
                 self._expire(now)
             if self.stopping_at is not None and now >= self.stopping_at:
@@ -244,7 +249,22 @@ class EventLoopServer(Server):
                 for lfd in self.listener_fds:
                     ep.register(lfd, select.EPOLLIN | (select.EPOLLEXCLUSIVE if self.exclusive else 0))
 
+    def _call_drained(self) -> None:
+        drained, self.drained = self.drained, []
+        for conn in drained:
+            if conn.fd < 0 or conn.busy:
+                continue
+            try:
+                reply = as_reply(conn.protocol.output_drained())
+            except Exception as exc:
+                protocol_failed(conn.peer, "output_drained", exc)
+                self._close(conn)
+                continue
+            self._apply(conn, reply)
+
     def _next_timeout(self) -> float:
+        if self.drained:
+            return 0
         wake = []
         if self.timers:
             wake.append(self.timers[0][0])
@@ -359,6 +379,9 @@ class EventLoopServer(Server):
             self._update_mask(conn)
 
     def _queue(self, conn: Connection, piece) -> None:
+        if piece is WHEN_DRAINED:
+            conn.drain = True
+            return
         if isinstance(piece, FileRegion):
             conn.pending += piece.count
         else:
@@ -394,6 +417,10 @@ class EventLoopServer(Server):
             log.debug("%s: %s", peer_name(conn.peer), exc)
             self._close(conn)
             return
+        if not out and conn.drain:
+            conn.drain = False
+            if not conn.closing:
+                self.drained.append(conn)  # called from the loop, so a fast reader cannot make this recursion
         if not out and conn.closing and not conn.busy:
             self._end(conn)
         else:

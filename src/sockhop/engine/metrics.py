@@ -189,6 +189,9 @@ class MeteredStream(StreamProtocol):
     def timed_out(self) -> Reply:
         return self._out(self.inner.timed_out())
 
+    def output_drained(self) -> Reply:
+        return self._out(self.inner.output_drained())
+
     def connection_lost(self) -> None:
         if not self.closed:
             self.closed = True
