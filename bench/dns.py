@@ -215,7 +215,7 @@ def server_command(name: str, work: Path, zone: Path, port: int) -> list[str] | 
         workers = {"pool": "4", "prefork": "1", "prefork-2": "2"}.get(name, "1")
         return [
             sys.executable, "-m", "sockhop", "serve", "dns", str(zone), "--listen", f"127.0.0.1:{port}",
-            "--model", model, "--workers", workers, "--grace", "1",
+            "--model", model, "--workers", workers, "--grace", "1", "--rrl-rate", "0",  # as nsd.conf: RRL off
         ]  # fmt: skip
     tools = {"nsd": "nsd", "bind": "named", "knot": "knotd"}
     if name in tools:

@@ -49,6 +49,8 @@ class Answer:
     additional: list[dns.rrset.RRset] = field(default_factory=list)
     #: authority and additional hold only extras (NS, addresses) a reply may leave out rather than truncate
     extras_optional: bool = False
+    #: the zone that answered (None: refused)
+    zone: dns.name.Name | None = None
 
     @classmethod
     def refused(cls) -> Answer:
@@ -75,12 +77,14 @@ class Authority:
                 return None
             name = name.parent()
 
-    def answer(self, qname: dns.name.Name, qtype: int, *, tcp: bool = False, with_ns: bool = False) -> Answer:
+    def answer(
+        self, qname: dns.name.Name, qtype: int, *, tcp: bool = False, with_ns: bool = False, dnssec: bool = False
+    ) -> Answer:
         """The answer to one question; ``with_ns``: add the zone's NS RRset to a positive answer's authority."""
         zone = self.find_zone(qname)
         if zone is None:
             return Answer.refused()
-        result = Answer()
+        result = Answer(zone=zone.origin)
         seen: set[dns.name.Name] = set()
         name = qname
         target: dns.name.Name | None = None

@@ -13,6 +13,7 @@ from sockhop.dns.builtin import DEFAULT_PORT, ORIGIN, zone_text
 from sockhop.engine.listener import Listener, with_reload
 from sockhop.engine.models import DATAGRAM_MODELS
 from sockhop.errors import SockhopError, UsageError
+from sockhop.options import whole_number
 from sockhop.service import Command, Opener, Problem, Service, Twin, UpContext, UpPlan
 
 log = logging.getLogger("sockhop.dns")
@@ -29,6 +30,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--query-log", metavar="FILE|-", help="log every query to FILE, or - for standard output")
     parser.add_argument(
+        "--rrl-rate",
+        type=whole_number,
+        default=200,
+        metavar="N",
+        help="response rate limiting: UDP replies per second to one client prefix (/24, /56) for one answer "
+        "class, as NSD's rrl-ratelimit; 0 turns it off (default 200)",
+    )
+    parser.add_argument(
+        "--rrl-slip",
+        type=whole_number,
+        default=2,
+        metavar="N",
+        help="every Nth reply over the rate goes out truncated (TC), so a real client retries over TCP; "
+        "0 drops them all (default 2)",
+    )
+    parser.add_argument(
+        "--rrl-exempt",
+        action="append",
+        default=[],
+        metavar="ADDRESS[/PREFIX]",
+        help="clients never rate limited; repeatable",
+    )
+    parser.add_argument(
         "--tcp-only",
         action="store_true",
         help="serve only TCP (the fork and thread models cannot serve UDP, which has no connections)",
@@ -42,17 +66,19 @@ def _check_options(args: argparse.Namespace) -> None:
             f"the {args.model} model cannot serve UDP (datagrams have no connections to hand out): "
             f"use --model {', '.join(DATAGRAM_MODELS)}, or add --tcp-only to serve DNS over TCP alone"
         )
-    for net in args.allow_transfer:
-        try:
-            ipaddress.ip_network(net, strict=False)
-        except ValueError:
-            raise UsageError(
-                f"--allow-transfer {net}: not an address or network (such as 192.0.2.1 or 10.0.0.0/8)"
-            ) from None
+    for option, nets in (("--allow-transfer", args.allow_transfer), ("--rrl-exempt", args.rrl_exempt)):
+        for net in nets:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise UsageError(
+                    f"{option} {net}: not an address or network (such as 192.0.2.1 or 10.0.0.0/8)"
+                ) from None
 
 
 def open_dns(args: argparse.Namespace, opener: Opener) -> list[Listener]:
     from sockhop.dns.protocol import DnsDatagram, DnsStream
+    from sockhop.dns.rrl import RateLimiter
     from sockhop.dns.server import NameServer
     from sockhop.dns.zone import read_zones
 
@@ -64,8 +90,9 @@ def open_dns(args: argparse.Namespace, opener: Opener) -> list[Listener]:
         from sockhop.dns.querylog import open_query_log
 
         query_log = open_query_log(args.query_log)
+    rrl = RateLimiter(args.rrl_rate, args.rrl_slip, args.rrl_exempt) if args.rrl_rate else None
     server = NameServer(
-        zones, allow_transfer=args.allow_transfer, query_log=query_log, loader=lambda: read_zones(paths)
+        zones, allow_transfer=args.allow_transfer, query_log=query_log, loader=lambda: read_zones(paths), rrl=rrl
     )
     for zone in zones:
         log.info(
