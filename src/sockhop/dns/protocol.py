@@ -190,7 +190,8 @@ class DnsStream(StreamProtocol):
         assert zone is not None
         replies: list[bytes] = []
         size = 0
-        for rrset in zone.transfer_order():
+        records = zone.signer.transfer(zone) if zone.signer is not None else zone.transfer_order()  # type: ignore[attr-defined]
+        for rrset in records:
             response.flags |= dns.flags.AA
             response.answer.append(rrset)
             size += rrset_size(rrset)

@@ -57,6 +57,7 @@ CACHE_BYTES = 16 * 1024 * 1024  # encoded replies kept per transport and process
 QR = 0x80  # in the first flags byte
 TRANSFER_TYPES = (RdataType.AXFR, RdataType.IXFR)
 ERROR_CLASS = b"\x00error"  # the answer class of every error reply (RRL)
+RENEW_REPLIES = 86400  # encoded replies of zones signed online are dropped daily (signatures are renewed weekly)
 NXDOMAIN_CLASS = b"\x00nx"  # followed by the zone's name: every NXDOMAIN of one zone is one class
 
 #: ``log(peer, transport, summary)`` -- called once per answered query when a query log is on.
@@ -104,6 +105,13 @@ class Snapshot:
     authority: Authority
     udp_cache: ReplyCache = field(default_factory=ReplyCache)
     tcp_cache: ReplyCache = field(default_factory=ReplyCache)
+    #: when the encoded replies of zones signed online must go, their signatures due for renewal (0: at the first
+    #: tick, which sets it; never for zones without a signer)
+    renew_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not any(zone.signer is not None for zone in self.authority.zones.values()):
+            self.renew_at = float("inf")
 
 
 @dataclass(frozen=True)
@@ -143,6 +151,11 @@ class NameServer:
         self.now = now
         if self.rrl is not None:
             self.rrl.tick(now)
+        snapshot = self.snapshot
+        if now >= snapshot.renew_at:
+            if snapshot.renew_at:  # signatures in the encoded replies are due: encode afresh
+                snapshot = self.snapshot = Snapshot(snapshot.authority)
+            snapshot.renew_at = now + RENEW_REPLIES
 
     # -- reload --------------------------------------------------------------------------------------------------
     def reload(self) -> Reloaded:

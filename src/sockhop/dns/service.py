@@ -30,6 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--query-log", metavar="FILE|-", help="log every query to FILE, or - for standard output")
     parser.add_argument(
+        "--sign",
+        action="append",
+        default=[],
+        metavar="KEYFILE",
+        help="sign the key's zone online (DNSSEC) with a key made by 'sockhop dns keygen ZONE'; repeatable",
+    )
+    parser.add_argument(
         "--rrl-rate",
         type=whole_number,
         default=200,
@@ -80,11 +87,11 @@ def open_dns(args: argparse.Namespace, opener: Opener) -> list[Listener]:
     from sockhop.dns.protocol import DnsDatagram, DnsStream
     from sockhop.dns.rrl import RateLimiter
     from sockhop.dns.server import NameServer
-    from sockhop.dns.zone import read_zones
 
     _check_options(args)
     paths = list(args.zonefiles)
-    zones = read_zones(paths)
+    keys = _signing_keys(args)
+    zones = _zones(paths, keys)
     query_log = None
     if args.query_log:
         from sockhop.dns.querylog import open_query_log
@@ -92,7 +99,7 @@ def open_dns(args: argparse.Namespace, opener: Opener) -> list[Listener]:
         query_log = open_query_log(args.query_log)
     rrl = RateLimiter(args.rrl_rate, args.rrl_slip, args.rrl_exempt) if args.rrl_rate else None
     server = NameServer(
-        zones, allow_transfer=args.allow_transfer, query_log=query_log, loader=lambda: read_zones(paths), rrl=rrl
+        zones, allow_transfer=args.allow_transfer, query_log=query_log, loader=lambda: _zones(paths, keys), rrl=rrl
     )
     for zone in zones:
         log.info(
@@ -103,6 +110,33 @@ def open_dns(args: argparse.Namespace, opener: Opener) -> list[Listener]:
     else:
         listeners = opener.open_pair(lambda: DnsDatagram(server), lambda: DnsStream(server), alpn=("dot",))
     return with_reload(listeners, reloader(server))  # the zones, and the TLS listeners' certificates
+
+
+def _signing_keys(args: argparse.Namespace) -> list:
+    """The --sign keys; one that does not load stops start-up with one line."""
+    if not args.sign:
+        return []
+    from sockhop.dns.keys import load
+
+    return [load(path) for path in args.sign]
+
+
+def _zones(paths: list[str], keys: list) -> list:
+    """Read the zone files; give the zones with a key their online signer."""
+    import time
+
+    from sockhop.dns.zone import read_zones
+
+    zones = read_zones(paths)
+    if not keys:
+        return zones
+    from sockhop.dns.signer import attach
+
+    served = {zone.origin for zone in zones}
+    for key in keys:
+        if key.zone not in served:
+            raise UsageError(f"--sign {key.source}: the key is for {key.zone}, which no zone file here holds")
+    return attach(zones, keys, time.time)
 
 
 def reloader(server):
@@ -130,6 +164,10 @@ def check_dns(args: argparse.Namespace) -> list[Problem]:
             read_zones([path])
         except SockhopError as exc:
             problems.append(Problem("zonefiles", str(exc)))
+    try:
+        _signing_keys(args)
+    except SockhopError as exc:
+        problems.append(Problem("sign", str(exc)))
     return problems
 
 
@@ -151,6 +189,18 @@ def up_plans(ctx: UpContext) -> list[UpPlan]:
     ]
 
 
+def dns_keys_arguments(parser: argparse.ArgumentParser) -> None:
+    from sockhop.dns import keys
+
+    keys.add_arguments(parser)
+
+
+def dns_keys_run(args: argparse.Namespace) -> int:
+    from sockhop.dns import keys
+
+    return keys.run(args)
+
+
 SERVICE = Service(
     name="dns",
     help="an authoritative name server for RFC 1035 zone files, on UDP and TCP",
@@ -164,6 +214,14 @@ SERVICE = Service(
     check=check_dns,
     kinds=lambda args: (socket.SOCK_STREAM,) if args.tcp_only else (socket.SOCK_DGRAM, socket.SOCK_STREAM),
     commands=(
+        Command(
+            "dns",
+            "DNSSEC keys for serve dns --sign: keygen ZONE, ds ZONE",
+            dns_keys_arguments,
+            dns_keys_run,
+            description="keygen ZONE makes a signing key (ZONE.key, readable by you alone) for serve dns --sign; "
+            "ds ZONE prints the DS record the parent zone publishes for it.",
+        ),
         Command(
             "resolve",
             "ask a name server a question and print the answer (as dig)",
