@@ -64,7 +64,9 @@ QUESTIONS = [
 ]
 
 
-def sign(folder: Path, *, nsec3: bool = False, optout: bool = False, key: str | None = None) -> tuple[Path, str]:
+def sign(
+    folder: Path, *, nsec3: bool = False, optout: bool = False, key: str | None = None, extra: tuple[str, ...] = ()
+) -> tuple[Path, str]:
     """ZONE signed by ldns-signzone (with a new ECDSA P-256 key unless ``key`` names one): the signed file, named
     after the zone, and the key's base name (``Kexample.com.+013+NNNNN``)."""
     keygen, signzone = require_tool("ldns-keygen"), require_tool("ldns-signzone")
@@ -78,7 +80,7 @@ def sign(folder: Path, *, nsec3: bool = False, optout: bool = False, key: str | 
     flags = ["-n", *(["-p"] if optout else []), "-t", "0"] if nsec3 else []
     out = folder / "example.com"
     subprocess.run(
-        [signzone, *flags, "-o", "example.com.", "-f", str(out), "example.com.unsigned", key],
+        [signzone, *flags, *extra, "-o", "example.com.", "-f", str(out), "example.com.unsigned", key],
         cwd=folder, check=True, capture_output=True, timeout=30,
     )  # fmt: skip
     return out, key

@@ -112,6 +112,25 @@ def test_delv_validates_with_the_anchor(sockhop_server, tmp_path):
         assert "fully validated" in text and expect in text, text
 
 
+def test_expired_signatures_and_a_wrong_dnskey_load_with_one_warning_each(sockhop_server, tmp_path):
+    expired, _ = sign(tmp_path / "expired", extra=("-i", "20190101000000", "-e", "20200101000000"))
+    good, key = sign(tmp_path / "mismatch")
+    _, other = sign(tmp_path / "other")
+    lines = [line for line in good.read_text().splitlines() if "\tDNSKEY\t" not in line]
+    good.write_text("\n".join([*lines, anchor(tmp_path / "other", other)]) + "\n")
+    for zone, words in [(expired, "signatures have expired"), (good, "which no DNSKEY of the zone has")]:
+        server = sockhop_server(
+            ["serve", "dns", str(zone), "--listen", "127.0.0.1:0", "--model", "iterative"], announce=2
+        )
+        warnings = [line for line in server.lines if "WARNING" in line or "warning" in line]
+        assert len(warnings) == 1 and words in warnings[0], server.lines
+        reply = dns.query.udp(
+            dns.message.make_query("www.example.com", "A", want_dnssec=True), "127.0.0.1",
+            port=server.address("dns", "udp")[1], timeout=5,
+        )  # fmt: skip
+        assert reply.rcode() == dns.rcode.NOERROR and len(reply.answer) == 2
+
+
 # -- sans-IO ---------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def signed_server(tmp_path_factory) -> NameServer:

@@ -14,6 +14,7 @@ import warnings
 
 import dns.name
 import dns.rdatatype
+import dns.rdtypes.ANY.RRSIG
 import dns.rrset
 
 from sockhop.dns.authority import Answer
@@ -202,3 +203,38 @@ class Denial:
             self.nodata(cut)
         else:
             self.add(self.nsec_at_or_before(cut))
+
+
+def problems(zone: Zone, now: float) -> list[str]:
+    """What is wrong with a pre-signed zone's DNSSEC, one line per problem: it is served anyway (a validator will
+    answer SERVFAIL for what it cannot verify; the operator re-signs), but the operator must hear of it."""
+    if not zone.presigned or zone.signer is not None:
+        return []
+    found: list[str] = []
+    where = f"{zone.source or zone.origin}"
+    sigs = [rdata for node in zone.sigs.values() for rrset in node.values() for rdata in rrset]
+    expired = [rdata.expiration for rdata in sigs if rdata.expiration < now]
+    if expired:
+        found.append(
+            f"{where}: {len(expired)} of {len(sigs)} signatures have expired (the first on "
+            f"{dns.rdtypes.ANY.RRSIG.posixtime_to_sigtime(min(expired))}): re-sign the zone"
+        )
+    early = [rdata.inception for rdata in sigs if rdata.inception > now]
+    if early:
+        found.append(f"{where}: {len(early)} signatures are not valid yet (a clock ahead, or signed for later)")
+    dnskeys = zone.get(zone.origin, RdataType.DNSKEY)
+    if dnskeys is None:
+        found.append(f"{where}: signed, but has no DNSKEY at {zone.origin}: nothing can verify its signatures")
+        return found
+    tags = {(dns.dnssec.key_id(key), key.algorithm) for key in dnskeys}
+    unknown = sorted({rdata.key_tag for rdata in sigs if (rdata.key_tag, rdata.algorithm) not in tags})
+    if unknown:
+        listed = ", ".join(str(tag) for tag in unknown)
+        found.append(f"{where}: signatures by key tag {listed}, which no DNSKEY of the zone has (the wrong DNSKEY?)")
+    keyset = signature(zone, zone.origin, RdataType.DNSKEY)
+    if keyset is not None and not unknown:
+        try:
+            dns.dnssec.validate(dnskeys, keyset, {zone.origin: dnskeys}, now=keyset[0].inception + 1)
+        except dns.dnssec.ValidationFailure:
+            found.append(f"{where}: the DNSKEY RRset's signature does not verify with the zone's DNSKEY")
+    return found

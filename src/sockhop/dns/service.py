@@ -128,6 +128,12 @@ def _zones(paths: list[str], keys: list) -> list:
     from sockhop.dns.zone import read_zones
 
     zones = read_zones(paths)
+    if any(zone.presigned for zone in zones):
+        from sockhop.dns.proofs import problems
+
+        for zone in zones:
+            for problem in problems(zone, time.time()):
+                log.warning("%s", problem)
     if not keys:
         return zones
     from sockhop.dns.signer import attach
