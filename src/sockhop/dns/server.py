@@ -216,7 +216,7 @@ class NameServer:
         response = dns.message.make_response(query, our_payload=UDP_PAYLOAD, pad=0)
         dnssec = query.edns >= 0 and bool(query.ednsflags & dns.flags.DO)
         proven, cacheable = False, True
-        if query.edns >= 0:
+        if query.edns == 0:  # (a BADVERS reply carries no cookie: the client must first speak our version)
             cookie = next((option for option in query.options if option.otype == COOKIE), None)
             if cookie is not None:
                 proven, options = self._cookie(cookie, peer)
