@@ -221,3 +221,21 @@ def test_flood_from_one_address_gets_no_more_bytes_than_it_sends(sockhop_server,
         capture_output=True, text=True, timeout=30,
     ).stdout  # fmt: skip
     assert "COOKIE:" in out and "status: NOERROR" in out and "192.0.2.2" in out
+
+
+def test_cookie_clients_are_answered_from_the_reply_cache_each_with_its_own_cookie():
+    server = make_server(rate=1000)
+    proto = DnsDatagram(server)
+    replies = [proto.datagram_received(cookie_query(bytes([i]) * 8).to_wire(), FLOODER)[0] for i in range(1, 4)]
+    assert len(server.snapshot.udp_cache) == 1  # the question without its cookie, cached once
+    cookies = [server_cookie(reply) for reply in replies]
+    assert len(set(cookies)) == 3
+    for i, reply in enumerate(replies, 1):
+        message = dns.message.from_wire(reply)
+        (option,) = message.options
+        assert option.client == bytes([i]) * 8 and message.answer[0][0].address == "192.0.2.2"
+    # a reply near the client's size limit goes out without the cookie rather than over the limit
+    q = dns.message.make_query("amp.example.com", "TXT", use_edns=0, payload=512,
+                               options=[dns.edns.CookieOption(b"\x07" * 8, b"")])  # fmt: skip
+    (reply,) = proto.datagram_received(q.to_wire(), FLOODER)
+    assert len(reply) <= 512

@@ -30,7 +30,6 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-import dns.edns
 import dns.exception
 import dns.flags
 import dns.message
@@ -42,8 +41,7 @@ import dns.rdatatype
 import dns.rrset
 
 from sockhop.dns.authority import Authority
-from sockhop.dns.cookies import OPTION as COOKIE
-from sockhop.dns.cookies import CookieJar, packed_address
+from sockhop.dns.cookies import CookieJar, packed_address, split_cookie, with_cookie
 from sockhop.dns.rrl import RateLimiter
 from sockhop.dns.zone import Zone, ZoneError
 
@@ -189,17 +187,39 @@ class NameServer:
             return data[:2] + hit[0], hit[2]
         if len(data) < HEADER or data[2] & QR:
             return None, None
-        reply, summary, cacheable, answer_class = self._answer(snapshot.authority, data, tcp, peer)
+        cookie = split_cookie(data) if data[11] else None
+        if cookie is not None:
+            return self._with_cookie(cache, snapshot.authority, data, cookie, peer, tcp)
+        reply, summary, cacheable, answer_class = self._answer(snapshot.authority, data, tcp)
         if cacheable:
-            assert answer_class is not None
             cache.put(data[2:], reply[2:], summary, answer_class)
         if self.query_log is not None:
             self.query_log(peer, "tcp" if tcp else "udp", summary)
         return reply, answer_class
 
-    def _answer(
-        self, authority: Authority, data: bytes, tcp: bool, peer: object = None
-    ) -> tuple[bytes, str, bool, bytes | None]:
+    def _with_cookie(
+        self, cache: ReplyCache, authority: Authority, data: bytes, cookie: tuple, peer: object, tcp: bool
+    ) -> tuple[bytes | None, bytes | None]:
+        """A query with a DNS cookie: the reply to the same query without it (cached as such), with a fresh server
+        cookie added; no answer class if the client returned a valid one of ours."""
+        stripped, client, theirs, payload = cookie
+        address = packed_address(peer)
+        now = int(self.now)
+        hit = cache.entries.get(stripped[2:])
+        if hit is not None:
+            reply, summary, answer_class = data[:2] + hit[0], hit[1], hit[2]
+        else:
+            reply, summary, cacheable, answer_class = self._answer(authority, stripped, tcp)
+            if cacheable:
+                cache.put(stripped[2:], reply[2:], summary, answer_class)
+        if self.query_log is not None:
+            self.query_log(peer, "tcp" if tcp else "udp", summary)
+        limit = 65535 if tcp else min(max(CLASSIC_PAYLOAD, payload), UDP_PAYLOAD)
+        reply = with_cookie(reply, client, self.cookies.make(client, address, now), limit)
+        proven = bool(theirs) and self.cookies.valid(client, theirs, address, now)
+        return reply, None if proven else answer_class
+
+    def _answer(self, authority: Authority, data: bytes, tcp: bool) -> tuple[bytes, str, bool, bytes]:
         """Encode the reply: (wire, a summary line for the log, whether it may be cached, its answer class)."""
         try:
             query = dns.message.from_wire(data, ignore_trailing=False)
@@ -215,15 +235,8 @@ class NameServer:
         question = query.question[0]
         response = dns.message.make_response(query, our_payload=UDP_PAYLOAD, pad=0)
         dnssec = query.edns >= 0 and bool(query.ednsflags & dns.flags.DO)
-        proven, cacheable = False, True
-        if query.edns == 0:  # (a BADVERS reply carries no cookie: the client must first speak our version)
-            cookie = next((option for option in query.options if option.otype == COOKIE), None)
-            if cookie is not None:
-                proven, options = self._cookie(cookie, peer)
-                cacheable = False  # the server cookie is this client's
-                response.use_edns(0, dns.flags.DO if dnssec else 0, UDP_PAYLOAD, options=options)
-            elif dnssec:
-                response.ednsflags |= dns.flags.DO
+        if dnssec:
+            response.ednsflags |= dns.flags.DO
         trim = False
         zone_name: dns.name.Name | None = None
         summary = f"{question.name} {dns.rdataclass.to_text(question.rdclass)} {dns.rdatatype.to_text(question.rdtype)}"
@@ -246,16 +259,7 @@ class NameServer:
             trim = answer.extras_optional
         wire = encode(response, tcp, query, trim)
         summary = f"{summary} {dns.rcode.to_text(response.rcode())}{' TC' if tc(wire) else ''}"
-        answer_class = None if proven else rrl_class(response, question, zone_name)
-        return wire, summary, cacheable, answer_class
-
-    def _cookie(self, cookie: dns.edns.CookieOption, peer: object) -> tuple[bool, list[dns.edns.Option]]:
-        """Whether the client proved its address with our cookie, and the COOKIE option to answer with."""
-        address = packed_address(peer)
-        now = int(self.now)
-        proven = bool(cookie.server) and self.cookies.valid(cookie.client, cookie.server, address, now)
-        fresh = self.cookies.make(cookie.client, address, now)
-        return proven, [dns.edns.CookieOption(cookie.client, fresh)]
+        return wire, summary, True, rrl_class(response, question, zone_name)
 
     # -- transfers -----------------------------------------------------------------------------------------------
     def may_transfer(self, peer: object) -> bool:
