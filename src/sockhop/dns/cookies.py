@@ -71,8 +71,8 @@ def split_cookie(query: bytes) -> tuple[bytes, bytes, bytes, int] | None:
         at += 1 + query[at]
     opt = at + 5  # the root label, type and class
     start = opt + 11
-    if query[opt : opt + 3] != b"\x00\x00\x29" or start > size:
-        return None
+    if query[opt : opt + 3] != b"\x00\x00\x29" or start > size or query[opt + 6]:
+        return None  # no OPT, or EDNS above version 0 (BADVERS carries no cookie: the client must first speak 0)
     rdlength = int.from_bytes(query[opt + 9 : start], "big")
     if start + rdlength != size:
         return None
