@@ -53,6 +53,9 @@ class Signer:
         soa = zone.soa
         self.negative_ttl = min(soa.ttl, soa[0].minimum)
         self.dnskey = dns.rrset.from_rdata(zone.origin, soa.ttl, key.dnskey)
+        # dnspython's own key object, made once (sign() would wrap the key anew each time), and no policy check
+        # per signature: the algorithms keygen makes are the ones RFC 8624 recommends
+        self.private = dns.dnssec.get_algorithm_cls_from_dnskey(key.dnskey)(key=key.private)
 
     # -- signatures ----------------------------------------------------------------------------------------------
     def sign(self, rrset: dns.rrset.RRset, owner: dns.name.Name | None = None) -> dns.rrset.RRset:
@@ -64,8 +67,8 @@ class Signer:
         found = self.sigs.get(key)
         if found is None or now >= found[1]:
             rrsig = dns.dnssec.sign(
-                rrset, self.key.private, self.origin, self.key.dnskey,
-                inception=int(now) - SKEW, expiration=int(now) + VALIDITY, deterministic=False,
+                rrset, self.private, self.origin, self.key.dnskey, inception=int(now) - SKEW,
+                expiration=int(now) + VALIDITY, deterministic=False, policy=dns.dnssec.allow_all_policy,
             )  # fmt: skip
             found = (dns.rrset.from_rdata(rrset.name, rrset.ttl, rrsig), now + RENEW)
             with self.lock:
