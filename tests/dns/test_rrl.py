@@ -215,6 +215,32 @@ def test_flood_from_one_address_gets_no_more_bytes_than_it_sends(sockhop_server,
     # another address, another prefix, meanwhile: every answer
     sent2, received2, answers2, truncated2 = flood(port, "127.0.5.1", 20, 1.0)
     assert answers2 == 20 and truncated2 == 0
+    # from the flooding address itself: a client that returns our cookie gets every answer, one that does not is
+    # limited (60 questions at once, against a rate of 20 a second)
+    client = b"\x05" * 8
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.9", 0))
+    sock.settimeout(5)
+    sock.sendto(cookie_query(client).to_wire(), ("127.0.0.1", port))
+    cookie = server_cookie(sock.recv(65535))
+
+    def burst(query: bytes) -> list[bytes]:
+        for _ in range(60):
+            sock.sendto(query, ("127.0.0.1", port))
+        got = []
+        sock.settimeout(1.0)
+        try:
+            while len(got) < 60:
+                got.append(sock.recv(65535))
+        except TimeoutError:
+            pass
+        return got
+
+    with_cookie = burst(cookie_query(client, cookie).to_wire())
+    assert len(with_cookie) == 60 and not any(reply[2] & 0x02 for reply in with_cookie)
+    without = burst(dns.message.make_query("www.example.com", "A").to_wire())
+    assert len(without) < 60 or any(reply[2] & 0x02 for reply in without)
+    sock.close()
     dig = require_tool("dig")
     out = subprocess.run(
         [dig, "@127.0.0.1", "-p", str(port), "-b", "127.0.9.9", "+cookie", "+time=2", "+tries=1", "www.example.com"],
