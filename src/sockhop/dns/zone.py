@@ -182,9 +182,10 @@ class _LineReader(dns.zonefile.Reader):
 
 
 def origin_from_filename(path: Path) -> dns.name.Name | None:
-    """``example.com.zone``, ``db.example.com`` or ``example.com`` name their zone, as many setups do."""
+    """``example.com.zone``, ``db.example.com`` or ``example.com`` name their zone, as many setups do -- and
+    ``example.com.zone.signed``, the name ldns-signzone and dnssec-signzone give their output."""
     stem = path.name
-    for suffix in (".zone", ".db", ".txt"):
+    for suffix in (".signed", ".zone", ".db", ".txt"):
         if stem.endswith(suffix):
             stem = stem[: -len(suffix)]
     if stem.startswith("db."):
