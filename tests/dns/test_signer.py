@@ -18,7 +18,7 @@ import dns.rdatatype
 import pytest
 
 from sockhop.dns import keys
-from sockhop.dns.protocol import DnsDatagram
+from sockhop.dns.protocol import DnsDatagram, DnsStream
 from sockhop.dns.server import RENEW_REPLIES, NameServer
 from sockhop.dns.signer import RENEW, VALIDITY, attach
 from sockhop.dns.zone import read_zone_text
@@ -158,3 +158,23 @@ def test_signatures_are_kept_then_renewed_before_they_expire():
     server.tick(clock.now)
     renewed = rrsig()
     assert renewed.expiration == int(clock.now) + VALIDITY and renewed.expiration - clock.now > RENEW
+
+
+def test_over_tcp_alone_the_replies_are_renewed_by_the_signers_clock():
+    """--tcp-only: no datagram brings the engine's clock, so a new connection renews by the signer's."""
+    clock = Clock(1_800_000_000.0)
+    zone = read_zone_text(ZONE, "example.com")
+    attach([zone], [keys.generate("example.com")], clock)
+    server = NameServer([zone])
+    query = dns.message.make_query("www.example.com", "A", want_dnssec=True).to_wire()
+
+    def expiration() -> int:
+        stream = DnsStream(server)
+        stream.connection_made(PEER, ("127.0.0.1", 53))
+        out = b"".join(stream.data_received(len(query).to_bytes(2, "big") + query).send)
+        (sig,) = [r for r in dns.message.from_wire(out[2:]).answer if r.rdtype == dns.rdatatype.RRSIG]
+        return sig[0].expiration
+
+    first = expiration()
+    clock.now += RENEW + RENEW_REPLIES + 1
+    assert expiration() == int(clock.now) + VALIDITY != first

@@ -107,6 +107,7 @@ class DnsStream(StreamProtocol):
 
     def connection_made(self, peer: Address, local: Address) -> Reply:
         self.peer = peer
+        self.server.connection_opened()
         return NOTHING
 
     def data_received(self, data: bytes) -> Reply:

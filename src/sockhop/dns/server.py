@@ -55,6 +55,7 @@ CACHE_BYTES = 16 * 1024 * 1024  # encoded replies kept per transport and process
 QR = 0x80  # in the first flags byte
 TRANSFER_TYPES = (RdataType.AXFR, RdataType.IXFR)
 ERROR_CLASS = b"\x00error"  # the answer class of every error reply (RRL)
+INFINITY = float("inf")
 RENEW_REPLIES = 86400  # encoded replies of zones signed online are dropped daily (signatures are renewed weekly)
 NXDOMAIN_CLASS = b"\x00nx"  # followed by the zone's name: every NXDOMAIN of one zone is one class
 
@@ -109,7 +110,7 @@ class Snapshot:
 
     def __post_init__(self) -> None:
         if not any(zone.signer is not None for zone in self.authority.zones.values()):
-            self.renew_at = float("inf")
+            self.renew_at = INFINITY
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,17 @@ class NameServer:
         self.now = now
         if self.rrl is not None:
             self.rrl.tick(now)
+        if now >= self.snapshot.renew_at:
+            self.renew(now)
+
+    def connection_opened(self) -> None:
+        """A TCP connection began. Without UDP (``--tcp-only``) no tick comes, so a zone signed online renews its
+        encoded replies here, by its signer's clock (handed in by the service, as signing needs one anyway)."""
+        if self.snapshot.renew_at != INFINITY:
+            signer = next(zone.signer for zone in self.snapshot.authority.zones.values() if zone.signer is not None)
+            self.renew(signer.clock())  # type: ignore[attr-defined]
+
+    def renew(self, now: float) -> None:
         snapshot = self.snapshot
         if now >= snapshot.renew_at:
             if snapshot.renew_at:  # signatures in the encoded replies are due: encode afresh
