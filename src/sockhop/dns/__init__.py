@@ -9,7 +9,7 @@ rrl.py        response rate limiting per client prefix and answer class
 cookies.py    DNS cookies (RFC 7873/9018): a client that returns ours is not rate limited
 proofs.py     a pre-signed zone's answers with DO: RRSIGs and NSEC/NSEC3 proofs
 signer.py     online signing: RRSIGs on first use, minimally covering NSEC, a signed AXFR
-keys.py       signing keys on disk, ``sockhop dns keygen`` and ``sockhop dns ds``
+keys.py       signing keys on disk; keycommands.py: ``sockhop dns keygen`` and ``sockhop dns ds``
 """
 
 from __future__ import annotations

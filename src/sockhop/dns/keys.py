@@ -1,4 +1,4 @@
-"""DNSSEC signing keys on disk, and ``sockhop dns keygen ZONE`` / ``sockhop dns ds ZONE``.
+"""DNSSEC signing keys on disk (what ``sockhop dns keygen`` writes and ``serve dns --sign`` reads).
 
 A key file holds one private key in PKCS #8 PEM (what ``openssl pkey`` reads) after comment lines naming its zone,
 algorithm and key tag. It is created readable by its owner alone (0600), and a key file others can read is refused
@@ -8,7 +8,6 @@ when the server starts, as ssh refuses such a private key. One key signs everyth
 
 from __future__ import annotations
 
-import argparse
 import os
 import stat
 import warnings
@@ -19,7 +18,7 @@ import dns.exception
 import dns.name
 import dns.rdtypes.ANY.DNSKEY
 
-from sockhop.errors import SockhopError, UsageError
+from sockhop.errors import SockhopError
 
 with warnings.catch_warnings():  # dnspython imports cryptography's DSA, which warns it is deprecated
     warnings.simplefilter("ignore")
@@ -122,38 +121,3 @@ def load(path: str | os.PathLike[str]) -> SigningKey:
 def default_path(zone: str) -> Path:
     """``example.com.key`` for zone example.com (the file keygen writes and ds reads without --key)."""
     return Path(f"{zone.rstrip('.') or 'root'}.key")
-
-
-# -- sockhop dns keygen | ds ----------------------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=type(parser))
-    keygen = actions.add_parser("keygen", help="make a signing key for ZONE (for serve dns --sign)")
-    keygen.add_argument("zone", metavar="ZONE")
-    keygen.add_argument(
-        "--algorithm", "-a", type=str.upper, choices=sorted(ALGORITHMS), default="ECDSAP256SHA256",
-        help="ECDSAP256SHA256 (13, the default, as most zones) or ED25519 (15)",
-    )  # fmt: skip
-    keygen.add_argument("--key", "-f", metavar="FILE", help="where to write it (default ZONE.key, mode 0600)")
-    keygen.set_defaults(parser=keygen)
-    ds = actions.add_parser("ds", help="print the DS record the parent zone publishes for ZONE's key")
-    ds.add_argument("zone", metavar="ZONE")
-    ds.add_argument("--key", "-f", metavar="FILE", help="the key file (default ZONE.key)")
-    ds.set_defaults(parser=ds)
-
-
-def run(args: argparse.Namespace) -> int:
-    path = Path(args.key) if args.key else default_path(args.zone)
-    if args.action == "keygen":
-        try:
-            key = generate(args.zone, args.algorithm)
-        except dns.exception.DNSException:
-            raise UsageError(f"{args.zone!r} is not a zone name") from None
-        save(key, path)
-        print(f"wrote {path} (key tag {key.tag}); serve it with: sockhop serve dns ZONEFILE --sign {path}")
-        print(key.ds_text())
-        return 0
-    key = load(path)
-    if key.zone != dns.name.from_text(args.zone):
-        raise KeyFileError(f"{path}: the key is for {key.zone}, not {args.zone}")
-    print(key.ds_text())
-    return 0

@@ -8,7 +8,7 @@ import logging
 import socket
 import sys
 
-from sockhop.dns import lookup
+from sockhop.dns import keycommands, lookup
 from sockhop.dns.builtin import DEFAULT_PORT, ORIGIN, zone_text
 from sockhop.engine.listener import Listener, with_reload
 from sockhop.engine.models import DATAGRAM_MODELS
@@ -195,18 +195,6 @@ def up_plans(ctx: UpContext) -> list[UpPlan]:
     ]
 
 
-def dns_keys_arguments(parser: argparse.ArgumentParser) -> None:
-    from sockhop.dns import keys
-
-    keys.add_arguments(parser)
-
-
-def dns_keys_run(args: argparse.Namespace) -> int:
-    from sockhop.dns import keys
-
-    return keys.run(args)
-
-
 SERVICE = Service(
     name="dns",
     help="an authoritative name server for RFC 1035 zone files, on UDP and TCP",
@@ -223,8 +211,8 @@ SERVICE = Service(
         Command(
             "dns",
             "DNSSEC keys for serve dns --sign: keygen ZONE, ds ZONE",
-            dns_keys_arguments,
-            dns_keys_run,
+            keycommands.add_arguments,
+            keycommands.run,
             description="keygen ZONE makes a signing key (ZONE.key, readable by you alone) for serve dns --sign; "
             "ds ZONE prints the DS record the parent zone publishes for it.",
         ),
