@@ -412,6 +412,29 @@ def scenes() -> list[Scene]:  # noqa: PLR0915 (one table)
             ("dns tcp 127.0.0.1:5353 (model fork",),
             check=lambda stage: assert_equal(tcp_answer("www.example.com"), "192.0.2.2"),
         ),
+        # Signed zones and rate limiting
+        Scene(
+            [],
+            clients=[
+                Line("sockhop dns keygen example.com", ("wrote example.com.key", "example.com. 3600 IN DS ")),
+                Line("sockhop dns ds example.com", ("example.com. 3600 IN DS ",)),
+            ],
+            check=lambda stage: assert_equal(oct((stage.folder / "example.com.key").stat().st_mode & 0o777), "0o600"),
+        ),
+        Scene(
+            [Line("sockhop serve dns example.com.zone --sign example.com.key")],
+            ("dns udp 127.0.0.1:5353",),
+            [Line("dig @127.0.0.1 -p 5353 +dnssec www.example.com", ("status: NOERROR", "flags: do", "RRSIG\tA 13 "))],
+        ),
+        Scene(
+            [Line("sockhop serve dns example.com.zone.signed", before=lambda stage: presign(stage.folder))],
+            ("dns udp 127.0.0.1:5353",),
+            check=lambda stage: assert_equal(signed_types("www.example.com"), ["A", "RRSIG"]),
+        ),
+        Scene(
+            [Line("sockhop serve dns example.com.zone --rrl-rate 20 --rrl-slip 2 --rrl-exempt 192.0.2.0/24")],
+            ("dns udp 127.0.0.1:5353",),
+        ),
         Scene(
             [Line(SERVE_DNS_TLS)],
             ("dns udp [::]:5353", "dns tls [::]:8853"),
@@ -761,6 +784,26 @@ def tcp_answer(name: str) -> str:
 
     reply = dns.query.tcp(dns.message.make_query(name, "A"), "127.0.0.1", port=5353, timeout=5)
     return reply.answer[0][0].address
+
+
+def presign(folder: Path) -> None:
+    """example.com.zone.signed, as ldns-signzone writes it (with a new ECDSA P-256 key)."""
+    keygen, signzone = require_tool("ldns-keygen"), require_tool("ldns-signzone")
+    key = subprocess.run([keygen, "-a", "ECDSAP256SHA256", "-k", "example.com"], cwd=folder, capture_output=True,
+                         text=True, check=True, timeout=30).stdout.strip()  # fmt: skip
+    subprocess.run([signzone, "-o", "example.com.", "example.com.zone", key], cwd=folder, check=True, timeout=30)
+    (folder / "example.com.zone.signed").chmod(0o644)
+
+
+def signed_types(name: str) -> list[str]:
+    """The types in the answer to a DO query for ``name``'s A over UDP to 127.0.0.1:5353."""
+    import dns.message
+    import dns.query
+    import dns.rdatatype
+
+    query = dns.message.make_query(name, "A", want_dnssec=True)
+    reply = dns.query.udp(query, "127.0.0.1", port=5353, timeout=5)
+    return sorted(dns.rdatatype.to_text(rrset.rdtype) for rrset in reply.answer)
 
 
 def assert_workers(stage: Stage, count: int) -> None:

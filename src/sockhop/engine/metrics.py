@@ -207,6 +207,9 @@ class MeteredDatagram(DatagramProtocol):
         self.received = metrics.received.labels(*labels)
         self.sent = metrics.sent.labels(*labels)
 
+    def tick(self, now: float) -> None:
+        self.inner.tick(now)
+
     def datagram_received(self, data: bytes, peer: Address) -> list[bytes]:
         self.count_in.inc()
         self.received.inc(len(data))

@@ -224,5 +224,10 @@ class StreamProtocol(_Counting):
 class DatagramProtocol(_Counting):
     """One instance per socket and worker. Returns the datagrams to send back to ``peer``."""
 
+    def tick(self, now: float) -> None:
+        """The engine's clock (seconds since the epoch), read once per batch of waiting datagrams before they are
+        handed over: a protocol that keeps rates (DNS's response rate limiting) reads time here, never itself,
+        and pays nothing per datagram for it."""
+
     def datagram_received(self, data: bytes, peer: Address) -> list[bytes]:
         return []
