@@ -18,10 +18,11 @@ $(BIN)/sockhop: pyproject.toml
 run: $(BIN)/sockhop
 	$(BIN)/sockhop up
 
-# `sockhop` on your PATH: a link in $(PREFIX)/bin (~/.local/bin) to this checkout's .venv/bin/sockhop.
+# `sockhop` on your PATH: a link in $(PREFIX)/bin (~/.local/bin) to this checkout's .venv/bin/sockhop (VENV may be
+# absolute: the link is made from its absolute path).
 install: $(BIN)/sockhop
 	mkdir -p $(PREFIX)/bin
-	ln -sf $(CURDIR)/$(BIN)/sockhop $(PREFIX)/bin/sockhop
+	ln -sf $(abspath $(BIN))/sockhop $(PREFIX)/bin/sockhop
 	@echo "sockhop: installed $(PREFIX)/bin/sockhop (is $(PREFIX)/bin on your PATH? \`command -v sockhop\` says)"
 
 # For a server (the units in contrib/systemd): its own virtual environment in $(SYSTEM), the command at
@@ -51,6 +52,7 @@ bench: $(BIN)/sockhop
 	$(BIN)/python bench/web.py $(WEB_BENCH_ARGS)
 	$(BIN)/python bench/dns.py $(DNS_BENCH_ARGS)
 	$(BIN)/python bench/mail.py $(MAIL_BENCH_ARGS)
+	$(BIN)/python bench/mailqueue.py $(MAILQUEUE_BENCH_ARGS)
 	$(BIN)/python bench/https.py $(HTTPS_BENCH_ARGS)
 
 clean:

@@ -26,7 +26,19 @@ otherwise drop queries under a benchmark's load.
     python bench/dns.py --seconds 1 --only eventloop nsd   # a quick look
     python bench/dns.py --quick --out /tmp/bench     # a smoke run: the script works (figures mean nothing)
 
-Peers that are not installed are skipped with a note: ``apt-get install bind9 nsd knot dnsperf`` and
+Then the DNSSEC and rate-limiting figures (issue 16), in a second table (``--dnssec`` runs only those):
+
+* ``DO=1, pre-signed``: the zone signed by ldns-signzone (NSEC, ECDSA P-256), the ``exist`` file with the DO bit
+  (dnsload -D), NSD and sockhop serving the same file;
+* ``online signing``: Knot with its ``onlinesign`` module and sockhop with ``--sign`` (both ECDSAP256SHA256), a
+  mixed file whose third NXDOMAIN are names never asked before (100,000 distinct lines), with DO;
+* ``RRL``: sockhop (eventloop) on ``exist`` with ``--rrl-rate 0`` and with RRL on at a rate no client reaches (the
+  cost of counting alone);
+* ``flood``: sockhop with RRL at its default while dnsload floods it from 127.0.9.1 with questions for an 800-byte
+  TXT (2,000 outstanding, 0.2 s timeout): the flood's bytes in and out, and the answers/s of a client on 127.0.0.1
+  (exempt with ``--rrl-exempt``, so it measures the server's capacity left) with and without the flood.
+
+Peers that are not installed are skipped with a note: ``apt-get install bind9 nsd knot dnsperf ldnsutils`` and
 ``pip install dnslib`` (the ``bench`` extra) bring them.
 """
 
@@ -111,6 +123,7 @@ alias   IN CNAME www
 alias2  IN CNAME api
 *.users IN A    192.0.2.200
 """
+AMPLIFIER = "".join(f'amp     IN TXT  "{i:02d}{"x" * 98}"\n' for i in range(8))  # ~900 bytes: the flood's question
 
 EXISTING = [
     "example.test A", "example.test AAAA", "example.test MX", "example.test TXT", "www.example.test A",
@@ -215,7 +228,7 @@ def server_command(name: str, work: Path, zone: Path, port: int) -> list[str] | 
         workers = {"pool": "4", "prefork": "1", "prefork-2": "2"}.get(name, "1")
         return [
             sys.executable, "-m", "sockhop", "serve", "dns", str(zone), "--listen", f"127.0.0.1:{port}",
-            "--model", model, "--workers", workers, "--grace", "1",
+            "--model", model, "--workers", workers, "--grace", "1", "--rrl-rate", "0",  # as nsd.conf: RRL off
         ]  # fmt: skip
     tools = {"nsd": "nsd", "bind": "named", "knot": "knotd"}
     if name in tools:
@@ -254,9 +267,11 @@ def start(command: list[str], port: int, cores: set[int], work: Path) -> subproc
 
 
 # -- measuring ------------------------------------------------------------------------------------------------------
-def dnsload(binary: Path, port: int, queries: Path, seconds: float, cores: set[int] | None) -> dict:
+def dnsload(
+    binary: Path, port: int, queries: Path, seconds: float, cores: set[int] | None, extra: tuple[str, ...] = ()
+) -> dict:
     """One dnsload run over UDP: answered queries/s, lost, the response codes, and dnsload's own CPU share."""
-    command = [str(binary), "127.0.0.1", str(port), str(queries), f"{seconds:g}", "-q", str(OUTSTANDING)]
+    command = [str(binary), "127.0.0.1", str(port), str(queries), f"{seconds:g}", "-q", str(OUTSTANDING), *extra]
     pinned = {SERVER_CORE, CLIENT_CORE} if cores is None else cores
     out = run_pinned(command, pinned, capture_output=True, text=True, timeout=seconds + 60)
     fields = dict(item.split("=", 1) for item in out.stdout.split() if "=" in item)
@@ -273,6 +288,9 @@ def dnsload(binary: Path, port: int, queries: Path, seconds: float, cores: set[i
         "codes": codes,
         "bad": other + invalid,
         "client_cpu": float(fields["cpu"]) / wall,
+        "bytes_out": int(fields.get("bytes_out", 0)),
+        "bytes_in": int(fields.get("bytes_in", 0)),
+        "truncated": int(fields.get("truncated", 0)),
     }
 
 
@@ -407,14 +425,214 @@ def plot(plt: Any, rows: list[dict]) -> Any:
     return fig
 
 
+# -- DNSSEC and response rate limiting (issue 16) ----------------------------------------------------------------
+def signed_zone(work: Path) -> Path | None:
+    """ZONE signed by ldns-signzone with a new ECDSA P-256 key (NSEC), or None without ldnsutils."""
+    keygen, signzone = shutil.which("ldns-keygen"), shutil.which("ldns-signzone")
+    if keygen is None or signzone is None:
+        return None
+    folder = work / "presigned"
+    folder.mkdir(exist_ok=True)
+    (folder / "unsigned").write_text(ZONE)
+    key = subprocess.run([keygen, "-a", "ECDSAP256SHA256", "-k", "example.test"], cwd=folder, capture_output=True,
+                         text=True, check=True).stdout.strip()  # fmt: skip
+    out = folder / "example.test.zone"
+    subprocess.run([signzone, "-o", "example.test.", "-f", str(out), "unsigned", key], cwd=folder, check=True,
+                   capture_output=True)  # fmt: skip
+    return out
+
+
+def online_files(work: Path) -> dict[str, Path]:
+    """The flood's question, and the online-signing mix: a third NXDOMAIN for names never asked before."""
+    amp = work / "amp.queries"
+    amp.write_text("amp.example.test TXT\n")
+    fresh = work / "fresh.queries"
+    lines = []
+    for i in range(100_000):
+        kind = i % 3
+        if kind == 0:
+            lines.append(f"nx{i}-{os.getpid()}.example.test A")
+        elif kind == 1:
+            lines.append(f"u{i % 50}.users.example.test A" if i % 2 else "alias.example.test A")
+        else:
+            lines.append(EXISTING[i % len(EXISTING)])
+    fresh.write_text("\n".join(lines) + "\n")
+    return {"amp": amp, "fresh": fresh}
+
+
+def knot_onlinesign(work: Path, zone: Path, port: int) -> None:
+    (work / "knotdb").mkdir(exist_ok=True)
+    (work / "knot-sign.conf").write_text(f"""server:
+    rundir: "{work}"
+    listen: 127.0.0.1@{port}
+    udp-workers: 1
+    tcp-workers: 1
+    background-workers: 1
+database:
+    storage: "{work}/knotdb"
+log:
+  - target: stderr
+    any: error
+policy:
+  - id: online
+    algorithm: ecdsap256sha256
+    single-type-signing: on
+mod-onlinesign:
+  - id: online
+    policy: online
+zone:
+  - domain: example.test
+    file: "{zone}"
+    zonefile-sync: -1
+    zonefile-load: whole
+    journal-content: none
+    module: mod-onlinesign/online
+""")
+
+
+def sockhop_command(zone: Path, port: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "sockhop", "serve", "dns", str(zone), "--listen", f"127.0.0.1:{port}",
+            "--model", "eventloop", "--grace", "1", *extra]  # fmt: skip
+
+
+def one_figure(command: list[str] | None, work: Path, port: int, run: Any) -> dict:
+    """Start a server, warm it up, take one figure with ``run()``, stop it."""
+    if command is None:
+        return {"skipped": "not installed"}
+    try:
+        proc = start(command, port, {SERVER_CORE}, work)
+    except RuntimeError as exc:
+        return {"skipped": str(exc)}
+    try:
+        before, started = cpu_seconds(proc.pid), time.monotonic()
+        result = run()
+        used = cpu_seconds(proc.pid) - before
+        result["us_per_query"] = micros_per(used, result["completed"])
+        result["server_cpu"] = used / (time.monotonic() - started)
+        return result
+    finally:
+        stop(proc)
+
+
+def dnssec_figures(binary: Path, work: Path, files: dict, seconds: float) -> list[tuple[str, str, dict]]:
+    """(figure, server, result) for every DNSSEC and RRL figure."""
+    figures: list[tuple[str, str, dict]] = []
+    port = PORT + 50
+    client = {CLIENT_CORE}
+    plain = work / "example.test.zone"
+    plain.write_text(ZONE + AMPLIFIER)
+    extra = online_files(work)
+
+    def udp(queries: Path, *flags: str, warm: bool = True):
+        def run() -> dict:
+            if warm:
+                dnsload(binary, port, queries, min(1.0, seconds), client, flags)
+            return dnsload(binary, port, queries, seconds, client, flags)
+
+        return run
+
+    presigned = signed_zone(work)
+    for name in ("nsd", "eventloop"):
+        port += 1
+        if presigned is None:
+            figures.append(("DO=1, pre-signed", name, {"skipped": "ldns-signzone not installed (ldnsutils)"}))
+            continue
+        configs(work, presigned, port)
+        command = server_command(name, work, presigned, port)
+        if name == "eventloop":
+            command = sockhop_command(presigned, port, "--rrl-rate", "0")
+        figures.append(("DO=1, pre-signed", name, one_figure(command, work, port, udp(files["exist"], "-D"))))
+
+    port += 1
+    knotd = shutil.which("knotd") or ("/usr/sbin/knotd" if os.path.exists("/usr/sbin/knotd") else None)
+    knot_onlinesign(work, plain, port)
+    command = [knotd, "-c", str(work / "knot-sign.conf")] if knotd else None
+    fresh = udp(extra["fresh"], "-D", warm=False)  # a warm-up would ask the fresh names first
+    figures.append(("online signing, mixed", "knot", one_figure(command, work, port, fresh)))
+    port += 1
+    key = work / "example.test.key"
+    if not key.exists():
+        subprocess.run([sys.executable, "-m", "sockhop", "dns", "keygen", "example.test", "--key", str(key)],
+                       check=True, capture_output=True)  # fmt: skip
+    command = sockhop_command(plain, port, "--sign", str(key), "--rrl-rate", "0")
+    figures.append(("online signing, mixed", "eventloop", one_figure(command, work, port, fresh)))
+
+    for label, rate in (("RRL off", "0"), ("RRL on, no flood", "100000000")):
+        port += 1
+        command = sockhop_command(plain, port, "--rrl-rate", rate)
+        figures.append((label, "eventloop", one_figure(command, work, port, udp(files["exist"]))))
+
+    port += 1
+    command = sockhop_command(plain, port, "--rrl-exempt", "127.0.0.1")
+
+    def flooded() -> dict:
+        alone = dnsload(binary, port, files["exist"], seconds, client)
+        flood_command = [str(binary), "127.0.0.1", str(port), str(extra["amp"]), f"{seconds + 1:g}", "-q", "2000",
+                         "-t", "0.2", "-e", "-b", "127.0.9.1"]  # fmt: skip
+        flood = subprocess.Popen(flood_command, stdout=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        during = dnsload(binary, port, files["exist"], seconds, client)
+        out = flood.communicate(timeout=seconds + 60)[0]
+        fields = dict(item.split("=", 1) for item in out.split() if "=" in item)
+        during["alone_qps"] = alone["qps"]
+        during["flood_in"] = int(fields.get("bytes_out", 0))  # what the flooder sent is what the server took in
+        during["flood_out"] = int(fields.get("bytes_in", 0))
+        during["flood_truncated"] = int(fields.get("truncated", 0))
+        during["flood_answers"] = int(fields.get("answered", 0))
+        return during
+
+    figures.append(("flood from one prefix", "eventloop", one_figure(command, work, port, flooded)))
+    return figures
+
+
+def dnssec_table(figures: list[tuple[str, str, dict]], seconds: float) -> str:
+    lines = ["| figure | server | q/s | lost | µs CPU/q | server CPU |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+    notes = []
+    got: dict[tuple[str, str], dict] = {}
+    for figure, server, m in figures:
+        if "skipped" in m:
+            notes.append(f"- {figure}, {server}: skipped ({m['skipped']})")
+            continue
+        got[(figure, server)] = m
+        lines.append(
+            f"| {figure} | {server} | {fmt(m['qps'])} | {m['lost']} | {fmt(m['us_per_query'], 1)} "
+            f"| {fmt(m['server_cpu'] * 100)} % |"
+        )
+        if m["bad"]:
+            notes.append(f"- {figure}, {server}: {m['bad']} replies that do not score: {m['codes']}")
+    lines += ["", *notes]
+
+    def versus(label: str, a: tuple[str, str], b: tuple[str, str], target: float) -> None:
+        if a in got and b in got and got[b]["qps"]:
+            lines.append(f"- {label}: **{ratio(got[a]['qps'], got[b]['qps'])}** (target ≥ {target:g}x)")
+
+    versus("DO=1 pre-signed, eventloop / nsd", ("DO=1, pre-signed", "eventloop"), ("DO=1, pre-signed", "nsd"), 0.7)
+    versus("online signing, eventloop / knot", ("online signing, mixed", "eventloop"),
+           ("online signing, mixed", "knot"), 0.5)  # fmt: skip
+    versus("RRL on / off, no flood", ("RRL on, no flood", "eventloop"), ("RRL off", "eventloop"), 0.95)
+    flood = got.get(("flood from one prefix", "eventloop"))
+    if flood:
+        lines.append(
+            f"- flood from 127.0.9.1: {fmt(flood['flood_in'])} bytes in, {fmt(flood['flood_out'])} bytes out "
+            f"({fmt(flood['flood_out'] / max(flood['flood_in'], 1), 2)}x; target ≤ 1), {flood['flood_answers']} "
+            f"answers of which {flood['flood_truncated']} truncated (slipped); the client on 127.0.0.1: "
+            f"{fmt(flood['alone_qps'])} q/s alone, {fmt(flood['qps'])} during the flood "
+            f"({ratio(flood['qps'], flood['alone_qps'])})"
+        )
+    lines += ["", f"{seconds:g} s per figure; the DO figures with dnsload -D (an OPT record with DO set)."]
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = parser_for(__doc__, MODELS + PEERS)
     parser.add_argument("--seconds", type=float, default=10.0, help="per figure (default 10)")
+    parser.add_argument("--dnssec", action="store_true", help="only the DNSSEC and rate-limiting figures")
     args = parse(parser, quick={"seconds": 0.5})
     need_two_cores("dnsload")
-    need_tool("dnsperf", "dnsperf")  # the tcp figures
+    if not args.dnssec:
+        need_tool("dnsperf", "dnsperf")  # the tcp figures
     binary = build_c("dnsload")
-    names = args.only or PEERS[:1] + MODELS + PEERS[1:]
+    names = [] if args.dnssec else args.only or PEERS[:1] + MODELS + PEERS[1:]
     rows = []
     with tempfile.TemporaryDirectory(prefix="sockhop-dns-bench-") as tmp:
         work = Path(tmp)
@@ -425,7 +643,12 @@ def main() -> int:
         for i, name in enumerate(names):
             print(f"bench: dns {name} ...", file=sys.stderr, flush=True)
             rows.append(measure(name, binary, work, zone, files, PORT + i, args.seconds))
-    write_report(args.out, "dns", "DNS", table(rows, args.seconds), lambda plt: plot(plt, rows))
+        print("bench: dns DNSSEC and RRL ...", file=sys.stderr, flush=True)
+        figures = dnssec_figures(binary, work, files, args.seconds)
+    body = dnssec_table(figures, args.seconds)
+    if rows:
+        body = table(rows, args.seconds) + "\n\n## DNSSEC and response rate limiting\n\n" + body
+    write_report(args.out, "dns", "DNS", body, (lambda plt: plot(plt, rows)) if rows else None)
     return 0
 
 

@@ -1,11 +1,13 @@
 /* dnsload: a UDP load generator for DNS servers, in C so that the client is never the bottleneck (dnsperf was:
  * it sat at ~99 % of its core against NSD, Knot and sockhop, so its figures were its own cap).
  *
- *   dnsload HOST PORT QUERYFILE SECONDS [-q OUTSTANDING] [-s SOCKETS] [-t TIMEOUT] [-g GATHER] [-G 0|1] [-e]
+ *   dnsload HOST PORT QUERYFILE SECONDS [-q OUTSTANDING] [-s SOCKETS] [-t TIMEOUT] [-g GATHER] [-G 0|1] [-e] [-D]
+ *           [-b SOURCE]
  *
  * QUERYFILE is in dnsperf's format: one question a line, "name TYPE" (blank lines and '#' comments skipped). Each
  * is encoded once, as dnsperf sends it by default: RD set, one question, class IN, no EDNS (-e adds an OPT record
- * with a 1232-byte payload, like dnsperf -e). The questions are sent in file order, round and round.
+ * with a 1232-byte payload, like dnsperf -e; -D also sets its DO bit, like dnsperf -D). The questions are sent in
+ * file order, round and round. -b binds the sockets to a source address (any of 127.0.0.0/8: another client).
  *
  * Closed loop: OUTSTANDING queries (default 100, like dnsperf -q 100) are always in flight, spread over SOCKETS
  * connected UDP sockets (default 4: distinct source ports), sent and received in batches (sendmmsg, recvmmsg,
@@ -26,10 +28,13 @@
  *   kernels before 4.18 fall back to that by themselves).
  *
  * Prints one line of key=value fields:
- *   answered=N lost=N seconds=S cpu=S noerror=N nxdomain=N other=N invalid=N sent=N rounds=N
+ *   answered=N lost=N seconds=S cpu=S noerror=N nxdomain=N other=N invalid=N sent=N rounds=N bytes_out=N
+ *   bytes_in=N truncated=N
  * answered = NOERROR + NXDOMAIN replies (the only ones that score); other = replies with any other RCODE (SERVFAIL,
  * REFUSED...); invalid = datagrams that are no reply to an outstanding question (malformed, unknown or late ID,
- * wrong question); cpu = dnsload's own user+system CPU seconds; rounds = wake-ups (sent / rounds: the batch).
+ * wrong question); cpu = dnsload's own user+system CPU seconds; rounds = wake-ups (sent / rounds: the batch);
+ * bytes_out and bytes_in = DNS message bytes sent and received (what an amplifier multiplies); truncated = replies
+ * with TC set (a rate limiter's slipped answers among them).
  * Loopback only; stops by itself after SECONDS.
  */
 #define _GNU_SOURCE
@@ -84,7 +89,7 @@ static query_t *queries;
 static size_t nqueries, next_query;
 static slot_t *slots;
 static sock_t socks[MAX_SOCKETS];
-static long answered, lost, noerror, nxdomain, other, invalid, sent, rounds;
+static long answered, lost, noerror, nxdomain, other, invalid, sent, rounds, bytes_out, bytes_in, truncated;
 
 static double now(void) {
     struct timespec ts;
@@ -131,9 +136,10 @@ static int encode(query_t *q, const char *name, const char *type, int edns, int 
     p[at++] = code >> 8; p[at++] = code & 0xff;
     p[at++] = 0; p[at++] = 1; /* class IN */
     q->qlen = at - 12;
-    if (edns) { /* OPT: root name, type 41, payload 1232, extended rcode/version/flags 0, no options */
+    if (edns) { /* OPT: root name, type 41, payload 1232, extended rcode/version 0, flags (DO with -D), no options */
         static const uint8_t opt[] = {0, 0, 41, 1232 >> 8, 1232 & 0xff, 0, 0, 0, 0, 0, 0};
         memcpy(p + at, opt, sizeof opt);
+        if (edns == 2) p[at + 7] = 0x80;
         at += sizeof opt;
     }
     q->len = at;
@@ -233,6 +239,7 @@ static void flush(int si, double t) {
             if (i < first[done]) {
                 sl->state = INFLIGHT;
                 sl->sent_at = t;
+                bytes_out += iov[i].iov_len;
             } else {
                 s->slot_of[sl->id] = -1;
             }
@@ -265,7 +272,9 @@ static int same_question(const uint8_t *p, size_t len, const query_t *q) {
 
 static void reply(int si, const uint8_t *p, size_t len) {
     sock_t *s = &socks[si];
+    bytes_in += len;
     if (len < 12) { invalid++; return; }
+    if (p[2] & 0x02) truncated++;
     uint16_t id = (p[0] << 8) | p[1];
     int32_t k = s->slot_of[id];
     if (k < 0 || slots[k].state != INFLIGHT || !(p[2] & 0x80) || (p[2] & 0x78) != 0) { invalid++; return; }
@@ -280,17 +289,20 @@ static void reply(int si, const uint8_t *p, size_t len) {
 
 static void usage(void) {
     fprintf(stderr, "usage: dnsload HOST PORT QUERYFILE SECONDS "
-                    "[-q OUTSTANDING] [-s SOCKETS] [-t TIMEOUT] [-g GATHER] [-G 0|1] [-e]\n");
+                    "[-q OUTSTANDING] [-s SOCKETS] [-t TIMEOUT] [-g GATHER] [-G 0|1] [-e] [-D] [-b SOURCE]\n");
     exit(2);
 }
 
 int main(int argc, char **argv) {
     if (argc < 5) usage();
     int outstanding = 100, nsocks = 4, edns = 0;
+    const char *source = NULL;
     double timeout = 1.0, gather = 0.25;
     for (int i = 5; i < argc; i++) {
-        if (strcmp(argv[i], "-e") == 0) edns = 1;
+        if (strcmp(argv[i], "-e") == 0) edns = edns ? edns : 1;
+        else if (strcmp(argv[i], "-D") == 0) edns = 2;
         else if (i + 1 >= argc) usage();
+        else if (strcmp(argv[i], "-b") == 0) source = argv[++i];
         else if (strcmp(argv[i], "-q") == 0) outstanding = atoi(argv[++i]);
         else if (strcmp(argv[i], "-s") == 0) nsocks = atoi(argv[++i]);
         else if (strcmp(argv[i], "-t") == 0) timeout = atof(argv[++i]);
@@ -313,7 +325,13 @@ int main(int argc, char **argv) {
     for (int i = 0; i < nsocks; i++) {
         sock_t *s = &socks[i];
         s->fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
-        if (s->fd < 0 || connect(s->fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
+        struct sockaddr_in from = {.sin_family = AF_INET};
+        if (source && inet_pton(AF_INET, source, &from.sin_addr) != 1) {
+            fprintf(stderr, "dnsload: bad source address %s\n", source);
+            return 2;
+        }
+        if (s->fd < 0 || (source && bind(s->fd, (struct sockaddr *)&from, sizeof from) < 0) ||
+            connect(s->fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
             fprintf(stderr, "dnsload: socket: %s\n", strerror(errno));
             return 1;
         }
@@ -388,6 +406,7 @@ int main(int argc, char **argv) {
     double cpu = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
     answered = noerror + nxdomain;
     printf("answered=%ld lost=%ld seconds=%.3f cpu=%.3f noerror=%ld nxdomain=%ld other=%ld invalid=%ld sent=%ld "
-           "rounds=%ld\n", answered, lost, elapsed, cpu, noerror, nxdomain, other, invalid, sent, rounds);
+           "rounds=%ld bytes_out=%ld bytes_in=%ld truncated=%ld\n", answered, lost, elapsed, cpu, noerror, nxdomain,
+           other, invalid, sent, rounds, bytes_out, bytes_in, truncated);
     return 0;
 }

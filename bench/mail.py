@@ -179,11 +179,13 @@ message_size_limit = 20000000
 
 
 # -- load ---------------------------------------------------------------------------------------------------------
-def smtp_source(port: int, sessions: int, messages: int, size: int, timeout: float) -> tuple[int, float]:
-    """Send ``messages`` of ``size`` bytes over ``sessions`` parallel sessions; (sent, seconds). smtp-source stops
-    at the first error, so a clean exit means every message got its 250."""
-    cmd = ["smtp-source", "-s", str(sessions), "-m", str(messages), "-l", str(size), "-f", f"a@{DOMAIN}",
-           "-t", f"b@{DOMAIN}", f"127.0.0.1:{port}"]  # fmt: skip
+def smtp_source(
+    port: int, sessions: int, messages: int, size: int, timeout: float, domain: str = DOMAIN
+) -> tuple[int, float]:
+    """Send ``messages`` of ``size`` bytes over ``sessions`` parallel sessions, from and to ``domain``; (sent,
+    seconds). smtp-source stops at the first error, so a clean exit means every message got its 250."""
+    cmd = ["smtp-source", "-s", str(sessions), "-m", str(messages), "-l", str(size), "-f", f"a@{domain}",
+           "-t", f"b@{domain}", f"127.0.0.1:{port}"]  # fmt: skip
     start = time.monotonic()
     try:
         done = run_pinned(cmd, capture_output=True, text=True, timeout=timeout)

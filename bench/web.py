@@ -22,6 +22,9 @@ the issue's reference measurements (one nginx worker with sendfile, Apache's eve
     python bench/web.py --seconds 1 --idle 1000       # a short look
     python bench/web.py --quick --out /tmp/bench      # a smoke run: the script works (figures mean nothing)
     python bench/web.py --only nginx eventloop eventloop+log --seconds 5
+    python bench/web.py --only h2-eventloop h2-nginx h2-hypercorn    # the HTTP/2 section alone (web_h2.py)
+
+The HTTP/2 section (bench/web_h2.py) runs h2load against sockhop, nginx and Hypercorn: see its docstring.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import web_h2
 from common import (
     BUILD,
     CLIENT_CORE,
@@ -72,8 +76,8 @@ CPU_KEYS = {"ka": "us", "cpr": "us_cpr"}  # the figures whose server CPU per req
 IDLE_CAP = {"fork": 1000, "thread": 2000, "threading-http": 2000}
 #: Servers that cannot hold idle keep-alive connections at all in this setup.
 NO_IDLE = {"iterative"}  # one client at a time; the rest wait in the backlog
-APT = {"nginx": "nginx", "lighttpd": "lighttpd", "apache2": "apache2", "wrk": "wrk"}
-PYPI = ["uvicorn[standard]", "starlette", "aiohttp", "twisted", "uvloop", "httptools"]
+APT = {"nginx": "nginx", "lighttpd": "lighttpd", "apache2": "apache2", "wrk": "wrk", "h2load": "nghttp2-client"}
+PYPI = ["uvicorn[standard]", "starlette", "aiohttp", "twisted", "uvloop", "httptools", "hypercorn"]
 
 REQUEST = b"GET /index.html HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
@@ -95,7 +99,7 @@ def ensure_apt() -> set[str]:
 def ensure_pypi() -> Path | None:
     """The venv with the Python peers (created and filled once); None if it cannot be made."""
     python = PEER_VENV / "bin" / "python"
-    check = [str(python), "-c", "import uvicorn, starlette, aiohttp, twisted, uvloop, httptools"]
+    check = [str(python), "-c", "import uvicorn, starlette, aiohttp, twisted, uvloop, httptools, hypercorn"]
     if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
         return python
     BUILD.mkdir(exist_ok=True)
@@ -476,7 +480,7 @@ def plot(plt: Any, rows: list[dict]) -> Any:
 
 
 def main() -> int:
-    parser = parser_for(__doc__, SOCKHOP + PEERS, "measure only these (nginx is the base)")
+    parser = parser_for(__doc__, SOCKHOP + PEERS + web_h2.SERVERS, "measure only these (nginx is the base)")
     parser.add_argument("--seconds", type=float, default=10.0, help="per figure, whole seconds (default 10)")
     parser.add_argument("--idle", type=int, default=10000, help="idle keep-alive connections to hold (default 10000)")
     args = parse(parser, quick={"seconds": 1.0, "idle": 50})
@@ -486,15 +490,36 @@ def main() -> int:
     have = ensure_apt()
     if "wrk" not in have:
         sys.exit("bench: wrk is needed: apt-get install wrk")
-    names = args.only or SOCKHOP + PEERS
-    peer_python = ensure_pypi() if {"uvicorn", "aiohttp", "twisted"} & set(names) else None
-    rows = []
+    names = args.only or SOCKHOP + PEERS + web_h2.SERVERS
+    peer_python = ensure_pypi() if {"uvicorn", "aiohttp", "twisted", "h2-hypercorn"} & set(names) else None
+    rows: list[dict] = []
+    h2_rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="sockhop-web-bench-") as tmp:
         work = Path(tmp)
         www = make_site(work)
+        (work / "uv_app.py").write_text(UVICORN_APP)  # Hypercorn serves the same app as uvicorn
         for i, name in enumerate(names):
             print(f"bench: {name} ...", file=sys.stderr, flush=True)
             port = PORT + 10 * i
+            if name in web_h2.SERVERS:
+                if shutil.which("h2load") is None:
+                    h2_rows.append({"server": name, "error": "h2load not installed (nghttp2-client)"})
+                    continue
+                h2_cmd = web_h2.command(name, work, www, port, peer_python)
+                if h2_cmd is None:
+                    h2_rows.append({"server": name, "error": "not installed"})
+                    continue
+
+                def h2_command(port: int, name: str = name) -> list[str]:
+                    cmd = web_h2.command(name, work, www, port, peer_python)
+                    assert cmd is not None
+                    return cmd
+
+                try:
+                    h2_rows.append(web_h2.measure(name, h2_command, work, www, port, args.seconds, args.idle))
+                except RuntimeError as exc:
+                    h2_rows.append({"server": name, "error": str(exc)})
+                continue
             installed = {"nginx": "nginx", "lighttpd": "lighttpd", "apache-event": "apache2"}
             cmd = None
             if not any(name.startswith(peer) and cmd_name not in have for peer, cmd_name in installed.items()):
@@ -512,7 +537,10 @@ def main() -> int:
                 rows.append(measure(name, command, work, www, port, args.seconds, args.idle))
             except RuntimeError as exc:
                 rows.append({"server": name, "error": str(exc)})
-    write_report(args.out, "web", "web", table(rows, args.seconds), lambda plt: plot(plt, rows))
+    body = table(rows, args.seconds) if rows else ""
+    if h2_rows:
+        body += ("\n\n" if body else "") + web_h2.table(h2_rows, args.seconds)
+    write_report(args.out, "web", "web", body, (lambda plt: plot(plt, rows)) if rows else None)
     return 0
 
 

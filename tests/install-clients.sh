@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages of the real clients the tests drive (or, given bench/apt-packages.txt, the peers the
 # benchmarks measure), whichever are missing. The list has "package: command" lines; a package is installed when its
-# command is not on PATH (a command written perl:Module is a Perl module that must load).
+# command is not on PATH (a command written perl:Module is a Perl module that must load; file:GLOB, a file that must
+# exist).
 # Daemons in those packages (nginx, nsd) must not start on install: the tests start their own, on loopback.
 set -euo pipefail
 list="${1:-$(dirname "$0")/apt-packages.txt}"
@@ -10,6 +11,7 @@ missing=$(grep -v '^#' "$list" | while IFS=: read -r pkg cmd; do
   if [ -z "$pkg" ]; then continue; fi
   case "$cmd" in
     perl:*) perl -M"${cmd#perl:}" -e 1 >/dev/null 2>&1 || echo "$pkg" ;;
+    file:*) ls ${cmd#file:} >/dev/null 2>&1 || echo "$pkg" ;;
     *) if ! command -v "$cmd" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$cmd" ]; then echo "$pkg"; fi ;;
   esac
 done | sort -u)

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -55,6 +56,15 @@ def loopback_dns(command: list[str], folder: Path) -> list[str]:
     conf.write_text("nameserver 127.0.0.1\noptions attempts:1 timeout:1\n")
     script = 'mount --bind "$0" /etc/resolv.conf && exec "$@"'
     return [unshare, "--mount", "--propagation", "private", "sh", "-c", script, str(conf), *command]
+
+
+def own_network(command: list[str]) -> list[str]:
+    """``command`` made to run in a network namespace of its own, whose loopback holds nothing else: a command that
+    binds fixed ports (the example sockhop.toml's 8080, 5353, 2525, 9100) finds them free whatever this machine
+    runs. Needs root, unshare and ip (CI has them)."""
+    require_root("a private network namespace")
+    unshare, ip = require_tool("unshare"), require_tool("ip")
+    return [unshare, "--net", "sh", "-c", f'{ip} link set lo up && exec "$@"', "sh", *command]
 
 
 def end_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
@@ -141,15 +151,18 @@ def start_server(
 
     def drain() -> None:
         assert proc.stderr is not None
-        for line in proc.stderr:
-            line = line.rstrip("\n")
-            server.lines.append(line)
-            match = LISTENING.match(said(line))
-            if match:
-                key = (match["name"], match["kind"])
-                server.addresses.setdefault(key, []).append(split_address(match["addr"]))
-                if sum(len(v) for v in server.addresses.values()) >= announce:
-                    ready.set()
+        try:
+            for line in proc.stderr:
+                line = line.rstrip("\n")
+                server.lines.append(line)
+                match = LISTENING.match(said(line))
+                if match:
+                    key = (match["name"], match["kind"])
+                    server.addresses.setdefault(key, []).append(split_address(match["addr"]))
+                    if sum(len(v) for v in server.addresses.values()) >= announce:
+                        ready.set()
+        except ValueError:  # the fixture closed the pipe after the server ended, while this thread still read it
+            pass
         ready.set()
 
     threading.Thread(target=drain, daemon=True).start()
@@ -192,3 +205,25 @@ def open_up_plan(service_name: str, ctx, plan_index: int = 0) -> tuple[list, obj
     plan = service.up(ctx)[plan_index]
     args = serve_parsers()[service_name].parse_args([*plan.argv, "--listen", "127.0.0.1:0"])
     return service.open(args, ArgsOpener(args, service_name)), plan
+
+
+def read_until_closed(sock: socket.socket, timeout: float) -> bytes:
+    """Everything the server sends until it closes the connection (EOF or reset). A connection still open when
+    ``timeout`` runs out fails the test: every caller counts on the server closing it."""
+    chunks = []
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return b"".join(chunks)
+        except TimeoutError:
+            break
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+    received = b"".join(chunks)
+    pytest.fail(
+        f"the server left the connection open for {timeout} s (after {len(received)} bytes: {received[:200]!r})"
+    )

@@ -33,7 +33,7 @@ def test_endpoint_for_refuses_malformed_hosts_in_one_line(host):
 @pytest.fixture
 def busy_server():
     """Echo at --max-connections 1 with its busy line, and one connection holding the only place."""
-    server = start_server(["--listen", "127.0.0.1:0", "--max-connections", "1"], module="tests.busy_echo")
+    server = start_server(["serve", "echo", "--listen", "127.0.0.1:0", "--max-connections", "1"])
     holder = None
     try:
         host, port = server.address("echo")

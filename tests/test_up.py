@@ -15,8 +15,10 @@ from tests.support import ROOT, require_tool
 
 
 def loopback_host() -> str:
-    """A random 127.x.y.z: `up` uses fixed ports, and other suites may be running `up` on this machine too."""
-    return f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
+    """A random 127.x.y.z: `up` uses fixed ports, and other suites may be running `up` on this machine too. From the
+    system's randomness: the random module may be seeded alike in every test process (hypothesis seeds it)."""
+    pick = random.SystemRandom()
+    return f"127.{pick.randint(1, 254)}.{pick.randint(1, 254)}.{pick.randint(2, 254)}"
 
 
 def test_up_serves_echo_on_tcp_and_udp_and_stops_on_ctrl_c(sockhop_server, tmp_path):
@@ -29,14 +31,17 @@ def test_up_serves_echo_on_tcp_and_udp_and_stops_on_ctrl_c(sockhop_server, tmp_p
         assert udp.recv(100) == b"hello udp"
     assert f"try: echo hello | {command_name()} talk {host} 7007" in server.log()
     assert not (tmp_path / "data" / "tls").exists()
+    pid_file = tmp_path / "data" / "sockhop.pid"  # how the master is found after a SIGUSR2 restart
+    assert pid_file.read_text() == f"{server.pid}\n"
     assert server.stop(signal.SIGINT) == 0
     assert "stopped" in server.log()
+    assert not pid_file.exists()
 
 
 def test_up_serves_tls_twins_with_a_local_ca(sockhop_server, tmp_path):
     host = loopback_host()
     data = tmp_path / "data"
-    server = sockhop_server(["up", "--host", host, "--data", str(data)], announce=10)
+    server = sockhop_server(["up", "--host", host, "--data", str(data)], announce=11)
     ca = data / "tls" / "ca.pem"
     assert stat.S_IMODE((data / "tls" / "server.key").stat().st_mode) == 0o600
     context = ssl.create_default_context(cafile=str(ca))
@@ -54,7 +59,7 @@ def test_up_serves_tls_twins_with_a_local_ca(sockhop_server, tmp_path):
     assert server.stop(signal.SIGINT) == 0
     # A second start reuses the same CA (clients keep trusting it).
     before = ca.read_bytes()
-    again = sockhop_server(["up", "--host", host, "--data", str(data)], announce=10)
+    again = sockhop_server(["up", "--host", host, "--data", str(data)], announce=11)
     assert ca.read_bytes() == before
     assert again.stop(signal.SIGINT) == 0
 
@@ -65,9 +70,9 @@ def test_every_line_up_prints_runs_as_printed(sockhop_server, tmp_path):
         require_tool(tool)
     host = loopback_host()
     data = tmp_path / "data"
-    server = sockhop_server(["up", "--host", host, "--data", str(data)], announce=10)
+    server = sockhop_server(["up", "--host", host, "--data", str(data)], announce=11)
     lines = [line.split("try: ", 1)[1] for line in server.lines if line.startswith("    try: ")]
-    assert len(lines) == 10, server.log()
+    assert len(lines) == 11, server.log()
     expected = {  # what each line prints when it works
         "talk --udp": "hello", "talk": "hello", "s_client": "hello", " get ": "The six models",
         "curl": "The six models", "dig": "10 mail.sockhop.test.", "resolve": "www.sockhop.test.",

@@ -67,7 +67,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         given += ["--allow-root"] if args.allow_root else []
         if given:
             raise UsageError(f"with --config, {given[0]} goes in the file, for each service (as {given[0][2:]} = ...)")
-        return up_from_file(args.config)
+        return up_from_file(args.config, pid_file=args.pid_file)
     from sockhop.up import up
 
     return up(args)

@@ -279,7 +279,7 @@ def check(path: str) -> int:
     return 0
 
 
-def up(path: str) -> int:
+def up(path: str, *, pid_file: str | None = None) -> int:
     """``sockhop up --config FILE``: each service in its own ``sockhop serve`` process (each its own model and
     user); SIGINT/SIGTERM/SIGHUP/SIGUSR2 are passed on; when one fails, the others are stopped."""
     configs, mistakes = load(path)
@@ -289,4 +289,4 @@ def up(path: str) -> int:
         raise ConfigError(f"{path}: {len(mistakes)} mistake(s); nothing started")
     from sockhop.process.supervisor import Supervisor
 
-    return Supervisor(configs, str(Path(path).resolve().parent)).run()
+    return Supervisor(configs, str(Path(path).resolve().parent), pid_file=pid_file).run()

@@ -25,6 +25,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def whole_number(text: str) -> int:
+    """0 or more (0 often means off)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
+    return value
+
+
 def size(text: str) -> int:
     """A byte count: ``10485760``, ``512k``, ``10M``."""
     units = {"k": 1024, "m": 1024**2, "g": 1024**3}

@@ -45,6 +45,11 @@ class Opener(Protocol):
         serving ``tls_factory`` (default ``factory``) inside TLS with the given certificates and ALPN."""
         ...
 
+    def open_at(self, endpoints: Sequence[str], factory: Factory, *, busy: bytes = b"") -> list[Listener]:
+        """A TCP listener on each of ``endpoints`` (as people write them: a service's own option, such as mail's
+        ``--listen-submission``) serving ``factory``."""
+        ...
+
     def open_pair(
         self, datagram: Factory, stream: Factory, *, busy: bytes = b"", alpn: tuple[str, ...] = ()
     ) -> list[Listener]:

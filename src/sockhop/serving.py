@@ -216,6 +216,14 @@ class ArgsOpener:
             listeners += self._open_tls(tls_factory or factory, certificates, busy, listeners)
         return listeners
 
+    def open_at(self, endpoints: Sequence[str], factory: Factory, *, busy: bytes = b"") -> list[Listener]:
+        parsed = [parse_endpoint(text) for text in endpoints]
+        reload = certificates.reload if (certificates := self.certificates()) is not None else None
+        return [
+            Listener(sock, factory, busy=busy, name=self.name, reload=reload)
+            for sock in self._bind(parsed, socket.SOCK_STREAM)
+        ]
+
     def _open_tls(
         self, factory: Factory, certificates: ServerCertificates | None, busy: bytes, opened: list[Listener]
     ) -> list[Listener]:

@@ -62,6 +62,9 @@ def up(args: argparse.Namespace) -> int:
 
     data = Path(args.data)
     quiet = args.verbose < 0
+    if not args.pid_file:  # the new master after a SIGUSR2 restart is found here (it is not the terminal's child)
+        data.mkdir(parents=True, exist_ok=True)
+        args.pid_file = str(data / "sockhop.pid")
     ctx = UpContext(host=args.host, data=data, tls=not args.no_tls, quiet=quiet, command=command_name(),
                     user=args.user)  # fmt: skip
     model = args.model
@@ -109,6 +112,8 @@ def up(args: argparse.Namespace) -> int:
     if ctx.tls:
         footer = [f"sockhop up: TLS certificates come from a local CA in {ca.parent}; make curl trust it with:",
                   f"    {curl_command(ca, ctx.host)}"]  # fmt: skip
+    footer.append(f"sockhop up: the serving master's pid is in {args.pid_file}: `kill -USR2 $(cat {args.pid_file})` "
+                  f"restarts it without refusing a connection, `kill $(cat {args.pid_file})` stops it")  # fmt: skip
     if ctx.command != "sockhop":
         footer.append("sockhop up: `make install` puts sockhop on your PATH (in ~/.local/bin)")
     return serve(

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import random
 import subprocess
+import time
 
 import dns.rdatatype as T
 import pytest
@@ -11,6 +11,7 @@ import pytest
 from sockhop.dns.authority import Authority
 from sockhop.dns.builtin import DEFAULT_PORT, builtin_zone
 from tests.support import require_tool
+from tests.test_up import loopback_host
 
 
 def test_builtin_zone_has_what_the_other_services_need():
@@ -47,8 +48,11 @@ def dns_name(text):
 def test_sockhop_up_answers_dig(sockhop_server, tmp_path):
     dig = require_tool("dig")
     # a loopback address of its own, so the fixed ports of `sockhop up` cannot meet another test's
-    host = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
-    server = sockhop_server(["up", "--host", host, "--data", str(tmp_path / "data")], announce=5)  # echo x2, web, dns
+    host = loopback_host()
+    server = sockhop_server(["up", "--host", host, "--data", str(tmp_path / "data")], announce=1)
+    deadline = time.monotonic() + 30  # every service announces in turn (echo and web first): wait for dns's pair
+    while not {("dns", "udp"), ("dns", "tcp")} <= set(server.addresses) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert server.address("dns", "udp") == server.address("dns", "tcp") == (host, DEFAULT_PORT)
     out = subprocess.run(
         [dig, f"@{host}", "-p", str(DEFAULT_PORT), "+time=5", "+tries=2", "sockhop.test", "MX"],

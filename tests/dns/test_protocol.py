@@ -87,10 +87,10 @@ def test_cache_is_bounded_in_bytes():
 
     cache = ReplyCache(limit=1000)
     for i in range(100):
-        cache.put(b"k%03d" % i, b"x" * 96, "")
+        cache.put(b"k%03d" % i, b"x" * 96, "", b"")
     assert cache.size <= 1000 and len(cache) == 10
     assert b"k099" in cache.entries and b"k000" not in cache.entries  # the oldest went first
-    cache.put(b"huge", b"x" * 5000, "")
+    cache.put(b"huge", b"x" * 5000, "", b"")
     assert b"huge" not in cache.entries
 
 

@@ -1,6 +1,7 @@
 """The engine suite's server: sockhop's echo, except that a message containing CRASH makes the protocol raise,
 one containing ALARM sets a one-second alarm (Reply.alarm), LINGER or AT-ONCE ends the connection that way
-(Reply.close), and a timeout says so before the connection closes.
+(Reply.close), BURSTS:N answers N bursts of 64 KiB, each sent only when the last has gone (WHEN_DRAINED), then
+"done", and a timeout says so before the connection closes.
 
 It is run as a real subprocess, built with the same pieces as `sockhop serve echo`, so every model and limit the
 CLI offers is exercised; the crash shows that a protocol's exception costs only its own connection.
@@ -16,13 +17,22 @@ from sockhop.cli import Parser, add_serve_parser, main_guard
 from sockhop.console import setup_logging
 from sockhop.echo import EchoDatagram, EchoStream, add_arguments
 from sockhop.engine import Close, Reply
+from sockhop.engine.protocol import WHEN_DRAINED
 from sockhop.service import Opener, Service
 
 TRIGGER = b"CRASH"
 
 
+BURST = b"b" * 65536
+
+
 class CrashingEcho(EchoStream):
+    bursts = 0
+
     def data_received(self, data: bytes) -> Reply | bytes:
+        if data.startswith(b"BURSTS:"):
+            self.bursts = int(data[7:].strip())
+            return self.output_drained()
         if TRIGGER in data:
             raise RuntimeError("asked to crash")
         if b"ALARM" in data:
@@ -32,6 +42,12 @@ class CrashingEcho(EchoStream):
         if b"AT-ONCE" in data:
             return Reply((data,), Close.AT_ONCE)
         return data  # the shorthand sockhop's echo answers with: every model's suite runs through it
+
+    def output_drained(self) -> Reply:
+        if self.bursts <= 0:
+            return Reply((b"done\n",))
+        self.bursts -= 1
+        return Reply((BURST, WHEN_DRAINED))
 
     def timed_out(self) -> Reply:
         return Reply((b"timed out\n",))

@@ -273,6 +273,33 @@ def _served(addr) -> bool:
         return False
 
 
+def test_output_in_bursts_each_when_the_last_has_gone(serve, model):
+    """WHEN_DRAINED: the protocol's next burst is asked for once the last has gone to the kernel, under every model
+    (HTTP/2 sends files that way); and a client that stops reading holds the server at one burst, not all of them."""
+    proc = serve(model, "127.0.0.1", "--idle-timeout", "30")
+    with connect(proc.address()) as sock:
+        sock.sendall(b"BURSTS:40\n")
+        received = bytearray()
+        while not received.endswith(b"done\n"):
+            chunk = sock.recv(1 << 20)
+            assert chunk, "closed before the last burst"
+            received += chunk
+        assert len(received) == 40 * 65536 + 5
+        sock.sendall(b"still here")
+        assert sock.recv(10) == b"still here"
+    slow = connect(proc.address())
+    slow.sendall(b"warm")
+    assert slow.recv(4) == b"warm"
+    time.sleep(0.2)
+    before = rss_kib(proc.pid)
+    slow.sendall(b"BURSTS:4000\n")  # 250 MiB, never read
+    time.sleep(1.5)
+    growth = rss_kib(proc.pid) - before
+    slow.close()
+    assert growth < 16 * 1024, f"server grew {growth} KiB for a client that reads none of its bursts"
+    assert _served(proc.address())
+
+
 def test_a_client_that_never_reads_cannot_grow_server_memory(server):
     sock = connect(server.address())
     # One round trip first: the connection's own cost (under fork, a whole child process) is not what is measured.

@@ -18,7 +18,7 @@ import pytest
 from sockhop.echo import EchoStream
 from sockhop.engine.protocol import START_TLS, Reply, StreamProtocol
 from sockhop.engine.tls import TLSLayer, name_matches, server_context
-from tests.support import cannot_run, require_tool, start_server
+from tests.support import cannot_run, read_until_closed, require_tool, start_server
 from tests.tls_certs import LocalCA
 
 MODELS = ["iterative", "fork", "thread", "pool", "eventloop", "prefork"]
@@ -248,25 +248,6 @@ def test_tls_echo_under_every_model(pki, model, served):
         tls.sendall(b"still here")
         assert tls.recv(10) == b"still here"
     assert "Traceback" not in proc.log()
-
-
-def read_until_closed(sock: socket.socket, timeout: float) -> bytes:
-    """What the server sends until it closes the connection (EOF or reset); the test fails if it is still open
-    after ``timeout``."""
-    chunks = []
-    deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
-        sock.settimeout(left)
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            return b"".join(chunks)
-        except TimeoutError:
-            break
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-    pytest.fail(f"the server left the connection open for {timeout} s")
 
 
 def client_hello(pki) -> bytes:

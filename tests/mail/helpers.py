@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from sockhop.engine.protocol import Reply
 from sockhop.mail.codes import SMTPReply, parse_reply, reply_complete
 from sockhop.mail.protocol import Envelope, MailPolicy, Session, SMTPServer
@@ -10,16 +12,17 @@ from sockhop.mail.protocol import Envelope, MailPolicy, Session, SMTPServer
 class MemoryStore:
     """A Mailstore that keeps envelopes in a list (or fails, to test 451)."""
 
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, fail: bool = False, errno: int = 5) -> None:
         self.delivered: list[Envelope] = []
         self.fail = fail
+        self.errno = errno  # EIO; ENOSPC (28) for a full disk
 
     def accepts(self, local_part: str) -> bool:
         return "/" not in local_part and not local_part.startswith(".")
 
     def deliver(self, session: Session, envelope: Envelope) -> str:
         if self.fail:
-            raise OSError(28, "No space left on device")
+            raise OSError(self.errno, os.strerror(self.errno))
         self.delivered.append(envelope)
         return f"Q{len(self.delivered)}"
 
@@ -30,13 +33,20 @@ POLICY = MailPolicy(hostname="mx.example.test", domains=frozenset({"example.test
 class Conversation:
     """A server protocol and what it sent; ``feed`` runs Reply.then chains at once, as the blocking driver does."""
 
-    def __init__(self, policy: MailPolicy = POLICY, store: MemoryStore | None = None) -> None:
+    def __init__(
+        self,
+        policy: MailPolicy = POLICY,
+        store: MemoryStore | None = None,
+        *,
+        tls: bool = False,
+        peer=("127.0.0.1", 40000),
+    ) -> None:
         self.store = store or MemoryStore()
-        self.server = SMTPServer(policy, self.store)
+        self.server = SMTPServer(policy, self.store, tls=tls)
         self.closed = False
         self.out = bytearray()
         self.alarm: float | None = None  # the deadline the engine would hold now (seconds; None: none)
-        self._apply(self.server.connection_made(("127.0.0.1", 40000), ("127.0.0.1", 25)))
+        self._apply(self.server.connection_made(peer, ("127.0.0.1", 25)))
 
     def _apply(self, reply: Reply) -> None:
         while True:

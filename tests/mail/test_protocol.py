@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import pytest
 
 from sockhop.engine.protocol import Close
@@ -194,6 +196,12 @@ def test_too_many_recipients():
 def test_delivery_failure_is_451_and_the_session_goes_on():
     conv = run(EHLO + TRANSACTION + b"hi\r\n.\r\nNOOP\r\n", store=MemoryStore(fail=True))
     assert conv.codes()[-2:] == [Code.LOCAL_ERROR, Code.OK]
+
+
+@pytest.mark.parametrize("error", [errno.ENOSPC, errno.EDQUOT])
+def test_a_full_disk_is_452_4_3_1(error):
+    conv = run(EHLO + TRANSACTION + b"hi\r\n.\r\nNOOP\r\n", store=MemoryStore(fail=True, errno=error))
+    assert [(r.code, r.status) for r in conv.replies()[-2:]] == [(452, "4.3.1"), (250, "2.0.0")]
 
 
 def test_stop_between_commands_is_421():

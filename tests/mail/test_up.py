@@ -3,7 +3,6 @@ built-in zone for the MX (mail.sockhop.test) and the port (its _smtp._tcp SRV re
 
 from __future__ import annotations
 
-import random
 import socket
 import subprocess
 import sys
@@ -11,11 +10,12 @@ import time
 
 from sockhop.up import command_name
 from tests.mail.support import delivered
+from tests.test_up import loopback_host
 
 
 def test_send_through_up_finds_mx_and_port_by_dns(sockhop_server, tmp_path):
     # `up` uses fixed ports: a loopback address of its own keeps out of the way of anything else
-    HOST = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"  # noqa: N806
+    HOST = loopback_host()  # noqa: N806
     for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
         with socket.socket(socket.AF_INET, kind) as probe:
             probe.bind((HOST, 5353 if kind == socket.SOCK_DGRAM else 2525))
@@ -42,9 +42,9 @@ def test_up_mail_offers_starttls_and_smtps_with_the_local_ca(sockhop_server, tmp
     import smtplib
     import ssl
 
-    HOST = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"  # noqa: N806
+    HOST = loopback_host()  # noqa: N806
     data = tmp_path / "data"
-    server = sockhop_server(["up", "--host", HOST, "--data", str(data)], announce=10)
+    server = sockhop_server(["up", "--host", HOST, "--data", str(data)], announce=11)
     ca = data / "tls" / "ca.pem"
     context = ssl.create_default_context(cafile=str(ca))
     context.check_hostname = False  # the certificate is for localhost/127.0.0.1, not this random loopback address
@@ -73,3 +73,37 @@ def test_up_mail_offers_starttls_and_smtps_with_the_local_ca(sockhop_server, tmp
     )  # fmt: skip
     # `send --tls required` checks the name: this random loopback address is not on the certificate
     assert result.returncode != 0 and "wrong" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_up_submission_with_the_printed_user_and_password(sockhop_server, tmp_path):
+    """Port 5587: STARTTLS, then AUTH with the user and password up printed (its password file holds only the
+    scrypt); a login may send anywhere, into up's queue."""
+    import re
+    import smtplib
+    import ssl
+
+    from tests.support import require_tool
+
+    swaks = require_tool("swaks")
+    HOST = loopback_host()  # noqa: N806
+    data = tmp_path / "data"
+    server = sockhop_server(["up", "--host", HOST, "--data", str(data)], announce=11)
+    match = re.search(r"swaks --server (\S+) --port 5587 --tls --auth PLAIN --auth-user you --auth-password (\S+) ",
+                      server.log())  # fmt: skip
+    assert match, server.log()
+    password = match[2]
+    assert password not in (data / "mail-users").read_text()
+    done = subprocess.run([swaks, "--server", HOST, "--port", "5587", "--tls", "--auth", "LOGIN", "--auth-user", "you",
+                           "--auth-password", password, "--from", "you@sockhop.test", "--to", "you@sockhop.test"],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0 and "235 2.7.0" in done.stdout, done.stdout
+    context = ssl.create_default_context(cafile=str(data / "tls" / "ca.pem"))
+    context.check_hostname = False
+    with smtplib.SMTP(HOST, 5587, timeout=15) as smtp:
+        smtp.starttls(context=context)
+        smtp.login("you", password)
+        smtp.sendmail("you@sockhop.test", ["friend@far.example"], b"Subject: far\r\n\r\nx\r\n")
+    assert len(delivered(data / "mail", "you")) == 1
+    listing = subprocess.run([sys.executable, "-m", "sockhop", "queue", "--spool", str(data / "spool")],
+                             capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert "friend@far.example" in listing.stdout and "you@sockhop.test" in listing.stdout

@@ -5,12 +5,11 @@ from __future__ import annotations
 import gzip
 import os
 import socket
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.support import ServerProcess, start_server
+from tests.support import ServerProcess, read_until_closed, start_server
 
 MODELS = ["iterative", "fork", "thread", "pool", "eventloop", "prefork"]
 BIG = bytes(range(256)) * 4096  # 1 MiB
@@ -48,32 +47,7 @@ class WebServer:
         with socket.create_connection((self.host, self.port), timeout=timeout) as sock:
             sock.sendall(data)
             sock.shutdown(socket.SHUT_WR)
-            return read_all(sock, timeout)
-
-
-def read_all(sock: socket.socket, timeout: float) -> bytes:
-    """Everything the server sends until it closes the connection (EOF or reset). A connection still open when
-    ``timeout`` runs out fails the test: every caller counts on the server closing it."""
-    chunks = []
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        sock.settimeout(left)
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            return b"".join(chunks)
-        except TimeoutError:
-            break
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-    received = b"".join(chunks)
-    pytest.fail(
-        f"the server left the connection open for {timeout} s (after {len(received)} bytes: {received[:200]!r})"
-    )
+            return read_until_closed(sock, timeout)
 
 
 def start_web(root: Path, model: str, *extra: str) -> ServerProcess:

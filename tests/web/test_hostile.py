@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from .conftest import read_all, start_web
+from .conftest import read_until_closed, start_web
 
 pytestmark = pytest.mark.interop
 
@@ -77,7 +77,7 @@ def test_slow_headers_get_408(hostile_web):
     with socket.create_connection((hostile_web.host, hostile_web.port), timeout=10) as sock:
         sock.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nX-Slow: ")
         started = time.monotonic()
-        raw = read_all(sock, 10)
+        raw = read_until_closed(sock, 10)
         assert time.monotonic() - started < 8
     assert status_of(raw) == 408
     assert status_of(hostile_web.exchange(GOOD)) == 200
@@ -106,7 +106,7 @@ def test_trickled_headers_hit_the_header_deadline(site, model):
                 ready, _, _ = select.select([sock], [], [], 0.2)
                 if ready:
                     break
-            raw = read_all(sock, 10)
+            raw = read_until_closed(sock, 10)
             elapsed = time.monotonic() - started
         assert status_of(raw) == 408 and b"\r\nConnection: close\r\n" in raw
         assert elapsed < 15  # the 1 s deadline, not the 30 s idle timeout
@@ -125,11 +125,11 @@ def fetch(host: str, port: int) -> bytes:
 
 
 def test_idle_keep_alive_connection_is_closed_silently(hostile_web):
-    """The answer, then nothing more: the server closes the connection at the idle timeout (1 s here); read_all
+    """The answer, then nothing more: the server closes the connection at the idle timeout (1 s here); read_until_closed
     fails the test if the connection is still open after 5 s."""
     with socket.create_connection((hostile_web.host, hostile_web.port), timeout=10) as sock:
         sock.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
-        raw = read_all(sock, 5)
+        raw = read_until_closed(sock, 5)
     assert status_of(raw) == 200 and raw.endswith(b"hello, world\n") and raw.count(b"HTTP/1.1") == 1
 
 
@@ -144,7 +144,7 @@ def test_stop_closes_idle_keep_alive_connections_at_once(site, model):
             assert status_of(first) == 200
             started = time.monotonic()
             server.proc.terminate()
-            rest = read_all(sock, 15)
+            rest = read_until_closed(sock, 15)
             assert rest == b"" and time.monotonic() - started < 10  # long before the 20 s grace period
         assert server.proc.wait(15) == 0
     finally:

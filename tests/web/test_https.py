@@ -76,7 +76,17 @@ def test_curl_over_https_every_model(https, pki):
     ca = str(pki["ca"].pem)
     url = https["url"]
     result = subprocess.run(
-        [curl, "-sS", "--cacert", ca, "-w", "%{http_version} %{num_connects}\\n", f"{url}/hello.txt", f"{url}/"],
+        [
+            curl,
+            "-sS",
+            "--http1.1",
+            "--cacert",
+            ca,
+            "-w",
+            "%{http_version} %{num_connects}\\n",
+            f"{url}/hello.txt",
+            f"{url}/",
+        ],
         capture_output=True,
         timeout=30,
         check=False,
@@ -115,11 +125,12 @@ def test_alpn_and_versions(site, pki):
     try:
         host, port = server.address("web", "tls")
         context = ssl.create_default_context(cafile=str(pki["ca"].pem))
-        context.set_alpn_protocols(["h2", "http/1.1"])
-        raw = socket.create_connection((host, port), timeout=10)
-        with context.wrap_socket(raw, server_hostname="localhost") as tls:
-            assert tls.selected_alpn_protocol() == "http/1.1"
-            assert tls.version() in ("TLSv1.2", "TLSv1.3")
+        for offered, chosen in ((["h2", "http/1.1"], "h2"), (["http/1.1"], "http/1.1"), (["http/1.1", "h2"], "h2")):
+            context.set_alpn_protocols(offered)
+            raw = socket.create_connection((host, port), timeout=10)
+            with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                assert tls.selected_alpn_protocol() == chosen, offered
+                assert tls.version() in ("TLSv1.2", "TLSv1.3")
     finally:
         server.stop()
 
@@ -268,7 +279,8 @@ def test_resolve_keeps_sni_and_the_name_checked(served, pki):
     result = sockhop_get("-v", *pinned, f"https://other.example:{port}/hello.txt")
     assert result.returncode == 0 and result.stdout == b"hello, world\n", result.stderr
     err = result.stderr.decode()
-    assert "* SSL connection using TLSv1." in err and "* ALPN: server accepted http/1.1" in err
+    assert "* SSL connection using TLSv1." in err and "* ALPN: server accepted h2" in err
+    assert "* ALPN: offers h2,http/1.1" in err and "* Using HTTP/2" in err and "< HTTP/2 200" in err
     assert "subject: commonName=" in err and "SSL certificate verify ok." in err
     assert f"> Host: other.example:{port}\r\n" in err
     # Pinned to the right address under a name its certificate does not carry: refused as curl refuses it.

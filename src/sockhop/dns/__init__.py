@@ -5,6 +5,11 @@ authority.py  the answer to one question: CNAME chains, wildcards, NXDOMAIN/NODA
 server.py     wire bytes in and out, the cache of encoded replies, reload
 protocol.py   UDP datagrams and TCP's length-prefixed stream (and AXFR) around that core; TLS wraps the TCP one
 resolver.py   the client: ``resolve(name, rdtype, server)`` and ``sockhop resolve``
+rrl.py        response rate limiting per client prefix and answer class
+cookies.py    DNS cookies (RFC 7873/9018): a client that returns ours is not rate limited
+proofs.py     a pre-signed zone's answers with DO: RRSIGs and NSEC/NSEC3 proofs
+signer.py     online signing: RRSIGs on first use, minimally covering NSEC, a signed AXFR
+keys.py       signing keys on disk; keycommands.py: ``sockhop dns keygen`` and ``sockhop dns ds``
 """
 
 from __future__ import annotations

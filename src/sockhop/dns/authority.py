@@ -49,6 +49,11 @@ class Answer:
     additional: list[dns.rrset.RRset] = field(default_factory=list)
     #: authority and additional hold only extras (NS, addresses) a reply may leave out rather than truncate
     extras_optional: bool = False
+    #: the zone that answered (None: refused)
+    zone: dns.name.Name | None = None
+    #: what a DNSSEC answer must prove, as the lookup met it: ("nxdomain", name), ("nodata", name),
+    #: ("wildcard", name, wildcard), ("wildcard_nodata", name, wildcard), ("referral", cut)
+    proofs: list[tuple] = field(default_factory=list)
 
     @classmethod
     def refused(cls) -> Answer:
@@ -75,12 +80,14 @@ class Authority:
                 return None
             name = name.parent()
 
-    def answer(self, qname: dns.name.Name, qtype: int, *, tcp: bool = False, with_ns: bool = False) -> Answer:
+    def answer(
+        self, qname: dns.name.Name, qtype: int, *, tcp: bool = False, with_ns: bool = False, dnssec: bool = False
+    ) -> Answer:
         """The answer to one question; ``with_ns``: add the zone's NS RRset to a positive answer's authority."""
         zone = self.find_zone(qname)
         if zone is None:
             return Answer.refused()
-        result = Answer()
+        result = Answer(zone=zone.origin)
         seen: set[dns.name.Name] = set()
         name = qname
         target: dns.name.Name | None = None
@@ -101,8 +108,12 @@ class Authority:
             and not result.authority
         ):
             result.extras_optional = True
-            if with_ns:
+            if with_ns and qtype not in (RdataType.DNSKEY, RdataType.DS):  # as NSD: the keys need no NS
                 self._add_zone_ns(zone, result)
+        if dnssec and (zone.presigned or zone.signer is not None):
+            from sockhop.dns.proofs import secure
+
+            secure(zone, result)
         return result
 
     def _add_zone_ns(self, zone: Zone, result: Answer) -> None:
@@ -118,6 +129,7 @@ class Authority:
         cut = self._delegation(zone, name, qtype)
         if cut is not None:
             self._refer(zone, cut, result)
+            result.proofs.append(("referral", cut))
             return None
         dnames = self.dnames[zone.origin]
         if dnames:
@@ -125,28 +137,38 @@ class Authority:
             if owner is not None:
                 return self._substitute(zone, owner, name, result)
         node = zone.rrsets.get(name)
+        wildcard = None
         if node is None and name not in zone.names:
             wildcard = self._wildcard(zone, name)
             if wildcard is None:
                 result.rcode = Rcode.NXDOMAIN
                 result.authority.append(negative_soa(zone))
+                result.proofs.append(("nxdomain", name))
                 return None
             node = {rdtype: synthesize(rrset, name) for rdtype, rrset in zone.rrsets[wildcard].items()}
         if node is None:  # an empty non-terminal: the name exists, with nothing at it
             result.authority.append(negative_soa(zone))
+            result.proofs.append(("nodata", name))
             return None
         cname = node.get(RdataType.CNAME)
         if cname is not None and qtype not in (RdataType.CNAME, RdataType.ANY):
             result.answer.append(cname)
+            if wildcard is not None:
+                result.proofs.append(("wildcard", name, wildcard))
             return cname[0].target
         if qtype == RdataType.ANY:
             found = sorted(node.items())
             result.answer.extend(rrset for _, rrset in (found if tcp else found[:1]))
+            if wildcard is not None:
+                result.proofs.append(("wildcard", name, wildcard))
             return None
         rrset = node.get(qtype)
         if rrset is None:
             result.authority.append(negative_soa(zone))
+            result.proofs.append(("nodata", name) if wildcard is None else ("wildcard_nodata", name, wildcard))
             return None
+        if wildcard is not None:
+            result.proofs.append(("wildcard", name, wildcard))
         result.answer.append(rrset)
         self._add_addresses(zone, targets(rrset), result)
         return None

@@ -19,6 +19,7 @@ import dns.opcode
 import dns.rcode
 import dns.rdatatype
 
+from sockhop.dns.rrl import SLIP, truncated
 from sockhop.dns.server import HEADER, NameServer, header_only
 from sockhop.engine.protocol import CLOSE, NOTHING, Address, DatagramProtocol, Reply, Results, StreamProtocol
 
@@ -46,26 +47,51 @@ def rcode_name(reply: bytes) -> str:
 
 
 class DnsDatagram(DatagramProtocol):
-    """DNS over UDP: each datagram a query, each answered with one datagram or dropped."""
+    """DNS over UDP: each datagram a query, each answered with one datagram or dropped -- or, past the response
+    rate limit, dropped or slipped (counted as ``limited`` and ``slipped``)."""
 
     results = RESULTS
 
     def __init__(self, server: NameServer) -> None:
         self.server = server
 
+    def tick(self, now: float) -> None:
+        self.server.tick(now)
+
     def datagram_received(self, data: bytes, peer: Address) -> list[bytes]:
         server = self.server
         hit = server.snapshot.udp_cache.entries.get(data[2:])  # the hot path, inlined: a repeated question
         if hit is not None and server.query_log is None:
+            rrl = server.rrl
+            if rrl is not None:
+                verdict = rrl.check(peer[0], hit[2])
+                if verdict:
+                    return self._limited(data, verdict)
             if self.on_result is not None:
                 self.on_result("udp", RCODE_NAMES[hit[0][1] & 0x0F])  # the cached reply starts after the ID
             return [data[:2] + hit[0]]
-        reply = server.respond(data, peer)
+        reply, answer_class = server.respond_classed(data, peer)
         if reply is None:
             return []
+        if answer_class is not None and server.rrl is not None:
+            verdict = server.rrl.check(peer[0], answer_class)
+            if verdict:
+                return self._limited(data, verdict)
         if self.on_result is not None:
             self.on_result("udp", rcode_name(reply))
         return [reply]
+
+    def _limited(self, data: bytes, verdict: int) -> list[bytes]:
+        """Past the rate: nothing, or (slipped) the question back with TC set."""
+        if verdict == SLIP:
+            slipped = truncated(data)
+            if slipped is not None:
+                if self.on_result is not None:
+                    self.on_result("udp", "slipped")
+                return [slipped]
+        if self.on_result is not None:
+            self.on_result("udp", "limited")
+        return []
 
 
 class DnsStream(StreamProtocol):
@@ -81,6 +107,7 @@ class DnsStream(StreamProtocol):
 
     def connection_made(self, peer: Address, local: Address) -> Reply:
         self.peer = peer
+        self.server.connection_opened()
         return NOTHING
 
     def data_received(self, data: bytes) -> Reply:
@@ -164,7 +191,8 @@ class DnsStream(StreamProtocol):
         assert zone is not None
         replies: list[bytes] = []
         size = 0
-        for rrset in zone.transfer_order():
+        records = zone.signer.transfer(zone) if zone.signer is not None else zone.transfer_order()  # type: ignore[attr-defined]
+        for rrset in records:
             response.flags |= dns.flags.AA
             response.answer.append(rrset)
             size += rrset_size(rrset)

@@ -11,9 +11,15 @@ What the core decides, in order:
 * a header that can be read over a message that cannot: FORMERR;
 * an opcode other than QUERY: NOTIMP; not exactly one question: FORMERR; EDNS version above 0: BADVERS;
 * a zone transfer over UDP: NOTIMP (AXFR is a TCP conversation, see :mod:`sockhop.dns.protocol`);
-* otherwise the authority's answer. Over UDP it must fit the client's EDNS payload size (512 without EDNS), capped
-  at ``UDP_PAYLOAD`` -- the size that avoids IP fragmentation and bounds what a spoofed source can reflect; a reply
-  that does not fit goes out empty with TC set, and the client asks again over TCP.
+* otherwise the authority's answer; with the DO bit (RFC 3225) a signed zone's answer carries its signatures and
+  proofs of non-existence, so DO is part of the cache key as it is part of the query's bytes. Over UDP it must
+  fit the client's EDNS payload size (512 without EDNS), capped at ``UDP_PAYLOAD`` -- the size that avoids IP
+  fragmentation and bounds what a spoofed source can reflect; a reply that does not fit goes out empty with TC
+  set, and the client asks again over TCP.
+
+Every reply carries its answer class for response rate limiting (:mod:`sockhop.dns.rrl`), cached beside it; a
+query with a DNS cookie (:mod:`sockhop.dns.cookies`) gets its server cookie back and is never cached, and one whose
+server cookie is valid has no class: its address is proven and it is not limited.
 """
 
 from __future__ import annotations
@@ -32,8 +38,11 @@ import dns.opcode
 import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
+import dns.rrset
 
 from sockhop.dns.authority import Authority
+from sockhop.dns.cookies import CookieJar, packed_address, split_cookie, with_cookie
+from sockhop.dns.rrl import RateLimiter
 from sockhop.dns.zone import Zone, ZoneError
 
 RdataType = dns.rdatatype.RdataType
@@ -45,13 +54,17 @@ CLASSIC_PAYLOAD = 512  # RFC 1035's UDP limit for clients without EDNS
 CACHE_BYTES = 16 * 1024 * 1024  # encoded replies kept per transport and process; the oldest go first
 QR = 0x80  # in the first flags byte
 TRANSFER_TYPES = (RdataType.AXFR, RdataType.IXFR)
+ERROR_CLASS = b"\x00error"  # the answer class of every error reply (RRL)
+INFINITY = float("inf")
+RENEW_REPLIES = 86400  # encoded replies of zones signed online are dropped daily (signatures are renewed weekly)
+NXDOMAIN_CLASS = b"\x00nx"  # followed by the zone's name: every NXDOMAIN of one zone is one class
 
 #: ``log(peer, transport, summary)`` -- called once per answered query when a query log is on.
 QueryLog = Callable[[object, str, str], None]
 
 
 class ReplyCache:
-    """Encoded replies (without their ID) and their log line, by the query's bytes after its ID.
+    """Encoded replies (without their ID), their log line and answer class, by the query's bytes after its ID.
 
     Bounded in bytes, not entries: a TCP reply can be 64 KiB, and a client choosing its questions (case, EDNS
     options) must not be able to grow the cache without limit. Full: the oldest entries go (a dict keeps order).
@@ -60,7 +73,7 @@ class ReplyCache:
     __slots__ = ("entries", "size", "limit", "lock")
 
     def __init__(self, limit: int = CACHE_BYTES) -> None:
-        self.entries: dict[bytes, tuple[bytes, str]] = {}
+        self.entries: dict[bytes, tuple[bytes, str, bytes]] = {}
         self.size = 0
         self.limit = limit
         self.lock = threading.Lock()  # the pool model's threads share it; reads need no lock, a dict get is atomic
@@ -68,7 +81,7 @@ class ReplyCache:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def put(self, key: bytes, reply: bytes, summary: str) -> None:
+    def put(self, key: bytes, reply: bytes, summary: str, answer_class: bytes) -> None:
         cost = len(key) + len(reply)
         if cost > self.limit:
             return
@@ -77,10 +90,10 @@ class ReplyCache:
             if key in entries:
                 return
             while self.size + cost > self.limit:
-                old_key, (old_reply, _) = next(iter(entries.items()))
+                old_key, (old_reply, _, _) = next(iter(entries.items()))
                 del entries[old_key]
                 self.size -= len(old_key) + len(old_reply)
-            entries[key] = (reply, summary)
+            entries[key] = (reply, summary, answer_class)
             self.size += cost
 
 
@@ -91,6 +104,13 @@ class Snapshot:
     authority: Authority
     udp_cache: ReplyCache = field(default_factory=ReplyCache)
     tcp_cache: ReplyCache = field(default_factory=ReplyCache)
+    #: when the encoded replies of zones signed online must go, their signatures due for renewal (0: at the first
+    #: tick, which sets it; never for zones without a signer)
+    renew_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not any(zone.signer is not None for zone in self.authority.zones.values()):
+            self.renew_at = INFINITY
 
 
 @dataclass(frozen=True)
@@ -115,11 +135,37 @@ class NameServer:
         allow_transfer: Iterable[str] = (),
         query_log: QueryLog | None = None,
         loader: Callable[[], list[Zone]] | None = None,
+        rrl: RateLimiter | None = None,
     ) -> None:
         self.snapshot = Snapshot(Authority(zones))
         self.allow_transfer = [ipaddress.ip_network(net, strict=False) for net in allow_transfer]
         self.query_log = query_log
         self.loader = loader
+        self.rrl = rrl
+        self.cookies = CookieJar()
+        self.now = 0.0  # the engine's clock, as the UDP protocols last saw it (tick)
+
+    def tick(self, now: float) -> None:
+        """The engine's clock, handed over before each batch of datagrams."""
+        self.now = now
+        if self.rrl is not None:
+            self.rrl.tick(now)
+        if now >= self.snapshot.renew_at:
+            self.renew(now)
+
+    def connection_opened(self) -> None:
+        """A TCP connection began. Without UDP (``--tcp-only``) no tick comes, so a zone signed online renews its
+        encoded replies here, by its signer's clock (handed in by the service, as signing needs one anyway)."""
+        if self.snapshot.renew_at != INFINITY:
+            signer = next(zone.signer for zone in self.snapshot.authority.zones.values() if zone.signer is not None)
+            self.renew(signer.clock())  # type: ignore[attr-defined]
+
+    def renew(self, now: float) -> None:
+        snapshot = self.snapshot
+        if now >= snapshot.renew_at:
+            if snapshot.renew_at:  # signatures in the encoded replies are due: encode afresh
+                snapshot = self.snapshot = Snapshot(snapshot.authority)
+            snapshot.renew_at = now + RENEW_REPLIES
 
     # -- reload --------------------------------------------------------------------------------------------------
     def reload(self) -> Reloaded:
@@ -137,37 +183,74 @@ class NameServer:
     # -- queries -------------------------------------------------------------------------------------------------
     def respond(self, data: bytes, peer: object = None, *, tcp: bool = False) -> bytes | None:
         """The reply to one query message, or None to drop it. Never raises for anything a client sends."""
+        return self.respond_classed(data, peer, tcp=tcp)[0]
+
+    def respond_classed(
+        self, data: bytes, peer: object = None, *, tcp: bool = False
+    ) -> tuple[bytes | None, bytes | None]:
+        """The reply (None: drop the query) and its answer class for rate limiting (None: the client has proven
+        its address with a cookie)."""
         snapshot = self.snapshot
         cache = snapshot.tcp_cache if tcp else snapshot.udp_cache
         hit = cache.entries.get(data[2:])
         if hit is not None:
             if self.query_log is not None:
                 self.query_log(peer, "tcp" if tcp else "udp", hit[1])
-            return data[:2] + hit[0]
+            return data[:2] + hit[0], hit[2]
         if len(data) < HEADER or data[2] & QR:
-            return None
-        reply, summary, cacheable = self._answer(snapshot.authority, data, tcp)
+            return None, None
+        cookie = split_cookie(data) if data[11] else None
+        if cookie is not None:
+            return self._with_cookie(cache, snapshot.authority, data, cookie, peer, tcp)
+        reply, summary, cacheable, answer_class = self._answer(snapshot.authority, data, tcp)
         if cacheable:
-            cache.put(data[2:], reply[2:], summary)
+            cache.put(data[2:], reply[2:], summary, answer_class)
         if self.query_log is not None:
             self.query_log(peer, "tcp" if tcp else "udp", summary)
-        return reply
+        return reply, answer_class
 
-    def _answer(self, authority: Authority, data: bytes, tcp: bool) -> tuple[bytes, str, bool]:
-        """Encode the reply: (wire, a summary line for the log, whether it may be cached)."""
+    def _with_cookie(
+        self, cache: ReplyCache, authority: Authority, data: bytes, cookie: tuple, peer: object, tcp: bool
+    ) -> tuple[bytes | None, bytes | None]:
+        """A query with a DNS cookie: the reply to the same query without it (cached as such), with a fresh server
+        cookie added; no answer class if the client returned a valid one of ours."""
+        stripped, client, theirs, payload = cookie
+        address = packed_address(peer)
+        now = int(self.now)
+        hit = cache.entries.get(stripped[2:])
+        if hit is not None:
+            reply, summary, answer_class = data[:2] + hit[0], hit[1], hit[2]
+        else:
+            reply, summary, cacheable, answer_class = self._answer(authority, stripped, tcp)
+            if cacheable:
+                cache.put(stripped[2:], reply[2:], summary, answer_class)
+        if self.query_log is not None:
+            self.query_log(peer, "tcp" if tcp else "udp", summary)
+        limit = 65535 if tcp else min(max(CLASSIC_PAYLOAD, payload), UDP_PAYLOAD)
+        reply = with_cookie(reply, client, self.cookies.make(client, address, now), limit)
+        proven = bool(theirs) and self.cookies.valid(client, theirs, address, now)
+        return reply, None if proven else answer_class
+
+    def _answer(self, authority: Authority, data: bytes, tcp: bool) -> tuple[bytes, str, bool, bytes]:
+        """Encode the reply: (wire, a summary line for the log, whether it may be cached, its answer class)."""
         try:
             query = dns.message.from_wire(data, ignore_trailing=False)
         except dns.message.UnknownTSIGKey:
-            return header_only(data, Rcode.NOTAUTH), "- TSIG NOTAUTH", False
-        except Exception:  # dnspython raises many kinds (and not only DNSException) for garbage
-            return header_only(data, Rcode.FORMERR), "- malformed FORMERR", False
+            return header_only(data, Rcode.NOTAUTH), "- TSIG NOTAUTH", False, ERROR_CLASS
+        except Exception:  # dnspython raises many kinds (and not only DNSException) for garbage; a bad cookie too
+            return header_only(data, Rcode.FORMERR), "- malformed FORMERR", False, ERROR_CLASS
         if query.opcode() != dns.opcode.QUERY:
-            return header_only(data, Rcode.NOTIMP), f"- opcode {dns.opcode.to_text(query.opcode())} NOTIMP", True
+            opcode = dns.opcode.to_text(query.opcode())
+            return header_only(data, Rcode.NOTIMP), f"- opcode {opcode} NOTIMP", True, ERROR_CLASS
         if len(query.question) != 1:
-            return header_only(data, Rcode.FORMERR), f"- {len(query.question)} questions FORMERR", True
+            return header_only(data, Rcode.FORMERR), f"- {len(query.question)} questions FORMERR", True, ERROR_CLASS
         question = query.question[0]
         response = dns.message.make_response(query, our_payload=UDP_PAYLOAD, pad=0)
+        dnssec = query.edns >= 0 and bool(query.ednsflags & dns.flags.DO)
+        if dnssec:
+            response.ednsflags |= dns.flags.DO
         trim = False
+        zone_name: dns.name.Name | None = None
         summary = f"{question.name} {dns.rdataclass.to_text(question.rdclass)} {dns.rdatatype.to_text(question.rdtype)}"
         if query.edns > 0:
             response.set_rcode(Rcode.BADVERS)
@@ -177,7 +260,8 @@ class NameServer:
             response.set_rcode(Rcode.NOTIMP if not tcp else Rcode.REFUSED)
         else:
             with_ns = not query.flags & dns.flags.RD  # a resolver's question: NS in authority, as NSD and BIND
-            answer = authority.answer(question.name, question.rdtype, tcp=tcp, with_ns=with_ns)
+            answer = authority.answer(question.name, question.rdtype, tcp=tcp, with_ns=with_ns, dnssec=dnssec)
+            zone_name = answer.zone
             response.set_rcode(answer.rcode)
             if answer.authoritative:
                 response.flags |= dns.flags.AA
@@ -186,7 +270,8 @@ class NameServer:
             response.additional = answer.additional
             trim = answer.extras_optional
         wire = encode(response, tcp, query, trim)
-        return wire, f"{summary} {dns.rcode.to_text(response.rcode())}{' TC' if tc(wire) else ''}", True
+        summary = f"{summary} {dns.rcode.to_text(response.rcode())}{' TC' if tc(wire) else ''}"
+        return wire, summary, True, rrl_class(response, question, zone_name)
 
     # -- transfers -----------------------------------------------------------------------------------------------
     def may_transfer(self, peer: object) -> bool:
@@ -197,6 +282,19 @@ class NameServer:
         if address.version == 6 and address.ipv4_mapped is not None:
             address = address.ipv4_mapped
         return any(address in net for net in self.allow_transfer)
+
+
+def rrl_class(response: dns.message.Message, question: dns.rrset.RRset, zone: dns.name.Name | None) -> bytes:
+    """The answer class of a reply (RRL): errors one class, a zone's NXDOMAINs one, a referral its cut, anything
+    else its name and type."""
+    rcode = response.rcode()
+    if rcode == Rcode.NXDOMAIN and zone is not None:
+        return NXDOMAIN_CLASS + zone.to_digestable()
+    if rcode != Rcode.NOERROR:
+        return ERROR_CLASS
+    if not response.flags & dns.flags.AA and response.authority:
+        return response.authority[0].name.to_digestable()
+    return question.name.to_digestable() + question.rdtype.to_bytes(2, "big")
 
 
 def encode(response: dns.message.Message, tcp: bool, query: dns.message.Message, trim: bool = False) -> bytes:

@@ -8,11 +8,12 @@ import logging
 import socket
 import sys
 
-from sockhop.dns import lookup
+from sockhop.dns import keycommands, lookup
 from sockhop.dns.builtin import DEFAULT_PORT, ORIGIN, zone_text
 from sockhop.engine.listener import Listener, with_reload
 from sockhop.engine.models import DATAGRAM_MODELS
 from sockhop.errors import SockhopError, UsageError
+from sockhop.options import whole_number
 from sockhop.service import Command, Opener, Problem, Service, Twin, UpContext, UpPlan
 
 log = logging.getLogger("sockhop.dns")
@@ -29,6 +30,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--query-log", metavar="FILE|-", help="log every query to FILE, or - for standard output")
     parser.add_argument(
+        "--sign",
+        action="append",
+        default=[],
+        metavar="KEYFILE",
+        help="sign the key's zone online (DNSSEC) with a key made by 'sockhop dns keygen ZONE'; repeatable",
+    )
+    parser.add_argument(
+        "--rrl-rate",
+        type=whole_number,
+        default=200,
+        metavar="N",
+        help="response rate limiting: UDP replies per second to one client prefix (/24, /56) for one answer "
+        "class, as NSD's rrl-ratelimit; 0 turns it off (default 200)",
+    )
+    parser.add_argument(
+        "--rrl-slip",
+        type=whole_number,
+        default=2,
+        metavar="N",
+        help="every Nth reply over the rate goes out truncated (TC), so a real client retries over TCP; "
+        "0 drops them all (default 2)",
+    )
+    parser.add_argument(
+        "--rrl-exempt",
+        action="append",
+        default=[],
+        metavar="ADDRESS[/PREFIX]",
+        help="clients never rate limited; repeatable",
+    )
+    parser.add_argument(
         "--tcp-only",
         action="store_true",
         help="serve only TCP (the fork and thread models cannot serve UDP, which has no connections)",
@@ -42,30 +73,33 @@ def _check_options(args: argparse.Namespace) -> None:
             f"the {args.model} model cannot serve UDP (datagrams have no connections to hand out): "
             f"use --model {', '.join(DATAGRAM_MODELS)}, or add --tcp-only to serve DNS over TCP alone"
         )
-    for net in args.allow_transfer:
-        try:
-            ipaddress.ip_network(net, strict=False)
-        except ValueError:
-            raise UsageError(
-                f"--allow-transfer {net}: not an address or network (such as 192.0.2.1 or 10.0.0.0/8)"
-            ) from None
+    for option, nets in (("--allow-transfer", args.allow_transfer), ("--rrl-exempt", args.rrl_exempt)):
+        for net in nets:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise UsageError(
+                    f"{option} {net}: not an address or network (such as 192.0.2.1 or 10.0.0.0/8)"
+                ) from None
 
 
 def open_dns(args: argparse.Namespace, opener: Opener) -> list[Listener]:
     from sockhop.dns.protocol import DnsDatagram, DnsStream
+    from sockhop.dns.rrl import RateLimiter
     from sockhop.dns.server import NameServer
-    from sockhop.dns.zone import read_zones
 
     _check_options(args)
     paths = list(args.zonefiles)
-    zones = read_zones(paths)
+    keys = _signing_keys(args)
+    zones = _zones(paths, keys)
     query_log = None
     if args.query_log:
         from sockhop.dns.querylog import open_query_log
 
         query_log = open_query_log(args.query_log)
+    rrl = RateLimiter(args.rrl_rate, args.rrl_slip, args.rrl_exempt) if args.rrl_rate else None
     server = NameServer(
-        zones, allow_transfer=args.allow_transfer, query_log=query_log, loader=lambda: read_zones(paths)
+        zones, allow_transfer=args.allow_transfer, query_log=query_log, loader=lambda: _zones(paths, keys), rrl=rrl
     )
     for zone in zones:
         log.info(
@@ -76,6 +110,39 @@ def open_dns(args: argparse.Namespace, opener: Opener) -> list[Listener]:
     else:
         listeners = opener.open_pair(lambda: DnsDatagram(server), lambda: DnsStream(server), alpn=("dot",))
     return with_reload(listeners, reloader(server))  # the zones, and the TLS listeners' certificates
+
+
+def _signing_keys(args: argparse.Namespace) -> list:
+    """The --sign keys; one that does not load stops start-up with one line."""
+    if not args.sign:
+        return []
+    from sockhop.dns.keys import load
+
+    return [load(path) for path in args.sign]
+
+
+def _zones(paths: list[str], keys: list) -> list:
+    """Read the zone files; give the zones with a key their online signer."""
+    import time
+
+    from sockhop.dns.zone import read_zones
+
+    zones = read_zones(paths)
+    if any(zone.presigned for zone in zones):
+        from sockhop.dns.proofs import problems
+
+        for zone in zones:
+            for problem in problems(zone, time.time()):
+                log.warning("%s", problem)
+    if not keys:
+        return zones
+    from sockhop.dns.signer import attach
+
+    served = {zone.origin for zone in zones}
+    for key in keys:
+        if key.zone not in served:
+            raise UsageError(f"--sign {key.source}: the key is for {key.zone}, which no zone file here holds")
+    return attach(zones, keys, time.time)
 
 
 def reloader(server):
@@ -103,6 +170,10 @@ def check_dns(args: argparse.Namespace) -> list[Problem]:
             read_zones([path])
         except SockhopError as exc:
             problems.append(Problem("zonefiles", str(exc)))
+    try:
+        _signing_keys(args)
+    except SockhopError as exc:
+        problems.append(Problem("sign", str(exc)))
     return problems
 
 
@@ -137,6 +208,14 @@ SERVICE = Service(
     check=check_dns,
     kinds=lambda args: (socket.SOCK_STREAM,) if args.tcp_only else (socket.SOCK_DGRAM, socket.SOCK_STREAM),
     commands=(
+        Command(
+            "dns",
+            "DNSSEC keys for serve dns --sign: keygen ZONE, ds ZONE",
+            keycommands.add_arguments,
+            keycommands.run,
+            description="keygen ZONE makes a signing key (ZONE.key, readable by you alone) for serve dns --sign; "
+            "ds ZONE prints the DS record the parent zone publishes for it.",
+        ),
         Command(
             "resolve",
             "ask a name server a question and print the answer (as dig)",

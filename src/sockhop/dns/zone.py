@@ -38,13 +38,24 @@ class ZoneError(SockhopError):
 
 @dataclass
 class Zone:
-    """One zone, indexed for answering. Names are absolute; RRsets are shared, never modified."""
+    """One zone, indexed for answering. Names are absolute; RRsets are shared, never modified.
+
+    A pre-signed zone keeps what its signer wrote: RRSIGs by owner and covered type (``sigs``), NSEC records as
+    ordinary RRsets with their owners in canonical order (``nsec_owners``), NSEC3 records apart from the names that
+    answer (``nsec3``, by hash), as their hashed owners are not names of the zone."""
 
     origin: dns.name.Name
     rrsets: dict[dns.name.Name, dict[int, dns.rrset.RRset]]
     names: set[dns.name.Name] = field(default_factory=set)  # owners and their ancestors up to the apex
     cuts: set[dns.name.Name] = field(default_factory=set)  # delegation points: NS below the apex
     source: str = ""
+    sigs: dict[dns.name.Name, dict[int, dns.rrset.RRset]] = field(default_factory=dict)  # RRSIGs by covered type
+    nsec_owners: list[dns.name.Name] = field(default_factory=list)  # canonical order
+    nsec3: dict[str, dns.rrset.RRset] = field(default_factory=dict)  # by the owner's hash label, lower case
+    nsec3_hashes: list[str] = field(default_factory=list)  # sorted
+    nsec3_memo: dict[dns.name.Name, str] = field(default_factory=dict)  # names hashed so far (proofs.py)
+    #: set when the zone is signed online (sockhop.dns.signer.Signer)
+    signer: object = None
 
     @property
     def soa(self) -> dns.rrset.RRset:
@@ -54,22 +65,33 @@ class Zone:
     def serial(self) -> int:
         return self.soa[0].serial
 
+    @property
+    def presigned(self) -> bool:
+        return bool(self.sigs)
+
     def get(self, name: dns.name.Name, rdtype: int) -> dns.rrset.RRset | None:
         node = self.rrsets.get(name)
         return None if node is None else node.get(rdtype)
 
     def transfer_order(self) -> Iterator[dns.rrset.RRset]:
-        """Every RRset for AXFR (RFC 5936): the SOA first and last, everything else between."""
+        """Every RRset for AXFR (RFC 5936): the SOA first and last, everything else between -- signatures and NSEC3
+        records of a pre-signed zone included."""
         soa = self.soa
         yield soa
         for name in sorted(self.rrsets):
             for rdtype, rrset in sorted(self.rrsets[name].items()):
                 if not (name == self.origin and rdtype == RdataType.SOA):
                     yield rrset
+        for name in sorted(self.sigs):
+            for _, rrset in sorted(self.sigs[name].items()):
+                yield rrset
+        for hashed in self.nsec3_hashes:
+            yield self.nsec3[hashed]
         yield soa
 
     def record_count(self) -> int:
-        return sum(len(rrset) for node in self.rrsets.values() for rrset in node.values())
+        nodes = (*self.rrsets.values(), *self.sigs.values())
+        return sum(len(rrset) for node in nodes for rrset in node.values()) + len(self.nsec3)
 
 
 def index(zone: dns.zone.Zone, source: str = "") -> Zone:
@@ -77,17 +99,27 @@ def index(zone: dns.zone.Zone, source: str = "") -> Zone:
     origin = zone.origin
     assert origin is not None
     rrsets: dict[dns.name.Name, dict[int, dns.rrset.RRset]] = {}
+    sigs: dict[dns.name.Name, dict[int, dns.rrset.RRset]] = {}
+    nsec3: dict[str, dns.rrset.RRset] = {}
     names: set[dns.name.Name] = set()
     cuts: set[dns.name.Name] = set()
     for name, node in zone.nodes.items():
         name = name.derelativize(origin)
         by_type: dict[int, dns.rrset.RRset] = {}
+        signatures: dict[int, dns.rrset.RRset] = {}
         for rdataset in node.rdatasets:
-            if rdataset.covers != RdataType.NONE:
-                continue  # RRSIGs: this server does not sign, so it does not serve signatures either
-            rrset = dns.rrset.RRset(name, rdataset.rdclass, rdataset.rdtype)
+            rrset = dns.rrset.RRset(name, rdataset.rdclass, rdataset.rdtype, rdataset.covers)
             rrset.update(rdataset)
-            by_type[rdataset.rdtype] = rrset
+            if rdataset.rdtype == RdataType.RRSIG:
+                signatures[rdataset.covers] = rrset
+            elif rdataset.rdtype == RdataType.NSEC3 and len(name) == len(origin) + 1:
+                nsec3[name[0].decode("ascii").lower()] = rrset
+            else:
+                by_type[rdataset.rdtype] = rrset
+        if RdataType.NSEC3 in signatures and not by_type:  # an NSEC3 owner is no name of the zone
+            sigs.setdefault(name, {})[RdataType.NSEC3] = signatures.pop(RdataType.NSEC3)
+        if signatures:
+            sigs.setdefault(name, {}).update(signatures)
         if not by_type:
             continue
         rrsets[name] = by_type
@@ -98,7 +130,8 @@ def index(zone: dns.zone.Zone, source: str = "") -> Zone:
             if name == origin:
                 break
             name = name.parent()
-    return Zone(origin, rrsets, names, cuts, source)
+    nsec_owners = sorted(name for name, node in rrsets.items() if RdataType.NSEC in node)
+    return Zone(origin, rrsets, names, cuts, source, sigs, nsec_owners, nsec3, sorted(nsec3))
 
 
 class _IncludeRelativeTokenizer(dns.tokenizer.Tokenizer):
@@ -149,9 +182,10 @@ class _LineReader(dns.zonefile.Reader):
 
 
 def origin_from_filename(path: Path) -> dns.name.Name | None:
-    """``example.com.zone``, ``db.example.com`` or ``example.com`` name their zone, as many setups do."""
+    """``example.com.zone``, ``db.example.com`` or ``example.com`` name their zone, as many setups do -- and
+    ``example.com.zone.signed``, the name ldns-signzone and dnssec-signzone give their output."""
     stem = path.name
-    for suffix in (".zone", ".db", ".txt"):
+    for suffix in (".signed", ".zone", ".db", ".txt"):
         if stem.endswith(suffix):
             stem = stem[: -len(suffix)]
     if stem.startswith("db."):

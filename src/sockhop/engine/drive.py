@@ -16,7 +16,16 @@ import time
 
 from sockhop.engine.limits import Limits
 from sockhop.engine.mmsg import batch_for
-from sockhop.engine.protocol import Address, Close, DatagramProtocol, FileRegion, Reply, StreamProtocol, as_reply
+from sockhop.engine.protocol import (
+    WHEN_DRAINED,
+    Address,
+    Close,
+    DatagramProtocol,
+    FileRegion,
+    Reply,
+    StreamProtocol,
+    as_reply,
+)
 from sockhop.engine.reactor import End, Handle, Reactor, reset_on_close
 from sockhop.engine.shared import (
     GONE,
@@ -66,13 +75,19 @@ def send_region(sock: socket.socket, piece: FileRegion) -> None:
         close_region(piece)
 
 
-def carry_out(sock: socket.socket, reply: Reply) -> Reply:
+def carry_out(sock: socket.socket, reply: Reply, protocol: StreamProtocol | None = None) -> Reply:
     """Send a reply, then run its deferred work (blocking is fine here) and send what that answers, to the end of
-    the chain. Returns the chain folded into one reply: closing if any link asked to, the last alarm set."""
+    the chain; a reply ending in WHEN_DRAINED is sent, then ``protocol.output_drained()`` is. Returns the chain
+    folded into one reply: closing if any link asked to, the last alarm set."""
     send_blocking(sock, reply.send)
     close, alarm = reply.close, reply.alarm
-    while reply.then is not None:
-        reply = reply.then()
+    while True:
+        if reply.then is not None:
+            reply = reply.then()
+        elif protocol is not None and reply.send and reply.send[-1] is WHEN_DRAINED and not close:
+            reply = as_reply(protocol.output_drained())
+        else:
+            break
         send_blocking(sock, reply.send)
         close = close or reply.close
         alarm = alarm if reply.alarm is None else reply.alarm
@@ -129,13 +144,13 @@ def drive_stream(sock: socket.socket, peer: Address, protocol: StreamProtocol, l
     try:
         if protocol.wakeable:  # wake-ups, timers and outbound connections: a reactor of this connection's own
             reactor = Reactor(limits)
-            end = DrivenEnd(reactor, sock, peer, poller)
+            end = DrivenEnd(reactor, sock, peer, poller, protocol)
             reactor_fd = reactor.fileno()
             poller.register(reactor_fd, select.POLLIN)
             where = "attach"
             protocol.attach(Handle(end, protocol))
             where = "connection_made"
-        reply = carry_out(sock, protocol.connection_made(peer, sock.getsockname()))
+        reply = carry_out(sock, protocol.connection_made(peer, sock.getsockname()), protocol)
         alarm_at = alarm_time(reply, None)
         while not reply.close:
             now = time.monotonic()
@@ -186,7 +201,7 @@ def drive_stream(sock: socket.socket, peer: Address, protocol: StreamProtocol, l
                         reply = as_reply(protocol.data_received(data))
                         if stop_pending and not reply.close:
                             stop_pending = False
-                            reply = carry_out(sock, reply)
+                            reply = carry_out(sock, reply, protocol)
                             alarm_at = alarm_time(reply, alarm_at)
                             where = "stop_requested"
                             reply = protocol.stop_requested()
@@ -206,7 +221,7 @@ def drive_stream(sock: socket.socket, peer: Address, protocol: StreamProtocol, l
                         continue
                     where = "stop_requested"
                     reply = protocol.stop_requested()
-                reply = carry_out(sock, reply)
+                reply = carry_out(sock, reply, protocol)
                 alarm_at = alarm_time(reply, alarm_at)
                 if reply.close:
                     break
@@ -260,8 +275,11 @@ class DrivenEnd(End):
     sent at once with the blocking calls (a slow reader holds this thread, and so the upstream, back: that is the
     backpressure here), and what it asks of the connection -- close, alarm -- is folded for the driver's loop."""
 
-    def __init__(self, reactor: Reactor, sock: socket.socket, peer: Address, poller: select.poll) -> None:
+    def __init__(
+        self, reactor: Reactor, sock: socket.socket, peer: Address, poller: select.poll, protocol: StreamProtocol
+    ) -> None:
         super().__init__(reactor)
+        self.protocol = protocol  # told output_drained() after a reply ending in WHEN_DRAINED, as in the loop
         self.sock = sock
         self.peer = peer
         self.poller = poller
@@ -277,7 +295,7 @@ class DrivenEnd(End):
             return
         self.touched = True
         try:
-            folded = carry_out(self.sock, reply)
+            folded = carry_out(self.sock, reply, self.protocol)
         except OSError as exc:  # the client went away while a wake-up or a partner was writing to it
             log.debug("%s: %s", peer_name(self.peer), exc)
             self.closed = True

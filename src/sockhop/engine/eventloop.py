@@ -35,6 +35,7 @@ from sockhop.engine.base import RESOURCE_ERRORS, RESOURCE_PAUSE, Server, note_ex
 from sockhop.engine.listener import Listener
 from sockhop.engine.mmsg import DatagramBatch, batch_for
 from sockhop.engine.protocol import (
+    WHEN_DRAINED,
     Address,
     Close,
     DatagramProtocol,
@@ -76,7 +77,7 @@ CLOCK = _Clock()
 class Connection:
     __slots__ = (
         "sock", "fd", "peer", "protocol", "out", "pending", "mask", "closing", "lingering", "eof",
-        "deadline", "alarm", "scheduled", "gen", "busy", "stop_told", "heard", "limit", "end",
+        "deadline", "alarm", "scheduled", "gen", "busy", "stop_told", "heard", "drain", "limit", "end",
     )  # fmt: skip
 
     def __init__(self, sock: socket.socket, peer: Address, protocol: StreamProtocol, limit: int) -> None:
@@ -97,6 +98,7 @@ class Connection:
         self.busy = False  # deferred work running
         self.stop_told = False
         self.heard = False  # the client has sent something (a stop waits for a silent newcomer's first bytes)
+        self.drain = False  # the protocol asked (WHEN_DRAINED) to hear when ``out`` has gone to the kernel
         self.limit = limit  # backlog over which reading stops: write_buffer, or -1 while a linked partner is full
         self.end: ServedEnd | None = None  # the engine's side of the protocol's handle, if it asked for one
 
@@ -122,6 +124,7 @@ class EventLoopServer(Server):
         self.listener_fds: dict[int, Listener] = {}
         self.datagrams: dict[int, tuple[socket.socket, DatagramProtocol, DatagramBatch | None]] = {}
         self.done: deque = deque()  # (connection, reply or exception) from deferred work
+        self.drained: list[Connection] = []  # output gone as asked (WHEN_DRAINED): output_drained() is due
         self.executor: ThreadPoolExecutor | None = None
         self.stopping_at: float | None = None
         self.paused_until: float | None = None
@@ -281,6 +284,8 @@ class EventLoopServer(Server):
                     self._begin_stop(now)
                 elif self.reactor is not None and fd == self.reactor.fileno():
                     self.reactor.run_ready()
+            if self.drained:
+                self._call_drained()
             if self.timers and self.timers[0][0] <= now:
                 self._expire(now)
             if self.stopping_at is not None and now >= self.stopping_at:
@@ -294,7 +299,22 @@ class EventLoopServer(Server):
                 for lfd in self.listener_fds:
                     ep.register(lfd, select.EPOLLIN | (select.EPOLLEXCLUSIVE if self.exclusive else 0))
 
+    def _call_drained(self) -> None:
+        drained, self.drained = self.drained, []
+        for conn in drained:
+            if conn.fd < 0 or conn.busy:
+                continue
+            try:
+                reply = as_reply(conn.protocol.output_drained())
+            except Exception as exc:
+                protocol_failed(conn.peer, "output_drained", exc)
+                self._close(conn)
+                continue
+            self._apply(conn, reply)
+
     def _next_timeout(self) -> float:
+        if self.drained:
+            return 0
         wake = []
         if self.timers:
             wake.append(self.timers[0][0])
@@ -429,6 +449,9 @@ class EventLoopServer(Server):
             self._update_mask(conn)
 
     def _queue(self, conn: Connection, piece) -> None:
+        if piece is WHEN_DRAINED:
+            conn.drain = True
+            return
         if isinstance(piece, FileRegion):
             conn.pending += piece.count
         else:
@@ -464,6 +487,10 @@ class EventLoopServer(Server):
             log.debug("%s: %s", peer_name(conn.peer), exc)
             self._close(conn)
             return
+        if not out and conn.drain:
+            conn.drain = False
+            if not conn.closing:
+                self.drained.append(conn)  # called from the loop, so a fast reader cannot make this recursion
         if not out and conn.closing and not conn.busy:
             self._end(conn)
         else:

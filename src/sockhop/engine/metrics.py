@@ -189,6 +189,9 @@ class MeteredStream(StreamProtocol):
     def timed_out(self) -> Reply:
         return self._out(self.inner.timed_out())
 
+    def output_drained(self) -> Reply:
+        return self._out(self.inner.output_drained())
+
     def connection_lost(self) -> None:
         if not self.closed:
             self.closed = True
@@ -210,6 +213,9 @@ class MeteredDatagram(DatagramProtocol):
         self.count_out = metrics.datagrams_out.labels(*labels)
         self.received = metrics.received.labels(*labels)
         self.sent = metrics.sent.labels(*labels)
+
+    def tick(self, now: float) -> None:
+        self.inner.tick(now)
 
     def datagram_received(self, data: bytes, peer: Address) -> list[bytes]:
         self.count_in.inc()

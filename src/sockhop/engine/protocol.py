@@ -89,6 +89,20 @@ class _StartTLS(bytes):
 START_TLS = _StartTLS()
 
 
+class _WhenDrained(bytes):
+    """The marker a protocol puts last in ``Reply.send`` to be called back (``output_drained``) once everything
+    before it has been handed to the kernel. An empty bytes, like :data:`START_TLS`; recognised by identity."""
+
+    def __repr__(self) -> str:
+        return "WHEN_DRAINED"
+
+
+#: Write-side backpressure for a protocol that produces output in bursts (HTTP/2 reading a file a window at a
+#: time): it sends a bounded burst ending in this marker, and the engine calls ``output_drained()`` for the next one
+#: only when the socket has taken the burst -- so a slow reader holds one burst in memory, never the whole file.
+WHEN_DRAINED = _WhenDrained()
+
+
 def as_reply(answer: Reply | bytes) -> Reply:
     """A protocol's answer as a :class:`Reply`: ``data_received`` may answer plain bytes, shorthand for
     ``Reply((data,))``."""
@@ -222,6 +236,10 @@ class StreamProtocol(_Counting):
         closed."""
         return CLOSE
 
+    def output_drained(self) -> Reply:
+        """Everything up to a :data:`WHEN_DRAINED` the protocol sent has gone to the kernel: send the next burst."""
+        return NOTHING
+
     def connection_lost(self) -> None:
         """The connection is gone, whoever closed it. Release what the protocol holds."""
 
@@ -271,6 +289,11 @@ class Job:
 
 class DatagramProtocol(_Counting):
     """One instance per socket and worker. Returns the datagrams to send back to ``peer``."""
+
+    def tick(self, now: float) -> None:
+        """The engine's clock (seconds since the epoch), read once per batch of waiting datagrams before they are
+        handed over: a protocol that keeps rates (DNS's response rate limiting) reads time here, never itself,
+        and pays nothing per datagram for it."""
 
     def datagram_received(self, data: bytes, peer: Address) -> list[bytes]:
         return []

@@ -194,6 +194,9 @@ class ProxyLayer(StreamProtocol):
     def timed_out(self) -> Reply:
         return Reply(close=True) if self.waiting else self.inner.timed_out()
 
+    def output_drained(self) -> Reply:
+        return self.inner.output_drained()
+
     def connection_lost(self) -> None:
         self.inner.connection_lost()
 

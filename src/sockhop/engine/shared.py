@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 
 from sockhop.engine.mmsg import SLOTS, DatagramBatch
 from sockhop.engine.protocol import Address, DatagramProtocol, FileRegion
@@ -61,6 +62,8 @@ def answer_datagrams(
     answered = 0
     while answered < most:
         received = batch.receive() if batch is not None else _receive_one(sock)
+        if received:
+            protocol.tick(time.time())
         replies = []
         for data, source in received:
             peer = source if batch is None else peers.get(source) or batch.peer(source)

@@ -20,7 +20,16 @@ import logging
 import ssl
 from collections.abc import Callable
 
-from sockhop.engine.protocol import START_TLS, Address, FileRegion, Reply, StreamProtocol, as_reply, then_mapped
+from sockhop.engine.protocol import (
+    START_TLS,
+    WHEN_DRAINED,
+    Address,
+    FileRegion,
+    Reply,
+    StreamProtocol,
+    as_reply,
+    then_mapped,
+)
 from sockhop.engine.shared import close_region, peer_name
 from sockhop.errors import SockhopError
 
@@ -65,6 +74,7 @@ class TLSLayer(StreamProtocol):
         self.local: Address = None
         self.waiting = False  # the inner protocol's deferred work runs: feed it nothing meanwhile
         self.resume_alarm: float | None = None  # STARTTLS: the inner protocol's alarm, re-armed after the handshake
+        self.drain = False  # the inner protocol sent WHEN_DRAINED: the next ciphertext handed out carries it
         if client_side:
             self._begin()  # TLS from the first byte: what is sent before the connection is up waits for it
 
@@ -124,6 +134,11 @@ class TLSLayer(StreamProtocol):
             log.info("%s: TLS handshake timed out", peer_name(self.peer))
             return Reply(close=True)
         return self._outer(self.inner.timed_out(), close=True)
+
+    def output_drained(self) -> Reply:
+        if self.state != self.OPEN:
+            return Reply()
+        return self._outer(self.inner.output_drained())
 
     def connection_lost(self) -> None:
         self.inner.connection_lost()
@@ -240,6 +255,9 @@ class TLSLayer(StreamProtocol):
             return  # handshake unfinished or connection closing: nothing may be written
         assert self.tls is not None
         for piece in pieces:
+            if piece is WHEN_DRAINED:
+                self.drain = True
+                continue
             if isinstance(piece, FileRegion):
                 try:
                     data = piece.read()
@@ -260,7 +278,11 @@ class TLSLayer(StreamProtocol):
 
     def _ciphertext(self) -> tuple[bytes, ...]:
         data = self.outgoing.read()
-        return (data,) if data else ()
+        pieces = (data,) if data else ()
+        if self.drain:  # the inner protocol waits to hear that its burst has gone: so it is, once this has
+            self.drain = False
+            pieces += (WHEN_DRAINED,)
+        return pieces
 
     def _sealed(self, reply: Reply) -> Reply:
         """A reply whose pieces went into the BIO: send the BIO's bytes."""

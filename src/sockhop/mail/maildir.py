@@ -291,17 +291,38 @@ class Maildir:
         seconds = int(now)
         return f"{seconds}.M{int((now - seconds) * 1e6)}P{os.getpid()}Q{next(_counter)}.{self._host_part}"
 
-    def submit(self, session: Session, envelope: Envelope, done: Callable[[str | OSError], None]) -> None:
+    def submit(
+        self,
+        session: Session,
+        envelope: Envelope,
+        done: Callable[[str | OSError], None],
+        *,
+        recipients: list[str] | None = None,
+        also: Callable[[str, bytes, float], list[tuple[int, str, str]]] | None = None,
+    ) -> None:
         """Hand one message to the group commit and return at once; ``done`` is called from the commit thread with
         the queue id once the message is durable in ``new/`` of every mailbox, or with the OSError that stopped it
-        (and then nothing of it is in ``new/``)."""
+        (and then nothing of it is in ``new/``). ``recipients``: those to deliver here (default: the envelope's);
+        ``also(queue id, content, now)``: more files for the same commit -- the spool's -- made durable with the
+        Maildir copies or failing with them."""
         now = time.time()
         name = self.unique_name(now)
         queue_id = name.split(".", 2)[0] + name.split(".", 2)[1]
+        here = envelope.recipients if recipients is None else recipients
 
         def write() -> list[tuple[int, str, str]]:
             content = trace_headers(session, envelope, hostname=self.hostname, queue_id=queue_id, now=now)
-            return self._write_copies(name, content + envelope.content, envelope.recipients)
+            content += envelope.content
+            files = self._write_copies(name, content, here) if here else []
+            if also is not None:
+                try:
+                    files += also(queue_id, content, now)
+                except BaseException:
+                    for fd, tmp, _new in files:
+                        os.close(fd)
+                        _unlink(tmp)
+                    raise
+            return files
 
         self._commit.submit(_Job(write, lambda error: done(queue_id if error is None else error)))
 
@@ -348,14 +369,16 @@ class Maildir:
 
 
 def write_file(path: str | os.PathLike, content: bytes) -> int:
-    """Create ``path`` (never over an existing file) holding ``content``; the open descriptor, for the fsync."""
+    """Create ``path`` (never over an existing file) holding ``content``; the open descriptor, for the fsync. On
+    any failure nothing of it is left."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         view = memoryview(content)
         while view:
             view = view[os.write(fd, view) :]
-    except OSError:
+    except BaseException:  # a full disk, a quota: the partial file must not stay to keep the disk full
         os.close(fd)
+        _unlink(os.fspath(path))
         raise
     return fd
 

@@ -14,11 +14,22 @@ SIZE= and again at the end of data), 8BITMIME, ENHANCEDSTATUSCODES, SMTPUTF8, an
 server has a certificate: the 220 is followed by the engine's ``START_TLS`` marker (the TLS layer around this
 protocol then does the handshake), whatever the client pipelined after its STARTTLS is thrown away -- commands
 sent in plaintext must never count as sent under TLS -- and the session starts over: the client says EHLO again.
+
+AUTH (RFC 4954: PLAIN and LOGIN) is offered only under TLS and only when the server has users. The password check
+(an scrypt) runs in ``Reply.then``; a failed login is answered 535 only after a delay (``auth_delay``, doubling
+with each failure), a ``Handoff`` to one timer thread, so guessing is slow yet no engine thread sleeps; after
+``max_auth_failures`` the client is shown the door. On a submission port (RFC 6409) MAIL needs a login first, and
+an authenticated user may only use their own addresses as the sender (unless the policy says otherwise).
+
+Relaying: a recipient outside the server's domains is accepted only from an authenticated user or a peer in
+``relay_networks``, and only when the store can queue remote mail; everyone else gets 550 5.7.1.
 """
 
 from __future__ import annotations
 
 import enum
+import errno
+import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +39,7 @@ from sockhop.engine.protocol import NOTHING, START_TLS, Address, Close, Handoff,
 from sockhop.net.addresses import format_address
 
 from .address import AddressSyntaxError, check_mailbox, parse_path, split_address
+from .auth import MECHANISMS, Exchange, SASLError, User, Users
 from .codes import Code, SMTPReply, reply
 
 log = logging.getLogger("sockhop.mail")
@@ -63,7 +75,7 @@ TRANSITIONS: dict[State, dict[str, State]] = {
     },
     S.READY: {
         "EHLO": S.READY, "HELO": S.READY, "RSET": S.READY, "NOOP": S.READY, "HELP": S.READY, "VRFY": S.READY,
-        "QUIT": S.CLOSED, "MAIL": S.MAIL, "STARTTLS": S.START,
+        "QUIT": S.CLOSED, "MAIL": S.MAIL, "STARTTLS": S.START, "AUTH": S.READY,
     },
     S.MAIL: {
         "EHLO": S.READY, "HELO": S.READY, "RSET": S.READY, "NOOP": S.MAIL, "HELP": S.MAIL, "VRFY": S.MAIL,
@@ -79,7 +91,9 @@ TRANSITIONS: dict[State, dict[str, State]] = {
 }  # fmt: skip
 
 #: Verbs of other extensions and of the past: recognised, so they get 502 rather than 500.
-NOT_IMPLEMENTED = frozenset({"EXPN", "TURN", "ETRN", "SEND", "SOML", "SAML", "AUTH", "BDAT", "ATRN"})
+NOT_IMPLEMENTED = frozenset({"EXPN", "TURN", "ETRN", "SEND", "SOML", "SAML", "BDAT", "ATRN"})
+DEFAULT_AUTH_DELAY = 1.0  # seconds before a failed login is answered, doubling with each failure
+DEFAULT_MAX_AUTH_FAILURES = 3  # failed logins before the connection is closed
 
 
 @dataclass(frozen=True)
@@ -97,6 +111,24 @@ class MailPolicy:
     data_timeout: float = DEFAULT_DATA_TIMEOUT  # seconds from 354 for the whole message to arrive
     #: Told of every message accepted (--message-log): (peer, sender, recipients, size, queue id).
     message_log: Callable[[Address, str, list[str], int, str], None] | None = None
+    users: Users | None = None  # who may log in (AUTH offered under TLS); None: no AUTH
+    submission: bool = False  # RFC 6409: MAIL needs a login first
+    sender_login_match: bool = True  # a logged-in user may only send as their own addresses
+    auth_delay: float = DEFAULT_AUTH_DELAY
+    max_auth_failures: int = DEFAULT_MAX_AUTH_FAILURES
+    relay_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()  # may relay without a login
+
+    def relays_for(self, peer: Address) -> bool:
+        """Whether ``peer`` is in ``relay_networks``."""
+        if not self.relay_networks or not isinstance(peer, tuple):
+            return False
+        try:
+            ip = ipaddress.ip_address(peer[0].split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in network for network in self.relay_networks)
 
 
 @dataclass
@@ -108,6 +140,7 @@ class Session:
     helo: str = ""
     esmtp: bool = False
     tls: bool = False  # the conversation is encrypted (SMTPS, or after STARTTLS)
+    user: User | None = None  # logged in with AUTH
 
 
 @dataclass
@@ -127,6 +160,8 @@ class Mailstore(Protocol):
     def accepts(self, local_part: str) -> bool:
         """Whether a mailbox can exist under this name (no ``/``, no leading dot...)."""
         ...
+
+    # A store may also say ``relays = True``: it queues mail for other domains (``router.Router`` with a spool).
 
     def deliver(self, session: Session, envelope: Envelope) -> str:
         """Store the message durably for every recipient, or raise OSError. Returns a queue id for the 250."""
@@ -168,13 +203,37 @@ def _ok(status: str = "2.0.0", text: str = "Ok") -> SMTPReply:
     return reply(Code.OK, status, text)
 
 
+#: What smtp_AUTH answers when it has the credentials: no reply yet, the check runs in Reply.then.
+_CHECKING = SMTPReply(0, "", ("checking",))
+
+
+class _Delayed(Handoff):
+    """A failed login's delay: the session waits on the mail package's one timer thread, so neither the event loop
+    nor a deferred thread is held (under a thread per connection, that connection's own thread waits)."""
+
+    __slots__ = ("server", "seconds")
+
+    def __init__(self, server: SMTPServer, seconds: float) -> None:
+        self.server = server
+        self.seconds = seconds
+
+    def start(self, done: Callable[[object], None]) -> None:
+        from .later import LATER
+
+        LATER.after(self.seconds, lambda: done(None))
+
+    def finish(self, result: object) -> Reply:
+        return self.server._login_failed()
+
+
 class SMTPServer(StreamProtocol):
     """One SMTP conversation. ``policy`` says what is accepted, ``store`` keeps it."""
 
     VERBS: dict[str, Callable[[SMTPServer, str], SMTPReply]] = {}
     #: With --admin: one "accepted" per message stored (250), one "refused" per refusal of a message -- of its
     #: announced size (MAIL FROM ... SIZE=), of one of its recipients (RCPT TO) or of its text (after DATA) --
-    #: with the reply code (4xx: try later; 5xx: for good). Syntax errors and bad sequences are not counted.
+    #: with the reply code (4xx: try later; 5xx: for good). Syntax errors and bad sequences are not counted. A failed
+    #: login counts as "login-failed" with its 535.
     results = Results("sockhop_smtp_messages", "Mail messages accepted or refused, by reply code", ("result", "code"))
 
     def __init__(self, policy: MailPolicy, store: Mailstore, *, tls: bool = False) -> None:
@@ -197,6 +256,10 @@ class SMTPServer(StreamProtocol):
         self.size = 0
         self.fault: SMTPReply | None = None
         self.mid_line = False  # discarding the rest of an over-long text line
+        # AUTH
+        self.sasl: Exchange | None = None  # an exchange waiting for the client's next response
+        self.credentials: tuple[str, str] | None = None  # to check in Reply.then
+        self.auth_failures = 0
 
     # -- the engine's side -------------------------------------------------------------------------------------
     def connection_made(self, peer: Address, local: Address) -> Reply:
@@ -265,7 +328,14 @@ class SMTPServer(StreamProtocol):
             line = self._take_line()
             if line is None:
                 break
-            answer = self._command(line) if isinstance(line, bytes) else line
+            if not isinstance(line, bytes):
+                answer = line
+            elif self.sasl is not None:
+                answer = self._auth_response(line)
+            else:
+                answer = self._command(line)
+            if answer is _CHECKING:  # the password check is blocking work: off the event loop
+                return Reply(tuple(out), then=self._check_login, alarm=0)
             out.append(answer.format())
             if self.starting_tls:  # RFC 3207: nothing sent before the handshake counts after it
                 self.starting_tls = False
@@ -296,7 +366,10 @@ class SMTPServer(StreamProtocol):
         """The store has the message durably (a queue id) or failed (an exception): answer, then go on."""
         if isinstance(result, BaseException):
             log.error("delivery failed: %s", result)
-            answer = reply(Code.LOCAL_ERROR, "4.3.0", "delivery failed, try again later")
+            if isinstance(result, OSError) and result.errno in (errno.ENOSPC, errno.EDQUOT):
+                answer = reply(Code.INSUFFICIENT_STORAGE, "4.3.1", "insufficient system storage, try again later")
+            else:
+                answer = reply(Code.LOCAL_ERROR, "4.3.0", "delivery failed, try again later")
         else:
             answer = _ok("2.0.0", f"Ok: queued as {result}")
             log.info("%s: delivered to %d recipient(s)", result, len(self.envelope.recipients))
@@ -312,6 +385,64 @@ class SMTPServer(StreamProtocol):
         rest = self._advance()
         alarm = self._deadline() if rest.alarm is None else rest.alarm
         return Reply((answer.format(), *rest.send), rest.close, rest.then, alarm)
+
+    def _then_go_on(self, answer: SMTPReply) -> Reply:
+        """``answer``, then whatever the client pipelined behind the command it answers."""
+        rest = self._advance()
+        alarm = self._deadline() if rest.alarm is None else rest.alarm
+        return Reply((answer.format(), *rest.send), rest.close, rest.then, alarm)
+
+    # -- AUTH ------------------------------------------------------------------------------------------------------
+    def _auth_response(self, line: bytes) -> SMTPReply:
+        """A line of an AUTH exchange: the client's base64 response, or ``*`` to cancel."""
+        assert self.sasl is not None
+        text = line.decode("utf-8", "replace").strip()
+        if text == "*":
+            self.sasl = None
+            return self._error(Code.PARAMETER_SYNTAX, "5.0.0", "authentication cancelled")
+        return self._sasl_step(lambda: self.sasl.step(text))  # type: ignore[union-attr]
+
+    def _sasl_step(self, step: Callable[[], tuple[str, object]]) -> SMTPReply:
+        try:
+            kind, value = step()
+        except SASLError as exc:
+            self.sasl = None
+            return self._error(Code.PARAMETER_SYNTAX, "5.5.2", f"cannot decode response: {exc}")
+        if kind == "challenge":
+            return reply(Code.AUTH_CONTINUE, "", str(value))
+        self.sasl = None
+        self.credentials = value  # type: ignore[assignment]
+        return _CHECKING
+
+    def _check_login(self) -> Reply:
+        """Runs in Reply.then: the scrypt. A success is answered at once; a failure after the delay (the alarm)."""
+        assert self.credentials is not None and self.policy.users is not None
+        name, password = self.credentials
+        self.credentials = None
+        user = self.policy.users.verify(name, password)
+        if user is not None:
+            self.session.user = user
+            log.info("%s: logged in as %s", self._peer(), user.name)
+            return self._then_go_on(reply(Code.AUTH_SUCCEEDED, "2.7.0", "Authentication successful"))
+        self.auth_failures += 1
+        if self.on_result is not None:
+            self.on_result("login-failed", str(int(Code.AUTH_FAILED)))
+        log.warning("%s: failed login for %r (%d on this connection, %d in all)",
+                    self._peer(), name[:64], self.auth_failures, self.policy.users.failures)  # fmt: skip
+        return Reply(then=_Delayed(self, self.policy.auth_delay * 2 ** (self.auth_failures - 1)), alarm=0)
+
+    def _login_failed(self) -> Reply:
+        """The delay after a failed login is over: 535, or the door after too many."""
+        answer = reply(Code.AUTH_FAILED, "5.7.8", "Authentication credentials invalid")
+        self.errors += 1
+        if self.auth_failures >= self.policy.max_auth_failures:
+            self.state = State.CLOSED
+            closing = self._closing("4.7.0", "too many failed logins")
+            return Reply((answer.format(), closing.format()), close=Close.LINGER)
+        return self._then_go_on(answer)
+
+    def _can_auth(self) -> bool:
+        return self.policy.users is not None and self.session.tls
 
     def _take_line(self) -> bytes | SMTPReply | None:
         """The next command line without its line ending, a 500 for an over-long one, or None for "need more"."""
@@ -486,6 +617,8 @@ class SMTPServer(StreamProtocol):
         extensions = ["PIPELINING", f"SIZE {self.policy.max_size}", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8"]
         if self._can_starttls():
             extensions.append("STARTTLS")
+        if self._can_auth():
+            extensions.append("AUTH " + " ".join(MECHANISMS))
         return reply(Code.OK, "", f"{self.policy.hostname} Hello {arg}", *extensions, "HELP")
 
     def _can_starttls(self) -> bool:
@@ -504,6 +637,23 @@ class SMTPServer(StreamProtocol):
         self.starting_tls = True
         return reply(Code.SERVICE_READY, "2.0.0", "Ready to start TLS")
 
+    @syntax("AUTH mechanism [initial-response]")
+    def smtp_AUTH(self, arg: str) -> SMTPReply:
+        if self.policy.users is None:
+            return self._error(Code.NOT_IMPLEMENTED, "5.5.1", "AUTH not available here")
+        if not self.session.tls:
+            return self._error(Code.ENCRYPTION_REQUIRED, "5.7.11", "Must issue a STARTTLS command first")
+        if self.session.user is not None:
+            return self._error(Code.BAD_SEQUENCE, "5.5.1", "already authenticated")
+        mechanism, _, initial = arg.partition(" ")
+        if mechanism.upper() not in MECHANISMS:
+            return self._error(
+                Code.PARAMETER_NOT_IMPLEMENTED, "5.5.4", f"unrecognized authentication type {mechanism[:20]!r}"
+            )
+        self.sasl = Exchange(mechanism)
+        first = initial.strip() or None
+        return self._sasl_step(lambda: self.sasl.start(first))  # type: ignore[union-attr]
+
     @syntax("HELO hostname")
     def smtp_HELO(self, arg: str) -> SMTPReply:
         refused = self._greet(arg, esmtp=False)
@@ -520,6 +670,13 @@ class SMTPServer(StreamProtocol):
                 check_mailbox(sender, utf8=smtputf8)
         except AddressSyntaxError as exc:
             return self._error(Code(exc.hint or Code.PARAMETER_SYNTAX), "5.1.7", f"sender: {exc}")
+        user = self.session.user
+        if self.policy.submission and user is None:
+            return self._error(Code.AUTH_REQUIRED, "5.7.0", "Authentication required")
+        if user is not None and sender and not self._may_send_as(user, sender):
+            return self._error(
+                Code.MAILBOX_NAME_NOT_ALLOWED, "5.7.1", f"<{sender}>: sender address not owned by {user.name}"
+            )
         eight_bit = False
         for name, value in params.items():
             if name == "SIZE":
@@ -567,7 +724,10 @@ class SMTPServer(StreamProtocol):
         if len(self.envelope.recipients) >= self.policy.max_recipients:
             return reply(Code.INSUFFICIENT_STORAGE, "4.5.3", "too many recipients")
         if domain and domain not in self.policy.domains:
-            return reply(Code.MAILBOX_UNAVAILABLE, "5.7.1", f"<{address}>: relay access denied")
+            if not self._may_relay():
+                return reply(Code.MAILBOX_UNAVAILABLE, "5.7.1", f"<{address}>: relay access denied")
+            self.envelope.recipients.append(address)
+            return _ok("2.1.5")
         postmaster = local.lower() == "postmaster"  # RFC 5321 4.5.1: must always be accepted
         allowed = self.policy.recipients
         if not postmaster and allowed is not None and local.lower() not in allowed and address.lower() not in allowed:
@@ -576,6 +736,18 @@ class SMTPServer(StreamProtocol):
             return reply(Code.MAILBOX_NAME_NOT_ALLOWED, "5.1.3", f"<{address}>: mailbox name not allowed")
         self.envelope.recipients.append(address if domain else f"{local}@{self.policy.hostname}")
         return _ok("2.1.5")
+
+    def _may_send_as(self, user: User, sender: str) -> bool:
+        users = self.policy.users
+        return (
+            not self.policy.sender_login_match or users is None or users.may_send_as(user, sender, self.policy.domains)
+        )
+
+    def _may_relay(self) -> bool:
+        """Mail for other domains: only into a queue, and only from a logged-in user or a relay network."""
+        if not getattr(self.store, "relays", False):
+            return False
+        return self.session.user is not None or self.policy.relays_for(self.session.peer)
 
     @syntax("DATA")
     def smtp_DATA(self, arg: str) -> SMTPReply:

@@ -16,7 +16,8 @@ def received_with(session: Session, envelope: Envelope) -> str:
     if not session.esmtp:
         return "SMTP"
     name = "UTF8SMTP" if envelope.smtputf8 else "ESMTP"
-    return name + "S" if session.tls else name
+    name = name + "S" if session.tls else name
+    return name + "A" if session.user is not None else name
 
 
 def peer_ip(session: Session) -> str:

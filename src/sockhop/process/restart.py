@@ -174,4 +174,16 @@ def serve_restartable(
         server.serve(on_ready=ready)
     finally:
         restarter.uninstall()
+        if pid_file and not restarter.handed_over:
+            remove_pid_file(pid_file)
     return restarter.handed_over
+
+
+def remove_pid_file(path: str) -> None:
+    """On a stop that hands over to no one: the pid file goes, if it still names this process."""
+    try:
+        with open(path) as f:
+            if f.read().strip() == str(os.getpid()):
+                os.unlink(path)
+    except (OSError, ValueError):
+        pass

@@ -9,6 +9,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from sockhop.console import say
+from sockhop.process.restart import remove_pid_file, write_pid_file
 
 if TYPE_CHECKING:
     from sockhop.config import ServiceConfig
@@ -39,9 +40,10 @@ class Supervisor:
     ``up`` stops watching that service.
     """
 
-    def __init__(self, configs: list[ServiceConfig], base: str) -> None:
+    def __init__(self, configs: list[ServiceConfig], base: str, *, pid_file: str | None = None) -> None:
         self.configs = configs
         self.base = base
+        self.pid_file = pid_file  # up's own pid: the one to signal, which passes the signal on
         self.masters: dict[int, ServiceConfig] = {}  # pid -> the service it serves
         self.forwarded: list[int] = []
         self.restarting: set[int] = set()  # masters sent SIGUSR2: one that exits 0 has handed over to a successor
@@ -67,6 +69,15 @@ class Supervisor:
         for config in self.configs:
             proc = subprocess.Popen(self.command(config), cwd=self.base, preexec_fn=end_with_up)
             self.masters[proc.pid] = config
+        if self.pid_file:
+            write_pid_file(self.pid_file)
+        try:
+            return self._watch(adopting)
+        finally:
+            if self.pid_file:
+                remove_pid_file(self.pid_file)
+
+    def _watch(self, adopting: bool) -> int:
         status = 0
         while self.masters:
             pid, code = _wait_any()

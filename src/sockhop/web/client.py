@@ -14,6 +14,7 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from urllib.parse import urlsplit
 
 import httptools
@@ -22,6 +23,8 @@ from sockhop import __version__
 from sockhop.errors import AddressError, RemoteProtocolError, SockhopError, UnknownHostError
 from sockhop.net.addresses import check_host, format_address, format_host, format_host_port
 from sockhop.tlsclient import describe_certificate_error
+from sockhop.web.h2client import H2Session, StreamError
+from sockhop.web.h2client import Refused as H2Refused
 
 USER_AGENT = f"sockhop/{__version__}"
 RECV_SIZE = 256 * 1024
@@ -344,8 +347,14 @@ class Connection:
         tls: ssl.SSLContext | None = None,
         *,
         trace: Trace | None = None,
+        alpn: tuple[str, ...] = ("http/1.1",),
+        prior_knowledge: bool = False,
     ) -> None:
         self.host, self.port = host, port
+        self.alpn = alpn  # what the TLS handshake offers (the context says so too; this is for -v)
+        self.prior_knowledge = prior_knowledge  # http://: speak HTTP/2 from the first byte (h2c)
+        self.session: H2Session | None = None  # the socket speaks HTTP/2
+        self.prefetched: dict[tuple, int] = {}  # requests sent ahead of their turn, as streams
         self.dialing = timeout if isinstance(timeout, Dialing) else Dialing(timeout, timeout)
         self.timeout = self.dialing.read_timeout
         self.tls = tls
@@ -435,6 +444,10 @@ class Connection:
                 sock = self._handshake(sock, stamps["start"])
             stamps["appconnect"] = time.monotonic()
             self.sock, self.used = sock, 0
+            h2 = sock.selected_alpn_protocol() == "h2" if isinstance(sock, ssl.SSLSocket) else self.prior_knowledge
+            if h2:
+                self._note("*", "Using HTTP/2" + ("" if self.tls is not None else " with prior knowledge (h2c)"))
+                self.session = H2Session(partial(self._send, sock), partial(self._recv, sock, True))
             return sock
         if isinstance(last, TimeoutError):
             raise self._timed_out("connecting to")
@@ -446,7 +459,7 @@ class Connection:
         """TLS on a connected socket; every way it fails is one line naming what went wrong. The handshake counts
         towards the connect timeout, as curl counts it."""
         assert self.tls is not None
-        self._note("*", "ALPN: offers http/1.1")
+        self._note("*", f"ALPN: offers {','.join(self.alpn)}")
         try:
             left = self.dialing.connect_timeout - (time.monotonic() - started)
             if left <= 0:
@@ -516,9 +529,27 @@ class Connection:
             raise ReceiveError(f"TLS error from {self.name}: {exc.reason or exc}") from None
 
     def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+        self.prefetched.clear()
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+
+    @property
+    def http2(self) -> bool:
+        return self.session is not None
+
+    def prefetch(self, method: str, target: Target, headers: list[tuple[str, str]]) -> None:
+        """Over HTTP/2, send a bodiless request now, ahead of its turn, as one more concurrent stream: ``request``
+        with the same method, target and headers later reads its answer instead of asking again."""
+        session = self.session
+        if session is None or not session.usable or len(self.prefetched) >= PREFETCH or not session.room:
+            return
+        key = (method, target.scheme, target.authority, target.path, tuple(headers))
+        if key not in self.prefetched:
+            self.prefetched[key] = session.start(method, target.scheme, target.authority, target.path, headers)
 
     def request(
         self,
@@ -543,8 +574,10 @@ class Connection:
         self.head_size = len(text)
         data = text.encode("latin-1") + (body or b"")
         bodiless = method == "HEAD" if head is None else head
+        self.request_made = (method, target, headers, body)
         if self.sock is not None:
-            self._note("*", f"Re-using existing connection #{self.opens - 1} with host {self.host}")
+            if self.used or self.session is None:  # (an HTTP/2 connection opened to send requests ahead: not yet)
+                self._note("*", f"Re-using existing connection #{self.opens - 1} with host {self.host}")
             try:
                 return self._exchange(bodiless, text, data, on_body, on_head)
             except _StaleConnection:
@@ -563,6 +596,8 @@ class Connection:
         on_head: Callable[[Response], None] | None,
     ) -> Response:
         sock = self.sock or self.open()
+        if self.session is not None:
+            return self._exchange_h2(bodiless, text, on_body, on_head)
 
         def head(response: Response) -> None:
             self.first_byte = time.monotonic()
@@ -593,6 +628,67 @@ class Connection:
         if not response.keep_alive:
             self.close()
         return response
+
+    def _exchange_h2(
+        self,
+        bodiless: bool,
+        text: str,
+        on_body: Callable[[bytes], None],
+        on_head: Callable[[Response], None] | None,
+    ) -> Response:
+        """One request as a stream of the HTTP/2 connection (or the answer to one sent ahead by ``prefetch``)."""
+        session = self.session
+        assert session is not None
+        request = self.request_made
+        method, target, headers, body = request
+        key = (method, target.scheme, target.authority, target.path, tuple(headers))
+        sid = self.prefetched.pop(key, None) if body is None else None
+        self._note(">", text.replace(" HTTP/1.1\r\n", " HTTP/2\r\n", 1))
+
+        def head(status: int, fields: list[tuple[str, str]]) -> None:
+            self.first_byte = time.monotonic()
+            response = Response(status, "", "2", fields)
+            self._note("<", response.head_text())
+            if on_head is not None:
+                on_head(response)
+
+        refusals = 0
+        while True:
+            try:
+                if sid is None:
+                    if not session.usable:
+                        raise _StaleConnection
+                    while not session.room and self.prefetched:  # the server's stream limit: make room for this
+                        session.cancel(self.prefetched.popitem()[1])
+                    sid = session.start(method, target.scheme, target.authority, target.path, headers, body)
+                status, fields = session.wait(sid, head, on_body, bodiless)
+                break
+            except H2Refused:
+                # RST_STREAM(REFUSED_STREAM): the server did nothing with it (over its stream limit), so ask again
+                # on this connection; past a GOAWAY, on a new one.
+                refusals += 1
+                sid = None
+                if session.usable and refusals < REFUSALS:
+                    continue
+                self.close()
+                raise _StaleConnection from None
+            except StreamError as exc:
+                self.close()
+                raise ReceiveError(f"{self.name}: {exc}") from None
+            except BaseException:
+                self.close()
+                raise
+        self.used += 1
+        response = Response(status, "", "2", fields, session.usable)
+        if not session.usable and not self.prefetched:
+            self.close()
+        return response
+
+
+#: Requests sent ahead of their turn on one HTTP/2 connection, at most (the server's stream limit is 100 or more).
+PREFETCH = 64
+#: Times one request is sent again on a connection whose server refused its stream (REFUSED_STREAM).
+REFUSALS = 8
 
 
 class _StaleConnection(Exception):

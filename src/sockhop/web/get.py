@@ -134,6 +134,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cacert", metavar="FILE", help="trust the CA certificates in FILE (PEM) for https://")
     parser.add_argument("-k", "--insecure", action="store_true", help="https:// without verifying the certificate")
     parser.add_argument("--max-redirects", type=positive_int, default=10, metavar="N", help="with -L (default 10)")
+    version = parser.add_mutually_exclusive_group()
+    version.add_argument(
+        "--http2", dest="http", action="store_const", const="2", default="2", help="offer h2 by ALPN (the default)"
+    )
+    version.add_argument(
+        "--http1.1", dest="http", action="store_const", const="1.1", help="HTTP/1.1 only: https:// offers no h2"
+    )
+    version.add_argument(
+        "--http2-prior-knowledge",
+        dest="http",
+        action="store_const",
+        const="2-prior",
+        help="http:// speaks HTTP/2 from the first byte (h2c)",
+    )
 
     def one_line(message: str) -> NoReturn:  # bad use is one line and status 2, as curl
         parser.exit(2, f"sockhop get: {message} (see sockhop get --help)\n")
@@ -426,6 +440,7 @@ class Getter:
         self.stdout: BinaryIO = sys.stdout.buffer
         self.output: BinaryIO | None = None  # -o FILE, shared by every URL
         self.retrying = False  # the current response will be asked for again: its body goes nowhere
+        self.upcoming: list[str] = []  # the URLs after the current one (HTTP/2 sends them ahead, see _send_ahead)
         if self.trace is not None:
             for (host, port), addresses in self.pinned.items():
                 self.trace("*", f"Added {host}:{port}:{','.join(addresses)} to DNS cache")
@@ -468,7 +483,16 @@ class Getter:
         if conn is None or (self.scheme, conn.host, conn.port) != (target.scheme, target.host, target.port):
             if conn is not None:
                 conn.close()
-            conn = Connection(target.host, target.port, self.dialing, self.tls_for(target), trace=self.trace)
+            version = getattr(self.args, "http", "1.1")
+            conn = Connection(
+                target.host,
+                target.port,
+                self.dialing,
+                self.tls_for(target),
+                trace=self.trace,
+                alpn=("http/1.1",) if version == "1.1" else ("h2", "http/1.1"),
+                prior_knowledge=version == "2-prior",
+            )
             if self.conn is not None:
                 conn.opens = self.conn.opens  # curl numbers connections #0, #1... across a run
             self.conn, self.scheme = conn, target.scheme
@@ -487,7 +511,8 @@ class Getter:
                     self.context = tlsclient.client_context(getattr(args, "cacert", None), insecure=args.insecure)
             except tlsclient.CACertError as exc:  # curl's 77: a problem with the CA certificates
                 raise CACertError(str(exc)) from None
-            self.context.set_alpn_protocols(["http/1.1"])
+            version = getattr(args, "http", "1.1")
+            self.context.set_alpn_protocols(["http/1.1"] if version == "1.1" else ["h2", "http/1.1"])
         return self.context
 
     def close(self) -> None:
@@ -581,6 +606,8 @@ class Getter:
             opens = conn.opens
             sink = _Sink(self, path, resume_from, bodiless, retries_left)
             headers = self.headers_for(target, origin, resume_from, body is not None)
+            if redirects == 0 and self.upcoming:
+                self._send_ahead(conn, target, method, headers)
             try:
                 response = conn.request(method, target, headers, sink.body, sink.head, body, head=bodiless)
             finally:
@@ -612,6 +639,28 @@ class Getter:
         if args.fail and response.status >= 400 and not self.retrying:
             raise BadStatus(f"{transfer.url_effective}: {response.status} {response.reason}")
         return response
+
+    def _send_ahead(self, conn: Connection, target: Target, method: str, headers: list[tuple[str, str]]) -> None:
+        """Over HTTP/2, the URLs that follow on the same host go out now, with this one, as concurrent streams on
+        one connection; their answers are read (and written out) in turn."""
+        if method not in ("GET", "HEAD") or self.body is not None or self.args.resume:
+            return
+        if conn.sock is None:
+            try:
+                conn.open()
+            except SockhopError:
+                return  # request() will open it again and say what is wrong
+        if not conn.http2:
+            return
+        conn.prefetch(method, target, headers)  # this one first: the lowest stream id
+        for url in self.upcoming:
+            try:
+                other = Target.from_url(url)
+            except ClientError:
+                break
+            if (other.scheme, other.host, other.port) != (target.scheme, target.host, target.port):
+                break
+            conn.prefetch(method, other, self.headers_for(other, (other.scheme, other.host, other.port), 0, False))
 
     @staticmethod
     def _measure(transfer: Transfer, conn: Connection, opens: int, sink: _Sink) -> None:
@@ -732,8 +781,9 @@ def run_get(args: argparse.Namespace) -> int:
     status = 0
     try:
         getter = Getter(args)
-        for url in args.urls:
+        for index, url in enumerate(args.urls):
             transfer = Transfer(url)
+            getter.upcoming = args.urls[index + 1 :]
             try:
                 getter.get(url, transfer)
             except SockhopError as exc:

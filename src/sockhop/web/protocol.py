@@ -28,13 +28,12 @@ called once per batch of input, so tests can fix it.
 from __future__ import annotations
 
 import enum
-import errno
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import httptools
 
@@ -42,14 +41,12 @@ from sockhop.engine.protocol import CLOSE, NOTHING, Address, Close, FileRegion, 
 from sockhop.errors import LocalProtocolError, RemoteProtocolError
 from sockhop.web.accesslog import AccessLog, entry_parts, format_entry
 from sockhop.web.files import Site
+from sockhop.web.handler import refused_method, respond
 from sockhop.web.paths import SitePath, parse_target
-from sockhop.web.response import Response, error_response, http_date, response_head
 
-#: Methods this server knows. GET and HEAD are served; the others get 405 with Allow. Anything else llhttp accepts
-#: (WebDAV's PROPFIND, ...) or a token it does not know gets 501.
-SERVED = frozenset({"GET", "HEAD"})
-KNOWN = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
-ALLOW = "GET, HEAD"
+if TYPE_CHECKING:
+    from sockhop.web.h2server import Http2Server
+from sockhop.web.response import Response, error_response, http_date, response_head
 
 # What an unknown method looks like: every registered method is an upper-case token, so "FROB /" is a method we do
 # not implement (501) while "hello there" or a TLS handshake is garbage (400).
@@ -71,6 +68,10 @@ class HttpLimits:
     #: nginx's client_header_timeout is 60 s, as long as our idle timeout, which would leave a trickling client 60 s
     #: per connection slot; Apache's mod_reqtimeout starts at 20 s. A real client sends its head in one packet.
     header_timeout: float = 20.0
+    #: HTTP/2: streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS, nginx's default); more are
+    #: refused with RST_STREAM(REFUSED_STREAM). ``header_timeout`` is also how long every stream with something to
+    #: send may wait on a window the client keeps shut.
+    max_streams: int = 128
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class State(enum.Enum):
     HEAD = "head"  # reading a request line and headers
     BODY = "body"  # headers read; reading (and dropping) a body
     CLOSING = "closing"  # the last answer is decided; whatever else arrives is ignored
+    HTTP2 = "http/2"  # the client's first bytes were HTTP/2's preface: web/h2server.py has the connection
 
     __hash__ = object.__hash__  # members are singletons: identity hashing, in C (Enum's own runs Python code)
 
@@ -117,7 +119,7 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
 
 
 # Module-level names for the states: on Python 3.11 every ``State.X`` runs a descriptor, and the hot path asks often.
-IDLE, HEAD, BODY, CLOSING = State.IDLE, State.HEAD, State.BODY, State.CLOSING
+IDLE, HEAD, BODY, CLOSING, HTTP2 = State.IDLE, State.HEAD, State.BODY, State.CLOSING, State.HTTP2
 BEGIN, HEADERS, COMPLETE, LAST, FAIL = Event.BEGIN, Event.HEADERS, Event.COMPLETE, Event.LAST, Event.FAIL
 
 #: Requests longer than this are not remembered in the memo; nor more than MEMO_ENTRIES of them (then it starts over).
@@ -146,6 +148,9 @@ class Parsed(NamedTuple):
     logged: str = ""  # for the fast lane's access-log line, the part from the request line to the status ...
     log_tail: str = ""  # ... and the part after the size (see accesslog.entry_parts)
 
+
+#: HTTP/2's connection preface (RFC 9113 3.4), which no HTTP/1.1 request begins with.
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 #: Headers that make a GET more than "the file, please".
 _NOT_PLAIN = frozenset(("range", "if-none-match", "if-modified-since", "if-range"))
@@ -188,6 +193,7 @@ class HttpServer(StreamProtocol):
     keep_alive = True
     asked_close = False  # Connection: close, or HTTP/1.0 without keep-alive (an upgrade ends keep-alive too)
     answer: Response | None = None  # decided at the end of the headers (405, 400...), else the file
+    h2: Http2Server  # set when the connection turns out to be HTTP/2
 
     def __init__(self, options: WebOptions) -> None:
         self.options = options
@@ -228,6 +234,10 @@ class HttpServer(StreamProtocol):
             hit = self.memo.get(data)
             if hit is not None and self.bad_method is None:
                 return self._answer_parsed(hit)
+            if not self.requests and data[:3] == b"PRI" and _PREFACE.startswith(data[:24]) and self.bad_method is None:
+                return self._become_http2(data)
+        elif state is HTTP2:
+            return self.h2.data_received(data)
         elif state is CLOSING:
             return NOTHING
         self.now = self.clock()
@@ -324,18 +334,37 @@ class HttpServer(StreamProtocol):
             return reply._replace(close=Close.AT_ONCE)
         return reply
 
+    def _become_http2(self, data: bytes) -> Reply:
+        """The client opened with HTTP/2's preface (after ALPN ``h2``, or h2c with prior knowledge): from now on the
+        connection is HTTP/2's, the same handler behind it."""
+        from sockhop.web.h2server import Http2Server
+
+        self.h2 = Http2Server(self.options, self.peer_host, self.on_result)
+        self.state = HTTP2
+        return self.h2.data_received(data)
+
+    def output_drained(self) -> Reply:
+        return self.h2.output_drained() if self.state is HTTP2 else NOTHING
+
     def eof_received(self) -> Reply:
+        if self.state is HTTP2:
+            return self.h2.eof_received()
         return CLOSE
 
     def connection_lost(self) -> None:
         """A connection ending is a quiet moment: write the access-log lines still pending (this connection's last
         requests may be among them)."""
+        if self.state is HTTP2:
+            self.h2.connection_lost()
+            return
         log = self.options.access_log
         if log is not None:
             log.flush()
 
     def stop_requested(self) -> Reply:
         """Idle keep-alive connections close now; one in the middle of a request closes after answering it."""
+        if self.state is HTTP2:
+            return self.h2.stop_requested()
         if self.state is IDLE:
             self.move(LAST)
             return CLOSE
@@ -345,6 +374,8 @@ class HttpServer(StreamProtocol):
     def timed_out(self) -> Reply:
         """Silent for the idle timeout: a half-sent request gets 408 (the slowloris defence); an idle keep-alive
         connection is simply closed."""
+        if self.state is HTTP2:
+            return self.h2.timed_out()
         if self.state in (HEAD, BODY) and self.bad_method is None:
             self.now = self.options.clock()
             self._fail(RemoteProtocolError("request timed out", hint=HTTPStatus.REQUEST_TIMEOUT))
@@ -392,11 +423,8 @@ class HttpServer(StreamProtocol):
                 has_body = True
         if hosts > 1 or (hosts == 0 and self.version == "1.1"):
             self._raise(RemoteProtocolError("exactly one Host header is required", hint=HTTPStatus.BAD_REQUEST))
-        if self.method not in SERVED:
-            status = HTTPStatus.METHOD_NOT_ALLOWED if self.method in KNOWN else HTTPStatus.NOT_IMPLEMENTED
-            answer = error_response(status)
-            if status == HTTPStatus.METHOD_NOT_ALLOWED:
-                answer.headers.append(("Allow", ALLOW))
+        answer = refused_method(self.method)
+        if answer is not None:
             if has_body or self.method == "CONNECT":
                 # Not worth reading a body we will not use: answer now and end the connection.
                 answer.close = True
@@ -457,12 +485,7 @@ class HttpServer(StreamProtocol):
             raise _Stop
 
     def _respond(self, target: SitePath, fields: dict[str, str], key: tuple | None = ()) -> Response:
-        try:
-            return self.site.respond(self.method, target, fields, self.now, key)
-        except OSError as exc:  # out of descriptors, an I/O error: the server's fault, not the client's
-            busy = exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM)
-            status = HTTPStatus.SERVICE_UNAVAILABLE if busy else HTTPStatus.INTERNAL_SERVER_ERROR
-            return error_response(status, close=True, head=self.method == "HEAD")
+        return respond(self.site, self.method, target, fields, self.now, key)
 
     def _finish(self, response: Response, last: bool) -> bool:
         """Queue the answer to a complete request and move on; True if it was the connection's last."""

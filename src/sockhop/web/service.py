@@ -28,6 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-access-log", action="store_true", help="do not log requests")
     parser.add_argument("--max-requests", type=positive_int, default=1000, metavar="N", help="per connection")
     parser.add_argument(
+        "--max-streams",
+        type=positive_int,
+        default=128,
+        metavar="N",
+        help="HTTP/2 streams a connection may have open at once; more are refused (REFUSED_STREAM; default 128)",
+    )
+    parser.add_argument(
         "--header-timeout",
         type=positive_float,
         default=20.0,
@@ -48,7 +55,9 @@ def web_options(args: argparse.Namespace):
     site = SiteOptions(
         root=root, listing=not args.no_listing, dotfiles=args.dotfiles, follow_symlinks=args.follow_symlinks
     )
-    limits = HttpLimits(max_requests=args.max_requests, header_timeout=args.header_timeout)
+    limits = HttpLimits(
+        max_requests=args.max_requests, header_timeout=args.header_timeout, max_streams=args.max_streams
+    )
     log = None if args.no_access_log or not args.access_log else AccessLog(args.access_log)
     return WebOptions(Site(site), limits, log)
 
@@ -59,7 +68,7 @@ def open_web(args: argparse.Namespace, opener: Opener) -> list[Listener]:
     options = web_options(args)
     if options.access_log is not None:
         opener.at_stop(options.access_log.close)  # what is still pending
-    return opener.open(make_factory(options), busy=BUSY, alpn=("http/1.1",))
+    return opener.open(make_factory(options), busy=BUSY, alpn=("h2", "http/1.1"))
 
 
 def check_web(args: argparse.Namespace) -> list[Problem]:
@@ -83,12 +92,12 @@ def up_plans(ctx: UpContext) -> list[UpPlan]:
 
 SERVICE = Service(
     name="web",
-    help="HTTP/1.1 static files (the Apache role)",
+    help="HTTP/1.1 and HTTP/2 static files (the Apache role)",
     default_port=DEFAULT_PORT,
     add_arguments=add_arguments,
     open=open_web,
     up=up_plans,
-    twin=Twin(8443, ("http/1.1",), "{curl}"),
+    twin=Twin(8443, ("h2", "http/1.1"), "{curl}"),
     check=check_web,
-    commands=(Command("get", "fetch URLs over HTTP/1.1 or HTTPS (as curl or wget)", get.add_arguments, get.run_get),),
+    commands=(Command("get", "fetch URLs over HTTP/1.1 or HTTP/2 (as curl)", get.add_arguments, get.run_get),),
 )
