@@ -50,6 +50,7 @@ PORTS = {  # every fixed port a README server line takes, as (port, udp too)
     5587: False,
     9100: False,
     9000: False,
+    9001: False,
     53: True,
     80: False,
 }
@@ -534,6 +535,17 @@ def scenes() -> list[Scene]:  # noqa: PLR0915 (one table)
             ],
             check=lambda stage: assert_equal(echo_once(9000, b"hello\n"), b"HELLO\n"),
         ),
+        Scene(
+            [
+                Line(
+                    "python: A stream written to later, woken from another thread:",
+                    run=f'exec {sys.executable} -c "$README_PYTHON"',
+                    how="the block is run by the venv's python in the background; it announces nothing, so the "
+                    "test waits for port 9001 and reads two events a second apart from the open response",
+                )
+            ],
+            check=lambda stage: assert_equal(events_from(9001, 2), 2),
+        ),
     ]
 
 
@@ -749,6 +761,29 @@ def check_makefile(stage: Stage) -> None:
 
 def echo_probe(stage: Stage) -> None:
     assert_equal(echo_once(7007, b"hello\n"), b"hello\n")
+
+
+def events_from(port: int, count: int) -> int:
+    """Server-Sent Events read from a response that stays open, until ``count`` have come (or 15 s)."""
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            break
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    with sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        said = b""
+        while said.count(b"\ndata: ") < count and time.monotonic() < deadline:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            said += chunk
+    assert said.startswith(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n"), said
+    return said.count(b"\ndata: ")
 
 
 def echo_once(port: int, data: bytes) -> bytes:
