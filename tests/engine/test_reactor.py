@@ -125,7 +125,7 @@ def world(model):
             "--job-target", collector.address,
         ],
         module="tests.engine.wakeful",
-        announce=4,
+        announce=5,
     )  # fmt: skip
     proc.upstream, proc.collector = upstream, collector
     yield proc
@@ -377,7 +377,7 @@ def test_a_background_job_runs_once_with_timers_and_connections_and_stops_gracef
     lines = list(world.collector.lines)
     assert lines, world.log()
     assert lines[-1] == f"job {world.pid} stopping", lines  # in the server's (the master's) process, told last
-    numbers = [int(line.split()[2]) for line in lines[:-1]]
+    numbers = [int(line.split()[2]) for line in lines[:-1] if not line.endswith("poked")]
     assert numbers == list(range(1, len(numbers) + 1)), lines  # one job: under prefork too, never one per worker
     assert {line.split()[1] for line in lines} == {str(world.pid)}
     assert wait_for(lambda: "job stopped after" in world.log(), 5), world.log()
@@ -398,3 +398,12 @@ def test_a_service_declares_its_jobs_and_the_face_runs_them(model):
         assert proc.stop() == 0, proc.log()
     assert wait_for(lambda: collector.lines[-1] == f"job {proc.pid} stopping", 5), collector.lines
     collector.sock.close()
+
+
+def test_a_connection_wakes_the_background_job_across_processes(world):
+    """Under prefork the job runs in the master and the connection in a worker; under fork in the parent and a
+    child: the wake crosses over (as a queue runner is woken by the worker that has just spooled a message)."""
+    with connect(world.address("poke")) as sock:
+        sock.sendall(b"wake up\n")
+        assert sock.recv(100) == b"poked\n"
+    assert wait_for(lambda: f"job {world.pid} poked" in world.collector.lines, 5), world.collector.lines

@@ -10,7 +10,8 @@
 * ``tls-stream`` (with ``--tls-cert``): the stream inside the TLS layer, which passes the handle through.
 * ``tls-forward`` (with ``--tls-ca``): the forwarder to an upstream speaking TLS.
 * with ``--job-target``: a background job that every 0.1 s connects to it and says ``job PID N``, and on the
-  graceful stop says ``job PID stopping`` before it ends.
+  graceful stop says ``job PID stopping`` before it ends; ``poke`` wakes it from a connection (another process
+  under prefork and fork), and it says ``job PID poked``.
 """
 
 from __future__ import annotations
@@ -166,6 +167,17 @@ class Querier(StreamProtocol):
         return NOTHING
 
 
+class Poker(StreamProtocol):
+    """Wakes the background job from a connection -- in a prefork worker or a fork child, another process."""
+
+    job: Pinger | None = None
+
+    def data_received(self, data: bytes) -> Reply:
+        assert self.job is not None
+        self.job.handle.wake()
+        return Reply((b"poked\n",))
+
+
 class Reporter(ClientProtocol):
     """One line to the job's target, then close."""
 
@@ -192,17 +204,22 @@ class Pinger(Job):
         self.in_flight = 0
 
     def started(self) -> Reply:
-        self.timer = self.handle.call_later(0.1)
+        self.timer = self.handle.call_later(0.1, self.tick)
         return NOTHING
 
     def _report(self, line: str) -> None:
         self.in_flight += 1
         self.handle.connect(self.target, Reporter(f"job {os.getpid()} {line}\n".encode(), self))
 
-    def woken(self) -> Reply:
+    def tick(self) -> Reply:
         self.count += 1
         self._report(str(self.count))
-        self.timer = self.handle.call_later(0.1)
+        self.timer = self.handle.call_later(0.1, self.tick)
+        return NOTHING
+
+    def woken(self) -> Reply:  # a connection woke it -- from a worker process, under prefork and fork
+        if not self.stopping:
+            self._report("poked")
         return NOTHING
 
     def finished(self) -> None:
@@ -253,7 +270,9 @@ def main(argv: list[str]) -> int:
     jobs = []
     if args.job_target is not None:
         Pinger.target = args.job_target
-        jobs.append(Pinger())
+        Poker.job = Pinger()
+        jobs.append(Poker.job)
+        listeners.append(Listener(socket.create_server(("127.0.0.1", 0)), Poker, name="poke"))
     limits = Limits(grace=args.grace, workers=args.workers, idle_timeout=10.0)
     server = make_server(args.model, listeners, limits, jobs)
     for listener in listeners:

@@ -52,7 +52,7 @@ class ForkingServer(BlockingServer):
                     other.sock.close()
                 self.wakeup.close()
                 if self.job_reactor is not None:
-                    self.job_reactor.forget()  # the parent's outbound connections are not the child's to keep
+                    self.job_reactor.forget(keep_waking=True)  # the parent's connections are not the child's
                 self.converse(conn, peer, listener)
                 status = 0
             finally:

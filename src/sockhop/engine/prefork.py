@@ -59,15 +59,17 @@ class PreforkServer(Server):
         return (signal.SIGCHLD,)
 
     def run(self) -> None:
+        if self.background:  # handles before the workers are forked, so their protocols can wake the jobs here
+            self.reactor = Reactor(self.limits)
+            self.running_jobs = Jobs(list(self.background), self.reactor)
+            self.running_jobs.attach()
         for _ in range(self.count):
             self.spawn()
         poller = select.poll()
         poller.register(self.wakeup, select.POLLIN)
         poller.register(self.stop_flag, select.POLLIN)
-        if self.background:  # after the first workers are forked: they need none of this
-            self.reactor = Reactor(self.limits)
+        if self.reactor is not None and self.running_jobs is not None:  # started once the workers are forked
             poller.register(self.reactor.fileno(), select.POLLIN)
-            self.running_jobs = Jobs(list(self.background), self.reactor)
             self.running_jobs.start()
         try:
             self._watch(poller)
@@ -140,8 +142,8 @@ class PreforkServer(Server):
             end_with_parent(master)
             reset_after_fork()
             self.wakeup.close()
-            if self.reactor is not None:
-                self.reactor.forget()  # the master's jobs and their connections stay the master's
+            if self.reactor is not None:  # the master's jobs and their connections stay the master's; a wake reaches it
+                self.reactor.forget(keep_waking=True)
             worker = EventLoopServer(
                 self.listeners, self.limits, exclusive=True, share=self.count, stop_flag=self.stop_flag
             )

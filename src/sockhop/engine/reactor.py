@@ -250,6 +250,10 @@ class Reactor:
         # descriptor reuses the pipe's number next.
         self._pipe_lock = threading.Lock()
         self._closed = False
+        # In a process forked from the owner (a prefork worker, a fork child) the reactor is only a way back: a wake
+        # writes a byte to the owner's pipe, and the owner, finding more bytes than calls, calls on_remote_wake.
+        self.remote = False
+        self.on_remote_wake: Callable[[], None] | None = None
 
     def fileno(self) -> int:
         return self.ep.fileno()
@@ -259,7 +263,8 @@ class Reactor:
         with self._pipe_lock:
             if self._closed:
                 return  # the connection (or the server) is gone: nobody to wake
-            self.calls.append((handle, fn))
+            if not self.remote:
+                self.calls.append((handle, fn))
             try:
                 os.write(self._w, b"w")
             except OSError:
@@ -292,14 +297,18 @@ class Reactor:
         """Handle what the epoll set reports: calls from other threads, outbound sockets ready."""
         for fd, ev in self.ep.poll(0):
             if fd == self._r:
+                pokes = 0
                 try:
-                    while os.read(self._r, 4096):
-                        pass
+                    while chunk := os.read(self._r, 4096):
+                        pokes += len(chunk)
                 except OSError:
                     pass
-                for _ in range(len(self.calls)):
+                calls = len(self.calls)  # each call wrote its byte after it was queued: never more bytes than calls
+                for _ in range(calls):
                     handle, fn = self.calls.popleft()
                     _guarded(handle._invoke, fn)
+                if pokes > calls and self.on_remote_wake is not None:
+                    _guarded(self.on_remote_wake)
             else:
                 out = self.outbound.get(fd)
                 if out is not None:
@@ -322,10 +331,17 @@ class Reactor:
             out.lost(ConnectionAbortedError("the server stopped"))
         self._release()
 
-    def forget(self) -> None:
+    def forget(self, *, keep_waking: bool = False) -> None:
         """Close the descriptors without a word to any protocol: in a child forked from the owner, which must not
-        keep another process's connections open."""
+        keep another process's connections open. With ``keep_waking``, the pipe's write end stays open, so a
+        handle's ``wake()`` in the child (a worker that has just spooled a message) still wakes the owner's jobs."""
         self._pipe_lock = threading.Lock()  # a thread of the parent's may have held it at the fork
+        if keep_waking:
+            w, self._w = self._w, -1
+            self._release()
+            with self._pipe_lock:
+                self._w, self._closed, self.remote = w, False, True
+            return
         self._release()
 
     def _release(self) -> None:
@@ -639,11 +655,25 @@ class Jobs:
         self.reactor = reactor
         self.ends = [JobEnd(reactor, job, self) for job in jobs]
         self.stopping = False
+        self.attached = False
+        reactor.on_remote_wake = self.wake_all
+
+    def attach(self) -> None:
+        """Give each job its handle -- before any worker is forked, so a protocol in a worker can wake it."""
+        if not self.attached:
+            self.attached = True
+            for end in self.ends:
+                end.job.attach(Handle(end, end.job))
 
     def start(self) -> None:
+        self.attach()
         for end in list(self.ends):
-            end.job.attach(Handle(end, end.job))
             end.run(end.job.started, None, "started")
+
+    def wake_all(self) -> None:
+        """A wake from another process (which job it meant is not known there): every job's ``woken()``."""
+        for end in list(self.ends):
+            end.run(end.job.woken, None, "woken")
 
     def stop(self) -> None:
         """The graceful stop: each job is asked to finish."""
@@ -662,10 +692,10 @@ class Jobs:
             end.finish()
 
 
-def run_jobs(jobs: list[Job], limits: Limits, stop_fd: int, reactor: Reactor) -> None:
+def run_jobs(runner: Jobs, limits: Limits, stop_fd: int) -> None:
     """A thread's whole life under the blocking models: run the jobs until the stop flag, then give them the grace
     period to finish."""
-    runner = Jobs(jobs, reactor)
+    reactor = runner.reactor
     poller = select.poll()
     poller.register(reactor.fileno(), select.POLLIN)
     poller.register(stop_fd, select.POLLIN)
@@ -695,6 +725,8 @@ def run_jobs(jobs: list[Job], limits: Limits, stop_fd: int, reactor: Reactor) ->
 
 def start_job_thread(jobs: list[Job], limits: Limits, stop_fd: int) -> tuple[threading.Thread, Reactor]:
     reactor = Reactor(limits)
-    thread = threading.Thread(target=run_jobs, args=(jobs, limits, stop_fd, reactor), name="jobs", daemon=True)
+    runner = Jobs(jobs, reactor)
+    runner.attach()  # here, not in the thread: a fork child made from now on has the handles
+    thread = threading.Thread(target=run_jobs, args=(runner, limits, stop_fd), name="jobs", daemon=True)
     thread.start()
     return thread, reactor
