@@ -79,7 +79,9 @@ class Journal:
                 sign, name, ttl, rdclass, rdtype, rdata = line.split(None, 5)
                 owner = dns.name.from_text(name)
                 kind = dns.rdatatype.from_text(rdtype)
-                record = dns.rdata.from_text(dns.rdataclass.from_text(rdclass), kind, rdata, origin=dns.name.root)
+                record = dns.rdata.from_text(
+                    dns.rdataclass.from_text(rdclass), kind, rdata, origin=dns.name.root, relativize=False
+                )
                 into = deleted if sign == "-" else added
                 rrset = into.get((owner, kind))
                 if rrset is None:
