@@ -5,6 +5,8 @@ SIGHUP with an edited file journals the difference, and ``sockhop dns fold`` wri
 from __future__ import annotations
 
 import base64
+import os
+import shutil
 import signal
 import socket
 import struct
@@ -12,7 +14,10 @@ import subprocess
 import sys
 import time
 
+import dns.exception
+import dns.flags
 import dns.message
+import dns.opcode
 import dns.query
 import dns.rcode
 import dns.tsigkeyring
@@ -20,7 +25,7 @@ import dns.update
 import pytest
 
 from tests.dns.zones import EXAMPLE, write_zone
-from tests.support import require_tool
+from tests.support import end_process, require_tool
 
 pytestmark = pytest.mark.interop
 
@@ -226,3 +231,73 @@ def test_updates_need_one_process(tmp_path):
          "127.0.0.1"], capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert done.returncode == 1 and done.stderr.count("\n") == 1 and "--allow-update" in done.stderr
+
+
+def start_nsd_secondary(folder, primary_port: int):
+    """NSD as a secondary of sockhop: it pulls example.com with TSIG key upd, and takes NOTIFY signed with it."""
+    from tests.dns.signed import free_port
+
+    path = shutil.which("nsd") or ("/usr/sbin/nsd" if os.path.exists("/usr/sbin/nsd") else None) or require_tool("nsd")
+    folder.mkdir()
+    port = free_port()
+    conf = folder / "nsd.conf"
+    conf.write_text(f"""server:
+    ip-address: 127.0.0.1@{port}
+    username: ""
+    chroot: ""
+    zonesdir: "{folder}"
+    pidfile: "{folder}/nsd.pid"
+    database: ""
+    zonelistfile: "{folder}/zone.list"
+    xfrdfile: "{folder}/xfrd.state"
+    xfrdir: "{folder}"
+    logfile: "{folder}/nsd.log"
+    server-count: 1
+    rrl-ratelimit: 0
+    verbosity: 2
+remote-control:
+    control-enable: no
+key:
+    name: upd
+    algorithm: hmac-sha256
+    secret: "{SECRET}"
+zone:
+    name: example.com
+    zonefile: "{folder}/example.com.zone"
+    request-xfr: 127.0.0.1@{primary_port} upd
+    allow-notify: 127.0.0.1 upd
+""")
+    proc = subprocess.Popen([path, "-d", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc, port
+
+
+def nsd_serial(port: int) -> int | None:
+    try:
+        reply = dns.query.udp(dns.message.make_query("example.com", "SOA"), "127.0.0.1", port=port, timeout=0.5)
+    except (dns.exception.Timeout, OSError):
+        return None
+    return reply.answer[0][0].serial if reply.answer and reply.rcode() == dns.rcode.NOERROR else None
+
+
+def wait_for_serial(port: int, want: int, log) -> None:
+    deadline = time.monotonic() + 30
+    while nsd_serial(port) != want:
+        assert time.monotonic() < deadline, log.read_text() if log.exists() else "no log"
+        time.sleep(0.2)
+
+
+def test_nsd_pulls_axfr_then_ixfr_with_tsig(sockhop_server, tmp_path):
+    """NSD refreshes on the SOA's timer (2 seconds here): sockhop does not send NOTIFY yet."""
+    server, port = serve(sockhop_server, write_zone(tmp_path, EXAMPLE.replace("7200 900 1209600", "2 2 1209600")))
+    proc, nsd = start_nsd_secondary(tmp_path / "nsd", port)
+    log = tmp_path / "nsd" / "nsd.log"
+    try:
+        wait_for_serial(nsd, SERIAL, log)  # the first transfer: the whole zone
+        assert "IN AXFR NOERROR 29 records" in queries(tmp_path)
+        assert nsupdate(port, "update add fromnsd.example.com 300 A 192.0.2.55").returncode == 0
+        wait_for_serial(nsd, SERIAL + 1, log)
+        assert f"IN IXFR NOERROR IXFR {SERIAL} -> {SERIAL + 1}, 1 records" in queries(tmp_path)
+        answer = dns.query.udp(dns.message.make_query("fromnsd.example.com", "A"), "127.0.0.1", port=nsd, timeout=5)
+        assert answer.answer[0][0].address == "192.0.2.55"
+    finally:
+        end_process(proc)
