@@ -462,7 +462,8 @@ def scenes() -> list[Scene]:  # noqa: PLR0915 (one table)
             [
                 Line(
                     f"sockhop serve dns example.com.zone --tsig upd:{TSIG} --allow-update key:upd "
-                    "--allow-transfer key:upd"
+                    "--allow-transfer key:upd",
+                    before=lambda stage: (stage.folder / "example.com.zone").write_text(ZONE),  # serial 1 again
                 )
             ],
             ("dns udp 127.0.0.1:5353",),
