@@ -301,3 +301,15 @@ def test_nsd_pulls_axfr_then_ixfr_with_tsig(sockhop_server, tmp_path):
         assert answer.answer[0][0].address == "192.0.2.55"
     finally:
         end_process(proc)
+
+
+def test_data_folder_holds_the_journal(sockhop_server, tmp_path):
+    zone = write_zone(tmp_path)
+    data = tmp_path / "state" / "dns"
+    server, port = serve(sockhop_server, zone, "--data", str(data))
+    assert nsupdate(port, "update add kept.example.com 300 A 192.0.2.44", "-v").returncode == 0
+    assert "+ kept.example.com. 300 IN A 192.0.2.44" in (data / "example.com.jnl").read_text()
+    assert not (tmp_path / "example.com.zone.jnl").exists()
+    server.stop(signal.SIGKILL)
+    _, port = serve(sockhop_server, zone, "--data", str(data))
+    assert dig(port, "+short", "kept.example.com", "A").strip() == "192.0.2.44"

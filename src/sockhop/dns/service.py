@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import socket
 import sys
+from pathlib import Path
 
 from sockhop.dns import keycommands, lookup
 from sockhop.dns.builtin import DEFAULT_PORT, ORIGIN, zone_text
@@ -102,10 +103,11 @@ def _check_options(args: argparse.Namespace) -> None:
             f"the {args.model} model cannot serve UDP (datagrams have no connections to hand out): "
             f"use --model {', '.join(DATAGRAM_MODELS)}, or add --tcp-only to serve DNS over TCP alone"
         )
-    if args.allow_update and args.model in ("fork", "prefork"):
+    if (args.allow_update or args.data) and args.model in ("fork", "prefork"):
+        option = "--allow-update" if args.allow_update else "--data"
         raise UsageError(
-            f"--allow-update: the {args.model} model serves from several processes, which would each change their "
-            "own copy of the zone: use --model eventloop, pool, thread or iterative"
+            f"{option}: the {args.model} model serves from several processes, which would each change their "
+            "own copy of the zone and its journal: use --model eventloop, pool, thread or iterative"
         )
     _access(args)
     for option, nets in (("--rrl-exempt", args.rrl_exempt),):
@@ -138,7 +140,9 @@ def open_dns(args: argparse.Namespace, opener: Opener) -> list[Listener]:
     keys = _signing_keys(args)
     ring, allow_transfer, allow_update = _access(args)
     journals: dict = {}
-    if allow_update or args.data:
+    if allow_update or args.data:  # updates to keep, or changed zone files to journal for IXFR
+        if args.data:
+            Path(args.data).mkdir(parents=True, exist_ok=True)
         zones, journals = _with_journals(paths, keys, args.data)
 
         def load() -> list:
