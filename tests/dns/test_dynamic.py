@@ -136,6 +136,18 @@ def test_garbage_and_truncated_updates_change_nothing(sockhop_server, tmp_path):
             assert sock.recv(size)[3] & 0x0F == dns.rcode.FORMERR
     assert serial(port) == SERIAL and dig(port, "+short", "www.example.com", "A").strip() == "192.0.2.2"
     assert queries(tmp_path).count("UPDATE malformed FORMERR") == 6  # one line each
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:  # a transfer request cut short
+        query = bytearray(dns.message.make_query("example.com", "AXFR", use_edns=False).to_wire())
+        query[11] = 1  # one additional record promised, none sent
+        query = bytes(query)
+        sock.sendall(struct.pack("!H", len(query)) + query)
+        size = struct.unpack("!H", sock.recv(2))[0]
+        assert sock.recv(size)[3] & 0x0F == dns.rcode.FORMERR
+    deadline = time.monotonic() + 10
+    while sum("malformed FORMERR" in line for line in server.log().splitlines()) < 4:  # over TCP: in the log too
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.1)
+    assert "transfer malformed FORMERR" in server.log() and "Traceback" not in server.log()
 
 
 def test_an_acknowledged_update_survives_sigkill(sockhop_server, tmp_path):

@@ -11,6 +11,7 @@ Both protocols are sans-IO: bytes in, bytes out, no socket and no clock.
 from __future__ import annotations
 
 import io
+import logging
 import struct
 from collections.abc import Iterable
 
@@ -29,6 +30,7 @@ from sockhop.engine.protocol import CLOSE, NOTHING, Address, DatagramProtocol, R
 
 RdataType = dns.rdatatype.RdataType
 Rcode = dns.rcode.Rcode
+log = logging.getLogger("sockhop.dns")
 
 LENGTH = struct.Struct("!H")
 TRANSFER_CHUNK = 16_000  # bytes of records per AXFR message: well under 64 KiB, few messages
@@ -279,6 +281,8 @@ class DnsStream(StreamProtocol):
         return replies
 
     def _log(self, summary: str) -> None:
+        if "malformed" in summary:  # a broken transfer or update request: one line, query log or not
+            log.warning("dns: %s: %s", format_peer(self.peer), summary)
         if self.server.query_log is not None:
             self.server.query_log(self.peer, "tcp", summary)
 
@@ -324,6 +328,14 @@ def ixfr_records(current: dns.rrset.RRset, changes) -> Iterable[dns.rrset.RRset]
         yield change.new_soa
         yield from change.added
     yield current
+
+
+def format_peer(peer: Address) -> str:
+    try:
+        host, port = peer[0], peer[1]  # type: ignore[index]
+    except (TypeError, IndexError):
+        return str(peer)
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
 def rrset_size(rrset) -> int:
