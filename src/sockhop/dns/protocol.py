@@ -10,7 +10,6 @@ Both protocols are sans-IO: bytes in, bytes out, no socket and no clock.
 
 from __future__ import annotations
 
-import io
 import logging
 import struct
 from collections.abc import Iterable
@@ -25,6 +24,7 @@ import dns.rrset
 from sockhop.dns import tsig
 from sockhop.dns.rrl import SLIP, truncated
 from sockhop.dns.server import HEADER, NameServer, header_only
+from sockhop.dns.transfer import encode, stamped
 from sockhop.dns.tsig import BadTsig
 from sockhop.engine.protocol import CLOSE, NOTHING, Address, DatagramProtocol, Reply, Results, StreamProtocol
 
@@ -33,7 +33,6 @@ Rcode = dns.rcode.Rcode
 log = logging.getLogger("sockhop.dns")
 
 LENGTH = struct.Struct("!H")
-TRANSFER_CHUNK = 16_000  # bytes of records per AXFR message: well under 64 KiB, few messages
 
 #: Queries counted by transport and rcode (--admin), UDP and TCP in one counter.
 RESULTS = Results("sockhop_dns_queries", "DNS queries answered, by transport and response code", ("proto", "rcode"))
@@ -243,36 +242,32 @@ class DnsStream(StreamProtocol):
             self._log(f"{summary} {dns.rcode.to_text(response.rcode())}")
             return self._counted([response.to_wire()])
         assert zone is not None
-        records, what = self._records(query, zone)
-        signer = Signing(query)
-        replies: list[bytes] = []
-        size = 0
-        for rrset in records:
-            response.flags |= dns.flags.AA
-            response.answer.append(rrset)
-            size += rrset_size(rrset)
-            if size >= TRANSFER_CHUNK:
-                replies.append(signer.wire(response))
-                response = signer.next(query)
-                size = 0
-        if response.answer:
-            replies.append(signer.wire(response))
+        messages, what = self._messages(query, zone)
+        replies = stamped(messages, query)
         self._log(f"{summary} NOERROR {what}")
         return self._counted(replies)
 
-    def _records(self, query: dns.message.Message, zone) -> tuple[Iterable[dns.rrset.RRset], str]:
-        """What to send: the changes since the client's SOA (IXFR) if the journal has them, else the whole zone."""
+    def _messages(self, query: dns.message.Message, zone) -> tuple[list[bytes], str]:
+        """What to send, encoded: the changes since the client's SOA (IXFR) if the journal has them, else the whole
+        zone -- encoded once per version of the zone (a signed zone's anew, its signatures kept by its signer)."""
+        qtype = query.question[0].rdtype
         serial = ixfr_serial(query)
         if serial is not None and zone.signer is None:
             if serial == zone.serial:
-                return [zone.soa], f"serial {serial} is current"
+                return encode(zone.origin, qtype, [zone.soa]), f"serial {serial} is current"
             journal = self.server.journals.get(zone.origin)
             changes = journal.since(serial, zone.serial) if journal is not None else None
             if changes:
                 count = sum(len(r) for change in changes for r in (*change.deleted, *change.added))
-                return ixfr_records(zone.soa, changes), f"IXFR {serial} -> {zone.serial}, {count} records"
-        records = zone.signer.transfer(zone) if zone.signer is not None else zone.transfer_order()  # type: ignore[attr-defined]
-        return records, f"{zone.record_count()} records"
+                messages = encode(zone.origin, qtype, ixfr_records(zone.soa, changes))
+                return messages, f"IXFR {serial} -> {zone.serial}, {count} records"
+        what = f"{zone.record_count()} records"
+        if zone.signer is not None:
+            return encode(zone.origin, qtype, zone.signer.transfer(zone)), what
+        cached = zone.axfr.get(qtype)
+        if cached is None:
+            cached = zone.axfr[qtype] = encode(zone.origin, qtype, zone.transfer_order())
+        return cached, what
 
     def _counted(self, replies: list[bytes]) -> list[bytes]:
         """A transfer is one query, whatever the number of messages it takes."""
@@ -285,27 +280,6 @@ class DnsStream(StreamProtocol):
             log.warning("dns: %s: %s", format_peer(self.peer), summary)
         if self.server.query_log is not None:
             self.server.query_log(self.peer, "tcp", summary)
-
-
-class Signing:
-    """The messages of one transfer, signed if the request was (RFC 8945 section 5.3.1: each over the previous
-    MAC, the first over the request's)."""
-
-    def __init__(self, query: dns.message.Message) -> None:
-        self.signed = query.had_tsig
-        self.ctx = None
-
-    def wire(self, response: dns.message.Message) -> bytes:
-        if not self.signed:
-            return response.to_wire(max_size=65535)
-        wire = response.to_wire(max_size=65535, multi=True, tsig_ctx=self.ctx)
-        self.ctx = response.tsig_ctx
-        return wire
-
-    def next(self, query: dns.message.Message) -> dns.message.Message:
-        response = dns.message.make_response(query)
-        response.question = []  # RFC 5936 section 2.2: the question only in the first message
-        return response
 
 
 def ixfr_serial(query: dns.message.Message) -> int | None:
@@ -336,10 +310,3 @@ def format_peer(peer: Address) -> str:
     except (TypeError, IndexError):
         return str(peer)
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-
-
-def rrset_size(rrset) -> int:
-    """Bytes an RRset takes on the wire, uncompressed: a safe over-estimate for splitting a transfer."""
-    out = io.BytesIO()
-    rrset.to_wire(out)
-    return out.tell()
