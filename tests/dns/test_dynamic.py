@@ -74,12 +74,15 @@ def test_nsupdate_adds_deletes_and_bumps_the_serial(sockhop_server, tmp_path, tr
     zone = write_zone(tmp_path)
     server, port = serve(sockhop_server, zone)
     dig(port, "+short", "new.example.com", "A")  # an answer the reply cache now holds
+    assert "XFR size: 42 records" in dig(port, "-y", KEY, "example.com", "AXFR")  # and the transfer, encoded
     options = ["-v"] if transport == "tcp" else []
     done = nsupdate(port, "update add new.example.com 300 A 192.0.2.77\nupdate delete www.example.com AAAA", *options)
     assert done.returncode == 0, done.stderr
     assert dig(port, "+short", "new.example.com", "A").strip() == "192.0.2.77"  # the cache saw the change
     assert dig(port, "+short", "www.example.com", "AAAA").strip() == ""
     assert serial(port) == SERIAL + 1
+    out = dig(port, "-y", KEY, "example.com", "AXFR")  # the new version's transfer
+    assert "XFR size: 42 records" in out and "192.0.2.77" in out and "2001:db8::2" not in out
     journal = (tmp_path / "example.com.zone.jnl").read_text()
     assert (
         journal.startswith(f"$CHANGE {SERIAL} {SERIAL + 1}\n") and "+ new.example.com. 300 IN A 192.0.2.77" in journal
