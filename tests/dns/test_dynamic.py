@@ -286,7 +286,7 @@ zone:
     return proc, port
 
 
-def nsd_serial(port: int) -> int | None:
+def soa_serial(port: int) -> int | None:
     try:
         reply = dns.query.udp(dns.message.make_query("example.com", "SOA"), "127.0.0.1", port=port, timeout=0.5)
     except (dns.exception.Timeout, OSError):
@@ -296,7 +296,7 @@ def nsd_serial(port: int) -> int | None:
 
 def wait_for_serial(port: int, want: int, log) -> None:
     deadline = time.monotonic() + 30
-    while nsd_serial(port) != want:
+    while soa_serial(port) != want:
         assert time.monotonic() < deadline, log.read_text() if log.exists() else "no log"
         time.sleep(0.2)
 
@@ -328,3 +328,52 @@ def test_data_folder_holds_the_journal(sockhop_server, tmp_path):
     server.stop(signal.SIGKILL)
     _, port = serve(sockhop_server, zone, "--data", str(data))
     assert dig(port, "+short", "kept.example.com", "A").strip() == "192.0.2.44"
+
+
+def test_bind_pulls_axfr_then_ixfr_with_tsig(sockhop_server, tmp_path):
+    """BIND's named as a secondary of sockhop, its requests signed with key upd, refreshing every second."""
+    from tests.dns.signed import free_port
+
+    named = shutil.which("named") or ("/usr/sbin/named" if os.path.exists("/usr/sbin/named") else None)
+    named = named or require_tool("named")
+    server, port = serve(sockhop_server, write_zone(tmp_path, EXAMPLE.replace("7200 900 1209600", "1 1 1209600")))
+    folder = tmp_path / "bind"
+    folder.mkdir()
+    bind_port = free_port()
+    (folder / "named.conf").write_text(f"""options {{
+  directory "{folder}";
+  pid-file "{folder}/named.pid";
+  session-keyfile "{folder}/session.key";
+  managed-keys-directory "{folder}";
+  listen-on port {bind_port} {{ 127.0.0.1; }};
+  listen-on-v6 {{ none; }};
+  recursion no;
+  dnssec-validation no;
+  notify no;
+}};
+key "upd" {{ algorithm hmac-sha256; secret "{SECRET}"; }};
+controls {{ }};
+zone "example.com" {{
+  type secondary;
+  primaries port {port} {{ 127.0.0.1 key upd; }};
+  file "{folder}/example.com.db";
+  masterfile-format text;
+  min-refresh-time 1;
+  min-retry-time 1;
+}};
+""")
+    log = folder / "named.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([named, "-g", "-n", "1", "-c", str(folder / "named.conf")], stdout=out, stderr=out)
+    try:
+        wait_for_serial(bind_port, SERIAL, log)
+        assert "IN AXFR NOERROR 29 records" in queries(tmp_path)
+        assert nsupdate(port, "update add frombind.example.com 300 A 192.0.2.56").returncode == 0
+        wait_for_serial(bind_port, SERIAL + 1, log)
+        assert f"IN IXFR NOERROR IXFR {SERIAL} -> {SERIAL + 1}, 1 records" in queries(tmp_path)
+        query = dns.message.make_query("frombind.example.com", "A")
+        answer = dns.query.udp(query, "127.0.0.1", port=bind_port, timeout=5)
+        assert answer.answer[0][0].address == "192.0.2.56"
+        assert "Transfer status: success" in log.read_text() and "TSIG upd" in log.read_text()
+    finally:
+        end_process(proc)
