@@ -136,3 +136,26 @@ def test_journal_round_trip_and_torn_tail(zone, tmp_path):
     assert journal.since(2024010101, 2024010103) == changes
     assert journal.since(2024010102, 2024010103) == changes[1:]
     assert journal.since(2020010101, 2024010103) is None
+
+
+def test_the_server_answers_from_the_updated_zone_dname_included(zone, tmp_path):
+    """Through NameServer.update (what both transports call): the change is answered, DNAMEs found where they now
+    are, the names in between existing."""
+    import ipaddress
+
+    from sockhop.dns.server import NameServer
+    from sockhop.dns.tsig import Acl
+
+    journal = Journal(tmp_path / "j.jnl", zone.origin)
+    server = NameServer([zone], journals={zone.origin: journal}, allow_update=Acl([ipaddress.ip_network("127.0.0.1")]))
+    message = dns.update.UpdateMessage("example.com.")
+    message.add("moved", 300, "DNAME", "example.net.")
+    message.add("a.b.deep", 300, "A", "192.0.2.61")
+    reply, summary = server.update(message.to_wire(), ("127.0.0.1", 5000))()
+    assert dns.message.from_wire(reply).rcode() == Rcode.NOERROR and "serial 2024010101 -> 2024010102" in summary
+    answer = server.snapshot.authority.answer(dns.name.from_text("www.moved.example.com."), A)
+    assert [r.rdtype for r in answer.answer] == [dns.rdatatype.DNAME, dns.rdatatype.CNAME]
+    assert server.snapshot.authority.answer(dns.name.from_text("b.deep.example.com."), A).rcode == Rcode.NOERROR
+    refused, _ = server.update(message.to_wire(), ("192.0.2.1", 5000))  # not listed: refused at once
+    assert dns.message.from_wire(refused).rcode() == Rcode.REFUSED
+    assert len(journal.read()) == 1

@@ -365,11 +365,10 @@ class NameServer:
     def _swap(self, zone: Zone, diff) -> None:
         """Serve the changed zone: a new snapshot (its reply caches empty), the signer's old signatures of the
         changed RRsets forgotten."""
+        touched = {rrset.name for rrset in (*diff.deleted, *diff.added)}
         if zone.signer is not None:
-            zone.signer.forget({rrset.name for rrset in (*diff.deleted, *diff.added)})  # type: ignore[attr-defined]
-        zones = dict(self.snapshot.authority.zones)
-        zones[zone.origin] = zone
-        self.snapshot = Snapshot(Authority(zones.values()))
+            zone.signer.forget(touched)  # type: ignore[attr-defined]
+        self.snapshot = Snapshot(self.snapshot.authority.replacing(zone, touched))
 
     @staticmethod
     def _update_reply(message: dns.message.Message, rcode: int) -> bytes:

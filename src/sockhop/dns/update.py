@@ -10,6 +10,7 @@ serial bumped if anything changed and the update did not set a greater one itsel
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import dns.name
@@ -198,7 +199,7 @@ def _finish(zone: Zone, nodes: dict[dns.name.Name, dict[int, dns.rrset.RRset]]) 
             rrsets[name] = new
         else:
             rrsets.pop(name, None)
-    return Outcome(Rcode.NOERROR, rebuilt(zone, rrsets), Diff(old_soa, new_soa, deleted, added))
+    return Outcome(Rcode.NOERROR, rebuilt(zone, rrsets, nodes), Diff(old_soa, new_soa, deleted, added))
 
 
 def bumped(soa: dns.rrset.RRset) -> dns.rrset.RRset:
@@ -207,20 +208,40 @@ def bumped(soa: dns.rrset.RRset) -> dns.rrset.RRset:
     return _rrset(soa.name, soa.ttl, RdataType.SOA, [soa[0].replace(serial=serial)])
 
 
-def rebuilt(zone: Zone, rrsets: dict[dns.name.Name, dict[int, dns.rrset.RRset]]) -> Zone:
-    """A zone with these RRsets: its names (empty non-terminals too) and cuts made again; the signer carried."""
+def rebuilt(
+    zone: Zone, rrsets: dict[dns.name.Name, dict[int, dns.rrset.RRset]], touched: Iterable[dns.name.Name] | None = None
+) -> Zone:
+    """A zone with these RRsets: its names (empty non-terminals too) and cuts made again; the signer carried.
+    Given the ``touched`` owners, only what they change: an update costs what it changes, not the zone's size --
+    unless a name went away entirely (its ancestors may now be empty), which is rare enough to recount."""
     origin = zone.origin
-    names: set[dns.name.Name] = set()
-    cuts: set[dns.name.Name] = set()
+    if touched is not None:
+        touched = list(touched)
+        if all(name in rrsets for name in touched):
+            names, cuts = set(zone.names), set(zone.cuts)
+            for name in touched:
+                if name != origin and RdataType.NS in rrsets[name]:
+                    cuts.add(name)
+                else:
+                    cuts.discard(name)
+                _add_name(names, name, origin)
+            return Zone(origin, rrsets, names, cuts, zone.source, signer=zone.signer)
+    names = set()
+    cuts = set()
     for name, node in rrsets.items():
         if name != origin and RdataType.NS in node:
             cuts.add(name)
-        while name not in names:
-            names.add(name)
-            if name == origin:
-                break
-            name = name.parent()
+        _add_name(names, name, origin)
     return Zone(origin, rrsets, names, cuts, zone.source, signer=zone.signer)
+
+
+def _add_name(names: set[dns.name.Name], name: dns.name.Name, origin: dns.name.Name) -> None:
+    """The name and its ancestors up to the apex."""
+    while name not in names:
+        names.add(name)
+        if name == origin:
+            break
+        name = name.parent()
 
 
 def apply_diff(zone: Zone, diff: Diff) -> Zone:
@@ -255,7 +276,7 @@ def apply_diff(zone: Zone, diff: Diff) -> Zone:
             rrsets.pop(name, None)
     rrsets[zone.origin] = dict(rrsets[zone.origin])
     rrsets[zone.origin][RdataType.SOA] = diff.new_soa
-    return rebuilt(zone, rrsets)
+    return rebuilt(zone, rrsets, [*touched, zone.origin])
 
 
 def difference(old: Zone, new: Zone) -> Diff:
