@@ -377,3 +377,19 @@ zone "example.com" {{
         assert "Transfer status: success" in log.read_text() and "TSIG upd" in log.read_text()
     finally:
         end_process(proc)
+
+
+@pytest.mark.parametrize("model", ["pool", "iterative", "thread"])
+def test_updates_under_the_other_single_process_models(sockhop_server, tmp_path, model):
+    zone = write_zone(tmp_path)
+    log = tmp_path / "queries.log"
+    args = ["serve", "dns", str(zone), "--listen", "127.0.0.1:0", "--model", model, "--query-log", str(log)]
+    args += ["--tsig", f"upd:{SECRET}", "--allow-update", "key:upd"] + (["--tcp-only"] if model == "thread" else [])
+    server = sockhop_server(args, announce=1 if model == "thread" else 2)
+    port = server.address("dns", "tcp")[1]
+    done = nsupdate(
+        port, "update add m.example.com 300 A 192.0.2.31\nsend\nupdate add n.example.com 300 A 192.0.2.32", "-v"
+    )
+    assert done.returncode == 0, done.stderr
+    out = dig(port, "+tcp", "+short", "n.example.com", "A")
+    assert out.strip() == "192.0.2.32" and f"{SERIAL + 2}" in dig(port, "+tcp", "+short", "example.com", "SOA")
