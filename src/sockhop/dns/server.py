@@ -9,8 +9,12 @@ What the core decides, in order:
 
 * fewer than 12 bytes, or a response rather than a query: dropped (no reply is safer than a reply to a forgery);
 * a header that can be read over a message that cannot: FORMERR;
-* an opcode other than QUERY: NOTIMP; not exactly one question: FORMERR; EDNS version above 0: BADVERS;
-* a zone transfer over UDP: NOTIMP (AXFR is a TCP conversation, see :mod:`sockhop.dns.protocol`);
+* a TSIG that does not verify: NOTAUTH with BADKEY, BADSIG or BADTIME (:mod:`sockhop.dns.tsig`); a signed query
+  gets a signed reply, never cached;
+* an opcode other than QUERY: NOTIMP (UPDATE goes to :meth:`NameServer.update` before this); not exactly one
+  question: FORMERR; EDNS version above 0: BADVERS;
+* IXFR over UDP: the zone's SOA alone, to those who may transfer (RFC 1995 section 2: the client then asks over
+  TCP); AXFR over UDP: NOTIMP (a TCP conversation, see :mod:`sockhop.dns.protocol`);
 * otherwise the authority's answer; with the DO bit (RFC 3225) a signed zone's answer carries its signatures and
   proofs of non-existence, so DO is part of the cache key as it is part of the query's bytes. Over UDP it must
   fit the client's EDNS payload size (512 without EDNS), capped at ``UDP_PAYLOAD`` -- the size that avoids IP
