@@ -51,6 +51,7 @@ bench: $(BIN)/sockhop
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/python bench/web.py $(WEB_BENCH_ARGS)
 	$(BIN)/python bench/dns.py $(DNS_BENCH_ARGS)
+	$(BIN)/python bench/dnsupdate.py $(DNSUPDATE_BENCH_ARGS)
 	$(BIN)/python bench/mail.py $(MAIL_BENCH_ARGS)
 	$(BIN)/python bench/mailqueue.py $(MAILQUEUE_BENCH_ARGS)
 	$(BIN)/python bench/https.py $(HTTPS_BENCH_ARGS)

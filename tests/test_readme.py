@@ -458,6 +458,34 @@ def scenes() -> list[Scene]:  # noqa: PLR0915 (one table)
                 ),
             ],
         ),
+        # Zones that move
+        Scene(
+            [
+                Line(
+                    f"sockhop serve dns example.com.zone --tsig upd:{TSIG} --allow-update key:upd "
+                    "--allow-transfer key:upd",
+                    before=lambda stage: (stage.folder / "example.com.zone").write_text(ZONE),  # serial 1 again
+                )
+            ],
+            ("dns udp 127.0.0.1:5353",),
+            [
+                Line(
+                    "printf 'server 127.0.0.1 5353\\nzone example.com\\nupdate add new.example.com 300 A 192.0.2.77"
+                    f"\\nsend\\n' | nsupdate -y hmac-sha256:upd:{TSIG}"
+                ),
+                Line("dig @127.0.0.1 -p 5353 +short new.example.com", ("192.0.2.77",)),
+                Line(
+                    f"dig @127.0.0.1 -p 5353 -y hmac-sha256:upd:{TSIG} example.com IXFR=1",
+                    ("new.example.com.\t300\tIN\tA\t192.0.2.77", "XFR size: 5 records"),
+                ),
+                Line(
+                    f"dig @127.0.0.1 -p 5353 -y hmac-sha256:upd:{TSIG} example.com AXFR",
+                    ("new.example.com.", "XFR size: 12 records"),
+                ),
+                Line("sockhop dns fold example.com.zone", ("folded 1 changes, serial 1 -> 2",)),
+            ],
+            check=check_folded,
+        ),
         # In production
         Scene(
             [
@@ -566,6 +594,18 @@ mail  A    192.0.2.3
 a     A    192.0.2.4
 b     MX   20 mail
 """
+
+TSIG = "c29ja2hvcCBkeW5hbWljIHVwZGF0ZSBrZXkgISEhISE="  # the README's example key: base64 of 32 bytes
+
+
+def check_folded(stage: Stage) -> None:
+    """The update is in the zone file, the journal empty; then the scratch zone as it was, for the scenes after."""
+    zone = stage.folder / "example.com.zone"
+    assert "new.example.com. 300 IN A 192.0.2.77" in zone.read_text()
+    assert (stage.folder / "example.com.zone.jnl").read_text() == ""
+    zone.write_text(ZONE)
+    (stage.folder / "example.com.zone.jnl").unlink()
+
 
 MESSAGE = "From: me@example.test\r\nTo: bob@example.test\r\nSubject: as it is\r\n\r\nsent as it is\r\n"
 

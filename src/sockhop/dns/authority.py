@@ -69,6 +69,20 @@ class Authority:
             zone.origin: {name for name, node in zone.rrsets.items() if RdataType.DNAME in node} for zone in zones
         }
 
+    def replacing(self, zone: Zone, touched: Iterable[dns.name.Name]) -> Authority:
+        """The same zones with ``zone`` in place of its older version, which differs only at ``touched`` names (a
+        dynamic update): its DNAME owners adjusted there, not searched for again in the whole zone."""
+        authority = Authority.__new__(Authority)
+        authority.zones = {**self.zones, zone.origin: zone}
+        dnames = set(self.dnames.get(zone.origin, ()))
+        for name in touched:
+            if RdataType.DNAME in zone.rrsets.get(name, {}):
+                dnames.add(name)
+            else:
+                dnames.discard(name)
+        authority.dnames = {**self.dnames, zone.origin: dnames}
+        return authority
+
     def find_zone(self, name: dns.name.Name) -> Zone | None:
         """The zone whose origin is the closest ancestor of ``name`` (the name itself included)."""
         zones = self.zones

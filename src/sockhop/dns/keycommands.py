@@ -1,5 +1,6 @@
-"""``sockhop dns keygen ZONE`` and ``sockhop dns ds ZONE``: the command line of DNSSEC keys. Light to import (the
-parser is built for every sockhop command); the cryptography loads only when one of them runs."""
+"""``sockhop dns keygen ZONE``, ``sockhop dns ds ZONE`` and ``sockhop dns fold ZONEFILE``: the command line of
+DNSSEC keys and of zone journals. Light to import (the parser is built for every sockhop command); the cryptography
+loads only when one of them runs."""
 
 from __future__ import annotations
 
@@ -25,12 +26,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ds.add_argument("zone", metavar="ZONE")
     ds.add_argument("--key", "-f", metavar="FILE", help="the key file (default ZONE.key)")
     ds.set_defaults(parser=ds)
+    fold = actions.add_parser("fold", help="write the journal of dynamic updates into ZONEFILE, then empty it")
+    fold.add_argument("zonefile", metavar="ZONEFILE")
+    fold.add_argument("--data", metavar="DIR", help="where the journal is, as serve dns --data (default: beside)")
+    fold.set_defaults(parser=fold)
 
 
 def run(args: argparse.Namespace) -> int:
     import dns.exception
     import dns.name
 
+    if args.action == "fold":
+        from sockhop.dns.fold import fold
+
+        folded, before, after = fold(args.zonefile, args.data)
+        if folded:
+            print(f"{args.zonefile}: folded {folded} changes, serial {before} -> {after}; the journal is empty")
+        else:
+            print(f"{args.zonefile}: no changes to fold (serial {before}); the journal is empty")
+        return 0
     from sockhop.dns.keys import KeyFileError, default_path, generate, load, save
 
     path = Path(args.key) if args.key else default_path(args.zone)

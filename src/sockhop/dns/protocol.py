@@ -2,38 +2,52 @@
 
 UDP: one datagram is one query, answered with at most one datagram. TCP: each message is preceded by its length
 in two bytes; a client may send several queries on one connection, and each is answered as soon as it is whole,
-in the order they arrived. A zone transfer (AXFR, RFC 5936) is only possible here, and only for addresses given
-with ``--allow-transfer``: the whole zone goes out as a series of messages, SOA first and last.
+in the order they arrived. A zone transfer (AXFR, RFC 5936; IXFR, RFC 1995) is only possible here, and only for
+those ``--allow-transfer`` lists (addresses, or TSIG keys): the whole zone, or its changes, as a series of messages
+(:mod:`sockhop.dns.transfer`). A dynamic update (RFC 2136) comes by either: over TCP its journal is synced in
+``Reply.then``, off the event loop, and the connection's next message waits its turn; a datagram has no later, so
+over UDP the sync happens before the reply is returned.
 
 Both protocols are sans-IO: bytes in, bytes out, no socket and no clock.
 """
 
 from __future__ import annotations
 
-import io
+import logging
 import struct
+from collections.abc import Iterable
 
 import dns.flags
 import dns.message
 import dns.opcode
 import dns.rcode
 import dns.rdatatype
+import dns.rrset
 
+from sockhop.dns import tsig
 from sockhop.dns.rrl import SLIP, truncated
 from sockhop.dns.server import HEADER, NameServer, header_only
+from sockhop.dns.transfer import encode, stamped
+from sockhop.dns.tsig import BadTsig
 from sockhop.engine.protocol import CLOSE, NOTHING, Address, DatagramProtocol, Reply, Results, StreamProtocol
 
 RdataType = dns.rdatatype.RdataType
 Rcode = dns.rcode.Rcode
+log = logging.getLogger("sockhop.dns")
 
 LENGTH = struct.Struct("!H")
-TRANSFER_CHUNK = 16_000  # bytes of records per AXFR message: well under 64 KiB, few messages
 
 #: Queries counted by transport and rcode (--admin), UDP and TCP in one counter.
 RESULTS = Results("sockhop_dns_queries", "DNS queries answered, by transport and response code", ("proto", "rcode"))
 #: The rcode names by the header's four bits.
 RCODE_NAMES = tuple(dns.rcode.to_text(code) if code <= 10 else str(code) for code in range(16))
 OPT_START = b"\x00\x00\x29"  # the root name, then type 41: an OPT record
+UPDATE = dns.opcode.UPDATE
+
+
+def is_update(message: bytes) -> bool:
+    """An UPDATE request (RFC 2136): the opcode, read from the header's bits."""
+    return len(message) >= HEADER and not message[2] & 0x80 and (message[2] >> 3) & 0x0F == UPDATE
 
 
 def rcode_name(reply: bytes) -> str:
@@ -70,6 +84,8 @@ class DnsDatagram(DatagramProtocol):
             if self.on_result is not None:
                 self.on_result("udp", RCODE_NAMES[hit[0][1] & 0x0F])  # the cached reply starts after the ID
             return [data[:2] + hit[0]]
+        if is_update(data):
+            return [self._update(data, peer)]
         reply, answer_class = server.respond_classed(data, peer)
         if reply is None:
             return []
@@ -80,6 +96,17 @@ class DnsDatagram(DatagramProtocol):
         if self.on_result is not None:
             self.on_result("udp", rcode_name(reply))
         return [reply]
+
+    def _update(self, data: bytes, peer: Address) -> bytes:
+        """An update over UDP, applied and synced before the answer. A datagram has no later: the sync happens
+        here, on this thread (updates over TCP, as nsupdate -v sends them, sync off the event loop)."""
+        work = self.server.update(data, peer)
+        reply, summary = work if isinstance(work, tuple) else work()
+        if self.server.query_log is not None:
+            self.server.query_log(peer, "udp", summary)
+        if self.on_result is not None:
+            self.on_result("udp", rcode_name(reply))
+        return reply
 
     def _limited(self, data: bytes, verdict: int) -> list[bytes]:
         """Past the rate: nothing, or (slipped) the question back with TC set."""
@@ -119,6 +146,9 @@ class DnsStream(StreamProtocol):
             if len(buffer) < 2 + size:
                 break
             message, buffer = buffer[2 : 2 + size], buffer[2 + size :]
+            if is_update(message):  # the journal is synced off the event loop; the rest waits its turn
+                self.buffer = buffer
+                return self._update(message, out)
             replies = self.answer(message)
             if replies is None:  # not even a header: nothing sensible can follow on this connection
                 close = True
@@ -134,6 +164,26 @@ class DnsStream(StreamProtocol):
 
     def eof_received(self) -> Reply:
         return CLOSE
+
+    def _update(self, message: bytes, out: list[bytes]) -> Reply:
+        work = self.server.update(message, self.peer)
+        if isinstance(work, tuple):
+            out += self._framed_update(*work)
+            more = self.data_received(b"") if len(self.buffer) >= 2 else NOTHING
+            return Reply((b"".join(out), *more.send), more.close, more.then)
+
+        def durable() -> Reply:
+            reply = self._framed_update(*work())
+            more = self.data_received(b"") if len(self.buffer) >= 2 else NOTHING
+            return Reply((b"".join(reply), *more.send), more.close, more.then)
+
+        return Reply((b"".join(out),) if out else (), then=durable)
+
+    def _framed_update(self, reply: bytes, summary: str) -> list[bytes]:
+        self._log(summary)
+        if self.on_result is not None:
+            self.on_result("tcp", rcode_name(reply))
+        return [LENGTH.pack(len(reply)), reply]
 
     def stop_requested(self) -> Reply:
         """Between queries a DNS connection is idle: close at once (RFC 7766 lets a server close any time);
@@ -168,43 +218,59 @@ class DnsStream(StreamProtocol):
         (qtype,) = LENGTH.unpack_from(message, end + 1)
         return qtype if qtype in (RdataType.AXFR, RdataType.IXFR) else None
 
-    # -- AXFR ----------------------------------------------------------------------------------------------------
+    # -- AXFR and IXFR -------------------------------------------------------------------------------------------
     def transfer(self, message: bytes) -> list[bytes]:
-        """A whole zone (RFC 5936), or one refusal. IXFR is answered with the full zone, as RFC 1995 allows."""
+        """A whole zone (AXFR, RFC 5936), its changes since the client's serial (IXFR, RFC 1995) when the journal
+        has them, or one refusal. A signed request (TSIG) gets every message signed, each over the ones before."""
+        server = self.server
         try:
-            query = dns.message.from_wire(message)
+            query = tsig.parse(message, server.keyring)
+        except BadTsig as bad:
+            self._log(f"transfer {bad.summary} NOTAUTH")
+            return self._counted([bad.reply])
         except Exception:  # dnspython raises many kinds for garbage
+            self._log("transfer malformed FORMERR")
             return self._counted([header_only(message, Rcode.FORMERR)])
         question = query.question[0]
-        zone = self.server.snapshot.authority.zones.get(question.name)
+        zone = server.snapshot.authority.zones.get(question.name)
         response = dns.message.make_response(query)
         summary = f"{question.name} IN {dns.rdatatype.to_text(question.rdtype)}"
         if query.opcode() != dns.opcode.QUERY:
             response.set_rcode(Rcode.NOTIMP)
         elif zone is None:
             response.set_rcode(Rcode.NOTAUTH)
-        elif not self.server.may_transfer(self.peer):
+        elif not server.may_transfer(self.peer, query.keyname if query.had_tsig else None):
             response.set_rcode(Rcode.REFUSED)
         if response.rcode() != Rcode.NOERROR:
             self._log(f"{summary} {dns.rcode.to_text(response.rcode())}")
             return self._counted([response.to_wire()])
         assert zone is not None
-        replies: list[bytes] = []
-        size = 0
-        records = zone.signer.transfer(zone) if zone.signer is not None else zone.transfer_order()  # type: ignore[attr-defined]
-        for rrset in records:
-            response.flags |= dns.flags.AA
-            response.answer.append(rrset)
-            size += rrset_size(rrset)
-            if size >= TRANSFER_CHUNK:
-                replies.append(response.to_wire(max_size=65535))
-                response = dns.message.make_response(query)
-                response.question = []  # RFC 5936 section 2.2: the question only in the first message
-                size = 0
-        if response.answer:
-            replies.append(response.to_wire(max_size=65535))
-        self._log(f"{summary} NOERROR {zone.record_count()} records")
+        messages, what = self._messages(query, zone)
+        replies = stamped(messages, query)
+        self._log(f"{summary} NOERROR {what}")
         return self._counted(replies)
+
+    def _messages(self, query: dns.message.Message, zone) -> tuple[list[bytes], str]:
+        """What to send, encoded: the changes since the client's SOA (IXFR) if the journal has them, else the whole
+        zone -- encoded once per version of the zone (a signed zone's anew, its signatures kept by its signer)."""
+        qtype = query.question[0].rdtype
+        serial = ixfr_serial(query)
+        if serial is not None and zone.signer is None:
+            if serial == zone.serial:
+                return encode(zone.origin, qtype, [zone.soa]), f"serial {serial} is current"
+            journal = self.server.journals.get(zone.origin)
+            changes = journal.since(serial, zone.serial) if journal is not None else None
+            if changes:
+                count = sum(len(r) for change in changes for r in (*change.deleted, *change.added))
+                messages = encode(zone.origin, qtype, ixfr_records(zone.soa, changes))
+                return messages, f"IXFR {serial} -> {zone.serial}, {count} records"
+        what = f"{zone.record_count()} records"
+        if zone.signer is not None:
+            return encode(zone.origin, qtype, zone.signer.transfer(zone)), what
+        cached = zone.axfr.get(qtype)
+        if cached is None:
+            cached = zone.axfr[qtype] = encode(zone.origin, qtype, zone.transfer_order())
+        return cached, what
 
     def _counted(self, replies: list[bytes]) -> list[bytes]:
         """A transfer is one query, whatever the number of messages it takes."""
@@ -213,12 +279,37 @@ class DnsStream(StreamProtocol):
         return replies
 
     def _log(self, summary: str) -> None:
+        if "malformed" in summary:  # a broken transfer or update request: one line, query log or not
+            log.warning("dns: %s: %s", format_peer(self.peer), summary)
         if self.server.query_log is not None:
             self.server.query_log(self.peer, "tcp", summary)
 
 
-def rrset_size(rrset) -> int:
-    """Bytes an RRset takes on the wire, uncompressed: a safe over-estimate for splitting a transfer."""
-    out = io.BytesIO()
-    rrset.to_wire(out)
-    return out.tell()
+def ixfr_serial(query: dns.message.Message) -> int | None:
+    """The serial an IXFR request says the client has (its authority section's SOA), or None for AXFR."""
+    if query.question[0].rdtype != RdataType.IXFR:
+        return None
+    for rrset in query.authority:
+        if rrset.rdtype == RdataType.SOA and len(rrset):
+            return rrset[0].serial
+    return None
+
+
+def ixfr_records(current: dns.rrset.RRset, changes) -> Iterable[dns.rrset.RRset]:
+    """RFC 1995 section 4: the current SOA, then per change the old SOA, what went, the new SOA, what came; the
+    current SOA again."""
+    yield current
+    for change in changes:
+        yield change.old_soa
+        yield from change.deleted
+        yield change.new_soa
+        yield from change.added
+    yield current
+
+
+def format_peer(peer: Address) -> str:
+    try:
+        host, port = peer[0], peer[1]  # type: ignore[index]
+    except (TypeError, IndexError):
+        return str(peer)
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"

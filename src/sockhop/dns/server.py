@@ -9,8 +9,12 @@ What the core decides, in order:
 
 * fewer than 12 bytes, or a response rather than a query: dropped (no reply is safer than a reply to a forgery);
 * a header that can be read over a message that cannot: FORMERR;
-* an opcode other than QUERY: NOTIMP; not exactly one question: FORMERR; EDNS version above 0: BADVERS;
-* a zone transfer over UDP: NOTIMP (AXFR is a TCP conversation, see :mod:`sockhop.dns.protocol`);
+* a TSIG that does not verify: NOTAUTH with BADKEY, BADSIG or BADTIME (:mod:`sockhop.dns.tsig`); a signed query
+  gets a signed reply, never cached;
+* an opcode other than QUERY: NOTIMP (UPDATE goes to :meth:`NameServer.update` before this); not exactly one
+  question: FORMERR; EDNS version above 0: BADVERS;
+* IXFR over UDP: the zone's SOA alone, to those who may transfer (RFC 1995 section 2: the client then asks over
+  TCP); AXFR over UDP: NOTIMP (a TCP conversation, see :mod:`sockhop.dns.protocol`);
 * otherwise the authority's answer; with the DO bit (RFC 3225) a signed zone's answer carries its signatures and
   proofs of non-existence, so DO is part of the cache key as it is part of the query's bytes. Over UDP it must
   fit the client's EDNS payload size (512 without EDNS), capped at ``UDP_PAYLOAD`` -- the size that avoids IP
@@ -40,9 +44,11 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
+from sockhop.dns import tsig
 from sockhop.dns.authority import Authority
 from sockhop.dns.cookies import CookieJar, packed_address, split_cookie, with_cookie
 from sockhop.dns.rrl import RateLimiter
+from sockhop.dns.tsig import Acl, BadTsig, Keyring
 from sockhop.dns.zone import Zone, ZoneError
 
 RdataType = dns.rdatatype.RdataType
@@ -132,13 +138,23 @@ class NameServer:
         self,
         zones: Iterable[Zone],
         *,
-        allow_transfer: Iterable[str] = (),
+        allow_transfer: Iterable[str] | Acl = (),
         query_log: QueryLog | None = None,
         loader: Callable[[], list[Zone]] | None = None,
         rrl: RateLimiter | None = None,
+        keyring: Keyring | None = None,
+        allow_update: Acl | None = None,
+        journals: dict | None = None,
     ) -> None:
         self.snapshot = Snapshot(Authority(zones))
-        self.allow_transfer = [ipaddress.ip_network(net, strict=False) for net in allow_transfer]
+        if not isinstance(allow_transfer, Acl):
+            allow_transfer = Acl([ipaddress.ip_network(net, strict=False) for net in allow_transfer])
+        self.allow_transfer = allow_transfer
+        self.keyring: Keyring = keyring or {}
+        self.allow_update = allow_update or Acl()
+        #: the journal of each zone, by origin (:mod:`sockhop.dns.journal`); zones without one take no updates
+        self.journals: dict = journals or {}
+        self.update_lock = threading.Lock()  # one update at a time: each applies to the zone the last one left
         self.query_log = query_log
         self.loader = loader
         self.rrl = rrl
@@ -172,13 +188,35 @@ class NameServer:
         """Read the zone files again; on any error keep serving the old data and say why."""
         if self.loader is None:
             return Reloaded(False, "reload: no zone files to read again")
-        try:
-            zones = self.loader()
-        except ZoneError as exc:
-            return Reloaded(False, f"reload failed, still serving the old zones: {exc}")
-        self.snapshot = Snapshot(Authority(zones))
+        with self.update_lock:
+            try:
+                zones = self.loader()
+                notes = self._record_reload(zones)
+            except (ZoneError, OSError) as exc:
+                return Reloaded(False, f"reload failed, still serving the old zones: {exc}")
+            self.snapshot = Snapshot(Authority(zones))
         names = ", ".join(f"{zone.origin} (serial {zone.serial})" for zone in zones)
-        return Reloaded(True, f"reloaded {names}")
+        return Reloaded(True, f"reloaded {names}{''.join(notes)}")
+
+    def _record_reload(self, zones: list[Zone]) -> list[str]:
+        """A zone file changed under a new serial: its difference to what was served goes in the journal, for
+        IXFR. (The loader has applied the journal's changes that follow the file's serial already.)"""
+        from sockhop.dns.update import difference
+
+        notes = []
+        for zone in zones:
+            old = self.snapshot.authority.zones.get(zone.origin)
+            journal = self.journals.get(zone.origin)
+            if old is None or journal is None:
+                continue
+            diff = difference(old, zone)
+            if old.serial == zone.serial:
+                if diff.deleted or diff.added:
+                    notes.append(f"; {zone.origin} changed but its serial did not: secondaries will not see it")
+                continue
+            journal.append(diff)
+            notes.append(f"; {zone.origin} {diff.old_serial} -> {diff.new_serial} journaled for IXFR")
+        return notes
 
     # -- queries -------------------------------------------------------------------------------------------------
     def respond(self, data: bytes, peer: object = None, *, tcp: bool = False) -> bytes | None:
@@ -202,7 +240,7 @@ class NameServer:
         cookie = split_cookie(data) if data[11] else None
         if cookie is not None:
             return self._with_cookie(cache, snapshot.authority, data, cookie, peer, tcp)
-        reply, summary, cacheable, answer_class = self._answer(snapshot.authority, data, tcp)
+        reply, summary, cacheable, answer_class = self._answer(snapshot.authority, data, tcp, peer)
         if cacheable:
             cache.put(data[2:], reply[2:], summary, answer_class)
         if self.query_log is not None:
@@ -221,7 +259,7 @@ class NameServer:
         if hit is not None:
             reply, summary, answer_class = data[:2] + hit[0], hit[1], hit[2]
         else:
-            reply, summary, cacheable, answer_class = self._answer(authority, stripped, tcp)
+            reply, summary, cacheable, answer_class = self._answer(authority, stripped, tcp, peer)
             if cacheable:
                 cache.put(stripped[2:], reply[2:], summary, answer_class)
         if self.query_log is not None:
@@ -231,12 +269,15 @@ class NameServer:
         proven = bool(theirs) and self.cookies.valid(client, theirs, address, now)
         return reply, None if proven else answer_class
 
-    def _answer(self, authority: Authority, data: bytes, tcp: bool) -> tuple[bytes, str, bool, bytes]:
-        """Encode the reply: (wire, a summary line for the log, whether it may be cached, its answer class)."""
+    def _answer(
+        self, authority: Authority, data: bytes, tcp: bool, peer: object = None
+    ) -> tuple[bytes, str, bool, bytes]:
+        """Encode the reply: (wire, a summary line for the log, whether it may be cached, its answer class). A
+        signed query (TSIG) gets a signed reply, never cached: the signature covers the moment."""
         try:
-            query = dns.message.from_wire(data, ignore_trailing=False)
-        except dns.message.UnknownTSIGKey:
-            return header_only(data, Rcode.NOTAUTH), "- TSIG NOTAUTH", False, ERROR_CLASS
+            query = tsig.parse(data, self.keyring)
+        except BadTsig as bad:
+            return bad.reply, f"- {bad.summary} NOTAUTH", False, ERROR_CLASS
         except Exception:  # dnspython raises many kinds (and not only DNSException) for garbage; a bad cookie too
             return header_only(data, Rcode.FORMERR), "- malformed FORMERR", False, ERROR_CLASS
         if query.opcode() != dns.opcode.QUERY:
@@ -256,6 +297,15 @@ class NameServer:
             response.set_rcode(Rcode.BADVERS)
         elif question.rdclass != dns.rdataclass.IN:
             response.set_rcode(Rcode.REFUSED)
+        elif question.rdtype == RdataType.IXFR and not tcp and question.name in authority.zones:
+            # RFC 1995 section 2: over UDP, the current SOA alone -- the client then transfers over TCP
+            if self.may_transfer(peer, query.keyname):
+                response.flags |= dns.flags.AA
+                response.answer = [authority.zones[question.name].soa]
+            else:
+                response.set_rcode(Rcode.REFUSED)
+            wire = encode(response, tcp, query)
+            return wire, f"{summary} {dns.rcode.to_text(response.rcode())}", False, ERROR_CLASS
         elif question.rdtype in TRANSFER_TYPES:
             response.set_rcode(Rcode.NOTIMP if not tcp else Rcode.REFUSED)
         else:
@@ -271,17 +321,69 @@ class NameServer:
             trim = answer.extras_optional
         wire = encode(response, tcp, query, trim)
         summary = f"{summary} {dns.rcode.to_text(response.rcode())}{' TC' if tc(wire) else ''}"
-        return wire, summary, True, rrl_class(response, question, zone_name)
+        return wire, summary, not query.had_tsig, rrl_class(response, question, zone_name)
+
+    # -- dynamic update (RFC 2136) --------------------------------------------------------------------------------
+    def update(self, data: bytes, peer: object) -> tuple[bytes, str] | Callable[[], tuple[bytes, str]]:
+        """An UPDATE message: a refusal at once (reply, log line), or the work that applies it, journals and syncs
+        it, and swaps the zone in -- blocking work, for ``Reply.then`` -- returning the reply and its log line."""
+        try:
+            message = tsig.parse(data, self.keyring)
+        except BadTsig as bad:
+            return bad.reply, f"UPDATE {bad.summary} NOTAUTH"
+        except Exception:  # dnspython raises many kinds for garbage
+            return header_only(data, Rcode.FORMERR), "UPDATE malformed FORMERR"
+        zone_section = message.question  # the zone section (RFC 2136 section 2.3)
+        if len(zone_section) != 1 or zone_section[0].rdtype != RdataType.SOA:
+            return self._update_reply(message, Rcode.FORMERR), "UPDATE without one SOA zone FORMERR"
+        origin = zone_section[0].name
+        summary = f"UPDATE {origin}"
+        if origin not in self.snapshot.authority.zones:
+            return self._update_reply(message, Rcode.NOTAUTH), f"{summary} not our zone NOTAUTH"
+        key = message.keyname if message.had_tsig else None
+        if origin not in self.journals or not self.allow_update.allows(peer, key):
+            signed = f" (key {key})" if key is not None else " (unsigned)"
+            return self._update_reply(message, Rcode.REFUSED), f"{summary}{signed} REFUSED"
+
+        def apply() -> tuple[bytes, str]:
+            from sockhop.dns.update import apply as apply_update
+
+            with self.update_lock:
+                zone = self.snapshot.authority.zones[origin]
+                outcome = apply_update(zone, message)
+                if outcome.rcode != Rcode.NOERROR:
+                    why = f" ({outcome.reason})" if outcome.reason else ""
+                    return self._update_reply(message, outcome.rcode), f"{summary}{why} {Rcode(outcome.rcode).name}"
+                if outcome.zone is None:
+                    return self._update_reply(message, Rcode.NOERROR), f"{summary} NOERROR no change"
+                try:
+                    self.journals[origin].append(outcome.diff)
+                except OSError as exc:
+                    return self._update_reply(message, Rcode.SERVFAIL), f"{summary} journal: {exc.strerror} SERVFAIL"
+                self._swap(outcome.zone, outcome.diff)
+            serials = f"serial {outcome.diff.old_serial} -> {outcome.diff.new_serial}"  # type: ignore[union-attr]
+            return self._update_reply(message, Rcode.NOERROR), f"{summary} NOERROR {serials}"
+
+        return apply
+
+    def _swap(self, zone: Zone, diff) -> None:
+        """Serve the changed zone: a new snapshot (its reply caches empty), the signer's old signatures of the
+        changed RRsets forgotten."""
+        touched = {rrset.name for rrset in (*diff.deleted, *diff.added)}
+        if zone.signer is not None:
+            zone.signer.forget(touched)  # type: ignore[attr-defined]
+        self.snapshot = Snapshot(self.snapshot.authority.replacing(zone, touched))
+
+    @staticmethod
+    def _update_reply(message: dns.message.Message, rcode: int) -> bytes:
+        response = dns.message.make_response(message)
+        response.set_rcode(rcode)
+        return response.to_wire()
 
     # -- transfers -----------------------------------------------------------------------------------------------
-    def may_transfer(self, peer: object) -> bool:
-        try:
-            address = ipaddress.ip_address(str(peer[0]).split("%")[0])  # type: ignore[index]
-        except (TypeError, IndexError, ValueError):
-            return False
-        if address.version == 6 and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return any(address in net for net in self.allow_transfer)
+    def may_transfer(self, peer: object, key: dns.name.Name | None = None) -> bool:
+        """Whether ``peer`` (having signed with ``key``, if any) may transfer zones (``--allow-transfer``)."""
+        return self.allow_transfer.allows(peer, key)
 
 
 def rrl_class(response: dns.message.Message, question: dns.rrset.RRset, zone: dns.name.Name | None) -> bytes:

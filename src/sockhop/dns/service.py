@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import socket
 import sys
+from pathlib import Path
 
 from sockhop.dns import keycommands, lookup
 from sockhop.dns.builtin import DEFAULT_PORT, ORIGIN, zone_text
@@ -25,8 +26,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--allow-transfer",
         action="append",
         default=[],
-        metavar="ADDRESS[/PREFIX]",
-        help="who may AXFR the zones over TCP; repeatable (default: nobody)",
+        metavar="ADDRESS[/PREFIX]|key:NAME",
+        help="who may transfer the zones (AXFR, IXFR): addresses, networks, or key:NAME for requests signed with "
+        "that TSIG key; repeatable (default: nobody)",
+    )
+    parser.add_argument(
+        "--allow-update",
+        action="append",
+        default=[],
+        metavar="ADDRESS[/PREFIX]|key:NAME",
+        help="who may change the zones by dynamic update (nsupdate): as --allow-transfer; repeatable "
+        "(default: nobody). Every accepted update is synced to a journal beside the zone before it is answered",
+    )
+    parser.add_argument(
+        "--tsig",
+        action="append",
+        default=[],
+        metavar="[ALGORITHM:]NAME:SECRET",
+        help="a TSIG key, written as nsupdate -y and dig -y take it (hmac-sha256 without ALGORITHM); repeatable",
+    )
+    parser.add_argument(
+        "--tsig-keyfile",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help='TSIG keys in BIND\'s format (key "NAME" { algorithm hmac-sha256; secret "..."; };), as tsig-keygen '
+        "writes them; repeatable",
+    )
+    parser.add_argument(
+        "--data",
+        metavar="DIR",
+        help="keep the zones' journals (ZONE.jnl) in DIR rather than beside the zone files",
     )
     parser.add_argument("--query-log", metavar="FILE|-", help="log every query to FILE, or - for standard output")
     parser.add_argument(
@@ -73,7 +103,14 @@ def _check_options(args: argparse.Namespace) -> None:
             f"the {args.model} model cannot serve UDP (datagrams have no connections to hand out): "
             f"use --model {', '.join(DATAGRAM_MODELS)}, or add --tcp-only to serve DNS over TCP alone"
         )
-    for option, nets in (("--allow-transfer", args.allow_transfer), ("--rrl-exempt", args.rrl_exempt)):
+    if (args.allow_update or args.data) and args.model in ("fork", "prefork"):
+        option = "--allow-update" if args.allow_update else "--data"
+        raise UsageError(
+            f"{option}: the {args.model} model serves from several processes, which would each change their "
+            "own copy of the zone and its journal: use --model eventloop, pool, thread or iterative"
+        )
+    _access(args)
+    for option, nets in (("--rrl-exempt", args.rrl_exempt),):
         for net in nets:
             try:
                 ipaddress.ip_network(net, strict=False)
@@ -81,6 +118,16 @@ def _check_options(args: argparse.Namespace) -> None:
                 raise UsageError(
                     f"{option} {net}: not an address or network (such as 192.0.2.1 or 10.0.0.0/8)"
                 ) from None
+
+
+def _access(args: argparse.Namespace):
+    """The TSIG keyring and who may transfer and update; a key or an entry that cannot be used is one line."""
+    from sockhop.dns.tsig import Acl, keyring
+
+    ring = keyring(args.tsig, args.tsig_keyfile)
+    transfer = Acl.parse("--allow-transfer", args.allow_transfer, ring)
+    update = Acl.parse("--allow-update", args.allow_update, ring)
+    return ring, transfer, update
 
 
 def open_dns(args: argparse.Namespace, opener: Opener) -> list[Listener]:
@@ -91,7 +138,21 @@ def open_dns(args: argparse.Namespace, opener: Opener) -> list[Listener]:
     _check_options(args)
     paths = list(args.zonefiles)
     keys = _signing_keys(args)
-    zones = _zones(paths, keys)
+    ring, allow_transfer, allow_update = _access(args)
+    journals: dict = {}
+    if allow_update or args.data:  # updates to keep, or changed zone files to journal for IXFR
+        if args.data:
+            Path(args.data).mkdir(parents=True, exist_ok=True)
+        zones, journals = _with_journals(paths, keys, args.data)
+
+        def load() -> list:
+            return _with_journals(paths, keys, args.data, journals)[0]
+    else:
+        zones = _zones(paths, keys)
+
+        def load() -> list:
+            return _zones(paths, keys)
+
     query_log = None
     if args.query_log:
         from sockhop.dns.querylog import open_query_log
@@ -99,7 +160,14 @@ def open_dns(args: argparse.Namespace, opener: Opener) -> list[Listener]:
         query_log = open_query_log(args.query_log)
     rrl = RateLimiter(args.rrl_rate, args.rrl_slip, args.rrl_exempt) if args.rrl_rate else None
     server = NameServer(
-        zones, allow_transfer=args.allow_transfer, query_log=query_log, loader=lambda: _zones(paths, keys), rrl=rrl
+        zones,
+        allow_transfer=allow_transfer,
+        query_log=query_log,
+        loader=load,
+        rrl=rrl,
+        keyring=ring,
+        allow_update=allow_update,
+        journals=journals,
     )
     for zone in zones:
         log.info(
@@ -145,6 +213,31 @@ def _zones(paths: list[str], keys: list) -> list:
     return attach(zones, keys, time.time)
 
 
+def _with_journals(paths: list[str], keys: list, data: str | None, journals: dict | None = None):
+    """The zones with the changes their journals hold since each file's serial applied again, and the journals
+    (given: the ones in use, whose files are read afresh, as a reload finds them)."""
+    from sockhop.dns.journal import Journal, journal_path
+    from sockhop.dns.update import apply_diff
+
+    zones = _zones(paths, keys)
+    journals = {} if journals is None else journals
+    out = []
+    for path, zone in zip(paths, zones, strict=True):
+        journal = journals.get(zone.origin)
+        if journal is None:
+            journal = journals[zone.origin] = Journal(journal_path(path, data, zone.origin), zone.origin)
+        from_file = zone.serial
+        journal.changes = []
+        for change in journal.read():
+            journal.remember(change)
+            if change.old_serial == zone.serial:  # the changes that follow the file's serial, in order
+                zone = apply_diff(zone, change)
+        if zone.serial != from_file:
+            log.info("%s: changes from %s applied again, now serial %d", zone.origin, journal.path, zone.serial)
+        out.append(zone)
+    return out, journals
+
+
 def reloader(server):
     """The SIGHUP hook (Listener.reload): re-read the zone files; a broken one keeps the old data and says why."""
 
@@ -163,7 +256,7 @@ def check_dns(args: argparse.Namespace) -> list[Problem]:
     problems = []
     try:
         _check_options(args)
-    except UsageError as exc:
+    except SockhopError as exc:
         problems.append(Problem("model", str(exc)))
     for path in args.zonefiles:
         try:
@@ -210,11 +303,12 @@ SERVICE = Service(
     commands=(
         Command(
             "dns",
-            "DNSSEC keys for serve dns --sign: keygen ZONE, ds ZONE",
+            "DNSSEC keys and zone journals: keygen ZONE, ds ZONE, fold ZONEFILE",
             keycommands.add_arguments,
             keycommands.run,
             description="keygen ZONE makes a signing key (ZONE.key, readable by you alone) for serve dns --sign; "
-            "ds ZONE prints the DS record the parent zone publishes for it.",
+            "ds ZONE prints the DS record the parent zone publishes for it; fold ZONEFILE writes the journal of "
+            "dynamic updates into the zone file and empties it.",
         ),
         Command(
             "resolve",

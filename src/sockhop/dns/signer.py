@@ -83,6 +83,13 @@ class Signer:
             return copy
         return sig
 
+    def forget(self, names: set[dns.name.Name]) -> None:
+        """Drop the signatures kept for RRsets at these names (a dynamic update changed them) and the apex's (its
+        SOA serial changed)."""
+        names = names | {self.origin}
+        with self.lock:
+            self.sigs = {key: found for key, found in self.sigs.items() if key[0] not in names}
+
     def signs(self, zone: Zone, rrset: dns.rrset.RRset) -> bool:
         """Whether the zone is authoritative for this RRset: not glue, not a delegation's NS."""
         name = rrset.name

@@ -1,0 +1,236 @@
+#!/usr/bin/env python3
+"""DNS zones that move (issue 17): a zone transfer's time against NSD's, and durable dynamic updates per second
+against BIND's.
+
+* ``axfr``: a zone of 100,000 A records served by sockhop (eventloop) and by NSD, transferred with ``dig axfr`` (the
+  client on its own core, the server on the other); the best of ``--runs`` wall times, and the server's CPU for
+  them. Target: sockhop's time at most 1.0x NSD's.
+* ``updates``: ``nsupdate -y`` adding ``--updates`` records one ``send`` at a time (each waits for its answer),
+  against sockhop (``--allow-update key:bench``; every update synced to the journal before the answer) and BIND
+  (``allow-update { key bench; }``; BIND syncs its journal per update too). Updates per second over the whole loop.
+  Target: sockhop at least 1.0x BIND.
+
+    python bench/dnsupdate.py                       # everything
+    python bench/dnsupdate.py --quick --out /tmp/b  # a smoke run: the script works (figures mean nothing)
+
+Peers that are not installed are skipped with a note: ``apt-get install nsd bind9 bind9-dnsutils``.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import (  # noqa: E402  (bench/common.py: what every benchmark shares)
+    CLIENT_CORE,
+    SERVER_CORE,
+    cpu_seconds,
+    fmt,
+    need_tool,
+    parse,
+    parser_for,
+    ratio,
+    run_pinned,
+    start_server,
+    stop,
+    write_report,
+)
+
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+import dns.exception  # noqa: E402
+import dns.message  # noqa: E402
+import dns.query  # noqa: E402
+
+PORT = 17900
+SERVERS = ["sockhop", "nsd", "bind"]
+SECRET = base64.b64encode(b"sockhop bench key for nsupdate!!").decode()
+KEY = f"hmac-sha256:bench:{SECRET}"
+
+
+def zone_text(records: int) -> str:
+    lines = [
+        "$ORIGIN example.test.",
+        "$TTL 3600",
+        "@ IN SOA ns1 hostmaster 1 7200 3600 1209600 3600",
+        "@ IN NS ns1",
+        "ns1 IN A 192.0.2.53",
+    ]
+    lines += [f"h{i} IN A 10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}" for i in range(records)]
+    return "\n".join(lines) + "\n"
+
+
+def peer(command: str) -> str | None:
+    return shutil.which(command) or (f"/usr/sbin/{command}" if os.path.exists(f"/usr/sbin/{command}") else None)
+
+
+def commands(name: str, work: Path, zone: Path, port: int) -> list[str] | None:
+    if name == "sockhop":
+        return [
+            sys.executable, "-m", "sockhop", "serve", "dns", str(zone), "--listen", f"127.0.0.1:{port}",
+            "--model", "eventloop", "--rrl-rate", "0", "--tsig", f"bench:{SECRET}", "--allow-transfer", "127.0.0.1",
+            "--allow-update", "key:bench",
+        ]  # fmt: skip
+    if name == "nsd":
+        path = peer("nsd")
+        if path is None:
+            return None
+        (work / "nsd.conf").write_text(f"""server:
+  ip-address: 127.0.0.1@{port}
+  server-count: 1
+  username: ""
+  chroot: ""
+  zonesdir: "{work}"
+  database: ""
+  pidfile: "{work}/nsd.pid"
+  xfrdfile: "{work}/xfrd.state"
+  xfrdir: "{work}"
+  zonelistfile: "{work}/zone.list"
+  logfile: "{work}/nsd.log"
+  rrl-ratelimit: 0
+remote-control:
+  control-enable: no
+zone:
+  name: example.test
+  zonefile: "{zone}"
+  provide-xfr: 127.0.0.1 NOKEY
+""")
+        return [path, "-d", "-c", str(work / "nsd.conf")]
+    if name == "bind":
+        path = peer("named")
+        if path is None:
+            return None
+        (work / "named.conf").write_text(f"""options {{
+  directory "{work}";
+  pid-file "{work}/named.pid";
+  session-keyfile "{work}/session.key";
+  managed-keys-directory "{work}";
+  listen-on port {port} {{ 127.0.0.1; }};
+  listen-on-v6 {{ none; }};
+  recursion no;
+  dnssec-validation no;
+  notify no;
+}};
+key "bench" {{ algorithm hmac-sha256; secret "{SECRET}"; }};
+controls {{ }};
+logging {{ category default {{ null; }}; }};
+zone "example.test" {{ type primary; file "{zone}"; allow-update {{ key bench; }}; allow-transfer {{ 127.0.0.1; }}; }};
+""")
+        return [path, "-g", "-n", "1", "-c", str(work / "named.conf")]
+    raise ValueError(name)
+
+
+def answers(port: int) -> bool:
+    try:
+        dns.query.tcp(dns.message.make_query("example.test", "SOA"), "127.0.0.1", port=port, timeout=1)
+        return True
+    except (dns.exception.DNSException, OSError):
+        return False
+
+
+def fresh_zone(work: Path, name: str, records: int) -> Path:
+    """The zone file, written anew for each server (an update run changes it, and BIND keeps a journal)."""
+    folder = work / name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    zone = folder / "example.test.zone"
+    zone.write_text(zone_text(records))
+    return zone
+
+
+def measure_axfr(name: str, work: Path, records: int, runs: int) -> dict:
+    zone = fresh_zone(work, name, records)
+    command = commands(name, zone.parent, zone, PORT)
+    if command is None:
+        return {"server": name, "skipped": f"{name} is not installed"}
+    proc = start_server(command, lambda: answers(PORT), cwd=zone.parent, logs=[zone.parent / "server.log"],
+                        timeout=120)  # fmt: skip
+    try:
+        dig = ["dig", "@127.0.0.1", "-p", str(PORT), "example.test", "AXFR", "+noall", "+stats", "+answer"]
+        best = float("inf")
+        cpu_before = cpu_seconds(proc.pid)
+        for _ in range(runs):
+            start = time.perf_counter()
+            out = run_pinned(dig, capture_output=True, text=True, timeout=600)
+            elapsed = time.perf_counter() - start
+            if f"XFR size: {records + 4} records" not in out.stdout:
+                return {"server": name, "skipped": f"the transfer was not whole: {out.stdout[-300:]}"}
+            best = min(best, elapsed)
+        cpu = (cpu_seconds(proc.pid) - cpu_before) / runs
+    finally:
+        stop(proc)
+    return {"server": name, "seconds": best, "cpu": cpu}
+
+
+def measure_updates(name: str, work: Path, count: int) -> dict:
+    zone = fresh_zone(work, name, 100)
+    command = commands(name, zone.parent, zone, PORT)
+    if command is None or name == "nsd":
+        return {"server": name, "skipped": f"{name} is not installed" if command is None else "no updates"}
+    proc = start_server(command, lambda: answers(PORT), cwd=zone.parent, logs=[zone.parent / "server.log"])
+    try:
+        script = [f"server 127.0.0.1 {PORT}", "zone example.test"]
+        for i in range(count):
+            script += [f"update add u{i}.example.test 300 A 192.0.2.{i % 250}", "send"]
+        start = time.perf_counter()
+        done = run_pinned(["nsupdate", "-v", "-y", KEY], input="\n".join(script) + "\n", capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+        elapsed = time.perf_counter() - start
+        if done.returncode != 0:
+            return {"server": name, "skipped": f"nsupdate failed: {done.stderr.strip()[-300:]}"}
+        check = dns.query.tcp(dns.message.make_query(f"u{count - 1}.example.test", "A"), "127.0.0.1", port=PORT)
+        if not check.answer:
+            return {"server": name, "skipped": "the last update is not answered"}
+    finally:
+        stop(proc)
+    return {"server": name, "rate": count / elapsed}
+
+
+def main() -> None:
+    parser = parser_for(__doc__, SERVERS)
+    parser.add_argument("--records", type=int, default=100_000, help="A records in the transferred zone")
+    parser.add_argument("--runs", type=int, default=5, help="transfers per server (the best counts)")
+    parser.add_argument("--updates", type=int, default=2000, help="updates per server")
+    args = parse(parser, {"records": 2000, "runs": 1, "updates": 10})
+    need_tool("dig", "dnsutils")
+    need_tool("nsupdate", "bind9-dnsutils")
+    servers = args.only or SERVERS
+    with tempfile.TemporaryDirectory(prefix="sockhop-bench-dnsupdate-") as folder:
+        work = Path(folder)
+        transfers = [measure_axfr(name, work, args.records, args.runs) for name in servers if name != "bind"]
+        updates = [measure_updates(name, work, args.updates) for name in servers if name != "nsd"]
+    lines = [f"## AXFR of {args.records:,} records (dig axfr on core {CLIENT_CORE}, server on core {SERVER_CORE})",
+             "", "| server | best time (s) | server CPU (s) | / nsd |", "|---|---:|---:|---:|"]  # fmt: skip
+    nsd = next((r for r in transfers if r["server"] == "nsd" and "skipped" not in r), None)
+    for row in transfers:
+        if "skipped" in row:
+            lines.append(f"| {row['server']} | skipped: {row['skipped']} | | |")
+            continue
+        base = nsd["seconds"] if nsd else None
+        lines.append(f"| {row['server']} | {fmt(row['seconds'], 3)} | {fmt(row['cpu'], 3)} | "
+                     f"{ratio(row['seconds'], base)} |")  # fmt: skip
+    lines += ["", "Target: sockhop's time ≤ 1.0x NSD's.", "",
+              f"## Durable dynamic updates ({args.updates:,} nsupdate sends over TCP, each answered once on disk)",
+              "", "| server | updates/s | / bind |", "|---|---:|---:|"]  # fmt: skip
+    bind = next((r for r in updates if r["server"] == "bind" and "skipped" not in r), None)
+    for row in updates:
+        if "skipped" in row:
+            lines.append(f"| {row['server']} | skipped: {row['skipped']} | |")
+            continue
+        lines.append(
+            f"| {row['server']} | {fmt(row['rate'], 1)} | {ratio(row['rate'], bind['rate'] if bind else None)} |"
+        )
+    lines += ["", "Target: sockhop ≥ 1.0x BIND."]
+    if args.quick:
+        lines += ["", "(--quick: a smoke run; these figures mean nothing)"]
+    write_report(args.out, "dnsupdate", "DNS zone transfer and dynamic update", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""The journal of a zone: every change since the zone file was written, kept on disk and in memory.
+
+A change is appended and synced before the update that made it is acknowledged, so an acknowledged update survives
+a crash; at start-up the changes that follow the file's serial are applied again. The same changes answer IXFR
+(RFC 1995): a secondary at an older serial gets just the differences since.
+
+The file is text a person can read, one change a block, ended by a line of its own, so a block cut short by a crash
+(never acknowledged) is recognised and ignored::
+
+    $CHANGE 2026120601 2026120602
+    - www.example.com. 3600 IN A 192.0.2.2
+    + www.example.com. 3600 IN A 192.0.2.9
+    $END
+
+The old and the new SOA are in the block's records (``-`` and ``+``) as IXFR sends them.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import dns.exception
+import dns.name
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+from sockhop.dns.update import Diff
+from sockhop.dns.zone import ZoneError
+
+RdataType = dns.rdatatype.RdataType
+MAX_CHANGES = 10_000  # changes kept in memory for IXFR; older ones are answered with a full transfer
+
+
+class Journal:
+    """The changes of one zone since its file: the file they are appended to, and the recent ones for IXFR."""
+
+    def __init__(self, path: Path, origin: dns.name.Name) -> None:
+        self.path = path
+        self.origin = origin
+        self.changes: list[Diff] = []
+        self.lock = threading.Lock()
+
+    def read(self) -> list[Diff]:
+        """The complete changes in the file (a torn last block is left out, and cut off the file)."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ZoneError(f"{self.path}: cannot read the journal ({exc})") from None
+        changes: list[Diff] = []
+        block: list[str] = []
+        good = 0
+        offset = 0
+        for line in text.splitlines(keepends=True):
+            offset += len(line.encode("utf-8"))
+            stripped = line.rstrip("\n")
+            if stripped.startswith("$CHANGE"):
+                block = []
+            elif stripped == "$END":
+                changes.append(self._parse(block))
+                good = offset
+            else:
+                block.append(stripped)
+        if good != len(text.encode("utf-8")):  # a block a crash cut short: never acknowledged
+            with open(self.path, "r+b") as handle:
+                handle.truncate(good)
+        return changes
+
+    def _parse(self, lines: list[str]) -> Diff:
+        deleted: dict[tuple, dns.rrset.RRset] = {}
+        added: dict[tuple, dns.rrset.RRset] = {}
+        try:
+            for line in lines:
+                sign, name, ttl, rdclass, rdtype, rdata = line.split(None, 5)
+                owner = dns.name.from_text(name)
+                kind = dns.rdatatype.from_text(rdtype)
+                record = dns.rdata.from_text(
+                    dns.rdataclass.from_text(rdclass), kind, rdata, origin=dns.name.root, relativize=False
+                )
+                into = deleted if sign == "-" else added
+                rrset = into.get((owner, kind))
+                if rrset is None:
+                    rrset = into[(owner, kind)] = dns.rrset.RRset(owner, dns.rdataclass.IN, kind)
+                rrset.add(record, int(ttl))
+        except (ValueError, dns.exception.DNSException):
+            raise ZoneError(f"{self.path}: a change cannot be read: {line!r}") from None
+        old = deleted.pop((self.origin, RdataType.SOA), None)
+        new = added.pop((self.origin, RdataType.SOA), None)
+        if old is None or new is None:
+            raise ZoneError(f"{self.path}: a change without its old and new SOA")
+        return Diff(old, new, list(deleted.values()), list(added.values()))
+
+    def append(self, diff: Diff) -> None:
+        """Write one change and sync it: when this returns, it survives a crash. Called off the event loop."""
+        lines = [f"$CHANGE {diff.old_serial} {diff.new_serial}\n"]
+        for sign, rrsets in (("-", [diff.old_soa, *diff.deleted]), ("+", [diff.new_soa, *diff.added])):
+            for rrset in rrsets:
+                rdtype = dns.rdatatype.to_text(rrset.rdtype)
+                lines.extend(f"{sign} {rrset.name} {rrset.ttl} IN {rdtype} {rdata.to_text()}\n" for rdata in rrset)
+        lines.append("$END\n")
+        with self.lock:
+            fresh = not self.path.exists()
+            with open(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644), "ab") as handle:
+                handle.write("".join(lines).encode("utf-8"))
+                handle.flush()
+                os.fsync(handle.fileno())
+            if fresh:  # the new file's name must survive too
+                sync_folder(self.path.parent)
+            self.remember(diff)
+
+    def remember(self, diff: Diff) -> None:
+        self.changes.append(diff)
+        if len(self.changes) > MAX_CHANGES:
+            del self.changes[: len(self.changes) - MAX_CHANGES]
+
+    def since(self, serial: int, current: int) -> list[Diff] | None:
+        """The changes from ``serial`` to ``current``, in order; None if the journal does not go back that far."""
+        changes = self.changes
+        for start, diff in enumerate(changes):
+            if diff.old_serial == serial:
+                chain = changes[start:]
+                ok = all(a.new_serial == b.old_serial for a, b in zip(chain, chain[1:], strict=False))
+                return chain if ok and chain[-1].new_serial == current else None
+        return None
+
+    def clear(self) -> None:
+        """Empty the journal (its changes are in the zone file now)."""
+        with self.lock:
+            if self.path.exists():
+                with open(self.path, "r+b") as handle:
+                    handle.truncate(0)
+                    os.fsync(handle.fileno())
+            self.changes = []
+
+
+def sync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def journal_path(zonefile: str, data: str | None, origin: dns.name.Name) -> Path:
+    """``ZONEFILE.jnl`` beside the zone, or ``DIR/ORIGIN.jnl`` under ``--data DIR``."""
+    if data:
+        return Path(data) / f"{origin.to_text(omit_final_dot=True) or 'root'}.jnl"
+    return Path(f"{zonefile}.jnl")

@@ -1,0 +1,301 @@
+"""Dynamic update (RFC 2136): an UPDATE message applied to a zone, giving the new zone and what changed.
+
+Pure: a zone and a message in; an rcode, the new zone and the difference (:class:`Diff`, what the journal keeps and
+IXFR serves) out. The served zone is never touched: the new one is built beside it (its RRsets shared where they
+did not change) and swapped in only once the difference is on disk. The steps are the RFC's: the zone section
+(section 3.1), the prerequisites (3.2), a check of every update record before any is applied (3.4.1), then the
+updates in order (3.4.2) -- the SOA and the apex NS never deleted, a CNAME never beside other data -- and the SOA
+serial bumped if anything changed and the update did not set a greater one itself (3.6).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import dns.name
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+import dns.serial
+
+from sockhop.dns.zone import Zone
+
+RdataType = dns.rdatatype.RdataType
+Rcode = dns.rcode.Rcode
+ANY = dns.rdataclass.ANY
+NONE = dns.rdataclass.NONE
+IN = dns.rdataclass.IN
+META = {RdataType.AXFR, RdataType.IXFR, RdataType.MAILA, RdataType.MAILB, RdataType.OPT, RdataType.TSIG}
+#: records the signer or a zone signer makes; an update may not touch them
+DNSSEC = {RdataType.RRSIG, RdataType.NSEC, RdataType.NSEC3, RdataType.NSEC3PARAM, RdataType.DNSKEY}
+
+
+@dataclass
+class Diff:
+    """One change of a zone (RFC 1995's unit): from the old SOA to the new, the records deleted and added."""
+
+    old_soa: dns.rrset.RRset
+    new_soa: dns.rrset.RRset
+    deleted: list[dns.rrset.RRset] = field(default_factory=list)
+    added: list[dns.rrset.RRset] = field(default_factory=list)
+
+    @property
+    def old_serial(self) -> int:
+        return self.old_soa[0].serial
+
+    @property
+    def new_serial(self) -> int:
+        return self.new_soa[0].serial
+
+
+@dataclass
+class Outcome:
+    rcode: int
+    zone: Zone | None = None  # the new zone; None when nothing changed
+    diff: Diff | None = None
+    reason: str = ""
+
+
+def apply(zone: Zone, message) -> Outcome:
+    """Apply one UPDATE message (dnspython's UpdateMessage) whose zone section names ``zone``."""
+    origin = zone.origin
+    if zone.presigned:
+        return Outcome(Rcode.REFUSED, reason="the zone is signed offline")
+    for rrset in message.prerequisite:
+        problem = _prerequisite(zone, rrset)
+        if problem is not None:
+            return Outcome(problem, reason=f"prerequisite {rrset.name} {dns.rdatatype.to_text(rrset.rdtype)}")
+    for rrset in message.update:
+        if not rrset.name.is_subdomain(origin):
+            return Outcome(Rcode.NOTZONE, reason=f"{rrset.name} is outside {origin}")
+        if not _well_formed(rrset):
+            return Outcome(Rcode.FORMERR, reason=f"bad update record {rrset.name}")
+        if rrset.rdtype in DNSSEC and not (rrset.deleting == ANY and rrset.rdtype == RdataType.ANY):
+            return Outcome(Rcode.REFUSED, reason=f"{dns.rdatatype.to_text(rrset.rdtype)} records are the signer's")
+    nodes: dict[dns.name.Name, dict[int, dns.rrset.RRset]] = {}  # copied nodes, by owner
+
+    def node(name: dns.name.Name) -> dict[int, dns.rrset.RRset]:
+        if name not in nodes:
+            nodes[name] = dict(zone.rrsets.get(name, {}))
+        return nodes[name]
+
+    for rrset in message.update:
+        _update(origin, node(rrset.name), rrset)
+    return _finish(zone, nodes)
+
+
+def _well_formed(rrset: dns.rrset.RRset) -> bool:
+    if rrset.rdtype in META:
+        return False
+    if rrset.deleting == ANY:
+        return rrset.ttl == 0 and len(rrset) == 0
+    if rrset.deleting == NONE:
+        return rrset.ttl == 0 and rrset.rdtype != RdataType.ANY
+    return rrset.rdclass == IN and rrset.rdtype != RdataType.ANY and len(rrset) > 0
+
+
+def _prerequisite(zone: Zone, rrset: dns.rrset.RRset) -> int | None:
+    """The rcode a failed prerequisite gives (RFC 2136 section 3.2), or None if it holds."""
+    if rrset.ttl != 0 or rrset.rdtype in META:
+        return Rcode.FORMERR
+    if not rrset.name.is_subdomain(zone.origin):
+        return Rcode.NOTZONE
+    node = zone.rrsets.get(rrset.name, {})
+    deleting = rrset.deleting
+    if deleting in (ANY, NONE) and len(rrset):
+        return Rcode.FORMERR
+    if deleting == ANY:
+        if rrset.rdtype == RdataType.ANY:
+            return None if node else Rcode.NXDOMAIN
+        return None if rrset.rdtype in node else Rcode.NXRRSET
+    if deleting == NONE:
+        if rrset.rdtype == RdataType.ANY:
+            return Rcode.YXDOMAIN if node else None
+        return Rcode.YXRRSET if rrset.rdtype in node else None
+    if rrset.rdclass != IN:
+        return Rcode.FORMERR
+    have = node.get(rrset.rdtype)  # value-dependent: exactly these records
+    return None if have is not None and set(have) == set(rrset) else Rcode.NXRRSET
+
+
+def _update(origin: dns.name.Name, node: dict[int, dns.rrset.RRset], rrset: dns.rrset.RRset) -> None:
+    name, rdtype = rrset.name, rrset.rdtype
+    apex = name == origin
+    if rrset.deleting == ANY:
+        kept = (RdataType.SOA, RdataType.NS, RdataType.DNSKEY) if apex else (RdataType.DNSKEY,)
+        if rdtype == RdataType.ANY:
+            for present in [t for t in node if t not in kept]:
+                del node[present]
+        elif not (apex and rdtype in (RdataType.SOA, RdataType.NS)):
+            node.pop(rdtype, None)
+        return
+    if rrset.deleting == NONE:
+        have = node.get(rdtype)
+        if have is None or rdtype == RdataType.SOA:
+            return
+        left = [rdata for rdata in have if rdata not in rrset]
+        if apex and rdtype == RdataType.NS and not left:
+            return  # the zone's last NS stays
+        if left:
+            node[rdtype] = _rrset(name, have.ttl, rdtype, left)
+        else:
+            del node[rdtype]
+        return
+    if rdtype == RdataType.SOA:
+        if apex and dns.serial.Serial(rrset[0].serial) > node[RdataType.SOA][0].serial:
+            node[rdtype] = _rrset(name, rrset.ttl, rdtype, list(rrset)[:1])
+        return
+    others = [t for t in node if t not in (RdataType.CNAME, RdataType.RRSIG, RdataType.NSEC)]
+    if rdtype == RdataType.CNAME and others:
+        return  # RFC 2136 section 3.4.2.2: a CNAME is not added beside other data
+    if rdtype != RdataType.CNAME and RdataType.CNAME in node:
+        return
+    have = node.get(rdtype)
+    rdatas = list(have) if have is not None else []
+    rdatas += [rdata for rdata in rrset if rdata not in rdatas]
+    if rdtype == RdataType.CNAME:
+        rdatas = list(rrset)[:1]
+    node[rdtype] = _rrset(name, rrset.ttl, rdtype, rdatas)  # the new TTL for the whole RRset, as BIND
+
+
+def _rrset(name: dns.name.Name, ttl: int, rdtype: int, rdatas: list) -> dns.rrset.RRset:
+    rrset = dns.rrset.RRset(name, IN, rdtype)
+    for rdata in rdatas:
+        rrset.add(rdata)
+    rrset.ttl = ttl
+    return rrset
+
+
+def _finish(zone: Zone, nodes: dict[dns.name.Name, dict[int, dns.rrset.RRset]]) -> Outcome:
+    """The difference between the zone and its changed nodes; the new zone, its serial bumped if needed."""
+    deleted: list[dns.rrset.RRset] = []
+    added: list[dns.rrset.RRset] = []
+    old_soa = zone.soa
+    for name, new in nodes.items():
+        old = zone.rrsets.get(name, {})
+        for rdtype in set(old) | set(new):
+            if rdtype == RdataType.SOA:
+                continue
+            before, after = old.get(rdtype), new.get(rdtype)
+            if before is after:
+                continue
+            gone = [r for r in before or () if after is None or r not in after or after.ttl != before.ttl]
+            came = [r for r in after or () if before is None or r not in before or after.ttl != before.ttl]
+            if gone:
+                deleted.append(_rrset(name, before.ttl, rdtype, gone))  # type: ignore[union-attr]
+            if came:
+                added.append(_rrset(name, after.ttl, rdtype, came))  # type: ignore[union-attr]
+    new_soa = nodes.get(zone.origin, {}).get(RdataType.SOA, old_soa)
+    if not deleted and not added and new_soa is old_soa:
+        return Outcome(Rcode.NOERROR)
+    if new_soa is old_soa:
+        new_soa = bumped(old_soa)
+    rrsets = dict(zone.rrsets)
+    nodes.setdefault(zone.origin, dict(zone.rrsets[zone.origin]))[RdataType.SOA] = new_soa
+    for name, new in nodes.items():
+        if new:
+            rrsets[name] = new
+        else:
+            rrsets.pop(name, None)
+    return Outcome(Rcode.NOERROR, rebuilt(zone, rrsets, nodes), Diff(old_soa, new_soa, deleted, added))
+
+
+def bumped(soa: dns.rrset.RRset) -> dns.rrset.RRset:
+    """The SOA with its serial one more (RFC 1982 arithmetic: past 2**32 - 1 it wraps to 0)."""
+    serial = (soa[0].serial + 1) % 2**32
+    return _rrset(soa.name, soa.ttl, RdataType.SOA, [soa[0].replace(serial=serial)])
+
+
+def rebuilt(
+    zone: Zone, rrsets: dict[dns.name.Name, dict[int, dns.rrset.RRset]], touched: Iterable[dns.name.Name] | None = None
+) -> Zone:
+    """A zone with these RRsets: its names (empty non-terminals too) and cuts made again; the signer carried.
+    Given the ``touched`` owners, only what they change: an update costs what it changes, not the zone's size --
+    unless a name went away entirely (its ancestors may now be empty), which is rare enough to recount."""
+    origin = zone.origin
+    if touched is not None:
+        touched = list(touched)
+        if all(name in rrsets for name in touched):
+            names, cuts = set(zone.names), set(zone.cuts)
+            for name in touched:
+                if name != origin and RdataType.NS in rrsets[name]:
+                    cuts.add(name)
+                else:
+                    cuts.discard(name)
+                _add_name(names, name, origin)
+            return Zone(origin, rrsets, names, cuts, zone.source, signer=zone.signer)
+    names = set()
+    cuts = set()
+    for name, node in rrsets.items():
+        if name != origin and RdataType.NS in node:
+            cuts.add(name)
+        _add_name(names, name, origin)
+    return Zone(origin, rrsets, names, cuts, zone.source, signer=zone.signer)
+
+
+def _add_name(names: set[dns.name.Name], name: dns.name.Name, origin: dns.name.Name) -> None:
+    """The name and its ancestors up to the apex."""
+    while name not in names:
+        names.add(name)
+        if name == origin:
+            break
+        name = name.parent()
+
+
+def apply_diff(zone: Zone, diff: Diff) -> Zone:
+    """The zone with a recorded difference applied again (the journal at start-up)."""
+    rrsets = dict(zone.rrsets)
+    touched: dict[dns.name.Name, dict[int, list]] = {}
+    for rrset in diff.deleted:
+        node = touched.setdefault(rrset.name, {})
+        have = node.get(rrset.rdtype)
+        if have is None:
+            old = rrsets.get(rrset.name, {}).get(rrset.rdtype)
+            have = node[rrset.rdtype] = [old.ttl, list(old)] if old is not None else [rrset.ttl, []]
+        have[1] = [rdata for rdata in have[1] if rdata not in rrset]
+    for rrset in diff.added:
+        node = touched.setdefault(rrset.name, {})
+        have = node.get(rrset.rdtype)
+        if have is None:
+            old = rrsets.get(rrset.name, {}).get(rrset.rdtype)
+            have = node[rrset.rdtype] = [old.ttl, list(old)] if old is not None else [rrset.ttl, []]
+        have[0] = rrset.ttl
+        have[1] += [rdata for rdata in rrset if rdata not in have[1]]
+    for name, types in touched.items():
+        new = dict(rrsets.get(name, {}))
+        for rdtype, (ttl, rdatas) in types.items():
+            if rdatas:
+                new[rdtype] = _rrset(name, ttl, rdtype, rdatas)
+            else:
+                new.pop(rdtype, None)
+        if new:
+            rrsets[name] = new
+        else:
+            rrsets.pop(name, None)
+    rrsets[zone.origin] = dict(rrsets[zone.origin])
+    rrsets[zone.origin][RdataType.SOA] = diff.new_soa
+    return rebuilt(zone, rrsets, [*touched, zone.origin])
+
+
+def difference(old: Zone, new: Zone) -> Diff:
+    """What changed between two versions of a zone (a zone file edited and reloaded), as one Diff."""
+    deleted: list[dns.rrset.RRset] = []
+    added: list[dns.rrset.RRset] = []
+    for name in set(old.rrsets) | set(new.rrsets):
+        before_node, after_node = old.rrsets.get(name, {}), new.rrsets.get(name, {})
+        for rdtype in set(before_node) | set(after_node):
+            if rdtype == RdataType.SOA:
+                continue
+            before, after = before_node.get(rdtype), after_node.get(rdtype)
+            if before is not None and after is not None and before.ttl == after.ttl and set(before) == set(after):
+                continue
+            ttl_changed = before is not None and after is not None and before.ttl != after.ttl
+            gone = [r for r in before or () if ttl_changed or after is None or r not in after]
+            came = [r for r in after or () if ttl_changed or before is None or r not in before]
+            if gone:
+                deleted.append(_rrset(name, before.ttl, rdtype, gone))  # type: ignore[union-attr]
+            if came:
+                added.append(_rrset(name, after.ttl, rdtype, came))  # type: ignore[union-attr]
+    return Diff(old.soa, new.soa, deleted, added)

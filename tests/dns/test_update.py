@@ -1,0 +1,161 @@
+"""Dynamic update (RFC 2136) as a pure function: prerequisites, the update records' checks, the RFC's rules for
+the apex, CNAMEs and the SOA, the serial bumped, the difference recorded -- and the journal that keeps it."""
+
+from __future__ import annotations
+
+import io
+
+import dns.exception
+import dns.name
+import dns.rcode
+import dns.rdatatype
+import dns.update
+import pytest
+
+from sockhop.dns.journal import Journal
+from sockhop.dns.update import apply, apply_diff, difference
+from sockhop.dns.zone import read_zone_text
+from tests.dns.zones import EXAMPLE
+
+Rcode = dns.rcode.Rcode
+A = dns.rdatatype.A
+
+
+@pytest.fixture
+def zone():
+    return read_zone_text(EXAMPLE, "example.com.zone")
+
+
+def update(*prereqs, **changes) -> dns.update.UpdateMessage:
+    message = dns.update.UpdateMessage("example.com.")
+    for kind, args in prereqs:
+        getattr(message, kind)(*args)
+    for kind, calls in changes.items():
+        for args in calls:
+            getattr(message, kind)(*args)
+    return dns.message.from_wire(message.to_wire())  # as the server reads it
+
+
+def names(zone, name: str):
+    return zone.rrsets.get(dns.name.from_text(name), {})
+
+
+def test_add_and_delete_bump_the_serial_and_record_the_difference(zone):
+    outcome = apply(zone, update(add=[("new", 300, "A", "192.0.2.77")], delete=[("www", "AAAA")]))
+    assert outcome.rcode == Rcode.NOERROR
+    new = outcome.zone
+    assert new.serial == zone.serial + 1
+    assert [r.to_text() for r in names(new, "new.example.com.")[A]] == ["192.0.2.77"]
+    assert dns.rdatatype.AAAA not in names(new, "www.example.com.")
+    assert dns.rdatatype.AAAA in names(zone, "www.example.com.")  # the served zone is untouched
+    diff = outcome.diff
+    assert (diff.old_serial, diff.new_serial) == (zone.serial, zone.serial + 1)
+    assert [r.to_text() for r in diff.added] == ["new.example.com. 300 IN A 192.0.2.77"]
+    assert [r.to_text() for r in diff.deleted] == ["www.example.com. 3600 IN AAAA 2001:db8::2"]
+    assert dns.name.from_text("new.example.com.") in new.names
+
+
+@pytest.mark.parametrize(
+    "prereq, rcode",
+    [
+        (("present", ("nothere",)), Rcode.NXDOMAIN),
+        (("present", ("www", "MX")), Rcode.NXRRSET),
+        (("absent", ("www",)), Rcode.YXDOMAIN),
+        (("absent", ("www", "A")), Rcode.YXRRSET),
+        (("present", ("www", "A", "192.0.2.99")), Rcode.NXRRSET),  # value-dependent: not these records
+        (("present", ("www.example.net.",)), Rcode.NOTZONE),
+    ],
+)
+def test_a_failed_prerequisite_changes_nothing(zone, prereq, rcode):
+    outcome = apply(zone, update(prereq, add=[("new", 300, "A", "192.0.2.77")]))
+    assert outcome.rcode == rcode and outcome.zone is None
+
+
+def test_prerequisites_that_hold(zone):
+    held = [
+        ("present", ("www",)),
+        ("present", ("www", "A")),
+        ("absent", ("nothere",)),
+        ("absent", ("www", "MX")),
+        ("present", ("www", "A", "192.0.2.2")),
+    ]
+    assert apply(zone, update(*held, add=[("new", 300, "A", "192.0.2.77")])).rcode == Rcode.NOERROR
+
+
+def test_the_apex_soa_ns_and_cname_rules(zone):
+    outcome = apply(zone, update(delete=[("@",), ("@", "NS"), ("@", "SOA")]))
+    new = outcome.zone
+    apex = names(new, "example.com.")
+    assert dns.rdatatype.SOA in apex and dns.rdatatype.NS in apex  # never deleted
+    assert dns.rdatatype.MX not in apex and dns.rdatatype.TXT not in apex  # deleting the name took the rest
+    outcome = apply(zone, update(add=[("www", 300, "CNAME", "mail")]))  # www has A: the CNAME is ignored
+    assert outcome.zone is None
+    outcome = apply(zone, update(add=[("alias", 300, "A", "192.0.2.5")]))  # alias is a CNAME: no A beside it
+    assert outcome.zone is None
+    # the SOA replaced by one with a greater serial: taken as is, not bumped again
+    outcome = apply(zone, update(add=[("@", 3600, "SOA", "ns1 hostmaster 2030010101 7200 900 1209600 300")]))
+    assert outcome.zone.serial == 2030010101
+    outcome = apply(zone, update(add=[("@", 3600, "SOA", "ns1 hostmaster 1 7200 900 1209600 300")]))
+    assert outcome.zone is None  # an older serial is ignored
+
+
+def test_bad_update_records_are_formerr_or_refused(zone):
+    message = dns.update.UpdateMessage("example.com.")
+    message.add("x", 300, "A", "192.0.2.1")
+    message.delete("www", "A")
+    wire = message.to_wire()
+    assert wire.endswith(b"\x00\x01\x00\xff" + bytes(6))  # the deletion last: type A, class ANY, TTL 0, no data
+    wire = wire[:-2] + b"\x00\x04\xc0\x00\x02\x02"  # "delete the RRset" with data in it
+    with pytest.raises(dns.exception.FormError):  # dnspython refuses it; the server answers FORMERR
+        dns.message.from_wire(wire)
+    outcome = apply(zone, update(add=[("www.example.net.", 300, "A", "192.0.2.1")]))
+    assert outcome.rcode == Rcode.NOTZONE
+    outcome = apply(zone, update(add=[("www", 300, "NSEC", "x.example.com. A")]))
+    assert outcome.rcode == Rcode.REFUSED
+
+
+def test_journal_round_trip_and_torn_tail(zone, tmp_path):
+    journal = Journal(tmp_path / "example.com.zone.jnl", zone.origin)
+    first = apply(zone, update(add=[("new", 300, "A", "192.0.2.77"), ("txt", 60, "TXT", '"a b; c"')]))
+    second = apply(first.zone, update(delete=[("new", "A", "192.0.2.77")]))
+    journal.append(first.diff)
+    journal.append(second.diff)
+    with open(journal.path, "a") as handle:
+        handle.write("$CHANGE 2024010103 2024010104\n+ torn.example.com. 300 IN A")  # a crash mid-write
+    again = Journal(journal.path, zone.origin)
+    changes = again.read()
+    assert [(c.old_serial, c.new_serial) for c in changes] == [(2024010101, 2024010102), (2024010102, 2024010103)]
+    assert journal.path.read_text().endswith("$END\n")  # the torn block is cut off
+    replayed = apply_diff(apply_diff(zone, changes[0]), changes[1])
+    assert not difference(second.zone, replayed).added and not difference(second.zone, replayed).deleted
+    assert replayed.serial == second.zone.serial
+    assert names(replayed, "txt.example.com.")[dns.rdatatype.TXT][0].to_text() == '"a b; c"'
+    for rrset in (*changes[0].added, changes[0].new_soa):  # names read back absolute: they go on the wire
+        rrset.to_wire(io.BytesIO())
+    journal.changes = changes
+    assert journal.since(2024010101, 2024010103) == changes
+    assert journal.since(2024010102, 2024010103) == changes[1:]
+    assert journal.since(2020010101, 2024010103) is None
+
+
+def test_the_server_answers_from_the_updated_zone_dname_included(zone, tmp_path):
+    """Through NameServer.update (what both transports call): the change is answered, DNAMEs found where they now
+    are, the names in between existing."""
+    import ipaddress
+
+    from sockhop.dns.server import NameServer
+    from sockhop.dns.tsig import Acl
+
+    journal = Journal(tmp_path / "j.jnl", zone.origin)
+    server = NameServer([zone], journals={zone.origin: journal}, allow_update=Acl([ipaddress.ip_network("127.0.0.1")]))
+    message = dns.update.UpdateMessage("example.com.")
+    message.add("moved", 300, "DNAME", "example.net.")
+    message.add("a.b.deep", 300, "A", "192.0.2.61")
+    reply, summary = server.update(message.to_wire(), ("127.0.0.1", 5000))()
+    assert dns.message.from_wire(reply).rcode() == Rcode.NOERROR and "serial 2024010101 -> 2024010102" in summary
+    answer = server.snapshot.authority.answer(dns.name.from_text("www.moved.example.com."), A)
+    assert [r.rdtype for r in answer.answer] == [dns.rdatatype.DNAME, dns.rdatatype.CNAME]
+    assert server.snapshot.authority.answer(dns.name.from_text("b.deep.example.com."), A).rcode == Rcode.NOERROR
+    refused, _ = server.update(message.to_wire(), ("192.0.2.1", 5000))  # not listed: refused at once
+    assert dns.message.from_wire(refused).rcode() == Rcode.REFUSED
+    assert len(journal.read()) == 1
