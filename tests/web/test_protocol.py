@@ -383,11 +383,53 @@ def test_endless_request_line_is_414(root):
     assert close and parse_responses(raw)[0].status == 414
 
 
-@pytest.mark.parametrize("version", ["2.0", "1.2", "3.0"])
+@pytest.mark.parametrize("version", ["2.0", "3.0", "0.9"])
 @pytest.mark.parametrize("mode", MODES)
 def test_unsupported_versions_are_505(root, version, mode):
     response, close, _ = one(root, get("/", version=version), mode)
-    assert response.status == 505 and close
+    assert response.status in ((505,) if version != "0.9" else (400, 505)) and close
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("version", ["1.2", "1.9"])
+def test_a_later_http1_minor_is_answered_as_11(root, version, mode):
+    """RFC 9110 2.5: a server answers in the highest minor version it supports, and llhttp refuses 1.2."""
+    proto = server(root)
+    raw, close = feed(proto, get("/hello.txt", version=version) + get("/page.html"), mode)
+    responses = parse_responses(raw)
+    assert [r.status for r in responses] == [200, 200] and not close
+    assert raw.startswith(b"HTTP/1.1 200") and responses[0].body == b"hello, world\n"
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("coding", ["gzip, chunked", "deflate,chunked", "x-custom, chunked"])
+def test_a_transfer_coding_the_server_cannot_decode_is_501(root, coding, mode):
+    request = get("/hello.txt", f"Transfer-Encoding: {coding}", method="POST") + b"3\r\nabc\r\n0\r\n\r\n"
+    response, close, proto = one(root, request, mode)
+    assert response.status == 501 and close and proto.state is State.CLOSING
+
+
+@pytest.mark.parametrize("coding", ["chunked, gzip", "chunked, chunked", "identity"])
+def test_chunked_not_final_or_twice_is_400(root, coding):
+    request = get("/hello.txt", f"Transfer-Encoding: {coding}", method="POST") + b"0\r\n\r\n"
+    response, close, _ = one(root, request)
+    assert response.status == 400 and close
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("host", ["exa mple.test", "a/b", "a@b", "x:y", "[::1", 'h"q', "a:1:2"])
+def test_an_invalid_host_is_400(root, host, mode):
+    request = f"GET /hello.txt HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    response, close, _ = one(root, request, mode)
+    assert response.status == 400 and close
+
+
+@pytest.mark.parametrize(
+    "host", ["example.test", "example.test:8080", "127.0.0.1:1", "[::1]:8080", "", "xn--bcher-kva.de"]
+)
+def test_valid_hosts_are_served(root, host):
+    request = f"GET /hello.txt HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    assert one(root, request)[0].status == 200
 
 
 def test_request_body_over_the_limit_is_413(root):

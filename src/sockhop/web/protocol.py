@@ -53,6 +53,13 @@ from sockhop.web.response import Response, error_response, http_date, response_h
 _METHOD_SP = re.compile(rb"[A-Z][A-Z0-9_-]* ")
 _METHOD = re.compile(rb"[A-Z][A-Z0-9_-]*")
 
+#: A Host header's value, RFC 9110 7.2: uri-host [ ":" port ] -- an IP literal in brackets, or a reg-name
+#: (unreserved, percent-encoded, sub-delims; empty allowed, for a target without authority).
+_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
+
+#: A request line with a later HTTP/1 minor version, which llhttp refuses and RFC 9110 2.5 says to answer as 1.1.
+_LATER_MINOR = re.compile(rb"([^\r\n ]+ [^\r\n ]+ HTTP/1\.)[2-9](?=\r|\n|$)")
+
 
 @dataclass(frozen=True)
 class HttpLimits:
@@ -177,6 +184,9 @@ class HttpServer(StreamProtocol):
     # The first bytes of the current request, while we know where it started: llhttp rejects an unknown method
     # without saying what it was, and 501 (a method we do not know) differs from 400 (garbage).
     sample: bytes | None = b""
+    # The bytes of the current request while it is still in its request line, when it began at the start of a read:
+    # what is fed again, as HTTP/1.1, if its version turns out to be a later HTTP/1 minor.
+    line: bytes | None = None
     bad_method: bytes | None = None  # llhttp refused the method: collecting it to tell 501 from 400
     deadline_for = -1  # the request (count of those before it) whose header deadline is armed; -1: none
     begun = 0  # requests begun during the current data_received (a memo candidate must be alone)
@@ -246,8 +256,12 @@ class HttpServer(StreamProtocol):
             return self._flush()
         if state is IDLE:
             self.sample = data[:32]
-        elif state is HEAD and self.sample is not None and len(self.sample) < 32:
-            self.sample += data[: 32 - len(self.sample)]
+            self.line = data
+        elif state is HEAD:
+            if self.sample is not None and len(self.sample) < 32:
+                self.sample += data[: 32 - len(self.sample)]
+            if self.line is not None and len(self.line) <= self.limits.max_target + 64:
+                self.line += data
         began_here = state is IDLE
         self.begun = 0
         self.failed = False
@@ -265,6 +279,10 @@ class HttpServer(StreamProtocol):
         except httptools.HttpParserInvalidMethodError:
             self._collect_bad_method(data)
         except httptools.HttpParserError as exc:
+            if "HTTP version" in str(exc) and self.line is not None:
+                later = _LATER_MINOR.match(self.line)
+                if later is not None:  # HTTP/1.2 and on: answered as 1.1
+                    return self._restart(later.group(1) + b"1" + self.line[later.end() :])
             cause = exc.__context__
             if isinstance(exc, httptools.HttpParserCallbackError) and not isinstance(
                 cause, (_Stop, RemoteProtocolError)
@@ -300,6 +318,14 @@ class HttpServer(StreamProtocol):
         if reply.close and self.peer_done and not self.failed:
             return reply._replace(close=Close.AT_ONCE)
         return reply
+
+    def _restart(self, data: bytes) -> Reply | bytes:
+        """Parse the current request again from its first byte (its request line rewritten) with a fresh parser."""
+        self.parser = None
+        self.line = None
+        self.state = IDLE
+        self.sample = b""
+        return self.data_received(data)
 
     def _answer_parsed(self, hit: Parsed) -> Reply | bytes:
         """A request seen before, byte for byte, arrived whole between two requests: answer it without the parser.
@@ -400,6 +426,7 @@ class HttpServer(StreamProtocol):
 
     def on_headers_complete(self) -> None:
         self.move(HEADERS)
+        self.line = None
         parser = self.parser
         self.version = parser.get_http_version()
         self.method = parser.get_method().decode("ascii", "replace")
@@ -413,11 +440,12 @@ class HttpServer(StreamProtocol):
             lower = name.lower()
             if lower == b"host":
                 hosts += 1
+                if _HOST.fullmatch(value) is None:  # RFC 9112 3.2: 400 for an invalid Host
+                    self._raise(RemoteProtocolError("invalid Host header", hint=HTTPStatus.BAD_REQUEST))
             elif lower == b"transfer-encoding":
                 if self.version == "1.0":  # RFC 9112 6.1: faulty framing from a 1.0 client
                     self._raise(RemoteProtocolError("Transfer-Encoding in HTTP/1.0", hint=HTTPStatus.BAD_REQUEST))
-                if value.rsplit(b",", 1)[-1].strip().lower() != b"chunked":  # llhttp says so only after this call
-                    self._raise(RemoteProtocolError("unknown Transfer-Encoding", hint=HTTPStatus.BAD_REQUEST))
+                self._check_codings(value)
                 has_body = True
             elif lower == b"content-length" and value.strip() not in (b"0", b""):
                 has_body = True
@@ -432,6 +460,15 @@ class HttpServer(StreamProtocol):
                 self.move(LAST)
                 raise _Stop
             self.answer = answer
+
+    def _check_codings(self, value: bytes) -> None:
+        """RFC 9112 6.1 and 6.3: chunked must be the final coding, once (else the body's end is unknown: 400); any
+        other coding before it is one this server cannot decode (501, as nginx answers). Either way, close."""
+        codings = [coding.strip().lower() for coding in value.split(b",")]
+        if codings[-1] != b"chunked" or codings.count(b"chunked") > 1:
+            self._raise(RemoteProtocolError("chunked is not the final transfer coding", hint=HTTPStatus.BAD_REQUEST))
+        if len(codings) > 1:
+            self._raise(RemoteProtocolError("transfer coding not implemented", hint=HTTPStatus.NOT_IMPLEMENTED))
 
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)
