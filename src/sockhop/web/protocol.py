@@ -69,7 +69,9 @@ class HttpLimits:
     max_field: int = 8 * 1024  # one header line: 431
     max_head: int = 32 * 1024  # the whole request head: 431 (414 while still in the request line)
     max_headers: int = 100  # header fields: 431
-    max_body: int = 1024 * 1024  # a body on GET is read and dropped up to this: 413 over it
+    #: A request body is read (and, until something consumes bodies, dropped) up to this; 413 over it, at once when
+    #: Content-Length says so. nginx's client_max_body_size is 1m too.
+    max_body: int = 1024 * 1024
     max_requests: int = 1000  # per connection; the last one is answered with Connection: close
     #: Seconds from a request's first byte to the end of its head: 408 after that, however steadily bytes trickle.
     #: nginx's client_header_timeout is 60 s, as long as our idle timeout, which would leave a trickling client 60 s
@@ -203,6 +205,7 @@ class HttpServer(StreamProtocol):
     keep_alive = True
     asked_close = False  # Connection: close, or HTTP/1.0 without keep-alive (an upgrade ends keep-alive too)
     answer: Response | None = None  # decided at the end of the headers (405, 400...), else the file
+    continued = False  # 100 Continue was sent for the current request
     h2: Http2Server  # set when the connection turns out to be HTTP/2
 
     def __init__(self, options: WebOptions) -> None:
@@ -224,6 +227,7 @@ class HttpServer(StreamProtocol):
         self.keep_alive = True
         self.asked_close = False
         self.answer = None
+        self.continued = False
 
     def move(self, event: Event) -> None:
         try:
@@ -435,7 +439,9 @@ class HttpServer(StreamProtocol):
         self.asked_close = not parser.should_keep_alive()
         self.keep_alive = not self.asked_close and not parser.should_upgrade()
         hosts = 0
-        has_body = False
+        has_body = chunked = False
+        length = 0
+        expect = None
         for name, value in self.headers:
             lower = name.lower()
             if lower == b"host":
@@ -446,20 +452,32 @@ class HttpServer(StreamProtocol):
                 if self.version == "1.0":  # RFC 9112 6.1: faulty framing from a 1.0 client
                     self._raise(RemoteProtocolError("Transfer-Encoding in HTTP/1.0", hint=HTTPStatus.BAD_REQUEST))
                 self._check_codings(value)
-                has_body = True
-            elif lower == b"content-length" and value.strip() not in (b"0", b""):
-                has_body = True
+                has_body = chunked = True
+            elif lower == b"content-length":
+                length = int(value.strip() or 0)  # llhttp has checked it is digits, once, without Transfer-Encoding
+                has_body = length > 0
+            elif lower == b"expect":
+                expect = value.strip().lower()
         if hosts > 1 or (hosts == 0 and self.version == "1.1"):
             self._raise(RemoteProtocolError("exactly one Host header is required", hint=HTTPStatus.BAD_REQUEST))
+        if length > self.limits.max_body:  # known before a byte of it: refused at once, nothing read
+            self._raise(RemoteProtocolError("request body too large", hint=HTTPStatus.REQUEST_ENTITY_TOO_LARGE))
+        if expect is not None and self.version == "1.1" and expect != b"100-continue":  # 1.0's is ignored (RFC 9110)
+            self._raise(RemoteProtocolError("unsupported expectation", hint=HTTPStatus.EXPECTATION_FAILED))
+        waiting = expect is not None and self.version == "1.1" and (chunked or has_body)
         answer = refused_method(self.method)
         if answer is not None:
-            if has_body or self.method == "CONNECT":
-                # Not worth reading a body we will not use: answer now and end the connection.
+            if self.method == "CONNECT" or (has_body and waiting):
+                # The client waits for our word before sending the body; it will not be used, so say so now and
+                # end the connection (RFC 9110 10.1.1) rather than read what nobody wants.
                 answer.close = True
                 self._emit(answer)
                 self.move(LAST)
                 raise _Stop
-            self.answer = answer
+            self.answer = answer  # the body, if any, is read and dropped within max_body, then this answer
+        elif waiting:
+            self.out.append(CONTINUE)  # the body will be read: ask for it
+            self.continued = True
 
     def _check_codings(self, value: bytes) -> None:
         """RFC 9112 6.1 and 6.3: chunked must be the final coding, once (else the body's end is unknown: 400); any
@@ -492,7 +510,12 @@ class HttpServer(StreamProtocol):
                     fields[key] = f"{fields[key]}, {text}" if key in fields else text
                 cache_key = self.site.cache_key(target, fields)
                 response = self._respond(target, fields, cache_key)
-                if self.begun == 1 and self.body_bytes == 0 and (self.keep_alive or self.asked_close):  # no upgrade
+                if (
+                    self.begun == 1
+                    and self.body_bytes == 0
+                    and not self.continued
+                    and (self.keep_alive or self.asked_close)
+                ):  # no upgrade
                     plain = (
                         self.method == "GET"
                         and (self.version == "1.1" or not self.keep_alive)  # a 1.0 keep-alive needs its own header
@@ -659,6 +682,9 @@ def make_factory(options: WebOptions) -> Callable[[], HttpServer]:
 
     return factory
 
+
+#: The interim answer to ``Expect: 100-continue`` when the body will be read.
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 #: What a client over the connection limit is told.
 BUSY = (

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sockhop.engine.listener import Listener
 from sockhop.errors import SockhopError
-from sockhop.options import positive_float, positive_int
+from sockhop.options import positive_float, positive_int, size
 from sockhop.service import Command, Opener, Problem, Service, Twin, UpContext, UpPlan
 from sockhop.web import get
 
@@ -27,6 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--access-log", metavar="FILE|-", default="-", help="Combined Log Format (default: stdout)")
     parser.add_argument("--no-access-log", action="store_true", help="do not log requests")
     parser.add_argument("--max-requests", type=positive_int, default=1000, metavar="N", help="per connection")
+    parser.add_argument(
+        "--max-body",
+        type=size,
+        default=1024 * 1024,
+        metavar="SIZE",
+        help="largest request body read (nginx's client_max_body_size); 413 over it (default 1M)",
+    )
     parser.add_argument(
         "--max-streams",
         type=positive_int,
@@ -56,7 +63,10 @@ def web_options(args: argparse.Namespace):
         root=root, listing=not args.no_listing, dotfiles=args.dotfiles, follow_symlinks=args.follow_symlinks
     )
     limits = HttpLimits(
-        max_requests=args.max_requests, header_timeout=args.header_timeout, max_streams=args.max_streams
+        max_requests=args.max_requests,
+        header_timeout=args.header_timeout,
+        max_streams=args.max_streams,
+        max_body=args.max_body,
     )
     log = None if args.no_access_log or not args.access_log else AccessLog(args.access_log)
     return WebOptions(Site(site), limits, log)
