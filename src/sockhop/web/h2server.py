@@ -40,7 +40,7 @@ from hyperframe.frame import GoAwayFrame, RstStreamFrame
 
 from sockhop.engine.protocol import WHEN_DRAINED, FileRegion, Reply, StreamProtocol
 from sockhop.engine.shared import close_region
-from sockhop.web.accesslog import format_entry
+from sockhop.web.accesslog import AccessLog, format_entry
 from sockhop.web.handler import handle
 from sockhop.web.response import BODILESS, SERVER, Response, error_response, http_date
 
@@ -364,8 +364,7 @@ class Http2Server(StreamProtocol):
         for stream in self.streams.values():
             stream.release()
         self.streams.clear()
-        log = self.options.access_log
-        if log is not None:
+        for log in self.options.hosts.all_logs:
             log.flush()
 
     # -- requests ------------------------------------------------------------------------------------------------
@@ -435,16 +434,24 @@ class Http2Server(StreamProtocol):
                 text = f"{fields[key]}{'; ' if key == 'cookie' else ', '}{text}"
             fields[key] = text
         verb = method.decode("latin-1")
+        site, log = self.options.hosts.pick(fields.get("host"))
         declared = fields.get("content-length", "")
         if declared.isdigit() and int(declared) > self.limits.max_body:  # as HTTP/1.1: refused before it is sent
             response = error_response(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, head=verb == "HEAD")
             self.uploads[sid] = self.limits.max_body  # its first DATA frame stops it
         else:
-            response = handle(self.site, verb, path, fields, now)
-        self._respond(sid, verb, path, fields, response, now)
+            response = handle(site, verb, path, fields, now)
+        self._respond(sid, verb, path, fields, response, now, log)
 
     def _respond(
-        self, sid: int, method: str, path: bytes, fields: dict[str, str], response: Response, now: float
+        self,
+        sid: int,
+        method: str,
+        path: bytes,
+        fields: dict[str, str],
+        response: Response,
+        now: float,
+        log: AccessLog | None = None,
     ) -> None:
         status = int(response.status)
         block = head_block(status, http_date(now), response.headers)
@@ -457,19 +464,15 @@ class Http2Server(StreamProtocol):
             self.streams[sid] = _Stream(body, status)
         if self.on_result is not None:
             self.on_result(str(status))
-        if self.options.access_log is not None:
+        if log is not None:
             line = f"{method} {path.decode('latin-1')} HTTP/2.0"
-            self.log_lines.append(
-                format_entry(
-                    self.peer_host,
-                    now,
-                    line,
-                    status,
-                    response.length,
-                    fields.get("referer"),
-                    fields.get("user-agent"),
-                )
+            entry = format_entry(
+                self.peer_host, now, line, status, response.length, fields.get("referer"), fields.get("user-agent")
             )
+            if log is self.options.access_log:
+                self.log_lines.append(entry)
+            else:  # another virtual host's log
+                log.add(entry, now)
 
     # -- output --------------------------------------------------------------------------------------------------
     def _pump(self) -> tuple[bool, bool]:

@@ -42,6 +42,7 @@ from sockhop.errors import LocalProtocolError, RemoteProtocolError
 from sockhop.web.accesslog import AccessLog, entry_parts, format_entry
 from sockhop.web.files import Site
 from sockhop.web.handler import refused_method, respond
+from sockhop.web.hosts import Hosts, VirtualHost
 from sockhop.web.paths import SitePath, parse_target
 
 if TYPE_CHECKING:
@@ -93,6 +94,12 @@ class WebOptions:
     clock: Callable[[], float] = time.time
     #: Requests already parsed, by their exact bytes (see :class:`Parsed`): shared by the connections of a process.
     memo: dict[bytes, Parsed] = field(default_factory=dict, compare=False, repr=False)
+    #: The virtual hosts; None: ``site`` and ``access_log`` answer every name.
+    hosts: Hosts | None = None
+
+    def __post_init__(self) -> None:
+        if self.hosts is None:
+            object.__setattr__(self, "hosts", Hosts(VirtualHost(self.site, self.access_log)))
 
 
 class State(enum.Enum):
@@ -154,6 +161,7 @@ class Parsed(NamedTuple):
     target: SitePath
     fields: dict[str, str]  # lower-case names, repeated fields joined: what the site reads
     key: tuple | None  # the site's cache key when the small-file fast lane applies (a plain GET), else None
+    host: VirtualHost  # the virtual host the Host header named
     logged: str = ""  # for the fast lane's access-log line, the part from the request line to the status ...
     log_tail: str = ""  # ... and the part after the size (see accesslog.entry_parts)
 
@@ -211,7 +219,9 @@ class HttpServer(StreamProtocol):
     def __init__(self, options: WebOptions) -> None:
         self.options = options
         self.limits = options.limits
+        self.hosts = options.hosts
         self.site = options.site
+        self.log = options.access_log
         self.clock = options.clock
         self.memo = options.memo
         self.out: list[bytes | FileRegion] = []
@@ -339,11 +349,12 @@ class HttpServer(StreamProtocol):
         self.requests += 1
         last = not hit.keep_alive or self.stopping or self.requests >= self.limits.max_requests
         key = hit.key
+        host = hit.host
         if key is not None:
-            entry = self.site.fresh(key, now)
+            entry = host.site.fresh(key, now)
             if entry is not None and entry.data is not None:
                 wire = entry.wire(now, last)
-                log = self.options.access_log
+                log = host.log
                 if log is not None:
                     log.add_parts(self.peer_host, now, hit.logged, entry.size, hit.log_tail)
                 if self.on_result is not None:
@@ -356,6 +367,7 @@ class HttpServer(StreamProtocol):
         self.method, self.url, self.version, self.keep_alive = hit.method, hit.url, hit.version, hit.keep_alive
         self.headers = list(hit.headers)
         self.answer = None
+        self.site, self.log = host
         self.move(BEGIN)
         self.move(HEADERS)
         self._finish(self._respond(hit.target, hit.fields), last)
@@ -387,8 +399,7 @@ class HttpServer(StreamProtocol):
         if self.state is HTTP2:
             self.h2.connection_lost()
             return
-        log = self.options.access_log
-        if log is not None:
+        for log in self.hosts.all_logs:
             log.flush()
 
     def stop_requested(self) -> Reply:
@@ -508,6 +519,8 @@ class HttpServer(StreamProtocol):
                     key = name.decode("latin-1").lower()
                     text = value.decode("latin-1")
                     fields[key] = f"{fields[key]}, {text}" if key in fields else text
+                host = self.hosts.pick(fields.get("host"))
+                self.site, self.log = host
                 cache_key = self.site.cache_key(target, fields)
                 response = self._respond(target, fields, cache_key)
                 if (
@@ -523,7 +536,7 @@ class HttpServer(StreamProtocol):
                     )
                     key = cache_key if plain else None
                     logged = log_tail = ""
-                    if key is not None and self.options.access_log is not None:
+                    if key is not None and self.log is not None:
                         logged, log_tail = entry_parts(self._request_line(), *_referer_agent(self.headers))
                         logged += " 200"
                     self.candidate = Parsed(
@@ -535,6 +548,7 @@ class HttpServer(StreamProtocol):
                         target,
                         fields,
                         key,
+                        host,
                         logged,
                         log_tail,
                     )
@@ -566,14 +580,16 @@ class HttpServer(StreamProtocol):
         self.out.extend(response.body)
         if self.on_result is not None:
             self.on_result(str(int(response.status)))
-        log = self.options.access_log
+        log = self.log
         if log is not None:
             referer, agent = _referer_agent(self.headers)
-            self.log_lines.append(
-                format_entry(
-                    self.peer_host, self.now, self._request_line(), response.status, response.length, referer, agent
-                )
+            line = format_entry(
+                self.peer_host, self.now, self._request_line(), response.status, response.length, referer, agent
             )
+            if log is self.options.access_log:
+                self.log_lines.append(line)
+            else:  # another virtual host's log
+                log.add(line, self.now)
 
     def _request_line(self) -> str:
         return f"{self.method} {self.url.decode('latin-1')} HTTP/{self.version}" if self.method else "-"

@@ -11,6 +11,7 @@ from sockhop.errors import SockhopError
 from sockhop.options import positive_float, positive_int, size
 from sockhop.service import Command, Opener, Problem, Service, Twin, UpContext, UpPlan
 from sockhop.web import get
+from sockhop.web.hosts import host_spec
 
 DEFAULT_PORT = 8080
 
@@ -20,7 +21,21 @@ class SiteRootError(SockhopError):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("root", nargs="?", default=".", help="the folder to serve (default: the current one)")
+    parser.add_argument(
+        "root",
+        nargs="?",
+        default=None,
+        help="the folder to serve (default: the current one); with --host, what answers the names no --host names",
+    )
+    parser.add_argument(
+        "--host",
+        dest="hosts",
+        action="append",
+        type=host_spec,
+        metavar="NAME=ROOT[,OPT...]",
+        help="a virtual host (repeatable), as nginx's server_name and root; OPT: listing, no-listing, dotfiles, "
+        "follow-symlinks, access-log=FILE, no-access-log, default (answers unknown names; else the first host)",
+    )
     parser.add_argument("--no-listing", action="store_true", help="no HTML listing of folders without index.html")
     parser.add_argument("--dotfiles", action="store_true", help="serve files and folders whose names start with '.'")
     parser.add_argument("--follow-symlinks", action="store_true", help="serve symlinks that lead outside ROOT")
@@ -54,37 +69,64 @@ def web_options(args: argparse.Namespace):
     """The options every connection shares, from the parsed command line."""
     from sockhop.web.accesslog import AccessLog
     from sockhop.web.files import Site, SiteOptions
+    from sockhop.web.hosts import Hosts, VirtualHost
     from sockhop.web.protocol import HttpLimits, WebOptions
 
-    root = Path(args.root)
-    if not root.is_dir():
-        raise SiteRootError(f"not a directory: {root}")
-    site = SiteOptions(
-        root=root, listing=not args.no_listing, dotfiles=args.dotfiles, follow_symlinks=args.follow_symlinks
-    )
+    for problem in check_web(args):
+        raise SiteRootError(problem.message)
+    logs: dict[str, AccessLog] = {}  # one AccessLog per file, however many hosts share it
+
+    def host(root: str, settings: dict) -> VirtualHost:
+        site = SiteOptions(
+            root=Path(root),
+            listing=settings.get("listing", not args.no_listing),
+            dotfiles=settings.get("dotfiles", args.dotfiles),
+            follow_symlinks=settings.get("follow_symlinks", args.follow_symlinks),
+        )
+        target = settings.get("access_log", "" if args.no_access_log else args.access_log)
+        if target and target not in logs:
+            logs[target] = AccessLog(target)
+        return VirtualHost(Site(site), logs.get(target) if target else None)
+
+    specs = args.hosts or []
+    named = {spec.name: host(spec.root, spec.settings) for spec in specs}
+    if args.root is not None or not specs:
+        default = host(args.root or ".", {})
+    else:
+        marked = [spec.name for spec in specs if spec.settings.get("default")]
+        default = named[marked[0] if marked else specs[0].name]
     limits = HttpLimits(
         max_requests=args.max_requests,
         header_timeout=args.header_timeout,
         max_streams=args.max_streams,
         max_body=args.max_body,
     )
-    log = None if args.no_access_log or not args.access_log else AccessLog(args.access_log)
-    return WebOptions(Site(site), limits, log)
+    return WebOptions(default.site, limits, default.log, hosts=Hosts(default, named))
 
 
 def open_web(args: argparse.Namespace, opener: Opener) -> list[Listener]:
     from sockhop.web.protocol import BUSY, make_factory
 
     options = web_options(args)
-    if options.access_log is not None:
-        opener.at_stop(options.access_log.close)  # what is still pending
+    for log in options.hosts.logs():
+        opener.at_stop(log.close)  # what is still pending
     return opener.open(make_factory(options), busy=BUSY, alpn=("h2", "http/1.1"))
 
 
 def check_web(args: argparse.Namespace) -> list[Problem]:
-    if not Path(args.root).is_dir():
-        return [Problem("root", f"not a directory: {args.root}")]
-    return []
+    problems = []
+    if not Path(args.root or ".").is_dir():
+        problems.append(Problem("root", f"not a directory: {args.root}"))
+    names: set[str] = set()
+    for spec in args.hosts or []:
+        if not Path(spec.root).is_dir():
+            problems.append(Problem(f"hosts={spec.name}", f"not a directory: {spec.root} (host {spec.name})"))
+        if spec.name in names:
+            problems.append(Problem(f"hosts={spec.name}", f"host {spec.name} is named twice"))
+        names.add(spec.name)
+    if sum(1 for spec in args.hosts or [] if spec.settings.get("default")) > 1:
+        problems.append(Problem("hosts", "more than one host is marked default"))
+    return problems
 
 
 def up_plans(ctx: UpContext) -> list[UpPlan]:
