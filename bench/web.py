@@ -12,7 +12,8 @@ The server under test is pinned to core 0, wrk to core 1. For each server:
 
 Every figure is also given as a ratio to nginx measured in the same run: absolute numbers move with the machine and
 the day, ratios much less. The server's CPU time per keep-alive request is given too: it moves less than a rate when
-something else shares the machine. sockhop's eventloop runs twice, with the access log off and on.
+something else shares the machine. sockhop's eventloop runs three times: with the access log off and on, and with
+ten virtual hosts configured (``--host``, wrk asking for the last one named), against one root.
 
 Peers are installed here, never vendored: nginx, lighttpd and Apache from apt (when missing), and uvicorn with
 Starlette's StaticFiles, aiohttp and twisted web into a venv under bench/.build. Their configurations are those of
@@ -22,6 +23,7 @@ the issue's reference measurements (one nginx worker with sendfile, Apache's eve
     python bench/web.py --seconds 1 --idle 1000       # a short look
     python bench/web.py --quick --out /tmp/bench      # a smoke run: the script works (figures mean nothing)
     python bench/web.py --only nginx eventloop eventloop+log --seconds 5
+    python bench/web.py --only eventloop eventloop+10hosts         # ten virtual hosts against one root
     python bench/web.py --only h2-eventloop h2-nginx h2-hypercorn    # the HTTP/2 section alone (web_h2.py)
 
 The HTTP/2 section (bench/web_h2.py) runs h2load against sockhop, nginx and Hypercorn: see its docstring.
@@ -68,7 +70,9 @@ PEER_VENV = BUILD / "web-peers"
 PORT = 18080
 
 MODELS = ["iterative", "fork", "thread", "pool", "eventloop", "prefork"]
-SOCKHOP = [*MODELS, "eventloop+log"]
+SOCKHOP = [*MODELS, "eventloop+log", "eventloop+10hosts"]
+#: The virtual-host figure: ten hosts configured, the one wrk asks for (Host: 127.0.0.1:PORT) the last named.
+VHOSTS = [f"host{i}.test" for i in range(9)] + ["127.0.0.1"]
 PEERS = ["nginx", "nginx+log", "lighttpd", "apache-event", "threading-http", "uvicorn", "aiohttp", "twisted"]
 CONFIGS = ("ka", "cpr", "big")
 CPU_KEYS = {"ka": "us", "cpr": "us_cpr"}  # the figures whose server CPU per request is reported
@@ -234,6 +238,8 @@ def server_command(name: str, work: Path, www: Path, port: int, peer_python: Pat
         model = name.split("+")[0]
         workers = {"pool": "64", "prefork": "1"}.get(model, "1")  # pool: a thread per client of the 50
         log = ["--access-log", str(work / "sockhop-access.log")] if name.endswith("+log") else ["--no-access-log"]
+        if name.endswith("+10hosts"):
+            log += [arg for host in VHOSTS for arg in ("--host", f"{host}={www}")]
         return [
             sys.executable, "-m", "sockhop", "serve", "web", str(www), "--model", model,
             "--listen", f"127.0.0.1:{port}", "--workers", workers, "--max-connections", "20000",
@@ -435,6 +441,13 @@ def table(rows: list[dict], seconds: float) -> str:
             lines.append(
                 f"- eventloop / nginx, {label}: **{ratio(el[config], base[config])}**{cpu} (target ≥ {target}x)"
             )
+    if "eventloop" in by and "eventloop+10hosts" in by and by["eventloop"]["ka"]:
+        one, ten = by["eventloop"], by["eventloop+10hosts"]
+        figures = ", ".join(
+            f"{label} **{ratio(ten[config], one[config])}**"
+            for config, label in (("ka", "1 KiB keep-alive"), ("cpr", "new connection"), ("big", "1 MiB"))
+        )
+        lines.append(f"- eventloop, ten virtual hosts / one root: {figures} (target ≥ 0.97x)")
     if "eventloop" in by and "twisted" in by and by["twisted"]["ka"]:
         times = ratio(by["eventloop"]["ka"], by["twisted"]["ka"])
         lines.append(f"- eventloop / twisted web, 1 KiB keep-alive: **{times}** (target ≥ 8x)")
