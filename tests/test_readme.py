@@ -256,13 +256,13 @@ def scenes() -> list[Scene]:  # noqa: PLR0915 (one table)
             [
                 Line(
                     "sockhop serve web --host a.test=./site --host b.test=./site,no-listing,access-log=b.log "
-                    "--max-body 10M"
+                    "--max-body 10M --compress"
                 )
             ],
             ("web tcp 127.0.0.1:8080",),
             [
                 Line(
-                    "curl --resolve b.test:8080:127.0.0.1 http://b.test:8080/",
+                    "curl --compressed --resolve b.test:8080:127.0.0.1 http://b.test:8080/",
                     ("Hello from ./site",),
                     after=lambda stage, done: wait_for_text(stage.folder / "b.log", '"GET / HTTP/1.1" 200'),
                 )

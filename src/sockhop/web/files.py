@@ -18,6 +18,7 @@ from http import HTTPStatus
 from pathlib import Path
 
 from sockhop.engine.protocol import FileRegion
+from sockhop.web.compress import Compressor
 from sockhop.web.conditional import not_modified, range_applies
 from sockhop.web.listing import render_listing
 from sockhop.web.mime import content_type
@@ -46,6 +47,7 @@ class SiteOptions:
     dotfiles: bool = False
     follow_symlinks: bool = False
     index: str = "index.html"
+    compressor: Compressor | None = None  # compression on the fly (--compress); None: off
 
 
 def accepted_encodings(value: str | None) -> set[str]:
@@ -144,6 +146,8 @@ class Site:
             return error_response(HTTPStatus.NOT_FOUND, head=head)
         path = key[0]
         entry = self.fresh(key, now)
+        if entry is not None and entry.compressed and "range" in headers:
+            entry = None  # a range is of the file itself: the slow way, uncompressed (and not cached)
         if entry is not None:
             response = self._send(method, entry, headers, None)
             if response is not None:
@@ -219,8 +223,17 @@ class Site:
             os.close(fd)
             fd, info, sent = sibling_fd, sibling_info, path + dict(ENCODINGS)[coding]
             extra = (("Content-Encoding", coding), ("Vary", "Accept-Encoding"))
-        elif self._has_sibling(path):
-            extra = (("Vary", "Accept-Encoding"),)
+        else:
+            compressor = self.options.compressor
+            if compressor is not None and compressor.applies(kind, info.st_size):
+                extra = (("Vary", "Accept-Encoding"),)
+                coding = compressor.coding(accepted_encodings(headers.get("accept-encoding")))
+                if coding is not None and "range" in headers:
+                    key = ()  # served whole-file ranges, uncompressed: not what the key's next request wants
+                elif coding is not None:
+                    return self._compressed(method, fd, info, path, kind, coding, headers, key)
+            elif self._has_sibling(path):
+                extra = (("Vary", "Accept-Encoding"),)
         data = None
         if info.st_size <= SMALL_FILE:
             try:
@@ -237,6 +250,46 @@ class Site:
                 self.cache.clear()
             self.cache[key] = entry
         response = self._send(method, entry, headers, fd)
+        assert response is not None
+        return response
+
+    def _compressed(
+        self,
+        method: str,
+        fd: int,
+        info: os.stat_result,
+        path: str,
+        kind: str,
+        coding: str,
+        headers: Mapping[str, str],
+        key: tuple,
+    ) -> Response:
+        """A text file compressed on the fly (once per file version: the compressor keeps it), described and cached
+        as a small file is, so the hot path answers it from bytes. Its ETag names the coding (RFC 9110 8.8.3)."""
+        compressor = self.options.compressor
+        assert compressor is not None
+        try:
+            data = os.pread(fd, info.st_size, 0)
+        finally:
+            os.close(fd)
+        identity = (info.st_mtime_ns, info.st_ino, info.st_size, info.st_ctime_ns)
+        if len(data) != info.st_size:  # changed while we read: send what we have, as it is, cache nothing
+            info = os.stat_result((*info[:6], len(data), *info[7:]))
+            entry = CachedFile.describe(path, info, kind, (("Vary", "Accept-Encoding"),), data)
+            response = self._send(method, entry, headers, None)
+            assert response is not None
+            return response
+        body = compressor.compressed(path, identity, coding, data)
+        extra = (("Content-Encoding", coding), ("Vary", "Accept-Encoding"))
+        entry = CachedFile.describe(path, info, kind, extra, body)
+        entry.size = len(body)
+        entry.etag = f'{entry.etag[:-1]}-{coding}"'
+        entry.compressed = True
+        if key:
+            if len(self.cache) >= CACHE_ENTRIES:
+                self.cache.clear()
+            self.cache[key] = entry
+        response = self._send(method, entry, headers, None)
         assert response is not None
         return response
 
@@ -349,6 +402,7 @@ class CachedFile:
     data: bytes | None
     checked: int = 0  # the second the folder was last found unchanged
     wires: tuple[int, bytes, bytes] = (-1, b"", b"")  # (second, keep-alive answer, closing answer), one attribute
+    compressed: bool = False  # compressed on the fly: ``data`` is the compressed bytes, ``size`` their length
 
     @classmethod
     def describe(

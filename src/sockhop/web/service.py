@@ -43,6 +43,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-access-log", action="store_true", help="do not log requests")
     parser.add_argument("--max-requests", type=positive_int, default=1000, metavar="N", help="per connection")
     parser.add_argument(
+        "--compress",
+        action="store_true",
+        help="compress text files on the fly for clients that accept it: gzip, and brotli where the brotli package is "
+        "installed (nginx's gzip on); precompressed .br/.gz siblings are still preferred",
+    )
+    parser.add_argument(
+        "--compress-min-length",
+        type=size,
+        default=256,
+        metavar="SIZE",
+        help="smaller files are sent as they are (nginx's gzip_min_length; default 256)",
+    )
+    parser.add_argument(
+        "--compress-level",
+        type=compress_level,
+        default=6,
+        metavar="1-9",
+        help="gzip's level, brotli's quality (nginx's gzip_comp_level; default 6)",
+    )
+    parser.add_argument(
         "--max-body",
         type=size,
         default=1024 * 1024,
@@ -65,6 +85,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def compress_level(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 9:
+        raise argparse.ArgumentTypeError(f"not a level from 1 to 9: {text!r}")
+    return int(text)
+
+
 def web_options(args: argparse.Namespace):
     """The options every connection shares, from the parsed command line."""
     from sockhop.web.accesslog import AccessLog
@@ -75,6 +101,11 @@ def web_options(args: argparse.Namespace):
     for problem in check_web(args):
         raise SiteRootError(problem.message)
     logs: dict[str, AccessLog] = {}  # one AccessLog per file, however many hosts share it
+    compressor = None
+    if args.compress:
+        from sockhop.web.compress import Compressor
+
+        compressor = Compressor(min_size=args.compress_min_length, level=args.compress_level)
 
     def host(root: str, settings: dict) -> VirtualHost:
         site = SiteOptions(
@@ -82,6 +113,7 @@ def web_options(args: argparse.Namespace):
             listing=settings.get("listing", not args.no_listing),
             dotfiles=settings.get("dotfiles", args.dotfiles),
             follow_symlinks=settings.get("follow_symlinks", args.follow_symlinks),
+            compressor=compressor,
         )
         target = settings.get("access_log", "" if args.no_access_log else args.access_log)
         if target and target not in logs:
