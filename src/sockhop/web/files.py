@@ -35,6 +35,9 @@ CACHE_ENTRIES = 1024
 #: Precompressed siblings, best first: (Content-Encoding, file suffix).
 ENCODINGS = (("br", ".br"), ("gzip", ".gz"))
 
+#: What an error page keeps of its file's headers: not its validators (the error is not that file).
+_PAGE_HEADERS = frozenset(("Content-Type", "Content-Length", "Content-Encoding", "Cache-Control"))
+
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK  # NONBLOCK: a FIFO in the tree must not hang us
 
 
@@ -48,6 +51,10 @@ class SiteOptions:
     follow_symlinks: bool = False
     index: str = "index.html"
     compressor: Compressor | None = None  # compression on the fly (--compress); None: off
+    #: ``Cache-Control`` by URL path prefix, (prefix, value) pairs; the longest matching prefix wins.
+    cache_control: tuple[tuple[str, str], ...] = ()
+    #: nginx's error_page: (status, page path in the site) -- the page is sent with the error's status.
+    error_pages: tuple[tuple[int, str], ...] = ()
 
 
 def accepted_encodings(value: str | None) -> set[str]:
@@ -81,6 +88,36 @@ class Site:
         self.root = os.path.realpath(options.root)
         self.root_prefix = self.root.rstrip("/") + "/"
         self.cache: dict[tuple, CachedFile] = {}
+        self.policies = sorted(options.cache_control, key=lambda pair: len(pair[0]), reverse=True)
+        self.error_pages = dict(options.error_pages)
+
+    def _policy(self, path: str) -> tuple[tuple[str, str], ...]:
+        """The Cache-Control header for the file at ``path`` (a path under the root), if a prefix names it."""
+        if not self.policies:
+            return ()
+        url = path[len(self.root) :] or "/"
+        for prefix, value in self.policies:
+            if url.startswith(prefix):
+                return (("Cache-Control", value),)
+        return ()
+
+    def error_page(self, response: Response, method: str, now: float) -> Response:
+        """The site's page for an error status (``--error-page 404=/404.html``), sent with that status; the plain
+        error when there is none, or it cannot be served."""
+        page = self.error_pages.get(int(response.status))
+        if page is None or method not in ("GET", "HEAD"):
+            return response
+        from sockhop.web.paths import parse_target
+
+        answer = self.respond(method, parse_target(page.encode()), {}, now)
+        if answer.status != HTTPStatus.OK:
+            answer.release()
+            return response
+        response.release()
+        answer.status = response.status
+        answer.headers = [(name, value) for name, value in answer.headers if name in _PAGE_HEADERS]
+        answer.close = response.close
+        return answer
 
     # -- opening, safely -----------------------------------------------------------------------------------------
     def _inside(self, fd: int, fallback: str) -> bool:
@@ -216,6 +253,7 @@ class Site:
         """A file just opened and checked: describe it (and remember the description), then answer."""
         kind = content_type(os.path.basename(path))
         extra: tuple[tuple[str, str], ...] = ()
+        policy = self._policy(path)
         sent = path
         sibling = self._sibling(path, headers)
         if sibling is not None:
@@ -231,9 +269,10 @@ class Site:
                 if coding is not None and "range" in headers:
                     key = ()  # served whole-file ranges, uncompressed: not what the key's next request wants
                 elif coding is not None:
-                    return self._compressed(method, fd, info, path, kind, coding, headers, key)
+                    return self._compressed(method, fd, info, path, kind, coding, headers, key, policy)
             elif self._has_sibling(path):
                 extra = (("Vary", "Accept-Encoding"),)
+        extra += policy
         data = None
         if info.st_size <= SMALL_FILE:
             try:
@@ -263,6 +302,7 @@ class Site:
         coding: str,
         headers: Mapping[str, str],
         key: tuple,
+        policy: tuple[tuple[str, str], ...] = (),
     ) -> Response:
         """A text file compressed on the fly (once per file version: the compressor keeps it), described and cached
         as a small file is, so the hot path answers it from bytes. Its ETag names the coding (RFC 9110 8.8.3)."""
@@ -280,7 +320,7 @@ class Site:
             assert response is not None
             return response
         body = compressor.compressed(path, identity, coding, data)
-        extra = (("Content-Encoding", coding), ("Vary", "Accept-Encoding"))
+        extra = (("Content-Encoding", coding), ("Vary", "Accept-Encoding"), *policy)
         entry = CachedFile.describe(path, info, kind, extra, body)
         entry.size = len(body)
         entry.etag = f'{entry.etag[:-1]}-{coding}"'

@@ -43,6 +43,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-access-log", action="store_true", help="do not log requests")
     parser.add_argument("--max-requests", type=positive_int, default=1000, metavar="N", help="per connection")
     parser.add_argument(
+        "--error-page",
+        action="append",
+        type=error_page,
+        metavar="STATUS=/PAGE",
+        help="send the site's PAGE for that error, with its status (nginx's error_page); repeatable",
+    )
+    parser.add_argument(
+        "--cache-control",
+        action="append",
+        type=cache_control,
+        metavar="/PREFIX=VALUE",
+        help="Cache-Control for files under a URL prefix, e.g. '/assets/=max-age=31536000, immutable'; repeatable, "
+        "the longest prefix wins",
+    )
+    parser.add_argument(
         "--compress",
         action="store_true",
         help="compress text files on the fly for clients that accept it: gzip, and brotli where the brotli package is "
@@ -85,6 +100,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def error_page(text: str) -> tuple[int, str]:
+    """``404=/404.html``: nginx's ``error_page 404 /404.html``."""
+    code, sep, page = text.partition("=")
+    if not sep or not code.strip().isdigit() or not 400 <= int(code) <= 599 or not page.startswith("/"):
+        raise argparse.ArgumentTypeError(f"not STATUS=/PAGE (a 4xx or 5xx status, a path in the site): {text!r}")
+    return int(code), page
+
+
+def cache_control(text: str) -> tuple[str, str]:
+    """``/assets/=max-age=31536000, immutable``: the first ``=`` ends the prefix."""
+    prefix, sep, value = text.partition("=")
+    if not sep or not prefix.startswith("/") or not value.strip() or any(c in value for c in "\r\n"):
+        raise argparse.ArgumentTypeError(f"not /PREFIX=VALUE: {text!r}")
+    return prefix, value.strip()
+
+
 def compress_level(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 9:
         raise argparse.ArgumentTypeError(f"not a level from 1 to 9: {text!r}")
@@ -114,6 +145,8 @@ def web_options(args: argparse.Namespace):
             dotfiles=settings.get("dotfiles", args.dotfiles),
             follow_symlinks=settings.get("follow_symlinks", args.follow_symlinks),
             compressor=compressor,
+            cache_control=tuple(args.cache_control or ()),
+            error_pages=tuple(args.error_page or ()),
         )
         target = settings.get("access_log", "" if args.no_access_log else args.access_log)
         if target and target not in logs:
