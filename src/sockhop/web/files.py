@@ -16,9 +16,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sockhop.engine.protocol import FileRegion
 from sockhop.web.compress import Compressor
+
+if TYPE_CHECKING:
+    from sockhop.web.auth import BasicAuth
 from sockhop.web.conditional import not_modified, range_applies
 from sockhop.web.listing import render_listing
 from sockhop.web.mime import content_type
@@ -55,6 +59,7 @@ class SiteOptions:
     cache_control: tuple[tuple[str, str], ...] = ()
     #: nginx's error_page: (status, page path in the site) -- the page is sent with the error's status.
     error_pages: tuple[tuple[int, str], ...] = ()
+    auth: BasicAuth | None = None  # Basic authentication from an htpasswd file; None: open to all
 
 
 def accepted_encodings(value: str | None) -> set[str]:

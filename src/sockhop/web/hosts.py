@@ -7,8 +7,8 @@ The lookup is one dict access on the header's value as sent, a second only when 
 
 On the command line a host is one value, ``--host NAME=ROOT[,OPTION...]``, with the options of the whole server
 as its defaults: ``listing``/``no-listing``, ``dotfiles``/``no-dotfiles``, ``follow-symlinks``/
-``no-follow-symlinks``, ``access-log=FILE``/``no-access-log``, ``default``. sockhop.toml's
-``[services.web.hosts."NAME"]`` tables turn into exactly that.
+``no-follow-symlinks``, ``access-log=FILE``/``no-access-log``, ``auth-basic-user-file=FILE``, ``default``.
+sockhop.toml's ``[services.web.hosts."NAME"]`` tables turn into exactly that.
 """
 
 from __future__ import annotations
@@ -63,11 +63,13 @@ def host_spec(text: str) -> HostSpec:
         key, has_value, value = option.partition("=")
         if key == "access-log" and has_value and value:
             settings["access_log"] = value
+        elif key == "auth-basic-user-file" and has_value and value:
+            settings["auth"] = value
         elif option in _FLAGS:
             setting, flag = _FLAGS[option]
             settings[setting] = flag
         else:
-            known = ", ".join([*_FLAGS, "access-log=FILE"])
+            known = ", ".join([*_FLAGS, "access-log=FILE", "auth-basic-user-file=FILE"])
             raise argparse.ArgumentTypeError(f"unknown option {option!r} for host {name} (known: {known})")
     return HostSpec(name.rstrip("."), root, settings)
 

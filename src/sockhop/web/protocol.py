@@ -531,6 +531,7 @@ class HttpServer(StreamProtocol):
                 ):  # no upgrade
                     plain = (
                         self.method == "GET"
+                        and self.site.options.auth is None  # every request shows its credentials
                         and (self.version == "1.1" or not self.keep_alive)  # a 1.0 keep-alive needs its own header
                         and _NOT_PLAIN.isdisjoint(fields)
                     )

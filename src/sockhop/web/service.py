@@ -58,6 +58,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the longest prefix wins",
     )
     parser.add_argument(
+        "--auth-basic-user-file",
+        metavar="FILE",
+        help="ask for a user and password (HTTP Basic) from this htpasswd file, bcrypt only (htpasswd -B); "
+        "nginx's auth_basic_user_file",
+    )
+    parser.add_argument(
+        "--auth-basic",
+        default="Restricted",
+        metavar="REALM",
+        help="the realm the browser shows when it asks (nginx's auth_basic; default Restricted)",
+    )
+    parser.add_argument(
         "--compress",
         action="store_true",
         help="compress text files on the fly for clients that accept it: gzip, and brotli where the brotli package is "
@@ -125,6 +137,7 @@ def compress_level(text: str) -> int:
 def web_options(args: argparse.Namespace):
     """The options every connection shares, from the parsed command line."""
     from sockhop.web.accesslog import AccessLog
+    from sockhop.web.auth import BasicAuth
     from sockhop.web.files import Site, SiteOptions
     from sockhop.web.hosts import Hosts, VirtualHost
     from sockhop.web.protocol import HttpLimits, WebOptions
@@ -138,6 +151,15 @@ def web_options(args: argparse.Namespace):
 
         compressor = Compressor(min_size=args.compress_min_length, level=args.compress_level)
 
+    guards: dict[str, BasicAuth] = {}  # one per htpasswd file
+
+    def guard(path: str | None) -> BasicAuth | None:
+        if not path:
+            return None
+        if path not in guards:
+            guards[path] = BasicAuth(path, args.auth_basic)
+        return guards[path]
+
     def host(root: str, settings: dict) -> VirtualHost:
         site = SiteOptions(
             root=Path(root),
@@ -147,6 +169,7 @@ def web_options(args: argparse.Namespace):
             compressor=compressor,
             cache_control=tuple(args.cache_control or ()),
             error_pages=tuple(args.error_page or ()),
+            auth=guard(settings.get("auth", args.auth_basic_user_file)),
         )
         target = settings.get("access_log", "" if args.no_access_log else args.access_log)
         if target and target not in logs:
@@ -189,6 +212,14 @@ def check_web(args: argparse.Namespace) -> list[Problem]:
         if spec.name in names:
             problems.append(Problem(f"hosts={spec.name}", f"host {spec.name} is named twice"))
         names.add(spec.name)
+    from sockhop.web.auth import HtpasswdError, read_htpasswd
+
+    files = {args.auth_basic_user_file} | {spec.settings.get("auth") for spec in args.hosts or []}
+    for path in sorted(str(f) for f in files if f):
+        try:
+            read_htpasswd(path)
+        except HtpasswdError as exc:
+            problems.append(Problem("auth-basic-user-file", str(exc)))
     if sum(1 for spec in args.hosts or [] if spec.settings.get("default")) > 1:
         problems.append(Problem("hosts", "more than one host is marked default"))
     return problems
