@@ -130,3 +130,27 @@ def test_a_rotated_log_is_followed_without_a_signal(tmp_path: Path, model):
     finally:
         server.stop()
     assert (tmp_path / "access.log.1").read_text().count("GET /a.txt") >= 1
+
+
+@pytest.mark.interop
+def test_sigusr1_from_an_nginx_logrotate_script_does_not_kill_the_server(tmp_path: Path):
+    import os
+    import signal
+    import subprocess
+
+    from tests.support import require_tool, start_server
+
+    (tmp_path / "a.txt").write_text("abc")
+    server = start_server(
+        ["serve", "web", str(tmp_path), "--listen", "127.0.0.1:0", "--no-access-log", "--model", "prefork",
+         "--workers", "2"],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        host, port = server.address("web")
+        os.kill(server.pid, signal.SIGUSR1)
+        done = subprocess.run([require_tool("curl"), "-sS", f"http://{host}:{port}/a.txt"], capture_output=True,
+                              timeout=30)  # fmt: skip
+        assert done.stdout == b"abc" and server.proc.poll() is None
+    finally:
+        server.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 from pathlib import Path
 
 from sockhop.engine.listener import Listener
@@ -192,12 +193,23 @@ def web_options(args: argparse.Namespace):
     return WebOptions(default.site, limits, default.log, hosts=Hosts(default, named))
 
 
+def _ignore_usr1() -> None:
+    """SIGUSR1 is nginx's "reopen the logs", and logrotate scripts written for nginx send it: here the access log
+    follows a rotation by itself (accesslog.AccessLog.follow_rotation), so the signal must only not kill the server
+    (its default action). Worker processes inherit the disposition."""
+    try:
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    except ValueError:  # not the main thread (a server started from a test's thread): nothing to protect
+        pass
+
+
 def open_web(args: argparse.Namespace, opener: Opener) -> list[Listener]:
     from sockhop.web.protocol import BUSY, make_factory
 
     options = web_options(args)
     for log in options.hosts.logs():
         opener.at_stop(log.close)  # what is still pending
+    _ignore_usr1()
     return opener.open(make_factory(options), busy=BUSY, alpn=("h2", "http/1.1"))
 
 
