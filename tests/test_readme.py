@@ -269,6 +269,14 @@ def scenes() -> list[Scene]:  # noqa: PLR0915 (one table)
             ],
         ),
         Scene(
+            [
+                Line(
+                    "sockhop serve web ./site --error-page 404=/404.html --cache-control '/assets/=max-age=31536000, immutable'"
+                )
+            ],
+            ("web tcp 127.0.0.1:8080",),
+        ),
+        Scene(
             [Line(SERVE_WEB_TLS)],
             ("web tcp [::]:8080", "web tls [::]:8443"),
             [
