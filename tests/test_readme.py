@@ -271,7 +271,8 @@ def scenes() -> list[Scene]:  # noqa: PLR0915 (one table)
         Scene(
             [
                 Line(
-                    "sockhop serve web ./site --error-page 404=/404.html --cache-control '/assets/=max-age=31536000, immutable'"
+                    "sockhop serve web ./site --error-page 404=/404.html "
+                    "--cache-control '/assets/=max-age=31536000, immutable'"
                 )
             ],
             ("web tcp 127.0.0.1:8080",),
