@@ -69,6 +69,17 @@ def test_get_a_file(root):
     assert answers.bodies[1] == b"hello, world\n" and 1 in answers.ended
 
 
+def test_an_invalid_authority_is_400(root):
+    feeder = connect(root)
+    block = feeder.encoder.encode([(":method", "GET"), (":scheme", "http"), (":path", "/hello.txt"),
+                                   (":authority", "a b/c")])  # fmt: skip
+    frame = HeadersFrame(1, block)
+    frame.flags.add("END_HEADERS")
+    frame.flags.add("END_STREAM")
+    answers = feeder.send(frame.serialize())
+    assert answers.headers[1][":status"] == "400"
+
+
 def test_a_body_declared_over_max_body_is_413_and_a_small_one_dropped(root):
     feeder = connect(root, HttpLimits(max_body=10))
     length = (("content-length", "11"),)

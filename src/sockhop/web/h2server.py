@@ -42,6 +42,7 @@ from sockhop.engine.protocol import WHEN_DRAINED, FileRegion, Reply, StreamProto
 from sockhop.engine.shared import close_region
 from sockhop.web.accesslog import AccessLog, format_entry
 from sockhop.web.handler import handle
+from sockhop.web.hosts import HOST_VALUE
 from sockhop.web.response import BODILESS, SERVER, Response, error_response, http_date
 
 #: The client's first 24 bytes on an HTTP/2 connection (RFC 9113 3.4).
@@ -436,7 +437,10 @@ class Http2Server(StreamProtocol):
         verb = method.decode("latin-1")
         site, log = self.options.hosts.pick(fields.get("host"))
         declared = fields.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.limits.max_body:  # as HTTP/1.1: refused before it is sent
+        authority = fields.get("host")
+        if authority is not None and HOST_VALUE.fullmatch(authority) is None:  # as HTTP/1.1's Host: 400
+            response = error_response(HTTPStatus.BAD_REQUEST, "invalid :authority", head=verb == "HEAD")
+        elif declared.isdigit() and int(declared) > self.limits.max_body:  # as HTTP/1.1: refused before it is sent
             response = error_response(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, head=verb == "HEAD")
             self.uploads[sid] = self.limits.max_body  # its first DATA frame stops it
         else:

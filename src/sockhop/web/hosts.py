@@ -24,6 +24,9 @@ from sockhop.web.files import Site
 #: A host name as a server name: labels of letters, digits, hyphens and underscores (or an IP address).
 _NAME = re.compile(r"(?:[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?\.)*[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?\.?|\[[0-9a-f:.]+\]")
 
+#: A Host header's (or :authority's) value, RFC 9110 7.2: uri-host [ ":" port ].
+HOST_VALUE = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
+
 #: The switches a host may carry, and the default-taking settings they set.
 _FLAGS = {
     "listing": ("listing", True),
