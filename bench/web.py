@@ -12,7 +12,8 @@ The server under test is pinned to core 0, wrk to core 1. For each server:
 
 Every figure is also given as a ratio to nginx measured in the same run: absolute numbers move with the machine and
 the day, ratios much less. The server's CPU time per keep-alive request is given too: it moves less than a rate when
-something else shares the machine. sockhop's eventloop runs twice, with the access log off and on.
+something else shares the machine. sockhop's eventloop runs three times: with the access log off and on, and with
+ten virtual hosts configured (``--host``, wrk asking for the last one named), against one root.
 
 Peers are installed here, never vendored: nginx, lighttpd and Apache from apt (when missing), and uvicorn with
 Starlette's StaticFiles, aiohttp and twisted web into a venv under bench/.build. Their configurations are those of
@@ -22,6 +23,8 @@ the issue's reference measurements (one nginx worker with sendfile, Apache's eve
     python bench/web.py --seconds 1 --idle 1000       # a short look
     python bench/web.py --quick --out /tmp/bench      # a smoke run: the script works (figures mean nothing)
     python bench/web.py --only nginx eventloop eventloop+log --seconds 5
+    python bench/web.py --only eventloop eventloop+10hosts         # ten virtual hosts against one root
+    python bench/web.py --only nginx+gzip eventloop+gzip           # gzip on the fly against nginx's gzip on
     python bench/web.py --only h2-eventloop h2-nginx h2-hypercorn    # the HTTP/2 section alone (web_h2.py)
 
 The HTTP/2 section (bench/web_h2.py) runs h2load against sockhop, nginx and Hypercorn: see its docstring.
@@ -68,7 +71,12 @@ PEER_VENV = BUILD / "web-peers"
 PORT = 18080
 
 MODELS = ["iterative", "fork", "thread", "pool", "eventloop", "prefork"]
-SOCKHOP = [*MODELS, "eventloop+log"]
+SOCKHOP = [*MODELS, "eventloop+log", "eventloop+10hosts", "eventloop+gzip"]
+#: Compression on the fly: a 100 KiB text file asked for with Accept-Encoding: gzip, at the same gzip level.
+GZIP = ["nginx+gzip", "eventloop+gzip"]
+GZIP_LEVEL = 6
+#: The virtual-host figure: ten hosts configured, the one wrk asks for (Host: 127.0.0.1:PORT) the last named.
+VHOSTS = [f"host{i}.test" for i in range(9)] + ["127.0.0.1"]
 PEERS = ["nginx", "nginx+log", "lighttpd", "apache-event", "threading-http", "uvicorn", "aiohttp", "twisted"]
 CONFIGS = ("ka", "cpr", "big")
 CPU_KEYS = {"ka": "us", "cpr": "us_cpr"}  # the figures whose server CPU per request is reported
@@ -119,6 +127,8 @@ def make_site(work: Path) -> Path:
     www.mkdir()
     (www / "index.html").write_bytes(b"a" * 1024)
     (www / "big.bin").write_bytes(os.urandom(1024 * 1024))
+    lines = (f"{i:06d} GET /index.html HTTP/1.1 200 1024 {os.urandom(6).hex()} Mozilla/5.0\n" for i in range(2000))
+    (www / "text.txt").write_bytes("".join(lines).encode()[: 100 * 1024])  # 100 KiB of log-like text
     for path in (work, www):
         path.chmod(0o755)
     for path in www.iterdir():
@@ -152,9 +162,11 @@ web.run_app(app, host='127.0.0.1', port=int(sys.argv[1]), access_log=None, print
 """
 
 
-def nginx_conf(work: Path, www: Path, port: int, log: bool) -> Path:
+def nginx_conf(work: Path, www: Path, port: int, log: bool, gzip: bool = False) -> Path:
     conf = work / "nginx.conf"
     access = f"access_log {work}/nginx-access.log;" if log else "access_log off;"
+    if gzip:
+        access += f" gzip on; gzip_comp_level {GZIP_LEVEL}; gzip_min_length 256; gzip_types text/plain;"
     conf.write_text(f"""\
 worker_processes 1;
 daemon off;
@@ -234,13 +246,18 @@ def server_command(name: str, work: Path, www: Path, port: int, peer_python: Pat
         model = name.split("+")[0]
         workers = {"pool": "64", "prefork": "1"}.get(model, "1")  # pool: a thread per client of the 50
         log = ["--access-log", str(work / "sockhop-access.log")] if name.endswith("+log") else ["--no-access-log"]
+        if name.endswith("+10hosts"):
+            log += [arg for host in VHOSTS for arg in ("--host", f"{host}={www}")]
+        if name.endswith("+gzip"):
+            log += ["--compress", "--compress-level", str(GZIP_LEVEL)]
         return [
             sys.executable, "-m", "sockhop", "serve", "web", str(www), "--model", model,
             "--listen", f"127.0.0.1:{port}", "--workers", workers, "--max-connections", "20000",
             "--idle-timeout", "300", "--max-requests", "100000000", "--grace", "1", *log,
         ]  # fmt: skip
     if name.startswith("nginx"):
-        return [shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(nginx_conf(work, www, port, "+log" in name))]
+        conf = nginx_conf(work, www, port, "+log" in name, "+gzip" in name)
+        return [shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(conf)]
     if name == "lighttpd":
         return [shutil.which("lighttpd") or "/usr/sbin/lighttpd", "-D", "-f", str(lighttpd_conf(work, www, port))]
     if name == "apache-event":
@@ -398,6 +415,55 @@ def measure(name: str, command, work: Path, www: Path, port: int, seconds: float
     return row
 
 
+def gzipped(port: int) -> bool:
+    """A probe: the server answers text.txt gzipped when asked."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET /text.txt HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept-Encoding: gzip\r\n\r\n")
+        return b"content-encoding: gzip" in sock.recv(4096).lower()
+
+
+def measure_gzip(name: str, command, work: Path, www: Path, port: int, seconds: float) -> dict:
+    """Requests/s and server CPU per request for the 100 KiB text file, gzipped, keep-alive, 50 connections."""
+    row: dict = {"server": name, "notes": []}
+    proc = start(command(port), work, www, port)
+    try:
+        if not gzipped(port):
+            return {"server": name, "error": "did not answer gzipped"}
+        cmd = ["wrk", "-t1", "-c50", f"-d{wrk_seconds(min(1.0, seconds))}s", "-H", "Accept-Encoding: gzip"]
+        url = f"http://127.0.0.1:{port}/text.txt"
+        run_pinned([*cmd, url], capture_output=True, text=True, timeout=seconds + 60)  # warm up
+        cpu = cpu_seconds(proc.pid)
+        cmd[3] = f"-d{wrk_seconds(seconds)}s"
+        out = run_pinned([*cmd, url], capture_output=True, text=True, timeout=seconds + 60).stdout
+        rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        row["gz"] = float(rate.group(1)) if rate else 0.0
+        row["us"] = micros_per(cpu_seconds(proc.pid) - cpu, row["gz"] * seconds)
+        row["notes"] = [line.strip() for line in out.splitlines() if "errors" in line or "Non-2xx" in line]
+    finally:
+        stop(proc)
+    return row
+
+
+def gzip_table(rows: list[dict], seconds: float) -> str:
+    base = next((r for r in rows if r["server"] == "nginx+gzip" and "error" not in r), None)
+    lines = [
+        "| server | 100 KiB text, gzip, keep-alive req/s | ÷ nginx gzip on | CPU µs per request | notes |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['server']} | - | - | - | {r['error']} |")
+            continue
+        times = ratio(r["gz"], base["gz"]) if base else "-"
+        lines.append(f"| {r['server']} | {fmt(r['gz'])} | {times} | {fmt(r['us'], 1)} | {'; '.join(r['notes'])} |")
+    lines.append("")
+    lines.append(
+        f"gzip level {GZIP_LEVEL} on both; nginx compresses every answer (gzip on, no cache), sockhop's --compress "
+        f"compresses a file version once and keeps it. {seconds:g} s per figure, 50 connections, target ≥ 0.7x."
+    )
+    return "\n".join(lines)
+
+
 # -- reporting ------------------------------------------------------------------------------------------------------
 def table(rows: list[dict], seconds: float) -> str:
     nginx = next((r for r in rows if r["server"] == "nginx"), None)
@@ -435,6 +501,13 @@ def table(rows: list[dict], seconds: float) -> str:
             lines.append(
                 f"- eventloop / nginx, {label}: **{ratio(el[config], base[config])}**{cpu} (target ≥ {target}x)"
             )
+    if "eventloop" in by and "eventloop+10hosts" in by and by["eventloop"]["ka"]:
+        one, ten = by["eventloop"], by["eventloop+10hosts"]
+        figures = ", ".join(
+            f"{label} **{ratio(ten[config], one[config])}**"
+            for config, label in (("ka", "1 KiB keep-alive"), ("cpr", "new connection"), ("big", "1 MiB"))
+        )
+        lines.append(f"- eventloop, ten virtual hosts / one root: {figures} (target ≥ 0.97x)")
     if "eventloop" in by and "twisted" in by and by["twisted"]["ka"]:
         times = ratio(by["eventloop"]["ka"], by["twisted"]["ka"])
         lines.append(f"- eventloop / twisted web, 1 KiB keep-alive: **{times}** (target ≥ 8x)")
@@ -480,7 +553,7 @@ def plot(plt: Any, rows: list[dict]) -> Any:
 
 
 def main() -> int:
-    parser = parser_for(__doc__, SOCKHOP + PEERS + web_h2.SERVERS, "measure only these (nginx is the base)")
+    parser = parser_for(__doc__, SOCKHOP + PEERS + GZIP + web_h2.SERVERS, "measure only these (nginx is the base)")
     parser.add_argument("--seconds", type=float, default=10.0, help="per figure, whole seconds (default 10)")
     parser.add_argument("--idle", type=int, default=10000, help="idle keep-alive connections to hold (default 10000)")
     args = parse(parser, quick={"seconds": 1.0, "idle": 50})
@@ -490,10 +563,11 @@ def main() -> int:
     have = ensure_apt()
     if "wrk" not in have:
         sys.exit("bench: wrk is needed: apt-get install wrk")
-    names = args.only or SOCKHOP + PEERS + web_h2.SERVERS
+    names = args.only or [n for n in SOCKHOP if n not in GZIP] + PEERS + GZIP + web_h2.SERVERS
     peer_python = ensure_pypi() if {"uvicorn", "aiohttp", "twisted", "h2-hypercorn"} & set(names) else None
     rows: list[dict] = []
     h2_rows: list[dict] = []
+    gzip_rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="sockhop-web-bench-") as tmp:
         work = Path(tmp)
         www = make_site(work)
@@ -520,6 +594,21 @@ def main() -> int:
                 except RuntimeError as exc:
                     h2_rows.append({"server": name, "error": str(exc)})
                 continue
+            if name in GZIP:
+                if name.startswith("nginx") and "nginx" not in have:
+                    gzip_rows.append({"server": name, "error": "not installed"})
+                    continue
+
+                def gz_command(port: int, name: str = name) -> list[str]:
+                    cmd = server_command(name, work, www, port, peer_python)
+                    assert cmd is not None
+                    return cmd
+
+                try:
+                    gzip_rows.append(measure_gzip(name, gz_command, work, www, port, args.seconds))
+                except RuntimeError as exc:
+                    gzip_rows.append({"server": name, "error": str(exc)})
+                continue
             installed = {"nginx": "nginx", "lighttpd": "lighttpd", "apache-event": "apache2"}
             cmd = None
             if not any(name.startswith(peer) and cmd_name not in have for peer, cmd_name in installed.items()):
@@ -538,6 +627,8 @@ def main() -> int:
             except RuntimeError as exc:
                 rows.append({"server": name, "error": str(exc)})
     body = table(rows, args.seconds) if rows else ""
+    if gzip_rows:
+        body += ("\n\n" if body else "") + gzip_table(gzip_rows, args.seconds)
     if h2_rows:
         body += ("\n\n" if body else "") + web_h2.table(h2_rows, args.seconds)
     write_report(args.out, "web", "web", body, (lambda plt: plot(plt, rows)) if rows else None)

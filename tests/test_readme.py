@@ -254,6 +254,31 @@ def scenes() -> list[Scene]:  # noqa: PLR0915 (one table)
             ("web tcp 127.0.0.1:8080",),
         ),
         Scene(
+            [
+                Line(
+                    "sockhop serve web --host a.test=./site --host b.test=./site,no-listing,access-log=b.log "
+                    "--max-body 10M --compress"
+                )
+            ],
+            ("web tcp 127.0.0.1:8080",),
+            [
+                Line(
+                    "curl --compressed --resolve b.test:8080:127.0.0.1 http://b.test:8080/",
+                    ("Hello from ./site",),
+                    after=lambda stage, done: wait_for_text(stage.folder / "b.log", '"GET / HTTP/1.1" 200'),
+                )
+            ],
+        ),
+        Scene(
+            [
+                Line(
+                    "sockhop serve web ./site --error-page 404=/404.html "
+                    "--cache-control '/assets/=max-age=31536000, immutable'"
+                )
+            ],
+            ("web tcp 127.0.0.1:8080",),
+        ),
+        Scene(
             [Line(SERVE_WEB_TLS)],
             ("web tcp [::]:8080", "web tls [::]:8443"),
             [

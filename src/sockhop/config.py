@@ -71,6 +71,38 @@ class _Lines:
                 return i + 1
         return 0
 
+    def of_subtable(self, table: str, key: str, name: str) -> int:
+        """The line of ``[services.TABLE.KEY."NAME"]``."""
+        parts = [r"services", rf"\"?{re.escape(table)}\"?", rf"\"?{re.escape(key)}\"?", rf"\"?{re.escape(name)}\"?"]
+        header = re.compile(r"^\s*\[\s*" + r"\s*\.\s*".join(parts) + r"\s*\]")
+        return next((i + 1 for i, line in enumerate(self.lines) if header.match(line)), 0)
+
+
+def _table_items(
+    service: str, key: str, value: dict, where: _Lines, mistakes: list[Mistake]
+) -> list[tuple[str, object, int]]:
+    """A table of tables -- ``[services.web.hosts."example.test"]`` -- stands for a repeatable option given once
+    per sub-table as ``NAME=ROOT,KEY=VALUE,...`` (``--host example.test=/srv/a,no-listing``): its ``root`` first,
+    then each key, true as ``key`` and false as ``no-key``. Each keeps its own line, for the mistakes."""
+    items: list[tuple[str, object, int]] = []
+    for name, table in value.items():
+        line = where.of_subtable(service, key, name) or where.of(service, key) or where.of(service)
+        if not isinstance(table, dict):
+            mistakes.append(Mistake(line, f"services.{service}.{key}.{name}", "must be a table"))
+            continue
+        words = [str(table.get("root", ""))]
+        for option, setting in table.items():
+            if option == "root":
+                continue
+            if isinstance(setting, bool):
+                words.append(option if setting else f"no-{option}")
+            elif isinstance(setting, str | int | float) and "," not in str(setting):
+                words.append(f"{option}={setting}")
+            else:
+                mistakes.append(Mistake(line, f"services.{service}.{key}.{name}.{option}", f"bad value {setting!r}"))
+        items.append((key, f"{name}={','.join(words)}", line))
+    return items
+
 
 def _argv_for(
     parser: argparse.ArgumentParser, items: list[tuple[str, object, int]], mistakes: list[Mistake]
@@ -164,8 +196,14 @@ def load(path: str | Path, *, thorough: bool = False) -> tuple[list[ServiceConfi
             mistakes.append(Mistake(line, f"services.{name}", f"which service? set service = one of {known}"))
             continue
         items = [(k, v, line) for k, v, line in common if k not in table]
-        items += [(k, v, where.of(name, k)) for k, v in table.items() if k != "service"]
         found: list[Mistake] = []
+        for k, v in table.items():
+            if k == "service":
+                continue
+            if isinstance(v, dict) and v and all(isinstance(sub, dict) for sub in v.values()):
+                items += _table_items(name, k, v, where, found)
+            else:
+                items.append((k, v, where.of(name, k)))
         argv = _argv_for(parsers[kind], items, found)
         top = {k for k, _, _ in common}
         for mistake in found:
@@ -237,8 +275,9 @@ def _world_checks(
             args = parsers[config.kind].parse_args(config.argv[2:])
 
             def line_of(option: str, config: ServiceConfig = config) -> tuple[int, str]:
-                for key, _value, line in config.items:
-                    if key.replace("_", "-") == option:
+                option, _, name = option.partition("=")  # "hosts=NAME": the item given for that name
+                for key, value, line in config.items:
+                    if key.replace("_", "-") == option and (not name or str(value).startswith(f"{name}=")):
                         header = where.of(config.name)
                         return line, f"services.{config.name}.{key}" if header and line > header else key
                 return where.of(config.name), f"services.{config.name}"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from sockhop.web.accesslog import AccessLog, format_entry
 
 from .helpers import feed, server
@@ -91,3 +93,64 @@ def test_an_empty_file_is_logged_with_a_dash_every_time(tmp_path: Path):
     log.close()
     lines = (tmp_path / "access.log").read_text().splitlines()
     assert [line.split('" ', 1)[1] for line in lines] == ['200 - "-" "-"'] * 2
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("model", ["eventloop", "thread", "prefork"])
+def test_a_rotated_log_is_followed_without_a_signal(tmp_path: Path, model):
+    """logrotate's default: the file renamed away, lines keep coming; the server opens a new one under the name
+    within a second (the first line of the next second), in every worker."""
+    import os
+    import subprocess
+    import time
+
+    from tests.support import require_tool, start_server
+
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "a.txt").write_text("abc")
+    path = tmp_path / "access.log"
+    workers = ["--workers", "2"] if model == "prefork" else []
+    server = start_server(
+        ["serve", "web", str(tmp_path / "site"), "--listen", "127.0.0.1:0", "--access-log", str(path),
+         "--model", model, *workers],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        host, port = server.address("web")
+        url = f"http://{host}:{port}/a.txt"
+        curl = require_tool("curl")
+        subprocess.run([curl, "-sS", "-o", "/dev/null", url], check=True, timeout=30)
+        os.rename(path, tmp_path / "access.log.1")
+        time.sleep(1.1)
+        deadline = time.monotonic() + 10
+        while not (path.exists() and "GET /a.txt" in path.read_text()):
+            assert time.monotonic() < deadline, "no new access.log"
+            subprocess.run([curl, "-sS", "-o", "/dev/null", url], check=True, timeout=30)
+            time.sleep(0.3)
+    finally:
+        server.stop()
+    assert (tmp_path / "access.log.1").read_text().count("GET /a.txt") >= 1
+
+
+@pytest.mark.interop
+def test_sigusr1_from_an_nginx_logrotate_script_does_not_kill_the_server(tmp_path: Path):
+    import os
+    import signal
+    import subprocess
+
+    from tests.support import require_tool, start_server
+
+    (tmp_path / "a.txt").write_text("abc")
+    server = start_server(
+        ["serve", "web", str(tmp_path), "--listen", "127.0.0.1:0", "--no-access-log", "--model", "prefork",
+         "--workers", "2"],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        host, port = server.address("web")
+        os.kill(server.pid, signal.SIGUSR1)
+        done = subprocess.run([require_tool("curl"), "-sS", f"http://{host}:{port}/a.txt"], capture_output=True,
+                              timeout=30)  # fmt: skip
+        assert done.stdout == b"abc" and server.proc.poll() is None
+    finally:
+        server.stop()

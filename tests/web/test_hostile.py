@@ -33,6 +33,8 @@ HOSTILE = {
     ),
     "two-cl": (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400),
     "unknown-te": (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n", 400),
+    "undecodable-te": (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
+    "invalid-host": (b"GET /hello.txt HTTP/1.1\r\nHost: a b/c\r\n\r\n", 400),
     "obs-fold": (b"GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n 2\r\n\r\n", 400),
     "space-before-colon": (b"GET / HTTP/1.1\r\nHost : x\r\n\r\n", 400),
     "unknown-method": (b"BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n", 501),

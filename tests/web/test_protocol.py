@@ -113,7 +113,8 @@ def test_connection_close_is_honoured_and_later_requests_ignored(root):
         (get("/hello.txt", version="1.0"), Close.AT_ONCE),
         (get("/nowhere", "Connection: close"), Close.AT_ONCE),
         (get("/hello.txt", "Connection: close") + b"junk", Close.AT_ONCE),  # read already: no reset to fear
-        (get("/hello.txt", "Content-Length: 5", "Connection: close", method="POST") + b"ab", Close.LINGER),
+        (get("/hello.txt", "Content-Length: 5", "Expect: 100-continue", method="POST") + b"ab", Close.LINGER),
+        (get("/hello.txt", "Content-Length: 2000000", "Connection: close", method="POST") + b"ab", Close.LINGER),
         (get("/hello.txt", "Connection: Upgrade", "Upgrade: websocket"), Close.LINGER),
         (b"GET /hello.txt HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n", Close.LINGER),
     ],
@@ -154,9 +155,65 @@ def test_known_methods_get_405_with_allow(root):
     assert not close
 
 
-def test_post_with_a_body_gets_405_and_close(root):
-    response, close, _ = one(root, get("/hello.txt", "Content-Length: 5", method="POST") + b"abcde")
-    assert response.status == 405 and close
+@pytest.mark.parametrize("mode", MODES)
+def test_post_with_a_body_is_read_and_dropped_then_405(root, mode):
+    proto = server(root)
+    chunked = get("/hello.txt", "Transfer-Encoding: chunked", method="POST") + b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n"
+    request = get("/hello.txt", "Content-Length: 5", method="POST") + b"abcde" + chunked + get("/page.html")
+    raw, close = feed(proto, request, mode)
+    assert [r.status for r in parse_responses(raw)] == [405, 405, 200] and not close
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_post_expecting_100_continue_gets_405_at_once_and_close(root, mode):
+    request = get("/hello.txt", "Content-Length: 5", "Expect: 100-continue", method="POST")
+    response, close, proto = one(root, request, mode)
+    assert response.status == 405 and close and proto.state is State.CLOSING
+
+
+@pytest.mark.parametrize("mode", ["whole", "bytewise"])
+def test_a_body_that_will_be_read_gets_100_continue(root, mode):
+    proto = server(root)
+    raw, close = feed(proto, get("/hello.txt", "Content-Length: 3", "Expect: 100-continue"), mode)
+    assert raw == b"HTTP/1.1 100 Continue\r\n\r\n" and not close
+    raw, close = feed(proto, b"abc")
+    assert parse_responses(raw)[0].body == b"hello, world\n" and not close
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_body_declared_over_max_body_is_413_at_once(root, mode):
+    request = get("/hello.txt", "Content-Length: 11", "Expect: 100-continue", method="PUT")
+    response, close, _ = one(root, request, mode, limits=HttpLimits(max_body=10))
+    assert response.status == 413 and close
+
+
+def test_a_chunked_body_over_max_body_is_413(root):
+    proto = server(root, limits=HttpLimits(max_body=10))
+    raw, close = feed(proto, get("/hello.txt", "Transfer-Encoding: chunked", method="POST") + b"6\r\nabcdef\r\n" * 2)
+    assert parse_responses(raw)[0].status == 413 and close
+
+
+def test_an_unknown_expectation_is_417(root):
+    response, close, _ = one(root, get("/hello.txt", "Content-Length: 1", "Expect: teapot") + b"x")
+    assert response.status == 417 and close
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        (b"Transfer-Encoding: chunked\r\n\r\nffffffffffffffffffff\r\n", 400),  # chunk-size overflow
+        (b"Content-Length: 99999999999999999999999\r\n\r\n", 400),  # length overflow
+        (b"Content-Length: 2\r\n\r\nabcdef", 400),  # a length that lies short: the rest is no request
+        (b"\r\nhello=world", 400),  # a body after a GET without a length: no request either
+        (b"Transfer-Encoding: chunked\r\n\r\n3\r\nabcdef\r\n", 400),  # a chunk longer than its size
+    ],
+)
+def test_hostile_bodies_are_refused(root, mode, body, status):
+    request = b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n" + body
+    raw, close = feed(server(root), request, mode)
+    responses = parse_responses(raw)
+    assert responses[-1].status == status and close
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -383,11 +440,53 @@ def test_endless_request_line_is_414(root):
     assert close and parse_responses(raw)[0].status == 414
 
 
-@pytest.mark.parametrize("version", ["2.0", "1.2", "3.0"])
+@pytest.mark.parametrize("version", ["2.0", "3.0", "0.9"])
 @pytest.mark.parametrize("mode", MODES)
 def test_unsupported_versions_are_505(root, version, mode):
     response, close, _ = one(root, get("/", version=version), mode)
-    assert response.status == 505 and close
+    assert response.status in ((505,) if version != "0.9" else (400, 505)) and close
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("version", ["1.2", "1.9"])
+def test_a_later_http1_minor_is_answered_as_11(root, version, mode):
+    """RFC 9110 2.5: a server answers in the highest minor version it supports, and llhttp refuses 1.2."""
+    proto = server(root)
+    raw, close = feed(proto, get("/hello.txt", version=version) + get("/page.html"), mode)
+    responses = parse_responses(raw)
+    assert [r.status for r in responses] == [200, 200] and not close
+    assert raw.startswith(b"HTTP/1.1 200") and responses[0].body == b"hello, world\n"
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("coding", ["gzip, chunked", "deflate,chunked", "x-custom, chunked"])
+def test_a_transfer_coding_the_server_cannot_decode_is_501(root, coding, mode):
+    request = get("/hello.txt", f"Transfer-Encoding: {coding}", method="POST") + b"3\r\nabc\r\n0\r\n\r\n"
+    response, close, proto = one(root, request, mode)
+    assert response.status == 501 and close and proto.state is State.CLOSING
+
+
+@pytest.mark.parametrize("coding", ["chunked, gzip", "chunked, chunked", "identity"])
+def test_chunked_not_final_or_twice_is_400(root, coding):
+    request = get("/hello.txt", f"Transfer-Encoding: {coding}", method="POST") + b"0\r\n\r\n"
+    response, close, _ = one(root, request)
+    assert response.status == 400 and close
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("host", ["exa mple.test", "a/b", "a@b", "x:y", "[::1", 'h"q', "a:1:2"])
+def test_an_invalid_host_is_400(root, host, mode):
+    request = f"GET /hello.txt HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    response, close, _ = one(root, request, mode)
+    assert response.status == 400 and close
+
+
+@pytest.mark.parametrize(
+    "host", ["example.test", "example.test:8080", "127.0.0.1:1", "[::1]:8080", "", "xn--bcher-kva.de"]
+)
+def test_valid_hosts_are_served(root, host):
+    request = f"GET /hello.txt HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    assert one(root, request)[0].status == 200
 
 
 def test_request_body_over_the_limit_is_413(root):

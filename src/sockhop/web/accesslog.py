@@ -67,13 +67,42 @@ class AccessLog:
         self.second = -1  # the second of the last line that went out at once
         self.stamp = ""  # log_time(second)
         self.last: tuple[str, str, int, str, str] = NO_LINE  # host, request, size, tail and the line they made
+        self.file: tuple[int, int] = (0, 0)  # the open file's (device, inode): rotated away when the path's differ
         if target == "-":
             self.fd = os.dup(1)
         else:
-            try:
-                self.fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            except OSError as exc:
-                raise AccessLogError(f"cannot open the access log {target}: {exc.strerror}") from None
+            self.fd = self._open()
+
+    def _open(self) -> int:
+        try:
+            fd = os.open(self.target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise AccessLogError(f"cannot open the access log {self.target}: {exc.strerror}") from None
+        info = os.fstat(fd)
+        self.file = (info.st_dev, info.st_ino)
+        return fd
+
+    def follow_rotation(self) -> None:
+        """logrotate moved the file away (or deleted it): open a new one under the name. Looked at once a second,
+        when the first line of a second is written, so rotation needs no signal and reaches every worker process
+        (nginx needs SIGUSR1 for this, or copytruncate)."""
+        if self.target == "-":
+            return
+        try:
+            info = os.stat(self.target)
+            if (info.st_dev, info.st_ino) == self.file:
+                return
+        except OSError:
+            pass  # gone: create it again
+        try:
+            fd = self._open()
+        except AccessLogError:
+            return  # the old descriptor keeps the lines
+        old, self.fd = self.fd, fd
+        try:
+            os.close(old)
+        except OSError:
+            pass
 
     def add(self, line: str, when: float) -> None:
         """Log one line of a request answered at ``when`` (the server's clock)."""
@@ -87,6 +116,8 @@ class AccessLog:
             self.flush()
 
     def _new_second(self, second: int) -> None:
+        self.flush()  # what belongs to the file being rotated away
+        self.follow_rotation()
         self.second = second
         self.stamp = log_time(second)
         self.last = NO_LINE

@@ -16,8 +16,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sockhop.engine.protocol import FileRegion
+from sockhop.web.compress import Compressor
+
+if TYPE_CHECKING:
+    from sockhop.web.auth import BasicAuth
 from sockhop.web.conditional import not_modified, range_applies
 from sockhop.web.listing import render_listing
 from sockhop.web.mime import content_type
@@ -34,6 +39,9 @@ CACHE_ENTRIES = 1024
 #: Precompressed siblings, best first: (Content-Encoding, file suffix).
 ENCODINGS = (("br", ".br"), ("gzip", ".gz"))
 
+#: What an error page keeps of its file's headers: not its validators (the error is not that file).
+_PAGE_HEADERS = frozenset(("Content-Type", "Content-Length", "Content-Encoding", "Cache-Control"))
+
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK  # NONBLOCK: a FIFO in the tree must not hang us
 
 
@@ -46,6 +54,12 @@ class SiteOptions:
     dotfiles: bool = False
     follow_symlinks: bool = False
     index: str = "index.html"
+    compressor: Compressor | None = None  # compression on the fly (--compress); None: off
+    #: ``Cache-Control`` by URL path prefix, (prefix, value) pairs; the longest matching prefix wins.
+    cache_control: tuple[tuple[str, str], ...] = ()
+    #: nginx's error_page: (status, page path in the site) -- the page is sent with the error's status.
+    error_pages: tuple[tuple[int, str], ...] = ()
+    auth: BasicAuth | None = None  # Basic authentication from an htpasswd file; None: open to all
 
 
 def accepted_encodings(value: str | None) -> set[str]:
@@ -79,6 +93,36 @@ class Site:
         self.root = os.path.realpath(options.root)
         self.root_prefix = self.root.rstrip("/") + "/"
         self.cache: dict[tuple, CachedFile] = {}
+        self.policies = sorted(options.cache_control, key=lambda pair: len(pair[0]), reverse=True)
+        self.error_pages = dict(options.error_pages)
+
+    def _policy(self, path: str) -> tuple[tuple[str, str], ...]:
+        """The Cache-Control header for the file at ``path`` (a path under the root), if a prefix names it."""
+        if not self.policies:
+            return ()
+        url = path[len(self.root) :] or "/"
+        for prefix, value in self.policies:
+            if url.startswith(prefix):
+                return (("Cache-Control", value),)
+        return ()
+
+    def error_page(self, response: Response, method: str, now: float) -> Response:
+        """The site's page for an error status (``--error-page 404=/404.html``), sent with that status; the plain
+        error when there is none, or it cannot be served."""
+        page = self.error_pages.get(int(response.status))
+        if page is None or method not in ("GET", "HEAD"):
+            return response
+        from sockhop.web.paths import parse_target
+
+        answer = self.respond(method, parse_target(page.encode()), {}, now)
+        if answer.status != HTTPStatus.OK:
+            answer.release()
+            return response
+        response.release()
+        answer.status = response.status
+        answer.headers = [(name, value) for name, value in answer.headers if name in _PAGE_HEADERS]
+        answer.close = response.close
+        return answer
 
     # -- opening, safely -----------------------------------------------------------------------------------------
     def _inside(self, fd: int, fallback: str) -> bool:
@@ -144,6 +188,8 @@ class Site:
             return error_response(HTTPStatus.NOT_FOUND, head=head)
         path = key[0]
         entry = self.fresh(key, now)
+        if entry is not None and entry.compressed and "range" in headers:
+            entry = None  # a range is of the file itself: the slow way, uncompressed (and not cached)
         if entry is not None:
             response = self._send(method, entry, headers, None)
             if response is not None:
@@ -212,6 +258,7 @@ class Site:
         """A file just opened and checked: describe it (and remember the description), then answer."""
         kind = content_type(os.path.basename(path))
         extra: tuple[tuple[str, str], ...] = ()
+        policy = self._policy(path)
         sent = path
         sibling = self._sibling(path, headers)
         if sibling is not None:
@@ -219,8 +266,18 @@ class Site:
             os.close(fd)
             fd, info, sent = sibling_fd, sibling_info, path + dict(ENCODINGS)[coding]
             extra = (("Content-Encoding", coding), ("Vary", "Accept-Encoding"))
-        elif self._has_sibling(path):
-            extra = (("Vary", "Accept-Encoding"),)
+        else:
+            compressor = self.options.compressor
+            if compressor is not None and compressor.applies(kind, info.st_size):
+                extra = (("Vary", "Accept-Encoding"),)
+                coding = compressor.coding(accepted_encodings(headers.get("accept-encoding")))
+                if coding is not None and "range" in headers:
+                    key = ()  # served whole-file ranges, uncompressed: not what the key's next request wants
+                elif coding is not None:
+                    return self._compressed(method, fd, info, path, kind, coding, headers, key, policy)
+            elif self._has_sibling(path):
+                extra = (("Vary", "Accept-Encoding"),)
+        extra += policy
         data = None
         if info.st_size <= SMALL_FILE:
             try:
@@ -237,6 +294,47 @@ class Site:
                 self.cache.clear()
             self.cache[key] = entry
         response = self._send(method, entry, headers, fd)
+        assert response is not None
+        return response
+
+    def _compressed(
+        self,
+        method: str,
+        fd: int,
+        info: os.stat_result,
+        path: str,
+        kind: str,
+        coding: str,
+        headers: Mapping[str, str],
+        key: tuple,
+        policy: tuple[tuple[str, str], ...] = (),
+    ) -> Response:
+        """A text file compressed on the fly (once per file version: the compressor keeps it), described and cached
+        as a small file is, so the hot path answers it from bytes. Its ETag names the coding (RFC 9110 8.8.3)."""
+        compressor = self.options.compressor
+        assert compressor is not None
+        try:
+            data = os.pread(fd, info.st_size, 0)
+        finally:
+            os.close(fd)
+        identity = (info.st_mtime_ns, info.st_ino, info.st_size, info.st_ctime_ns)
+        if len(data) != info.st_size:  # changed while we read: send what we have, as it is, cache nothing
+            info = os.stat_result((*info[:6], len(data), *info[7:]))
+            entry = CachedFile.describe(path, info, kind, (("Vary", "Accept-Encoding"),), data)
+            response = self._send(method, entry, headers, None)
+            assert response is not None
+            return response
+        body = compressor.compressed(path, identity, coding, data)
+        extra = (("Content-Encoding", coding), ("Vary", "Accept-Encoding"), *policy)
+        entry = CachedFile.describe(path, info, kind, extra, body)
+        entry.size = len(body)
+        entry.etag = f'{entry.etag[:-1]}-{coding}"'
+        entry.compressed = True
+        if key:
+            if len(self.cache) >= CACHE_ENTRIES:
+                self.cache.clear()
+            self.cache[key] = entry
+        response = self._send(method, entry, headers, None)
         assert response is not None
         return response
 
@@ -349,6 +447,7 @@ class CachedFile:
     data: bytes | None
     checked: int = 0  # the second the folder was last found unchanged
     wires: tuple[int, bytes, bytes] = (-1, b"", b"")  # (second, keep-alive answer, closing answer), one attribute
+    compressed: bool = False  # compressed on the fly: ``data`` is the compressed bytes, ``size`` their length
 
     @classmethod
     def describe(

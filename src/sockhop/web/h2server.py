@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 
 import h2.config
 import h2.connection
@@ -39,9 +40,10 @@ from hyperframe.frame import GoAwayFrame, RstStreamFrame
 
 from sockhop.engine.protocol import WHEN_DRAINED, FileRegion, Reply, StreamProtocol
 from sockhop.engine.shared import close_region
-from sockhop.web.accesslog import format_entry
+from sockhop.web.accesslog import AccessLog, format_entry
 from sockhop.web.handler import handle
-from sockhop.web.response import BODILESS, SERVER, Response, http_date
+from sockhop.web.hosts import HOST_VALUE
+from sockhop.web.response import BODILESS, SERVER, Response, error_response, http_date
 
 #: The client's first 24 bytes on an HTTP/2 connection (RFC 9113 3.4).
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -299,6 +301,7 @@ class Http2Server(StreamProtocol):
         frames = conn.incoming_buffer = _Frames(server=True)
         frames.limit = limits.max_head
         self.streams: dict[int, _Stream] = {}
+        self.uploads: dict[int, int] = {}  # body bytes received so far, per stream still sending one
         self.resets = _Bucket(RESETS)
         self.control = _Bucket(CONTROL)
         self.log_lines: list[str] = []
@@ -362,8 +365,7 @@ class Http2Server(StreamProtocol):
         for stream in self.streams.values():
             stream.release()
         self.streams.clear()
-        log = self.options.access_log
-        if log is not None:
+        for log in self.options.hosts.all_logs:
             log.flush()
 
     # -- requests ------------------------------------------------------------------------------------------------
@@ -388,6 +390,7 @@ class Http2Server(StreamProtocol):
                     self.last_stream = sid
                     self.goaway_pending = True
             elif kind is h2.events.StreamReset:
+                self.uploads.pop(event.stream_id, None)
                 stream = self.streams.pop(event.stream_id, None)
                 if stream is not None or event.stream_id in reset:
                     if stream is not None:
@@ -395,12 +398,18 @@ class Http2Server(StreamProtocol):
                     if event.remote_reset and not self.resets.spend(now):
                         raise _Calm("too many streams reset (rapid reset)")
             elif kind is h2.events.DataReceived:
-                # A body on GET is read and dropped; its bytes are given back to the window at once. Once the
-                # answer is complete, RST_STREAM(NO_ERROR) tells the client to stop sending it (RFC 9113 8.1).
+                # A body is read and dropped (nothing here consumes one yet); its bytes are given back to the
+                # window at once. Past max_body, RST_STREAM(NO_ERROR) tells the client to stop (RFC 9113 8.1) --
+                # within it the client may finish, as some clients (curl 7.88) call that reset a failed transfer.
                 sid = event.stream_id
                 if event.flow_controlled_length:
                     conn.acknowledge_received_data(event.flow_controlled_length, sid)
-                if sid not in self.streams and event.stream_ended is None and sid in conn.streams:
+                if event.stream_ended is not None:
+                    self.uploads.pop(sid, None)
+                    continue
+                received = self.uploads[sid] = self.uploads.get(sid, 0) + len(event.data)
+                if received > self.limits.max_body and sid not in self.streams and sid in conn.streams:
+                    self.uploads.pop(sid, None)
                     conn.reset_stream(sid, ErrorCodes.NO_ERROR)
             elif kind is h2.events.PingReceived or kind is h2.events.RemoteSettingsChanged:
                 if not self.control.spend(now):
@@ -426,11 +435,27 @@ class Http2Server(StreamProtocol):
                 text = f"{fields[key]}{'; ' if key == 'cookie' else ', '}{text}"
             fields[key] = text
         verb = method.decode("latin-1")
-        response = handle(self.site, verb, path, fields, now)
-        self._respond(sid, verb, path, fields, response, now)
+        site, log = self.options.hosts.pick(fields.get("host"))
+        declared = fields.get("content-length", "")
+        authority = fields.get("host")
+        if authority is not None and HOST_VALUE.fullmatch(authority) is None:  # as HTTP/1.1's Host: 400
+            response = error_response(HTTPStatus.BAD_REQUEST, "invalid :authority", head=verb == "HEAD")
+        elif declared.isdigit() and int(declared) > self.limits.max_body:  # as HTTP/1.1: refused before it is sent
+            response = error_response(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, head=verb == "HEAD")
+            self.uploads[sid] = self.limits.max_body  # its first DATA frame stops it
+        else:
+            response = handle(site, verb, path, fields, now)
+        self._respond(sid, verb, path, fields, response, now, log)
 
     def _respond(
-        self, sid: int, method: str, path: bytes, fields: dict[str, str], response: Response, now: float
+        self,
+        sid: int,
+        method: str,
+        path: bytes,
+        fields: dict[str, str],
+        response: Response,
+        now: float,
+        log: AccessLog | None = None,
     ) -> None:
         status = int(response.status)
         block = head_block(status, http_date(now), response.headers)
@@ -443,19 +468,15 @@ class Http2Server(StreamProtocol):
             self.streams[sid] = _Stream(body, status)
         if self.on_result is not None:
             self.on_result(str(status))
-        if self.options.access_log is not None:
+        if log is not None:
             line = f"{method} {path.decode('latin-1')} HTTP/2.0"
-            self.log_lines.append(
-                format_entry(
-                    self.peer_host,
-                    now,
-                    line,
-                    status,
-                    response.length,
-                    fields.get("referer"),
-                    fields.get("user-agent"),
-                )
+            entry = format_entry(
+                self.peer_host, now, line, status, response.length, fields.get("referer"), fields.get("user-agent")
             )
+            if log is self.options.access_log:
+                self.log_lines.append(entry)
+            else:  # another virtual host's log
+                log.add(entry, now)
 
     # -- output --------------------------------------------------------------------------------------------------
     def _pump(self) -> tuple[bool, bool]:

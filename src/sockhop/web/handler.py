@@ -39,8 +39,16 @@ def respond(
 ) -> Response:
     """The site's answer to a GET or HEAD of ``target``; a failure of the server's own (out of descriptors, an I/O
     error) is a 503 or 500 that ends the connection, never the client's fault."""
+    auth = site.options.auth
+    if auth is not None:
+        refused = auth.refused(fields, now, head=method == "HEAD")
+        if refused is not None:
+            return refused
     try:
-        return site.respond(method, target, fields, now, key)
+        response = site.respond(method, target, fields, now, key)
+        if response.status >= 400 and site.error_pages:
+            return site.error_page(response, method, now)
+        return response
     except OSError as exc:
         busy = exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM)
         status = HTTPStatus.SERVICE_UNAVAILABLE if busy else HTTPStatus.INTERNAL_SERVER_ERROR

@@ -1,9 +1,12 @@
-"""Content-Type from a file name: the standard library's table, plus the web's usual types it lacks, with
-``charset=utf-8`` on text types. Cached per suffix -- the hot path asks the same few questions again and again."""
+"""Content-Type from a file name: the machine's /etc/mime.types when present (what nginx's and Apache's packages
+ship, and what an administrator edits), over the standard library's built-in table, plus the web's usual types
+either may lack, with ``charset=utf-8`` on text types. Cached per suffix -- the hot path asks the same few questions
+again and again."""
 
 from __future__ import annotations
 
 import mimetypes
+import os
 from functools import lru_cache
 
 DEFAULT = "application/octet-stream"
@@ -30,7 +33,15 @@ _TEXTUAL = (
     "application/manifest+json",
 )
 
-_types = mimetypes.MimeTypes()  # the built-in table only: the same answer on every machine
+#: Where the machine keeps its table (Debian's media-types package; the file nginx users know).
+SYSTEM_TYPES = "/etc/mime.types"
+
+_types = mimetypes.MimeTypes()  # the built-in table ...
+if os.path.isfile(SYSTEM_TYPES):
+    try:
+        _types.read(SYSTEM_TYPES)  # ... with the machine's over it
+    except (OSError, UnicodeDecodeError):
+        pass  # an unreadable table leaves the built-in one
 
 
 @lru_cache(maxsize=512)

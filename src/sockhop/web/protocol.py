@@ -42,6 +42,7 @@ from sockhop.errors import LocalProtocolError, RemoteProtocolError
 from sockhop.web.accesslog import AccessLog, entry_parts, format_entry
 from sockhop.web.files import Site
 from sockhop.web.handler import refused_method, respond
+from sockhop.web.hosts import Hosts, VirtualHost
 from sockhop.web.paths import SitePath, parse_target
 
 if TYPE_CHECKING:
@@ -53,6 +54,13 @@ from sockhop.web.response import Response, error_response, http_date, response_h
 _METHOD_SP = re.compile(rb"[A-Z][A-Z0-9_-]* ")
 _METHOD = re.compile(rb"[A-Z][A-Z0-9_-]*")
 
+#: A Host header's value, RFC 9110 7.2: uri-host [ ":" port ] -- an IP literal in brackets, or a reg-name
+#: (unreserved, percent-encoded, sub-delims; empty allowed, for a target without authority).
+_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
+
+#: A request line with a later HTTP/1 minor version, which llhttp refuses and RFC 9110 2.5 says to answer as 1.1.
+_LATER_MINOR = re.compile(rb"([^\r\n ]+ [^\r\n ]+ HTTP/1\.)[2-9](?=\r|\n|$)")
+
 
 @dataclass(frozen=True)
 class HttpLimits:
@@ -62,7 +70,9 @@ class HttpLimits:
     max_field: int = 8 * 1024  # one header line: 431
     max_head: int = 32 * 1024  # the whole request head: 431 (414 while still in the request line)
     max_headers: int = 100  # header fields: 431
-    max_body: int = 1024 * 1024  # a body on GET is read and dropped up to this: 413 over it
+    #: A request body is read (and, until something consumes bodies, dropped) up to this; 413 over it, at once when
+    #: Content-Length says so. nginx's client_max_body_size is 1m too.
+    max_body: int = 1024 * 1024
     max_requests: int = 1000  # per connection; the last one is answered with Connection: close
     #: Seconds from a request's first byte to the end of its head: 408 after that, however steadily bytes trickle.
     #: nginx's client_header_timeout is 60 s, as long as our idle timeout, which would leave a trickling client 60 s
@@ -84,6 +94,12 @@ class WebOptions:
     clock: Callable[[], float] = time.time
     #: Requests already parsed, by their exact bytes (see :class:`Parsed`): shared by the connections of a process.
     memo: dict[bytes, Parsed] = field(default_factory=dict, compare=False, repr=False)
+    #: The virtual hosts; None: ``site`` and ``access_log`` answer every name.
+    hosts: Hosts | None = None
+
+    def __post_init__(self) -> None:
+        if self.hosts is None:
+            object.__setattr__(self, "hosts", Hosts(VirtualHost(self.site, self.access_log)))
 
 
 class State(enum.Enum):
@@ -145,6 +161,7 @@ class Parsed(NamedTuple):
     target: SitePath
     fields: dict[str, str]  # lower-case names, repeated fields joined: what the site reads
     key: tuple | None  # the site's cache key when the small-file fast lane applies (a plain GET), else None
+    host: VirtualHost  # the virtual host the Host header named
     logged: str = ""  # for the fast lane's access-log line, the part from the request line to the status ...
     log_tail: str = ""  # ... and the part after the size (see accesslog.entry_parts)
 
@@ -177,6 +194,9 @@ class HttpServer(StreamProtocol):
     # The first bytes of the current request, while we know where it started: llhttp rejects an unknown method
     # without saying what it was, and 501 (a method we do not know) differs from 400 (garbage).
     sample: bytes | None = b""
+    # The bytes of the current request while it is still in its request line, when it began at the start of a read:
+    # what is fed again, as HTTP/1.1, if its version turns out to be a later HTTP/1 minor.
+    line: bytes | None = None
     bad_method: bytes | None = None  # llhttp refused the method: collecting it to tell 501 from 400
     deadline_for = -1  # the request (count of those before it) whose header deadline is armed; -1: none
     begun = 0  # requests begun during the current data_received (a memo candidate must be alone)
@@ -193,12 +213,15 @@ class HttpServer(StreamProtocol):
     keep_alive = True
     asked_close = False  # Connection: close, or HTTP/1.0 without keep-alive (an upgrade ends keep-alive too)
     answer: Response | None = None  # decided at the end of the headers (405, 400...), else the file
+    continued = False  # 100 Continue was sent for the current request
     h2: Http2Server  # set when the connection turns out to be HTTP/2
 
     def __init__(self, options: WebOptions) -> None:
         self.options = options
         self.limits = options.limits
+        self.hosts = options.hosts
         self.site = options.site
+        self.log = options.access_log
         self.clock = options.clock
         self.memo = options.memo
         self.out: list[bytes | FileRegion] = []
@@ -214,6 +237,7 @@ class HttpServer(StreamProtocol):
         self.keep_alive = True
         self.asked_close = False
         self.answer = None
+        self.continued = False
 
     def move(self, event: Event) -> None:
         try:
@@ -246,8 +270,12 @@ class HttpServer(StreamProtocol):
             return self._flush()
         if state is IDLE:
             self.sample = data[:32]
-        elif state is HEAD and self.sample is not None and len(self.sample) < 32:
-            self.sample += data[: 32 - len(self.sample)]
+            self.line = data
+        elif state is HEAD:
+            if self.sample is not None and len(self.sample) < 32:
+                self.sample += data[: 32 - len(self.sample)]
+            if self.line is not None and len(self.line) <= self.limits.max_target + 64:
+                self.line += data
         began_here = state is IDLE
         self.begun = 0
         self.failed = False
@@ -265,6 +293,10 @@ class HttpServer(StreamProtocol):
         except httptools.HttpParserInvalidMethodError:
             self._collect_bad_method(data)
         except httptools.HttpParserError as exc:
+            if "HTTP version" in str(exc) and self.line is not None:
+                later = _LATER_MINOR.match(self.line)
+                if later is not None:  # HTTP/1.2 and on: answered as 1.1
+                    return self._restart(later.group(1) + b"1" + self.line[later.end() :])
             cause = exc.__context__
             if isinstance(exc, httptools.HttpParserCallbackError) and not isinstance(
                 cause, (_Stop, RemoteProtocolError)
@@ -301,6 +333,14 @@ class HttpServer(StreamProtocol):
             return reply._replace(close=Close.AT_ONCE)
         return reply
 
+    def _restart(self, data: bytes) -> Reply | bytes:
+        """Parse the current request again from its first byte (its request line rewritten) with a fresh parser."""
+        self.parser = None
+        self.line = None
+        self.state = IDLE
+        self.sample = b""
+        return self.data_received(data)
+
     def _answer_parsed(self, hit: Parsed) -> Reply | bytes:
         """A request seen before, byte for byte, arrived whole between two requests: answer it without the parser.
         A plain GET of a small cached file is one bytes object, answered as such (the engine's cheapest answer);
@@ -309,11 +349,12 @@ class HttpServer(StreamProtocol):
         self.requests += 1
         last = not hit.keep_alive or self.stopping or self.requests >= self.limits.max_requests
         key = hit.key
+        host = hit.host
         if key is not None:
-            entry = self.site.fresh(key, now)
+            entry = host.site.fresh(key, now)
             if entry is not None and entry.data is not None:
                 wire = entry.wire(now, last)
-                log = self.options.access_log
+                log = host.log
                 if log is not None:
                     log.add_parts(self.peer_host, now, hit.logged, entry.size, hit.log_tail)
                 if self.on_result is not None:
@@ -326,6 +367,7 @@ class HttpServer(StreamProtocol):
         self.method, self.url, self.version, self.keep_alive = hit.method, hit.url, hit.version, hit.keep_alive
         self.headers = list(hit.headers)
         self.answer = None
+        self.site, self.log = host
         self.move(BEGIN)
         self.move(HEADERS)
         self._finish(self._respond(hit.target, hit.fields), last)
@@ -357,8 +399,7 @@ class HttpServer(StreamProtocol):
         if self.state is HTTP2:
             self.h2.connection_lost()
             return
-        log = self.options.access_log
-        if log is not None:
+        for log in self.hosts.all_logs:
             log.flush()
 
     def stop_requested(self) -> Reply:
@@ -400,6 +441,7 @@ class HttpServer(StreamProtocol):
 
     def on_headers_complete(self) -> None:
         self.move(HEADERS)
+        self.line = None
         parser = self.parser
         self.version = parser.get_http_version()
         self.method = parser.get_method().decode("ascii", "replace")
@@ -408,30 +450,54 @@ class HttpServer(StreamProtocol):
         self.asked_close = not parser.should_keep_alive()
         self.keep_alive = not self.asked_close and not parser.should_upgrade()
         hosts = 0
-        has_body = False
+        has_body = chunked = False
+        length = 0
+        expect = None
         for name, value in self.headers:
             lower = name.lower()
             if lower == b"host":
                 hosts += 1
+                if _HOST.fullmatch(value) is None:  # RFC 9112 3.2: 400 for an invalid Host
+                    self._raise(RemoteProtocolError("invalid Host header", hint=HTTPStatus.BAD_REQUEST))
             elif lower == b"transfer-encoding":
                 if self.version == "1.0":  # RFC 9112 6.1: faulty framing from a 1.0 client
                     self._raise(RemoteProtocolError("Transfer-Encoding in HTTP/1.0", hint=HTTPStatus.BAD_REQUEST))
-                if value.rsplit(b",", 1)[-1].strip().lower() != b"chunked":  # llhttp says so only after this call
-                    self._raise(RemoteProtocolError("unknown Transfer-Encoding", hint=HTTPStatus.BAD_REQUEST))
-                has_body = True
-            elif lower == b"content-length" and value.strip() not in (b"0", b""):
-                has_body = True
+                self._check_codings(value)
+                has_body = chunked = True
+            elif lower == b"content-length":
+                length = int(value.strip() or 0)  # llhttp has checked it is digits, once, without Transfer-Encoding
+                has_body = length > 0
+            elif lower == b"expect":
+                expect = value.strip().lower()
         if hosts > 1 or (hosts == 0 and self.version == "1.1"):
             self._raise(RemoteProtocolError("exactly one Host header is required", hint=HTTPStatus.BAD_REQUEST))
+        if length > self.limits.max_body:  # known before a byte of it: refused at once, nothing read
+            self._raise(RemoteProtocolError("request body too large", hint=HTTPStatus.REQUEST_ENTITY_TOO_LARGE))
+        if expect is not None and self.version == "1.1" and expect != b"100-continue":  # 1.0's is ignored (RFC 9110)
+            self._raise(RemoteProtocolError("unsupported expectation", hint=HTTPStatus.EXPECTATION_FAILED))
+        waiting = expect is not None and self.version == "1.1" and (chunked or has_body)
         answer = refused_method(self.method)
         if answer is not None:
-            if has_body or self.method == "CONNECT":
-                # Not worth reading a body we will not use: answer now and end the connection.
+            if self.method == "CONNECT" or (has_body and waiting):
+                # The client waits for our word before sending the body; it will not be used, so say so now and
+                # end the connection (RFC 9110 10.1.1) rather than read what nobody wants.
                 answer.close = True
                 self._emit(answer)
                 self.move(LAST)
                 raise _Stop
-            self.answer = answer
+            self.answer = answer  # the body, if any, is read and dropped within max_body, then this answer
+        elif waiting:
+            self.out.append(CONTINUE)  # the body will be read: ask for it
+            self.continued = True
+
+    def _check_codings(self, value: bytes) -> None:
+        """RFC 9112 6.1 and 6.3: chunked must be the final coding, once (else the body's end is unknown: 400); any
+        other coding before it is one this server cannot decode (501, as nginx answers). Either way, close."""
+        codings = [coding.strip().lower() for coding in value.split(b",")]
+        if codings[-1] != b"chunked" or codings.count(b"chunked") > 1:
+            self._raise(RemoteProtocolError("chunked is not the final transfer coding", hint=HTTPStatus.BAD_REQUEST))
+        if len(codings) > 1:
+            self._raise(RemoteProtocolError("transfer coding not implemented", hint=HTTPStatus.NOT_IMPLEMENTED))
 
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)
@@ -453,17 +519,25 @@ class HttpServer(StreamProtocol):
                     key = name.decode("latin-1").lower()
                     text = value.decode("latin-1")
                     fields[key] = f"{fields[key]}, {text}" if key in fields else text
+                host = self.hosts.pick(fields.get("host"))
+                self.site, self.log = host
                 cache_key = self.site.cache_key(target, fields)
                 response = self._respond(target, fields, cache_key)
-                if self.begun == 1 and self.body_bytes == 0 and (self.keep_alive or self.asked_close):  # no upgrade
+                if (
+                    self.begun == 1
+                    and self.body_bytes == 0
+                    and not self.continued
+                    and (self.keep_alive or self.asked_close)
+                ):  # no upgrade
                     plain = (
                         self.method == "GET"
+                        and self.site.options.auth is None  # every request shows its credentials
                         and (self.version == "1.1" or not self.keep_alive)  # a 1.0 keep-alive needs its own header
                         and _NOT_PLAIN.isdisjoint(fields)
                     )
                     key = cache_key if plain else None
                     logged = log_tail = ""
-                    if key is not None and self.options.access_log is not None:
+                    if key is not None and self.log is not None:
                         logged, log_tail = entry_parts(self._request_line(), *_referer_agent(self.headers))
                         logged += " 200"
                     self.candidate = Parsed(
@@ -475,6 +549,7 @@ class HttpServer(StreamProtocol):
                         target,
                         fields,
                         key,
+                        host,
                         logged,
                         log_tail,
                     )
@@ -506,14 +581,16 @@ class HttpServer(StreamProtocol):
         self.out.extend(response.body)
         if self.on_result is not None:
             self.on_result(str(int(response.status)))
-        log = self.options.access_log
+        log = self.log
         if log is not None:
             referer, agent = _referer_agent(self.headers)
-            self.log_lines.append(
-                format_entry(
-                    self.peer_host, self.now, self._request_line(), response.status, response.length, referer, agent
-                )
+            line = format_entry(
+                self.peer_host, self.now, self._request_line(), response.status, response.length, referer, agent
             )
+            if log is self.options.access_log:
+                self.log_lines.append(line)
+            else:  # another virtual host's log
+                log.add(line, self.now)
 
     def _request_line(self) -> str:
         return f"{self.method} {self.url.decode('latin-1')} HTTP/{self.version}" if self.method else "-"
@@ -622,6 +699,9 @@ def make_factory(options: WebOptions) -> Callable[[], HttpServer]:
 
     return factory
 
+
+#: The interim answer to ``Expect: 100-continue`` when the body will be read.
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 #: What a client over the connection limit is told.
 BUSY = (

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 from pathlib import Path
 
 from sockhop.engine.listener import Listener
 from sockhop.errors import SockhopError
-from sockhop.options import positive_float, positive_int
+from sockhop.options import positive_float, positive_int, size
 from sockhop.service import Command, Opener, Problem, Service, Twin, UpContext, UpPlan
 from sockhop.web import get
+from sockhop.web.hosts import host_spec
 
 DEFAULT_PORT = 8080
 
@@ -20,13 +22,81 @@ class SiteRootError(SockhopError):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("root", nargs="?", default=".", help="the folder to serve (default: the current one)")
+    parser.add_argument(
+        "root",
+        nargs="?",
+        default=None,
+        help="the folder to serve (default: the current one); with --host, what answers the names no --host names",
+    )
+    parser.add_argument(
+        "--host",
+        dest="hosts",
+        action="append",
+        type=host_spec,
+        metavar="NAME=ROOT[,OPT...]",
+        help="a virtual host (repeatable), as nginx's server_name and root; OPT: listing, no-listing, dotfiles, "
+        "follow-symlinks, access-log=FILE, no-access-log, default (answers unknown names; else the first host)",
+    )
     parser.add_argument("--no-listing", action="store_true", help="no HTML listing of folders without index.html")
     parser.add_argument("--dotfiles", action="store_true", help="serve files and folders whose names start with '.'")
     parser.add_argument("--follow-symlinks", action="store_true", help="serve symlinks that lead outside ROOT")
     parser.add_argument("--access-log", metavar="FILE|-", default="-", help="Combined Log Format (default: stdout)")
     parser.add_argument("--no-access-log", action="store_true", help="do not log requests")
     parser.add_argument("--max-requests", type=positive_int, default=1000, metavar="N", help="per connection")
+    parser.add_argument(
+        "--error-page",
+        action="append",
+        type=error_page,
+        metavar="STATUS=/PAGE",
+        help="send the site's PAGE for that error, with its status (nginx's error_page); repeatable",
+    )
+    parser.add_argument(
+        "--cache-control",
+        action="append",
+        type=cache_control,
+        metavar="/PREFIX=VALUE",
+        help="Cache-Control for files under a URL prefix, e.g. '/assets/=max-age=31536000, immutable'; repeatable, "
+        "the longest prefix wins",
+    )
+    parser.add_argument(
+        "--auth-basic-user-file",
+        metavar="FILE",
+        help="ask for a user and password (HTTP Basic) from this htpasswd file, bcrypt only (htpasswd -B); "
+        "nginx's auth_basic_user_file",
+    )
+    parser.add_argument(
+        "--auth-basic",
+        default="Restricted",
+        metavar="REALM",
+        help="the realm the browser shows when it asks (nginx's auth_basic; default Restricted)",
+    )
+    parser.add_argument(
+        "--compress",
+        action="store_true",
+        help="compress text files on the fly for clients that accept it: gzip, and brotli where the brotli package is "
+        "installed (nginx's gzip on); precompressed .br/.gz siblings are still preferred",
+    )
+    parser.add_argument(
+        "--compress-min-length",
+        type=size,
+        default=256,
+        metavar="SIZE",
+        help="smaller files are sent as they are (nginx's gzip_min_length; default 256)",
+    )
+    parser.add_argument(
+        "--compress-level",
+        type=compress_level,
+        default=6,
+        metavar="1-9",
+        help="gzip's level, brotli's quality (nginx's gzip_comp_level; default 6)",
+    )
+    parser.add_argument(
+        "--max-body",
+        type=size,
+        default=1024 * 1024,
+        metavar="SIZE",
+        help="largest request body read (nginx's client_max_body_size); 413 over it (default 1M)",
+    )
     parser.add_argument(
         "--max-streams",
         type=positive_int,
@@ -43,38 +113,128 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def error_page(text: str) -> tuple[int, str]:
+    """``404=/404.html``: nginx's ``error_page 404 /404.html``."""
+    code, sep, page = text.partition("=")
+    if not sep or not code.strip().isdigit() or not 400 <= int(code) <= 599 or not page.startswith("/"):
+        raise argparse.ArgumentTypeError(f"not STATUS=/PAGE (a 4xx or 5xx status, a path in the site): {text!r}")
+    return int(code), page
+
+
+def cache_control(text: str) -> tuple[str, str]:
+    """``/assets/=max-age=31536000, immutable``: the first ``=`` ends the prefix."""
+    prefix, sep, value = text.partition("=")
+    if not sep or not prefix.startswith("/") or not value.strip() or any(c in value for c in "\r\n"):
+        raise argparse.ArgumentTypeError(f"not /PREFIX=VALUE: {text!r}")
+    return prefix, value.strip()
+
+
+def compress_level(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 9:
+        raise argparse.ArgumentTypeError(f"not a level from 1 to 9: {text!r}")
+    return int(text)
+
+
 def web_options(args: argparse.Namespace):
     """The options every connection shares, from the parsed command line."""
     from sockhop.web.accesslog import AccessLog
+    from sockhop.web.auth import BasicAuth
     from sockhop.web.files import Site, SiteOptions
+    from sockhop.web.hosts import Hosts, VirtualHost
     from sockhop.web.protocol import HttpLimits, WebOptions
 
-    root = Path(args.root)
-    if not root.is_dir():
-        raise SiteRootError(f"not a directory: {root}")
-    site = SiteOptions(
-        root=root, listing=not args.no_listing, dotfiles=args.dotfiles, follow_symlinks=args.follow_symlinks
-    )
+    for problem in check_web(args):
+        raise SiteRootError(problem.message)
+    logs: dict[str, AccessLog] = {}  # one AccessLog per file, however many hosts share it
+    compressor = None
+    if args.compress:
+        from sockhop.web.compress import Compressor
+
+        compressor = Compressor(min_size=args.compress_min_length, level=args.compress_level)
+
+    guards: dict[str, BasicAuth] = {}  # one per htpasswd file
+
+    def guard(path: str | None) -> BasicAuth | None:
+        if not path:
+            return None
+        if path not in guards:
+            guards[path] = BasicAuth(path, args.auth_basic)
+        return guards[path]
+
+    def host(root: str, settings: dict) -> VirtualHost:
+        site = SiteOptions(
+            root=Path(root),
+            listing=settings.get("listing", not args.no_listing),
+            dotfiles=settings.get("dotfiles", args.dotfiles),
+            follow_symlinks=settings.get("follow_symlinks", args.follow_symlinks),
+            compressor=compressor,
+            cache_control=tuple(args.cache_control or ()),
+            error_pages=tuple(args.error_page or ()),
+            auth=guard(settings.get("auth", args.auth_basic_user_file)),
+        )
+        target = settings.get("access_log", "" if args.no_access_log else args.access_log)
+        if target and target not in logs:
+            logs[target] = AccessLog(target)
+        return VirtualHost(Site(site), logs.get(target) if target else None)
+
+    specs = args.hosts or []
+    named = {spec.name: host(spec.root, spec.settings) for spec in specs}
+    if args.root is not None or not specs:
+        default = host(args.root or ".", {})
+    else:
+        marked = [spec.name for spec in specs if spec.settings.get("default")]
+        default = named[marked[0] if marked else specs[0].name]
     limits = HttpLimits(
-        max_requests=args.max_requests, header_timeout=args.header_timeout, max_streams=args.max_streams
+        max_requests=args.max_requests,
+        header_timeout=args.header_timeout,
+        max_streams=args.max_streams,
+        max_body=args.max_body,
     )
-    log = None if args.no_access_log or not args.access_log else AccessLog(args.access_log)
-    return WebOptions(Site(site), limits, log)
+    return WebOptions(default.site, limits, default.log, hosts=Hosts(default, named))
+
+
+def _ignore_usr1() -> None:
+    """SIGUSR1 is nginx's "reopen the logs", and logrotate scripts written for nginx send it: here the access log
+    follows a rotation by itself (accesslog.AccessLog.follow_rotation), so the signal must only not kill the server
+    (its default action). Worker processes inherit the disposition."""
+    try:
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    except ValueError:  # not the main thread (a server started from a test's thread): nothing to protect
+        pass
 
 
 def open_web(args: argparse.Namespace, opener: Opener) -> list[Listener]:
     from sockhop.web.protocol import BUSY, make_factory
 
     options = web_options(args)
-    if options.access_log is not None:
-        opener.at_stop(options.access_log.close)  # what is still pending
+    for log in options.hosts.logs():
+        opener.at_stop(log.close)  # what is still pending
+    _ignore_usr1()
     return opener.open(make_factory(options), busy=BUSY, alpn=("h2", "http/1.1"))
 
 
 def check_web(args: argparse.Namespace) -> list[Problem]:
-    if not Path(args.root).is_dir():
-        return [Problem("root", f"not a directory: {args.root}")]
-    return []
+    problems = []
+    if not Path(args.root or ".").is_dir():
+        problems.append(Problem("root", f"not a directory: {args.root}"))
+    names: set[str] = set()
+    for spec in args.hosts or []:
+        if not Path(spec.root).is_dir():
+            problems.append(Problem(f"hosts={spec.name}", f"not a directory: {spec.root} (host {spec.name})"))
+        if spec.name in names:
+            problems.append(Problem(f"hosts={spec.name}", f"host {spec.name} is named twice"))
+        names.add(spec.name)
+    from sockhop.web.auth import HtpasswdError, read_htpasswd
+
+    files = {args.auth_basic_user_file} | {spec.settings.get("auth") for spec in args.hosts or []}
+    for path in sorted(str(f) for f in files if f):
+        try:
+            read_htpasswd(path)
+        except HtpasswdError as exc:
+            problems.append(Problem("auth-basic-user-file", str(exc)))
+    if sum(1 for spec in args.hosts or [] if spec.settings.get("default")) > 1:
+        problems.append(Problem("hosts", "more than one host is marked default"))
+    return problems
 
 
 def up_plans(ctx: UpContext) -> list[UpPlan]:
