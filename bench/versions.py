@@ -4,9 +4,9 @@ tree, taking turns (base, this, base, this...), so a change's cost shows beside 
     python bench/versions.py --base 6857a33                       # eventloop, every figure, two rounds
     python bench/versions.py --base HEAD~3 --rounds 1 --seconds 2 --only echo dns
 
-Each bench script runs as it does under ``make bench`` with ``--only <model>``; the sockhop it starts is the base's
-(a git worktree of ``--base``, first on PYTHONPATH) or this checkout's. The reports land in
-bench/results/versions/<round>-<base|this>/, and the tables of each pair are printed one after the other.
+Each version runs its own bench scripts, as ``make bench`` does, with ``--only <model>`` (a script passes the options
+its sockhop knows); the base is a git worktree of ``--base``, first on PYTHONPATH while it is measured. The reports
+land in bench/results/versions/<round>-<base|this>/, and the tables of each pair are printed one after the other.
 """
 
 from __future__ import annotations
@@ -44,15 +44,15 @@ def main() -> int:
                        capture_output=True)  # fmt: skip
         try:
             for round_ in range(1, args.rounds + 1):
-                for label, src in (("base", base / "src"), ("this", ROOT / "src")):
-                    env = {**os.environ, "PYTHONPATH": str(src)}
+                for label, tree in (("base", base), ("this", ROOT)):
+                    env = {**os.environ, "PYTHONPATH": str(tree / "src")}
                     for name in args.only:
                         script, extra, _ = SCRIPTS[name]
                         seconds = [] if name == "mail" else ["--seconds", str(args.seconds)]
-                        command = [sys.executable, str(HERE / script), "--only", args.model, *seconds, *extra,
+                        command = [sys.executable, str(tree / "bench" / script), "--only", args.model, *seconds, *extra,
                                    "--out", str(out / f"{round_}-{label}")]  # fmt: skip
                         print(f"versions: round {round_}, {label}: {name}", file=sys.stderr, flush=True)
-                        subprocess.run(command, env=env, check=True, cwd=ROOT)
+                        subprocess.run(command, env=env, check=True, cwd=tree)
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], capture_output=True)
     for name in args.only:
