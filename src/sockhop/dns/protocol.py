@@ -198,7 +198,7 @@ class DnsStream(StreamProtocol):
             qtype = self._transfer_type(message)
             if qtype is not None:
                 return self.transfer(message)
-        reply = self.server.respond(message, self.peer, tcp=True)
+        reply = self.server.respond_classed(message, self.peer, tcp=True)[0]  # TCP is never rate limited
         if reply is None:
             return []
         if self.on_result is not None:

@@ -6,13 +6,19 @@ import os
 import signal
 import subprocess
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Protocol
 
 from sockhop.console import say
 from sockhop.process.restart import remove_pid_file, write_pid_file
 
-if TYPE_CHECKING:
-    from sockhop.config import ServiceConfig
+
+class ServiceConfig(Protocol):
+    """What the supervisor needs of a service of the file (config.py's ServiceConfig has it): a name for its lines
+    and the ``sockhop`` arguments that run it. Said here, so that this module does not import the file's reader."""
+
+    name: str
+    argv: Sequence[str]
 
 
 PR_SET_PDEATHSIG = 1
