@@ -70,11 +70,11 @@ def test_every_line_up_prints_runs_as_printed(sockhop_server, tmp_path):
         require_tool(tool)
     host = loopback_host()
     data = tmp_path / "data"
-    server = sockhop_server(["up", "--host", host, "--data", str(data)], announce=11)
+    server = sockhop_server(["up", "--host", host, "--data", str(data)], announce=12)
     lines = [line.split("try: ", 1)[1] for line in server.lines if line.startswith("    try: ")]
-    assert len(lines) == 11, server.log()
+    assert len(lines) == 12, server.log()
     expected = {  # what each line prints when it works
-        "talk --udp": "hello", "talk": "hello", "s_client": "hello", " get ": "The six models",
+        "talk --udp": "hello", "talk": "hello", "s_client": "hello", " get ": "The six models", "api/v1": '"total"',
         "curl": "The six models", "dig": "10 mail.sockhop.test.", "resolve": "www.sockhop.test.",
         "kdig": "10 mail.sockhop.test.", "send": "delivered via", "swaks": "250 2.0.0 Ok: queued",
     }  # fmt: skip
