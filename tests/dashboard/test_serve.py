@@ -153,3 +153,31 @@ def test_a_password_guards_everything_and_is_needed_off_loopback(tmp_path, sockh
     )  # fmt: skip
     assert refused.returncode != 0 and refused.stderr.startswith("sockhop: the dashboard on 0.0.0.0:0 would show")
     assert len(refused.stderr.splitlines()) == 1
+
+
+def test_the_tail_and_counters_reach_across_prefork_workers(tmp_path, sockhop_server):
+    """The access log of two worker processes reaches the dashboard in their master, and so do their counters."""
+    (tmp_path / "index.html").write_text("hello\n")
+    server = sockhop_server(["serve", "web", str(tmp_path), "--listen", "127.0.0.1:0", "--model", "prefork",
+                             "--workers", "2", "--access-log", str(tmp_path / "access.log"), "--dashboard",
+                             "127.0.0.1:0"], announce=2)  # fmt: skip
+    served = (server, None)
+    web = http.client.HTTPConnection(*server.address("web"), timeout=10)
+    for _ in range(3):
+        web.request("GET", "/index.html")
+        assert web.getresponse().read() == b"hello\n"
+    web.close()
+
+    def tail() -> list[str]:
+        return json.loads(request(served, "GET", "/api/v1/activity")[2])["lines"]
+
+    deadline = time.monotonic() + 10
+    while not any('"GET /index.html HTTP/1.1" 200' in line for line in tail()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert any(line.startswith("web 127.0.0.1 - - [") for line in tail()), tail()
+    while time.monotonic() < deadline:
+        [web_stats] = json.loads(request(served, "GET", "/api/v1/services")[2])["services"]
+        if web_stats["results"].get("200") == 3:
+            break
+        time.sleep(0.2)
+    assert web_stats["results"] == {"200": 3} and web_stats["model"].startswith("prefork")

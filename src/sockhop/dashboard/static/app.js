@@ -137,9 +137,9 @@ function showServices(services) {
   }
 }
 
-function tail(lines) {
+function tail(text) {
   const box = $("tail");
-  box.textContent += lines + "\n";
+  box.textContent += text + "\n";
   const lines = box.textContent.split("\n");
   if (lines.length > 500) box.textContent = lines.slice(-500).join("\n");
   box.scrollTop = box.scrollHeight;
