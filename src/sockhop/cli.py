@@ -64,7 +64,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.config:
         from sockhop.config import up as up_from_file
 
-        given = [flag for flag, value in (("--admin", args.admin), ("--user", args.user)) if value]
+        options = (("--admin", args.admin), ("--user", args.user), ("--dashboard", args.dashboard))
+        given = [flag for flag, value in options if value]
         given += ["--allow-root"] if args.allow_root else []
         if given:
             raise UsageError(f"with --config, {given[0]} goes in the file, for each service (as {given[0][2:]} = ...)")

@@ -377,7 +377,7 @@ def open_dashboard(
     services: dict[str, list[str]] = {}
     for listener in listeners:
         services.setdefault(listener.name or "?", []).append(listener.describe().partition(" ")[2])
-    workers = f" ({args.workers or 'default'} workers)" if model in ("pool", "prefork") else ""
+    workers = f", {limits_from(args).worker_count()} workers" if model in ("pool", "prefork") else ""
     hub = Hub(Inbox(inbox) if inbox is not None else Inbox("/nonexistent/sockhop-no-mail"), Metrics.get().exposition,
               services, model + workers, open_activity_feed())  # fmt: skip
     return DashboardServer(sock, Dashboard(Api(hub.inbox), hub, password))
