@@ -368,7 +368,11 @@ def open_dashboard(
     from sockhop.linelog import open_activity_feed
 
     password = read_password(args.dashboard_password_file) if args.dashboard_password_file else None
-    (sock,) = open_listeners([parse_endpoint(args.dashboard)], socket.SOCK_STREAM, given=inherited())[:1]
+    try:
+        (sock,) = open_listeners([parse_endpoint(args.dashboard)], socket.SOCK_STREAM, given=inherited())[:1]
+    except AddressInUseError as exc:  # Mailpit or MailHog may hold 8025 already
+        raise AddressInUseError(f"{str(exc).rstrip('.')} (the dashboard: --dashboard ENDPOINT, or --no-dashboard "
+                                "for sockhop up)") from None  # fmt: skip
     host = sock.getsockname()[0]
     if password is None and not ipaddress.ip_address(host.partition("%")[0]).is_loopback:
         sock.close()

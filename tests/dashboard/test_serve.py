@@ -181,3 +181,20 @@ def test_the_tail_and_counters_reach_across_prefork_workers(tmp_path, sockhop_se
             break
         time.sleep(0.2)
     assert web_stats["results"] == {"200": 3} and web_stats["model"].startswith("prefork")
+
+
+def test_a_dashboard_port_taken_is_one_line_that_says_what_to_do(tmp_path):
+    import socket
+    import sys
+
+    from tests.support import ROOT
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "sockhop", "serve", "web", str(tmp_path), "--listen",
+                               "127.0.0.1:0", "--dashboard", f"127.0.0.1:{port}"],
+                              capture_output=True, text=True, timeout=30, cwd=ROOT)  # fmt: skip
+    assert done.returncode != 0 and len(done.stderr.splitlines()) == 1
+    assert "already in use" in done.stderr and "--no-dashboard" in done.stderr
