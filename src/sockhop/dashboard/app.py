@@ -122,7 +122,7 @@ class Dashboard:
         if path == PREFIX + "services" and method in ("GET", "HEAD"):
             return Answer(200, "application/json", json.dumps(self.hub.services_json()).encode() + b"\n")
         if path == PREFIX + "activity" and method in ("GET", "HEAD"):
-            return Answer(200, "application/json", json.dumps({"lines": list(self.hub.lines)}).encode() + b"\n")
+            return Answer(200, "application/json", json.dumps({"lines": self.hub.recent_lines()}).encode() + b"\n")
         if path.startswith(PREFIX):
             return self.api.handle(method, target, headers)
         found = self.static.get(path)

@@ -25,7 +25,8 @@ LINES = 200  # activity lines kept for a page that opens now
 TICK = 0.25  # seconds between looks at the activity feed
 INBOX_TICKS = 4  # the Maildir every fourth tick (a second)
 STATS_TICKS = 8  # the counters every eighth (two seconds)
-MOST_LINES = 500  # activity lines taken per tick at most (more wait in the socket, then are dropped)
+MOST_DATAGRAMS = 64  # activity datagrams taken per tick at most (more wait in the socket, then are dropped)
+SHOWN = 100  # activity lines published per tick at most
 
 
 def frame(event: str, data: str) -> bytes:
@@ -53,6 +54,7 @@ class Hub:
         self.events: deque[tuple[int, bytes]] = deque(maxlen=RING)
         self.seq = 0
         self.lines: deque[str] = deque(maxlen=LINES)
+        self.recent: deque[bytes] = deque(maxlen=4)  # datagrams not yet made into lines (nobody was watching)
         self.total = len(inbox.entries)
         self.subscribers: set = set()  # the handles of open streams
         self.lock = threading.Lock()  # streams under the thread and pool models read the ring from their threads
@@ -88,28 +90,46 @@ class Hub:
     def snapshot(self) -> bytes:
         """What a stream opening now is sent first: the counters and the recent activity."""
         first = frame("stats", json.dumps(self.services_json()))
-        if self.lines:
-            first += frame("log", "\n".join(self.lines))
+        lines = self.recent_lines()
+        if lines:
+            first += frame("log", "\n".join(lines))
         return first
 
     # -- looking ------------------------------------------------------------------------------------------------
     def read_feed(self) -> None:
-        """Take what the line logs sent to the activity feed (sockhop.linelog) and publish it as one event."""
+        """Take what the line logs sent to the activity feed (sockhop.linelog). Nobody watching: the last few
+        datagrams are kept as they came (lines are made only when someone asks); else the lines are published as
+        one event -- at most ``SHOWN`` a tick: a busy server logs faster than anyone reads, and its files have it
+        all."""
         if self.feed is None:
             return
-        taken: list[str] = []
-        while len(taken) < MOST_LINES:
+        raw: list[bytes] = []
+        while len(raw) < MOST_DATAGRAMS:
             try:
-                datagram = self.feed.recv(65536)
+                raw.append(self.feed.recv(65536))
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
                 return
-            kind, _, text = datagram.decode("utf-8", "replace").partition(" ")
-            taken += [f"{kind} {line}" for line in text.splitlines() if line.strip()]
-        if taken:
-            self.lines.extend(taken)
-            self.publish("log", "\n".join(taken))
+        if not raw:
+            return
+        if not self.subscribers:
+            self.recent.extend(raw)
+            return
+        self.recent_lines()  # what waited comes first
+        taken = _lines(raw)
+        self.lines.extend(taken[-LINES:])
+        shown = taken[-SHOWN:]
+        if len(taken) > len(shown):
+            shown.insert(0, f"... {len(taken) - len(shown)} lines more than the tail shows (the log files have them)")
+        self.publish("log", "\n".join(shown))
+
+    def recent_lines(self) -> list[str]:
+        """The last ``LINES`` lines of activity."""
+        if self.recent:
+            self.lines.extend(_lines(list(self.recent))[-LINES:])
+            self.recent.clear()
+        return list(self.lines)
 
     def check_inbox(self) -> None:
         arrived = self.inbox.refresh()
@@ -124,6 +144,15 @@ class Hub:
         self.sampler.sample(self.exposition())
         if self.subscribers:
             self.publish("stats", json.dumps(self.services_json()))
+
+
+def _lines(datagrams: list[bytes]) -> list[str]:
+    """``KIND LINE`` for every line of the datagrams (each is ``KIND`` and one or more lines)."""
+    found: list[str] = []
+    for datagram in datagrams:
+        kind, _, text = datagram.decode("utf-8", "replace").partition(" ")
+        found += [f"{kind} {line}" for line in text.splitlines() if line.strip()]
+    return found
 
 
 class Watch(Job):
