@@ -58,3 +58,17 @@ def test_news_reaches_an_open_stream_under(model, tmp_path):
         thread.join(5)
     assert not thread.is_alive()
     assert not hub.subscribers  # the stream unsubscribed when it closed
+
+
+def test_a_request_trickled_byte_by_byte_gets_408(tmp_path):
+    """The protocol asks the engine for a deadline when a request begins, and answers 408 when it passes."""
+    from sockhop.dashboard.http import REQUEST_TIMEOUT
+
+    hub = Hub(Inbox(tmp_path), None, {}, "eventloop")
+    connection = Dashboard(Api(hub.inbox), hub).factory()
+    assert connection.data_received(b"GET / HTTP/1.1\r\n").alarm == REQUEST_TIMEOUT
+    assert connection.data_received(b"Host: 127.0.0.1\r\n").alarm is None  # the deadline is not pushed back
+    assert connection.timed_out().send[0].startswith(b"HTTP/1.1 408 ")
+    whole = Dashboard(Api(hub.inbox), hub).factory()
+    reply = whole.data_received(b"GET /static/style.css HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert reply.send[0].startswith(b"HTTP/1.1 200 ") and reply.alarm is None  # whole at once: no timer at all

@@ -24,6 +24,8 @@ MAX_URL = 8 * 1024
 MAX_HEAD = 32 * 1024
 MAX_HEADERS = 100
 MAX_BODY = 64 * 1024  # deletes carry no body; a form or a JSON body this size is already too much
+#: Seconds from a request's first byte to its end: a client trickling bytes (slowloris) gets 408 after that.
+REQUEST_TIMEOUT = 20.0
 
 
 class _Refused(Exception):
@@ -45,6 +47,8 @@ class DashboardConnection(StreamProtocol):
         self.close = False
         self.streaming = False
         self.cursor = 0
+        self.in_request = False  # a request has begun and not ended
+        self.alarmed = False  # its deadline is set
         self._begin()
 
     def _begin(self) -> None:
@@ -80,7 +84,12 @@ class DashboardConnection(StreamProtocol):
         except httptools.HttpParserError:
             if not self.close:
                 self._refuse(400, "malformed request")
-        return Reply(tuple(self.out), close=self.close)
+        alarm = None
+        if self.in_request and not self.alarmed and not self.close:
+            alarm, self.alarmed = REQUEST_TIMEOUT, True
+        elif self.alarmed and not self.in_request:
+            alarm, self.alarmed = 0.0, False
+        return Reply(tuple(self.out), close=self.close, alarm=alarm)
 
     def eof_received(self) -> Reply:
         return Reply(close=True)
@@ -94,7 +103,9 @@ class DashboardConnection(StreamProtocol):
         return Reply((news,)) if news else NOTHING
 
     def timed_out(self) -> Reply:
-        return NOTHING  # a stream is kept alive by its heartbeat, so only a silent request connection gets here
+        if self.in_request:  # a request begun and never finished: say so (the engine closes the connection)
+            return Reply(tuple(self.app.wire(_error(408, "the request took too long"), close=True)))
+        return NOTHING  # an idle keep-alive connection ends silently; a stream is kept alive by its heartbeat
 
     def stop_requested(self) -> Reply:
         return Reply(close=True)
@@ -112,6 +123,7 @@ class DashboardConnection(StreamProtocol):
     # -- httptools' callbacks ------------------------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self._begin()
+        self.in_request = True
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -135,6 +147,7 @@ class DashboardConnection(StreamProtocol):
             raise _Refused(413, "the request body is too large")
 
     def on_message_complete(self) -> None:
+        self.in_request = False
         if self.close or self.streaming:
             return
         method = self.parser.get_method().decode("latin-1")
@@ -154,7 +167,11 @@ class DashboardConnection(StreamProtocol):
             self.close = True
 
     def _refuse(self, status: int, message: str) -> None:
-        from sockhop.dashboard.app import error
-
-        self.out.extend(self.app.wire(error(status, message), close=True))
+        self.out.extend(self.app.wire(_error(status, message), close=True))
         self.close = True
+
+
+def _error(status: int, message: str):
+    from sockhop.dashboard.app import error  # app.py imports this module
+
+    return error(status, message)
