@@ -82,15 +82,23 @@ def test_the_page_and_its_files_are_served_under_a_strict_policy(served):
 def test_the_event_stream_brings_new_mail_the_log_and_the_counters(served):
     curl = require_tool("curl")
     host, port = served[0].address("dashboard")
-    stream = subprocess.Popen([curl, "-sN", "--max-time", "4", f"http://{host}:{port}/api/v1/events"],
+    stream = subprocess.Popen([curl, "-sN", "--max-time", "10", f"http://{host}:{port}/api/v1/events"],
                               stdout=subprocess.PIPE, text=True)  # fmt: skip
-    time.sleep(0.5)
-    send(served, mail("streamed to curl"))
-    out, _ = stream.communicate(timeout=10)
-    assert out.startswith("retry: 2000\n\nevent: stats\ndata: {")
+    try:
+        assert stream.stdout.readline() == "retry: 2000\n"
+        send(served, mail("streamed to curl"))
+        out = ""
+        while not ("event: mail" in out and "to=<you@sockhop.test>" in out and out.endswith("\n\n")):
+            line = stream.stdout.readline()
+            assert line, out  # curl gave up (--max-time) before both came
+            out += line
+    finally:
+        stream.terminate()
+        stream.wait()
     events = out.split("\n\n")
+    assert events[0].startswith("\nevent: stats\ndata: {")  # the counters first, as the stream opens
     assert any(e.startswith("event: mail\n") and "streamed to curl" in e for e in events), out
-    assert any(e.startswith("event: log\n") and "data: mail " in e and "to=<you@sockhop.test>" in e for e in events)
+    assert any("event: log\n" in e and "data: mail " in e and "to=<you@sockhop.test>" in e for e in events), out
     status, _, body = request(served, "GET", "/api/v1/activity")
     assert any("to=<you@sockhop.test>" in line for line in json.loads(body)["lines"])
 
