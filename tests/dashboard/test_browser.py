@@ -80,9 +80,21 @@ def wait_for(condition, what: str, timeout: float = WAIT):
 
 
 def subjects(driver) -> list[str]:
+    """The list as shown, read in one go (the page rebuilds it whenever mail arrives)."""
+    script = "return [...document.querySelectorAll('#messages li .subject')].map(e => e.textContent)"
+    return driver.execute_script(script)
+
+
+def click_first_message(driver) -> bool:
+    """Click the newest message; False if the list was rebuilt under the click (then try again)."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#messages li .subject")]
+    try:
+        driver.find_elements(By.CSS_SELECTOR, "#messages li")[0].click()
+    except StaleElementReferenceException:
+        return False
+    return True
 
 
 def test_the_inbox_lives_in_a_browser(browser, served):
@@ -120,7 +132,7 @@ def test_the_inbox_lives_in_a_browser(browser, served):
     assert browser.execute_script("return window.sameDocument") is True  # no reload
     browser.save_screenshot(str(ARTIFACTS / "dashboard-inbox.png"))
 
-    browser.find_elements(By.CSS_SELECTOR, "#messages li")[0].click()
+    wait_for(lambda: click_first_message(browser), "a click on the newest message")
     wait_for(lambda: browser.find_element(By.ID, "m-subject").text == "sent with swaks", "the message to open")
     frame = browser.find_element(By.ID, "html-frame")
     wait_for(lambda: frame.is_displayed(), "the HTML tab")
