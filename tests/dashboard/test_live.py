@@ -72,3 +72,36 @@ def test_a_request_trickled_byte_by_byte_gets_408(tmp_path):
     whole = Dashboard(Api(hub.inbox), hub).factory()
     reply = whole.data_received(b"GET /static/style.css HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert reply.send[0].startswith(b"HTTP/1.1 200 ") and reply.alarm is None  # whole at once: no timer at all
+
+
+def test_every_line_log_reaches_the_activity_feed_and_a_reader_behind_costs_no_wait(tmp_path):
+    from sockhop.dns.querylog import open_query_log
+    from sockhop.linelog import close_activity_feed, open_activity_feed
+    from sockhop.mail.messagelog import open_message_log
+    from sockhop.web.accesslog import AccessLog
+
+    feed = open_activity_feed()
+    try:
+        open_query_log(str(tmp_path / "queries.log"))(("127.0.0.1", 5), "udp", "www.example. A NOERROR")
+        open_message_log(str(tmp_path / "messages.log"))(("127.0.0.1", 6), "a@x.test", ["b@y.test"], 10, "Q1")
+        access = AccessLog(str(tmp_path / "access.log"))
+        access.add('127.0.0.1 - - [06/Dec/2026:10:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "t"\n', 1.0)
+        access.close()
+        got = [feed.recv(65536).decode() for _ in range(3)]
+        assert got[0].startswith("dns ") and got[0].endswith("127.0.0.1:5 udp www.example. A NOERROR")
+        assert got[1].startswith("mail ") and "from=<a@x.test> to=<b@y.test> size=10 id=Q1" in got[1]
+        assert got[2] == 'web 127.0.0.1 - - [06/Dec/2026:10:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "t"\n'
+        assert "www.example. A NOERROR" in (tmp_path / "queries.log").read_text()  # the files have them too
+        log = open_query_log(str(tmp_path / "more.log"))
+        for n in range(20_000):  # nobody reads: the socket fills and lines are dropped, never waited for
+            log(("127.0.0.1", 5), "udp", f"query {n}")
+        assert (tmp_path / "more.log").read_text().count("\n") == 20_000
+    finally:
+        close_activity_feed()
+        feed.close()
+        import logging
+
+        for name in ("sockhop.dns.queries", "sockhop.mail.messages"):
+            for handler in logging.getLogger(name).handlers:
+                handler.close()
+            logging.getLogger(name).handlers.clear()
