@@ -46,6 +46,7 @@ PORTS = {  # every fixed port a README server line takes, as (port, udp too)
     5353: True,
     8853: False,
     2525: False,
+    8025: False,
     4465: False,
     5587: False,
     9100: False,
@@ -398,6 +399,37 @@ def scenes() -> list[Scene]:  # noqa: PLR0915 (one table)
             ],
         ),
         # DNS
+        # The dashboard
+        Scene(
+            [Line("sockhop serve mail ./mail --domain example.test --dashboard 127.0.0.1:8025 --message-log mail.log")],
+            ("mail tcp 127.0.0.1:2525", "dashboard tcp 127.0.0.1:8025"),
+            [
+                Line(
+                    "swaks --server 127.0.0.1 --port 2525 --to bob@example.test --header 'Subject: hello dashboard'",
+                    ("250 2.0.0",),
+                ),
+                Line("curl -s 'http://127.0.0.1:8025/api/v1/messages?query=hello+dashboard'", ('"hello dashboard"',)),
+                Line(
+                    "curl -N --max-time 3 http://127.0.0.1:8025/api/v1/events",
+                    ("event: stats", '"name": "mail"'),
+                    status=28,
+                ),
+                Line(
+                    "python: Your test suite can assert on the mail your application sent; with the first line above "
+                    "running:",
+                    ("1 passed",),
+                    run=f'printf "%s" "$README_PYTHON" > test_welcome.py && {sys.executable} -m pytest -q '
+                    "-p no:cacheprovider test_welcome.py",
+                    how="the block is saved as test_welcome.py and run by pytest, as a suite of yours would be",
+                ),
+            ],
+            check=lambda stage: wait_for_text(stage.folder / "mail.log", "to=<bob@example.test>"),
+        ),
+        Scene(
+            [Line("sockhop serve web ./site --dashboard :8025 --dashboard-password-file dashboard.pass")],
+            ("web tcp 127.0.0.1:8080", "dashboard tcp [::]:8025"),
+            check=check_dashboard_password,
+        ),
         Scene([Line("sockhop serve dns example.com.zone")], ("dns udp 127.0.0.1:5353", "dns tcp 127.0.0.1:5353")),
         Scene(
             [
@@ -632,6 +664,8 @@ def check_folded(stage: Stage) -> None:
     (stage.folder / "example.com.zone.jnl").unlink()
 
 
+DASHBOARD_PASSWORD = "correct horse battery staple"
+
 MESSAGE = "From: me@example.test\r\nTo: bob@example.test\r\nSubject: as it is\r\n\r\nsent as it is\r\n"
 
 
@@ -647,6 +681,7 @@ def make_scratch(folder: Path) -> None:
     (folder / "www").mkdir()
     (folder / "www" / "index.html").write_text("<h1>Hello from ./www</h1>\n")
     (folder / "mail").mkdir()
+    (folder / "dashboard.pass").write_text(DASHBOARD_PASSWORD + "\n")
     (folder / "example.com.zone").write_text(ZONE)
     (folder / "zones").mkdir()
     (folder / "zones" / "example.com.zone").write_text(ZONE)
@@ -919,6 +954,21 @@ def wait_for_text(path: Path, text: str) -> None:
     while not (path.exists() and text in path.read_text()):
         assert time.monotonic() < deadline, f"no {text!r} in {path}"
         time.sleep(0.05)
+
+
+def check_dashboard_password(stage: Stage) -> None:
+    """Without the password 401; with it (any user name) the API answers, whatever name the Host header gives."""
+    import base64
+    import http.client
+
+    for authorization, status in ((None, 401), ("you:wrong", 401), ("anyone:" + DASHBOARD_PASSWORD, 200)):
+        conn = http.client.HTTPConnection("127.0.0.1", 8025, timeout=5)
+        headers = {"Host": "dashboard.example"}
+        if authorization:
+            headers["Authorization"] = "Basic " + base64.b64encode(authorization.encode()).decode()
+        conn.request("GET", "/api/v1/messages", headers=headers)
+        assert conn.getresponse().status == status, authorization
+        conn.close()
 
 
 def http_probe(port: int, want: str) -> None:

@@ -292,6 +292,7 @@ SERVICE = Service(
     defaults={"idle_timeout": 300.0},  # RFC 5321 4.5.3.2.7: at least 5 minutes
     folders=mail_folders,
     check=check_mail,
+    inbox=lambda args: Path(args.maildir),  # what the dashboard's inbox shows
     commands=(
         Command(
             "send", "build a message and deliver it over SMTP (to --server, or by MX)", send.add_arguments, send.run
