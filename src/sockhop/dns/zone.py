@@ -100,18 +100,57 @@ def index(zone: dns.zone.Zone, source: str = "") -> Zone:
     """Build the answering index of a zone dnspython has read (with ``relativize=False``)."""
     origin = zone.origin
     assert origin is not None
+    return _index(origin, ((name, node.rdatasets) for name, node in zone.nodes.items()), source)
+
+
+def from_records(origin: dns.name.Name, records: Iterable[dns.rrset.RRset], source: str = "") -> Zone:
+    """The answering index of a zone received as RRsets (a transfer), absolute names; an RRset split over several
+    messages is joined again. Raises ZoneError for a zone without its SOA or NS."""
+    nodes: dict[dns.name.Name, dict[tuple[int, int], dns.rrset.RRset]] = {}
+    for rrset in records:
+        node = nodes.get(rrset.name)
+        if node is None:
+            node = nodes[rrset.name] = {}
+        key = (rrset.rdtype, rrset.covers)
+        have = node.get(key)
+        if have is None:
+            node[key] = rrset
+        else:
+            joined = have.copy()
+            joined.union_update(rrset)
+            node[key] = joined
+    apex = nodes.get(origin, {})
+    if (RdataType.SOA, 0) not in apex:
+        raise ZoneError(f"{source or origin}: the zone has no SOA record at its origin {origin}")
+    if (RdataType.NS, 0) not in apex:
+        raise ZoneError(f"{source or origin}: the zone has no NS record at its origin {origin}")
+    return _index(origin, ((name, node.values()) for name, node in nodes.items()), source)
+
+
+def to_text(zone: Zone) -> str:
+    """The zone as a master file (absolute names, the SOA first), as a secondary keeps what it transferred."""
+    lines = [f"$ORIGIN {zone.origin}\n"]
+    lines.extend(f"{line}\n" for rrset in zone.transfer_order() for line in rrset.to_text().splitlines())
+    lines.pop()  # transfer_order ends with the SOA again
+    return "".join(lines)
+
+
+def _index(origin: dns.name.Name, items: Iterable, source: str) -> Zone:
     rrsets: dict[dns.name.Name, dict[int, dns.rrset.RRset]] = {}
     sigs: dict[dns.name.Name, dict[int, dns.rrset.RRset]] = {}
     nsec3: dict[str, dns.rrset.RRset] = {}
     names: set[dns.name.Name] = set()
     cuts: set[dns.name.Name] = set()
-    for name, node in zone.nodes.items():
+    for name, rdatasets in items:
         name = name.derelativize(origin)
         by_type: dict[int, dns.rrset.RRset] = {}
         signatures: dict[int, dns.rrset.RRset] = {}
-        for rdataset in node.rdatasets:
-            rrset = dns.rrset.RRset(name, rdataset.rdclass, rdataset.rdtype, rdataset.covers)
-            rrset.update(rdataset)
+        for rdataset in rdatasets:
+            if isinstance(rdataset, dns.rrset.RRset):
+                rrset = rdataset
+            else:
+                rrset = dns.rrset.RRset(name, rdataset.rdclass, rdataset.rdtype, rdataset.covers)
+                rrset.update(rdataset)
             if rdataset.rdtype == RdataType.RRSIG:
                 signatures[rdataset.covers] = rrset
             elif rdataset.rdtype == RdataType.NSEC3 and len(name) == len(origin) + 1:
