@@ -212,12 +212,16 @@ def test_a_transfer_cut_off_or_garbled_leaves_the_zone(sockhop_server, tmp_path)
         fake.close()
 
 
-@pytest.mark.parametrize("model", ["pool", "thread", "iterative", "fork"])
+@pytest.mark.parametrize("model", ["pool", "thread", "iterative", "fork", "prefork"])
 def test_secondary_under_the_other_models(sockhop_server, tmp_path, model):
+    """Under prefork the master's job transfers and keeps the zone in --data; the workers read it on the SIGHUP
+    it sends itself (forwarded to them), and a NOTIFY a worker takes wakes the master's job."""
     zone = write_zone(tmp_path, EXAMPLE)
     prim, pport = primary(sockhop_server, zone)
     port = free_port()
     extra = ["--tcp-only"] if model in ("thread", "fork") else []
+    if model == "prefork":
+        extra = ["--workers", "2", "--data", str(tmp_path / "data")]
     sec = secondary(sockhop_server, f"example.com@127.0.0.1:{pport},key=upd", port, *extra, model=model)
     tcp = bool(extra)
     wait_until(lambda: serial_of(port, tcp) == SERIAL, "the first transfer", sec)
@@ -227,7 +231,8 @@ def test_secondary_under_the_other_models(sockhop_server, tmp_path, model):
     send = dns.query.tcp if tcp else dns.query.udp
     assert send(notify, "127.0.0.1", port=port, timeout=3).rcode() == dns.rcode.NOERROR
     wait_until(lambda: serial_of(port, tcp) == SERIAL + 1, "IXFR after NOTIFY", sec)
-    assert answer(port, "m.example.com", tcp=tcp).answer[0][0].address == "192.0.2.33"
+    for _ in range(6):  # every worker
+        assert answer(port, "m.example.com", tcp=tcp).answer[0][0].address == "192.0.2.33"
 
 
 def test_secondary_mistakes_are_one_line(tmp_path):
@@ -240,6 +245,7 @@ def test_secondary_mistakes_are_one_line(tmp_path):
         (["--secondary", "example.com@127.0.0.1,key=nope"], "no such key"),
         (["--notify", "127.0.0.1:99999", "--secondary", "a.test@127.0.0.1"], "--notify"),
         ([], "give a ZONEFILE"),
+        (["--secondary", "a.test@127.0.0.1", "--model", "prefork"], "needs --data"),
     ):
         done = subprocess.run([sys.executable, "-m", "sockhop", "serve", "dns", "--listen", "127.0.0.1:0", *args],
                               capture_output=True, text=True, timeout=30)  # fmt: skip

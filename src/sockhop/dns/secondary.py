@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,7 +135,14 @@ class Secondary(Job):
     """One zone kept from its primary: transfers, the SOA's timers, NOTIFY, expiry."""
 
     def __init__(
-        self, origin: dns.name.Name, primary: Primary, server, data: str | None = None, kept: tuple | None = None
+        self,
+        origin: dns.name.Name,
+        primary: Primary,
+        server,
+        data: str | None = None,
+        kept: tuple | None = None,
+        *,
+        workers: bool = False,
     ) -> None:
         self.origin = origin
         self.primary = primary
@@ -148,7 +156,46 @@ class Secondary(Job):
         self.expiry = None
         self.first_retry = FIRST_RETRY
         self.stopping = False
+        #: prefork: the workers serve copies of the zone; a change reaches them as SIGHUP does (the master forwards
+        #: it, and each worker's reload reads what this job kept in --data)
+        self.workers = workers
+        self.owner = 0  # the process that runs the job (a prefork master), once started
+        self.disk = self._identity() if kept else None  # the file ``self.zone`` was read from: (inode, size)
         server.secondaries[origin] = self
+
+    def _identity(self) -> tuple[int, int] | None:
+        try:
+            st = self.path.stat()  # type: ignore[union-attr]
+        except (OSError, AttributeError):
+            return None
+        return st.st_ino, st.st_size
+
+    def served(self, authority) -> tuple[Zone | None, bool]:
+        """What a reload serves of this zone, and whether it is down. In the process that runs the job, what it
+        holds; in another (a prefork worker), what the job kept in --data: the file read again when it was
+        replaced, down when its modification time (the last contact) is older than the SOA's expire time."""
+        if self.owner == os.getpid() or self.path is None:
+            zone = authority.zones.get(self.origin)
+            return zone, zone is None
+        identity = self._identity()
+        if identity is None:
+            return None, True
+        if identity != self.disk:
+            found = load_kept(self.path, self.origin)
+            if found is None:
+                return None, True
+            self.zone, self.disk = found[0], identity
+        try:
+            age = time.time() - self.path.stat().st_mtime
+        except OSError:
+            return None, True
+        if self.zone is None or age >= timers(self.zone)[2] - 0.5:
+            return None, True
+        return self.zone, False
+
+    def _tell_workers(self) -> None:
+        if self.workers:
+            os.kill(os.getpid(), signal.SIGHUP)
 
     # -- what the query path calls (any thread) --------------------------------------------------------------
     def accepts_notify(self, peer: Address, key: dns.name.Name | None) -> bool:
@@ -168,6 +215,7 @@ class Secondary(Job):
 
     # -- the job -------------------------------------------------------------------------------------------------
     def started(self) -> Reply:
+        self.owner = os.getpid()
         if self.zone is not None:
             expire = timers(self.zone)[2]
             if self.age >= expire:
@@ -246,8 +294,10 @@ class Secondary(Job):
         zone.source = f"{self.origin} from {self.primary}"
         if self.path is not None:
             keep(self.path, zone)
+            self.disk = self._identity()
         self.zone = zone
         self.server.install(zone)
+        self._tell_workers()
         return f"transferred ({what})"
 
     def failed(self, why: str) -> None:
@@ -278,6 +328,7 @@ class Secondary(Job):
         if self.zone is not None:
             if self.origin in self.server.snapshot.authority.down:
                 self.server.install(self.zone)  # back from expiry
+                self._tell_workers()
             self.expiry = self.handle.call_later(timers(self.zone)[2], self._expired)
 
     def _expired(self) -> Reply:
@@ -287,6 +338,7 @@ class Secondary(Job):
             self.primary,
         )  # fmt: skip
         self.server.take_down(self.origin)
+        self._tell_workers()
         return NOTHING
 
 

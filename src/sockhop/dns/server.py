@@ -203,10 +203,20 @@ class NameServer:
             except (ZoneError, OSError) as exc:
                 return Reloaded(False, f"reload failed, still serving the old zones: {exc}")
             old = self.snapshot.authority
-            kept = [zone for origin, zone in old.zones.items() if origin in self.secondaries]  # transferred, not read
-            self.snapshot = Snapshot(Authority([*zones, *kept], old.down))
+            kept, down = [], []  # what transfers brought: not from the zone files
+            for origin, secondary in self.secondaries.items():
+                zone, is_down = secondary.served(old)
+                if is_down or zone is None:
+                    down.append(origin)
+                else:
+                    kept.append(zone)
+            self.snapshot = Snapshot(Authority([*zones, *kept], down))
         self.changed()
-        names = ", ".join(f"{zone.origin} (serial {zone.serial})" for zone in zones)
+        authority = self.snapshot.authority
+        names = ", ".join(
+            [f"{zone.origin} (serial {zone.serial})" for zone in authority.zones.values()]
+            + [f"{origin} (down)" for origin in authority.down]
+        )
         return Reloaded(True, f"reloaded {names}{''.join(notes)}")
 
     def changed(self) -> None:

@@ -118,10 +118,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _check_options(args: argparse.Namespace) -> None:
     if not args.zonefiles and not args.secondary:
         raise UsageError("give a ZONEFILE to serve, or --secondary ZONE@PRIMARY to serve a copy of")
-    if args.secondary and args.model == "prefork":
+    if args.secondary and args.model == "prefork" and not args.data:
         raise UsageError(
-            "--secondary: the prefork model's workers would not see a transferred zone: use --model eventloop, "
-            "pool, thread, iterative or fork"
+            "--secondary under prefork needs --data DIR: the master transfers the zone and keeps it there, and the "
+            "workers read it from there"
         )
     plain_udp = not args.tcp_only and (args.listen or not args.listen_tls)  # only --listen-tls: DNS over TLS alone
     if args.model not in DATAGRAM_MODELS and plain_udp:
@@ -129,7 +129,7 @@ def _check_options(args: argparse.Namespace) -> None:
             f"the {args.model} model cannot serve UDP (datagrams have no connections to hand out): "
             f"use --model {', '.join(DATAGRAM_MODELS)}, or add --tcp-only to serve DNS over TCP alone"
         )
-    if (args.allow_update or args.data) and args.model in ("fork", "prefork"):
+    if (args.allow_update or (args.data and not args.secondary)) and args.model in ("fork", "prefork"):
         option = "--allow-update" if args.allow_update else "--data"
         raise UsageError(
             f"{option}: the {args.model} model serves from several processes, which would each change their "
@@ -195,7 +195,8 @@ def open_dns(args: argparse.Namespace, opener: Opener) -> list[Listener]:
     ring, allow_transfer, allow_update = _access(args)
     secondaries, notify = _moving(args, ring)
     journals: dict = {}
-    if allow_update or args.data:  # updates to keep, or changed zone files to journal for IXFR
+    several = args.model in ("fork", "prefork")  # processes that would each journal: --data holds transfers alone
+    if allow_update or (args.data and not several):  # updates to keep, or changed zone files to journal for IXFR
         if args.data:
             Path(args.data).mkdir(parents=True, exist_ok=True)
         zones, journals = _with_journals(paths, keys, args.data)
@@ -260,7 +261,7 @@ def _jobs(args: argparse.Namespace, server, secondaries: list, notify: list, kep
         if found is not None:
             zone = found[0]
             log.info("serving %s (serial %d) as kept in %s", origin, zone.serial, args.data)
-        jobs.append(Secondary(origin, primary, server, args.data, found))
+        jobs.append(Secondary(origin, primary, server, args.data, found, workers=args.model == "prefork"))
     if notify:
         jobs.append(Notifier(notify, server))
     return jobs
