@@ -116,7 +116,7 @@ class TransferReader:
                 origin=None,  # absolute names
                 tsig_ctx=self.ctx,
                 multi=True,
-                one_rr_per_rrset=self.incremental,
+                one_rr_per_rrset=True,  # order matters in IXFR; and no merging costs less
             )
         except dns.tsig.BadSignature:
             raise TransferFailed("a message's TSIG signature does not verify") from None

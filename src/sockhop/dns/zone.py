@@ -80,13 +80,12 @@ class Zone:
         records of a pre-signed zone included."""
         soa = self.soa
         yield soa
-        for name in sorted(self.rrsets):
-            for rdtype, rrset in sorted(self.rrsets[name].items()):
-                if not (name == self.origin and rdtype == RdataType.SOA):
+        for node in self.rrsets.values():  # in no particular order (RFC 5936 asks none): sorting names is slow
+            for rrset in node.values():
+                if rrset is not soa:
                     yield rrset
-        for name in sorted(self.sigs):
-            for _, rrset in sorted(self.sigs[name].items()):
-                yield rrset
+        for node in self.sigs.values():
+            yield from node.values()
         for hashed in self.nsec3_hashes:
             yield self.nsec3[hashed]
         yield soa
@@ -115,10 +114,8 @@ def from_records(origin: dns.name.Name, records: Iterable[dns.rrset.RRset], sour
         have = node.get(key)
         if have is None:
             node[key] = rrset
-        else:
-            joined = have.copy()
-            joined.union_update(rrset)
-            node[key] = joined
+        else:  # the RRsets are the caller's, fresh from a transfer: joined in place
+            have.union_update(rrset)
     apex = nodes.get(origin, {})
     if (RdataType.SOA, 0) not in apex:
         raise ZoneError(f"{source or origin}: the zone has no SOA record at its origin {origin}")
@@ -141,6 +138,7 @@ def _index(origin: dns.name.Name, items: Iterable, source: str) -> Zone:
     nsec3: dict[str, dns.rrset.RRset] = {}
     names: set[dns.name.Name] = set()
     cuts: set[dns.name.Name] = set()
+    depth = len(origin)
     for name, rdatasets in items:
         name = name.derelativize(origin)
         by_type: dict[int, dns.rrset.RRset] = {}
@@ -164,13 +162,15 @@ def _index(origin: dns.name.Name, items: Iterable, source: str) -> Zone:
         if not by_type:
             continue
         rrsets[name] = by_type
-        if name != origin and RdataType.NS in by_type:
+        # Lengths, not comparisons: a Name compares and hashes label by label in Python, and a zone has many.
+        if len(name) > depth and RdataType.NS in by_type:
             cuts.add(name)
-        while name not in names:
+        count = len(names)
+        names.add(name)
+        while len(names) > count and len(name) > depth:  # new, and below the apex: its ancestors too
+            name = origin if len(name) == depth + 1 else name.parent()  # the apex itself: compared by identity
+            count = len(names)
             names.add(name)
-            if name == origin:
-                break
-            name = name.parent()
     nsec_owners = sorted(name for name, node in rrsets.items() if RdataType.NSEC in node)
     return Zone(origin, rrsets, names, cuts, source, sigs, nsec_owners, nsec3, sorted(nsec3))
 
