@@ -53,17 +53,22 @@ class Primary:
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def parse_target(option: str, text: str, ring: dict) -> Primary:
-    """``ADDRESS[:PORT][,key=NAME]`` -- an IP address (nothing asks a resolver), port 53 by default."""
+def parse_target(option: str, text: str, ring: dict, shown: str = "") -> Primary:
+    """``ADDRESS[:PORT][,key=NAME]`` -- an IP address (nothing asks a resolver), port 53 by default. ``shown``: the
+    option's whole value, for the message."""
     from sockhop.net.addresses import parse_endpoint
 
     where, *options = text.split(",")
+    text = shown or text
     key = None
     for item in options:
         name, sep, value = item.partition("=")
         if name != "key" or not sep:
             raise UsageError(f"{option} {text}: unknown option {item!r} (write key=NAME)")
-        key = ring.get(dns.name.from_text(value))
+        try:
+            key = ring.get(dns.name.from_text(value))
+        except dns.exception.DNSException:
+            key = None
         if key is None:
             raise UsageError(f"{option} {text}: no such key {value} (give it with --tsig or --tsig-keyfile)")
     try:
@@ -85,7 +90,7 @@ def parse_secondary(text: str, ring: dict) -> tuple[dns.name.Name, Primary]:
         origin = dns.name.from_text(zone)
     except dns.exception.DNSException:
         raise UsageError(f"--secondary {text}: {zone!r} is not a zone name") from None
-    return origin, parse_target("--secondary", rest, ring)
+    return origin, parse_target("--secondary", rest, ring, text)
 
 
 def zone_path(data: str | os.PathLike[str], origin: dns.name.Name) -> Path:

@@ -354,6 +354,14 @@ def check_dns(args: argparse.Namespace) -> list[Problem]:
         _signing_keys(args)
     except SockhopError as exc:
         problems.append(Problem("sign", str(exc)))
+    try:
+        ring = _access(args)[0]
+    except SockhopError:
+        return problems  # said already, under the model's checks
+    try:
+        _moving(args, ring)
+    except SockhopError as exc:
+        problems.append(Problem("notify" if str(exc).startswith("--notify") else "secondary", str(exc)))
     return problems
 
 
