@@ -155,7 +155,7 @@ class FakePrimary:
                 wire = b""
                 while len(wire) < size:
                     wire += conn.recv(size - len(wire))
-                query = dns.message.from_wire(wire)
+                query = dns.message.from_wire(wire, keyring=dns.tsigkeyring.from_text({"upd": SECRET}))
                 self.requests.append(query)
                 conn.sendall(self.replies.pop(0)(query))
 
@@ -163,9 +163,12 @@ class FakePrimary:
         self.sock.close()
 
 
-def axfr_bytes(query: dns.message.Message, text: str) -> bytes:
+def axfr_bytes(query: dns.message.Message, text: str, signed: bool = True) -> bytes:
+    """The whole zone in one message, signed as the request was (or, ``signed`` False, not)."""
     zone = dns.zone.from_text(text, relativize=False)
     response = dns.message.make_response(query)
+    if not signed:
+        response.tsig = None
     soa = zone.find_rrset(zone.origin, "SOA")
     response.answer = [soa]
     for name, rdataset in zone.iterate_rdatasets():
@@ -177,7 +180,8 @@ def axfr_bytes(query: dns.message.Message, text: str) -> bytes:
 
 
 def test_a_transfer_cut_off_or_garbled_leaves_the_zone(sockhop_server, tmp_path):
-    """The kept zone (serial S) is served; the fake primary offers S+1 cut in half, then garbage, then whole."""
+    """The kept zone (serial S) is served; the fake primary offers S+1 cut in half, then garbage, then unsigned
+    (the request was signed), then whole and signed."""
     data = tmp_path / "data"
     data.mkdir()
     (data / "example.com.zone").write_text(EXAMPLE.replace("7200 900 1209600", "3600 1 1209600"))
@@ -190,24 +194,29 @@ def test_a_transfer_cut_off_or_garbled_leaves_the_zone(sockhop_server, tmp_path)
     def garbage(query):
         return struct.pack("!H", 40) + struct.pack("!H", query.id) + b"\x84\x00" + b"\xff" * 36
 
+    def unsigned(query):
+        return axfr_bytes(query, newer, signed=False)
+
     def whole(query):
         return axfr_bytes(query, newer)
 
-    fake = FakePrimary([half, garbage, whole])
+    fake = FakePrimary([half, garbage, unsigned, whole])
     port = free_port()
     try:
-        sec = secondary(sockhop_server, f"example.com@127.0.0.1:{fake.port}", port, "--data", str(data))
+        sec = secondary(sockhop_server, f"example.com@127.0.0.1:{fake.port},key=upd", port, "--data", str(data))
         assert answer(port, "www.example.com").answer[0][0].address == "192.0.2.2"  # at once, from --data
         wait_for_line(sec, "closed the connection")
         assert answer(port, "www.example.com").answer[0][0].address == "192.0.2.2"
         wait_for_line(sec, "cannot be read")
+        assert answer(port, "www.example.com").answer[0][0].address == "192.0.2.2"
+        wait_for_line(sec, "not signed")
         assert answer(port, "www.example.com").answer[0][0].address == "192.0.2.2"
         assert str(SERIAL + 1) not in (data / "example.com.zone").read_text()
         wait_until(lambda: serial_of(port) == SERIAL + 1, "the whole transfer", sec)
         assert answer(port, "www.example.com").answer[0][0].address == "192.0.2.200"
         assert all(q.question[0].rdtype == dns.rdatatype.IXFR for q in fake.requests)  # it had a serial to give
         failures = [line for line in sec.lines if "failed" in line]
-        assert len(failures) == 2, failures  # one line each
+        assert len(failures) == 3, failures  # one line each
     finally:
         fake.close()
 
