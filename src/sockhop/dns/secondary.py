@@ -19,6 +19,7 @@ import ipaddress
 import logging
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,6 +157,7 @@ class Secondary(Job):
         self.zone: Zone | None = kept[0] if kept else None
         self.age = kept[1] if kept else 0.0  # since the last contact, when the kept zone was loaded
         self.client: Puller | None = None
+        self.busy = False  # a transfer, or the building of what it brought, under way
         self.again = False  # a NOTIFY came during a transfer: ask once more when it ends
         self.next_pull = None  # the refresh or retry timer
         self.expiry = None
@@ -232,7 +234,7 @@ class Secondary(Job):
 
     def woken(self) -> Reply:
         """A NOTIFY (or, in a prefork master, a wake from a worker meant for any job): ask now."""
-        if self.client is not None:
+        if self.busy:
             self.again = True
         else:
             self.pull()
@@ -249,8 +251,9 @@ class Secondary(Job):
 
     def pull(self) -> Reply:
         """Transfer: IXFR from the serial we have, AXFR without one."""
-        if self.stopping or self.client is not None:
+        if self.stopping or self.busy:
             return NOTHING
+        self.busy = True
         if self.next_pull is not None:
             self.next_pull.cancel()
             self.next_pull = None
@@ -262,52 +265,74 @@ class Secondary(Job):
 
     # -- what the transfer's client reports ------------------------------------------------------------------------
     def done(self, pulled: Pulled) -> None:
+        """A whole transfer: nothing new (the contact counts), or a new version -- built, kept on disk, served.
+        Building a large zone takes seconds, so it happens on a thread of its own, not on the event loop that
+        answers every other query; its result comes back through ``handle.call_soon``."""
         self.client = None
-        try:
-            what = self._use(pulled)
-        except (TransferFailed, ZoneError, OSError) as exc:
-            self.failed(str(exc))
-            return
-        if what:
-            log.info("dns: %s: %s from %s", self.origin, what, self.primary)
-        self._contact()
-        self._schedule(timers(self.zone)[0])  # type: ignore[arg-type]
-
-    def _use(self, pulled: Pulled) -> str:
-        """Serve what came (if it is newer); a line saying what changed, or '' when nothing did."""
         zone = self.zone
         if pulled.kind == "current" or (zone is not None and pulled.serial == zone.serial):
             if self.path is not None and zone is not None:
                 try:
                     os.utime(self.path)  # the last contact, for a restart's expiry
-                except FileNotFoundError:
-                    keep(self.path, zone)
-            return ""
+                except OSError:
+                    pass
+            self.busy = False
+            self._contact()
+            self._schedule(timers(zone)[0])  # type: ignore[arg-type]
+            return
+
+        def build() -> None:
+            try:
+                result: tuple | Exception = self._build(zone, pulled)
+            except (TransferFailed, ZoneError, OSError) as exc:
+                result = exc
+            except Exception as exc:  # a bug: said in one line, and the served zone stays
+                result = TransferFailed(f"{type(exc).__name__}: {exc}")
+            self.handle.call_soon(lambda: self._built(result))
+
+        threading.Thread(target=build, name=f"transfer {self.origin}", daemon=True).start()
+
+    def _build(self, zone: Zone | None, pulled: Pulled) -> tuple[Zone, str, tuple | None]:
+        """The new version (off the event loop): the zone, what changed in words, the kept file's identity."""
         if zone is not None and dns.serial.Serial(pulled.serial) < zone.serial:
             raise TransferFailed(f"the primary's serial {pulled.serial} is older than ours ({zone.serial})")
         if pulled.kind == "ixfr":
             from sockhop.dns.update import apply_diff
 
             assert zone is not None
+            old = zone.serial
             for diff in pulled.diffs:
                 zone = apply_diff(zone, diff)
             count = sum(len(r) for diff in pulled.diffs for r in (*diff.deleted, *diff.added))
-            what = f"IXFR {self.zone.serial} -> {pulled.serial}, {count} records changed"  # type: ignore[union-attr]
+            what = f"IXFR {old} -> {pulled.serial}, {count} records changed"
         else:
             zone = from_records(self.origin, [pulled.soa, *pulled.records], f"{self.origin} from {self.primary}")
             what = f"AXFR serial {pulled.serial}, {zone.record_count()} records"
         zone.source = f"{self.origin} from {self.primary}"
+        identity = None
         if self.path is not None:
             keep(self.path, zone)
-            self.disk = self._identity()
-        self.zone = zone
+            identity = self._identity()
+        return zone, what, identity
+
+    def _built(self, result: tuple | Exception) -> Reply:
+        self.busy = False
+        if isinstance(result, Exception):
+            self.failed(str(result))
+            return NOTHING
+        zone, what, identity = result
+        self.zone, self.disk = zone, identity if identity is not None else self.disk
         self.server.install(zone)
         self._tell_workers()
-        return f"transferred ({what})"
+        log.info("dns: %s: transferred (%s) from %s", self.origin, what, self.primary)
+        self._contact()
+        self._schedule(timers(zone)[0])
+        return NOTHING
 
     def failed(self, why: str) -> None:
         """The transfer did not happen or cannot be used: the served zone stays; ask again after the retry time."""
         self.client = None
+        self.busy = False
         if self.stopping:
             return
         if self.zone is not None:
