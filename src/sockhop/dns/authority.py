@@ -74,12 +74,22 @@ class Authority:
         self.down: frozenset[dns.name.Name] = frozenset(down) - set(self.zones)
 
     def with_zone(self, zone: Zone) -> Authority:
-        """The same zones with ``zone`` added or in place of its older version (a transfer), and no longer down."""
-        return Authority([*(z for o, z in self.zones.items() if o != zone.origin), zone], self.down - {zone.origin})
+        """The same zones with ``zone`` added or in place of its older version (a transfer), and no longer down;
+        only that zone searched for DNAMEs."""
+        authority = Authority.__new__(Authority)
+        authority.zones = {**self.zones, zone.origin: zone}
+        dnames = {name for name, node in zone.rrsets.items() if RdataType.DNAME in node}
+        authority.dnames = {**self.dnames, zone.origin: dnames}
+        authority.down = self.down - {zone.origin}
+        return authority
 
     def without(self, origin: dns.name.Name) -> Authority:
         """The same zones with ``origin`` down: its names answered SERVFAIL (a secondary's zone expired)."""
-        return Authority([z for o, z in self.zones.items() if o != origin], self.down | {origin})
+        authority = Authority.__new__(Authority)
+        authority.zones = {o: z for o, z in self.zones.items() if o != origin}
+        authority.dnames = {o: d for o, d in self.dnames.items() if o != origin}
+        authority.down = self.down | {origin}
+        return authority
 
     def is_down(self, name: dns.name.Name) -> bool:
         """Whether ``name`` is in a zone that is down (and in none served below it)."""
