@@ -44,6 +44,7 @@ PORTS = {  # every fixed port a README server line takes, as (port, udp too)
     8000: False,
     8443: False,
     5353: True,
+    5354: True,
     8853: False,
     2525: False,
     8025: False,
@@ -543,6 +544,34 @@ def scenes() -> list[Scene]:  # noqa: PLR0915 (one table)
             ],
             check=check_folded,
         ),
+        # Secondaries and NOTIFY
+        Scene(
+            [
+                Line(
+                    f"sockhop serve dns example.com.zone --tsig upd:{TSIG} --allow-update key:upd "
+                    "--allow-transfer key:upd --notify 127.0.0.1:5354,key=upd",
+                    before=lambda stage: (stage.folder / "example.com.zone").write_text(ZONE),  # serial 1 again
+                ),
+                Line(
+                    f"sockhop serve dns --secondary example.com@127.0.0.1:5353,key=upd --tsig upd:{TSIG} "
+                    "--listen 127.0.0.1:5354 --data secondary"
+                ),
+            ],
+            ("dns udp 127.0.0.1:5353", "dns udp 127.0.0.1:5354"),
+            [
+                Line(
+                    "printf 'server 127.0.0.1 5353\\nzone example.com\\nupdate add moved.example.com 300 A "
+                    f"192.0.2.78\\nsend\\n' | nsupdate -y hmac-sha256:upd:{TSIG}",
+                    before=lambda stage: wait_for_serial(5354, 1),  # the first transfer (it follows the start)
+                ),
+                Line(
+                    "dig @127.0.0.1 -p 5354 +short moved.example.com",
+                    ("192.0.2.78",),
+                    before=lambda stage: wait_for_serial(5354, 2),  # NOTIFY and IXFR take a moment
+                ),
+            ],
+            check=check_secondary,
+        ),
         # In production
         Scene(
             [
@@ -653,6 +682,31 @@ b     MX   20 mail
 """
 
 TSIG = "c29ja2hvcCBkeW5hbWljIHVwZGF0ZSBrZXkgISEhISE="  # the README's example key: base64 of 32 bytes
+
+
+def wait_for_serial(port: int, serial: int, timeout: float = 15.0) -> None:
+    """Until the server on ``port`` answers example.com's SOA with ``serial``."""
+    import dns.exception
+    import dns.message
+    import dns.query
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            reply = dns.query.udp(dns.message.make_query("example.com", "SOA"), "127.0.0.1", port=port, timeout=1)
+            if reply.answer and reply.answer[0][0].serial == serial:
+                return
+        except (OSError, dns.exception.DNSException):
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"no serial {serial} on port {port} within {timeout:g} s")
+
+
+def check_secondary(stage: Stage) -> None:
+    """The secondary kept the zone it transferred; the primary's journal goes, for the scenes after."""
+    assert "moved.example.com. 300 IN A 192.0.2.78" in (stage.folder / "secondary" / "example.com.zone").read_text()
+    (stage.folder / "example.com.zone.jnl").unlink(missing_ok=True)
+    (stage.folder / "example.com.zone").write_text(ZONE)
 
 
 def check_folded(stage: Stage) -> None:
