@@ -145,8 +145,6 @@ def test_sigusr2_restarts_with_no_failed_request(sockhop_server, tmp_path, model
         assert old.addresses[("admin", "tcp")] == [admin, admin]  # the admin listener is handed over too
         with urllib.request.urlopen(f"http://{admin[0]}:{admin[1]}/healthz", timeout=10) as response:
             assert response.read() == b"ok\n"
-        with urllib.request.urlopen(f"http://{host}:8025/api/v1/services", timeout=10) as response:  # the dashboard
-            assert "web" in [service["name"] for service in json.load(response)["services"]]
         # The new master counts in a folder of its own: the old one removed its folder when it exited.
         with urllib.request.urlopen(f"http://{admin[0]}:{admin[1]}/metrics", timeout=10) as response:
             scraped = {s.name: s.value for f in text_string_to_metric_families(response.read().decode())
