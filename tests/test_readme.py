@@ -158,7 +158,7 @@ SERVE_MAIL_TLS = (
 SERVE_SUBMISSION = (
     "sockhop serve mail ./mail --domain example.test --tls-cert cert.pem --tls-key key.pem --users users "
     "--listen 127.0.0.1:2525 --listen-submission 127.0.0.1:5587 "
-    "--spool ./spool --relay-networks 192.0.2.0/24 --aliases aliases"
+    "--spool ./spool --relay-networks 192.0.2.0/24 --aliases aliases --dns 127.0.0.1:5353"
 )
 SERVE_DNS_TLS = (
     "sockhop serve dns example.com.zone --listen :5353 --listen-tls :8853 --tls-cert cert.pem --tls-key key.pem"

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -180,6 +181,35 @@ class Spool:
             state.next_try, envelope.get("user", ""),
         )  # fmt: skip
 
+    def entry(self, queue_id: str) -> QueueEntry | None:
+        """One message as :meth:`entries` lists it; None when it is gone (delivered or deleted)."""
+        for folder, held in (("queue", False), ("hold", True)):
+            path = self.root / folder / queue_id
+            if path.exists():
+                return self._entry(str(path), queue_id, held, (self.root / "state" / queue_id).exists())
+        return None
+
+    def tried(self) -> set[str]:
+        """The ids of the messages tried before (those with a state file): names only."""
+        with os.scandir(self.root / "state") as it:
+            return {e.name for e in it if not e.name.startswith(".")}
+
+    def next_try(self, queue_id: str) -> float:
+        return self._state(queue_id).next_try
+
+    def enqueue(self, envelope: bytes, content: bytes) -> str:
+        """Queue a message the server makes itself (a bounce): written, synced, renamed, the folder synced. Its
+        id."""
+        queue_id = f"{time.time_ns():x}{os.getpid():x}{secrets.token_hex(3)}"
+        fd, tmp, final = self.write(queue_id, envelope, content)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, final)
+        fsync_dir(self.root / "queue")
+        return queue_id
+
     def _state(self, queue_id: str) -> State:
         try:
             data = json.loads((self.root / "state" / queue_id).read_bytes())
@@ -263,7 +293,14 @@ class Spool:
             return False
         os.rename(path, self.root / dst / queue_id)
         fsync_dir(self.root / dst)
+        if dst == "queue":
+            self.poke()
         return True
+
+    def poke(self) -> None:
+        """Tell a running server's queue runner to look at the queue (it looks at this file's time once a
+        second)."""
+        (self.root / "flush").touch()
 
     def flush(self) -> int:
         """Every deferred message due now (a queue runner picks them up on its next look); returns how many. Only
@@ -277,6 +314,7 @@ class Spool:
                 state.next_try = 0.0
                 self._write_state(queue_id, state)
                 count += 1
+        self.poke()
         return count
 
 

@@ -1,0 +1,219 @@
+"""Delivery from the queue (the MTA's outbound half), end to end on loopback: a sockhop mail server relays what it
+queued to two other sockhop mail servers (on 127.0.0.1 and 127.0.0.2) found by MX in a sockhop DNS zone --
+preference order, retries after a 4xx, bounces (RFC 3464, parsed by the email package) after a 5xx, a null MX and an
+unreachable destination, and never a bounce for a bounce."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.mail.dnszone import ZONE_HEAD
+from tests.support import ROOT, start_server
+
+RETRY = ["--retry-first", "0.3", "--retry-max", "0.6", "--queue-lifetime", "1.5"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def mail_server(folder: Path, domain: str, host: str, *extra: str, port: int = 0):
+    return start_server(["serve", "mail", str(folder), "--domain", domain, "--hostname", f"mx.{domain}",
+                         "--listen", f"{host}:{port}", *extra])  # fmt: skip
+
+
+class World:
+    """Everyone: the DNS server, the destinations, and the relaying server (``sender``)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.servers = []
+        self.one = self.start(mail_server(tmp / "one", "one.test", "127.0.0.2", "--recipients", "bob,carol",
+                                          "--max-recipients", "1"))  # fmt: skip
+        self.two = self.start(mail_server(tmp / "two", "two.test", "127.0.0.1"))
+        self.sender_port = free_port()
+        dead = free_port("127.0.0.3")
+        one, two = self.one.address()[1], self.two.address()[1]
+        records = f"""\
+one IN MX 10 mx.one.test.
+mx.one IN A 127.0.0.2
+_smtp._tcp.one IN SRV 0 0 {one} mx.one.test.
+two IN MX 20 mx2.two.test.
+two IN MX 10 mx1.two.test.
+mx1.two IN A 127.0.0.3
+mx2.two IN A 127.0.0.1
+_smtp._tcp.two IN SRV 0 0 {dead} mx1.two.test.
+_smtp._tcp.two IN SRV 0 0 {two} mx2.two.test.
+sender IN MX 10 mx.sender.test.
+mx.sender IN A 127.0.0.1
+_smtp._tcp.sender IN SRV 0 0 {self.sender_port} mx.sender.test.
+dead IN MX 10 mx.dead.test.
+mx.dead IN A 127.0.0.3
+_smtp._tcp.dead IN SRV 0 0 {dead} mx.dead.test.
+nomail IN MX 0 .
+"""
+        (tmp / "test.zone").write_text(ZONE_HEAD + records)
+        self.dns_server = self.start(start_server(["serve", "dns", str(tmp / "test.zone"), "--listen", "127.0.0.1:0"],
+                                                  announce=2))  # fmt: skip
+        host, port = self.dns_server.address("dns", "udp")
+        self.dns = f"{host}:{port}"
+        self.spool = tmp / "spool"
+        self.sender = self.start(self.relay("eventloop", tmp / "sender", self.spool, port=self.sender_port))
+
+    def relay(self, model: str, maildir: Path, spool: Path, port: int = 0, *extra: str):
+        return mail_server(maildir, "sender.test", "127.0.0.1", "--model", model, "--spool", str(spool),
+                           "--relay-networks", "127.0.0.0/8", "--dns", self.dns, *RETRY, *extra, port=port)  # fmt: skip
+
+    def start(self, server):
+        self.servers.append(server)
+        return server
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+            if server.proc.stderr:
+                server.proc.stderr.close()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    found = World(tmp_path_factory.mktemp("delivery"))
+    yield found
+    found.stop()
+
+
+def submit(server, recipients: list[str], subject: str, sender: str = "alice@sender.test") -> None:
+    host, port = server.address()
+    head = f"From: {sender or 'MAILER-DAEMON@sender.test'}\r\nTo: {', '.join(recipients)}\r\n"
+    body = f"{head}Subject: {subject}\r\n\r\nhi\r\n"
+    with smtplib.SMTP(host, port, timeout=10) as client:
+        client.sendmail(sender, recipients, body.encode())
+
+
+def arrived(folder: Path, subject: str, count: int = 1, timeout: float = 10.0) -> list[email.message.EmailMessage]:
+    """The messages with ``subject`` (in their Subject, or in a bounce's attached headers) in a Maildir folder,
+    once there are ``count`` of them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = []
+        if (folder / "new").is_dir():
+            for path in sorted((folder / "new").iterdir()):
+                data = path.read_bytes()
+                if subject.encode() in data:
+                    found.append(email.message_from_bytes(data, policy=email.policy.default))
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+def queue_listing(spool: Path) -> str:
+    done = subprocess.run([sys.executable, "-m", "sockhop", "queue", "--spool", str(spool)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=20)  # fmt: skip
+    return done.stdout
+
+
+def queue_empty(spool: Path, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while any((spool / "queue").iterdir()):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_relayed_by_mx_and_the_queue_empties(world):
+    submit(world.sender, ["bob@one.test"], "relay-1")
+    [msg] = arrived(world.tmp / "one" / "bob", "relay-1")
+    assert "mx.sender.test" in str(msg["Received"])
+    assert queue_empty(world.spool)
+
+
+def test_mx_in_preference_order_past_a_dead_one(world):
+    submit(world.sender, ["zed@two.test"], "pref-1")
+    assert arrived(world.tmp / "two" / "zed", "pref-1")
+
+
+def test_a_4xx_is_retried_and_delivered_once(world):
+    # one.test takes one recipient per message (452 4.5.3 for the next): carol waits for the retry
+    submit(world.sender, ["bob@one.test", "carol@one.test"], "retry-1")
+    assert arrived(world.tmp / "one" / "bob", "retry-1")
+    assert arrived(world.tmp / "one" / "carol", "retry-1")
+    assert queue_empty(world.spool)
+    time.sleep(0.8)  # past another retry: nobody gets it twice
+    assert len(arrived(world.tmp / "one" / "bob", "retry-1", timeout=0)) == 1
+    assert len(arrived(world.tmp / "one" / "carol", "retry-1", timeout=0)) == 1
+
+
+def delivery_status(bounce: email.message.EmailMessage) -> list[dict[str, str]]:
+    assert bounce.get_content_type() == "multipart/report"
+    assert bounce.get_param("report-type") == "delivery-status"
+    human, status, headers = bounce.iter_parts()
+    assert status.get_content_type() == "message/delivery-status"
+    assert headers.get_content_type() == "text/rfc822-headers"
+    return [dict(block) for block in status.get_payload()]
+
+
+def test_a_5xx_bounces_to_the_sender(world):
+    submit(world.sender, ["nobody@one.test"], "bounce-1")
+    [bounce] = arrived(world.tmp / "sender" / "alice", "bounce-1")
+    assert bounce["From"].addresses[0].username == "MAILER-DAEMON"
+    head, rcpt = delivery_status(bounce)
+    assert head["Reporting-MTA"] == "dns; mx.sender.test"
+    assert rcpt["Final-Recipient"] == "rfc822; nobody@one.test"
+    assert rcpt["Action"] == "failed"
+    assert rcpt["Status"].startswith("5.")
+    assert rcpt["Diagnostic-Code"].startswith("smtp; 550")
+    assert "Subject: bounce-1" in list(bounce.iter_parts())[2].get_payload()
+    assert queue_empty(world.spool)
+
+
+def test_a_null_mx_bounces_at_once(world):
+    submit(world.sender, ["x@nomail.test"], "nullmx-1")
+    [bounce] = arrived(world.tmp / "sender" / "alice", "nullmx-1")
+    _, rcpt = delivery_status(bounce)
+    assert rcpt["Status"] == "5.1.10"
+
+
+def test_unreachable_is_retried_then_bounced(world):
+    submit(world.sender, ["x@dead.test"], "dead-1")
+    time.sleep(0.2)
+    listing = queue_listing(world.spool)
+    assert "x@dead.test" in listing and "cannot connect" in listing and "next try" in listing, listing
+    [bounce] = arrived(world.tmp / "sender" / "alice", "dead-1")
+    _, rcpt = delivery_status(bounce)
+    assert rcpt["Final-Recipient"] == "rfc822; x@dead.test"
+    assert queue_empty(world.spool)
+
+
+def test_never_a_bounce_for_a_bounce(world):
+    submit(world.sender, ["nobody@one.test"], "nobounce-1", sender="")
+    assert queue_empty(world.spool)
+    time.sleep(0.3)
+    assert not arrived(world.tmp / "sender", "nobounce-1", timeout=0)
+    assert not any(arrived(world.tmp / "sender" / box.name, "nobounce-1", timeout=0)
+                   for box in (world.tmp / "sender").iterdir() if box.is_dir())  # fmt: skip
+
+
+@pytest.mark.parametrize("model", ["thread", "prefork"])
+def test_relay_under_other_models(world, model, tmp_path):
+    server = world.relay(
+        model, tmp_path / "mail", tmp_path / "spool", 0, *(["--workers", "2"] if model == "prefork" else [])
+    )
+    try:
+        submit(server, ["bob@one.test"], f"model-{model}")
+        assert arrived(world.tmp / "one" / "bob", f"model-{model}")
+        assert queue_empty(tmp_path / "spool")
+    finally:
+        server.stop()
+        server.proc.stderr.close()
