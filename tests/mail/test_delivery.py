@@ -18,6 +18,7 @@ import pytest
 
 from tests.mail.dnszone import ZONE_HEAD
 from tests.support import ROOT, start_server
+from tests.tls_certs import LocalCA
 
 RETRY = ["--retry-first", "0.3", "--retry-max", "0.6", "--queue-lifetime", "1.5"]
 
@@ -42,10 +43,24 @@ class World:
         self.one = self.start(mail_server(tmp / "one", "one.test", "127.0.0.2", "--recipients", "bob,carol",
                                           "--max-recipients", "1"))  # fmt: skip
         self.two = self.start(mail_server(tmp / "two", "two.test", "127.0.0.1"))
+        ca = LocalCA(tmp)
+        self.ca = ca.pem
+        pair = ca.issue("mx.tls", ["mx.tls.test"])
+        self.tls = self.start(mail_server(tmp / "tls", "tls.test", "127.0.0.2", "--tls-cert", str(pair.cert),
+                                          "--tls-key", str(pair.key)))  # fmt: skip
         self.sender_port = free_port()
         dead = free_port("127.0.0.3")
-        one, two = self.one.address()[1], self.two.address()[1]
+        self.late_port = free_port("127.0.0.2")
+        one, two, tls = self.one.address()[1], self.two.address()[1], self.tls.address()[1]
         records = f"""\
+tls IN MX 10 mx.tls.test.
+mx.tls IN A 127.0.0.2
+_smtp._tcp.tls IN SRV 0 0 {tls} mx.tls.test.
+notls IN MX 10 mx2.two.test.
+_smtp._tcp.notls IN SRV 0 0 {two} mx2.two.test.
+late IN MX 10 mx.late.test.
+mx.late IN A 127.0.0.2
+_smtp._tcp.late IN SRV 0 0 {self.late_port} mx.late.test.
 one IN MX 10 mx.one.test.
 mx.one IN A 127.0.0.2
 _smtp._tcp.one IN SRV 0 0 {one} mx.one.test.
@@ -69,7 +84,9 @@ nomail IN MX 0 .
         host, port = self.dns_server.address("dns", "udp")
         self.dns = f"{host}:{port}"
         self.spool = tmp / "spool"
-        self.sender = self.start(self.relay("eventloop", tmp / "sender", self.spool, port=self.sender_port))
+        tls_rules = ["--relay-tls", "tls.test=required", "--relay-tls", "notls.test=required", "--relay-cacert",
+                     str(self.ca)]  # fmt: skip
+        self.sender = self.start(self.relay("eventloop", tmp / "sender", self.spool, self.sender_port, *tls_rules))
 
     def relay(self, model: str, maildir: Path, spool: Path, port: int = 0, *extra: str):
         return mail_server(maildir, "sender.test", "127.0.0.1", "--model", model, "--spool", str(spool),
@@ -217,3 +234,53 @@ def test_relay_under_other_models(world, model, tmp_path):
     finally:
         server.stop()
         server.proc.stderr.close()
+
+
+def test_starttls_required_for_a_destination_verifies_it(world):
+    submit(world.sender, ["dora@tls.test"], "tls-1")
+    [msg] = arrived(world.tmp / "tls" / "dora", "tls-1")
+    assert "with ESMTPS" in str(msg["Received"])  # the destination saw TLS
+
+
+def test_opportunistic_starttls_where_offered(world, tmp_path):
+    server = world.relay("eventloop", tmp_path / "mail", tmp_path / "spool")  # no rule: STARTTLS when offered
+    try:
+        submit(server, ["erin@tls.test"], "tls-2")
+        [msg] = arrived(world.tmp / "tls" / "erin", "tls-2")
+        assert "with ESMTPS" in str(msg["Received"])
+    finally:
+        server.stop()
+        server.proc.stderr.close()
+
+
+def test_required_tls_without_starttls_is_not_delivered_in_plaintext(world):
+    submit(world.sender, ["x@notls.test"], "notls-1")
+    time.sleep(0.2)
+    assert "does not offer STARTTLS" in queue_listing(world.spool)
+    [bounce] = arrived(world.tmp / "sender" / "alice", "notls-1")
+    assert delivery_status(bounce)[1]["Final-Recipient"] == "rfc822; x@notls.test"
+    assert not arrived(world.tmp / "two" / "x", "notls-1", timeout=0)
+
+
+def test_flush_tries_a_deferred_message_now(world, tmp_path):
+    spool = tmp_path / "spool"
+    server = mail_server(tmp_path / "mail", "sender.test", "127.0.0.1", "--spool", str(spool), "--relay-networks",
+                         "127.0.0.0/8", "--dns", world.dns, "--retry-first", "600")  # fmt: skip
+    late = None
+    try:
+        submit(server, ["fay@late.test"], "late-1")
+        deadline = time.monotonic() + 10
+        while "cannot connect" not in queue_listing(spool) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        late = mail_server(tmp_path / "late", "late.test", "127.0.0.2", port=world.late_port)
+        assert not arrived(tmp_path / "late" / "fay", "late-1", timeout=0.5)  # the next try is ten minutes away
+        done = subprocess.run([sys.executable, "-m", "sockhop", "queue", "--spool", str(spool), "--flush"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=20)  # fmt: skip
+        assert done.returncode == 0 and "1 deferred message(s) due now" in done.stderr
+        assert arrived(tmp_path / "late" / "fay", "late-1")
+        assert queue_empty(spool)
+    finally:
+        for one in (server, late):
+            if one is not None:
+                one.stop()
+                one.proc.stderr.close()
