@@ -7,17 +7,22 @@ from __future__ import annotations
 
 import email
 import email.policy
+import os
+import pwd
+import shutil
 import smtplib
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.mail.dnszone import ZONE_HEAD
-from tests.support import ROOT, start_server
+from tests.mail.test_postfix_client import MASTER_CF
+from tests.support import ROOT, require_root, require_tool, start_server
 from tests.tls_certs import LocalCA
 
 RETRY = ["--retry-first", "0.3", "--retry-max", "0.6", "--queue-lifetime", "1.5"]
@@ -51,6 +56,7 @@ class World:
         self.sender_port = free_port()
         dead = free_port("127.0.0.3")
         self.late_port = free_port("127.0.0.2")
+        self.postfix_port = free_port()
         one, two, tls = self.one.address()[1], self.two.address()[1], self.tls.address()[1]
         records = f"""\
 tls IN MX 10 mx.tls.test.
@@ -58,6 +64,9 @@ mx.tls IN A 127.0.0.2
 _smtp._tcp.tls IN SRV 0 0 {tls} mx.tls.test.
 notls IN MX 10 mx2.two.test.
 _smtp._tcp.notls IN SRV 0 0 {two} mx2.two.test.
+pf IN MX 10 mx.pf.test.
+mx.pf IN A 127.0.0.1
+_smtp._tcp.pf IN SRV 0 0 {self.postfix_port} mx.pf.test.
 late IN MX 10 mx.late.test.
 mx.late IN A 127.0.0.2
 _smtp._tcp.late IN SRV 0 0 {self.late_port} mx.late.test.
@@ -284,3 +293,94 @@ def test_flush_tries_a_deferred_message_now(world, tmp_path):
             if one is not None:
                 one.stop()
                 one.proc.stderr.close()
+
+
+class PostfixDestination:
+    """A private Postfix (its own configuration, queue and data folders) taking mail for pf.test: bob's into a
+    Maildir (virtual delivery), anyone else refused 550 5.1.1. /etc/postfix/main.cf names its folder in
+    alternate_config_directories while it runs (Postfix refuses -c DIR otherwise), and is put back after."""
+
+    def __init__(self, work: Path, port: int) -> None:
+        self.work, self.etc = work, work / "etc"
+        spool, data, self.vmail = work / "spool", work / "data", work / "vmail"
+        for folder in (self.etc, spool, data, self.vmail):
+            folder.mkdir(parents=True)
+        shutil.chown(data, "postfix")
+        nobody = pwd.getpwnam("nobody")
+        os.chown(self.vmail, nobody.pw_uid, nobody.pw_gid)
+        self.main_cf = Path("/etc/postfix/main.cf")
+        self.saved = self.main_cf.read_text() if self.main_cf.exists() else None
+        kept = [line for line in (self.saved or "").splitlines() if not line.startswith("alternate_config_directories")]
+        self.main_cf.parent.mkdir(exist_ok=True)
+        self.main_cf.write_text("\n".join(kept + [f"alternate_config_directories = {self.etc}"]) + "\n")
+        (self.etc / "main.cf").write_text(f"""\
+compatibility_level = 3.6
+queue_directory = {spool}
+data_directory = {data}
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = mx.pf.test
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = reject_unauth_destination
+virtual_mailbox_domains = pf.test
+virtual_mailbox_base = {self.vmail}
+virtual_mailbox_maps = inline:{{ bob@pf.test=bob/Maildir/ }}
+virtual_uid_maps = static:{nobody.pw_uid}
+virtual_gid_maps = static:{nobody.pw_gid}
+alias_maps =
+alias_database =
+maillog_file = {work}/postfix.log
+maillog_file_prefixes = /var, /dev/stdout, {work}
+biff = no
+""")
+        master = [*MASTER_CF, "virtual unix - n n - - virtual"]
+        (self.etc / "master.cf").write_text("\n".join(master).format(listen=f"127.0.0.1:{port}") + "\n")
+        done = subprocess.run(["postfix", "-c", str(self.etc), "start"], capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            self.restore()
+            raise AssertionError(f"postfix did not start: {done.stderr or done.stdout}")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+
+    def log(self) -> str:
+        path = self.work / "postfix.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def restore(self) -> None:
+        if self.saved is None:
+            self.main_cf.unlink(missing_ok=True)
+        else:
+            self.main_cf.write_text(self.saved)
+
+    def stop(self) -> None:
+        subprocess.run(["postfix", "-c", str(self.etc), "stop"], capture_output=True, timeout=60)
+        self.restore()
+
+
+def test_postfix_as_the_destination(world):
+    require_root("a private Postfix")
+    require_tool("postfix")
+    work = Path(tempfile.mkdtemp(prefix="sockhop-postfix-dest-"))  # Postfix's users must reach it: not tmp_path
+    os.chmod(work, 0o755)
+    postfix = None
+    try:
+        postfix = PostfixDestination(work, world.postfix_port)
+        submit(world.sender, ["bob@pf.test", "nobody@pf.test"], "postfix-1")
+        [msg] = arrived(work / "vmail" / "bob" / "Maildir", "postfix-1", timeout=20)
+        assert "mx.sender.test" in str(msg["Received"]) and "ESMTP" in str(msg["Received"])
+        [bounce] = arrived(world.tmp / "sender" / "alice", "postfix-1")  # nobody@: Postfix's 550, bounced
+        _, rcpt = delivery_status(bounce)
+        assert rcpt["Final-Recipient"] == "rfc822; nobody@pf.test" and rcpt["Diagnostic-Code"].startswith("smtp; 550")
+        assert rcpt["Remote-MTA"] == "dns; mx.pf.test"
+        assert queue_empty(world.spool)
+    finally:
+        if postfix is not None:
+            postfix.stop()
+        shutil.rmtree(work, ignore_errors=True)
