@@ -160,6 +160,11 @@ SERVE_SUBMISSION = (
     "--listen 127.0.0.1:2525 --listen-submission 127.0.0.1:5587 "
     "--spool ./spool --relay-networks 192.0.2.0/24 --aliases aliases --dns 127.0.0.1:5353"
 )
+SERVE_RELAY = (
+    "sockhop serve mail ./mail --domain example.test --listen 127.0.0.1:2626 --spool ./spool "
+    "--relay-networks 127.0.0.0/8 --dns 127.0.0.1:5353 --relay-tls sockhop.test=required "
+    "--relay-cacert sockhop-data/tls/ca.pem"
+)
 SERVE_DNS_TLS = (
     "sockhop serve dns example.com.zone --listen :5353 --listen-tls :8853 --tls-cert cert.pem --tls-key key.pem"
 )
@@ -395,6 +400,24 @@ def scenes() -> list[Scene]:  # noqa: PLR0915 (one table)
                     run="sockhop queue --spool ./spool --hold $(ls spool/queue)",
                     how="ID is the queue id the listing printed",
                 ),
+            ],
+        ),
+        # Mail: delivery from the queue, by MX into `sockhop up`'s mail server
+        Scene(
+            [Line("sockhop up -q"), Line(SERVE_RELAY)],
+            ("mail tcp 127.0.0.1:2525", "mail tcp 127.0.0.1:2626"),
+            [
+                Line(
+                    "sockhop send --from me@example.test --to you@sockhop.test --server 127.0.0.1:2626 "
+                    "--subject relayed --body hi",
+                    ("delivered via 127.0.0.1:2626",),
+                ),
+                Line(
+                    "sockhop mailbox sockhop-data/mail/you",
+                    ("relayed",),
+                    before=lambda stage: wait_for_mail(stage.folder / "sockhop-data" / "mail" / "you", "relayed"),
+                ),
+                Line("sockhop queue --spool ./spool --flush", ("due now",)),
             ],
         ),
         # DNS
@@ -941,6 +964,14 @@ def assert_file(path: Path, text: str) -> None:
 def assert_bytes(path: Path, data: bytes) -> None:
     got = path.read_bytes()
     assert got == data, f"{path}: {len(got)} bytes, not the {len(data)} served"
+
+
+def wait_for_mail(maildir: Path, text: str) -> None:
+    """The queue runner delivers after the 250: give it a few seconds."""
+    deadline = time.monotonic() + 10
+    while not any(text.encode() in path.read_bytes() for path in maildir.glob("new/*")):
+        assert time.monotonic() < deadline, f"no message holding {text!r} in {maildir}"
+        time.sleep(0.05)
 
 
 def check_delivered(maildir: Path, text: str) -> None:

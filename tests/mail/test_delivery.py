@@ -231,7 +231,7 @@ def test_never_a_bounce_for_a_bounce(world):
                    for box in (world.tmp / "sender").iterdir() if box.is_dir())  # fmt: skip
 
 
-@pytest.mark.parametrize("model", ["thread", "prefork"])
+@pytest.mark.parametrize("model", ["thread", "fork", "prefork"])
 def test_relay_under_other_models(world, model, tmp_path):
     server = world.relay(
         model, tmp_path / "mail", tmp_path / "spool", 0, *(["--workers", "2"] if model == "prefork" else [])

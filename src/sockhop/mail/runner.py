@@ -23,14 +23,17 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from sockhop.engine.protocol import NOTHING, Job, Reply
+from sockhop.tlsclient import client_context
 
 from .address import split_address
 from .bounce import Failure, make_bounce, status_of
-from .client import Outcome, tls_context
+from .client import Outcome
 from .codes import is_transient
 from .outbound import Conversation, Message
+from .protocol import Envelope, Session
 from .spool import Spool, SpoolError, envelope_line
 
 log = logging.getLogger("sockhop.mail")
@@ -198,6 +201,7 @@ class QueueRunner(Job):
         self.scan_due = False
         self.stopping = False
         self.flush_seen = self._flush_time()
+        self.local: Any = None  # the server's own mail store (the Router): is_local(domain), deliver(...)
 
     def wake(self) -> None:
         """A message was queued (from any thread or process): look at the queue soon."""
@@ -309,8 +313,14 @@ class QueueRunner(Job):
         return NOTHING
 
     def context(self, mode: str) -> ssl.SSLContext | None:
+        """STARTTLS's context: ``required`` checks the certificate (against ``--relay-cacert`` or the system's
+        store), ``opportunistic`` encrypts without checking -- whatever CA was named, as Postfix's ``may``: a
+        destination with a certificate nobody here trusts still gets its mail encrypted rather than not at all."""
         if mode not in self.contexts:
-            self.contexts[mode] = tls_context(mode, self.policy.cafile)
+            if mode == "off":
+                self.contexts[mode] = None
+            else:
+                self.contexts[mode] = client_context(self.policy.cafile, verify=mode == "required")
         return self.contexts[mode]
 
     # -- results ------------------------------------------------------------------------------------------------------
@@ -383,5 +393,12 @@ class QueueRunner(Job):
                 failures.append(Failure(o.recipient, "4.4.7" if expired else getattr(o, "status", "5.0.0")
                                         .replace("4.", "5.", 1), reason=reason))  # fmt: skip
         content = make_bounce(self.policy.hostname, run.sender, run.arrival, run.content, failures)
+        local = self.local
+        if local is not None and local.is_local(split_address(run.sender)[1]):
+            # the server's own user: into the mailbox now, durably (one group commit), before the recipients that
+            # bounced are settled -- a crash in between means the bounce twice, never not at all
+            envelope = Envelope(sender="", recipients=[run.sender], content=content)
+            local.deliver(Session(helo=self.policy.hostname), envelope)
+            return
         queue_id = self.spool.enqueue(envelope_line("", [run.sender], time.time()), content)
         self._schedule(queue_id, 0.0)

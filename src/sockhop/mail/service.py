@@ -154,6 +154,8 @@ def queue_runner(args: argparse.Namespace):
     found = vars(args).get("_queue_runner")
     if found is not None:
         return found
+    from sockhop.tlsclient import CACertError
+
     from .client import server_endpoint
     from .runner import DeliveryPolicy, QueueRunner
     from .spool import Spool, SpoolError
@@ -176,8 +178,10 @@ def queue_runner(args: argparse.Namespace):
     )  # fmt: skip
     try:
         runner = QueueRunner(Spool(args.spool), policy)
-    except SpoolError as exc:
-        raise MailSetupError(str(exc)) from None
+        for mode in {default, *tls.values()}:
+            runner.context(mode)  # a --relay-cacert that cannot be used stops start-up, in one line
+    except (SpoolError, CACertError) as exc:
+        raise MailSetupError(str(exc).replace("--cacert", "--relay-cacert")) from None
     vars(args)["_queue_runner"] = runner
     return runner
 
@@ -214,8 +218,11 @@ def make_store(args: argparse.Namespace, policy):
         aliases = load_aliases(args.aliases) if args.aliases else None
         spool = Spool(args.spool) if args.spool else None
         runner = queue_runner(args)
-        return Router(store, policy.domains | {policy.hostname.lower()}, spool=spool, aliases=aliases,
-                      on_queued=runner.wake if runner is not None else None)  # fmt: skip
+        router = Router(store, policy.domains | {policy.hostname.lower()}, spool=spool, aliases=aliases,
+                        on_queued=runner.wake if runner is not None else None)  # fmt: skip
+        if runner is not None:
+            runner.local = router  # a bounce to one of the server's own addresses goes straight to its mailbox
+        return router
     except AliasesError as exc:
         raise MailSetupError(str(exc)) from None
 

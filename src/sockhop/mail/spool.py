@@ -256,10 +256,12 @@ class Spool:
     def delivered(self, queue_id: str, recipients: Iterable[str]) -> bool:
         """These recipients are settled (a 250, or a bounce sent): never tried again. Removes the message when none
         remains; returns whether it did."""
-        envelope, _ = self.read(queue_id)
+        entry = self.entry(queue_id)  # the envelope's line and the state: the message itself is not read
+        if entry is None:
+            raise SpoolError(f"no such message: {queue_id}")
         state = self._state(queue_id)
         state.done = list(dict.fromkeys([*state.done, *recipients]))
-        if not set(envelope["to"]) - set(state.done):
+        if not set(entry.recipients) - set(state.done):
             self.delete(queue_id)
             return True
         self._write_state(queue_id, state)
