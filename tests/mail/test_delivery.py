@@ -47,7 +47,7 @@ class World:
         self.servers = []
         self.one = self.start(mail_server(tmp / "one", "one.test", "127.0.0.2", "--recipients", "bob,carol",
                                           "--max-recipients", "1"))  # fmt: skip
-        self.two = self.start(mail_server(tmp / "two", "two.test", "127.0.0.1"))
+        self.two = self.start(mail_server(tmp / "two", "two.test", "127.0.0.1", "--domain", "implicit.test"))
         ca = LocalCA(tmp)
         self.ca = ca.pem
         pair = ca.issue("mx.tls", ["mx.tls.test"])
@@ -86,6 +86,8 @@ dead IN MX 10 mx.dead.test.
 mx.dead IN A 127.0.0.3
 _smtp._tcp.dead IN SRV 0 0 {dead} mx.dead.test.
 nomail IN MX 0 .
+implicit IN A 127.0.0.1
+_smtp._tcp.implicit IN SRV 0 0 {two} implicit.test.
 """
         (tmp / "test.zone").write_text(ZONE_HEAD + records)
         self.dns_server = self.start(start_server(["serve", "dns", str(tmp / "test.zone"), "--listen", "127.0.0.1:0"],
@@ -168,6 +170,11 @@ def test_relayed_by_mx_and_the_queue_empties(world):
 def test_mx_in_preference_order_past_a_dead_one(world):
     submit(world.sender, ["zed@two.test"], "pref-1")
     assert arrived(world.tmp / "two" / "zed", "pref-1")
+
+
+def test_no_mx_means_the_domain_itself(world):
+    submit(world.sender, ["ivy@implicit.test"], "implicit-1")
+    assert arrived(world.tmp / "two" / "ivy", "implicit-1")
 
 
 def test_a_4xx_is_retried_and_delivered_once(world):

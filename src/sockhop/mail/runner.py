@@ -3,8 +3,8 @@
 It keeps its schedule in memory: one scan of ``queue/``'s names when it starts (and when woken: a message was
 queued, ``sockhop queue --flush`` or ``--release`` was given), then a timer per message for its next try. A message
 due is read, its recipients grouped by destination (their domain, or the ``--relayhost``), and handed to that
-destination, which finds its mail exchangers (MX in preference order, an implicit MX, a null MX refused; the
-lookup runs on a thread of its own since the stub resolver blocks) and opens at most ``--relay-concurrency``
+destination, which finds its mail exchangers (MX in preference order, an implicit MX, a null MX refused; asked
+over the engine's own UDP, :mod:`sockhop.mail.lookup`) and opens at most ``--relay-concurrency``
 connections (:class:`~sockhop.mail.outbound.Conversation`) through the engine, each carrying message after message.
 An address that cannot be reached or will not talk passes the work to the next.
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 import ssl
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from .address import split_address
 from .bounce import Failure, make_bounce, status_of
 from .client import Outcome
 from .codes import is_transient
+from .lookup import find_hops
 from .outbound import Conversation, Message
 from .protocol import Envelope, Session
 from .spool import Spool, SpoolError, envelope_line
@@ -111,18 +111,8 @@ class Destination:
         if self.resolving:
             return
         self.resolving = True
-        policy, handle = self.runner.policy, self.runner.handle
-
-        def lookup() -> None:
-            from .mx import mail_hops
-
-            try:
-                result: object = mail_hops(self.domain, policy.dns, policy.port)
-            except Exception as exc:  # noqa: BLE001 -- handed back as the answer
-                result = exc
-            handle.call_soon(lambda: self._resolved(result))
-
-        threading.Thread(target=lookup, name=f"mx {self.domain}", daemon=True).start()
+        runner = self.runner
+        find_hops(runner.handle, self.domain, runner.dns_servers, runner.policy.port, self._resolved)
 
     def _resolved(self, result: object) -> Reply:
         from .mx import NoSuchDomain, NullMX
@@ -202,6 +192,9 @@ class QueueRunner(Job):
         self.stopping = False
         self.flush_seen = self._flush_time()
         self.local: Any = None  # the server's own mail store (the Router): is_local(domain), deliver(...)
+        from sockhop.dns.resolver import server_addresses
+
+        self.dns_servers = [] if policy.relayhost else server_addresses(policy.dns)  # --dns, or /etc/resolv.conf's
 
     def wake(self) -> None:
         """A message was queued (from any thread or process): look at the queue soon."""

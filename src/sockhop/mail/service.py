@@ -154,6 +154,7 @@ def queue_runner(args: argparse.Namespace):
     found = vars(args).get("_queue_runner")
     if found is not None:
         return found
+    from sockhop.errors import AddressError, UsageError
     from sockhop.tlsclient import CACertError
 
     from .client import server_endpoint
@@ -180,7 +181,7 @@ def queue_runner(args: argparse.Namespace):
         runner = QueueRunner(Spool(args.spool), policy)
         for mode in {default, *tls.values()}:
             runner.context(mode)  # a --relay-cacert that cannot be used stops start-up, in one line
-    except (SpoolError, CACertError) as exc:
+    except (SpoolError, CACertError, AddressError, UsageError) as exc:
         raise MailSetupError(str(exc).replace("--cacert", "--relay-cacert")) from None
     vars(args)["_queue_runner"] = runner
     return runner
