@@ -391,3 +391,32 @@ def test_postfix_as_the_destination(world):
         if postfix is not None:
             postfix.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_queued_before_a_restart_goes_on_one_connection(world, tmp_path):
+    """Queued by a server that only queues; the next start delivers it -- every message to the destination on one
+    connection when the destination may have only one (--relay-concurrency 1)."""
+    spool, log = tmp_path / "spool", tmp_path / "messages.log"
+    sink = mail_server(tmp_path / "sink", "sink.test", "127.0.0.2", "--message-log", str(log))
+    relayhost = f"127.0.0.2:{sink.address()[1]}"
+    try:
+        first = mail_server(tmp_path / "mail", "sender.test", "127.0.0.1", "--spool", str(spool), "--relay-networks",
+                            "127.0.0.0/8", "--no-delivery")  # fmt: skip
+        for i in range(3):
+            submit(first, ["sam@sink.test"], f"restart-{i}")
+        first.stop()
+        first.proc.stderr.close()
+        assert len(list((spool / "queue").iterdir())) == 3
+        again = mail_server(tmp_path / "mail", "sender.test", "127.0.0.1", "--spool", str(spool), "--relay-networks",
+                            "127.0.0.0/8", "--relayhost", relayhost, "--relay-concurrency", "1")  # fmt: skip
+        try:
+            assert len(arrived(tmp_path / "sink" / "sam", "restart-", count=3)) == 3
+            assert queue_empty(spool)
+        finally:
+            again.stop()
+            again.proc.stderr.close()
+        peers = {line.split()[1] for line in log.read_text().splitlines() if "from=<alice@sender.test>" in line}
+        assert len(peers) == 1, log.read_text()  # one client address and port: one connection for all three
+    finally:
+        sink.stop()
+        sink.proc.stderr.close()
