@@ -360,11 +360,11 @@ class QueueRunner(Job):
         if failed:
             self._bounce(run, failed, expired)
         if done or failed:
-            self.spool.delivered(run.queue_id, done + [o.recipient for o in failed])
+            self.spool.delivered(run.queue_id, done + [o.recipient for o in failed], sync=False)
         if later:
             error = "; ".join(dict.fromkeys(o.describe() for o in later))
             next_try = now + self.policy.backoff(run.attempts + 1)
-            self.spool.defer(run.queue_id, error, next_try)
+            self.spool.defer(run.queue_id, error, next_try, sync=False)
             log.info("mail: %s: deferred: %s", run.queue_id, error)
             self._schedule(run.queue_id, next_try - now)
         else:

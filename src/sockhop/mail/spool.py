@@ -231,29 +231,34 @@ class Spool:
         return [e for e in self.entries() if not e.held and e.next_try <= now and e.recipients]
 
     # -- what delivery learns ---------------------------------------------------------------------------------------
-    def _write_state(self, queue_id: str, state: State) -> None:
-        """Replace ``state/ID`` atomically and durably."""
+    def _write_state(self, queue_id: str, state: State, *, sync: bool = True) -> None:
+        """Replace ``state/ID`` atomically (and durably, with ``sync``)."""
         folder = self.root / "state"
         tmp = folder / f".{queue_id}.{os.getpid()}"
         body = json.dumps({"attempts": state.attempts, "last_error": state.last_error, "next_try": state.next_try,
                            "done": state.done}).encode()  # fmt: skip
         fd = write_file(tmp, body)
         try:
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, folder / queue_id)
-        fsync_dir(folder)
+        if sync:
+            fsync_dir(folder)
 
-    def defer(self, queue_id: str, error: str, next_try: float) -> None:
+    # What the queue runner learns it writes with ``sync=False``: a crash may lose it, and then a message or a
+    # recipient is tried again -- a duplicate, which at-least-once allows, never a loss -- while the runner pays no
+    # fsync per delivery on the engine's loop (Postfix's qmgr does not sync its deletions either).
+    def defer(self, queue_id: str, error: str, next_try: float, *, sync: bool = True) -> None:
         """A try failed for now (4xx, unreachable): remember why, and when to try again."""
         self._path(queue_id)
         state = self._state(queue_id)
         state.attempts += 1
         state.last_error, state.next_try = error, next_try
-        self._write_state(queue_id, state)
+        self._write_state(queue_id, state, sync=sync)
 
-    def delivered(self, queue_id: str, recipients: Iterable[str]) -> bool:
+    def delivered(self, queue_id: str, recipients: Iterable[str], *, sync: bool = True) -> bool:
         """These recipients are settled (a 250, or a bounce sent): never tried again. Removes the message when none
         remains; returns whether it did."""
         entry = self.entry(queue_id)  # the envelope's line and the state: the message itself is not read
@@ -262,9 +267,9 @@ class Spool:
         state = self._state(queue_id)
         state.done = list(dict.fromkeys([*state.done, *recipients]))
         if not set(entry.recipients) - set(state.done):
-            self.delete(queue_id)
+            self.delete(queue_id, sync=sync)
             return True
-        self._write_state(queue_id, state)
+        self._write_state(queue_id, state, sync=sync)
         return False
 
     # -- the administrator's commands -------------------------------------------------------------------------------
@@ -275,11 +280,12 @@ class Spool:
         self._path(queue_id)
         return [queue_id]
 
-    def delete(self, queue_id: str) -> None:
+    def delete(self, queue_id: str, *, sync: bool = True) -> None:
         path = self._path(queue_id)
         path.unlink()
         (self.root / "state" / queue_id).unlink(missing_ok=True)
-        fsync_dir(path.parent)
+        if sync:
+            fsync_dir(path.parent)
 
     def hold(self, queue_id: str) -> bool:
         """Returns False if it was held already."""
