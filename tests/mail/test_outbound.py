@@ -121,3 +121,20 @@ def test_bounce_is_a_delivery_status_report():
     assert head["Reporting-MTA"] == "dns; mx.relay.test"
     assert (rcpt["Action"], rcpt["Status"], rcpt["Remote-MTA"]) == ("failed", "5.1.1", "dns; mx.far.test")
     assert "Subject: hi" in headers.get_payload() and "body" not in headers.get_payload()
+
+
+def test_an_idle_connection_waits_for_the_next_message_then_quits():
+    run = Run([MSG])
+    run.talk.idle = lambda talk: 2.0
+    run.talk.connection_made(None, None)
+    run.server("220 mx\n")
+    run.server("250-mx\n250 PIPELINING\n")
+    run.server("250 ok\n250 ok\n250 ok\n354 go\n")
+    assert run.talk.data_received(b"250 queued\r\n") == Reply(alarm=2.0)  # nothing to send: it waits, connected
+    run.waiting.append(Message("q2", "", ("d@far.test",), b"hi\n"))
+    assert run.talk.woken().send[0].startswith(b"MAIL FROM:<>")  # woken with a message: on the same connection
+    run.server("250 ok\n250 ok\n354 go\n")
+    run.server("250 ok\n")
+    assert run.talk.timed_out().send == (b"QUIT\r\n",)  # nothing more within the idle time
+    run.talk.connection_lost()
+    assert run.ends == [None] and [r[0] for r in run.reports] == ["q1", "q2"]

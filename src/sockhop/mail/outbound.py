@@ -46,6 +46,7 @@ class Conversation(ClientProtocol):
         self, where: str, helo: str, *, take: Callable[[], Message | None],
         report: Callable[[Message, list[Outcome]], None], ended: Callable[[Conversation, str | None], None],
         tls: str = "opportunistic", can_tls: bool = True, timeout_scale: float = 1.0,
+        idle: Callable[[Conversation], float] = lambda conversation: 0.0,
     ) -> None:  # fmt: skip
         self.where = where
         self.helo = helo
@@ -55,6 +56,7 @@ class Conversation(ClientProtocol):
         self.tls = tls
         self.can_tls = can_tls  # the engine was given a context for STARTTLS
         self.scale = timeout_scale
+        self.idle = idle  # no message now: how long to stay connected waiting for one (0: QUIT at once)
         self.reader = ReplyReader()
         self.state = "connect"
         self.encrypted = False
@@ -90,16 +92,27 @@ class Conversation(ClientProtocol):
                 return Reply(tuple(out), reply.close, None, reply.alarm)
         return Reply(tuple(out))
 
+    def woken(self) -> Reply:
+        """A message came for this destination while the connection was idle."""
+        if self.state != "idle":
+            return Reply()
+        return self._next()
+
     def eof_received(self) -> Reply:
+        if self.state == "idle":  # the server ended an idle connection: nothing was lost
+            self.state = "quit"
         if self.state != "quit":
             self._lost(f"{self.where} closed the connection")
         return Reply(close=Close.AT_ONCE)
 
     def timed_out(self) -> Reply:
+        if self.state == "idle":  # nothing more came: goodbye
+            self.state = "quit"
+            return Reply((b"QUIT\r\n",), close=Close.AT_ONCE)
         return self._fail(f"{self.where} did not answer in time ({self.state})", Close.AT_ONCE)
 
     def connection_lost(self) -> None:
-        if self.state == "quit" and self.message is None:
+        if self.state in ("quit", "idle") and self.message is None:
             self._end(None)
             return
         if self.state == "tls" and not self.encrypted:
@@ -164,6 +177,10 @@ class Conversation(ClientProtocol):
         """The next message, or QUIT."""
         self.message = message = self.take()
         if message is None:
+            linger = self.idle(self)
+            if linger > 0:  # kept for the next message to this destination (woken), as Postfix's connection cache
+                self.state, self.expect = "idle", []
+                return Reply(alarm=linger)
             self.state = "quit"
             self.expect = ["quit"]
             return Reply((b"QUIT\r\n",), alarm=MAIL_TIMEOUT * self.scale)

@@ -39,6 +39,7 @@ from .spool import Spool, SpoolError, envelope_line
 log = logging.getLogger("sockhop.mail")
 
 FLUSH = "flush"  # the spool's file `sockhop queue --flush` touches: the runner looks at its time once a second
+IDLE_TIME = 2.0  # seconds an idle connection waits for more (Postfix's smtp_connection_cache_time_limit)
 RESOLVE_TTL = 60.0  # seconds a destination's addresses are used before they are looked up again
 ACTIVE_LIMIT = 1000  # messages read and being delivered at once (Postfix's qmgr_message_active_limit, smaller)
 
@@ -90,7 +91,8 @@ class Destination:
         self.resolved_at = 0.0
         self.resolving = False
         self.open = 0  # connections
-        self.starting = 0  # of which not yet carrying a message
+        self.starting = 0  # of which not yet carrying a message (connecting, or idle and woken)
+        self.idle: list[Conversation] = []  # open, waiting for a message
 
     def add(self, message: Message, run: Run) -> None:
         self.queue.append((message, run))
@@ -102,6 +104,11 @@ class Destination:
         if (self.hops is None or time.monotonic() - self.resolved_at > RESOLVE_TTL) and self.open == 0:
             self._resolve()
             return
+        while self.idle and len(self.queue) > self.starting:
+            talk = self.idle.pop()
+            talk.carrying = False
+            self.starting += 1
+            talk.handle.wake()
         while self.open < self.runner.policy.concurrency and len(self.queue) > self.starting:
             self.open += 1
             self.starting += 1
@@ -139,10 +146,18 @@ class Destination:
         where = f"{name}[{address}]:{port}"
         talk = Conversation(where, policy.hostname, take=lambda: self._take(talk), report=self.runner.report,
                             ended=lambda c, error: self._ended(c, error, index), tls=mode,
-                            can_tls=context is not None, timeout_scale=policy.timeout_scale)  # fmt: skip
+                            can_tls=context is not None, timeout_scale=policy.timeout_scale,
+                            idle=self._idle)  # fmt: skip
         talk.carrying = False
         self.runner.handle.connect((address, port), talk, tls=context, server_hostname=name if context else None,
                                    timeout=policy.connect_timeout, starttls=True)  # fmt: skip
+
+    def _idle(self, talk: Conversation) -> float:
+        """Nothing to carry now: keep the connection a while for the next message (not while stopping)."""
+        if self.runner.stopping:
+            return 0.0
+        self.idle.append(talk)
+        return IDLE_TIME
 
     def _take(self, talk: Conversation) -> Message | None:
         if not talk.carrying:
@@ -159,7 +174,9 @@ class Destination:
             self._connect(index + 1)  # this address is no use: the next one takes over
             return
         self.open -= 1
-        if not talk.carrying:
+        if talk in self.idle:
+            self.idle.remove(talk)
+        elif not talk.carrying:
             self.starting -= 1
         if error is not None:
             log.info("mail: %s: %s", self.domain, error)
@@ -216,6 +233,9 @@ class QueueRunner(Job):
 
     def stop_requested(self) -> Reply:
         self.stopping = True  # connections finish the message they carry, then say QUIT
+        for destination in self.destinations.values():
+            for talk in destination.idle:
+                talk.handle.wake()  # nothing more to take: QUIT now
         return Reply(close=not self.in_flight)
 
     # -- the schedule -------------------------------------------------------------------------------------------------
