@@ -420,3 +420,38 @@ def test_queued_before_a_restart_goes_on_one_connection(world, tmp_path):
     finally:
         sink.stop()
         sink.proc.stderr.close()
+
+
+def test_sigkill_mid_delivery_loses_nothing_acknowledged(tmp_path):
+    """SIGKILL while the queue is being delivered: after a restart on the same spool every message that got its
+    250 reaches the destination -- at least once (a duplicate is allowed, a loss is not)."""
+    spool = tmp_path / "spool"
+    sink = mail_server(tmp_path / "sink", "sink.test", "127.0.0.2")
+    relay_args = ["--spool", str(spool), "--relay-networks", "127.0.0.0/8", "--relayhost",
+                  f"127.0.0.2:{sink.address()[1]}"]  # fmt: skip
+    relay = mail_server(tmp_path / "mail", "sender.test", "127.0.0.1", *relay_args)
+    acknowledged: list[str] = []
+    again = None
+    try:
+        host, port = relay.address()
+        try:
+            with smtplib.SMTP(host, port, timeout=10) as client:
+                for i in range(60):
+                    client.sendmail("alice@sender.test", ["sam@sink.test"], f"Subject: kill-{i:02}\r\n\r\nx\r\n")
+                    acknowledged.append(f"kill-{i:02}")
+                    if i == 20:
+                        relay.proc.kill()  # mid-burst, with deliveries under way
+        except (smtplib.SMTPException, OSError):
+            pass
+        relay.proc.wait()
+        relay.proc.stderr.close()
+        assert len(acknowledged) >= 21
+        again = mail_server(tmp_path / "mail", "sender.test", "127.0.0.1", *relay_args)
+        assert queue_empty(spool, timeout=20)
+        got = {m["Subject"] for m in arrived(tmp_path / "sink" / "sam", "kill-", count=len(acknowledged))}
+        assert set(acknowledged) <= got, sorted(set(acknowledged) - got)
+    finally:
+        for one in (again, sink):
+            if one is not None:
+                one.stop()
+                one.proc.stderr.close()
