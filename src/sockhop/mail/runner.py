@@ -76,7 +76,9 @@ class Run:
     attempts: int
     content: bytes
     waiting: int = 0  # destinations still to answer
-    outcomes: list[Outcome] = field(default_factory=list)
+    #: each recipient's outcome, with the status a bounce gives it when no server answered (4.4.1 unreachable;
+    #: 5.1.2, 5.1.10 for a domain that does not exist or takes no mail) and whether that is final
+    outcomes: list[tuple[Outcome, str, bool]] = field(default_factory=list)
 
 
 class Destination:
@@ -344,10 +346,7 @@ class QueueRunner(Job):
 
     def settle(self, run: Run, outcomes: list[Outcome], *, status: str = "4.4.1", final: bool = False) -> None:
         """One destination's answer; the message's fate once every destination has answered."""
-        for outcome in outcomes:
-            outcome.final = final  # type: ignore[attr-defined]
-            outcome.status = status  # type: ignore[attr-defined]
-        run.outcomes += outcomes
+        run.outcomes += [(outcome, status, final) for outcome in outcomes]
         run.waiting -= 1
         if run.waiting <= 0:
             self.active -= 1
@@ -364,25 +363,26 @@ class QueueRunner(Job):
 
     def _finish(self, run: Run) -> None:
         now = time.time()
-        done, failed, later = [], [], []
-        for o in run.outcomes:
+        done: list[str] = []
+        failed: list[tuple[Outcome, str]] = []
+        later: list[tuple[Outcome, str]] = []
+        for o, status, final in run.outcomes:
             if o.delivered:
                 done.append(o.recipient)
                 log.info("mail: %s: to <%s> via %s: %s", run.queue_id, o.recipient, o.where, o.reply)
-            elif (o.reply is not None and not is_transient(o.reply.code)) or (o.reply is None and o.final):
-                failed.append(o)
+            elif (o.reply is not None and not is_transient(o.reply.code)) or (o.reply is None and final):
+                failed.append((o, status))
             else:
-                later.append(o)
-        expired = now - run.arrival >= self.policy.lifetime
-        if later and expired:
-            failed += later
+                later.append((o, status))
+        if later and now - run.arrival >= self.policy.lifetime:  # too long in the queue: what is left bounces
+            failed += [(o, "5.4.7") for o, _ in later]  # RFC 3463: delivery time expired
             later = []
         if failed:
-            self._bounce(run, failed, expired)
+            self._bounce(run, failed)
         if done or failed:
-            self.spool.delivered(run.queue_id, done + [o.recipient for o in failed], sync=False)
+            self.spool.delivered(run.queue_id, done + [o.recipient for o, _ in failed], sync=False)
         if later:
-            error = "; ".join(dict.fromkeys(o.describe() for o in later))
+            error = "; ".join(dict.fromkeys(o.describe() for o, _ in later))
             next_try = now + self.policy.backoff(run.attempts + 1)
             self.spool.defer(run.queue_id, error, next_try, sync=False)
             log.info("mail: %s: deferred: %s", run.queue_id, error)
@@ -390,21 +390,22 @@ class QueueRunner(Job):
         else:
             self.scheduled.pop(run.queue_id, None)
 
-    def _bounce(self, run: Run, failed: list[Outcome], expired: bool) -> None:
+    def _bounce(self, run: Run, failed: list[tuple[Outcome, str]]) -> None:
         """An RFC 3464 DSN to the sender, queued like any message -- unless the message is itself a bounce."""
-        for o in failed:
+        for o, _ in failed:
             log.info("mail: %s: to <%s> bounced: %s", run.queue_id, o.recipient, o.describe())
         if not run.sender:
             return  # never a bounce for a bounce (RFC 5321 6.1)
         failures = []
-        for o in failed:
+        for o, status in failed:
+            expired = status == "5.4.7"
             if o.reply is not None:
                 host = o.where.split("[", 1)[0]
-                failures.append(Failure(o.recipient, status_of(o.reply.code, o.reply.status), str(o.reply), host))
+                said = status if expired else status_of(o.reply.code, o.reply.status)
+                failures.append(Failure(o.recipient, said, str(o.reply), host))
             else:
                 reason = o.error + ("; the message stayed in the queue too long" if expired else "")
-                failures.append(Failure(o.recipient, "4.4.7" if expired else getattr(o, "status", "5.0.0")
-                                        .replace("4.", "5.", 1), reason=reason))  # fmt: skip
+                failures.append(Failure(o.recipient, status, reason=reason))
         content = make_bounce(self.policy.hostname, run.sender, run.arrival, run.content, failures)
         local = self.local
         if local is not None and local.is_local(split_address(run.sender)[1]):
