@@ -388,6 +388,7 @@ SERVICE = Service(
     folders=mail_folders,
     check=check_mail,
     jobs=mail_jobs,
+    inbox=lambda args: Path(args.maildir),  # what the dashboard's inbox shows
     commands=(
         Command(
             "send", "build a message and deliver it over SMTP (to --server, or by MX)", send.add_arguments, send.run
