@@ -58,6 +58,7 @@ bench: $(BIN)/sockhop
 	$(BIN)/python bench/dnsupdate.py $(DNSUPDATE_BENCH_ARGS)
 	$(BIN)/python bench/mail.py $(MAIL_BENCH_ARGS)
 	$(BIN)/python bench/mailqueue.py $(MAILQUEUE_BENCH_ARGS)
+	$(BIN)/python bench/relay.py $(RELAY_BENCH_ARGS)
 	$(BIN)/python bench/https.py $(HTTPS_BENCH_ARGS)
 	$(BIN)/python bench/dashboard.py $(DASHBOARD_BENCH_ARGS)
 
