@@ -177,3 +177,13 @@ def test_a_large_mailbox_lists_a_page_and_searches_all_of_it(tmp_path):
     listed = get(api, "/api/v1/messages?limit=50")[1]
     assert listed["count"] == 50 and listed["total"] == 1_000
     assert get(api, "/api/v1/messages?query=a999@")[1]["messages_count"] == 1
+
+
+def test_a_root_that_is_a_maildir_and_holds_mailboxes_lists_both(tmp_path):
+    """A catch-all server delivered into the root; a server with a mailbox per local part into folders below it."""
+    for sub in ("tmp", "new", "cur"):
+        (tmp_path / sub).mkdir()
+    (tmp_path / "new" / "1.M1P1.test").write_bytes(b"From: a@example.org\nSubject: to the root\n\nbody\n")
+    deliver(tmp_path, mail("to a mailbox"))
+    subjects = [m["Subject"] for m in get(Api(Inbox(tmp_path)), "/api/v1/messages")[1]["messages"]]
+    assert sorted(subjects) == ["to a mailbox", "to the root"]
