@@ -53,6 +53,7 @@ DENIALS_KEPT = 100_000  # white lies kept (with their signatures), by the name t
 IN = dns.rdataclass.IN
 RRSIG_FIELDS = struct.Struct("!HBBIIIH")  # type covered, algorithm, labels, original TTL, expiration, inception, tag
 RR_FIXED = struct.Struct("!HHI")  # type, class, TTL
+COMPRESSED = struct.Struct("!H")  # a pointer to a name earlier in the message (RFC 1035 section 4.1.4)
 
 
 class WireRecord:
@@ -87,7 +88,11 @@ class WireRecord:
         return dns.rrset.from_rdata(self.name, self.ttl, rdata)
 
     def to_wire(self, file: Any, compress: dict | None = None, origin: dns.name.Name | None = None, **kw: Any) -> int:
-        self.name.to_wire(file, compress, origin)
+        at = compress.get(self.name) if compress is not None else None
+        if at is None:
+            self.name.to_wire(file, compress, origin)
+        else:  # the owner is in the message already (an RRSIG's after its NSEC's): the pointer dnspython would write
+            file.write(COMPRESSED.pack(0xC000 + at))
         file.write(self.wire)
         return 1
 
