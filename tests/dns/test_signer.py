@@ -106,6 +106,7 @@ QUESTIONS = [
     ("never-asked-1.example.com", "A", dns.rcode.NXDOMAIN),
     ("a.b.never-asked-2.example.com", "AAAA", dns.rcode.NXDOMAIN),
     ("Zz.example.com", "TXT", dns.rcode.NXDOMAIN),
+    ("x.*.example.com", "A", dns.rcode.NXDOMAIN),  # one white lie denies the name and the wildcard
     ("[.example.com", "A", dns.rcode.NXDOMAIN),
 ]
 

@@ -37,7 +37,7 @@ import dns.rrset
 
 from sockhop.dns.authority import Answer
 from sockhop.dns.keys import SigningKey
-from sockhop.dns.proofs import closest_encloser, next_closer, wildcard_of
+from sockhop.dns.proofs import next_closer, wildcard_of
 from sockhop.dns.zone import Zone
 
 with warnings.catch_warnings():  # dnspython imports cryptography's DSA, which warns it is deprecated
@@ -116,7 +116,7 @@ class Signer:
         self.clock = clock
         #: RRSIGs of the zone's RRsets, by owner, type, TTL (and an NSEC's next name), until due for renewal
         self.sigs: dict[tuple, tuple[WireRecord, float]] = {}
-        #: white lies and their RRSIGs, by ("cover" or "match", the name denied), until due for renewal
+        #: white lies and their RRSIGs, by ("cover", "match" or "wildcard", the name), until due for renewal
         self.denials: dict[tuple, tuple[tuple[WireRecord, WireRecord], float]] = {}
         self.lock = threading.Lock()
         soa = zone.soa
@@ -204,9 +204,10 @@ class Signer:
         for proof in result.proofs:
             kind, name = proof[0], proof[1]
             if kind == "nxdomain":
-                encloser = closest_encloser(zone, name)
-                denial.append(self.covering(next_closer(name, encloser)))
-                denial.append(self.covering(wildcard_of(encloser)))
+                closer = next_closer(name, proof[2])
+                denial.append(self.covering(closer))
+                if closer[0] != b"*":  # else that NSEC denies the wildcard too
+                    denial.append(self.covering_wildcard(proof[2]))
             elif kind == "nodata":
                 denial.append(self.matching(zone, name))
             elif kind == "wildcard":
@@ -220,12 +221,13 @@ class Signer:
                 denial.append(ds if ds is not None else self.matching(zone, name))
         result.answer = self.signed(zone, result.answer, wildcards)
         authority = self.signed(zone, result.authority, wildcards)
-        present = {(rrset.name, rrset.rdtype) for rrset in result.authority}
+        added: list = []  # the first record of each denial added: one NSEC may prove two notes of a CNAME chain
         for records in denial:
             first = records if isinstance(records, dns.rrset.RRset) else records[0]
-            if (first.name, first.rdtype) not in present:
-                present.add((first.name, first.rdtype))
-                authority.extend(self.signed(zone, [records], {}) if first is records else records)
+            if any(other.rdtype == first.rdtype and other.name == first.name for other in added):
+                continue
+            added.append(first)
+            authority.extend(self.signed(zone, [records], {}) if first is records else records)
         result.authority = authority
         result.additional = self.signed(zone, result.additional, wildcards)
 
@@ -272,11 +274,17 @@ class Signer:
         """An NSEC at an existing name (or empty non-terminal) listing its types, its next name just after it."""
         return self.white_lie(("match", name), lambda: (name, successor(name), bitmap(list(zone.rrsets.get(name, {})))))
 
+    def covering_wildcard(self, encloser: dns.name.Name) -> tuple[WireRecord, WireRecord]:
+        """The covering NSEC of the ``*`` child of ``encloser`` (kept by the encloser: the wildcard's name is made only
+        when its NSEC is)."""
+        return self.white_lie(("wildcard", encloser), lambda: self.covering_parts(wildcard_of(encloser)))
+
     def covering(self, name: dns.name.Name) -> tuple[WireRecord, WireRecord]:
         """An NSEC from just before ``name`` to just after it and everything under it: nothing else is between."""
-        return self.white_lie(
-            ("cover", name), lambda: (predecessor(name, self.origin), sibling_after(name), self.cover_bitmap)
-        )
+        return self.white_lie(("cover", name), lambda: self.covering_parts(name))
+
+    def covering_parts(self, name: dns.name.Name) -> tuple[dns.name.Name, dns.name.Name, bytes]:
+        return predecessor(name, self.origin), sibling_after(name), self.cover_bitmap
 
     # -- a zone transfer -----------------------------------------------------------------------------------------
     def transfer(self, zone: Zone) -> Iterator[dns.rrset.RRset]:
