@@ -49,7 +49,7 @@ VALIDITY = 14 * 86400  # how long a signature holds
 RENEW = 7 * 86400  # signatures older than this are made again
 SKEW = 3600  # inception this far in the past, for resolvers whose clocks are behind
 SIGS_KEPT = 200_000  # signatures kept; forgotten all at once past this (names asked at random are many)
-DENIALS_KEPT = 100_000  # white lies kept (with their signatures), by the name they deny; likewise forgotten
+DENIALS_KEPT = 50_000  # white lies kept with their signatures (a name's A and AAAA come together); likewise forgotten
 IN = dns.rdataclass.IN
 RRSIG_FIELDS = struct.Struct("!HBBIIIH")  # type covered, algorithm, labels, original TTL, expiration, inception, tag
 RR_FIXED = struct.Struct("!HHI")  # type, class, TTL
@@ -237,7 +237,7 @@ class Signer:
             out.append(rrset)
             if not self.signs(zone, rrset):
                 continue
-            wildcard = wildcards.get(rrset.name)
+            wildcard = wildcards.get(rrset.name) if wildcards else None
             source = zone.get(wildcard, rrset.rdtype) if wildcard is not None else None
             if source is not None and source.ttl == rrset.ttl:
                 out.append(self.signature(source, owner=rrset.name))  # the wildcard's own signature (its label count)
