@@ -215,7 +215,7 @@ def test_every_rrsig_in_answers_and_transfer_verifies_with_dnspython(algorithm):
     keyring = {zone.origin: zone.signer.dnskey}
     now = 1_800_000_000.0 + 60
     extra = [(name, rdtype) for name, rdtype, _ in QUESTIONS]  # names never asked before, in odd case too
-    questions = [*KINDS, *extra, ("WwW.ExAmPlE.CoM", "A"), ("Nx.Never.EXAMPLE.com", "TXT")]
+    questions = [*KINDS, *extra, ("WwW.ExAmPlE.CoM", "A"), ("WWW.example.COM", "MX"), ("Nx.Never.EXAMPLE.com", "TXT")]
     checked = 0
     for name, rdtype in questions:
         query = dns.message.make_query(name, rdtype, want_dnssec=True)
