@@ -57,17 +57,18 @@ COMPRESSED = struct.Struct("!H")  # a pointer to a name earlier in the message (
 
 
 class WireRecord:
-    """One record of an answer already in wire form: the owner name, rendered (and compressed) by dnspython's
-    message renderer as any owner is, then type, class, TTL, length and RDATA as bytes. Stands in for a one-record
-    RRset in an answer's sections (the renderer asks only ``to_wire``; the answer's code ``name`` and
-    ``rdtype``)."""
+    """Records of an answer at one owner already in wire form: the owner name, rendered (and compressed) by
+    dnspython's message renderer as any owner is, then type, class, TTL, length and RDATA as bytes -- and any more
+    records at that owner (an NSEC's RRSIG) after a pointer to it. Stands in for an RRset in an answer's sections
+    (the renderer asks only ``to_wire``; the answer's code ``name`` and ``rdtype``, the first record's)."""
 
-    __slots__ = ("name", "rdtype", "wire")
+    __slots__ = ("name", "rdtype", "wire", "more")
 
     def __init__(self, name: dns.name.Name, rdtype: int, ttl: int, rdata: bytes) -> None:
         self.name = name
         self.rdtype = rdtype
         self.wire = RR_FIXED.pack(rdtype, IN, ttl) + len(rdata).to_bytes(2, "big") + rdata
+        self.more: tuple[bytes, ...] = ()
 
     @property
     def ttl(self) -> int:
@@ -79,25 +80,38 @@ class WireRecord:
 
     def renamed(self, name: dns.name.Name) -> WireRecord:
         record = WireRecord.__new__(WireRecord)
-        record.name, record.rdtype, record.wire = name, self.rdtype, self.wire
+        record.name, record.rdtype, record.wire, record.more = name, self.rdtype, self.wire, self.more
+        return record
+
+    def followed_by(self, other: WireRecord) -> WireRecord:
+        """These records and then ``other`` at the same owner, rendered as one (its owner a pointer to theirs)."""
+        record = self.renamed(self.name)
+        record.more = (*self.more, other.wire, *other.more)
         return record
 
     def to_rrset(self) -> dns.rrset.RRset:
-        """The same record as dnspython's RRset (a zone transfer, a test)."""
+        """The first record as dnspython's RRset (a zone transfer, a test)."""
         rdata = dns.rdata.from_wire(IN, self.rdtype, self.rdata, 0, len(self.rdata))
         return dns.rrset.from_rdata(self.name, self.ttl, rdata)
 
     def to_wire(self, file: Any, compress: dict | None = None, origin: dns.name.Name | None = None, **kw: Any) -> int:
         at = compress.get(self.name) if compress is not None else None
         if at is None:
+            at = file.tell()
             self.name.to_wire(file, compress, origin)
-        else:  # the owner is in the message already (an RRSIG's after its NSEC's): the pointer dnspython would write
+        else:  # the owner is in the message already (the SOA's, for its RRSIG): the pointer dnspython would write
             file.write(COMPRESSED.pack(0xC000 + at))
         file.write(self.wire)
-        return 1
+        for wire in self.more:
+            if at <= 0x3FFF and compress is not None:
+                file.write(COMPRESSED.pack(0xC000 + at))
+            else:  # too far into the message for a pointer
+                self.name.to_wire(file, compress, origin)
+            file.write(wire)
+        return 1 + len(self.more)
 
     def __repr__(self) -> str:
-        return f"<WireRecord {self.to_rrset()}>"
+        return f"<WireRecord {self.to_rrset()}{f' and {len(self.more)} more' if self.more else ''}>"
 
 
 def bitmap(types: Iterator[int] | list[int]) -> bytes:
@@ -117,7 +131,7 @@ class Signer:
         #: RRSIGs of the zone's RRsets, by owner, type, TTL (and an NSEC's next name), until due for renewal
         self.sigs: dict[tuple, tuple[WireRecord, float]] = {}
         #: white lies and their RRSIGs, by ("cover", "match" or "wildcard", the name), until due for renewal
-        self.denials: dict[tuple, tuple[tuple[WireRecord, WireRecord], float]] = {}
+        self.denials: dict[tuple, tuple[WireRecord, float]] = {}
         self.lock = threading.Lock()
         soa = zone.soa
         self.negative_ttl = min(soa.ttl, soa[0].minimum)
@@ -200,7 +214,7 @@ class Signer:
         """Every RRSIG, then the denial records for the answer's notes (see proofs.secure for the pre-signed
         kind)."""
         wildcards: dict[dns.name.Name, dns.name.Name] = {}
-        denial: list[tuple[WireRecord, WireRecord] | dns.rrset.RRset] = []
+        denial: list[WireRecord | dns.rrset.RRset] = []  # white lies with their RRSIGs, or a DS to sign
         for proof in result.proofs:
             kind, name = proof[0], proof[1]
             if kind == "nxdomain":
@@ -223,11 +237,10 @@ class Signer:
         authority = self.signed(zone, result.authority, wildcards)
         added: list = []  # the first record of each denial added: one NSEC may prove two notes of a CNAME chain
         for records in denial:
-            first = records if isinstance(records, dns.rrset.RRset) else records[0]
-            if any(other.rdtype == first.rdtype and other.name == first.name for other in added):
+            if any(other.rdtype == records.rdtype and other.name == records.name for other in added):
                 continue
-            added.append(first)
-            authority.extend(self.signed(zone, [records], {}) if first is records else records)
+            added.append(records)
+            authority.extend(self.signed(zone, [records], {}) if isinstance(records, dns.rrset.RRset) else [records])
         result.authority = authority
         result.additional = self.signed(zone, result.additional, wildcards)
 
@@ -250,11 +263,9 @@ class Signer:
         rdata = dns.rdtypes.ANY.NSEC.NSEC(IN, RdataType.NSEC, next_name, windows)
         return dns.rrset.from_rdata(owner, self.negative_ttl, rdata)
 
-    def white_lie(
-        self, key: tuple, make: Callable[[], tuple[dns.name.Name, dns.name.Name, bytes]]
-    ) -> tuple[WireRecord, WireRecord]:
-        """An NSEC and its RRSIG as wire records, kept by ``key`` until due for renewal; ``make()`` gives its owner,
-        its next name and its type bitmap. The next name goes in lower case: RFC 4034 signs it so and RFC 6840 as
+    def white_lie(self, key: tuple, make: Callable[[], tuple[dns.name.Name, dns.name.Name, bytes]]) -> WireRecord:
+        """An NSEC followed by its RRSIG, in wire form, kept by ``key`` until due for renewal; ``make()`` gives its
+        owner, its next name and its type bitmap. The next name goes in lower case: RFC 4034 signs it so and RFC 6840 as
         sent, which then agree."""
         now = self.clock()
         found = self.denials.get(key)
@@ -263,23 +274,23 @@ class Signer:
             rdata = next_name.to_digestable() + types
             ttl = self.negative_ttl
             nsec = WireRecord(owner, RdataType.NSEC, ttl, rdata)
-            found = ((nsec, self.rrsig(owner, RdataType.NSEC, ttl, [rdata], now, owner)), now + RENEW)
+            found = (nsec.followed_by(self.rrsig(owner, RdataType.NSEC, ttl, [rdata], now, owner)), now + RENEW)
             with self.lock:
                 if len(self.denials) > DENIALS_KEPT:
                     self.denials.clear()
                 self.denials[key] = found
         return found[0]
 
-    def matching(self, zone: Zone, name: dns.name.Name) -> tuple[WireRecord, WireRecord]:
+    def matching(self, zone: Zone, name: dns.name.Name) -> WireRecord:
         """An NSEC at an existing name (or empty non-terminal) listing its types, its next name just after it."""
         return self.white_lie(("match", name), lambda: (name, successor(name), bitmap(list(zone.rrsets.get(name, {})))))
 
-    def covering_wildcard(self, encloser: dns.name.Name) -> tuple[WireRecord, WireRecord]:
+    def covering_wildcard(self, encloser: dns.name.Name) -> WireRecord:
         """The covering NSEC of the ``*`` child of ``encloser`` (kept by the encloser: the wildcard's name is made only
         when its NSEC is)."""
         return self.white_lie(("wildcard", encloser), lambda: self.covering_parts(wildcard_of(encloser)))
 
-    def covering(self, name: dns.name.Name) -> tuple[WireRecord, WireRecord]:
+    def covering(self, name: dns.name.Name) -> WireRecord:
         """An NSEC from just before ``name`` to just after it and everything under it: nothing else is between."""
         return self.white_lie(("cover", name), lambda: self.covering_parts(name))
 
