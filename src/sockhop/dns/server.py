@@ -292,7 +292,12 @@ class NameServer:
             response.ednsflags |= dns.flags.DO
         trim = False
         zone_name: dns.name.Name | None = None
-        summary = f"{question.name} {dns.rdataclass.to_text(question.rdclass)} {dns.rdatatype.to_text(question.rdtype)}"
+        logged = self.query_log is not None  # the summary is for the query log alone: spelt out only for one
+        summary = (
+            f"{question.name} {dns.rdataclass.to_text(question.rdclass)} {dns.rdatatype.to_text(question.rdtype)}"
+            if logged
+            else ""
+        )
         if query.edns > 0:
             response.set_rcode(Rcode.BADVERS)
         elif question.rdclass != dns.rdataclass.IN:
@@ -305,7 +310,7 @@ class NameServer:
             else:
                 response.set_rcode(Rcode.REFUSED)
             wire = encode(response, tcp, query)
-            return wire, f"{summary} {dns.rcode.to_text(response.rcode())}", False, ERROR_CLASS
+            return wire, f"{summary} {dns.rcode.to_text(response.rcode())}" if logged else "", False, ERROR_CLASS
         elif question.rdtype in TRANSFER_TYPES:
             response.set_rcode(Rcode.NOTIMP if not tcp else Rcode.REFUSED)
         else:
@@ -320,7 +325,8 @@ class NameServer:
             response.additional = answer.additional
             trim = answer.extras_optional
         wire = encode(response, tcp, query, trim)
-        summary = f"{summary} {dns.rcode.to_text(response.rcode())}{' TC' if tc(wire) else ''}"
+        if logged:
+            summary = f"{summary} {dns.rcode.to_text(response.rcode())}{' TC' if tc(wire) else ''}"
         return wire, summary, not query.had_tsig, rrl_class(response, question, zone_name)
 
     # -- dynamic update (RFC 2136) --------------------------------------------------------------------------------
