@@ -58,7 +58,9 @@ bench: $(BIN)/sockhop
 	$(BIN)/python bench/dnsupdate.py $(DNSUPDATE_BENCH_ARGS)
 	$(BIN)/python bench/mail.py $(MAIL_BENCH_ARGS)
 	$(BIN)/python bench/mailqueue.py $(MAILQUEUE_BENCH_ARGS)
+	$(BIN)/python bench/relay.py $(RELAY_BENCH_ARGS)
 	$(BIN)/python bench/https.py $(HTTPS_BENCH_ARGS)
+	$(BIN)/python bench/dashboard.py $(DASHBOARD_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info bench/results bench/.build
