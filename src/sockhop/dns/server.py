@@ -33,6 +33,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,13 +77,16 @@ class ReplyCache:
     """Encoded replies (without their ID), their log line and answer class, by the query's bytes after its ID.
 
     Bounded in bytes, not entries: a TCP reply can be 64 KiB, and a client choosing its questions (case, EDNS
-    options) must not be able to grow the cache without limit. Full: the oldest entries go (a dict keeps order).
+    options) must not be able to grow the cache without limit. Full: the oldest entries go, found in a queue of the
+    keys (a dict's first entry is found by a scan past every one deleted before it: 16 µs per reply once the cache
+    of a server asked ever new names -- NXDOMAINs signed online -- was full).
     """
 
-    __slots__ = ("entries", "size", "limit", "lock")
+    __slots__ = ("entries", "order", "size", "limit", "lock")
 
     def __init__(self, limit: int = CACHE_BYTES) -> None:
         self.entries: dict[bytes, tuple[bytes, str, bytes]] = {}
+        self.order: deque[bytes] = deque()  # the keys of entries, oldest first
         self.size = 0
         self.limit = limit
         self.lock = threading.Lock()  # the pool model's threads share it; reads need no lock, a dict get is atomic
@@ -99,10 +103,11 @@ class ReplyCache:
             if key in entries:
                 return
             while self.size + cost > self.limit:
-                old_key, (old_reply, _, _) = next(iter(entries.items()))
-                del entries[old_key]
+                old_key = self.order.popleft()
+                old_reply = entries.pop(old_key)[0]
                 self.size -= len(old_key) + len(old_reply)
             entries[key] = (reply, summary, answer_class)
+            self.order.append(key)
             self.size += cost
 
 
