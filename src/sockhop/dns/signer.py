@@ -6,8 +6,11 @@ kept (by owner, type and TTL) until it is due for renewal: signatures are valid 
 to ``VALIDITY`` ahead, and renewed once ``RENEW`` of that has passed -- the server also drops its encoded replies
 then (:meth:`NameServer.tick`), and a reload starts afresh. Names that do not exist are denied by minimally
 covering NSEC records (RFC 4470's "white lies"): an NSEC from just before the name to just after it, signed on the
-spot, so the zone's names cannot be walked and nothing needs to be precomputed. A zone transfer gets the whole zone
-signed with a complete NSEC chain, as a secondary or a zone checker (ldns-verify-zone) expects.
+spot, so the zone's names cannot be walked and nothing needs to be precomputed; each is kept with its RRSIG by the
+name it denies, until due for renewal too (a name's A and AAAA questions come together; the NSEC denying the
+wildcard under an existing name serves every name under it), and those at names a dynamic update changed are
+forgotten with their signatures. A zone transfer gets the whole zone signed with a complete NSEC chain, as a
+secondary or a zone checker (ldns-verify-zone) expects.
 
 Answers are signed where the time goes, once per query for a name never asked before: the data to sign is put
 together from bytes made once per zone (RFC 4034 section 3.1.8.1: the RRSIG's fields, the signer's name, the
@@ -48,8 +51,8 @@ RdataType = dns.rdatatype.RdataType
 VALIDITY = 14 * 86400  # how long a signature holds
 RENEW = 7 * 86400  # signatures older than this are made again
 SKEW = 3600  # inception this far in the past, for resolvers whose clocks are behind
-SIGS_KEPT = 200_000  # signatures kept; forgotten all at once past this (names asked at random are many)
-DENIALS_KEPT = 50_000  # white lies kept with their signatures (a name's A and AAAA come together); likewise forgotten
+SIGS_KEPT = 200_000  # signatures of the zone's RRsets kept; forgotten all at once past this (a huge zone's)
+DENIALS_KEPT = 50_000  # white lies kept with their signatures; likewise (names asked at random are many)
 IN = dns.rdataclass.IN
 RRSIG_FIELDS = struct.Struct("!HBBIIIH")  # type covered, algorithm, labels, original TTL, expiration, inception, tag
 RR_FIXED = struct.Struct("!HHI")  # type, class, TTL
