@@ -5,25 +5,36 @@ sans-IO, with a clock handed in, signatures renewed before they expire."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import stat
 import subprocess
 import sys
+import tempfile
+import warnings
+from pathlib import Path
 
 import dns.flags
 import dns.message
 import dns.query
 import dns.rcode
 import dns.rdatatype
+import dns.update
 import pytest
 
 from sockhop.dns import keys
+from sockhop.dns.journal import Journal
 from sockhop.dns.protocol import DnsDatagram, DnsStream
 from sockhop.dns.server import RENEW_REPLIES, NameServer
 from sockhop.dns.signer import RENEW, VALIDITY, attach
+from sockhop.dns.tsig import Acl
 from sockhop.dns.zone import read_zone_text
 from tests.dns.signed import ZONE, start_unbound, validated
 from tests.support import end_process, require_tool
+
+with warnings.catch_warnings():  # dnspython imports cryptography's DSA, which warns it is deprecated
+    warnings.simplefilter("ignore")
+    import dns.dnssec
 
 PEER = ("127.0.0.1", 5300)
 
@@ -95,6 +106,7 @@ QUESTIONS = [
     ("never-asked-1.example.com", "A", dns.rcode.NXDOMAIN),
     ("a.b.never-asked-2.example.com", "AAAA", dns.rcode.NXDOMAIN),
     ("Zz.example.com", "TXT", dns.rcode.NXDOMAIN),
+    ("x.*.example.com", "A", dns.rcode.NXDOMAIN),  # one white lie denies the name and the wildcard
     ("[.example.com", "A", dns.rcode.NXDOMAIN),
 ]
 
@@ -178,3 +190,71 @@ def test_over_tcp_alone_the_replies_are_renewed_by_the_signers_clock():
     first = expiration()
     clock.now += RENEW + RENEW_REPLIES + 1
     assert expiration() == int(clock.now) + VALIDITY != first
+
+
+# -- sans-IO: every signature an answer carries verifies ---------------------------------------------------------------
+def covered(reply: dns.message.Message, rrsig) -> list:
+    """The RRsets of a reply's answer and authority that an RRSIG RRset covers (same owner, the covered type)."""
+    return [
+        rrset
+        for rrset in reply.answer + reply.authority
+        if rrset.name == rrsig.name and rrset.rdtype == rrsig.covers and rrset.rdtype != dns.rdatatype.RRSIG
+    ]
+
+
+@pytest.mark.parametrize("algorithm", ["ECDSAP256SHA256", "ED25519"])
+def test_every_rrsig_in_answers_and_transfer_verifies_with_dnspython(algorithm):
+    """The signing path builds what it signs from bytes of its own: dnspython's validator checks every signature of
+    every kind of answer (names in odd case, wildcards, white lies, delegations) and of the whole zone's transfer."""
+    from tests.dns.signed import QUESTIONS as KINDS
+
+    zone = read_zone_text(ZONE, "example.com")
+    key = keys.generate("example.com", algorithm)
+    attach([zone], [key], Clock(1_800_000_000.0))
+    server = NameServer([zone])
+    keyring = {zone.origin: zone.signer.dnskey}
+    now = 1_800_000_000.0 + 60
+    extra = [(name, rdtype) for name, rdtype, _ in QUESTIONS]  # names never asked before, in odd case too
+    questions = [*KINDS, *extra, ("WwW.ExAmPlE.CoM", "A"), ("WWW.example.COM", "MX"), ("Nx.Never.EXAMPLE.com", "TXT")]
+    checked = 0
+    for name, rdtype in questions:
+        query = dns.message.make_query(name, rdtype, want_dnssec=True)
+        reply = dns.message.from_wire(server.respond(query.to_wire(), PEER, tcp=True))
+        for rrsig in [rrset for rrset in reply.answer + reply.authority if rrset.rdtype == dns.rdatatype.RRSIG]:
+            (rrset,) = covered(reply, rrsig)
+            dns.dnssec.validate(rrset, rrsig, keyring, now=now)  # raises ValidationFailure if not
+            checked += 1
+    assert checked > len(questions)  # one at least in every answer, most have more
+    records = list(zone.signer.transfer(zone))
+    signatures = [rrset for rrset in records if rrset.rdtype == dns.rdatatype.RRSIG]
+    for rrsig in signatures:
+        (rrset,) = [r for r in records if r.name == rrsig.name and r.rdtype == rrsig.covers][:1]
+        dns.dnssec.validate(rrset, rrsig, keyring, now=now)
+    assert len(signatures) > 20
+
+
+def test_a_nodata_proof_lists_the_types_a_dynamic_update_added():
+    """The white lies are kept by the name they deny, so a change at that name must drop them: the NSEC proving
+    there is no A at an empty non-terminal lists the MX an update adds there; www's, untouched, stays as it was."""
+    clock = Clock(1_800_000_000.0)
+    zone = read_zone_text(ZONE, "example.com")
+    attach([zone], [keys.generate("example.com")], clock)
+
+    def nsec_types(server, name: str, rdtype: str) -> set[str]:
+        query = dns.message.make_query(name, rdtype, want_dnssec=True)
+        reply = dns.message.from_wire(server.respond(query.to_wire(), PEER, tcp=True))
+        assert reply.rcode() == dns.rcode.NOERROR and not reply.answer, reply
+        (nsec,) = [rrset for rrset in reply.authority if rrset.rdtype == dns.rdatatype.NSEC]
+        return set(nsec[0].to_text().split()[1:])
+
+    with tempfile.TemporaryDirectory() as folder:
+        journal = Journal(Path(folder) / "j.jnl", zone.origin)
+        server = NameServer([zone], journals={zone.origin: journal}, allow_update=Acl([ipaddress.ip_network(PEER[0])]))
+        assert nsec_types(server, "www.example.com", "TXT") == {"A", "AAAA", "RRSIG", "NSEC"}
+        assert nsec_types(server, "b.c.example.com", "A") == {"RRSIG", "NSEC"}  # an empty non-terminal
+        message = dns.update.UpdateMessage("example.com.")
+        message.add("b.c", 300, "MX", "10 mail.example.com.")
+        reply, _ = server.update(message.to_wire(), PEER)()
+        assert dns.message.from_wire(reply).rcode() == dns.rcode.NOERROR
+        assert nsec_types(server, "b.c.example.com", "A") == {"MX", "RRSIG", "NSEC"}
+        assert nsec_types(server, "www.example.com", "TXT") == {"A", "AAAA", "RRSIG", "NSEC"}

@@ -52,7 +52,7 @@ class Answer:
     extras_optional: bool = False
     #: the zone that answered (None: refused)
     zone: dns.name.Name | None = None
-    #: what a DNSSEC answer must prove, as the lookup met it: ("nxdomain", name), ("nodata", name),
+    #: what a DNSSEC answer must prove, as the lookup met it: ("nxdomain", name, closest encloser), ("nodata", name),
     #: ("wildcard", name, wildcard), ("wildcard_nodata", name, wildcard), ("referral", cut)
     proofs: list[tuple] = field(default_factory=list)
 
@@ -189,11 +189,12 @@ class Authority:
         node = zone.rrsets.get(name)
         wildcard = None
         if node is None and name not in zone.names:
-            wildcard = self._wildcard(zone, name)
-            if wildcard is None:
+            encloser = self._encloser(zone, name)
+            wildcard = dns.name.Name((b"*", *encloser.labels))
+            if wildcard not in zone.rrsets:
                 result.rcode = Rcode.NXDOMAIN
                 result.authority.append(negative_soa(zone))
-                result.proofs.append(("nxdomain", name))
+                result.proofs.append(("nxdomain", name, encloser))
                 return None
             node = {rdtype: synthesize(rrset, name) for rdtype, rrset in zone.rrsets[wildcard].items()}
         if node is None:  # an empty non-terminal: the name exists, with nothing at it
@@ -266,15 +267,14 @@ class Authority:
         result.answer.append(dns.rrset.from_rdata(name, dname.ttl, synthesized))
         return target
 
-    def _wildcard(self, zone: Zone, name: dns.name.Name) -> dns.name.Name | None:
-        """The wildcard that covers ``name`` (RFC 4592 section 3.3.1): ``*`` under the closest encloser."""
+    @staticmethod
+    def _encloser(zone: Zone, name: dns.name.Name) -> dns.name.Name:
+        """The closest encloser of a name that does not exist (RFC 4592 section 3.3.1): its longest existing
+        ancestor, whose ``*`` child would answer for it."""
         encloser = name.parent()
-        while encloser not in zone.names:
-            if encloser == zone.origin or not encloser.labels:
-                return None
+        while encloser not in zone.names and len(encloser) > len(zone.origin):
             encloser = encloser.parent()
-        wildcard = dns.name.Name((b"*", *encloser.labels))
-        return wildcard if wildcard in zone.rrsets else None
+        return encloser
 
     def _add_addresses(self, zone: Zone, names: Iterable[dns.name.Name], result: Answer, glue: bool = False) -> None:
         """In-zone A/AAAA of MX, SRV and NS targets, saving the client a query. Below a cut only as glue."""

@@ -38,7 +38,7 @@ def secure(zone: Zone, result: Answer) -> None:
     for proof in result.proofs:
         kind, name = proof[0], proof[1]
         if kind == "nxdomain":
-            denial.nxdomain(name)
+            denial.nxdomain(name, proof[2])
         elif kind == "nodata":
             denial.nodata(name)
         elif kind == "wildcard":
@@ -90,16 +90,10 @@ def renamed(rrset: dns.rrset.RRset, name: dns.name.Name) -> dns.rrset.RRset:
     return copy
 
 
-def closest_encloser(zone: Zone, name: dns.name.Name) -> dns.name.Name:
-    """The longest existing ancestor of a name that does not exist."""
-    while name not in zone.names and name != zone.origin and len(name) > len(zone.origin):
-        name = name.parent()
-    return name
-
-
 def next_closer(name: dns.name.Name, encloser: dns.name.Name) -> dns.name.Name:
     """The name one label longer than the closest encloser on the way to ``name`` (RFC 5155 section 1.3)."""
-    return name.split(len(encloser) + 1)[1]
+    depth = len(encloser) + 1
+    return name if len(name) == depth else name.split(depth)[1]
 
 
 def wildcard_of(encloser: dns.name.Name) -> dns.name.Name:
@@ -158,8 +152,7 @@ class Denial:
         return encloser
 
     # -- what each kind of answer needs --------------------------------------------------------------------------
-    def nxdomain(self, name: dns.name.Name) -> None:
-        encloser = closest_encloser(self.zone, name)
+    def nxdomain(self, name: dns.name.Name, encloser: dns.name.Name) -> None:
         if self.nsec3:
             self.add(self.nsec3_matching(encloser))
             self.add(self.nsec3_covering(next_closer(name, encloser)))
