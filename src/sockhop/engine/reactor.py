@@ -212,7 +212,29 @@ class Handle:
 
     def link(self, other: Handle) -> None:
         """Backpressure both ways: while one side's output is over ``write_buffer``, the other is not read."""
+        self.unlink()
+        other.unlink()
         self._end.partner, other._end.partner = other._end, self._end
+
+    def unlink(self) -> None:
+        """Undo ``link`` (a pooled upstream connection going back to the pool): each side is read again."""
+        end = self._end
+        other = end.partner
+        if other is None:
+            return
+        end.partner = other.partner = None
+        if end.holding:
+            end.holding = False
+            other.resume_reading()
+        if other.holding:
+            other.holding = False
+            end.resume_reading()
+
+    @property
+    def loop(self) -> Reactor:
+        """The reactor driving this handle's connection: outbound connections made here belong to it (a pool of
+        them is kept per loop)."""
+        return self._end.reactor
 
     @property
     def closed(self) -> bool:
