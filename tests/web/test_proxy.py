@@ -37,6 +37,10 @@ def proxy(request, upstreams, tmp_path_factory):
         "--proxy", f"/dead/={dead}/",
         "--proxy", f"/rr/={dead}/,{up}/",
         "--proxy", f"/unix/=unix:{upstreams.unix_path}:/",
+        "--proxy", f"/tls/=https://127.0.0.1:{upstreams.port_of('tls')}/",
+        "--proxy", f"/wrongtls/=https://127.0.0.1:{upstreams.port_of('wrong')}/",
+        "--proxy", f"/ws/=http://127.0.0.1:{upstreams.port_of('ws')}/",
+        "--proxy-ca", upstreams.ca,
         "--proxy-read-timeout", "1",
         "--max-body", "64M",
         "--idle-timeout", "5",
@@ -174,3 +178,18 @@ def test_a_pipelined_static_request_waits_for_the_proxied_one(proxy):
         )
         raw = read_until_closed(sock, 10)
     assert raw.index(b"three\n") < raw.index(b"static\n"), raw
+
+
+def test_a_tls_upstream_is_verified(proxy):
+    assert curl(proxy.base + "/tls/hello").stdout == b"upstream hello\n"
+    # a certificate for another name: never trusted, 502
+    assert curl("-o", "/dev/null", "-w", "%{http_code}", proxy.base + "/wrongtls/hello").stdout == b"502"
+
+
+def test_a_websocket_is_tunnelled(proxy):
+    from websockets.sync.client import connect
+
+    with connect(f"ws://{proxy.hostport[0]}:{proxy.hostport[1]}/ws/", open_timeout=10) as ws:
+        for word in ("hello", "tunnel", "y" * 300000):
+            ws.send(word)
+            assert ws.recv(timeout=10) == word.upper()

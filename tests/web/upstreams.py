@@ -14,10 +14,13 @@ import json
 import os
 import socket
 import socketserver
+import ssl
 import struct
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.tls_certs import LocalCA
 
 
 def pattern(n: int) -> bytes:
@@ -111,7 +114,16 @@ class Handler(BaseHTTPRequestHandler):
     do_PUT = do_POST
 
 
-class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+class _Quiet:
+    def handle_error(self, request, client_address) -> None:  # a client the proxy dropped on purpose (/slow)
+        pass
+
+
+class _TCPServer(_Quiet, ThreadingHTTPServer):
+    daemon_threads = True
+
+
+class _UnixServer(_Quiet, socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
 
     def get_request(self):
@@ -119,22 +131,43 @@ class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         return conn, ("unix", 0)
 
 
+def _tls_server(cert) -> ThreadingHTTPServer:
+    server = _TCPServer(("127.0.0.1", 0), Handler)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(cert.cert), str(cert.key))
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    return server
+
+
+def _shout(ws) -> None:
+    for message in ws:
+        ws.send(message.upper())
+
+
 class Upstreams:
-    """The TCP upstream, the Unix-socket one, and a port where nothing listens; stopped with ``close()``."""
+    """The TCP upstream, the Unix-socket one, TLS ones (a certificate for 127.0.0.1, and one for another name), a
+    WebSocket server, and a port where nothing listens; stopped with ``close()``."""
 
     def __init__(self, folder) -> None:
-        self.tcp = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.tcp.daemon_threads = True
+        from websockets.sync.server import serve
+
+        self.tcp = _TCPServer(("127.0.0.1", 0), Handler)
         self.unix_path = str(folder / "up.sock")
         self.unix = _UnixServer(self.unix_path, Handler)
+        ca = LocalCA(folder)
+        self.ca = str(ca.pem)
+        self.tls = _tls_server(ca.issue("ip", ["127.0.0.1"]))
+        self.wrong = _tls_server(ca.issue("other", ["other.test"]))
+        self.ws = serve(_shout, "127.0.0.1", 0)
         spare = socket.socket()
         spare.bind(("127.0.0.1", 0))
         self.dead_port = spare.getsockname()[1]
         spare.close()  # nothing listens there now: a refused connection
         self.threads = [
             threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-            for server in (self.tcp, self.unix)
+            for server in (self.tcp, self.unix, self.tls, self.wrong)
         ]
+        self.threads.append(threading.Thread(target=self.ws.serve_forever, daemon=True))
         for thread in self.threads:
             thread.start()
 
@@ -142,8 +175,13 @@ class Upstreams:
     def port(self) -> int:
         return self.tcp.server_address[1]
 
+    def port_of(self, name: str) -> int:
+        server = getattr(self, name)
+        return server.socket.getsockname()[1]
+
     def close(self) -> None:
-        for server in (self.tcp, self.unix):
+        self.ws.shutdown()
+        for server in (self.tcp, self.unix, self.tls, self.wrong):
             server.shutdown()
             server.server_close()
         try:

@@ -415,7 +415,7 @@ class UpstreamConn(ClientProtocol):
 
     def on_message_complete(self) -> None:
         exchange = self.exchange
-        if exchange is None or not self.status:  # an interim 1xx, or the end of a HEAD's answer
+        if exchange is None or not self.status or self.status == 101:  # an interim 1xx, a HEAD's end, a tunnel
             return
         if self.framing == "close":
             return  # llhttp ends a close-delimited body at EOF only
