@@ -193,3 +193,32 @@ def test_a_websocket_is_tunnelled(proxy):
         for word in ("hello", "tunnel", "y" * 300000):
             ws.send(word)
             assert ws.recv(timeout=10) == word.upper()
+
+
+def test_a_host_table_in_sockhop_toml_proxies(upstreams, tmp_path):
+    from sockhop import config
+
+    (tmp_path / "a").mkdir()
+    dead = f"http://127.0.0.1:{upstreams.dead_port}"
+    (tmp_path / "sockhop.toml").write_text(
+        f"""[services.web]
+listen = "127.0.0.1:0"
+no-access-log = true
+
+[services.web.hosts."a.test"]
+root = "{tmp_path / "a"}"
+proxy = ["/api/={dead}/|http://127.0.0.1:{upstreams.port}/", "/u/=unix:{upstreams.unix_path}:/"]
+"""
+    )
+    configs, mistakes = config.load(tmp_path / "sockhop.toml")
+    assert mistakes == []
+    argv = configs[0].argv
+    server = start_web(tmp_path / "a", "eventloop", *argv[argv.index("--listen") :])
+    try:
+        host, port = server.address("web")
+        for path in ("/api/hello", "/api/hello", "/u/hello"):
+            result = curl("-H", "Host: a.test", f"http://{host}:{port}{path}")
+            assert result.stdout == b"upstream hello\n", result
+        assert curl("-o", "/dev/null", "-w", "%{http_code}", f"http://{host}:{port}/api/hello").stdout == b"404"
+    finally:
+        server.stop()

@@ -223,12 +223,17 @@ def web_options(args: argparse.Namespace):
     return WebOptions(default.site, limits, default.log, hosts=Hosts(default, named))
 
 
-def _ignore_usr1() -> None:
-    """SIGUSR1 is nginx's "reopen the logs", and logrotate scripts written for nginx send it: here the access log
-    follows a rotation by itself (accesslog.AccessLog.follow_rotation), so the signal must only not kill the server
-    (its default action). Worker processes inherit the disposition."""
+def _reopen_on_usr1(logs) -> None:
+    """SIGUSR1 is nginx's "reopen the logs", sent by logrotate's postrotate scripts: the access logs look at once
+    whether their file was rotated away (they also look by themselves once a second, so a prefork or fork worker
+    the signal does not reach follows within a second). Never fatal, which is the signal's default action."""
+
+    def reopen(signum, frame) -> None:
+        for log in logs:
+            log.reopen_soon()
+
     try:
-        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR1, reopen)
     except ValueError:  # not the main thread (a server started from a test's thread): nothing to protect
         pass
 
@@ -239,7 +244,7 @@ def open_web(args: argparse.Namespace, opener: Opener) -> list[Listener]:
     options = web_options(args)
     for log in options.hosts.logs():
         opener.at_stop(log.close)  # what is still pending
-    _ignore_usr1()
+    _reopen_on_usr1(options.hosts.logs())
     hosts = options.hosts
     if any(host.site.options.proxy is not None for host in (hosts.default, *hosts.named.values())):
         from sockhop.web.proxy import ProxyOptions, make_proxy_factory
