@@ -448,6 +448,10 @@ class Outbound(End):
                 flags = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV  # never a name: nothing asks the resolver
                 family, _, _, _, target = socket.getaddrinfo(address[0], address[1], 0, kind, 0, flags)[0]
             self.sock = socket.socket(family, kind | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+            if family != socket.AF_UNIX and not udp:
+                # What a client protocol hands over goes at once: a request's last small piece (a chunked body's
+                # end) must not wait for the peer's delayed ACK of the one before (Nagle).
+                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except (OSError, IndexError) as exc:
             failure = exc
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a stand-in to close

@@ -96,6 +96,7 @@ class Exchange:
         self.conn: UpstreamConn | None = None
         self.status = 0
         self.sent = 0  # body bytes to the client, for the access log
+        self.outgoing: list[bytes] = []  # the answer's bytes from the current upstream read
 
     # -- the request -------------------------------------------------------------------------------------------
     def head_for(self, upstream: Upstream) -> bytes:
@@ -258,20 +259,29 @@ class Exchange:
             elif self.version == "1.0":
                 lines.append(b"Connection: keep-alive\r\n")
         lines.append(b"\r\n")
-        server.handle.send(b"".join(lines))
+        self.outgoing.append(b"".join(lines))
 
     def answer_body(self, piece: bytes) -> None:
         self.sent += len(piece)
         if self.rechunk:
             piece = b"%x\r\n%b\r\n" % (len(piece), piece)
-        self.server.handle.send(piece)
+        self.outgoing.append(piece)
+
+    def pass_on(self) -> None:
+        """What one upstream read made of the answer goes to the client in one send (a head and a small body in one
+        segment: the client's socket has Nagle on, and a second small write would wait for its delayed ACK)."""
+        out = self.outgoing
+        if out:
+            self.outgoing = []
+            self.server.handle.send(out[0] if len(out) == 1 else b"".join(out))
 
     def answer_complete(self, conn: UpstreamConn, reusable: bool) -> None:
         if self.finished:
             return
         self.finished = True
         if self.rechunk:
-            self.server.handle.send(b"0\r\n\r\n")
+            self.outgoing.append(b"0\r\n\r\n")
+        self.pass_on()
         # A body on a GET or HEAD is one many upstreams never read: the connection would start with it next time.
         bodiless = self.body_sent == 0 or self.method not in ("GET", "HEAD")
         conn.end(reusable and self.complete and bodiless)
@@ -318,6 +328,7 @@ class UpstreamConn(ClientProtocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
+            exchange.pass_on()
             self.tunnel = True
             exchange.server.tunnelled(self)
             rest = data[exc.args[0] :]
@@ -327,10 +338,12 @@ class UpstreamConn(ClientProtocol):
         except httptools.HttpParserError as exc:
             if isinstance(exc.__context__, _Done):
                 return NOTHING
+            exchange.outgoing = []
             exchange.failed(self, exc, connected=True, timeout=False)
             return Reply(close=Close.AT_ONCE)
         if self.exchange is None:
             return NOTHING
+        exchange.pass_on()
         return Reply(alarm=self.options.read_timeout)
 
     def eof_received(self) -> Reply:
