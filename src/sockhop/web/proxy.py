@@ -194,7 +194,8 @@ class Exchange:
         server.handle.link(conn.handle)
         data = [self.head_for(upstream), *self.buffered]
         self.buffered = []
-        conn.handle.carry_out(Reply((b"".join(data),), alarm=server.proxy.read_timeout))
+        conn.handle.send(b"".join(data))
+        conn.watch(server.clock)
 
     def failed(self, conn: UpstreamConn, error: BaseException | None, *, connected: bool, timeout: bool) -> None:
         """The upstream connection failed before the answer was over."""
@@ -298,6 +299,8 @@ class UpstreamConn(ClientProtocol):
         self.reused = False
         self.tunnel = False
         self.loop: object = None
+        self.timer = None  # the read timeout's (see watch)
+        self.last_read = 0.0
 
     def begin(self, exchange: Exchange, reused: bool) -> None:
         self.exchange = exchange
@@ -308,13 +311,32 @@ class UpstreamConn(ClientProtocol):
         self.framing: str | None = None
         self.status = 0
 
+    def watch(self, clock) -> None:
+        """The read timeout, from now: one timer per connection, re-armed only when it fires and the upstream has
+        said something since -- not a timer per read (nginx's proxy_read_timeout: between two reads)."""
+        self.clock = clock
+        self.last_read = clock()
+        if self.timer is None:
+            self.timer = self.handle.call_later(self.options.read_timeout, self._check)
+
+    def _check(self) -> Reply:
+        self.timer = None
+        exchange = self.exchange
+        if exchange is None or self.tunnel:
+            return NOTHING
+        left = self.last_read + self.options.read_timeout - self.clock()
+        if left > 0:
+            self.timer = self.handle.call_later(left, self._check)
+            return NOTHING
+        exchange.failed(self, TimeoutError("read timeout"), connected=True, timeout=True)
+        self._forget()
+        return Reply(close=Close.AT_ONCE)
+
     def end(self, reusable: bool) -> None:
         """The exchange is over: back to the pool, or closed."""
         self.exchange = None
         self.handle.unlink()
-        if reusable and not self.handle.closed and self.options.pool.put(self.loop, self.upstream, self):
-            self.handle.carry_out(Reply(alarm=self.options.read_timeout))  # an idle one closes in time
-        else:
+        if not (reusable and not self.handle.closed and self.options.pool.put(self.loop, self.upstream, self)):
             self.handle.close(Close.AT_ONCE)
 
     # -- the engine contract -------------------------------------------------------------------------------------
@@ -334,7 +356,7 @@ class UpstreamConn(ClientProtocol):
             rest = data[exc.args[0] :]
             if rest:
                 exchange.server.handle.send(rest)
-            return Reply(alarm=0)
+            return NOTHING
         except httptools.HttpParserError as exc:
             if isinstance(exc.__context__, _Done):
                 return NOTHING
@@ -344,7 +366,8 @@ class UpstreamConn(ClientProtocol):
         if self.exchange is None:
             return NOTHING
         exchange.pass_on()
-        return Reply(alarm=self.options.read_timeout)
+        self.last_read = exchange.server.clock()
+        return NOTHING
 
     def eof_received(self) -> Reply:
         exchange = self.exchange

@@ -174,7 +174,7 @@ class Pool:
                 return conn
         return None
 
-    def put(self, loop: Any, upstream: Upstream, conn: Any, limit: int = 32) -> bool:
+    def put(self, loop: Any, upstream: Upstream, conn: Any, limit: int = 64) -> bool:
         conns = self.idle.setdefault(loop, {}).setdefault(upstream, [])
         if len(conns) >= limit:
             return False
