@@ -7,10 +7,13 @@ the ratio is fair). For each proxy:
 
 * ``ka``     -- a 1 KiB file, keep-alive, 50 connections (requests/s), and the proxy's CPU per request;
 * ``upload`` -- 1 MiB POST bodies, keep-alive, 10 connections (MiB/s; the upstream reads and drops them);
-* ``big``    -- a 1 GiB download, once, by curl (MiB/s) with the proxy's peak memory (VmHWM): streamed, never held.
+* ``big``    -- a 1 GiB download and a 1 GiB upload (``curl -T``), once each (MiB/s), and the proxy's peak memory
+  (VmHWM) after all of it: streamed, never held.
 
 nginx proxies as it is usually told to for keep-alive upstreams (``proxy_http_version 1.1``, ``Connection ""``,
-``keepalive 32``), with ``proxy_buffering on`` (its default) and one worker, as the static benchmark runs it.
+``keepalive 32``), with ``proxy_buffering on`` (its default) and one worker, as the static benchmark runs it; the
+1 GiB upload with ``proxy_request_buffering off`` (else nginx writes it to disk first). sockhop's ``--max-body``
+is 2G there, so the 1 MiB uploads are not refused by either (nginx's ``client_max_body_size 2m``).
 
     make bench                                     # with the others
     python bench/proxy.py --seconds 5
@@ -87,6 +90,7 @@ http {{
     listen 127.0.0.1:{UPSTREAM_PORT};
     root {www};
     location = /upload {{ client_max_body_size 2m; client_body_buffer_size 2m; return 200 "ok\\n"; }}
+    location = /bigupload {{ client_max_body_size 0; return 200 "ok\\n"; }}
   }}
 }}
 """)
@@ -106,6 +110,8 @@ http {{
   server {{
     listen 127.0.0.1:{port};
     location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+    location = /bigupload {{ client_max_body_size 0; proxy_request_buffering off; proxy_pass http://up;
+                             proxy_http_version 1.1; proxy_set_header Connection ""; }}
   }}
 }}
 """)
@@ -119,7 +125,7 @@ def proxy_command(name: str, work: Path, port: int) -> list[str]:
     return [
         sys.executable, "-m", "sockhop", "serve", "web", str(work / "empty"), "--model", name,
         "--listen", f"127.0.0.1:{port}", "--workers", workers, "--max-connections", "20000", "--idle-timeout", "300",
-        "--max-requests", "100000000", "--grace", "1", "--no-access-log", "--max-body", "2M",
+        "--max-requests", "100000000", "--grace", "1", "--no-access-log", "--max-body", "2G",
         "--proxy", f"/=http://127.0.0.1:{UPSTREAM_PORT}",
     ]  # fmt: skip
 
@@ -144,6 +150,17 @@ def peak_kib(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     return 0
+
+
+def upload_file(port: int, path: Path) -> tuple[float, str]:
+    """MiB/s of one curl upload of ``path`` (a PUT, streamed from the file) through the proxy."""
+    cmd = ["curl", "-sS", "-o", "/dev/null", "-T", str(path), "-w", "%{http_code} %{size_upload} %{speed_upload}",
+           f"http://127.0.0.1:{port}/bigupload"]  # fmt: skip
+    done = run_pinned(cmd, capture_output=True, text=True, timeout=600)
+    code, sent, speed = (done.stdout.split() + ["0", "0", "0"])[:3]
+    size = path.stat().st_size
+    note = "" if code == "200" and int(sent) == size else f"HTTP {code}, sent {sent} of {size} bytes"
+    return float(speed) / 1048576, note
 
 
 def download(port: int, size: int) -> tuple[float, str]:
@@ -173,9 +190,12 @@ def measure(name: str, work: Path, seconds: float, upload: Path, huge: int) -> d
         if note:
             row["notes"].append(f"upload: {note}")
         row["big"], note = download(port, huge)
-        row["hwm"] = max(peak_kib(pid) for pid in process_tree(proc.pid)) / 1024
         if note:
             row["notes"].append(f"big: {note}")
+        row["big_up"], note = upload_file(port, work / "www" / "huge.bin")
+        if note:
+            row["notes"].append(f"big upload: {note}")
+        row["hwm"] = max(peak_kib(pid) for pid in process_tree(proc.pid)) / 1024
     finally:
         stop(proc)
     return row
@@ -185,20 +205,20 @@ def table(rows: list[dict], seconds: float, huge: int) -> str:
     base = next((r for r in rows if r["proxy"] == "nginx" and "error" not in r), None)
     lines = [
         f"Through the proxy to one nginx upstream; wrk {wrk_seconds(seconds)} s per figure; the download is "
-        f"{huge / GiB:g} GiB once.",
+        f"{huge / GiB:g} GiB once each way.",
         "",
         "| proxy | 1 KiB ka req/s | vs nginx | CPU µs/req | 1 MiB uploads MiB/s | vs nginx | CPU µs/upload | "
-        "download MiB/s | peak RSS MiB | notes |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "download MiB/s | upload MiB/s | peak RSS MiB | notes |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for row in rows:
         if "error" in row:
-            lines.append(f"| {row['proxy']} | {row['error']} |||||||||")
+            lines.append(f"| {row['proxy']} | {row['error']} ||||||||||")
             continue
         lines.append(
             f"| {row['proxy']} | {fmt(row['ka'])} | {ratio(row['ka'], base and base['ka'])} | {fmt(row['us'], 1)} | "
             f"{fmt(row['upload'])} | {ratio(row['upload'], base and base['upload'])} | {fmt(row['us_upload'], 0)} | "
-            f"{fmt(row['big'])} | {fmt(row['hwm'], 1)} | {'; '.join(row['notes'])} |"
+            f"{fmt(row['big'])} | {fmt(row['big_up'])} | {fmt(row['hwm'], 1)} | {'; '.join(row['notes'])} |"
         )
     return "\n".join(lines)
 

@@ -222,3 +222,11 @@ proxy = ["/api/={dead}/|http://127.0.0.1:{upstreams.port}/", "/u/=unix:{upstream
         assert curl("-o", "/dev/null", "-w", "%{http_code}", f"http://{host}:{port}/api/hello").stdout == b"404"
     finally:
         server.stop()
+
+
+def test_an_http_1_0_client_gets_a_chunked_answer_as_the_connection_s_end(proxy):
+    result = curl("-0", "-i", proxy.base + "/app/chunked", proxy.base + "/app/hello")
+    assert result.returncode == 0, result.stderr
+    first, second = result.stdout.split(b"HTTP/1.1 200 OK")[1:]
+    assert b"chunked" not in first.lower() and b"Connection: close" in first and first.endswith(b"one two three\n")
+    assert second.endswith(b"upstream hello\n")
