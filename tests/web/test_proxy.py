@@ -36,6 +36,7 @@ def proxy(request, upstreams, tmp_path_factory):
         "--proxy", f"/keep={up}",
         "--proxy", f"/dead/={dead}/",
         "--proxy", f"/rr/={dead}/,{up}/",
+        "--proxy", f"/rr2/={dead}/,{up}/",
         "--proxy", f"/unix/=unix:{upstreams.unix_path}:/",
         "--proxy", f"/tls/=https://127.0.0.1:{upstreams.port_of('tls')}/",
         "--proxy", f"/wrongtls/=https://127.0.0.1:{upstreams.port_of('wrong')}/",
@@ -230,3 +231,11 @@ def test_an_http_1_0_client_gets_a_chunked_answer_as_the_connection_s_end(proxy)
     first, second = result.stdout.split(b"HTTP/1.1 200 OK")[1:]
     assert b"chunked" not in first.lower() and b"Connection: close" in first and first.endswith(b"one two three\n")
     assert second.endswith(b"upstream hello\n")
+
+
+def test_an_upload_to_a_dead_upstream_goes_to_the_next_in_turn(proxy, tmp_path):
+    body = pattern(200000)
+    (tmp_path / "b").write_bytes(body)
+    for _ in range(2):  # one of the two starts with the dead upstream: nothing reached it, so the next gets it all
+        result = curl("--data-binary", f"@{tmp_path / 'b'}", proxy.base + "/rr2/upload")
+        assert json.loads(result.stdout) == {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}

@@ -51,6 +51,8 @@ HOP_BY_HOP = frozenset(
 )
 _REQUEST_DROPPED = HOP_BY_HOP | {b"host", b"expect", b"content-length", b"x-forwarded-proto", b"x-forwarded-host"}
 _RESPONSE_DROPPED = HOP_BY_HOP | {b"content-length"}
+#: The most of a body kept for the next upstream while the first is still connecting (nginx keeps what it buffered).
+REPLAY_LIMIT = 1024 * 1024
 IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"))
 
 
@@ -87,6 +89,8 @@ class Exchange:
         self.headers = list(server.headers)
         self.client_keep_alive = server.keep_alive
         self.buffered: list[bytes] = []  # the request's bytes while no upstream connection takes them
+        self.kept: list[bytes] | None = []  # the body so far, while no upstream has connected (None: over the limit)
+        self.kept_size = 0
         self.body_sent = 0
         self.complete = False  # the whole request has been read from the client
         self.last = False
@@ -165,10 +169,20 @@ class Exchange:
             self._send(b"0\r\n\r\n")
 
     def _send(self, data: bytes) -> None:
+        kept = self.kept
+        if kept is not None:  # until an upstream has connected, the body is kept to send to the next one
+            kept.append(data)
+            self.kept_size += len(data)
+            if self.kept_size > REPLAY_LIMIT:
+                self.kept = None
         if self.conn is not None and self.started:
             self.conn.handle.send(data)
         else:
             self.buffered.append(data)
+
+    def connected(self) -> None:
+        """The upstream took the connection: what was kept for another is no longer needed."""
+        self.kept = None
 
     # -- the upstream ------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -194,6 +208,8 @@ class Exchange:
         server.handle.link(conn.handle)
         data = [self.head_for(upstream), *self.buffered]
         self.buffered = []
+        if reused:
+            self.kept = None
         conn.handle.send(b"".join(data))
         conn.watch(server.clock)
 
@@ -204,16 +220,16 @@ class Exchange:
         server = self.server
         if not conn.reused:  # a pooled connection closing under us says nothing of the upstream's health
             conn.upstream.failed_until = server.clock() + FAIL_TIMEOUT
-        retry = (
-            not self.answered
-            and self.tries
-            and (not connected or (self.method in IDEMPOTENT and self.body_sent == 0 and self.complete))
-            and not self.upgrade
-        )
-        if retry and self.body_sent == 0:
-            self.conn = None
-            self.start()
-            return
+        if not self.answered and self.tries and not self.upgrade:
+            if not connected and self.kept is not None:  # nothing reached anyone: the next upstream gets it all
+                self.buffered = list(self.kept)
+                self.conn = None
+                self.start()
+                return
+            if connected and self.method in IDEMPOTENT and self.body_sent == 0 and self.complete:
+                self.conn = None
+                self.start()
+                return
         if not self.answered and conn.reused and self.body_sent == 0 and self.complete and self.method in IDEMPOTENT:
             self.tries.insert(0, conn.upstream)  # a stale keep-alive connection: the same upstream afresh
             self.conn = None
@@ -340,6 +356,11 @@ class UpstreamConn(ClientProtocol):
             self.handle.close(Close.AT_ONCE)
 
     # -- the engine contract -------------------------------------------------------------------------------------
+    def connection_made(self, peer, local) -> Reply:
+        if self.exchange is not None:
+            self.exchange.connected()
+        return NOTHING
+
     def data_received(self, data: bytes) -> Reply:
         exchange = self.exchange
         if exchange is None:  # an idle connection has nothing to say: whatever it is, it ends here
