@@ -571,6 +571,8 @@ class Outbound(End):
             self.closing = Close(int(reply.close)) if not isinstance(reply.close, Close) else reply.close
         if self.state == self.OPEN:
             self._flush()
+        else:  # still connecting: what piles up holds a linked partner back all the same
+            self.check_backlog()
 
     def _flush(self) -> None:
         out = self.out
