@@ -239,3 +239,23 @@ def test_an_upload_to_a_dead_upstream_goes_to_the_next_in_turn(proxy, tmp_path):
     for _ in range(2):  # one of the two starts with the dead upstream: nothing reached it, so the next gets it all
         result = curl("--data-binary", f"@{tmp_path / 'b'}", proxy.base + "/rr2/upload")
         assert json.loads(result.stdout) == {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+
+
+def test_proxied_requests_are_in_the_access_log(upstreams, tmp_path):
+    import time
+
+    log = tmp_path / "access.log"
+    server = start_web(tmp_path, "eventloop", "--access-log", str(log), "--proxy",
+                       f"/app/=http://127.0.0.1:{upstreams.port}/,http://127.0.0.1:{upstreams.dead_port}/")  # fmt: skip
+    try:
+        host, port = server.address("web")
+        for path in ("/app/hello", "/app/hello", "/app/missing"):
+            curl(f"http://{host}:{port}{path}")
+        deadline = time.monotonic() + 5
+        while log.read_text().count("\n") < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        server.stop()
+    text = log.read_text()
+    assert text.count('"GET /app/hello HTTP/1.1" 200 15 "-" "curl/') == 2, text
+    assert '"GET /app/missing HTTP/1.1" 404 9 ' in text, text
