@@ -259,3 +259,25 @@ def test_proxied_requests_are_in_the_access_log(upstreams, tmp_path):
     text = log.read_text()
     assert text.count('"GET /app/hello HTTP/1.1" 200 15 "-" "curl/') == 2, text
     assert '"GET /app/missing HTTP/1.1" 404 9 ' in text, text
+
+
+@pytest.mark.parametrize("model", ["eventloop", "thread"])
+def test_a_graceful_stop_lets_a_proxied_answer_finish(upstreams, tmp_path, model):
+    import signal
+    import time
+
+    server = start_web(tmp_path, model, "--grace", "5", "--proxy", f"/app/=http://127.0.0.1:{upstreams.port}/")
+    try:
+        host, port = server.address("web")
+        with socket.create_connection((host, port), timeout=10) as sock:
+            sock.sendall(b"GET /app/chunked HTTP/1.1\r\nHost: x\r\n\r\n")  # three chunks, 50 ms apart
+            time.sleep(0.05)
+            server.proc.send_signal(signal.SIGTERM)
+            asked = time.monotonic()
+            raw = read_until_closed(sock, 10)  # the answer, whole, then the server closes -- not at the grace's end
+            took = time.monotonic() - asked
+        assert raw.startswith(b"HTTP/1.1 200 OK") and raw.endswith(b"0\r\n\r\n"), raw
+        assert took < 3, took
+        assert server.proc.wait(10) == 0
+    finally:
+        server.stop()

@@ -86,7 +86,7 @@ class Exchange:
         self.version = server.version
         self.chunked = chunked
         self.upgrade = bool(server.parser and server.parser.should_upgrade())
-        self.headers = list(server.headers)
+        self.headers = server.headers  # a new list per request (HttpServer._reset_request)
         self.client_keep_alive = server.keep_alive
         self.buffered: list[bytes] = []  # the request's bytes while no upstream connection takes them
         self.kept: list[bytes] | None = []  # the body so far, while no upstream has connected (None: over the limit)
@@ -621,7 +621,7 @@ class ProxyServer(HttpServer):
         if self.in_event:
             return  # the flush at the end of this event releases the rest
         pieces, close = self._release()
-        if exchange.last and not self.queue:
+        if (exchange.last or self.stopping) and not self.queue:  # the last answer, or a stop came meanwhile
             close = close or True
         if pieces or close:
             self.handle.carry_out(Reply(pieces, close))
