@@ -110,20 +110,22 @@ class Exchange:
         dropped = _REQUEST_DROPPED
         host = b""
         forwarded_for = b""
-        for name, value in self.headers:
+        named: set[bytes] = set()  # what the client's Connection header names: hop-by-hop too
+        kept = []
+        for name, value in self.headers:  # one pass; the names Connection gave are taken out after, if any
             lower = name.lower()
-            if lower == b"connection":
-                dropped = dropped | _names_in(value)
-        for name, value in self.headers:
-            lower = name.lower()
-            if lower == b"host":
-                host = value
             if lower in dropped:
-                continue
-            if lower == b"x-forwarded-for":
+                if lower == b"host":
+                    host = value
+                elif lower == b"connection":
+                    named |= _names_in(value)
+            elif lower == b"x-forwarded-for":
                 forwarded_for = forwarded_for + b", " + value if forwarded_for else value
-                continue
-            lines += [name, b": ", value, b"\r\n"]
+            else:
+                kept.append((lower, name, value))
+        for lower, name, value in kept:
+            if lower not in named:
+                lines += [name, b": ", value, b"\r\n"]
         client = server.peer_host.encode()
         proto = b"https" if server.secure else b"http"
         node = b'"[' + client + b']"' if b":" in client else client
@@ -249,14 +251,17 @@ class Exchange:
         self.status = status
         self.answered = True
         lines = [f"HTTP/1.1 {status} {reason(status)}\r\n".encode()]
-        dropped = _RESPONSE_DROPPED
+        dropped = _RESPONSE_DROPPED if status != 101 else _RESPONSE_DROPPED - {b"upgrade"}
+        named: set[bytes] = set()
+        kept = []
         for name, value in headers:
-            if name.lower() == b"connection":
-                dropped = dropped | _names_in(value)
-        if status == 101:
-            dropped = dropped - {b"upgrade"}
-        for name, value in headers:
-            if name.lower() not in dropped:
+            lower = name.lower()
+            if lower not in dropped:
+                kept.append((lower, name, value))
+            elif lower == b"connection":
+                named |= _names_in(value)
+        for lower, name, value in kept:
+            if lower not in named or lower == b"upgrade":
                 lines += [name, b": ", value, b"\r\n"]
         lines += [b"Via: ", server.proxy.via.encode(), b"\r\n"]
         self.rechunk = False
