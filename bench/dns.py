@@ -36,7 +36,10 @@ Then the DNSSEC and rate-limiting figures (issue 16), in a second table (``--dns
   cost of counting alone);
 * ``flood``: sockhop with RRL at its default while dnsload floods it from 127.0.9.1 with questions for an 800-byte
   TXT (2,000 outstanding, 0.2 s timeout): the flood's bytes in and out, and the answers/s of a client on 127.0.0.1
-  (exempt with ``--rrl-exempt``, so it measures the server's capacity left) with and without the flood.
+  (exempt with ``--rrl-exempt``, so it measures the server's capacity left) with and without the flood. The flooder
+  runs on the client's core, leaving the server its own: with two cores, the client then has half of one while the
+  flood runs, so its CPU share and the server's are reported beside its rate -- a server short of CPU is the
+  server's cost, a client short of CPU is the machine's.
 
 Peers that are not installed are skipped with a note: ``apt-get install bind9 nsd knot dnsperf ldnsutils`` and
 ``pip install dnslib`` (the ``bench`` extra) bring them.
@@ -569,12 +572,13 @@ def dnssec_figures(binary: Path, work: Path, files: dict, seconds: float) -> lis
         alone = dnsload(binary, port, files["exist"], seconds, client)
         flood_command = [str(binary), "127.0.0.1", str(port), str(extra["amp"]), f"{seconds + 1:g}", "-q", "2000",
                          "-t", "0.2", "-e", "-b", "127.0.9.1"]  # fmt: skip
-        flood = subprocess.Popen(flood_command, stdout=subprocess.PIPE, text=True)
+        flood = subprocess.Popen(["taskset", "-c", str(CLIENT_CORE), *flood_command], stdout=subprocess.PIPE, text=True)
         time.sleep(0.5)
         during = dnsload(binary, port, files["exist"], seconds, client)
         out = flood.communicate(timeout=seconds + 60)[0]
         fields = dict(item.split("=", 1) for item in out.split() if "=" in item)
         during["alone_qps"] = alone["qps"]
+        during["alone_client_cpu"] = alone["client_cpu"]
         during["flood_in"] = int(fields.get("bytes_out", 0))  # what the flooder sent is what the server took in
         during["flood_out"] = int(fields.get("bytes_in", 0))
         during["flood_truncated"] = int(fields.get("truncated", 0))
@@ -616,8 +620,9 @@ def dnssec_table(figures: list[tuple[str, str, dict]], seconds: float) -> str:
             f"- flood from 127.0.9.1: {fmt(flood['flood_in'])} bytes in, {fmt(flood['flood_out'])} bytes out "
             f"({fmt(flood['flood_out'] / max(flood['flood_in'], 1), 2)}x; target ≤ 1), {flood['flood_answers']} "
             f"answers of which {flood['flood_truncated']} truncated (slipped); the client on 127.0.0.1: "
-            f"{fmt(flood['alone_qps'])} q/s alone, {fmt(flood['qps'])} during the flood "
-            f"({ratio(flood['qps'], flood['alone_qps'])})"
+            f"{fmt(flood['alone_qps'])} q/s alone (its CPU {fmt(flood['alone_client_cpu'] * 100)} %), "
+            f"{fmt(flood['qps'])} during the flood ({ratio(flood['qps'], flood['alone_qps'])}; its CPU "
+            f"{fmt(flood['client_cpu'] * 100)} %; the server's CPU over both runs {fmt(flood['server_cpu'] * 100)} %)"
         )
     lines += ["", f"{seconds:g} s per figure; the DO figures with dnsload -D (an OPT record with DO set)."]
     return "\n".join(lines)

@@ -65,7 +65,7 @@ def fill(spool: Path, count: int, size: int = 2048) -> None:
 
 def serve(work: Path, spool: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "sockhop", "serve", "mail", str(work / "mail"), "--domain", DOMAIN,
-               "--listen", f"127.0.0.1:{PORT}", "--model", "eventloop", "--spool", str(spool),
+               "--listen", f"127.0.0.1:{PORT}", "--model", "eventloop", "--spool", str(spool), "--no-delivery",
                "--relay-networks", "127.0.0.0/8", "--max-size", "20M"]  # fmt: skip
     return start_server(command, lambda: port_open(PORT), logs=[work / "server.log"], env=dict(os.environ,
                         PYTHONPATH=str(ROOT / "src")))  # fmt: skip

@@ -13,7 +13,7 @@ from tests.support import ROOT
 
 SRC = ROOT / "src" / "sockhop"
 FACE = ("sockhop.cli", "sockhop.up", "sockhop.config", "sockhop.serving", "sockhop.services", "sockhop.process")
-SERVICES = ("sockhop.echo", "sockhop.web", "sockhop.dns", "sockhop.mail")
+SERVICES = ("sockhop.echo", "sockhop.web", "sockhop.dns", "sockhop.mail", "sockhop.dashboard")
 
 
 def module_name(path: Path) -> str:

@@ -44,8 +44,10 @@ PORTS = {  # every fixed port a README server line takes, as (port, udp too)
     8000: False,
     8443: False,
     5353: True,
+    5354: True,
     8853: False,
     2525: False,
+    8025: False,
     4465: False,
     5587: False,
     9100: False,
@@ -158,7 +160,12 @@ SERVE_MAIL_TLS = (
 SERVE_SUBMISSION = (
     "sockhop serve mail ./mail --domain example.test --tls-cert cert.pem --tls-key key.pem --users users "
     "--listen 127.0.0.1:2525 --listen-submission 127.0.0.1:5587 "
-    "--spool ./spool --relay-networks 192.0.2.0/24 --aliases aliases"
+    "--spool ./spool --relay-networks 192.0.2.0/24 --aliases aliases --dns 127.0.0.1:5353"
+)
+SERVE_RELAY = (
+    "sockhop serve mail ./mail --domain example.test --listen 127.0.0.1:2626 --spool ./spool "
+    "--relay-networks 127.0.0.0/8 --dns 127.0.0.1:5353 --relay-tls sockhop.test=required "
+    "--relay-cacert sockhop-data/tls/ca.pem"
 )
 SERVE_DNS_TLS = (
     "sockhop serve dns example.com.zone --listen :5353 --listen-tls :8853 --tls-cert cert.pem --tls-key key.pem"
@@ -395,7 +402,7 @@ def scenes() -> list[Scene]:  # noqa: PLR0915 (one table)
                     "sockhop mail passwd users bob --address bob@other.test",
                     ("password of bob set",),
                     stdin="pw2\n",
-                    after=lambda stage, done: assert_equal("pw" in (stage.folder / "users").read_text(), False),
+                    after=lambda stage, done: assert_equal(plain_password(stage.folder / "users"), False),
                 ),
             ],  # fmt: skip
         ),
@@ -417,7 +424,56 @@ def scenes() -> list[Scene]:  # noqa: PLR0915 (one table)
                 ),
             ],
         ),
+        # Mail: delivery from the queue, by MX into `sockhop up`'s mail server
+        Scene(
+            [Line("sockhop up -q"), Line(SERVE_RELAY)],
+            ("mail tcp 127.0.0.1:2525", "mail tcp 127.0.0.1:2626"),
+            [
+                Line(
+                    "sockhop send --from me@example.test --to you@sockhop.test --server 127.0.0.1:2626 "
+                    "--subject relayed --body hi",
+                    ("delivered via 127.0.0.1:2626",),
+                ),
+                Line(
+                    "sockhop mailbox sockhop-data/mail/you",
+                    ("relayed",),
+                    before=lambda stage: wait_for_mail(stage.folder / "sockhop-data" / "mail" / "you", "relayed"),
+                ),
+                Line("sockhop queue --spool ./spool --flush", ("due now",)),
+            ],
+        ),
         # DNS
+        # The dashboard
+        Scene(
+            [Line("sockhop serve mail ./mail --domain example.test --dashboard 127.0.0.1:8025 --message-log mail.log")],
+            ("mail tcp 127.0.0.1:2525", "dashboard tcp 127.0.0.1:8025"),
+            [
+                Line(
+                    "swaks --server 127.0.0.1 --port 2525 --to bob@example.test --header 'Subject: hello dashboard'",
+                    ("250 2.0.0",),
+                ),
+                Line("curl -s 'http://127.0.0.1:8025/api/v1/messages?query=hello+dashboard'", ('"hello dashboard"',)),
+                Line(
+                    "curl -N --max-time 3 http://127.0.0.1:8025/api/v1/events",
+                    ("event: stats", '"name": "mail"'),
+                    status=28,
+                ),
+                Line(
+                    "python: Your test suite can assert on the mail your application sent; with the first line above "
+                    "running:",
+                    ("1 passed",),
+                    run=f'printf "%s" "$README_PYTHON" > test_welcome.py && {sys.executable} -m pytest -q '
+                    "-p no:cacheprovider test_welcome.py",
+                    how="the block is saved as test_welcome.py and run by pytest, as a suite of yours would be",
+                ),
+            ],
+            check=lambda stage: wait_for_text(stage.folder / "mail.log", "to=<bob@example.test>"),
+        ),
+        Scene(
+            [Line("sockhop serve web ./site --dashboard :8025 --dashboard-password-file dashboard.pass")],
+            ("web tcp 127.0.0.1:8080", "dashboard tcp [::]:8025"),
+            check=check_dashboard_password,
+        ),
         Scene([Line("sockhop serve dns example.com.zone")], ("dns udp 127.0.0.1:5353", "dns tcp 127.0.0.1:5353")),
         Scene(
             [
@@ -531,6 +587,34 @@ def scenes() -> list[Scene]:  # noqa: PLR0915 (one table)
             ],
             check=check_folded,
         ),
+        # Secondaries and NOTIFY
+        Scene(
+            [
+                Line(
+                    f"sockhop serve dns example.com.zone --tsig upd:{TSIG} --allow-update key:upd "
+                    "--allow-transfer key:upd --notify 127.0.0.1:5354,key=upd",
+                    before=lambda stage: (stage.folder / "example.com.zone").write_text(ZONE),  # serial 1 again
+                ),
+                Line(
+                    f"sockhop serve dns --secondary example.com@127.0.0.1:5353,key=upd --tsig upd:{TSIG} "
+                    "--listen 127.0.0.1:5354 --data secondary"
+                ),
+            ],
+            ("dns udp 127.0.0.1:5353", "dns udp 127.0.0.1:5354"),
+            [
+                Line(
+                    "printf 'server 127.0.0.1 5353\\nzone example.com\\nupdate add moved.example.com 300 A "
+                    f"192.0.2.78\\nsend\\n' | nsupdate -y hmac-sha256:upd:{TSIG}",
+                    before=lambda stage: wait_for_serial(5354, 1),  # the first transfer (it follows the start)
+                ),
+                Line(
+                    "dig @127.0.0.1 -p 5354 +short moved.example.com",
+                    ("192.0.2.78",),
+                    before=lambda stage: wait_for_serial(5354, 2),  # NOTIFY and IXFR take a moment
+                ),
+            ],
+            check=check_secondary,
+        ),
         # In production
         Scene(
             [
@@ -643,6 +727,31 @@ b     MX   20 mail
 TSIG = "c29ja2hvcCBkeW5hbWljIHVwZGF0ZSBrZXkgISEhISE="  # the README's example key: base64 of 32 bytes
 
 
+def wait_for_serial(port: int, serial: int, timeout: float = 15.0) -> None:
+    """Until the server on ``port`` answers example.com's SOA with ``serial``."""
+    import dns.exception
+    import dns.message
+    import dns.query
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            reply = dns.query.udp(dns.message.make_query("example.com", "SOA"), "127.0.0.1", port=port, timeout=1)
+            if reply.answer and reply.answer[0][0].serial == serial:
+                return
+        except (OSError, dns.exception.DNSException):
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"no serial {serial} on port {port} within {timeout:g} s")
+
+
+def check_secondary(stage: Stage) -> None:
+    """The secondary kept the zone it transferred; the primary's journal goes, for the scenes after."""
+    assert "moved.example.com. 300 IN A 192.0.2.78" in (stage.folder / "secondary" / "example.com.zone").read_text()
+    (stage.folder / "example.com.zone.jnl").unlink(missing_ok=True)
+    (stage.folder / "example.com.zone").write_text(ZONE)
+
+
 def check_folded(stage: Stage) -> None:
     """The update is in the zone file, the journal empty; then the scratch zone as it was, for the scenes after."""
     zone = stage.folder / "example.com.zone"
@@ -651,6 +760,8 @@ def check_folded(stage: Stage) -> None:
     zone.write_text(ZONE)
     (stage.folder / "example.com.zone.jnl").unlink()
 
+
+DASHBOARD_PASSWORD = "correct horse battery staple"
 
 MESSAGE = "From: me@example.test\r\nTo: bob@example.test\r\nSubject: as it is\r\n\r\nsent as it is\r\n"
 
@@ -667,6 +778,7 @@ def make_scratch(folder: Path) -> None:
     (folder / "www").mkdir()
     (folder / "www" / "index.html").write_text("<h1>Hello from ./www</h1>\n")
     (folder / "mail").mkdir()
+    (folder / "dashboard.pass").write_text(DASHBOARD_PASSWORD + "\n")
     (folder / "example.com.zone").write_text(ZONE)
     (folder / "zones").mkdir()
     (folder / "zones" / "example.com.zone").write_text(ZONE)
@@ -941,6 +1053,21 @@ def wait_for_text(path: Path, text: str) -> None:
         time.sleep(0.05)
 
 
+def check_dashboard_password(stage: Stage) -> None:
+    """Without the password 401; with it (any user name) the API answers, whatever name the Host header gives."""
+    import base64
+    import http.client
+
+    for authorization, status in ((None, 401), ("you:wrong", 401), ("anyone:" + DASHBOARD_PASSWORD, 200)):
+        conn = http.client.HTTPConnection("127.0.0.1", 8025, timeout=5)
+        headers = {"Host": "dashboard.example"}
+        if authorization:
+            headers["Authorization"] = "Basic " + base64.b64encode(authorization.encode()).decode()
+        conn.request("GET", "/api/v1/messages", headers=headers)
+        assert conn.getresponse().status == status, authorization
+        conn.close()
+
+
 def http_probe(port: int, want: str) -> None:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
@@ -961,6 +1088,20 @@ def assert_file(path: Path, text: str) -> None:
 def assert_bytes(path: Path, data: bytes) -> None:
     got = path.read_bytes()
     assert got == data, f"{path}: {len(got)} bytes, not the {len(data)} served"
+
+
+def plain_password(users: Path) -> bool:
+    """Whether a password stands in the file as typed (a field of its own): an scrypt hash's base64 may well hold
+    the letters "pw" somewhere, so a substring test would fail now and then."""
+    return any(field in ("pw", "pw2") for line in users.read_text().splitlines() for field in line.split(":"))
+
+
+def wait_for_mail(maildir: Path, text: str) -> None:
+    """The queue runner delivers after the 250: give it a few seconds."""
+    deadline = time.monotonic() + 10
+    while not any(text.encode() in path.read_bytes() for path in maildir.glob("new/*")):
+        assert time.monotonic() < deadline, f"no message holding {text!r} in {maildir}"
+        time.sleep(0.05)
 
 
 def check_delivered(maildir: Path, text: str) -> None:

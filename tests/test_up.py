@@ -8,6 +8,7 @@ import socket
 import ssl
 import stat
 import subprocess
+import time
 
 from sockhop.up import command_name
 from tests.engine.clients import echo_once
@@ -70,11 +71,15 @@ def test_every_line_up_prints_runs_as_printed(sockhop_server, tmp_path):
         require_tool(tool)
     host = loopback_host()
     data = tmp_path / "data"
-    server = sockhop_server(["up", "--host", host, "--data", str(data)], announce=11)
+    server = sockhop_server(["up", "--host", host, "--data", str(data)], announce=12)
+    deadline = time.monotonic() + 10  # the last listener's try line and the footer follow its announcement
+    while not any(line.startswith("sockhop up: the serving master") for line in server.lines):
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.05)
     lines = [line.split("try: ", 1)[1] for line in server.lines if line.startswith("    try: ")]
-    assert len(lines) == 11, server.log()
+    assert len(lines) == 12, server.log()
     expected = {  # what each line prints when it works
-        "talk --udp": "hello", "talk": "hello", "s_client": "hello", " get ": "The six models",
+        "talk --udp": "hello", "talk": "hello", "s_client": "hello", " get ": "The six models", "api/v1": '"total"',
         "curl": "The six models", "dig": "10 mail.sockhop.test.", "resolve": "www.sockhop.test.",
         "kdig": "10 mail.sockhop.test.", "send": "delivered via", "swaks": "250 2.0.0 Ok: queued",
     }  # fmt: skip

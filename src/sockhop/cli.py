@@ -35,6 +35,7 @@ def serve_command(service: Service) -> Callable[[argparse.Namespace], int]:
             folders=service.folders(args),
             at_stop=opener.stops,
             jobs=service.jobs(args),
+            inbox=service.inbox(args),
         )
 
     return run
@@ -63,7 +64,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.config:
         from sockhop.config import up as up_from_file
 
-        given = [flag for flag, value in (("--admin", args.admin), ("--user", args.user)) if value]
+        options = (("--admin", args.admin), ("--user", args.user), ("--dashboard", args.dashboard))
+        given = [flag for flag, value in options if value]
         given += ["--allow-root"] if args.allow_root else []
         if given:
             raise UsageError(f"with --config, {given[0]} goes in the file, for each service (as {given[0][2:]} = ...)")
@@ -154,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         if action.dest in ("listen", "listen_tls", "tls_cert", "tls_key"):
             action.help = argparse.SUPPRESS
     add_production_options(up)
+    up.add_argument("--no-dashboard", action="store_true", help="no dashboard (default: on, at --host port 8025)")
     up.set_defaults(func=cmd_up)
 
     check = _leaf(sub, "check", help="validate a sockhop.toml and report every mistake with its line")

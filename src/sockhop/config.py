@@ -234,6 +234,7 @@ def _deeper_checks(configs: list[ServiceConfig], where: _Lines) -> list[Mistake]
         "listen": lambda t: parse_endpoint(t, default_port=0),  # a host alone takes the service's port
         "listen_tls": parse_endpoint,
         "admin": parse_endpoint,
+        "dashboard": parse_endpoint,
         "proxy_protocol": lambda t: parse_sources([t]),
         "user": find_account,
     }

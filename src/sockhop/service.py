@@ -149,6 +149,8 @@ class Service:
     #: Background work that runs inside the server for these options (a queue runner, a zone refresher): engine
     #: Jobs, started when it serves and stopped gracefully with it (docs/architecture.md, "When no bytes arrive").
     jobs: Callable[[argparse.Namespace], list[Job]] = lambda args: []
+    #: The Maildir the dashboard's inbox shows for these options (mail's), or None.
+    inbox: Callable[[argparse.Namespace], Path | None] = lambda args: None
 
     @property
     def default_listen(self) -> str:

@@ -28,6 +28,7 @@ from sockhop.process.activation import inherited
 from sockhop.service import Factory
 
 if TYPE_CHECKING:
+    from sockhop.dashboard.app import DashboardServer
     from sockhop.engine.metrics import AdminServer
     from sockhop.engine.tls import ServerCertificates
 
@@ -111,6 +112,17 @@ def add_production_options(parser: argparse.ArgumentParser) -> None:
         "--admin",
         metavar="ENDPOINT",
         help="serve /metrics (Prometheus text format) and /healthz here, such as 127.0.0.1:9100 (default: off)",
+    )
+    parser.add_argument(
+        "--dashboard",
+        metavar="ENDPOINT",
+        help="serve the dashboard here (the inbox, live counters and activity, its JSON API), such as "
+        "127.0.0.1:8025 (default: off; sockhop up: on, at 8025). Not on loopback only with a password",
+    )
+    parser.add_argument(
+        "--dashboard-password-file",
+        metavar="FILE",
+        help="the dashboard asks for this password (the file's first line; HTTP Basic, any user name)",
     )
     parser.add_argument(
         "--log-format",
@@ -315,7 +327,7 @@ def outer_layers(args: argparse.Namespace, listeners: list[Listener], model: str
     streams (the header precedes TLS), and counting for --admin around everything (what crosses the socket)."""
     proxied = proxy_wrapper(args)
     metrics = None
-    if args.admin:
+    if args.admin or getattr(args, "dashboard", None):  # the dashboard shows the counters too
         from sockhop.engine.metrics import Metrics
 
         metrics = Metrics.get()
@@ -340,6 +352,41 @@ def open_admin(args: argparse.Namespace) -> AdminServer | None:
     return AdminServer(sock, Metrics.get())
 
 
+def open_dashboard(
+    args: argparse.Namespace, listeners: list[Listener], model: str, inbox: Path | None
+) -> DashboardServer | None:
+    """The --dashboard listener (bound now, with the others), or None. Anywhere but loopback it needs a password."""
+    if not getattr(args, "dashboard", None):
+        return None
+    import ipaddress
+
+    from sockhop.dashboard.api import Api
+    from sockhop.dashboard.app import Dashboard, DashboardServer, read_password
+    from sockhop.dashboard.inbox import Inbox
+    from sockhop.dashboard.live import Hub
+    from sockhop.engine.metrics import Metrics
+    from sockhop.linelog import open_activity_feed
+
+    password = read_password(args.dashboard_password_file) if args.dashboard_password_file else None
+    try:
+        (sock,) = open_listeners([parse_endpoint(args.dashboard)], socket.SOCK_STREAM, given=inherited())[:1]
+    except AddressInUseError as exc:  # Mailpit or MailHog may hold 8025 already
+        raise AddressInUseError(f"{str(exc).rstrip('.')} (the dashboard: --dashboard ENDPOINT, or --no-dashboard "
+                                "for sockhop up)") from None  # fmt: skip
+    host = sock.getsockname()[0]
+    if password is None and not ipaddress.ip_address(host.partition("%")[0]).is_loopback:
+        sock.close()
+        raise UsageError(f"the dashboard on {args.dashboard} would show everyone your mail: add "
+                         "--dashboard-password-file FILE, or listen on loopback (127.0.0.1:8025)")  # fmt: skip
+    services: dict[str, list[str]] = {}
+    for listener in listeners:
+        services.setdefault(listener.name or "?", []).append(listener.describe().partition(" ")[2])
+    workers = f", {limits_from(args).worker_count()} workers" if model in ("pool", "prefork") else ""
+    hub = Hub(Inbox(inbox) if inbox is not None else Inbox("/nonexistent/sockhop-no-mail"), Metrics.get().exposition,
+              services, model + workers, open_activity_feed())  # fmt: skip
+    return DashboardServer(sock, Dashboard(Api(hub.inbox), hub, password))
+
+
 def settle_privileges(args: argparse.Namespace, listeners: list[Listener], folders: list[Path]) -> None:
     """Everything is bound: drop to --user now, before anything is served (workers fork later and inherit it).
 
@@ -359,7 +406,7 @@ def settle_privileges(args: argparse.Namespace, listeners: list[Listener], folde
             )
         return
     account = find_account(args.user)
-    if args.admin:
+    if args.admin or getattr(args, "dashboard", None):
         from sockhop.engine.metrics import Metrics
 
         folders = [*folders, Path(Metrics.get().folder)]
@@ -381,6 +428,7 @@ def serve(
     at_stop: Sequence[Callable[[], None]] = (),
     goodbye: str = "sockhop: stopped",
     jobs: Sequence[Job] = (),
+    inbox: Path | None = None,
 ) -> int:
     """Serve ``listeners`` until stopped: outer layers, --admin, --user, the engine, the announcement (a line per
     listener, then ``lines(listener)`` under it), SIGUSR2 restarts, and ``goodbye`` once everything has stopped.
@@ -388,16 +436,19 @@ def serve(
     # Imported before the drop: the user may not be able to read where Python and sockhop are installed.
     from sockhop.process.restart import serve_restartable
 
-    admin = None
+    admin = dashboard = None
     try:
         listeners = outer_layers(args, listeners, model)
         admin = open_admin(args)
+        dashboard = open_dashboard(args, listeners, model, inbox)
         settle_privileges(args, listeners, list(folders))
         server = make_server(model, listeners, limits_from(args), list(jobs))
     except BaseException:
         close_all(listeners)
         if admin is not None:
             admin.sock.close()
+        if dashboard is not None:
+            dashboard.sock.close()
         for action in at_stop:
             action()
         raise
@@ -415,15 +466,23 @@ def serve(
             where = format_address(admin.sock.getsockname())
             say(f"sockhop: admin tcp {where} (model {model}{workers})")
             say(f"    try: curl -s http://{where}/metrics | grep ^sockhop_")
+        if dashboard is not None:
+            dashboard.start()
+            where = format_address(dashboard.sock.getsockname())
+            say(f"sockhop: dashboard tcp {where} (model eventloop)")
+            say(f"    try: curl -s http://{where}/api/v1/messages   # the inbox; open http://{where}/ in a browser")
         for line in footer:
             say(line)
 
     fds = [listener.sock.fileno() for listener in listeners] + ([admin.sock.fileno()] if admin else [])
+    fds += [dashboard.sock.fileno()] if dashboard else []
     try:
         handed_over = serve_restartable(server, fds, announce, pid_file=args.pid_file)
     finally:
         if admin is not None:
             admin.stop()
+        if dashboard is not None:
+            dashboard.stop()
         for action in at_stop:
             action()
     if goodbye and not handed_over:

@@ -17,6 +17,8 @@ from sockhop.engine.listener import Listener
 from sockhop.net.addresses import format_host, format_host_port
 from sockhop.service import UpContext, UpPlan
 
+DASHBOARD_PORT = 8025  # Mailpit's and MailHog's web port: where people look for the mail they caught
+
 # The options of `up` that every service's server takes as they are (the rest are the services' own).
 SHARED = ("model", "workers", "deferred_threads", "idle_timeout", "max_connections", "grace", "tls_handshake_timeout",
           "reuse_port", "proxy_protocol", "user", "admin", "log_format", "allow_root", "pid_file")  # fmt: skip
@@ -84,6 +86,11 @@ def up(args: argparse.Namespace) -> int:
     stops = []
     jobs: list = []  # the services' background work
     folders = [data]
+    inbox = None  # the Maildir the dashboard shows
+    if args.no_dashboard:
+        args.dashboard = None
+    elif not args.dashboard:
+        args.dashboard = format_host_port(args.host, DASHBOARD_PORT)
     try:
         for service in SERVICES:
             parser = parsers[service.name]
@@ -97,6 +104,7 @@ def up(args: argparse.Namespace) -> int:
                 stops += opener.stops
                 folders += service.folders(opener.args)
                 jobs += service.jobs(opener.args)
+                inbox = inbox or service.inbox(opener.args)
                 listeners += opened
                 plain = [listener for listener in opened if not listener.tls]
                 lines[plain[0].sock.fileno()] = list(plan.try_lines)
@@ -127,6 +135,7 @@ def up(args: argparse.Namespace) -> int:
         at_stop=stops,
         goodbye="sockhop up: stopped",
         jobs=jobs,
+        inbox=inbox,
     )
 
 

@@ -148,9 +148,19 @@ def test_badvers(server):
 
 def test_notimp_for_other_opcodes(server):
     q = query("example.com", T.SOA)
+    q.set_opcode(dns.opcode.STATUS)
+    r = udp(server, q)
+    assert r.rcode() == R.NOTIMP and r.opcode() == dns.opcode.STATUS
+
+
+def test_notify_for_a_zone_it_is_primary_for_is_refused(server):
+    q = query("example.com", T.SOA)
     q.set_opcode(dns.opcode.NOTIFY)
     r = udp(server, q)
-    assert r.rcode() == R.NOTIMP and r.opcode() == dns.opcode.NOTIFY
+    assert r.rcode() == R.REFUSED and r.opcode() == dns.opcode.NOTIFY
+    q = query("example.net", T.SOA)
+    q.set_opcode(dns.opcode.NOTIFY)
+    assert udp(server, q).rcode() == R.NOTAUTH
 
 
 def test_formerr_for_a_readable_header_over_garbage(server):

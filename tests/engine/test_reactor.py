@@ -30,7 +30,10 @@ def model(request):
 
 
 class Upstream:
-    """A loopback TCP server run by the test: each connection is handed to ``handler`` on a thread of its own."""
+    """A loopback TCP server run by the test: each connection is handed to ``handler`` on a thread of its own (or,
+    ``one_at_a_time``, in the order they came)."""
+
+    one_at_a_time = False
 
     def __init__(self) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
@@ -48,7 +51,10 @@ class Upstream:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            threading.Thread(target=self._run, args=(conn,), daemon=True).start()
+            if self.one_at_a_time:
+                self._run(conn)
+            else:
+                threading.Thread(target=self._run, args=(conn,), daemon=True).start()
 
     def _run(self, conn: socket.socket) -> None:
         try:
@@ -62,33 +68,25 @@ class Upstream:
         self.sock.close()
 
 
-class Collector:
+class Collector(Upstream):
     """A loopback TCP server that keeps the first line of every connection (the background job's reports)."""
 
+    one_at_a_time = True
+
     def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
         self.lines: list[str] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
+        self.handler = self._collect
 
-    @property
-    def address(self) -> str:
-        return "{}:{}".format(*self.sock.getsockname())
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(5)
-                data = b""
-                while not data.endswith(b"\n"):
-                    more = conn.recv(100)
-                    if not more:
-                        break
-                    data += more
-                self.lines.append(data.decode().strip())
+    def _collect(self, conn: socket.socket) -> None:
+        conn.settimeout(5)
+        data = b""
+        while not data.endswith(b"\n"):
+            more = conn.recv(100)
+            if not more:
+                break
+            data += more
+        self.lines.append(data.decode().strip())
 
 
 class Answerer:

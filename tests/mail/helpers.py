@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import select
 
 from sockhop.engine.protocol import Reply
+from sockhop.engine.reactor import End, Handle, Reactor
 from sockhop.mail.codes import SMTPReply, parse_reply, reply_complete
 from sockhop.mail.protocol import Envelope, MailPolicy, Session, SMTPServer
 
@@ -30,8 +32,21 @@ class MemoryStore:
 POLICY = MailPolicy(hostname="mx.example.test", domains=frozenset({"example.test"}), max_size=4096, max_recipients=5)
 
 
+class _Conversing(End):
+    """The engine's side of a Conversation's handle: what the protocol answers later (a timer) goes on record."""
+
+    def __init__(self, reactor: Reactor, conversation: Conversation) -> None:
+        super().__init__(reactor)
+        self.conversation = conversation
+
+    def carry_out(self, reply: Reply) -> None:
+        self.conversation._apply(reply)
+
+
 class Conversation:
-    """A server protocol and what it sent; ``feed`` runs Reply.then chains at once, as the blocking driver does."""
+    """A server protocol and what it sent; ``feed`` runs Reply.then chains at once, as the blocking driver does, and
+    then -- for a protocol that asked for a handle -- the engine's own reactor until no call or timer is pending
+    (a failed login's delay is waited out, as a thread per connection waits)."""
 
     def __init__(
         self,
@@ -46,6 +61,10 @@ class Conversation:
         self.closed = False
         self.out = bytearray()
         self.alarm: float | None = None  # the deadline the engine would hold now (seconds; None: none)
+        self.reactor: Reactor | None = None
+        if self.server.wakeable:
+            self.reactor = Reactor()
+            self.server.attach(Handle(_Conversing(self.reactor, self), self.server))
         self._apply(self.server.connection_made(peer, ("127.0.0.1", 25)))
 
     def _apply(self, reply: Reply) -> None:
@@ -66,6 +85,14 @@ class Conversation:
                 self._apply(self.server.data_received(data[i : i + chunk]))
         elif data:
             self._apply(self.server.data_received(data))
+        self._settle()
+
+    def _settle(self) -> None:
+        reactor = self.reactor
+        while reactor is not None and (reactor.calls or reactor.deadline() is not None) and not self.closed:
+            select.select([reactor.fileno()], [], [], reactor.timeout())
+            reactor.run_ready()
+            reactor.run_due()
 
     def event(self, name: str) -> None:
         self._apply(getattr(self.server, name)())

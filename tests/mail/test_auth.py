@@ -183,7 +183,7 @@ def test_failed_login_answered_after_a_doubling_delay_then_the_door(users):
     took = []
     for data in (EHLO + bad + b"NOOP\r\n", bad, b"AUTH LOGIN " + b64(b"nobody") + b"\r\n" + b64(b"x") + b"\r\n"):
         begin = time.monotonic()
-        conv.feed(data)  # the Conversation waits out the Handoff, as a thread per connection does
+        conv.feed(data)  # the Conversation waits out the engine's timer, as a thread per connection does
         took.append(time.monotonic() - begin)
     assert took[0] >= DELAY and took[1] >= 2 * DELAY and took[2] >= 4 * DELAY, took
     codes = [(r.code, r.status) for r in conv.replies()[2:]]

@@ -117,6 +117,7 @@ def test_postfix_relays_through_sockhop_submission_with_sasl(sockhop_server, mec
         server = serve_mail(
             sockhop_server, work / "mail", "eventloop", "--tls-cert", str(issued.cert), "--tls-key", str(issued.key),
             "--users", str(work / "users"), "--listen-submission", "127.0.0.1:0", "--spool", str(work / "queue"),
+            "--no-delivery",
             announce=2,
         )  # fmt: skip
         submission = server.addresses[("mail", "tcp")][1][1]

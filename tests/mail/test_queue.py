@@ -38,7 +38,7 @@ def queued(spool) -> dict[str, dict]:
 @pytest.mark.parametrize("model", ["eventloop", "thread", "prefork"])
 def test_relay_network_mail_is_queued_and_listed(sockhop_server, tmp_path, model):
     spool = tmp_path / "spool"
-    server = serve_mail(sockhop_server, tmp_path / "mail", model, "--spool", str(spool),
+    server = serve_mail(sockhop_server, tmp_path / "mail", model, "--spool", str(spool), "--no-delivery",
                         "--relay-networks", "127.0.0.0/8", "::1")  # fmt: skip
     with smtplib.SMTP(*server.address("mail"), timeout=30) as smtp:
         refused = smtp.sendmail("a@sender.test", ["x@remote.test", "y@other.test", f"bob@{DOMAIN}"],
@@ -73,7 +73,7 @@ def message(tag: str) -> bytes:
 @pytest.mark.parametrize("model", ["eventloop", "thread", "prefork"])
 def test_sigkill_during_a_burst_loses_no_acknowledged_queued_message(sockhop_server, tmp_path, model):
     spool = tmp_path / "spool"
-    server = serve_mail(sockhop_server, tmp_path / "mail", model, "--spool", str(spool),
+    server = serve_mail(sockhop_server, tmp_path / "mail", model, "--spool", str(spool), "--no-delivery",
                         "--relay-networks", "127.0.0.0/8", start_new_session=True)  # fmt: skip
     host, port = server.address("mail")
     acknowledged: list[str] = []
@@ -117,7 +117,14 @@ def test_sigkill_during_a_burst_loses_no_acknowledged_queued_message(sockhop_ser
     assert not [tag for tag in acknowledged if tag not in found], "acknowledged but not queued"
     # the server comes back on the same spool at once, whatever it holds
     again = serve_mail(
-        sockhop_server, tmp_path / "mail", model, "--spool", str(spool), "--relay-networks", "127.0.0.0/8"
+        sockhop_server,
+        tmp_path / "mail",
+        model,
+        "--spool",
+        str(spool),
+        "--no-delivery",
+        "--relay-networks",
+        "127.0.0.0/8",
     )
     with smtplib.SMTP(*again.address("mail"), timeout=30) as smtp:
         smtp.sendmail("a@sender.test", ["late@remote.test"], b"Subject: after\r\n\r\nx\r\n")
@@ -126,7 +133,7 @@ def test_sigkill_during_a_burst_loses_no_acknowledged_queued_message(sockhop_ser
 
 def test_full_spool_is_452_and_leaves_nothing_behind(sockhop_server, tmp_path, small_disk):  # noqa: F811
     spool = small_disk / "spool"
-    server = serve_mail(sockhop_server, tmp_path / "mail", "eventloop", "--spool", str(spool),
+    server = serve_mail(sockhop_server, tmp_path / "mail", "eventloop", "--spool", str(spool), "--no-delivery",
                         "--relay-networks", "127.0.0.0/8")  # fmt: skip
     big = b"Subject: big\r\n\r\n" + (b"y" * 998 + b"\r\n") * 400
     with smtplib.SMTP(*server.address("mail"), timeout=30) as smtp:
@@ -147,7 +154,7 @@ def test_aliases_expand_local_and_queue_remote(sockhop_server, tmp_path, model):
     aliases.write_text("# the team\npostmaster: root\nroot: alice,\n  bob@example.test, carol@remote.test\n")
     spool = tmp_path / "spool"
     server = serve_mail(sockhop_server, tmp_path / "mail", model, "--aliases", str(aliases), "--spool", str(spool),
-                        "--recipients", "alice,bob")  # fmt: skip
+                        "--no-delivery", "--recipients", "alice,bob")  # fmt: skip
     with smtplib.SMTP(*server.address("mail"), timeout=30) as smtp:
         smtp.sendmail("a@sender.test", [f"postmaster@{DOMAIN}"], b"Subject: to the team\r\n\r\nhi\r\n")
         with pytest.raises(smtplib.SMTPRecipientsRefused):  # still only the recipients that exist

@@ -79,12 +79,14 @@ def test_an_unknown_option_gets_the_sub_commands_usage():
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_an_idle_server_says_goodbye_within_a_fifth_of_a_second(sockhop_server, model):
+def test_an_idle_server_says_goodbye_at_once(sockhop_server, model):
+    """With nothing to finish, a stop waits for none of its 10-second grace (a fifth of a second on a quiet machine;
+    the bound allows for the suite's four workers on two cores)."""
     server = sockhop_server(["serve", "echo", "--listen", "127.0.0.1:0", "--model", model])
     started = time.monotonic()
     server.proc.send_signal(signal.SIGINT)
     assert server.proc.wait(timeout=10) == 0
-    assert time.monotonic() - started < 0.2
+    assert time.monotonic() - started < 1.5
     deadline = time.monotonic() + 5
     while server.lines[-1:] != ["sockhop: stopped"] and time.monotonic() < deadline:
         time.sleep(0.02)

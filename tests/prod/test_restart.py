@@ -3,6 +3,7 @@ listening sockets and the old one drain and exit; the load generator counts no f
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -167,8 +168,8 @@ def test_a_new_master_that_cannot_start_leaves_the_old_one_serving(sockhop_serve
 
 
 def test_sigusr2_restarts_up_with_every_service(sockhop_server, tmp_path):
-    """`sockhop up` without a file hands all its sockets over too: web under load, then echo on TCP and UDP and the
-    admin listener are served by the new master on the same sockets."""
+    """`sockhop up` without a file hands all its sockets over too: web under load, then echo on TCP and UDP, the
+    admin listener and the dashboard are served by the new master on the same sockets."""
     host = loopback_host()
     old = sockhop_server(["up", "--host", host, "--data", str(tmp_path / "data"), "--no-tls",
                           "--admin", "127.0.0.1:0"], announce=ANNOUNCED, timeout=60)  # fmt: skip
@@ -181,4 +182,6 @@ def test_sigusr2_restarts_up_with_every_service(sockhop_server, tmp_path):
             assert udp.recv(100) == b"and on udp"
         with urllib.request.urlopen(f"http://{admin[0]}:{admin[1]}/healthz", timeout=10) as response:
             assert response.read() == b"ok\n"
+        with urllib.request.urlopen(f"http://{host}:8025/api/v1/services", timeout=10) as response:  # the dashboard
+            assert "web" in [service["name"] for service in json.load(response)["services"]]
         assert sum(line.startswith("sockhop up: every service") for line in old.lines) == 2  # old, then new

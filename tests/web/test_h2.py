@@ -383,6 +383,31 @@ def test_a_body_after_the_answer_is_stopped_with_rst_no_error(root):
     assert not answers.closed and get(feeder, 3).bodies[3] == b"hello, world\n"
 
 
+def test_a_body_longer_than_the_window_is_granted_more_window_after_the_answer(root):
+    """The answer goes out before the body has all arrived; the stream, half closed, still gives its window back,
+    so the client can finish sending (no reset within max_body)."""
+    from hyperframe.frame import WindowUpdateFrame
+
+    feeder = connect(root)
+    get(feeder, 1, method="GET", end=False, extra=(("content-length", "100000"),))
+    assert 1 in feeder.answers.ended
+    granted = {0: 65535, 1: 65535}
+    sent = 0
+    while sent < 100_000:
+        size = min(16384, 100_000 - sent, granted[0], granted[1])
+        assert size > 0, f"the window stayed shut after {sent} bytes"
+        before = len(feeder.answers.frames)
+        answers = feeder.send(data_frame(1, b"x" * size, end=sent + size == 100_000))
+        sent += size
+        granted[0] -= size
+        granted[1] -= size
+        for frame in answers.frames[before:]:
+            if isinstance(frame, WindowUpdateFrame):
+                granted[frame.stream_id] += frame.window_increment
+    assert answers.resets() == [] and not answers.closed
+    assert get(feeder, 3).bodies[3] == b"hello, world\n"
+
+
 class _Forgetful(dict):
     def __setitem__(self, key, value) -> None:  # remembers nothing: every block is decoded and checked
         pass

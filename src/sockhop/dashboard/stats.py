@@ -16,7 +16,7 @@ RESULTS = {
     "sockhop_dns_queries": "rcode",
     "sockhop_smtp_messages": "result",
 }
-HISTORY = 60  # samples kept: five minutes at one every five seconds
+HISTORY = 150  # samples kept: five minutes at one every two seconds
 
 
 @dataclass

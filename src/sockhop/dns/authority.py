@@ -13,7 +13,8 @@ wraps it in those. The kinds of answer, each a branch below:
 * NODATA (the name exists, the type does not) and NXDOMAIN, each with the SOA in the authority section so the
   answer can be cached for the SOA's negative TTL (RFC 2308);
 * a referral below a delegation: no AA, the NS RRset in authority, glue addresses in additional;
-* REFUSED for a name in none of the zones;
+* REFUSED for a name in none of the zones; SERVFAIL for one in a zone this server is secondary for and cannot serve
+  (never transferred, or expired);
 * ANY answered minimally (RFC 8482): one RRset over UDP, where the reply could be used for amplification; all
   RRsets over TCP, where the client has proven its address.
 """
@@ -63,11 +64,43 @@ class Answer:
 class Authority:
     """The zones one server answers for. Immutable once built: a reload builds a new one."""
 
-    def __init__(self, zones: Iterable[Zone]) -> None:
+    def __init__(self, zones: Iterable[Zone], down: Iterable[dns.name.Name] = ()) -> None:
         self.zones: dict[dns.name.Name, Zone] = {zone.origin: zone for zone in zones}
         self.dnames: dict[dns.name.Name, set[dns.name.Name]] = {
-            zone.origin: {name for name, node in zone.rrsets.items() if RdataType.DNAME in node} for zone in zones
+            zone.origin: {name for name, node in zone.rrsets.items() if RdataType.DNAME in node}
+            for zone in self.zones.values()
         }
+        #: zones this server is secondary for and cannot serve (not transferred yet, or expired): SERVFAIL
+        self.down: frozenset[dns.name.Name] = frozenset(down) - set(self.zones)
+
+    def with_zone(self, zone: Zone) -> Authority:
+        """The same zones with ``zone`` added or in place of its older version (a transfer), and no longer down;
+        only that zone searched for DNAMEs."""
+        authority = Authority.__new__(Authority)
+        authority.zones = {**self.zones, zone.origin: zone}
+        dnames = {name for name, node in zone.rrsets.items() if RdataType.DNAME in node}
+        authority.dnames = {**self.dnames, zone.origin: dnames}
+        authority.down = self.down - {zone.origin}
+        return authority
+
+    def without(self, origin: dns.name.Name) -> Authority:
+        """The same zones with ``origin`` down: its names answered SERVFAIL (a secondary's zone expired)."""
+        authority = Authority.__new__(Authority)
+        authority.zones = {o: z for o, z in self.zones.items() if o != origin}
+        authority.dnames = {o: d for o, d in self.dnames.items() if o != origin}
+        authority.down = self.down | {origin}
+        return authority
+
+    def is_down(self, name: dns.name.Name) -> bool:
+        """Whether ``name`` is in a zone that is down (and in none served below it)."""
+        while True:
+            if name in self.zones:
+                return False
+            if name in self.down:
+                return True
+            if name == dns.name.root or not name.labels:
+                return False
+            name = name.parent()
 
     def replacing(self, zone: Zone, touched: Iterable[dns.name.Name]) -> Authority:
         """The same zones with ``zone`` in place of its older version, which differs only at ``touched`` names (a
@@ -81,6 +114,7 @@ class Authority:
             else:
                 dnames.discard(name)
         authority.dnames = {**self.dnames, zone.origin: dnames}
+        authority.down = self.down
         return authority
 
     def find_zone(self, name: dns.name.Name) -> Zone | None:
@@ -100,6 +134,8 @@ class Authority:
         """The answer to one question; ``with_ns``: add the zone's NS RRset to a positive answer's authority."""
         zone = self.find_zone(qname)
         if zone is None:
+            if self.down and self.is_down(qname):
+                return Answer(rcode=Rcode.SERVFAIL, authoritative=False)
             return Answer.refused()
         result = Answer(zone=zone.origin)
         seen: set[dns.name.Name] = set()

@@ -11,6 +11,8 @@ What the core decides, in order:
 * a header that can be read over a message that cannot: FORMERR;
 * a TSIG that does not verify: NOTAUTH with BADKEY, BADSIG or BADTIME (:mod:`sockhop.dns.tsig`); a signed query
   gets a signed reply, never cached;
+* NOTIFY (RFC 1996) for a zone this server is secondary for, from its primary: NOERROR, and the zone's refresh is
+  woken; from anyone else REFUSED;
 * an opcode other than QUERY: NOTIMP (UPDATE goes to :meth:`NameServer.update` before this); not exactly one
   question: FORMERR; EDNS version above 0: BADVERS;
 * IXFR over UDP: the zone's SOA alone, to those who may transfer (RFC 1995 section 2: the client then asks over
@@ -33,6 +35,7 @@ import struct
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import dns.exception
 import dns.flags
@@ -145,8 +148,9 @@ class NameServer:
         keyring: Keyring | None = None,
         allow_update: Acl | None = None,
         journals: dict | None = None,
+        down: Iterable[dns.name.Name] = (),
     ) -> None:
-        self.snapshot = Snapshot(Authority(zones))
+        self.snapshot = Snapshot(Authority(zones, down))
         if not isinstance(allow_transfer, Acl):
             allow_transfer = Acl([ipaddress.ip_network(net, strict=False) for net in allow_transfer])
         self.allow_transfer = allow_transfer
@@ -158,6 +162,10 @@ class NameServer:
         self.query_log = query_log
         self.loader = loader
         self.rrl = rrl
+        #: the zones this server is secondary for, by origin: what takes their NOTIFY (:mod:`sockhop.dns.secondary`)
+        self.secondaries: dict[dns.name.Name, Any] = {}
+        #: called (from any thread) when a zone changed: a reload, an update, a transfer -- NOTIFY follows
+        self.watchers: list[Callable[[], None]] = []
         self.cookies = CookieJar()
         self.now = 0.0  # the engine's clock, as the UDP protocols last saw it (tick)
 
@@ -194,9 +202,56 @@ class NameServer:
                 notes = self._record_reload(zones)
             except (ZoneError, OSError) as exc:
                 return Reloaded(False, f"reload failed, still serving the old zones: {exc}")
-            self.snapshot = Snapshot(Authority(zones))
-        names = ", ".join(f"{zone.origin} (serial {zone.serial})" for zone in zones)
+            old = self.snapshot.authority
+            kept, down = [], []  # what transfers brought: not from the zone files
+            for origin, secondary in self.secondaries.items():
+                zone, is_down = secondary.served(old)
+                if is_down or zone is None:
+                    down.append(origin)
+                else:
+                    kept.append(zone)
+            self.snapshot = Snapshot(Authority([*zones, *kept], down))
+        self.changed()
+        authority = self.snapshot.authority
+        names = ", ".join(
+            [f"{zone.origin} (serial {zone.serial})" for zone in authority.zones.values()]
+            + [f"{origin} (down)" for origin in authority.down]
+        )
         return Reloaded(True, f"reloaded {names}{''.join(notes)}")
+
+    def changed(self) -> None:
+        for watcher in self.watchers:
+            watcher()
+
+    # -- the secondary role ------------------------------------------------------------------------------------
+    def install(self, zone: Zone) -> None:
+        """Serve a zone a transfer brought, in place of its older version (or of SERVFAIL)."""
+        with self.update_lock:
+            self.snapshot = Snapshot(self.snapshot.authority.with_zone(zone))
+        self.changed()
+
+    def take_down(self, origin: dns.name.Name) -> None:
+        """Answer SERVFAIL for a secondary zone whose primary has not been reached for the SOA's expire time."""
+        with self.update_lock:
+            self.snapshot = Snapshot(self.snapshot.authority.without(origin))
+
+    def _notify(self, query: dns.message.Message, peer: object, tcp: bool) -> tuple[bytes, str]:
+        """A NOTIFY (RFC 1996) for a zone this server is secondary for: answered at once, and its refresh woken --
+        from its primary (or signed with the zone's key) only; anyone else's REFUSED."""
+        response = dns.message.make_response(query)
+        question = query.question[0] if query.question else None
+        summary = f"NOTIFY {question.name if question is not None else '-'}"
+        secondary = self.secondaries.get(question.name) if question is not None else None
+        if question is None or len(query.question) != 1:
+            response.set_rcode(Rcode.FORMERR)
+        elif secondary is None:
+            response.set_rcode(Rcode.NOTAUTH if question.name not in self.snapshot.authority.zones else Rcode.REFUSED)
+        elif not secondary.accepts_notify(peer, query.keyname if query.had_tsig else None):
+            response.set_rcode(Rcode.REFUSED)
+        else:
+            response.flags |= dns.flags.AA
+            secondary.notified()
+        return encode(response, tcp, query), f"{summary} {dns.rcode.to_text(response.rcode())}"
 
     def _record_reload(self, zones: list[Zone]) -> list[str]:
         """A zone file changed under a new serial: its difference to what was served goes in the journal, for
@@ -280,6 +335,9 @@ class NameServer:
             return bad.reply, f"- {bad.summary} NOTAUTH", False, ERROR_CLASS
         except Exception:  # dnspython raises many kinds (and not only DNSException) for garbage; a bad cookie too
             return header_only(data, Rcode.FORMERR), "- malformed FORMERR", False, ERROR_CLASS
+        if query.opcode() == dns.opcode.NOTIFY:
+            reply, summary = self._notify(query, peer, tcp)
+            return reply, summary, False, ERROR_CLASS
         if query.opcode() != dns.opcode.QUERY:
             opcode = dns.opcode.to_text(query.opcode())
             return header_only(data, Rcode.NOTIMP), f"- opcode {opcode} NOTIMP", True, ERROR_CLASS
@@ -361,6 +419,7 @@ class NameServer:
                 except OSError as exc:
                     return self._update_reply(message, Rcode.SERVFAIL), f"{summary} journal: {exc.strerror} SERVFAIL"
                 self._swap(outcome.zone, outcome.diff)
+            self.changed()
             serials = f"serial {outcome.diff.old_serial} -> {outcome.diff.new_serial}"  # type: ignore[union-attr]
             return self._update_reply(message, Rcode.NOERROR), f"{summary} NOERROR {serials}"
 

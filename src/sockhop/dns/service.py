@@ -21,7 +21,26 @@ log = logging.getLogger("sockhop.dns")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("zonefiles", nargs="+", metavar="ZONEFILE", help="RFC 1035 master file ($ORIGIN sets the zone)")
+    parser.add_argument(
+        "zonefiles", nargs="*", metavar="ZONEFILE", help="RFC 1035 master file ($ORIGIN sets the zone): a primary zone"
+    )
+    parser.add_argument(
+        "--secondary",
+        action="append",
+        default=[],
+        metavar="ZONE@PRIMARY[:PORT][,key=NAME]",
+        help="serve ZONE as a secondary: transfer it from PRIMARY (an IP address; port 53) by IXFR or AXFR, signed "
+        "with TSIG key NAME if given, refresh it on its SOA's timers and on NOTIFY from PRIMARY, answer SERVFAIL "
+        "once its SOA's expire time passes without contact; kept in --data DIR if given; repeatable",
+    )
+    parser.add_argument(
+        "--notify",
+        action="append",
+        default=[],
+        metavar="ADDRESS[:PORT][,key=NAME]",
+        help="send NOTIFY to ADDRESS (port 53) when a zone changes (at start, on reload, update or transfer), "
+        "TSIG-signed with key NAME if given, again until answered; repeatable",
+    )
     parser.add_argument(
         "--allow-transfer",
         action="append",
@@ -97,13 +116,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_options(args: argparse.Namespace) -> None:
+    if not args.zonefiles and not args.secondary:
+        raise UsageError("give a ZONEFILE to serve, or --secondary ZONE@PRIMARY to serve a copy of")
+    if args.secondary and args.model == "prefork" and not args.data:
+        raise UsageError(
+            "--secondary under prefork needs --data DIR: the master transfers the zone and keeps it there, and the "
+            "workers read it from there"
+        )
     plain_udp = not args.tcp_only and (args.listen or not args.listen_tls)  # only --listen-tls: DNS over TLS alone
     if args.model not in DATAGRAM_MODELS and plain_udp:
         raise UsageError(
             f"the {args.model} model cannot serve UDP (datagrams have no connections to hand out): "
             f"use --model {', '.join(DATAGRAM_MODELS)}, or add --tcp-only to serve DNS over TCP alone"
         )
-    if (args.allow_update or args.data) and args.model in ("fork", "prefork"):
+    if (args.allow_update or (args.data and not args.secondary)) and args.model in ("fork", "prefork"):
         option = "--allow-update" if args.allow_update else "--data"
         raise UsageError(
             f"{option}: the {args.model} model serves from several processes, which would each change their "
@@ -130,6 +156,34 @@ def _access(args: argparse.Namespace):
     return ring, transfer, update
 
 
+def _moving(args: argparse.Namespace, ring) -> tuple[list, list]:
+    """The --secondary zones (origin, primary) and the --notify targets; a mistake is one line."""
+    from sockhop.dns.secondary import parse_secondary, parse_target
+
+    secondaries = [parse_secondary(text, ring) for text in args.secondary]
+    seen = set()
+    for origin, _ in secondaries:
+        if origin in seen:
+            raise UsageError(f"--secondary {origin}: given twice")
+        seen.add(origin)
+    return secondaries, [parse_target("--notify", text, ring) for text in args.notify]
+
+
+def _kept(args: argparse.Namespace, secondaries: list) -> dict:
+    """What --data holds of each secondary zone: (zone, seconds since the last contact), or nothing."""
+    from sockhop.dns.secondary import load_kept, zone_path
+
+    if not args.data:
+        return {}
+    Path(args.data).mkdir(parents=True, exist_ok=True)
+    kept = {}
+    for origin, _ in secondaries:
+        found = load_kept(zone_path(args.data, origin), origin)
+        if found is not None:
+            kept[origin] = found
+    return kept
+
+
 def open_dns(args: argparse.Namespace, opener: Opener) -> list[Listener]:
     from sockhop.dns.protocol import DnsDatagram, DnsStream
     from sockhop.dns.rrl import RateLimiter
@@ -139,8 +193,10 @@ def open_dns(args: argparse.Namespace, opener: Opener) -> list[Listener]:
     paths = list(args.zonefiles)
     keys = _signing_keys(args)
     ring, allow_transfer, allow_update = _access(args)
+    secondaries, notify = _moving(args, ring)
     journals: dict = {}
-    if allow_update or args.data:  # updates to keep, or changed zone files to journal for IXFR
+    several = args.model in ("fork", "prefork")  # processes that would each journal: --data holds transfers alone
+    if allow_update or (args.data and not several):  # updates to keep, or changed zone files to journal for IXFR
         if args.data:
             Path(args.data).mkdir(parents=True, exist_ok=True)
         zones, journals = _with_journals(paths, keys, args.data)
@@ -159,8 +215,15 @@ def open_dns(args: argparse.Namespace, opener: Opener) -> list[Listener]:
 
         query_log = open_query_log(args.query_log)
     rrl = RateLimiter(args.rrl_rate, args.rrl_slip, args.rrl_exempt) if args.rrl_rate else None
+    kept = _kept(args, secondaries)
+    served = {zone.origin for zone in zones}
+    for origin, _ in secondaries:
+        if origin in served:
+            raise UsageError(f"--secondary {origin}: a zone file here holds it already (a zone has one role)")
+    fresh = {origin: found for origin, found in kept.items() if found[1] < _expire(found[0])}
     server = NameServer(
-        zones,
+        [*zones, *(zone for zone, _ in fresh.values())],
+        down=[origin for origin, _ in secondaries if origin not in fresh],
         allow_transfer=allow_transfer,
         query_log=query_log,
         loader=load,
@@ -173,11 +236,35 @@ def open_dns(args: argparse.Namespace, opener: Opener) -> list[Listener]:
         log.info(
             "serving %s (serial %d, %d records) from %s", zone.origin, zone.serial, zone.record_count(), zone.source
         )
+    args.dns_jobs = _jobs(args, server, secondaries, notify, kept)
     if args.tcp_only:
         listeners = opener.open(lambda: DnsStream(server), alpn=("dot",))
     else:
         listeners = opener.open_pair(lambda: DnsDatagram(server), lambda: DnsStream(server), alpn=("dot",))
     return with_reload(listeners, reloader(server))  # the zones, and the TLS listeners' certificates
+
+
+def _expire(zone) -> float:
+    from sockhop.dns.secondary import timers
+
+    return timers(zone)[2]
+
+
+def _jobs(args: argparse.Namespace, server, secondaries: list, notify: list, kept: dict) -> list:
+    """The engine jobs: one per secondary zone, and the NOTIFY sender."""
+    from sockhop.dns.notify import Notifier
+    from sockhop.dns.secondary import Secondary
+
+    jobs: list = []
+    for origin, primary in secondaries:
+        found = kept.get(origin)
+        if found is not None:
+            zone = found[0]
+            log.info("serving %s (serial %d) as kept in %s", origin, zone.serial, args.data)
+        jobs.append(Secondary(origin, primary, server, args.data, found, workers=args.model == "prefork"))
+    if notify:
+        jobs.append(Notifier(notify, server))
+    return jobs
 
 
 def _signing_keys(args: argparse.Namespace) -> list:
@@ -267,6 +354,14 @@ def check_dns(args: argparse.Namespace) -> list[Problem]:
         _signing_keys(args)
     except SockhopError as exc:
         problems.append(Problem("sign", str(exc)))
+    try:
+        ring = _access(args)[0]
+    except SockhopError:
+        return problems  # said already, under the model's checks
+    try:
+        _moving(args, ring)
+    except SockhopError as exc:
+        problems.append(Problem("notify" if str(exc).startswith("--notify") else "secondary", str(exc)))
     return problems
 
 
@@ -300,6 +395,7 @@ SERVICE = Service(
     twin=Twin(8853, ("dot",), "kdig @{host} -p 8853 +tls-ca={ca} +tls-hostname=localhost sockhop.test MX"),
     check=check_dns,
     kinds=lambda args: (socket.SOCK_STREAM,) if args.tcp_only else (socket.SOCK_DGRAM, socket.SOCK_STREAM),
+    jobs=lambda args: getattr(args, "dns_jobs", []),
     commands=(
         Command(
             "dns",

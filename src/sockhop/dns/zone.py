@@ -80,13 +80,12 @@ class Zone:
         records of a pre-signed zone included."""
         soa = self.soa
         yield soa
-        for name in sorted(self.rrsets):
-            for rdtype, rrset in sorted(self.rrsets[name].items()):
-                if not (name == self.origin and rdtype == RdataType.SOA):
+        for node in self.rrsets.values():  # in no particular order (RFC 5936 asks none): sorting names is slow
+            for rrset in node.values():
+                if rrset is not soa:
                     yield rrset
-        for name in sorted(self.sigs):
-            for _, rrset in sorted(self.sigs[name].items()):
-                yield rrset
+        for node in self.sigs.values():
+            yield from node.values()
         for hashed in self.nsec3_hashes:
             yield self.nsec3[hashed]
         yield soa
@@ -100,18 +99,56 @@ def index(zone: dns.zone.Zone, source: str = "") -> Zone:
     """Build the answering index of a zone dnspython has read (with ``relativize=False``)."""
     origin = zone.origin
     assert origin is not None
+    return _index(origin, ((name, node.rdatasets) for name, node in zone.nodes.items()), source)
+
+
+def from_records(origin: dns.name.Name, records: Iterable[dns.rrset.RRset], source: str = "") -> Zone:
+    """The answering index of a zone received as RRsets (a transfer), absolute names; an RRset split over several
+    messages is joined again. Raises ZoneError for a zone without its SOA or NS."""
+    nodes: dict[dns.name.Name, dict[tuple[int, int], dns.rrset.RRset]] = {}
+    for rrset in records:
+        node = nodes.get(rrset.name)
+        if node is None:
+            node = nodes[rrset.name] = {}
+        key = (rrset.rdtype, rrset.covers)
+        have = node.get(key)
+        if have is None:
+            node[key] = rrset
+        else:  # the RRsets are the caller's, fresh from a transfer: joined in place
+            have.union_update(rrset)
+    apex = nodes.get(origin, {})
+    if (RdataType.SOA, 0) not in apex:
+        raise ZoneError(f"{source or origin}: the zone has no SOA record at its origin {origin}")
+    if (RdataType.NS, 0) not in apex:
+        raise ZoneError(f"{source or origin}: the zone has no NS record at its origin {origin}")
+    return _index(origin, ((name, node.values()) for name, node in nodes.items()), source)
+
+
+def to_text(zone: Zone) -> str:
+    """The zone as a master file (absolute names, the SOA first), as a secondary keeps what it transferred."""
+    lines = [f"$ORIGIN {zone.origin}\n"]
+    lines.extend(f"{line}\n" for rrset in zone.transfer_order() for line in rrset.to_text().splitlines())
+    lines.pop()  # transfer_order ends with the SOA again
+    return "".join(lines)
+
+
+def _index(origin: dns.name.Name, items: Iterable, source: str) -> Zone:
     rrsets: dict[dns.name.Name, dict[int, dns.rrset.RRset]] = {}
     sigs: dict[dns.name.Name, dict[int, dns.rrset.RRset]] = {}
     nsec3: dict[str, dns.rrset.RRset] = {}
     names: set[dns.name.Name] = set()
     cuts: set[dns.name.Name] = set()
-    for name, node in zone.nodes.items():
+    depth = len(origin)
+    for name, rdatasets in items:
         name = name.derelativize(origin)
         by_type: dict[int, dns.rrset.RRset] = {}
         signatures: dict[int, dns.rrset.RRset] = {}
-        for rdataset in node.rdatasets:
-            rrset = dns.rrset.RRset(name, rdataset.rdclass, rdataset.rdtype, rdataset.covers)
-            rrset.update(rdataset)
+        for rdataset in rdatasets:
+            if isinstance(rdataset, dns.rrset.RRset):
+                rrset = rdataset
+            else:
+                rrset = dns.rrset.RRset(name, rdataset.rdclass, rdataset.rdtype, rdataset.covers)
+                rrset.update(rdataset)
             if rdataset.rdtype == RdataType.RRSIG:
                 signatures[rdataset.covers] = rrset
             elif rdataset.rdtype == RdataType.NSEC3 and len(name) == len(origin) + 1:
@@ -125,13 +162,15 @@ def index(zone: dns.zone.Zone, source: str = "") -> Zone:
         if not by_type:
             continue
         rrsets[name] = by_type
-        if name != origin and RdataType.NS in by_type:
+        # Lengths, not comparisons: a Name compares and hashes label by label in Python, and a zone has many.
+        if len(name) > depth and RdataType.NS in by_type:
             cuts.add(name)
-        while name not in names:
+        count = len(names)
+        names.add(name)
+        while len(names) > count and len(name) > depth:  # new, and below the apex: its ancestors too
+            name = origin if len(name) == depth + 1 else name.parent()  # the apex itself: compared by identity
+            count = len(names)
             names.add(name)
-            if name == origin:
-                break
-            name = name.parent()
     nsec_owners = sorted(name for name, node in rrsets.items() if RdataType.NSEC in node)
     return Zone(origin, rrsets, names, cuts, source, sigs, nsec_owners, nsec3, sorted(nsec3))
 

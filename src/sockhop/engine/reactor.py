@@ -189,11 +189,14 @@ class Handle:
         tls: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
         timeout: float = 10.0,
+        starttls: bool = False,
     ) -> Handle:
         """Open an outbound connection to ``address`` -- (IP, port), never a name to resolve, or a Unix socket's
         path -- driven by this engine with ``protocol``; the outbound connection's handle. It connects in the
-        background: ``protocol.connection_made`` or ``protocol.connection_failed`` (after ``timeout``) follows."""
-        outbound = Outbound(self._end.reactor, address, protocol, udp, tls, server_hostname, timeout)
+        background: ``protocol.connection_made`` or ``protocol.connection_failed`` (after ``timeout``) follows.
+        ``starttls``: the connection begins in plaintext and ``tls`` starts when the protocol sends
+        :data:`START_TLS` (SMTP's STARTTLS); ``connection_made`` is called again once it is encrypted."""
+        outbound = Outbound(self._end.reactor, address, protocol, udp, tls, server_hostname, timeout, starttls)
         return outbound.handle
 
     def send(self, *pieces: bytes | FileRegion) -> None:
@@ -415,6 +418,7 @@ class Outbound(End):
         tls: ssl.SSLContext | None,
         server_hostname: str | None,
         timeout: float,
+        starttls: bool = False,
     ) -> None:
         super().__init__(reactor)
         self.client = client
@@ -425,7 +429,7 @@ class Outbound(End):
         if tls is not None:
             from sockhop.engine.tls import TLSLayer
 
-            layer = TLSLayer(tls, client, client_side=True, server_hostname=server_hostname)
+            layer = TLSLayer(tls, client, client_side=True, server_hostname=server_hostname, implicit=not starttls)
             protocol = layer
             self.handle = Handle(self, layer).mapped(layer._outer, client)  # what is sent through it is encrypted
         self.protocol = protocol

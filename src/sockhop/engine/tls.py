@@ -83,7 +83,7 @@ class TLSLayer(StreamProtocol):
         self.waiting = False  # the inner protocol's deferred work runs: feed it nothing meanwhile
         self.resume_alarm: float | None = None  # STARTTLS: the inner protocol's alarm, re-armed after the handshake
         self.drain = False  # the inner protocol sent WHEN_DRAINED: the next ciphertext handed out carries it
-        if client_side:
+        if client_side and implicit:
             self._begin()  # TLS from the first byte: what is sent before the connection is up waits for it
 
     @classmethod
@@ -110,7 +110,7 @@ class TLSLayer(StreamProtocol):
     # -- the engine's events -------------------------------------------------------------------------------------
     def connection_made(self, peer: Address, local: Address) -> Reply:
         self.peer, self.local = peer, local
-        if self.client_side:
+        if self.client_side and self.implicit:
             return self._handshake()._replace(alarm=self.handshake_timeout)  # our ClientHello
         if self.implicit:
             self._begin()
@@ -182,7 +182,9 @@ class TLSLayer(StreamProtocol):
             self._seal(early)
         resumed = " (session resumed)" if self.tls.session_reused else ""
         log.debug("%s: %s %s%s", peer_name(self.peer), self.tls.version(), self.tls.cipher()[0], resumed)
-        if self.implicit:
+        if self.implicit or self.client_side:
+            # implicit TLS: the conversation begins now; a client's STARTTLS: it begins again, encrypted (RFC 3207:
+            # the client says EHLO again), so the inner protocol is told the connection is made once more
             first = self._outer(self.inner.connection_made(self.peer, self.local), flush=False)
         else:
             # STARTTLS: the conversation goes on where it was (the inner protocol reset itself), under its own
@@ -227,6 +229,11 @@ class TLSLayer(StreamProtocol):
         if send and send[-1] is START_TLS and self.state == self.PLAIN:
             pieces = send[:-1]  # the last plaintext ("220 Ready to start TLS"), then the switch
             self._begin()
+            if self.client_side:  # a client's STARTTLS: our ClientHello goes out now
+                try:
+                    self.tls.do_handshake()
+                except ssl.SSLWantReadError:
+                    pass
             self.resume_alarm, alarm = alarm, self.handshake_timeout  # a STARTTLS handshake has its deadline too
         elif self.state == self.PLAIN:
             pieces = send

@@ -28,11 +28,8 @@ from sockhop.net.addresses import Endpoint, format_host_port, parse_endpoint, pa
 from sockhop.tlsclient import client_context
 
 from .address import split_address
-from .codes import BadReply, Code, SMTPReply, is_positive, is_transient, parse_reply, reply_complete
+from .codes import Code, ReplyReader, SMTPReply, is_positive, is_transient
 from .mx import SMTP_PORT, RoutingError, mail_hops
-
-MAX_REPLY_LINE = 4096
-MAX_REPLY_LINES = 100
 
 
 class SendError(SockhopError):
@@ -218,6 +215,33 @@ class Outcome:
         return f"{self.recipient}: {said}" + (f" (from {self.where})" if self.where else "")
 
 
+NO_SMTPUTF8 = SMTPReply(Code.MAILBOX_NAME_NOT_ALLOWED, "5.6.7", ("the server does not offer SMTPUTF8",))
+
+
+def mail_command(sender: str, data: bytes, *, utf8: bool, extensions: dict[str, str]) -> str | None:
+    """MAIL FROM with the parameters the server's EHLO allows (SIZE, BODY=8BITMIME, SMTPUTF8); None when the
+    message needs SMTPUTF8 and the server does not offer it (RFC 6531: it must not be sent)."""
+    params = []
+    if "SIZE" in extensions:
+        params.append(f"SIZE={len(data)}")
+    if "8BITMIME" in extensions and not data.isascii():
+        params.append("BODY=8BITMIME")
+    if utf8:
+        if "SMTPUTF8" not in extensions:
+            return None
+        params.append("SMTPUTF8")
+    return f"MAIL FROM:<{sender}>" + "".join(f" {p}" for p in params)
+
+
+def parse_ehlo(answer: SMTPReply) -> dict[str, str]:
+    """The extensions an EHLO reply offers: {KEYWORD: parameters}."""
+    extensions = {}
+    for line in answer.lines[1:]:
+        keyword, _, value = line.partition(" ")
+        extensions[keyword.upper()] = value
+    return extensions
+
+
 AUTH_MECHANISMS = ("PLAIN", "LOGIN")  # RFC 4616 and the draft every server speaks; in this order of preference
 AUTH_OK, AUTH_CONTINUE = 235, 334  # RFC 4954
 
@@ -239,12 +263,12 @@ class SMTPConnection:
     def __init__(self, sock: socket.socket, where: str, trace: Transcript | None = None) -> None:
         self.sock = sock
         self.where = where
-        self.file = sock.makefile("rb")
+        self.reader = ReplyReader(trace.received if trace else None)
+        self.replies: list[SMTPReply] = []
         self.extensions: dict[str, str] = {}
         self.trace = trace
 
     def close(self) -> None:
-        self.file.close()
         self.sock.close()
 
     def __enter__(self) -> SMTPConnection:
@@ -254,17 +278,12 @@ class SMTPConnection:
         self.close()
 
     def read_reply(self) -> SMTPReply:
-        lines: list[bytes] = []
-        while len(lines) < MAX_REPLY_LINES:
-            line = self.file.readline(MAX_REPLY_LINE)
-            if not line:
+        while not self.replies:
+            data = self.sock.recv(65536)
+            if not data:
                 raise SendError(f"{self.where} closed the connection")
-            lines.append(line.rstrip(b"\r\n"))
-            if self.trace:
-                self.trace.received(lines[-1])
-            if reply_complete(lines[-1]):
-                return parse_reply(lines)
-        raise BadReply(f"{self.where}: reply too long")
+            self.replies += self.reader.feed(data)
+        return self.replies.pop(0)
 
     def send(self, data: bytes) -> None:
         if self.trace:
@@ -277,7 +296,6 @@ class SMTPConnection:
         answer = self.command("STARTTLS")
         if answer.code != Code.SERVICE_READY:
             raise SendError(f"{self.where} refused STARTTLS: {answer}")
-        self.file.close()
         try:
             self.sock = context.wrap_socket(self.sock, server_hostname=name)
         except ssl.SSLCertVerificationError as exc:
@@ -285,7 +303,6 @@ class SMTPConnection:
         except (ssl.SSLError, OSError) as exc:
             reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
             raise SendError(f"{self.where}: TLS handshake failed: {reason}") from None
-        self.file = self.sock.makefile("rb")
         self.extensions = {}
         if self.trace and isinstance(self.sock, ssl.SSLSocket):
             version, cipher = self.sock.version(), self.sock.cipher()
@@ -300,9 +317,7 @@ class SMTPConnection:
         """EHLO, falling back to HELO for an old server; remembers the extensions offered."""
         answer = self.command(f"EHLO {name}")
         if answer.code == Code.OK:
-            for line in answer.lines[1:]:
-                keyword, _, value = line.partition(" ")
-                self.extensions[keyword.upper()] = value
+            self.extensions = parse_ehlo(answer)
             return
         answer = self.command(f"HELO {name}")
         if answer.code != Code.OK:
@@ -348,17 +363,9 @@ class SMTPConnection:
 
     def transaction(self, sender: str, recipients: list[str], data: bytes, *, utf8: bool) -> list[Outcome]:
         """MAIL, RCPT..., DATA, the message: pipelined when offered. One Outcome per recipient."""
-        params = []
-        if self.offers("SIZE"):
-            params.append(f"SIZE={len(data)}")
-        if self.offers("8BITMIME") and not data.isascii():
-            params.append("BODY=8BITMIME")
-        if utf8:
-            if not self.offers("SMTPUTF8"):
-                answer = SMTPReply(Code.MAILBOX_NAME_NOT_ALLOWED, "5.6.7", ("the server does not offer SMTPUTF8",))
-                return [Outcome(r, answer, self.where) for r in recipients]
-            params.append("SMTPUTF8")
-        mail = f"MAIL FROM:<{sender}>" + "".join(f" {p}" for p in params)
+        mail = mail_command(sender, data, utf8=utf8, extensions=self.extensions)
+        if mail is None:
+            return [Outcome(r, NO_SMTPUTF8, self.where) for r in recipients]
         rcpts = [f"RCPT TO:<{r}>" for r in recipients]
         if self.offers("PIPELINING"):
             self.send("".join(f"{c}\r\n" for c in [mail, *rcpts, "DATA"]).encode("utf-8"))

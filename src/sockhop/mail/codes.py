@@ -129,3 +129,37 @@ def reply_complete(line: bytes) -> bool:
 def _looks_enhanced(word: str, code: int) -> bool:
     parts = word.split(".")
     return len(parts) == 3 and all(p.isdigit() for p in parts) and parts[0] == str(code)[0]
+
+
+MAX_REPLY_LINE = 4096
+MAX_REPLY_LINES = 100
+
+
+class ReplyReader:
+    """A client's reply parser, sans-IO: fed bytes as they arrive, it hands back each reply once whole. The blocking
+    client (``sockhop send``) and the queue runner's client protocol both read replies through it."""
+
+    def __init__(self, on_line=None) -> None:
+        self.buffer = b""
+        self.lines: list[bytes] = []
+        self.on_line = on_line  # each line as received (a transcript, -v)
+
+    def feed(self, data: bytes) -> list[SMTPReply]:
+        """The replies ``data`` completes (possibly none). Raises BadReply for what is not SMTP."""
+        self.buffer += data
+        replies = []
+        while True:
+            end = self.buffer.find(b"\n")
+            if end < 0:
+                if len(self.buffer) > MAX_REPLY_LINE:
+                    raise BadReply("reply line too long")
+                return replies
+            line, self.buffer = self.buffer[:end].rstrip(b"\r"), self.buffer[end + 1 :]
+            self.lines.append(line)
+            if self.on_line is not None:
+                self.on_line(line)
+            if len(self.lines) > MAX_REPLY_LINES:
+                raise BadReply("reply too long")
+            if reply_complete(line):
+                lines, self.lines = self.lines, []
+                replies.append(parse_reply(lines))

@@ -395,13 +395,13 @@ class StoredMessage:
 
 
 def mailboxes(root: str | os.PathLike) -> list[Path]:
-    """``root`` itself if it is a Maildir, else every Maildir directly under it."""
+    """``root`` itself if it is a Maildir, and every Maildir directly under it: a server delivering one mailbox per
+    local part may share its root with a Maildir another delivered into."""
     root = Path(root)
-    if (root / "new").is_dir() or (root / "cur").is_dir():
-        return [root]
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if (p / "new").is_dir() or (p / "cur").is_dir())
+    found = [root] if (root / "new").is_dir() or (root / "cur").is_dir() else []
+    return found + sorted(p for p in root.iterdir() if (p / "new").is_dir() or (p / "cur").is_dir())
 
 
 def list_messages(root: str | os.PathLike) -> list[StoredMessage]:

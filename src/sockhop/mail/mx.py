@@ -30,6 +30,10 @@ class NoSuchDomain(RoutingError):
     """The domain does not exist."""
 
 
+class NullMX(RoutingError):
+    """The domain says it takes no mail (RFC 7505)."""
+
+
 def _bare(name: object) -> str:
     """A dnspython name as the text mail uses: no trailing dot, lower case."""
     return str(name).rstrip(".").lower()
@@ -92,7 +96,7 @@ def mail_exchangers(domain: str, dns_server: str | None = None) -> list[str]:
     if records is None:
         return [domain]  # RFC 5321 5.1: no MX -> the domain is its own, implicit MX (its A/AAAA)
     if len(records) == 1 and records[0][1] in ("", "."):
-        raise RoutingError(f"{domain}: the domain accepts no mail (null MX)")
+        raise NullMX(f"{domain}: the domain accepts no mail (null MX)")
     return [host for _, host in sorted(records, key=lambda r: r[0]) if host not in ("", ".")]
 
 

@@ -17,7 +17,8 @@ sent in plaintext must never count as sent under TLS -- and the session starts o
 
 AUTH (RFC 4954: PLAIN and LOGIN) is offered only under TLS and only when the server has users. The password check
 (an scrypt) runs in ``Reply.then``; a failed login is answered 535 only after a delay (``auth_delay``, doubling
-with each failure), a ``Handoff`` to one timer thread, so guessing is slow yet no engine thread sleeps; after
+with each failure) by a timer of the engine's (``handle.call_later``), so guessing is slow, no thread sleeps, and
+what the client sends meanwhile is kept, not answered; after
 ``max_auth_failures`` the client is shown the door. On a submission port (RFC 6409) MAIL needs a login first, and
 an authenticated user may only use their own addresses as the sender (unless the policy says otherwise).
 
@@ -62,6 +63,7 @@ class State(enum.Enum):
     RCPT = "rcpt"  # at least one RCPT TO accepted
     DATA = "data"  # receiving the message
     DELIVERING = "delivering"  # the message is being made durable (Reply.then)
+    WAITING = "waiting"  # a failed login's delay: what the client sends is kept until it is answered
     CLOSED = "closed"
 
 
@@ -87,6 +89,7 @@ TRANSITIONS: dict[State, dict[str, State]] = {
     },
     S.DATA: {},  # bytes are message text, not commands
     S.DELIVERING: {},
+    S.WAITING: {},
     S.CLOSED: {},
 }  # fmt: skip
 
@@ -207,25 +210,6 @@ def _ok(status: str = "2.0.0", text: str = "Ok") -> SMTPReply:
 _CHECKING = SMTPReply(0, "", ("checking",))
 
 
-class _Delayed(Handoff):
-    """A failed login's delay: the session waits on the mail package's one timer thread, so neither the event loop
-    nor a deferred thread is held (under a thread per connection, that connection's own thread waits)."""
-
-    __slots__ = ("server", "seconds")
-
-    def __init__(self, server: SMTPServer, seconds: float) -> None:
-        self.server = server
-        self.seconds = seconds
-
-    def start(self, done: Callable[[object], None]) -> None:
-        from .later import LATER
-
-        LATER.after(self.seconds, lambda: done(None))
-
-    def finish(self, result: object) -> Reply:
-        return self.server._login_failed()
-
-
 class SMTPServer(StreamProtocol):
     """One SMTP conversation. ``policy`` says what is accepted, ``store`` keeps it."""
 
@@ -260,6 +244,10 @@ class SMTPServer(StreamProtocol):
         self.sasl: Exchange | None = None  # an exchange waiting for the client's next response
         self.credentials: tuple[str, str] | None = None  # to check in Reply.then
         self.auth_failures = 0
+        self.waited_in = State.START  # the state a failed login's delay returns to
+        # a server with users answers failed logins later, on the engine's timers: it asks for a handle (the
+        # engine reads this once per connection; servers without users cost nothing more)
+        self.wakeable = policy.users is not None
 
     # -- the engine's side -------------------------------------------------------------------------------------
     def connection_made(self, peer: Address, local: Address) -> Reply:
@@ -269,7 +257,7 @@ class SMTPServer(StreamProtocol):
 
     def data_received(self, data: bytes) -> Reply:
         self.buffer += data
-        if self.state is State.DELIVERING:  # the engine does not call us meanwhile; if it did, keep the bytes
+        if self.state is State.DELIVERING or self.state is State.WAITING:  # kept for later
             return NOTHING
         return self._advance()
 
@@ -429,7 +417,21 @@ class SMTPServer(StreamProtocol):
             self.on_result("login-failed", str(int(Code.AUTH_FAILED)))
         log.warning("%s: failed login for %r (%d on this connection, %d in all)",
                     self._peer(), name[:64], self.auth_failures, self.policy.users.failures)  # fmt: skip
-        return Reply(then=_Delayed(self, self.policy.auth_delay * 2 ** (self.auth_failures - 1)), alarm=0)
+        delay = self.policy.auth_delay * 2 ** (self.auth_failures - 1)
+        self.waited_in, self.state = self.state, State.WAITING
+        # this runs off the engine's thread (Reply.then): the timer is set from the engine's, where timers are set
+        self.handle.call_soon(lambda: self._wait(delay))
+        return Reply(alarm=0)
+
+    def _wait(self, delay: float) -> Reply:
+        self.handle.call_later(delay, self._waited)
+        return NOTHING
+
+    def _waited(self) -> Reply:
+        if self.state is not State.WAITING:  # stopped or timed out meanwhile
+            return NOTHING
+        self.state = self.waited_in
+        return self._login_failed()
 
     def _login_failed(self) -> Reply:
         """The delay after a failed login is over: 535, or the door after too many."""

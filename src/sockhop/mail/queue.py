@@ -20,7 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     verbs.add_argument("--delete", metavar="ID", help="remove a message (or ALL) from the queue, undelivered")
     verbs.add_argument("--hold", metavar="ID", help="keep a message (or ALL) from delivery until released")
     verbs.add_argument("--release", metavar="ID", help="let a held message (or ALL) be delivered again")
-    verbs.add_argument("--flush", action="store_true", help="make every deferred message due now")
+    verbs.add_argument(
+        "--flush", action="store_true", help="try every deferred message now (the running server looks each second)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -26,8 +26,10 @@ class Router:
         *,
         spool: Spool | None = None,
         aliases: dict[str, tuple[str, ...]] | None = None,
+        on_queued: Callable[[], None] | None = None,
     ) -> None:
         self.maildir = maildir
+        self.on_queued = on_queued  # a message went to the queue: the queue runner is woken
         self.local_domains = local_domains
         self.spool = spool
         self.aliases = aliases or {}
@@ -63,6 +65,14 @@ class Router:
 
             def also(queue_id: str, content: bytes, now: float) -> list[tuple[int, str, str]]:
                 return [spool.write(queue_id, head(now), content)]
+
+            if self.on_queued is not None:
+                told, wake = done, self.on_queued
+
+                def done(result: str | OSError) -> None:
+                    told(result)
+                    if not isinstance(result, OSError):
+                        wake()
 
         self.maildir.submit(session, envelope, done, recipients=local, also=also)
 

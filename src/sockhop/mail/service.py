@@ -100,6 +100,96 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--relay-networks", nargs="+", action="extend", type=network, metavar="CIDR",
         help="clients here may relay without logging in (mail for other domains goes to --spool)",
     )  # fmt: skip
+    delivery = parser.add_argument_group("delivery from the queue (--spool)")
+    delivery.add_argument(
+        "--no-delivery", action="store_true",
+        help="only queue: nothing is delivered from --spool while this server runs (Postfix's defer_transports)",
+    )  # fmt: skip
+    delivery.add_argument("--dns", metavar="ENDPOINT", help="DNS server for MX lookups (default the system's)")
+    delivery.add_argument(
+        "--relayhost", metavar="IP:PORT", help="deliver everything there instead of by MX (Postfix's relayhost)"
+    )
+    delivery.add_argument(
+        "--relay-port", type=positive_int, metavar="N",
+        help="port of every MX (default: an _smtp._tcp SRV record's, else 25)",
+    )  # fmt: skip
+    delivery.add_argument(
+        "--relay-tls", action="append", type=tls_rule, metavar="[DOMAIN=]MODE",
+        help="STARTTLS when delivering: opportunistic (default), required (the certificate verified), off; "
+        "DOMAIN=MODE for one destination (repeatable)",
+    )  # fmt: skip
+    delivery.add_argument("--relay-cacert", metavar="FILE", help="trust this CA when checking an MX's certificate")
+    delivery.add_argument(
+        "--relay-concurrency", type=positive_int, default=20, metavar="N", help="connections per destination"
+    )
+    delivery.add_argument(
+        "--retry-first", type=positive_float, default=300.0, metavar="S",
+        help="first retry after a 4xx or an unreachable destination (default 300), doubling each time",
+    )  # fmt: skip
+    delivery.add_argument(
+        "--retry-max", type=positive_float, default=4000.0, metavar="S", help="longest wait between tries (4000)"
+    )
+    delivery.add_argument(
+        "--queue-lifetime", type=positive_float, default=5 * 86400.0, metavar="S",
+        help="bounce what is still undelivered after this long (default 5 days)",
+    )  # fmt: skip
+
+
+TLS_MODES = ("required", "opportunistic", "off")
+
+
+def tls_rule(text: str) -> tuple[str, str]:
+    """``MODE`` (every destination) or ``DOMAIN=MODE``."""
+    domain, _, mode = text.rpartition("=")
+    if mode not in TLS_MODES:
+        raise argparse.ArgumentTypeError(f"{text!r}: give [DOMAIN=]{'|'.join(TLS_MODES)}")
+    return domain.lower().rstrip("."), mode
+
+
+def queue_runner(args: argparse.Namespace):
+    """The spool's queue runner (made once per parsed options: the store wakes it, the engine runs it), or None
+    without a spool."""
+    if not args.spool or args.no_delivery:
+        return None
+    found = vars(args).get("_queue_runner")
+    if found is not None:
+        return found
+    from sockhop.errors import AddressError, UsageError
+    from sockhop.tlsclient import CACertError
+
+    from .client import server_endpoint
+    from .runner import DeliveryPolicy, QueueRunner
+    from .spool import Spool, SpoolError
+
+    relayhost = None
+    if args.relayhost:
+        endpoint = server_endpoint(args.relayhost)
+        try:
+            infos = socket.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise MailSetupError(f"--relayhost {args.relayhost}: {exc.strerror}") from None
+        relayhost = (str(infos[0][4][0]), endpoint.port)
+    rules = dict(args.relay_tls or ())
+    default = rules.pop("", "opportunistic")
+    tls = {domain: mode for domain, mode in rules.items()}
+    policy = DeliveryPolicy(
+        hostname=args.hostname or socket.gethostname(), dns=args.dns, port=args.relay_port, relayhost=relayhost,
+        tls=tls, default_tls=default, cafile=args.relay_cacert, concurrency=args.relay_concurrency,
+        first_retry=args.retry_first, max_retry=args.retry_max, lifetime=args.queue_lifetime,
+    )  # fmt: skip
+    try:
+        runner = QueueRunner(Spool(args.spool), policy)
+        for mode in {default, *tls.values()}:
+            runner.context(mode)  # a --relay-cacert that cannot be used stops start-up, in one line
+    except (SpoolError, CACertError, AddressError, UsageError) as exc:
+        raise MailSetupError(str(exc).replace("--cacert", "--relay-cacert")) from None
+    vars(args)["_queue_runner"] = runner
+    return runner
+
+
+def mail_jobs(args: argparse.Namespace) -> list:
+    runner = queue_runner(args)
+    return [runner] if runner is not None else []
 
 
 def network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -128,7 +218,12 @@ def make_store(args: argparse.Namespace, policy):
     try:
         aliases = load_aliases(args.aliases) if args.aliases else None
         spool = Spool(args.spool) if args.spool else None
-        return Router(store, policy.domains | {policy.hostname.lower()}, spool=spool, aliases=aliases)
+        runner = queue_runner(args)
+        router = Router(store, policy.domains | {policy.hostname.lower()}, spool=spool, aliases=aliases,
+                        on_queued=runner.wake if runner is not None else None)  # fmt: skip
+        if runner is not None:
+            runner.local = router  # a bounce to one of the server's own addresses goes straight to its mailbox
+        return router
     except AliasesError as exc:
         raise MailSetupError(str(exc)) from None
 
@@ -273,7 +368,7 @@ def up_plans(ctx: UpContext) -> list[UpPlan]:
         except (OSError, SockhopError) as exc:
             raise MailSetupError(f"cannot write {users}: {getattr(exc, 'strerror', None) or exc}") from None
         argv += ["--listen-submission", format_host_port(ctx.host, UP_SUBMISSION_PORT), "--users", str(users),
-                 "--spool", str(ctx.data / "spool")]  # fmt: skip
+                 "--spool", str(ctx.data / "spool"), "--dns", f"{ctx.url_host()}:{DNS_PORT}"]  # fmt: skip
         try_it.append(
             f"swaks --server {ctx.host} --port {UP_SUBMISSION_PORT} --tls --auth PLAIN --auth-user {UP_USER} "
             f"--auth-password {password} --from {UP_USER}@{UP_DOMAIN} --to {UP_USER}@{UP_DOMAIN}"
@@ -292,6 +387,8 @@ SERVICE = Service(
     defaults={"idle_timeout": 300.0},  # RFC 5321 4.5.3.2.7: at least 5 minutes
     folders=mail_folders,
     check=check_mail,
+    jobs=mail_jobs,
+    inbox=lambda args: Path(args.maildir),  # what the dashboard's inbox shows
     commands=(
         Command(
             "send", "build a message and deliver it over SMTP (to --server, or by MX)", send.add_arguments, send.run

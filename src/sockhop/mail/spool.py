@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -180,6 +181,35 @@ class Spool:
             state.next_try, envelope.get("user", ""),
         )  # fmt: skip
 
+    def entry(self, queue_id: str) -> QueueEntry | None:
+        """One message as :meth:`entries` lists it; None when it is gone (delivered or deleted)."""
+        for folder, held in (("queue", False), ("hold", True)):
+            path = self.root / folder / queue_id
+            if path.exists():
+                return self._entry(str(path), queue_id, held, (self.root / "state" / queue_id).exists())
+        return None
+
+    def tried(self) -> set[str]:
+        """The ids of the messages tried before (those with a state file): names only."""
+        with os.scandir(self.root / "state") as it:
+            return {e.name for e in it if not e.name.startswith(".")}
+
+    def next_try(self, queue_id: str) -> float:
+        return self._state(queue_id).next_try
+
+    def enqueue(self, envelope: bytes, content: bytes) -> str:
+        """Queue a message the server makes itself (a bounce): written, synced, renamed, the folder synced. Its
+        id."""
+        queue_id = f"{time.time_ns():x}{os.getpid():x}{secrets.token_hex(3)}"
+        fd, tmp, final = self.write(queue_id, envelope, content)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, final)
+        fsync_dir(self.root / "queue")
+        return queue_id
+
     def _state(self, queue_id: str) -> State:
         try:
             data = json.loads((self.root / "state" / queue_id).read_bytes())
@@ -201,38 +231,45 @@ class Spool:
         return [e for e in self.entries() if not e.held and e.next_try <= now and e.recipients]
 
     # -- what delivery learns ---------------------------------------------------------------------------------------
-    def _write_state(self, queue_id: str, state: State) -> None:
-        """Replace ``state/ID`` atomically and durably."""
+    def _write_state(self, queue_id: str, state: State, *, sync: bool = True) -> None:
+        """Replace ``state/ID`` atomically (and durably, with ``sync``)."""
         folder = self.root / "state"
         tmp = folder / f".{queue_id}.{os.getpid()}"
         body = json.dumps({"attempts": state.attempts, "last_error": state.last_error, "next_try": state.next_try,
                            "done": state.done}).encode()  # fmt: skip
         fd = write_file(tmp, body)
         try:
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, folder / queue_id)
-        fsync_dir(folder)
+        if sync:
+            fsync_dir(folder)
 
-    def defer(self, queue_id: str, error: str, next_try: float) -> None:
+    # What the queue runner learns it writes with ``sync=False``: a crash may lose it, and then a message or a
+    # recipient is tried again -- a duplicate, which at-least-once allows, never a loss -- while the runner pays no
+    # fsync per delivery on the engine's loop (Postfix's qmgr does not sync its deletions either).
+    def defer(self, queue_id: str, error: str, next_try: float, *, sync: bool = True) -> None:
         """A try failed for now (4xx, unreachable): remember why, and when to try again."""
         self._path(queue_id)
         state = self._state(queue_id)
         state.attempts += 1
         state.last_error, state.next_try = error, next_try
-        self._write_state(queue_id, state)
+        self._write_state(queue_id, state, sync=sync)
 
-    def delivered(self, queue_id: str, recipients: Iterable[str]) -> bool:
+    def delivered(self, queue_id: str, recipients: Iterable[str], *, sync: bool = True) -> bool:
         """These recipients are settled (a 250, or a bounce sent): never tried again. Removes the message when none
         remains; returns whether it did."""
-        envelope, _ = self.read(queue_id)
+        entry = self.entry(queue_id)  # the envelope's line and the state: the message itself is not read
+        if entry is None:
+            raise SpoolError(f"no such message: {queue_id}")
         state = self._state(queue_id)
         state.done = list(dict.fromkeys([*state.done, *recipients]))
-        if not set(envelope["to"]) - set(state.done):
-            self.delete(queue_id)
+        if not set(entry.recipients) - set(state.done):
+            self.delete(queue_id, sync=sync)
             return True
-        self._write_state(queue_id, state)
+        self._write_state(queue_id, state, sync=sync)
         return False
 
     # -- the administrator's commands -------------------------------------------------------------------------------
@@ -243,11 +280,12 @@ class Spool:
         self._path(queue_id)
         return [queue_id]
 
-    def delete(self, queue_id: str) -> None:
+    def delete(self, queue_id: str, *, sync: bool = True) -> None:
         path = self._path(queue_id)
         path.unlink()
         (self.root / "state" / queue_id).unlink(missing_ok=True)
-        fsync_dir(path.parent)
+        if sync:
+            fsync_dir(path.parent)
 
     def hold(self, queue_id: str) -> bool:
         """Returns False if it was held already."""
@@ -263,7 +301,14 @@ class Spool:
             return False
         os.rename(path, self.root / dst / queue_id)
         fsync_dir(self.root / dst)
+        if dst == "queue":
+            self.poke()
         return True
+
+    def poke(self) -> None:
+        """Tell a running server's queue runner to look at the queue (it looks at this file's time once a
+        second)."""
+        (self.root / "flush").touch()
 
     def flush(self) -> int:
         """Every deferred message due now (a queue runner picks them up on its next look); returns how many. Only
@@ -277,6 +322,7 @@ class Spool:
                 state.next_try = 0.0
                 self._write_state(queue_id, state)
                 count += 1
+        self.poke()
         return count
 
 

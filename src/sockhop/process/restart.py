@@ -161,13 +161,14 @@ class Restarter:
 def serve_restartable(
     server: Server, fds: list[int], announce: Callable[[], None], *, pid_file: str | None = None
 ) -> bool:
-    """Serve until stopped; once serving (after ``announce``), SIGUSR2 hands ``fds`` -- every listening socket the
-    command line opened -- to a new master running the same command line. True if it did (this one drained)."""
+    """Serve until stopped; once serving, SIGUSR2 hands ``fds`` -- every listening socket the command line opened
+    -- to a new master running the same command line. True if it did (this one drained). The handler is in place
+    before ``announce`` says so: whoever reads the announcement may signal at once."""
     restarter = Restarter(fds, server.stop)
 
     def ready() -> None:
-        announce()
         restarter.install()
+        announce()
         announce_ready(pid_file)
 
     try:

@@ -16,6 +16,7 @@ import time
 from collections import deque
 
 from sockhop.errors import SockhopError
+from sockhop.linelog import activity
 
 
 class AccessLogError(SockhopError):
@@ -163,7 +164,9 @@ class AccessLog:
         if not count:
             return
         self.size = 0
-        data = "".join([pending.popleft() for _ in range(count)]).encode("utf-8", "backslashreplace")
+        text = "".join([pending.popleft() for _ in range(count)])
+        activity("web", text)  # the dashboard's live tail, if the face opened one
+        data = text.encode("utf-8", "backslashreplace")
         try:
             while data:
                 written = os.write(self.fd, data)

@@ -119,6 +119,46 @@ class _Frames(h2.frame_buffer.FrameBuffer):
         return result
 
 
+class _Config(h2.config.H2Configuration):
+    """h2's configuration with its switches as plain attributes. h2 reads them on every frame, and through the base
+    class's validating descriptors each read is a Python call (eight a request); here they are set once, to bools,
+    by the constructor."""
+
+    client_side = validate_outbound_headers = normalize_outbound_headers = split_outbound_cookies = False
+    validate_inbound_headers = normalize_inbound_headers = True
+
+
+class _Quiet:
+    """h2's logger when nothing is logged: h2 calls ``debug``/``trace`` some ten times a request, and its own
+    DummyLogger answers each with a Python call. ``str.format`` of an empty string takes any arguments, ignores
+    them and runs in C."""
+
+    debug = trace = staticmethod("".format)
+
+
+class _Values(list):
+    """One setting's value and the values proposed after it, where h2 keeps a deque: a deque costs some 380 bytes
+    and a list of one 64, and every connection holds a dozen (the idle-connection memory target is 16 KiB)."""
+
+    __slots__ = ()
+
+    def popleft(self) -> object:
+        return self.pop(0)
+
+
+class _Settings(h2.settings.Settings):
+    """h2's settings, kept in :class:`_Values`: the same values and acknowledgement stack, less memory."""
+
+    def __init__(self, client: bool = True, initial_values: dict | None = None) -> None:
+        super().__init__(client, initial_values)
+        self._settings = {key: _Values(values) for key, values in self._settings.items()}
+
+    def __setitem__(self, key, value) -> None:  # type: ignore[no-untyped-def]
+        if key not in self._settings:
+            self._settings[key] = _Values([None])
+        super().__setitem__(key, value)
+
+
 class _Replay:
     """Stands in for the HPACK decoder while a remembered request block is replayed: its headers, as h2 checked them."""
 
@@ -285,12 +325,17 @@ class Http2Server(StreamProtocol):
         self.peer_host = peer_host
         self.on_result = on_result
         # Our own heads are checked where they are made (head_block): h2 need not check them again.
-        config = h2.config.H2Configuration(
-            client_side=False, header_encoding=None, validate_outbound_headers=False, normalize_outbound_headers=False
+        config = _Config(
+            client_side=False,
+            header_encoding=None,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+            logger=_Quiet(),  # type: ignore[arg-type]
         )
         conn = self.conn = _Connection(config)
         conn.encoder = _Encoder(conn.encoder)
-        conn.local_settings = h2.settings.Settings(
+        conn.remote_settings = _Settings(client=True)
+        conn.local_settings = _Settings(
             client=False,
             initial_values={
                 h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_streams,

@@ -121,7 +121,10 @@ function sparkline(values) {
 }
 
 async function loadServices() {
-  const services = await (await api("services")).json();
+  showServices(await (await api("services")).json());
+}
+
+function showServices(services) {
   const body = $("services").tBodies[0];
   body.replaceChildren();
   for (const s of services.services) {
@@ -134,9 +137,9 @@ async function loadServices() {
   }
 }
 
-function tail(line) {
+function tail(text) {
   const box = $("tail");
-  box.textContent += line + "\n";
+  box.textContent += text + "\n";
   const lines = box.textContent.split("\n");
   if (lines.length > 500) box.textContent = lines.slice(-500).join("\n");
   box.scrollTop = box.scrollHeight;
@@ -148,7 +151,7 @@ function live() {
   events.addEventListener("open", () => { $("live").textContent = "live"; $("live").classList.add("on"); });
   events.addEventListener("error", () => { $("live").textContent = "reconnecting"; $("live").classList.remove("on"); });
   events.addEventListener("mail", () => loadMessages());
-  events.addEventListener("stats", () => loadServices());
+  events.addEventListener("stats", (event) => showServices(JSON.parse(event.data)));
   events.addEventListener("log", (event) => tail(event.data));
 }
 

@@ -1,0 +1,199 @@
+"""The receiving side of a zone transfer (AXFR, RFC 5936; IXFR, RFC 1995): the request, and a sans-IO reader.
+
+The reader is fed the bytes of the TCP stream as they arrive. dnspython parses each whole message -- every RR, the
+TSIG chain across messages (RFC 8945 section 5.3.1: each signature over the messages since the last), the question
+-- and the reader only follows the sequence of SOAs that says where the transfer is: the first SOA is the new
+version; an IXFR then brings, per change, the old SOA, what went, the new SOA, what came; the transfer ends where
+the first SOA comes again. Anything else (a cut-off stream is never whole; garbage, a wrong question, a bad
+signature, an error rcode) raises :class:`TransferFailed`, and nothing of it is used.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+import dns.exception
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+import dns.tsig
+
+from sockhop.dns.update import Diff
+from sockhop.errors import SockhopError
+
+RdataType = dns.rdatatype.RdataType
+LENGTH = struct.Struct("!H")
+MAX_RECORDS = 10_000_000  # a transfer that never ends is a failure, not all of memory
+
+
+class TransferFailed(SockhopError):
+    """A zone transfer that cannot be used; nothing of it replaces the zone being served."""
+
+
+@dataclass
+class Pulled:
+    """What a whole transfer brought: ``current`` (the primary has our serial), the whole zone (``records``,
+    AXFR or an AXFR-style IXFR) or the changes since our serial (``diffs``)."""
+
+    kind: str  # "current", "axfr", "ixfr"
+    soa: dns.rrset.RRset
+    records: list[dns.rrset.RRset] = field(default_factory=list)
+    diffs: list[Diff] = field(default_factory=list)
+    messages: int = 0
+
+    @property
+    def serial(self) -> int:
+        return self.soa[0].serial
+
+
+def request(origin: dns.name.Name, serial: int | None, key: dns.tsig.Key | None = None) -> dns.message.Message:
+    """AXFR (``serial`` None), or IXFR from ``serial`` (its SOA in the authority section), signed with ``key``."""
+    rdtype = RdataType.AXFR if serial is None else RdataType.IXFR
+    query = dns.message.make_query(origin, rdtype, dns.rdataclass.IN)
+    query.flags = 0  # no RD: a transfer is no recursive question
+    if serial is not None:
+        rdata = dns.rdata.from_text(dns.rdataclass.IN, RdataType.SOA, f". . {serial} 0 0 0 0")
+        query.authority.append(dns.rrset.from_rdata_list(origin, 0, [rdata]))
+    if key is not None:
+        query.use_tsig(key)
+    return query
+
+
+def framed(query: dns.message.Message) -> bytes:
+    """The request as it goes over TCP (signing it sets its MAC, which the reader checks the answers against)."""
+    wire = query.to_wire()
+    return LENGTH.pack(len(wire)) + wire
+
+
+class TransferReader:
+    """The answer to one transfer request, fed as bytes; :meth:`feed` returns the :class:`Pulled` once whole."""
+
+    def __init__(self, query: dns.message.Message, serial: int | None) -> None:
+        self.query = query
+        self.origin = query.question[0].name
+        self.serial = serial
+        self.incremental = query.question[0].rdtype == RdataType.IXFR
+        self.buffer = b""
+        self.ctx = None  # the TSIG chain
+        self.first = True
+        self.soa: dns.rrset.RRset | None = None
+        self.records: list[dns.rrset.RRset] = []
+        self.count = 0
+        self.messages = 0
+        self.done: Pulled | None = None
+
+    def feed(self, data: bytes) -> Pulled | None:
+        if self.done is not None:
+            raise TransferFailed("data after the end of the transfer")
+        buffer = self.buffer + data if self.buffer else data
+        start = 0
+        while len(buffer) - start >= 2:
+            (size,) = LENGTH.unpack_from(buffer, start)
+            if len(buffer) - start < 2 + size:
+                break
+            self._message(buffer[start + 2 : start + 2 + size])
+            start += 2 + size
+            if self.done is not None:
+                if start != len(buffer):
+                    raise TransferFailed("data after the end of the transfer")
+                break
+        self.buffer = buffer[start:]
+        return self.done
+
+    def _message(self, wire: bytes) -> None:
+        query = self.query
+        try:
+            message = dns.message.from_wire(
+                wire,
+                keyring=query.keyring,
+                request_mac=query.mac,
+                xfr=True,
+                origin=None,  # absolute names
+                tsig_ctx=self.ctx,
+                multi=True,
+                one_rr_per_rrset=True,  # order matters in IXFR; and no merging costs less
+            )
+        except dns.tsig.BadSignature:
+            raise TransferFailed("a message's TSIG signature does not verify") from None
+        except (dns.message.UnknownTSIGKey, dns.tsig.PeerError, dns.tsig.BadTime) as exc:
+            raise TransferFailed(f"TSIG: {exc or type(exc).__name__}") from None
+        except Exception as exc:  # dnspython raises many kinds for garbage
+            raise TransferFailed(f"a message cannot be read ({exc or type(exc).__name__})") from None
+        if not query.is_response(message, xfr_continuation=not self.first):
+            raise TransferFailed("a message that answers another question")
+        if query.keyring is not None and self.first and not message.had_tsig:
+            raise TransferFailed("the answer is not signed with the key the request was")
+        self.first = False
+        self.ctx = message.tsig_ctx
+        self.messages += 1
+        rcode = message.rcode()
+        if rcode != dns.rcode.NOERROR:
+            raise TransferFailed(f"the primary answered {dns.rcode.to_text(rcode)}")
+        for rrset in message.answer:
+            self._rrset(rrset)
+            if self.done is not None:
+                if query.keyring is not None and not message.had_tsig:
+                    raise TransferFailed("the last message is not signed")
+                return
+
+    def _rrset(self, rrset: dns.rrset.RRset) -> None:
+        if self.done is not None:
+            raise TransferFailed("records after the final SOA")
+        is_soa = rrset.rdtype == RdataType.SOA and rrset.name == self.origin
+        if self.soa is None:
+            if not is_soa:
+                raise TransferFailed("the transfer does not begin with the zone's SOA")
+            self.soa = rrset
+            if self.incremental and self.serial is not None and rrset[0].serial == self.serial:
+                self.done = Pulled("current", rrset, messages=self.messages)
+            return
+        if not rrset.name.is_subdomain(self.origin):
+            raise TransferFailed(f"{rrset.name} is outside the zone {self.origin}")
+        self.count += len(rrset)
+        if self.count > MAX_RECORDS:
+            raise TransferFailed(f"more than {MAX_RECORDS} records")
+        if is_soa and rrset[0].serial == self.soa[0].serial and self._at_end():
+            self.done = self._finish()
+            return
+        self.records.append(rrset)
+
+    def _at_end(self) -> bool:
+        """The first SOA again: the end of an AXFR, or of an IXFR whose changes are complete (an even number of
+        SOAs between: each change has its old and its new)."""
+        if not self.incremental or not self.records or self.records[0].rdtype != RdataType.SOA:
+            return True  # AXFR, or an IXFR answered AXFR-style (RFC 1995 section 4)
+        soas = sum(1 for r in self.records if r.rdtype == RdataType.SOA and r.name == self.origin)
+        return soas % 2 == 0
+
+    def _finish(self) -> Pulled:
+        assert self.soa is not None
+        records = self.records
+        if not (self.incremental and records and records[0].rdtype == RdataType.SOA and records[0].name == self.origin):
+            return Pulled("axfr", self.soa, records, messages=self.messages)
+        diffs: list[Diff] = []
+        diff: Diff | None = None
+        adding = True  # each change: its old SOA, what went, its new SOA, what came
+        for rrset in records:
+            if rrset.rdtype == RdataType.SOA and rrset.name == self.origin:
+                if adding:
+                    diff = Diff(rrset, rrset)
+                    diffs.append(diff)
+                else:
+                    assert diff is not None
+                    diff.new_soa = rrset
+                adding = not adding
+                continue
+            assert diff is not None
+            (diff.added if adding else diff.deleted).append(rrset)
+        if diffs[0].old_serial != self.serial:
+            raise TransferFailed(f"the changes begin at serial {diffs[0].old_serial}, not at ours ({self.serial})")
+        if any(a.new_serial != b.old_serial for a, b in zip(diffs, diffs[1:], strict=False)):
+            raise TransferFailed("the changes do not follow one another")
+        if diffs[-1].new_serial != self.soa[0].serial:
+            raise TransferFailed("the changes do not end at the new serial")
+        return Pulled("ixfr", self.soa, diffs=diffs, messages=self.messages)
