@@ -61,6 +61,8 @@ bench: $(BIN)/sockhop
 	$(BIN)/python bench/relay.py $(RELAY_BENCH_ARGS)
 	$(BIN)/python bench/https.py $(HTTPS_BENCH_ARGS)
 	$(BIN)/python bench/dashboard.py $(DASHBOARD_BENCH_ARGS)
+	$(BIN)/python bench/proxy.py $(PROXY_BENCH_ARGS)
+	$(BIN)/python bench/soak.py $(SOAK_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info bench/results bench/.build

@@ -278,6 +278,26 @@ def scenes() -> list[Scene]:  # noqa: PLR0915 (one table)
         ),
         Scene(
             [
+                Line("sockhop serve web ./www --listen 127.0.0.1:8000 --no-access-log"),
+                Line(
+                    "sockhop serve web ./site --proxy /app/=http://127.0.0.1:8000/,http://127.0.0.1:9000/ "
+                    "--proxy-read-timeout 30"
+                ),
+            ],
+            ("web tcp 127.0.0.1:8000", "web tcp 127.0.0.1:8080"),
+            [Line("curl -i http://127.0.0.1:8080/app/", ("Hello from ./www", "Via: 1.1 sockhop"))],
+        ),
+        Scene(
+            [
+                Line(
+                    "sockhop serve web --host a.test=./site,proxy=/=unix:/tmp/app.sock --host b.test=./site "
+                    "--proxy-connect-timeout 3"
+                )
+            ],
+            ("web tcp 127.0.0.1:8080",),
+        ),
+        Scene(
+            [
                 Line(
                     "sockhop serve web ./site --error-page 404=/404.html "
                     "--cache-control '/assets/=max-age=31536000, immutable'"

@@ -83,7 +83,8 @@ def _table_items(
 ) -> list[tuple[str, object, int]]:
     """A table of tables -- ``[services.web.hosts."example.test"]`` -- stands for a repeatable option given once
     per sub-table as ``NAME=ROOT,KEY=VALUE,...`` (``--host example.test=/srv/a,no-listing``): its ``root`` first,
-    then each key, true as ``key`` and false as ``no-key``. Each keeps its own line, for the mistakes."""
+    then each key, true as ``key`` and false as ``no-key``, a list as the key once per item. Each keeps its own line,
+    for the mistakes."""
     items: list[tuple[str, object, int]] = []
     for name, table in value.items():
         line = where.of_subtable(service, key, name) or where.of(service, key) or where.of(service)
@@ -98,6 +99,8 @@ def _table_items(
                 words.append(option if setting else f"no-{option}")
             elif isinstance(setting, str | int | float) and "," not in str(setting):
                 words.append(f"{option}={setting}")
+            elif isinstance(setting, list) and setting and all(isinstance(s, str) and "," not in s for s in setting):
+                words.extend(f"{option}={item}" for item in setting)  # a repeatable option: proxy = ["/a/=...", ...]
             else:
                 mistakes.append(Mistake(line, f"services.{service}.{key}.{name}.{option}", f"bad value {setting!r}"))
         items.append((key, f"{name}={','.join(words)}", line))

@@ -1,6 +1,7 @@
 """Line logs a service writes beside its work -- DNS's query log, mail's message log: one line per event, time
 stamped by the logging machinery (protocols never read a clock), to a file appended to with O_APPEND and flushed
-line by line (so the workers of a prefork server share one file without tearing lines), or to standard output.
+line by line (so the workers of a prefork server share one file without tearing lines), or to standard output. A
+file rotated away (logrotate) is followed: the next line opens a new one under the name.
 
 Every line log (the web's access log too) also goes to the *activity feed* when the face opened one (the
 dashboard's live tail): a Unix datagram socket pair made before any worker is forked, so every process writes to
@@ -11,6 +12,7 @@ for -- the tail is a view, the files are the record.
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import socket
 import sys
 
@@ -78,7 +80,8 @@ def open_line_log(target: str, name: str, what: str) -> logging.Logger:
         handler: logging.Handler = logging.StreamHandler(sys.stdout)
     else:
         try:
-            handler = logging.FileHandler(target, encoding="utf-8")
+            # Reopened when logrotate moves the file away (a stat per line), as the access log follows rotation.
+            handler = logging.handlers.WatchedFileHandler(target, encoding="utf-8")
         except OSError as exc:
             raise LineLogError(f"cannot open {what} {target}: {exc.strerror}") from None
     formatter = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%dT%H:%M:%S")

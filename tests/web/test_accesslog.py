@@ -154,3 +154,45 @@ def test_sigusr1_from_an_nginx_logrotate_script_does_not_kill_the_server(tmp_pat
         assert done.stdout == b"abc" and server.proc.poll() is None
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("model", ["eventloop", "thread"])
+def test_sigusr1_reopens_the_access_log_after_logrotate_moved_it(tmp_path: Path, model: str):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.support import require_tool, start_server
+
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "a.txt").write_text("abc")
+    log = tmp_path / "access.log"
+    server = start_server(
+        ["serve", "web", str(tmp_path / "site"), "--listen", "127.0.0.1:0", "--access-log", str(log), "--model", model],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        host, port = server.address("web")
+
+        def get(path: str) -> None:
+            done = subprocess.run([require_tool("curl"), "-sS", f"http://{host}:{port}{path}"], capture_output=True,
+                                  timeout=30)  # fmt: skip
+            assert done.returncode == 0
+
+        get("/a.txt?before")
+        deadline = time.monotonic() + 5
+        while "before" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        log.rename(tmp_path / "access.log.1")  # logrotate's move, then its postrotate kill -USR1
+        os.kill(server.pid, signal.SIGUSR1)
+        time.sleep(0.2)
+        get("/a.txt?after")
+        deadline = time.monotonic() + 5
+        while not log.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
+        assert "after" in log.read_text() and "after" not in (tmp_path / "access.log.1").read_text()
+        assert "before" in (tmp_path / "access.log.1").read_text() and server.proc.poll() is None
+    finally:
+        server.stop()

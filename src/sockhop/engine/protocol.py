@@ -203,6 +203,8 @@ class StreamProtocol(_Counting):
 
     #: Ask for a handle (``attach``) -- read once per connection, never per event.
     wakeable: ClassVar[bool] = False
+    #: Set True by a TLS layer around the protocol: the connection is encrypted (a proxy's X-Forwarded-Proto).
+    secure: bool = False
 
     def attach(self, handle: Any) -> None:
         """The engine's handle for this connection (only if ``wakeable``), before ``connection_made``."""

@@ -215,7 +215,29 @@ class Handle:
 
     def link(self, other: Handle) -> None:
         """Backpressure both ways: while one side's output is over ``write_buffer``, the other is not read."""
+        self.unlink()
+        other.unlink()
         self._end.partner, other._end.partner = other._end, self._end
+
+    def unlink(self) -> None:
+        """Undo ``link`` (a pooled upstream connection going back to the pool): each side is read again."""
+        end = self._end
+        other = end.partner
+        if other is None:
+            return
+        end.partner = other.partner = None
+        if end.holding:
+            end.holding = False
+            other.resume_reading()
+        if other.holding:
+            other.holding = False
+            end.resume_reading()
+
+    @property
+    def loop(self) -> Reactor:
+        """The reactor driving this handle's connection: outbound connections made here belong to it (a pool of
+        them is kept per loop)."""
+        return self._end.reactor
 
     @property
     def closed(self) -> bool:
@@ -430,6 +452,10 @@ class Outbound(End):
                 flags = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV  # never a name: nothing asks the resolver
                 family, _, _, _, target = socket.getaddrinfo(address[0], address[1], 0, kind, 0, flags)[0]
             self.sock = socket.socket(family, kind | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+            if family != socket.AF_UNIX and not udp:
+                # What a client protocol hands over goes at once: a request's last small piece (a chunked body's
+                # end) must not wait for the peer's delayed ACK of the one before (Nagle).
+                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except (OSError, IndexError) as exc:
             failure = exc
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a stand-in to close
@@ -549,6 +575,8 @@ class Outbound(End):
             self.closing = Close(int(reply.close)) if not isinstance(reply.close, Close) else reply.close
         if self.state == self.OPEN:
             self._flush()
+        else:  # still connecting: what piles up holds a linked partner back all the same
+            self.check_backlog()
 
     def _flush(self) -> None:
         out = self.out

@@ -64,6 +64,14 @@ class TLSLayer(StreamProtocol):
         self.early: list = []  # a client's bytes given before its handshake is done, sealed once it is
         self.context = context
         self.inner = inner
+        if not client_side:  # what it wraps knows it is carried by TLS (a proxy says X-Forwarded-Proto: https)
+            layer: object = inner
+            while layer is not None:
+                try:
+                    layer.secure = True  # type: ignore[attr-defined]
+                except AttributeError:
+                    break
+                layer = getattr(layer, "inner", None)
         self.implicit = implicit
         self.handshake_timeout = handshake_timeout
         self.incoming = ssl.MemoryBIO()

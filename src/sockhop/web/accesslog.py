@@ -85,8 +85,8 @@ class AccessLog:
 
     def follow_rotation(self) -> None:
         """logrotate moved the file away (or deleted it): open a new one under the name. Looked at once a second,
-        when the first line of a second is written, so rotation needs no signal and reaches every worker process
-        (nginx needs SIGUSR1 for this, or copytruncate)."""
+        when the first line of a second is written (at once after SIGUSR1), so rotation needs no signal and reaches
+        every worker process (nginx needs SIGUSR1 for this, or copytruncate)."""
         if self.target == "-":
             return
         try:
@@ -105,15 +105,24 @@ class AccessLog:
         except OSError:
             pass
 
+    def reopen_soon(self) -> None:
+        """SIGUSR1, nginx's "reopen the logs": the next line looks at once whether the file under the name is still
+        the one open (instead of at the next second's first line), so a line written right after logrotate's
+        postrotate ``kill -USR1`` lands in the new file. Only an attribute is set: safe in a signal handler, with
+        threads writing."""
+        self.second = -1
+
     def add(self, line: str, when: float) -> None:
         """Log one line of a request answered at ``when`` (the server's clock)."""
-        self.pending.append(line)
-        self.size += len(line)
         second = int(when)
         if second != self.second:
-            self._new_second(second)
+            self._new_second(second)  # what waited goes to the file it belongs to; this line to the one now named
+            self.pending.append(line)
             self.flush()
-        elif self.size >= FLUSH_BYTES:
+            return
+        self.pending.append(line)
+        self.size += len(line)
+        if self.size >= FLUSH_BYTES:
             self.flush()
 
     def _new_second(self, second: int) -> None:

@@ -23,6 +23,7 @@ from sockhop.web.compress import Compressor
 
 if TYPE_CHECKING:
     from sockhop.web.auth import BasicAuth
+    from sockhop.web.upstream import Routes
 from sockhop.web.conditional import not_modified, range_applies
 from sockhop.web.listing import render_listing
 from sockhop.web.mime import content_type
@@ -60,6 +61,7 @@ class SiteOptions:
     #: nginx's error_page: (status, page path in the site) -- the page is sent with the error's status.
     error_pages: tuple[tuple[int, str], ...] = ()
     auth: BasicAuth | None = None  # Basic authentication from an htpasswd file; None: open to all
+    proxy: Routes | None = None  # URL prefixes an upstream answers (web/proxy.py); None: none
 
 
 def accepted_encodings(value: str | None) -> set[str]:

@@ -7,7 +7,8 @@ The lookup is one dict access on the header's value as sent, a second only when 
 
 On the command line a host is one value, ``--host NAME=ROOT[,OPTION...]``, with the options of the whole server
 as its defaults: ``listing``/``no-listing``, ``dotfiles``/``no-dotfiles``, ``follow-symlinks``/
-``no-follow-symlinks``, ``access-log=FILE``/``no-access-log``, ``auth-basic-user-file=FILE``, ``default``.
+``no-follow-symlinks``, ``access-log=FILE``/``no-access-log``, ``auth-basic-user-file=FILE``, ``default``, and
+``proxy=/PREFIX=URL[|URL...]`` (repeatable; ``|`` between a prefix's upstreams, since ``,`` separates options).
 sockhop.toml's ``[services.web.hosts."NAME"]`` tables turn into exactly that.
 """
 
@@ -20,6 +21,7 @@ from typing import NamedTuple
 
 from sockhop.web.accesslog import AccessLog
 from sockhop.web.files import Site
+from sockhop.web.upstream import proxy_spec
 
 #: A host name as a server name: labels of letters, digits, hyphens and underscores (or an IP address).
 _NAME = re.compile(r"(?:[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?\.)*[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?\.?|\[[0-9a-f:.]+\]")
@@ -68,11 +70,18 @@ def host_spec(text: str) -> HostSpec:
             settings["access_log"] = value
         elif key == "auth-basic-user-file" and has_value and value:
             settings["auth"] = value
+        elif key == "proxy" and has_value and value:  # proxy=/PREFIX=URL[|URL...], repeatable
+            try:
+                proxies = settings.setdefault("proxy", [])
+                assert isinstance(proxies, list)
+                proxies.append(proxy_spec(value))
+            except argparse.ArgumentTypeError as exc:
+                raise argparse.ArgumentTypeError(f"{exc} (host {name})") from None
         elif option in _FLAGS:
             setting, flag = _FLAGS[option]
             settings[setting] = flag
         else:
-            known = ", ".join([*_FLAGS, "access-log=FILE", "auth-basic-user-file=FILE"])
+            known = ", ".join([*_FLAGS, "access-log=FILE", "auth-basic-user-file=FILE", "proxy=/PREFIX=URL[|URL...]"])
             raise argparse.ArgumentTypeError(f"unknown option {option!r} for host {name} (known: {known})")
     return HostSpec(name.rstrip("."), root, settings)
 

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 import httptools
 
@@ -215,6 +215,9 @@ class HttpServer(StreamProtocol):
     answer: Response | None = None  # decided at the end of the headers (405, 400...), else the file
     continued = False  # 100 Continue was sent for the current request
     h2: Http2Server  # set when the connection turns out to be HTTP/2
+    #: A subclass with a reverse proxy (web/proxy.py) answers some requests from an upstream.
+    proxying: ClassVar[bool] = False
+    current = None  # the proxy's exchange for the request being read
 
     def __init__(self, options: WebOptions) -> None:
         self.options = options
@@ -285,10 +288,13 @@ class HttpServer(StreamProtocol):
             parser = self.parser = httptools.HttpRequestParser(self)
         try:
             parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # The request was answered (with Connection: close); what follows is a protocol we do not speak.
+        except httptools.HttpParserUpgrade as exc:
+            # The request was answered (with Connection: close); what follows is a protocol we do not speak --
+            # unless a proxy tunnels it to an upstream that does.
             self.candidate = None
-            if self.state is not CLOSING:
+            if self.proxying and self.tunnelled_request(data[exc.args[0] :]):
+                pass
+            elif self.state is not CLOSING:
                 self.move(LAST)
         except httptools.HttpParserInvalidMethodError:
             self._collect_bad_method(data)
@@ -476,6 +482,8 @@ class HttpServer(StreamProtocol):
         if expect is not None and self.version == "1.1" and expect != b"100-continue":  # 1.0's is ignored (RFC 9110)
             self._raise(RemoteProtocolError("unsupported expectation", hint=HTTPStatus.EXPECTATION_FAILED))
         waiting = expect is not None and self.version == "1.1" and (chunked or has_body)
+        if self.proxying and self._proxy(chunked, waiting):
+            return
         answer = refused_method(self.method)
         if answer is not None:
             if self.method == "CONNECT" or (has_body and waiting):
@@ -558,6 +566,14 @@ class HttpServer(StreamProtocol):
             self.peer_done = True  # the client asked to close after this request, read to its end: no more input
         if self._finish(response, last):
             raise _Stop
+
+    def _proxy(self, chunked: bool, waiting: bool) -> bool:
+        """A proxy's say at the end of a request's head: True if an upstream answers it."""
+        return False
+
+    def tunnelled_request(self, rest: bytes) -> bool:
+        """A proxy's say after an upgrade request: True if it tunnels what follows (``rest`` first)."""
+        return False
 
     def _respond(self, target: SitePath, fields: dict[str, str], key: tuple | None = ()) -> Response:
         return respond(self.site, self.method, target, fields, self.now, key)

@@ -13,6 +13,7 @@ from sockhop.options import positive_float, positive_int, size
 from sockhop.service import Command, Opener, Problem, Service, Twin, UpContext, UpPlan
 from sockhop.web import get
 from sockhop.web.hosts import host_spec
+from sockhop.web.upstream import proxy_spec
 
 DEFAULT_PORT = 8080
 
@@ -105,6 +106,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="HTTP/2 streams a connection may have open at once; more are refused (REFUSED_STREAM; default 128)",
     )
     parser.add_argument(
+        "--proxy",
+        action="append",
+        type=proxy_spec,
+        metavar="/PREFIX=URL[,URL...]",
+        help="send requests under PREFIX to HTTP/1.1 upstreams, in turn (nginx's proxy_pass): http://IP:PORT[/PATH], "
+        "https://NAME:PORT[/PATH] (verified) or unix:/SOCKET[:/PATH]; repeatable",
+    )
+    parser.add_argument(
+        "--proxy-ca", metavar="FILE", help="the CA file an https:// upstream's certificate is checked against"
+    )
+    parser.add_argument(
+        "--proxy-connect-timeout",
+        type=positive_float,
+        default=10.0,
+        metavar="S",
+        help="an upstream not connected by then is skipped, or answered 504 (default 10)",
+    )
+    parser.add_argument(
+        "--proxy-read-timeout",
+        type=positive_float,
+        default=60.0,
+        metavar="S",
+        help="an upstream silent this long while answering: 504, or the client's connection aborted (default 60)",
+    )
+    parser.add_argument(
         "--header-timeout",
         type=positive_float,
         default=20.0,
@@ -142,6 +168,7 @@ def web_options(args: argparse.Namespace):
     from sockhop.web.files import Site, SiteOptions
     from sockhop.web.hosts import Hosts, VirtualHost
     from sockhop.web.protocol import HttpLimits, WebOptions
+    from sockhop.web.upstream import UpstreamError, make_routes
 
     for problem in check_web(args):
         raise SiteRootError(problem.message)
@@ -171,6 +198,7 @@ def web_options(args: argparse.Namespace):
             cache_control=tuple(args.cache_control or ()),
             error_pages=tuple(args.error_page or ()),
             auth=guard(settings.get("auth", args.auth_basic_user_file)),
+            proxy=make_routes([*(args.proxy or ()), *settings.get("proxy", ())], args.proxy_ca),
         )
         target = settings.get("access_log", "" if args.no_access_log else args.access_log)
         if target and target not in logs:
@@ -178,10 +206,12 @@ def web_options(args: argparse.Namespace):
         return VirtualHost(Site(site), logs.get(target) if target else None)
 
     specs = args.hosts or []
-    named = {spec.name: host(spec.root, spec.settings) for spec in specs}
-    if args.root is not None or not specs:
-        default = host(args.root or ".", {})
-    else:
+    try:
+        named = {spec.name: host(spec.root, spec.settings) for spec in specs}
+        default = host(args.root or ".", {}) if args.root is not None or not specs else None
+    except UpstreamError as exc:
+        raise SiteRootError(str(exc)) from None
+    if default is None:
         marked = [spec.name for spec in specs if spec.settings.get("default")]
         default = named[marked[0] if marked else specs[0].name]
     limits = HttpLimits(
@@ -193,12 +223,17 @@ def web_options(args: argparse.Namespace):
     return WebOptions(default.site, limits, default.log, hosts=Hosts(default, named))
 
 
-def _ignore_usr1() -> None:
-    """SIGUSR1 is nginx's "reopen the logs", and logrotate scripts written for nginx send it: here the access log
-    follows a rotation by itself (accesslog.AccessLog.follow_rotation), so the signal must only not kill the server
-    (its default action). Worker processes inherit the disposition."""
+def _reopen_on_usr1(logs) -> None:
+    """SIGUSR1 is nginx's "reopen the logs", sent by logrotate's postrotate scripts: the access logs look at once
+    whether their file was rotated away (they also look by themselves once a second, so a prefork or fork worker
+    the signal does not reach follows within a second). Never fatal, which is the signal's default action."""
+
+    def reopen(signum, frame) -> None:
+        for log in logs:
+            log.reopen_soon()
+
     try:
-        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR1, reopen)
     except ValueError:  # not the main thread (a server started from a test's thread): nothing to protect
         pass
 
@@ -209,7 +244,14 @@ def open_web(args: argparse.Namespace, opener: Opener) -> list[Listener]:
     options = web_options(args)
     for log in options.hosts.logs():
         opener.at_stop(log.close)  # what is still pending
-    _ignore_usr1()
+    _reopen_on_usr1(options.hosts.logs())
+    hosts = options.hosts
+    if any(host.site.options.proxy is not None for host in (hosts.default, *hosts.named.values())):
+        from sockhop.web.proxy import ProxyOptions, make_proxy_factory
+
+        proxy = ProxyOptions(args.proxy_connect_timeout, args.proxy_read_timeout)
+        # HTTP/2 is not offered: its streams would need the proxy's streaming bodies within h2's flow control.
+        return opener.open(make_proxy_factory(options, proxy), busy=BUSY, alpn=("http/1.1",))
     return opener.open(make_factory(options), busy=BUSY, alpn=("h2", "http/1.1"))
 
 
