@@ -189,3 +189,18 @@ def test_owners_in_another_case_are_one_node():
     assert set(node) == {dns.rdatatype.A, dns.rdatatype.TXT}
     assert len(zone.rrsets) == 4 and dns.name.from_text("sub.example.com.") in zone.names
     assert set(zone.names) == {*zone.rrsets, dns.name.from_text("sub.example.com.")}
+
+
+def test_the_label_keyed_compression_encodes_as_dnspythons_own(monkeypatch):
+    """The transfer's compression table keyed by labels gives the very bytes dnspython's own table gives (the
+    same seed for the order dnspython shuffles an RRset's records in)."""
+    import random
+
+    from sockhop.dns import transfer as encoding
+
+    zone = big_zone()
+    random.seed(17)
+    ours = encoding.encode(zone.origin, dns.rdatatype.AXFR, zone.transfer_order())
+    monkeypatch.setattr(encoding, "LabelCompression", dict)
+    random.seed(17)
+    assert ours == encoding.encode(zone.origin, dns.rdatatype.AXFR, zone.transfer_order()) and len(ours) > 1

@@ -264,13 +264,12 @@ class DnsStream(StreamProtocol):
                 count = sum(len(r) for change in changes for r in (*change.deleted, *change.added))
                 messages = encode(zone.origin, qtype, ixfr_records(zone.soa, changes))
                 return messages, f"IXFR {serial} -> {zone.serial}, {count} records"
-        what = f"{zone.record_count()} records"
         if zone.signer is not None:
-            return encode(zone.origin, qtype, zone.signer.transfer(zone)), what
+            return encode(zone.origin, qtype, zone.signer.transfer(zone)), f"{zone.record_count()} records"
         cached = zone.axfr.get(qtype)
-        if cached is None:
-            cached = zone.axfr[qtype] = encode(zone.origin, qtype, zone.transfer_order())
-        return cached, what
+        if cached is None:  # the count too: counting 100,000 records costs more than stamping their messages
+            cached = zone.axfr[qtype] = (encode(zone.origin, qtype, zone.transfer_order()), zone.record_count())
+        return cached[0], f"{cached[1]} records"
 
     def _counted(self, replies: list[bytes]) -> list[bytes]:
         """A transfer is one query, whatever the number of messages it takes."""

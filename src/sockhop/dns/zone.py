@@ -58,7 +58,8 @@ class Zone:
     nsec3_memo: dict[dns.name.Name, str] = field(default_factory=dict)  # names hashed so far (proofs.py)
     #: set when the zone is signed online (sockhop.dns.signer.Signer)
     signer: object = None
-    #: this version's AXFR messages, encoded on first use, by question type (sockhop.dns.transfer)
+    #: this version's AXFR messages and their record count, encoded on first use, by question type
+    #: (sockhop.dns.protocol, sockhop.dns.transfer)
     axfr: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
