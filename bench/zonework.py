@@ -5,7 +5,9 @@ enough to run while working and with ``--profile`` to see inside.
 * ``updates``: a sockhop server (``sockhop serve dns`` on loopback, eventloop) is sent ``--count`` TSIG-signed
   dynamic updates one at a time by dnspython (``dns.update``, over TCP as ``nsupdate -v`` does, or ``--udp``), each
   waiting for its answer: milliseconds per update, the server's CPU per update, and (``--strace``) the fsync
-  calls per update. ``--profile``: the server runs under cProfile; its heaviest functions are printed at the end.
+  calls per update. ``--profile``: the server runs under cProfile; its heaviest functions are printed at the end
+  (cProfile sees the main thread only: over TCP an update is applied on the engine's deferred-work thread, so
+  profile with ``--udp``, where it is applied on the event loop's).
 * ``pull``: a zone of ``--records`` A records is encoded as a primary sends it (sockhop's own transfer messages,
   about 16 KB each, as NSD's), then read by the secondary's code in this process -- the transfer reader, then the
   zone's index (what ``--secondary`` does with a transfer) -- each step timed; ``--bound`` also times dnspython
