@@ -37,7 +37,11 @@ def transfer(query: dns.message.Message) -> bytes:
     stream = DnsStream(server)
     stream.peer = ("127.0.0.1", 5)
     reply = stream.data_received(framed(query))
-    return b"".join(reply.send)
+    out = b"".join(reply.send)
+    while reply.then is not None:  # a version's first transfer is encoded off the event loop
+        reply = reply.then()
+        out += b"".join(reply.send)
+    return out
 
 
 def fed(reader: TransferReader, data: bytes, piece: int = 1000):
