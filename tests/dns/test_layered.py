@@ -66,6 +66,9 @@ def test_changed_sets_read_as_plain_sets_and_old_versions_keep():
         kinds.add(type(members))
         versions.append((members, set(model)))
     assert LayeredSet in kinds and set in kinds
+    layered = next(version for version, _ in versions if isinstance(version, LayeredSet))
+    expected = set(layered)
+    assert layered | {999} == expected | {999} and layered - {1, 2} == expected - {1, 2}  # set operators: plain sets
     for version, expected in versions:
         assert set(version) == expected and len(version) == len(expected)
         for key in range(400):

@@ -96,6 +96,11 @@ class LayeredSet(Set):
     def __init__(self, base: Set, added: frozenset, removed: frozenset, size: int) -> None:
         self.base, self.added, self.removed, self.size = base, added, removed, size
 
+    @classmethod
+    def _from_iterable(cls, iterable) -> set:  # type: ignore[override]
+        """What ``|``, ``&`` and ``-`` make: a plain set, as they would of a set."""
+        return set(iterable)
+
     def __contains__(self, key: object) -> bool:
         if key in self.base:
             return key not in self.removed
