@@ -159,3 +159,37 @@ def test_the_server_answers_from_the_updated_zone_dname_included(zone, tmp_path)
     refused, _ = server.update(message.to_wire(), ("192.0.2.1", 5000))  # not listed: refused at once
     assert dns.message.from_wire(refused).rcode() == Rcode.REFUSED
     assert len(journal.read()) == 1
+
+
+def test_updates_share_a_large_zone_and_keep_its_names_and_cuts_exact():
+    """An update costs what it changes: the new version layers its changes over the old one's index (no copy of a
+    large zone), and after many updates -- adds, deletions, delegations, names below names -- the names and cuts
+    are what counting the whole zone again gives, and so are the ones replayed from the journal's diffs."""
+    from sockhop.dns.layered import LayeredDict
+    from sockhop.dns.update import rebuilt
+
+    text = EXAMPLE + "".join(f"h{i} 3600 IN A 10.0.{i >> 8}.{i & 255}\n" for i in range(3000))
+    zone = first = read_zone_text(text, "example.com.zone")
+    replayed = zone
+    steps = [
+        update(add=[("a.b.c", 300, "A", "192.0.2.1")]),
+        update(add=[("sub", 300, "NS", "ns.sub")], delete=[("h1",)]),
+        update(add=[("x.sub", 300, "A", "192.0.2.2"), ("h2", 60, "TXT", '"t"')]),
+        update(delete=[("sub", "NS")]),
+        update(delete=[("a.b.c",)]),
+        *(update(add=[(f"u{i}", 300, "A", "192.0.2.3")]) for i in range(150)),
+    ]
+    for message in steps:
+        outcome = apply(zone, message)
+        assert outcome.rcode == Rcode.NOERROR and outcome.zone is not None
+        replayed = apply_diff(replayed, outcome.diff)
+        zone = outcome.zone
+    assert isinstance(apply(zone, update(add=[("z", 300, "A", "192.0.2.4")])).zone.rrsets, (LayeredDict, dict))
+    assert isinstance(apply(first, update(add=[("z", 300, "A", "192.0.2.4")])).zone.rrsets, LayeredDict)
+    recounted = rebuilt(zone, dict(zone.rrsets.items()))
+    for version in (zone, replayed):
+        assert dict(version.rrsets.items()) == dict(recounted.rrsets.items())
+        assert set(version.names) == set(recounted.names) and set(version.cuts) == set(recounted.cuts)
+    assert dns.name.from_text("b.c.example.com.") not in zone.names  # gone with a.b.c, as empty non-terminals do
+    assert dns.name.from_text("sub.example.com.") in zone.names and not zone.cuts
+    assert len(first.rrsets) == 3000 + len(read_zone_text(EXAMPLE, "example.com.zone").rrsets)  # untouched

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import dns.flags
 import dns.message
@@ -150,6 +150,9 @@ class DnsStream(StreamProtocol):
                 self.buffer = buffer
                 return self._update(message, out)
             replies = self.answer(message)
+            if callable(replies):  # a zone version's first transfer: encoded off the event loop; the rest waits
+                self.buffer = buffer
+                return self._encoded_later(replies, out)
             if replies is None:  # not even a header: nothing sensible can follow on this connection
                 close = True
                 buffer = b""
@@ -164,6 +167,19 @@ class DnsStream(StreamProtocol):
 
     def eof_received(self) -> Reply:
         return CLOSE
+
+    def _encoded_later(self, work: Callable[[], list[bytes]], out: list[bytes]) -> Reply:
+        """The replies so far now, the transfer's once ``work`` has encoded them (off the event loop)."""
+
+        def encoded() -> Reply:
+            framed: list[bytes] = []
+            for reply in work():
+                framed.append(LENGTH.pack(len(reply)))
+                framed.append(reply)
+            more = self.data_received(b"") if len(self.buffer) >= 2 else NOTHING
+            return Reply((b"".join(framed), *more.send), more.close, more.then)
+
+        return Reply((b"".join(out),) if out else (), then=encoded)
 
     def _update(self, message: bytes, out: list[bytes]) -> Reply:
         work = self.server.update(message, self.peer)
@@ -190,8 +206,9 @@ class DnsStream(StreamProtocol):
         in the middle of one, let it arrive and be answered within the grace period."""
         return CLOSE if not self.buffer else NOTHING
 
-    def answer(self, message: bytes) -> list[bytes] | None:
-        """The replies to one message: one, several for a zone transfer, none for a response; None for garbage."""
+    def answer(self, message: bytes) -> list[bytes] | Callable[[], list[bytes]] | None:
+        """The replies to one message: one, several for a zone transfer (or the work that encodes them, see
+        :meth:`transfer`), none for a response; None for garbage."""
         if len(message) < HEADER:
             return None
         if len(message) >= HEADER + 5 and not message[2] & 0x80:
@@ -219,9 +236,11 @@ class DnsStream(StreamProtocol):
         return qtype if qtype in (RdataType.AXFR, RdataType.IXFR) else None
 
     # -- AXFR and IXFR -------------------------------------------------------------------------------------------
-    def transfer(self, message: bytes) -> list[bytes]:
+    def transfer(self, message: bytes) -> list[bytes] | Callable[[], list[bytes]]:
         """A whole zone (AXFR, RFC 5936), its changes since the client's serial (IXFR, RFC 1995) when the journal
-        has them, or one refusal. A signed request (TSIG) gets every message signed, each over the ones before."""
+        has them, or one refusal. A signed request (TSIG) gets every message signed, each over the ones before.
+        The first transfer of a zone's version is the work that encodes it (a second for 100,000 records), for
+        ``Reply.then``: off the event loop, which keeps answering; later ones are stamped from what it kept."""
         server = self.server
         try:
             query = tsig.parse(message, server.keyring)
@@ -245,10 +264,14 @@ class DnsStream(StreamProtocol):
             self._log(f"{summary} {dns.rcode.to_text(response.rcode())}")
             return self._counted([response.to_wire()])
         assert zone is not None
-        messages, what = self._messages(query, zone)
-        replies = stamped(messages, query)
-        self._log(f"{summary} NOERROR {what}")
-        return self._counted(replies)
+
+        def send() -> list[bytes]:
+            messages, what = self._messages(query, zone)
+            replies = stamped(messages, query)
+            self._log(f"{summary} NOERROR {what}")
+            return self._counted(replies)
+
+        return send if zone.signer is None and query.question[0].rdtype not in zone.axfr else send()
 
     def _messages(self, query: dns.message.Message, zone) -> tuple[list[bytes], str]:
         """What to send, encoded: the changes since the client's SOA (IXFR) if the journal has them, else the whole
@@ -264,13 +287,12 @@ class DnsStream(StreamProtocol):
                 count = sum(len(r) for change in changes for r in (*change.deleted, *change.added))
                 messages = encode(zone.origin, qtype, ixfr_records(zone.soa, changes))
                 return messages, f"IXFR {serial} -> {zone.serial}, {count} records"
-        what = f"{zone.record_count()} records"
         if zone.signer is not None:
-            return encode(zone.origin, qtype, zone.signer.transfer(zone)), what
+            return encode(zone.origin, qtype, zone.signer.transfer(zone)), f"{zone.record_count()} records"
         cached = zone.axfr.get(qtype)
-        if cached is None:
-            cached = zone.axfr[qtype] = encode(zone.origin, qtype, zone.transfer_order())
-        return cached, what
+        if cached is None:  # the count too: counting 100,000 records costs more than stamping their messages
+            cached = zone.axfr[qtype] = (encode(zone.origin, qtype, zone.transfer_order()), zone.record_count())
+        return cached[0], f"{cached[1]} records"
 
     def _counted(self, replies: list[bytes]) -> list[bytes]:
         """A transfer is one query, whatever the number of messages it takes."""

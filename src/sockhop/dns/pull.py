@@ -1,11 +1,12 @@
 """The receiving side of a zone transfer (AXFR, RFC 5936; IXFR, RFC 1995): the request, and a sans-IO reader.
 
-The reader is fed the bytes of the TCP stream as they arrive. dnspython parses each whole message -- every RR, the
-TSIG chain across messages (RFC 8945 section 5.3.1: each signature over the messages since the last), the question
--- and the reader only follows the sequence of SOAs that says where the transfer is: the first SOA is the new
-version; an IXFR then brings, per change, the old SOA, what went, the new SOA, what came; the transfer ends where
-the first SOA comes again. Anything else (a cut-off stream is never whole; garbage, a wrong question, a bad
-signature, an error rcode) raises :class:`TransferFailed`, and nothing of it is used.
+The reader is fed the bytes of the TCP stream as they arrive. dnspython's low-level pieces read each whole message
+(:mod:`sockhop.dns.xfrwire`: every RR, the TSIG chain across messages -- RFC 8945 section 5.3.1: each signature
+over the messages since the last -- the question) and the reader only follows the sequence of SOAs that says where
+the transfer is: the first SOA is the new version; an IXFR then brings, per change, the old SOA, what went, the new
+SOA, what came; the transfer ends where the first SOA comes again. Anything else (a cut-off stream is never whole;
+garbage, a wrong question, a bad signature, an error rcode) raises :class:`TransferFailed`, and nothing of it is
+used.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import struct
 from dataclasses import dataclass, field
 
 import dns.exception
+import dns.flags
 import dns.message
 import dns.name
+import dns.opcode
 import dns.rcode
 import dns.rdata
 import dns.rdataclass
@@ -23,12 +26,15 @@ import dns.rdatatype
 import dns.rrset
 import dns.tsig
 
+from sockhop.dns import xfrwire
 from sockhop.dns.update import Diff
 from sockhop.errors import SockhopError
 
 RdataType = dns.rdatatype.RdataType
 LENGTH = struct.Struct("!H")
 MAX_RECORDS = 10_000_000  # a transfer that never ends is a failure, not all of memory
+#: an error answer may leave out the question (dns.message's is_response allows it too)
+ERRORS_WITHOUT_QUESTION = {dns.rcode.FORMERR, dns.rcode.SERVFAIL, dns.rcode.NOTIMP, dns.rcode.REFUSED}
 
 
 class TransferFailed(SockhopError):
@@ -70,6 +76,29 @@ def framed(query: dns.message.Message) -> bytes:
     return LENGTH.pack(len(wire)) + wire
 
 
+def _rrsets(records: list[xfrwire.Record], join: bool = True) -> list[dns.rrset.RRset]:
+    """RRsets of the records, in the order of their first records; ``join``: one per owner, type and covered type
+    (an RRset a primary split, or sent in pieces, is one again), else one per record. Each record's data goes
+    straight into the set dnspython keeps (``Rdataset.add``'s checks are this function's: one class and type per
+    RRset, the lowest TTL), so a 100,000-record zone costs no more than an RRset each. Owners differing only in
+    case stay apart here; the zone's index joins them."""
+    out: list[dns.rrset.RRset] = []
+    groups: dict[tuple, dns.rrset.RRset] = {}
+    for name, rdtype, covers, ttl, rdata in records:
+        key = (name.labels, rdtype, covers)  # labels, not the Name: a tuple of bytes hashes in C, a Name in Python
+        rrset = groups.get(key) if join else None
+        if rrset is None or rrset.rdclass != rdata.rdclass:
+            rrset = dns.rrset.RRset(name, rdata.rdclass, rdtype, covers)
+            rrset.ttl = ttl
+            if join:
+                groups[key] = rrset
+            out.append(rrset)
+        elif ttl < rrset.ttl:
+            rrset.ttl = ttl
+        rrset.items[rdata] = None
+    return out
+
+
 class TransferReader:
     """The answer to one transfer request, fed as bytes; :meth:`feed` returns the :class:`Pulled` once whole."""
 
@@ -82,7 +111,9 @@ class TransferReader:
         self.ctx = None  # the TSIG chain
         self.first = True
         self.soa: dns.rrset.RRset | None = None
-        self.records: list[dns.rrset.RRset] = []
+        self.records: list[xfrwire.Record] = []
+        self.origin_labels = self.origin.labels
+        self.suffix = -len(self.origin_labels)
         self.count = 0
         self.messages = 0
         self.done: Pulled | None = None
@@ -108,73 +139,78 @@ class TransferReader:
     def _message(self, wire: bytes) -> None:
         query = self.query
         try:
-            message = dns.message.from_wire(
-                wire,
-                keyring=query.keyring,
-                request_mac=query.mac,
-                xfr=True,
-                origin=None,  # absolute names
-                tsig_ctx=self.ctx,
-                multi=True,
-                one_rr_per_rrset=True,  # order matters in IXFR; and no merging costs less
-            )
+            message = xfrwire.read(wire, query.keyring, query.mac, self.ctx)
         except dns.tsig.BadSignature:
             raise TransferFailed("a message's TSIG signature does not verify") from None
         except (dns.message.UnknownTSIGKey, dns.tsig.PeerError, dns.tsig.BadTime) as exc:
             raise TransferFailed(f"TSIG: {exc or type(exc).__name__}") from None
         except Exception as exc:  # dnspython raises many kinds for garbage
             raise TransferFailed(f"a message cannot be read ({exc or type(exc).__name__})") from None
-        if not query.is_response(message, xfr_continuation=not self.first):
+        if not self._answers(message):
             raise TransferFailed("a message that answers another question")
         if query.keyring is not None and self.first and not message.had_tsig:
             raise TransferFailed("the answer is not signed with the key the request was")
         self.first = False
         self.ctx = message.tsig_ctx
         self.messages += 1
-        rcode = message.rcode()
+        rcode = message.rcode
         if rcode != dns.rcode.NOERROR:
             raise TransferFailed(f"the primary answered {dns.rcode.to_text(rcode)}")
-        for rrset in message.answer:
-            self._rrset(rrset)
+        for record in message.answer:
+            self._record(record)
             if self.done is not None:
                 if query.keyring is not None and not message.had_tsig:
                     raise TransferFailed("the last message is not signed")
                 return
 
-    def _rrset(self, rrset: dns.rrset.RRset) -> None:
+    def _answers(self, message: xfrwire.XfrMessage) -> bool:
+        """Whether the message answers our request (dns.message's ``is_response``, for an XFR): a response with
+        its ID and opcode, our question -- or none in a message after the first, or in an error."""
+        if not message.flags & dns.flags.QR or message.id != self.query.id:
+            return False
+        if dns.opcode.from_flags(message.flags) != dns.opcode.from_flags(self.query.flags):
+            return False
+        if not message.question and (not self.first or message.rcode in ERRORS_WITHOUT_QUESTION):
+            return True
+        asked = self.query.question[0]
+        return len(message.question) == 1 and message.question[0] == (asked.name, asked.rdtype, asked.rdclass)
+
+    def _record(self, record: xfrwire.Record) -> None:
         if self.done is not None:
             raise TransferFailed("records after the final SOA")
-        is_soa = rrset.rdtype == RdataType.SOA and rrset.name == self.origin
+        name, rdtype, _, _, rdata = record
+        is_soa = rdtype == RdataType.SOA and name == self.origin
         if self.soa is None:
             if not is_soa:
                 raise TransferFailed("the transfer does not begin with the zone's SOA")
-            self.soa = rrset
-            if self.incremental and self.serial is not None and rrset[0].serial == self.serial:
-                self.done = Pulled("current", rrset, messages=self.messages)
+            self.soa = _rrsets([record])[0]
+            if self.incremental and self.serial is not None and rdata.serial == self.serial:
+                self.done = Pulled("current", self.soa, messages=self.messages)
             return
-        if not rrset.name.is_subdomain(self.origin):
-            raise TransferFailed(f"{rrset.name} is outside the zone {self.origin}")
-        self.count += len(rrset)
+        if name.labels[self.suffix :] != self.origin_labels and not name.is_subdomain(self.origin):
+            raise TransferFailed(f"{name} is outside the zone {self.origin}")
+        self.count += 1
         if self.count > MAX_RECORDS:
             raise TransferFailed(f"more than {MAX_RECORDS} records")
-        if is_soa and rrset[0].serial == self.soa[0].serial and self._at_end():
+        if is_soa and rdata.serial == self.soa[0].serial and self._at_end():
             self.done = self._finish()
             return
-        self.records.append(rrset)
+        self.records.append(record)
 
     def _at_end(self) -> bool:
         """The first SOA again: the end of an AXFR, or of an IXFR whose changes are complete (an even number of
         SOAs between: each change has its old and its new)."""
-        if not self.incremental or not self.records or self.records[0].rdtype != RdataType.SOA:
+        if not self.incremental or not self.records or self.records[0][1] != RdataType.SOA:
             return True  # AXFR, or an IXFR answered AXFR-style (RFC 1995 section 4)
-        soas = sum(1 for r in self.records if r.rdtype == RdataType.SOA and r.name == self.origin)
+        soas = sum(1 for r in self.records if r[1] == RdataType.SOA and r[0] == self.origin)
         return soas % 2 == 0
 
     def _finish(self) -> Pulled:
         assert self.soa is not None
         records = self.records
-        if not (self.incremental and records and records[0].rdtype == RdataType.SOA and records[0].name == self.origin):
-            return Pulled("axfr", self.soa, records, messages=self.messages)
+        if not (self.incremental and records and records[0][1] == RdataType.SOA and records[0][0] == self.origin):
+            return Pulled("axfr", self.soa, _rrsets(records), messages=self.messages)
+        records = _rrsets(records, join=False)  # IXFR: in order, one record each
         diffs: list[Diff] = []
         diff: Diff | None = None
         adding = True  # each change: its old SOA, what went, its new SOA, what came

@@ -63,8 +63,24 @@ def encode(origin: dns.name.Name, qtype: int, records: Iterable[dns.rrset.RRset]
     return messages
 
 
+class LabelCompression(dict):
+    """A renderer's compression table keyed by a name's labels rather than the Name: dnspython looks up every
+    suffix of every name written, and a Name hashes (and compares) in Python, character by character, where a
+    tuple of bytes does it in C -- most of the time of encoding a large zone. A name differing only in case is
+    just not compressed against another (the message is as valid; the two are the same name to any reader)."""
+
+    __slots__ = ()
+
+    def get(self, name: dns.name.Name, default: object = None) -> object:  # type: ignore[override]
+        return dict.get(self, name.labels, default)
+
+    def __setitem__(self, name: dns.name.Name, offset: int) -> None:
+        dict.__setitem__(self, name.labels, offset)
+
+
 def _renderer(origin: dns.name.Name, qtype: int, first: bool, size: int = CHUNK) -> dns.renderer.Renderer:
     renderer = dns.renderer.Renderer(id=0, flags=QR_AA, max_size=size)
+    renderer.compress = LabelCompression()
     if first:
         renderer.add_question(origin, qtype, dns.rdataclass.IN)
     return renderer

@@ -10,8 +10,9 @@ serial bumped if anything changed and the update did not set a greater one itsel
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
+from typing import Any
 
 import dns.name
 import dns.rcode
@@ -20,6 +21,7 @@ import dns.rdatatype
 import dns.rrset
 import dns.serial
 
+from sockhop.dns.layered import GONE, changed, set_changed
 from sockhop.dns.zone import Zone
 
 RdataType = dns.rdatatype.RdataType
@@ -192,13 +194,8 @@ def _finish(zone: Zone, nodes: dict[dns.name.Name, dict[int, dns.rrset.RRset]]) 
         return Outcome(Rcode.NOERROR)
     if new_soa is old_soa:
         new_soa = bumped(old_soa)
-    rrsets = dict(zone.rrsets)
     nodes.setdefault(zone.origin, dict(zone.rrsets[zone.origin]))[RdataType.SOA] = new_soa
-    for name, new in nodes.items():
-        if new:
-            rrsets[name] = new
-        else:
-            rrsets.pop(name, None)
+    rrsets = changed(zone.rrsets, {name: new if new else GONE for name, new in nodes.items()})
     return Outcome(Rcode.NOERROR, rebuilt(zone, rrsets, nodes), Diff(old_soa, new_soa, deleted, added))
 
 
@@ -208,36 +205,36 @@ def bumped(soa: dns.rrset.RRset) -> dns.rrset.RRset:
     return _rrset(soa.name, soa.ttl, RdataType.SOA, [soa[0].replace(serial=serial)])
 
 
-def rebuilt(
-    zone: Zone, rrsets: dict[dns.name.Name, dict[int, dns.rrset.RRset]], touched: Iterable[dns.name.Name] | None = None
-) -> Zone:
+def rebuilt(zone: Zone, rrsets: Mapping[dns.name.Name, dict], touched: Iterable[dns.name.Name] | None = None) -> Zone:
     """A zone with these RRsets: its names (empty non-terminals too) and cuts made again; the signer carried.
-    Given the ``touched`` owners, only what they change: an update costs what it changes, not the zone's size --
-    unless a name went away entirely (its ancestors may now be empty), which is rare enough to recount."""
+    Given the ``touched`` owners, only what they change: an update costs what it changes, not the zone's size
+    (:mod:`sockhop.dns.layered`) -- unless a name went away entirely (its ancestors may now be empty), which is
+    rare enough to recount."""
     origin = zone.origin
     if touched is not None:
         touched = list(touched)
         if all(name in rrsets for name in touched):
-            names, cuts = set(zone.names), set(zone.cuts)
+            new_names: set[dns.name.Name] = set()
             for name in touched:
-                if name != origin and RdataType.NS in rrsets[name]:
-                    cuts.add(name)
-                else:
-                    cuts.discard(name)
-                _add_name(names, name, origin)
-            return Zone(origin, rrsets, names, cuts, zone.source, signer=zone.signer)
-    names = set()
-    cuts = set()
+                _add_name(new_names, name, origin, zone.names)
+            cut_now = {name for name in touched if name != origin and RdataType.NS in rrsets[name]}
+            names = set_changed(zone.names, new_names)
+            cuts = set_changed(zone.cuts, cut_now, set(touched) - cut_now)
+            return Zone(origin, rrsets, names, cuts, zone.source, signer=zone.signer)  # type: ignore[arg-type]
+    names: set[dns.name.Name] = set()  # type: ignore[no-redef]
+    cuts: set[dns.name.Name] = set()  # type: ignore[no-redef]
     for name, node in rrsets.items():
         if name != origin and RdataType.NS in node:
             cuts.add(name)
         _add_name(names, name, origin)
-    return Zone(origin, rrsets, names, cuts, zone.source, signer=zone.signer)
+    return Zone(origin, rrsets, names, cuts, zone.source, signer=zone.signer)  # type: ignore[arg-type]
 
 
-def _add_name(names: set[dns.name.Name], name: dns.name.Name, origin: dns.name.Name) -> None:
-    """The name and its ancestors up to the apex."""
-    while name not in names:
+def _add_name(
+    names: set[dns.name.Name], name: dns.name.Name, origin: dns.name.Name, present: Set = frozenset()
+) -> None:
+    """The name and its ancestors up to the apex (those not ``present`` already)."""
+    while name not in names and name not in present:
         names.add(name)
         if name == origin:
             break
@@ -246,7 +243,7 @@ def _add_name(names: set[dns.name.Name], name: dns.name.Name, origin: dns.name.N
 
 def apply_diff(zone: Zone, diff: Diff) -> Zone:
     """The zone with a recorded difference applied again (the journal at start-up)."""
-    rrsets = dict(zone.rrsets)
+    rrsets = zone.rrsets
     touched: dict[dns.name.Name, dict[int, list]] = {}
     for rrset in diff.deleted:
         node = touched.setdefault(rrset.name, {})
@@ -263,20 +260,20 @@ def apply_diff(zone: Zone, diff: Diff) -> Zone:
             have = node[rrset.rdtype] = [old.ttl, list(old)] if old is not None else [rrset.ttl, []]
         have[0] = rrset.ttl
         have[1] += [rdata for rdata in rrset if rdata not in have[1]]
+    changes: dict[dns.name.Name, Any] = {}
     for name, types in touched.items():
-        new = dict(rrsets.get(name, {}))
+        new = dict(zone.rrsets.get(name, {}))
         for rdtype, (ttl, rdatas) in types.items():
             if rdatas:
                 new[rdtype] = _rrset(name, ttl, rdtype, rdatas)
             else:
                 new.pop(rdtype, None)
-        if new:
-            rrsets[name] = new
-        else:
-            rrsets.pop(name, None)
-    rrsets[zone.origin] = dict(rrsets[zone.origin])
-    rrsets[zone.origin][RdataType.SOA] = diff.new_soa
-    return rebuilt(zone, rrsets, [*touched, zone.origin])
+        changes[name] = new if new else GONE
+    apex = changes.get(zone.origin)
+    apex = dict(zone.rrsets[zone.origin]) if apex is None or apex is GONE else apex
+    apex[RdataType.SOA] = diff.new_soa
+    changes[zone.origin] = apex
+    return rebuilt(zone, changed(zone.rrsets, changes), [*touched, zone.origin])
 
 
 def difference(old: Zone, new: Zone) -> Diff:

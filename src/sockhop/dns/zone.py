@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import linecache
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,9 +46,10 @@ class Zone:
     answer (``nsec3``, by hash), as their hashed owners are not names of the zone."""
 
     origin: dns.name.Name
-    rrsets: dict[dns.name.Name, dict[int, dns.rrset.RRset]]
-    names: set[dns.name.Name] = field(default_factory=set)  # owners and their ancestors up to the apex
-    cuts: set[dns.name.Name] = field(default_factory=set)  # delegation points: NS below the apex
+    #: a dict, or after dynamic updates a read-only mapping of the same keys (sockhop.dns.layered)
+    rrsets: Mapping[dns.name.Name, dict[int, dns.rrset.RRset]]
+    names: AbstractSet[dns.name.Name] = field(default_factory=set)  # owners and their ancestors up to the apex
+    cuts: AbstractSet[dns.name.Name] = field(default_factory=set)  # delegation points: NS below the apex
     source: str = ""
     sigs: dict[dns.name.Name, dict[int, dns.rrset.RRset]] = field(default_factory=dict)  # RRSIGs by covered type
     nsec_owners: list[dns.name.Name] = field(default_factory=list)  # canonical order
@@ -56,7 +58,8 @@ class Zone:
     nsec3_memo: dict[dns.name.Name, str] = field(default_factory=dict)  # names hashed so far (proofs.py)
     #: set when the zone is signed online (sockhop.dns.signer.Signer)
     signer: object = None
-    #: this version's AXFR messages, encoded on first use, by question type (sockhop.dns.transfer)
+    #: this version's AXFR messages and their record count, encoded on first use, by question type
+    #: (sockhop.dns.protocol, sockhop.dns.transfer)
     axfr: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -105,23 +108,24 @@ def index(zone: dns.zone.Zone, source: str = "") -> Zone:
 def from_records(origin: dns.name.Name, records: Iterable[dns.rrset.RRset], source: str = "") -> Zone:
     """The answering index of a zone received as RRsets (a transfer), absolute names; an RRset split over several
     messages is joined again. Raises ZoneError for a zone without its SOA or NS."""
-    nodes: dict[dns.name.Name, dict[tuple[int, int], dns.rrset.RRset]] = {}
+    nodes: dict[tuple, tuple[dns.name.Name, dict]] = {}  # by the owner's labels: they hash in C, a Name in Python
     for rrset in records:
-        node = nodes.get(rrset.name)
-        if node is None:
-            node = nodes[rrset.name] = {}
+        entry = nodes.get(rrset.name.labels)
+        if entry is None:
+            entry = nodes[rrset.name.labels] = (rrset.name, {})
+        node = entry[1]
         key = (rrset.rdtype, rrset.covers)
         have = node.get(key)
         if have is None:
             node[key] = rrset
         else:  # the RRsets are the caller's, fresh from a transfer: joined in place
             have.union_update(rrset)
-    apex = nodes.get(origin, {})
+    apex = nodes.get(origin.labels, (origin, {}))[1]
     if (RdataType.SOA, 0) not in apex:
         raise ZoneError(f"{source or origin}: the zone has no SOA record at its origin {origin}")
     if (RdataType.NS, 0) not in apex:
         raise ZoneError(f"{source or origin}: the zone has no NS record at its origin {origin}")
-    return _index(origin, ((name, node.values()) for name, node in nodes.items()), source)
+    return _index(origin, ((name, node.values()) for name, node in nodes.values()), source)
 
 
 def to_text(zone: Zone) -> str:
@@ -136,9 +140,13 @@ def _index(origin: dns.name.Name, items: Iterable, source: str) -> Zone:
     rrsets: dict[dns.name.Name, dict[int, dns.rrset.RRset]] = {}
     sigs: dict[dns.name.Name, dict[int, dns.rrset.RRset]] = {}
     nsec3: dict[str, dns.rrset.RRset] = {}
-    names: set[dns.name.Name] = set()
     cuts: set[dns.name.Name] = set()
     depth = len(origin)
+    # Hashing a Name runs Python over every character, and a zone has many: each owner is hashed once, into
+    # ``rrsets`` (``names`` is made from its keys, whose hashes a set reuses); the ancestors of owners -- names that
+    # exist without records -- are found by their labels, which hash in C.
+    above: set[tuple] = {origin.labels}  # labels of the names found above owners (the apex's included)
+    ancestors: list[dns.name.Name] = [origin]
     for name, rdatasets in items:
         name = name.derelativize(origin)
         by_type: dict[int, dns.rrset.RRset] = {}
@@ -161,16 +169,20 @@ def _index(origin: dns.name.Name, items: Iterable, source: str) -> Zone:
             sigs.setdefault(name, {}).update(signatures)
         if not by_type:
             continue
-        rrsets[name] = by_type
+        have = rrsets.setdefault(name, by_type)
+        if have is not by_type:  # the same owner written in another case: one node
+            have.update(by_type)
         # Lengths, not comparisons: a Name compares and hashes label by label in Python, and a zone has many.
         if len(name) > depth and RdataType.NS in by_type:
             cuts.add(name)
-        count = len(names)
-        names.add(name)
-        while len(names) > count and len(name) > depth:  # new, and below the apex: its ancestors too
-            name = origin if len(name) == depth + 1 else name.parent()  # the apex itself: compared by identity
-            count = len(names)
-            names.add(name)
+        labels = name.labels
+        while len(labels) > depth + 1 and labels[1:] not in above:  # below the apex: its ancestors too
+            labels = labels[1:]
+            above.add(labels)
+            name = name.parent()
+            ancestors.append(name)
+    names = set(rrsets)
+    names.update(ancestors)
     nsec_owners = sorted(name for name, node in rrsets.items() if RdataType.NSEC in node)
     return Zone(origin, rrsets, names, cuts, source, sigs, nsec_owners, nsec3, sorted(nsec3))
 
