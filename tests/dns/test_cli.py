@@ -67,7 +67,9 @@ def test_sighup_reloads_and_a_broken_reload_keeps_old_data(sockhop_server, tmp_p
     path.write_text(EXAMPLE_ORG.replace("192.0.2.100", "192.0.2.101").replace(" 7 3600", " 8 3600"))
     server.proc.send_signal(signal.SIGHUP)
     assert wait_for(lambda: ask(port, "ns.example.org", tcp=tcp).answer[0][0].address == "192.0.2.101"), server.log()
-    processes = 3 if model == "prefork" else 1  # the master and each worker reload (and say so)
+    # The master and each worker reload and say so -- but a worker the master forks after its own reload (under
+    # load the second may still be on its way when the test signals) starts with the new data and says nothing.
+    processes = 2 if model == "prefork" else 1
     reloaded = "reloaded example.org. (serial 8)"
     assert wait_for(lambda: sum(reloaded in line for line in server.lines) >= processes), server.log()
     for _ in range(6):  # every worker has the new data
