@@ -30,6 +30,7 @@ from sockhop.web.accesslog import format_entry
 from sockhop.web.protocol import CLOSING as CLOSING_STATE
 from sockhop.web.protocol import COMPLETE as COMPLETE_EVENT
 from sockhop.web.protocol import CONTINUE, HttpServer, WebOptions
+from sockhop.web.protocol import HTTP2 as HTTP2_STATE
 from sockhop.web.protocol import LAST as LAST_EVENT
 from sockhop.web.protocol import _Stop as StopParsing
 from sockhop.web.response import error_response, http_date, reason, response_head
@@ -207,7 +208,7 @@ class Exchange:
             )
         self.conn = conn
         conn.begin(self, reused)
-        server.handle.link(conn.handle)
+        self.link(conn)
         data = [self.head_for(upstream), *self.buffered]
         self.buffered = []
         if reused:
@@ -239,10 +240,24 @@ class Exchange:
             return
         self.finished = True
         if self.answered:
-            server.abort()
+            self.abort()
             return
-        status = HTTPStatus.GATEWAY_TIMEOUT if timeout else HTTPStatus.BAD_GATEWAY
-        server.gateway_error(self, status)
+        self.gateway_error(HTTPStatus.GATEWAY_TIMEOUT if timeout else HTTPStatus.BAD_GATEWAY)
+
+    def abort(self) -> None:
+        """The upstream died once the answer's head had gone: the client must see a failure, not an end."""
+        self.server.abort()
+
+    def gateway_error(self, status: int) -> None:
+        """No upstream answered: 502, or 504 for a timeout."""
+        self.server.gateway_error(self, status)
+
+    def link(self, conn: UpstreamConn) -> None:
+        """Backpressure between the client's connection and this upstream connection (HTTP/1.1: one at a time)."""
+        self.server.handle.link(conn.handle)
+
+    def upstream_drained(self) -> None:
+        """What was handed to the upstream connection has gone to the kernel (asked for by HTTP/2's exchanges)."""
 
     # -- the answer --------------------------------------------------------------------------------------------
     def answer_head(self, status: int, headers: list[tuple[bytes, bytes]], framing: str | None) -> None:
@@ -364,6 +379,11 @@ class UpstreamConn(ClientProtocol):
     def connection_made(self, peer, local) -> Reply:
         if self.exchange is not None:
             self.exchange.connected()
+        return NOTHING
+
+    def output_drained(self) -> Reply:
+        if self.exchange is not None:
+            self.exchange.upstream_drained()
         return NOTHING
 
     def data_received(self, data: bytes) -> Reply:
@@ -567,11 +587,13 @@ class ProxyServer(HttpServer):
         super()._fail(exc)
 
     def _become_http2(self, data: bytes) -> Reply:
-        """HTTP/2 is not spoken beside a proxy (its streams would need the upstream's bodies within h2's flow
-        control): the preface is an HTTP/1 request with an unknown version, 505."""
-        self.now = self.clock()
-        self._fail(RemoteProtocolError("HTTP/2 is not offered here", hint=HTTPStatus.HTTP_VERSION_NOT_SUPPORTED))
-        return self._flush()
+        """The client opened with HTTP/2's preface: its streams are served by :class:`H2ProxyServer`, which sends
+        the proxied ones to the upstreams through the same exchanges."""
+        from sockhop.web.h2proxy import H2ProxyServer
+
+        self.h2 = H2ProxyServer(self.options, self.peer_host, self.on_result, self)
+        self.state = HTTP2_STATE
+        return self.h2.data_received(data)
 
     # -- the engine contract -------------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> Reply | bytes:
