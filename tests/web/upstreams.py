@@ -4,6 +4,7 @@ socket), with a few paths that misbehave on purpose.
 * ``/hello`` -- a small answer; ``/headers`` -- the request's head as JSON (what the proxy added and dropped);
 * ``POST /upload`` -- reads the body (Content-Length or chunked) and answers its length and SHA-256;
 * ``/blob/N`` -- N bytes of a known pattern, with Content-Length; ``/chunked`` -- three chunks, no length;
+* ``/stream/N?ID`` -- N bytes, 64 KiB a write, counted in ``WRITTEN[ID]`` (to see an upstream held back);
 * ``/slow`` -- answers after 3 s (past a 1 s read timeout); ``/die`` -- promises 1 MB, sends 10 KB and resets.
 """
 
@@ -21,6 +22,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from tests.tls_certs import LocalCA
+
+#: What /stream/N?ID has written so far, by ID; the IDs whose client (the proxy) closed before the end.
+WRITTEN: dict[str, int] = {}
+CLOSED: set[str] = set()
 
 
 def pattern(n: int) -> bytes:
@@ -83,6 +88,21 @@ class Handler(BaseHTTPRequestHandler):
             self._answer(json.dumps(head).encode(), kind="application/json")
         elif path.startswith("/blob/"):
             self._answer(pattern(int(path[6:])), kind="application/octet-stream")
+        elif path.startswith("/stream/"):  # /stream/N?ID: N bytes 64 KiB a write, the count so far in WRITTEN[ID]
+            size, _, key = path[8:].partition("?")
+            total = int(size)
+            self.send_response(200)
+            self.send_header("Content-Length", size)
+            self.end_headers()
+            WRITTEN[key] = 0
+            block = pattern(65536)
+            try:
+                while WRITTEN[key] < total:
+                    piece = block[: total - WRITTEN[key]]
+                    self.wfile.write(piece)
+                    WRITTEN[key] += len(piece)
+            except OSError:
+                CLOSED.add(key)
         elif path == "/chunked":
             self.send_response(200)
             self.send_header("Transfer-Encoding", "chunked")

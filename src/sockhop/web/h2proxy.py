@@ -62,7 +62,7 @@ class _Piped(_Stream):
         if self.size > HIGH and not self.paused:
             conn = self.exchange.conn
             if conn is not None:
-                self.paused = True
+                self.paused = conn.held_back = True
                 conn.handle.pause_reading()
 
     def sent(self, count: int) -> None:
@@ -75,6 +75,8 @@ class _Piped(_Stream):
             self.paused = False
             conn = self.exchange.conn
             if conn is not None and not conn.handle.closed:
+                conn.held_back = False
+                conn.last_read = conn.clock()
                 conn.handle.resume_reading()
 
     def over(self) -> bool:

@@ -337,6 +337,7 @@ class UpstreamConn(ClientProtocol):
         self.loop: object = None
         self.timer = None  # the read timeout's (see watch)
         self.last_read = 0.0
+        self.held_back = False  # not read on purpose (an HTTP/2 client's shut window): no read timeout meanwhile
 
     def begin(self, exchange: Exchange, reused: bool) -> None:
         self.exchange = exchange
@@ -360,6 +361,8 @@ class UpstreamConn(ClientProtocol):
         exchange = self.exchange
         if exchange is None or self.tunnel:
             return NOTHING
+        if self.held_back:
+            self.last_read = self.clock()
         left = self.last_read + self.options.read_timeout - self.clock()
         if left > 0:
             self.timer = self.handle.call_later(left, self._check)
