@@ -216,3 +216,15 @@ def test_a_shut_window_holds_the_upstream_back_and_a_reset_closes_it(proxy):
         assert any(isinstance(f, HeadersFrame) and f.stream_id == 5 for f in wire.answers.frames)
     finally:
         wire.close()
+
+
+def test_an_upstream_s_trailers_end_the_stream(proxy):
+    wire = _wire(proxy)
+    try:
+        wire.send(headers_frame(wire.encoder, 1, "/app/trailers"))
+        answers = wire.read_until(lambda a: 1 in a.ended)
+        heads = [f for f in answers.frames if isinstance(f, HeadersFrame) and f.stream_id == 1]
+        assert len(heads) == 2 and "END_STREAM" in heads[1].flags  # the head, then the trailers ending it
+        assert answers.headers[1] == {"x-checksum": "42"} and answers.bodies[1] == b"sum: 42\n"
+    finally:
+        wire.close()
