@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import subprocess
+import threading
 import time
 
 import pytest
-from hyperframe.frame import HeadersFrame
+from hyperframe.frame import DataFrame, HeadersFrame, WindowUpdateFrame
 
 from tests.support import require_tool
 from tests.tls_certs import LocalCA
-from tests.web.conftest import MODELS
-from tests.web.h2frames import PREFACE, Wire, headers_frame, rst, settings, window_update
+from tests.web.conftest import MODELS, start_web
+from tests.web.h2frames import PREFACE, Wire, data_frame, headers_frame, rst, settings, window_update
 from tests.web.test_https import https_web
 from tests.web.upstreams import CLOSED, WRITTEN, Upstreams, pattern
 
@@ -228,3 +230,62 @@ def test_an_upstream_s_trailers_end_the_stream(proxy):
         assert answers.headers[1] == {"x-checksum": "42"} and answers.bodies[1] == b"sum: 42\n"
     finally:
         wire.close()
+
+
+class Sink:
+    """An upstream that accepts and never reads: what the proxy hands it fills the sockets' buffers, then stops."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.port = self.sock.getsockname()[1]
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.held.append(self.sock.accept()[0])
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+@pytest.mark.parametrize("model", ["eventloop", "thread"])
+def test_an_upload_is_held_back_by_the_window_while_the_upstream_does_not_read(model, tmp_path):
+    """The client's windows open again only as the upstream takes the bytes: against an upstream that reads
+    nothing, a client with 64 MiB to send gets a few MiB of window (the sockets' buffers), then none."""
+    sink = Sink()
+    server = start_web(tmp_path, model, "--proxy", f"/sink/=http://127.0.0.1:{sink.port}/", "--max-body", "100M")
+    wire = Wire(*server.address("web"))
+    try:
+        wire.send(PREFACE + settings())
+        wire.send(headers_frame(wire.encoder, 1, "/sink/up", method="POST", end=False))
+        sent, granted, piece = 0, {0: 65535, 1: 65535}, bytes(16384)
+        counted = 0
+        while sent < 64 * 1024 * 1024:
+            room = min(granted[0], granted[1]) - sent
+            if room >= len(piece):
+                frames = min(room // len(piece), 64)
+                wire.send(b"".join(data_frame(1, piece) for _ in range(frames)))
+                sent += frames * len(piece)
+                continue
+            answers = wire.read_until(lambda a, seen=counted: len(a.of(WindowUpdateFrame)) > seen, timeout=1.0)
+            updates = answers.of(WindowUpdateFrame)
+            if len(updates) == counted or answers.closed:
+                break  # no window for a second: held back
+            for frame in updates[counted:]:
+                granted[frame.stream_id] = granted.get(frame.stream_id, 0) + frame.window_increment
+            counted = len(updates)
+        assert 256 * 1024 < sent < 16 * 1024 * 1024, sent  # windows came back as the upstream took bytes, then not
+        assert not wire.answers.of(DataFrame) and not wire.answers.resets()
+    finally:
+        wire.close()
+        sink.close()
+        server.stop()
