@@ -257,6 +257,30 @@ class Sink:
             conn.close()
 
 
+def _upload(wire: Wire, sid: int, total: int) -> int:
+    """Send up to ``total`` zero bytes on ``sid`` as the windows allow; stop when no window comes for a second or
+    the stream is answered. What was sent."""
+    sent, counted, piece = 0, 0, bytes(16384)
+    granted = {0: 65535, sid: 65535}
+    while sent < total and sid not in wire.answers.headers:
+        room = min(granted[0], granted[sid]) - sent
+        if room >= len(piece):
+            frames = min(room // len(piece), 64)
+            wire.send(b"".join(data_frame(sid, piece) for _ in range(frames)))
+            sent += frames * len(piece)
+            continue
+        answers = wire.read_until(
+            lambda a, seen=counted: len(a.of(WindowUpdateFrame)) > seen or sid in a.headers, timeout=1.0
+        )
+        updates = answers.of(WindowUpdateFrame)
+        if len(updates) == counted or answers.closed:
+            break  # no window for a second: held back
+        for frame in updates[counted:]:
+            granted[frame.stream_id] = granted.get(frame.stream_id, 0) + frame.window_increment
+        counted = len(updates)
+    return sent
+
+
 @pytest.mark.parametrize("model", ["eventloop", "thread"])
 def test_an_upload_is_held_back_by_the_window_while_the_upstream_does_not_read(model, tmp_path):
     """The client's windows open again only as the upstream takes the bytes: against an upstream that reads
@@ -267,24 +291,35 @@ def test_an_upload_is_held_back_by_the_window_while_the_upstream_does_not_read(m
     try:
         wire.send(PREFACE + settings())
         wire.send(headers_frame(wire.encoder, 1, "/sink/up", method="POST", end=False))
-        sent, granted, piece = 0, {0: 65535, 1: 65535}, bytes(16384)
-        counted = 0
-        while sent < 64 * 1024 * 1024:
-            room = min(granted[0], granted[1]) - sent
-            if room >= len(piece):
-                frames = min(room // len(piece), 64)
-                wire.send(b"".join(data_frame(1, piece) for _ in range(frames)))
-                sent += frames * len(piece)
-                continue
-            answers = wire.read_until(lambda a, seen=counted: len(a.of(WindowUpdateFrame)) > seen, timeout=1.0)
-            updates = answers.of(WindowUpdateFrame)
-            if len(updates) == counted or answers.closed:
-                break  # no window for a second: held back
-            for frame in updates[counted:]:
-                granted[frame.stream_id] = granted.get(frame.stream_id, 0) + frame.window_increment
-            counted = len(updates)
+        sent = _upload(wire, 1, 64 * 1024 * 1024)
         assert 256 * 1024 < sent < 16 * 1024 * 1024, sent  # windows came back as the upstream took bytes, then not
         assert not wire.answers.of(DataFrame) and not wire.answers.resets()
+    finally:
+        wire.close()
+        sink.close()
+        server.stop()
+
+
+def test_a_body_past_max_body_is_413(tmp_path):
+    sink = Sink()
+    server = start_web(tmp_path, "eventloop", "--proxy", f"/sink/=http://127.0.0.1:{sink.port}/", "--max-body", "1M")
+    wire = Wire(*server.address("web"))
+    try:
+        wire.send(PREFACE + settings())
+        # Said in advance: refused before a byte of it is read.
+        wire.send(
+            headers_frame(wire.encoder, 1, "/sink/a", method="POST", end=False, extra=(("content-length", "2000000"),))
+        )
+        # Found out on the way (no length): refused once past it, and the upstream connection dropped.
+        wire.send(headers_frame(wire.encoder, 3, "/sink/b", method="POST", end=False))
+        assert _upload(wire, 3, 8 * 1024 * 1024) < 8 * 1024 * 1024  # it stopped: answered
+        wire.read_until(lambda a: 1 in a.headers and 3 in a.headers)
+        assert wire.answers.headers[1][":status"] == "413" and wire.answers.headers[3][":status"] == "413"
+        assert len(sink.held) == 1  # stream 1 never reached it
+        upstream = sink.held[0]
+        upstream.settimeout(5)
+        while upstream.recv(1 << 20):  # what the proxy sent before it gave up, then its close
+            pass
     finally:
         wire.close()
         sink.close()
