@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 import socket
 import subprocess
 import threading
 import time
 
 import pytest
-from hyperframe.frame import DataFrame, HeadersFrame, WindowUpdateFrame
+from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, WindowUpdateFrame
 
 from tests.support import require_tool
 from tests.tls_certs import LocalCA
@@ -323,4 +324,25 @@ def test_a_body_past_max_body_is_413(tmp_path):
     finally:
         wire.close()
         sink.close()
+        server.stop()
+
+
+@pytest.mark.parametrize("model", ["eventloop", "thread"])
+def test_a_graceful_stop_lets_a_proxied_stream_finish(upstreams, tmp_path, model):
+    server = start_web(tmp_path, model, "--grace", "5", "--proxy", f"/app/=http://127.0.0.1:{upstreams.port}/")
+    wire = Wire(*server.address("web"))
+    try:
+        wire.send(PREFACE + settings())
+        wire.send(headers_frame(wire.encoder, 1, "/app/chunked"))  # three chunks, 50 ms apart
+        wire.read_until(lambda a: 1 in a.headers)
+        server.proc.send_signal(signal.SIGTERM)
+        asked = time.monotonic()
+        answers = wire.read_until(lambda a: False, timeout=10)  # until the server closes: soon after the end
+        assert time.monotonic() - asked < 3
+        assert answers.bodies[1] == b"one two three\n" and 1 in answers.ended
+        goaway = answers.of(GoAwayFrame)
+        assert goaway and goaway[0].last_stream_id == 1
+        assert server.proc.wait(10) == 0
+    finally:
+        wire.close()
         server.stop()
