@@ -90,7 +90,7 @@ def test_the_upstream_is_told_who_asked_and_nothing_hop_by_hop(proxy, upstreams)
     assert headers["x-forwarded-for"] == "127.0.0.1" and headers["x-forwarded-proto"] == "http"
     assert headers["host"] == f"127.0.0.1:{upstreams.port}"
     assert headers["x-forwarded-host"] == "{}:{}".format(*proxy.hostport)
-    assert headers["via"] == "1.1 sockhop" and headers["forwarded"].startswith("for=127.0.0.1;proto=http")
+    assert headers["via"] == "2.0 sockhop" and headers["forwarded"].startswith("for=127.0.0.1;proto=http")
     assert headers["cookie"] == "a=1; b=2"  # HTTP/2's cookie fields, one field again for HTTP/1.1
     assert "te" not in headers and "connection" not in headers
 

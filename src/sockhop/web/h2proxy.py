@@ -181,6 +181,10 @@ class H2Exchange(Exchange):
             self.server.conn.acknowledge_received_data(held, self.sid)
             self.server.kick()
 
+    def via_received(self) -> bytes:
+        _, _, name = self.server.proxy.via.encode().partition(b" ")
+        return b"2.0 " + name
+
     # -- the answer ----------------------------------------------------------------------------------------------
     def answer_head(self, status: int, headers: list[tuple[bytes, bytes]], framing: str | None) -> None:
         self.status = status

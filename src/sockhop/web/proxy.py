@@ -144,7 +144,7 @@ class Exchange:
             b';host="',
             host.replace(b'"', b""),
             b'"\r\nVia: ',
-            server.proxy.via.encode(),
+            self.via_received(),
             b"\r\n",
         ]
         if self.upgrade:
@@ -158,6 +158,10 @@ class Exchange:
                 lines += [b"Content-Length: ", length.strip(), b"\r\n"]
         lines.append(b"\r\n")
         return b"".join(lines)
+
+    def via_received(self) -> bytes:
+        """The Via entry the upstream is told: the version the request came in by (RFC 9110 7.6.3), then our name."""
+        return self.server.proxy.via.encode()
 
     def body(self, piece: bytes) -> None:
         if self.chunked:
