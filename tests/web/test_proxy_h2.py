@@ -45,6 +45,8 @@ def proxy(request, upstreams, tmp_path_factory):
         ca.issue("good", ["localhost", "127.0.0.1"]),
         "--proxy", f"/app/={up}/",
         "--proxy", f"/dead/=http://127.0.0.1:{upstreams.dead_port}/",
+        "--proxy", f"/tls/=https://127.0.0.1:{upstreams.port_of('tls')}/",
+        "--proxy-ca", upstreams.ca,
         "--proxy-read-timeout", "1",
         "--max-body", "64M",
         "--idle-timeout", "5",
@@ -116,6 +118,14 @@ def test_an_upload_streams_to_the_upstream(proxy, tmp_path):
         check=False,
     )
     assert json.loads(sent.stdout)["sha256"] == hashlib.sha256(body[:300000]).hexdigest(), sent.stderr
+
+
+def test_a_tls_upstream_both_ways(proxy, tmp_path):
+    assert h2c(proxy, "/tls/hello").stdout == b"upstream hello\n"
+    body = pattern(1024 * 1024 + 3)
+    (tmp_path / "up.bin").write_bytes(body)
+    got = h2c(proxy, "/tls/upload", "--data-binary", f"@{tmp_path / 'up.bin'}")
+    assert json.loads(got.stdout) == {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}, got.stderr
 
 
 def test_no_upstream_is_502_a_silent_one_504(proxy):
