@@ -356,3 +356,21 @@ def test_a_graceful_stop_lets_a_proxied_stream_finish(upstreams, tmp_path, model
     finally:
         wire.close()
         server.stop()
+
+
+@pytest.mark.parametrize("model", ["eventloop", "thread"])
+def test_the_idle_timeout_while_an_upstream_keeps_a_stream_waiting_is_504(upstreams, tmp_path, model):
+    up = f"http://127.0.0.1:{upstreams.port}/"
+    server = start_web(
+        tmp_path, "eventloop", "--proxy", f"/app/={up}", "--idle-timeout", "1", "--proxy-read-timeout", "9"
+    )
+    wire = Wire(*server.address("web"))
+    try:
+        wire.send(PREFACE + settings())
+        wire.send(headers_frame(wire.encoder, 1, "/app/slow"))  # answers after 3 s
+        answers = wire.read_until(lambda a: False, timeout=5)
+        assert answers.headers[1][":status"] == "504" and 1 in answers.ended and answers.closed
+        assert answers.of(GoAwayFrame)
+    finally:
+        wire.close()
+        server.stop()

@@ -421,6 +421,21 @@ class H2ProxyServer(Http2Server):
         return reply
 
     def timed_out(self) -> Reply:
-        for exchange in list(self.piped.values()):
-            exchange.cancel()
-        return super().timed_out()
+        """The connection's idle time ran out while upstreams kept it waiting: as HTTP/1.1 answers, a stream still
+        without its head gets 504 and one cut short a reset, then GOAWAY and the close."""
+        if self.ending or not self.piped:
+            return super().timed_out()
+        self.in_event = True
+        try:
+            for exchange in list(self.piped.values()):
+                answered = exchange.answered
+                exchange.cancel()
+                if answered:
+                    self.reset(exchange.sid, ErrorCodes.INTERNAL_ERROR)
+                else:
+                    exchange.status = 504
+                    self.gateway_error(exchange, 504)
+            self._pump()
+        finally:
+            self.in_event = False
+        return self._end(ErrorCodes.NO_ERROR)
