@@ -285,7 +285,13 @@ def scenes() -> list[Scene]:  # noqa: PLR0915 (one table)
                 ),
             ],
             ("web tcp 127.0.0.1:8000", "web tcp 127.0.0.1:8080"),
-            [Line("curl -i http://127.0.0.1:8080/app/", ("Hello from ./www", "Via: 1.1 sockhop"))],
+            [
+                Line("curl -i http://127.0.0.1:8080/app/", ("Hello from ./www", "Via: 1.1 sockhop")),
+                Line(
+                    "curl --http2-prior-knowledge -i http://127.0.0.1:8080/app/",
+                    ("HTTP/2 200", "via: 1.1 sockhop", "Hello from ./www"),
+                ),
+            ],
         ),
         Scene(
             [

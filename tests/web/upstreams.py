@@ -4,6 +4,8 @@ socket), with a few paths that misbehave on purpose.
 * ``/hello`` -- a small answer; ``/headers`` -- the request's head as JSON (what the proxy added and dropped);
 * ``POST /upload`` -- reads the body (Content-Length or chunked) and answers its length and SHA-256;
 * ``/blob/N`` -- N bytes of a known pattern, with Content-Length; ``/chunked`` -- three chunks, no length;
+  ``/trailers`` -- a chunked body and a trailer field;
+* ``/stream/N?ID`` -- N bytes, 64 KiB a write, counted in ``WRITTEN[ID]`` (to see an upstream held back);
 * ``/slow`` -- answers after 3 s (past a 1 s read timeout); ``/die`` -- promises 1 MB, sends 10 KB and resets.
 """
 
@@ -21,6 +23,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from tests.tls_certs import LocalCA
+
+#: What /stream/N?ID has written so far, by ID; the IDs whose client (the proxy) closed before the end.
+WRITTEN: dict[str, int] = {}
+CLOSED: set[str] = set()
 
 
 def pattern(n: int) -> bytes:
@@ -83,6 +89,27 @@ class Handler(BaseHTTPRequestHandler):
             self._answer(json.dumps(head).encode(), kind="application/json")
         elif path.startswith("/blob/"):
             self._answer(pattern(int(path[6:])), kind="application/octet-stream")
+        elif path.startswith("/stream/"):  # /stream/N?ID: N bytes 64 KiB a write, the count so far in WRITTEN[ID]
+            size, _, key = path[8:].partition("?")
+            total = int(size)
+            self.send_response(200)
+            self.send_header("Content-Length", size)
+            self.end_headers()
+            WRITTEN[key] = 0
+            block = pattern(65536)
+            try:
+                while WRITTEN[key] < total:
+                    piece = block[: total - WRITTEN[key]]
+                    self.wfile.write(piece)
+                    WRITTEN[key] += len(piece)
+            except OSError:
+                CLOSED.add(key)
+        elif path == "/trailers":  # a chunked body with a trailer field after it
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("Trailer", "X-Checksum")
+            self.end_headers()
+            self.wfile.write(b"5\r\nsum: \r\n3\r\n42\n\r\n0\r\nX-Checksum: 42\r\n\r\n")
         elif path == "/chunked":
             self.send_response(200)
             self.send_header("Transfer-Encoding", "chunked")

@@ -34,6 +34,7 @@ from typing import Any
 from sockhop.engine.limits import Limits
 from sockhop.engine.protocol import (
     NOTHING,
+    WHEN_DRAINED,
     Address,
     ClientProtocol,
     Close,
@@ -212,6 +213,14 @@ class Handle:
         if self._map is not None:
             reply = self._map(reply)
         end.carry_out(reply)
+
+    def pause_reading(self) -> None:
+        """Stop reading this handle's connection (a proxy whose client's window is shut: bounded buffering) until
+        ``resume_reading``."""
+        self._end.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._end.resume_reading()
 
     def link(self, other: Handle) -> None:
         """Backpressure both ways: while one side's output is over ``write_buffer``, the other is not read."""
@@ -442,6 +451,7 @@ class Outbound(End):
         self.paused = False
         self.mask = 0
         self.alarm: Timer | None = None
+        self.drain = False  # the protocol sent WHEN_DRAINED: output_drained() once ``out`` has gone to the kernel
         kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
         # The handle exists before the protocol sees anything: attach first, then connect.
         protocol.attach(Handle(self, protocol))
@@ -519,7 +529,7 @@ class Outbound(End):
                 return
             self.peer = peer
             self.run(lambda: self.protocol.connection_made(peer, local), None, "connection_made")
-            if not self.closed and (self.out or self.closing):
+            if not self.closed and (self.out or self.closing or self.drain):
                 self._flush()  # what was given, or a close asked for, before the connection was up
             return
         if ev & select.EPOLLOUT and self.out:
@@ -553,6 +563,9 @@ class Outbound(End):
             release(reply.send)
             return
         for piece in reply.send:
+            if piece is WHEN_DRAINED:
+                self.drain = True
+                continue
             if isinstance(piece, FileRegion):
                 try:
                     piece_bytes = piece.read()
@@ -608,6 +621,9 @@ class Outbound(End):
                     return
         self._update()
         self.check_backlog()
+        if self.drain and not out and not self.closed:  # what the protocol handed over has gone: it may give more
+            self.drain = False
+            self.run(self.protocol.output_drained, None, "output_drained")
 
     def _timed_out(self) -> None:
         self.alarm = None

@@ -303,6 +303,8 @@ class _Stream:
     """A response on its way: what is left of its body."""
 
     __slots__ = ("pieces", "status")
+    #: True for an answer still arriving from an upstream (web/h2proxy.py): its body grows while it is sent.
+    piped = False
 
     def __init__(self, pieces: list[bytes | FileRegion], status: int) -> None:
         self.pieces = pieces
@@ -426,7 +428,7 @@ class Http2Server(StreamProtocol):
                 if self.stopping and sid > self.last_stream:
                     conn.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
                     continue
-                self._request(sid, event.headers, now)
+                self._request(sid, event.headers, now, event.stream_ended is not None)
                 self.answered += 1
                 if self.answered >= self.limits.max_requests and not self.stopping:
                     # As HTTP/1.1 closes after max_requests, and nginx's keepalive_requests: GOAWAY, the client
@@ -443,6 +445,8 @@ class Http2Server(StreamProtocol):
                     if event.remote_reset and not self.resets.spend(now):
                         raise _Calm("too many streams reset (rapid reset)")
             elif kind is h2.events.DataReceived:
+                if self.proxying and self._piped_data(event):
+                    continue
                 # A body is read and dropped (nothing here consumes one yet); its bytes are given back to the
                 # window at once. Past max_body, RST_STREAM(NO_ERROR) tells the client to stop (RFC 9113 8.1) --
                 # within it the client may finish, as some clients (curl 7.88) call that reset a failed transfer.
@@ -459,10 +463,12 @@ class Http2Server(StreamProtocol):
             elif kind is h2.events.PingReceived or kind is h2.events.RemoteSettingsChanged:
                 if not self.control.spend(now):
                     raise _Calm("too many SETTINGS or PING frames")
+            elif kind is h2.events.StreamEnded and self.proxying:
+                self._piped_end(event.stream_id)
             elif kind is h2.events.ConnectionTerminated:
                 self.peer_gone = True  # the client said GOAWAY: h2 sends nothing more, so neither do we
 
-    def _request(self, sid: int, headers: list[tuple[bytes, bytes]], now: float) -> None:
+    def _request(self, sid: int, headers: list[tuple[bytes, bytes]], now: float, ended: bool = True) -> None:
         method = path = b""
         fields: dict[str, str] = {}
         for name, value in headers:
@@ -489,6 +495,8 @@ class Http2Server(StreamProtocol):
             response = error_response(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, head=verb == "HEAD")
             self.uploads[sid] = self.limits.max_body  # its first DATA frame stops it
         else:
+            if self.proxying and self._proxy(sid, verb, path, headers, site, log, ended, now):
+                return
             response = handle(site, verb, path, fields, now)
         self._respond(sid, verb, path, fields, response, now, log)
 
@@ -522,6 +530,20 @@ class Http2Server(StreamProtocol):
                 self.log_lines.append(entry)
             else:  # another virtual host's log
                 log.add(entry, now)
+
+    # -- the reverse proxy's hooks (web/h2proxy.py) ------------------------------------------------------------
+    proxying = False
+
+    def _proxy(self, sid: int, method: str, path: bytes, headers: list, site, log, ended: bool, now: float) -> bool:
+        """True if an upstream answers this request."""
+        return False
+
+    def _piped_data(self, event: h2.events.DataReceived) -> bool:
+        """True if this body goes to an upstream."""
+        return False
+
+    def _piped_end(self, sid: int) -> None:
+        """The client's request on ``sid`` is whole."""
 
     # -- output --------------------------------------------------------------------------------------------------
     def _pump(self) -> tuple[bool, bool]:
@@ -563,10 +585,18 @@ class Http2Server(StreamProtocol):
                         pieces.pop(0)
                 budget -= len(data)
                 size = conn.max_outbound_frame_size
+                if stream.piped:  # its end is known only once the upstream has said so
+                    stream.sent(len(data))
+                    last = not pieces and stream.over()
+                    for start in range(0, len(data), size):
+                        conn.send_data(sid, data[start : start + size], end_stream=last and start + size >= len(data))
+                    continue
                 for start in range(0, len(data), size):
                     end_stream = not pieces and start + size >= len(data)
                     conn.send_data(sid, data[start : start + size], end_stream=end_stream)
             else:
+                if stream.piped and not stream.end(conn):
+                    continue  # more is on its way from the upstream
                 del self.streams[sid]
         return waiting, False
 

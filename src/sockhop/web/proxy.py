@@ -30,6 +30,7 @@ from sockhop.web.accesslog import format_entry
 from sockhop.web.protocol import CLOSING as CLOSING_STATE
 from sockhop.web.protocol import COMPLETE as COMPLETE_EVENT
 from sockhop.web.protocol import CONTINUE, HttpServer, WebOptions
+from sockhop.web.protocol import HTTP2 as HTTP2_STATE
 from sockhop.web.protocol import LAST as LAST_EVENT
 from sockhop.web.protocol import _Stop as StopParsing
 from sockhop.web.response import error_response, http_date, reason, response_head
@@ -143,7 +144,7 @@ class Exchange:
             b';host="',
             host.replace(b'"', b""),
             b'"\r\nVia: ',
-            server.proxy.via.encode(),
+            self.via_received(),
             b"\r\n",
         ]
         if self.upgrade:
@@ -157,6 +158,10 @@ class Exchange:
                 lines += [b"Content-Length: ", length.strip(), b"\r\n"]
         lines.append(b"\r\n")
         return b"".join(lines)
+
+    def via_received(self) -> bytes:
+        """The Via entry the upstream is told: the version the request came in by (RFC 9110 7.6.3), then our name."""
+        return self.server.proxy.via.encode()
 
     def body(self, piece: bytes) -> None:
         if self.chunked:
@@ -207,7 +212,7 @@ class Exchange:
             )
         self.conn = conn
         conn.begin(self, reused)
-        server.handle.link(conn.handle)
+        self.link(conn)
         data = [self.head_for(upstream), *self.buffered]
         self.buffered = []
         if reused:
@@ -239,10 +244,24 @@ class Exchange:
             return
         self.finished = True
         if self.answered:
-            server.abort()
+            self.abort()
             return
-        status = HTTPStatus.GATEWAY_TIMEOUT if timeout else HTTPStatus.BAD_GATEWAY
-        server.gateway_error(self, status)
+        self.gateway_error(HTTPStatus.GATEWAY_TIMEOUT if timeout else HTTPStatus.BAD_GATEWAY)
+
+    def abort(self) -> None:
+        """The upstream died once the answer's head had gone: the client must see a failure, not an end."""
+        self.server.abort()
+
+    def gateway_error(self, status: int) -> None:
+        """No upstream answered: 502, or 504 for a timeout."""
+        self.server.gateway_error(self, status)
+
+    def link(self, conn: UpstreamConn) -> None:
+        """Backpressure between the client's connection and this upstream connection (HTTP/1.1: one at a time)."""
+        self.server.handle.link(conn.handle)
+
+    def upstream_drained(self) -> None:
+        """What was handed to the upstream connection has gone to the kernel (asked for by HTTP/2's exchanges)."""
 
     # -- the answer --------------------------------------------------------------------------------------------
     def answer_head(self, status: int, headers: list[tuple[bytes, bytes]], framing: str | None) -> None:
@@ -322,6 +341,7 @@ class UpstreamConn(ClientProtocol):
         self.loop: object = None
         self.timer = None  # the read timeout's (see watch)
         self.last_read = 0.0
+        self.held_back = False  # not read on purpose (an HTTP/2 client's shut window): no read timeout meanwhile
 
     def begin(self, exchange: Exchange, reused: bool) -> None:
         self.exchange = exchange
@@ -345,6 +365,8 @@ class UpstreamConn(ClientProtocol):
         exchange = self.exchange
         if exchange is None or self.tunnel:
             return NOTHING
+        if self.held_back:
+            self.last_read = self.clock()
         left = self.last_read + self.options.read_timeout - self.clock()
         if left > 0:
             self.timer = self.handle.call_later(left, self._check)
@@ -364,6 +386,11 @@ class UpstreamConn(ClientProtocol):
     def connection_made(self, peer, local) -> Reply:
         if self.exchange is not None:
             self.exchange.connected()
+        return NOTHING
+
+    def output_drained(self) -> Reply:
+        if self.exchange is not None:
+            self.exchange.upstream_drained()
         return NOTHING
 
     def data_received(self, data: bytes) -> Reply:
@@ -567,11 +594,13 @@ class ProxyServer(HttpServer):
         super()._fail(exc)
 
     def _become_http2(self, data: bytes) -> Reply:
-        """HTTP/2 is not spoken beside a proxy (its streams would need the upstream's bodies within h2's flow
-        control): the preface is an HTTP/1 request with an unknown version, 505."""
-        self.now = self.clock()
-        self._fail(RemoteProtocolError("HTTP/2 is not offered here", hint=HTTPStatus.HTTP_VERSION_NOT_SUPPORTED))
-        return self._flush()
+        """The client opened with HTTP/2's preface: its streams are served by :class:`H2ProxyServer`, which sends
+        the proxied ones to the upstreams through the same exchanges."""
+        from sockhop.web.h2proxy import H2ProxyServer
+
+        self.h2 = H2ProxyServer(self.options, self.peer_host, self.on_result, self)
+        self.state = HTTP2_STATE
+        return self.h2.data_received(data)
 
     # -- the engine contract -------------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> Reply | bytes:

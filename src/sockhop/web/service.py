@@ -250,8 +250,7 @@ def open_web(args: argparse.Namespace, opener: Opener) -> list[Listener]:
         from sockhop.web.proxy import ProxyOptions, make_proxy_factory
 
         proxy = ProxyOptions(args.proxy_connect_timeout, args.proxy_read_timeout)
-        # HTTP/2 is not offered: its streams would need the proxy's streaming bodies within h2's flow control.
-        return opener.open(make_proxy_factory(options, proxy), busy=BUSY, alpn=("http/1.1",))
+        return opener.open(make_proxy_factory(options, proxy), busy=BUSY, alpn=("h2", "http/1.1"))
     return opener.open(make_factory(options), busy=BUSY, alpn=("h2", "http/1.1"))
 
 
