@@ -12,6 +12,13 @@ Several processes serve under prefork and fork, so the counts live in prometheus
 process writes its own memory-mapped file in a private folder (``PROMETHEUS_MULTIPROC_DIR``, made when --admin is
 given and removed at exit), and the admin listener in the master adds them up when scraped. Under ``--model fork``
 every connection's child leaves a small file there: prefer prefork or eventloop when you scrape.
+
+Under the one-process models counting is kept off the hot path: a request adds to plain integers
+(:class:`Tally`), and :meth:`Metrics.publish` hands what they gained to prometheus_client -- whose every ``inc``
+takes a lock and writes the memory-mapped file: three of them a request cost the web server half its rate. The
+scrape publishes first (it runs in the same process), and so does a server that has no connection left open (a
+master that drains after a SIGUSR2 restart leaves its counts to its successor's scrapes). Under fork and prefork
+the process that scrapes is not the one counting, so there every count goes to prometheus_client at once.
 """
 
 from __future__ import annotations
@@ -43,6 +50,45 @@ log = logging.getLogger("sockhop.metrics")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 OWNER_ENV = "SOCKHOP_METRICS_OWNER"  # the pid of the master that made the folder (and removes it at exit)
 LABELS = ("service", "model")
+#: The models whose protocols run on several threads of one process: their tallies take a lock.
+THREADED = frozenset({"thread", "pool"})
+#: The models that count in processes other than the one that scrapes: no tallies, prometheus_client at once.
+SEVERAL_PROCESSES = frozenset({"fork", "prefork"})
+
+
+class Tally:
+    """A count of this process, as a plain integer; ``child`` is the prometheus_client value it is published to."""
+
+    __slots__ = ("n", "published", "child")
+
+    def __init__(self, child) -> None:  # type: ignore[no-untyped-def]
+        self.n = 0
+        self.published = 0
+        self.child = child
+
+    def inc(self, amount: int = 1) -> None:
+        self.n += amount
+
+    def dec(self, amount: int = 1) -> None:
+        self.n -= amount
+
+
+class LockedTally(Tally):
+    """A tally several threads add to."""
+
+    __slots__ = ("lock",)
+
+    def __init__(self, child) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(child)
+        self.lock = threading.Lock()
+
+    def inc(self, amount: int = 1) -> None:
+        with self.lock:
+            self.n += amount
+
+    def dec(self, amount: int = 1) -> None:
+        with self.lock:
+            self.n -= amount
 
 
 class Metrics:
@@ -61,6 +107,7 @@ class Metrics:
             os.environ[OWNER_ENV] = str(owner)
             atexit.register(lambda: os.getpid() == owner and shutil.rmtree(folder, ignore_errors=True))
         self.folder = os.environ[MULTIPROC_ENV]
+        os.register_at_fork(after_in_child=self._forked)
         # Imported only now: prometheus_client picks its multiprocess storage at import time.
         from prometheus_client import Counter, Gauge
 
@@ -75,6 +122,8 @@ class Metrics:
         )
         self.results: dict[str, object] = {}  # the protocols' own counters, by name, made when first needed
         self.lock = threading.Lock()
+        self.tallies: dict[tuple, Tally] = {}  # by (metric name, labels...)
+        self.open_now = 0  # connections open in this process (publish when it falls to none)
 
     @classmethod
     def get(cls) -> Metrics:
@@ -82,10 +131,42 @@ class Metrics:
             cls._instance = cls()
         return cls._instance
 
+    def tally(self, metric, labels: tuple[str, ...], model: str):  # type: ignore[no-untyped-def]
+        """What counts ``metric`` under ``labels`` for ``model``: this process's tally (one per metric and labels), or
+        prometheus_client's own value under the models of several processes."""
+        if model in SEVERAL_PROCESSES:
+            return metric.labels(*labels)
+        key = (metric._name, *labels)
+        with self.lock:
+            found = self.tallies.get(key)
+            if found is None:
+                kind = LockedTally if model in THREADED else Tally
+                found = self.tallies[key] = kind(metric.labels(*labels))
+            return found
+
+    def publish(self) -> None:
+        """Hand what every tally of this process gained since the last time to prometheus_client."""
+        with self.lock:
+            for found in self.tallies.values():
+                gained = found.n - found.published
+                if gained:
+                    found.child.inc(gained)
+                    found.published += gained
+
+    def _forked(self) -> None:
+        """In a forked child: what the parent counted before the fork is the parent's to publish."""
+        self.lock = threading.Lock()
+        self.open_now = 0
+        for found in self.tallies.values():
+            found.published = found.n
+            if isinstance(found, LockedTally):
+                found.lock = threading.Lock()
+
     def exposition(self) -> bytes:
-        """Every process's counts added up, in the text format."""
+        """Every process's counts added up, in the text format (this process's published first)."""
         from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 
+        self.publish()
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=self.folder)
         return generate_latest(registry)
@@ -93,14 +174,14 @@ class Metrics:
     def metered(self, factory: Callable, service: str, model: str, stream: bool = True) -> Callable:
         """Wrap a protocol factory so what it serves is counted under these labels."""
         labels = (service or "?", model)
-        counting = ResultCounting(self, labels)
+        counting = ResultCounting(self, labels, model)
         if stream:
             return lambda: MeteredStream(counting.attach(factory()), self, labels)
         return lambda: MeteredDatagram(counting.attach(factory()), self, labels)
 
     def refusals(self, service: str, model: str) -> Callable[[], None]:
         """What a listener calls for each client it refuses at the connection limit (``Listener.refused``)."""
-        return self.refused.labels(service or "?", model).inc
+        return self.tally(self.refused, (service or "?", model), model).inc
 
     def counter(self, results: Results):
         """The counter a protocol's ``results`` names (one per name and process, whichever thread asks first)."""
@@ -117,9 +198,10 @@ class Metrics:
 class ResultCounting:
     """Sets ``on_result`` on the protocols one listener makes, counting under that listener's labels."""
 
-    def __init__(self, metrics: Metrics, labels: tuple[str, str]) -> None:
+    def __init__(self, metrics: Metrics, labels: tuple[str, str], model: str = "") -> None:
         self.metrics = metrics
         self.labels = labels
+        self.model = model
         self.hooks: dict[str, Callable[..., None]] = {}  # by counter name
 
     def attach(self, protocol):
@@ -135,15 +217,16 @@ class ResultCounting:
         return protocol
 
     def _hook(self, results: Results) -> Callable[..., None]:
-        counter = self.metrics.counter(results)
-        labels = self.labels
-        children: dict[tuple[str, ...], object] = {}  # labels() takes a lock and builds a key: once per value
+        metrics = self.metrics
+        counter = metrics.counter(results)
+        labels, model = self.labels, self.model
+        tallies: dict[tuple[str, ...], Tally] = {}  # tally() takes a lock and builds a key: once per value
 
         def on_result(*values: str) -> None:
-            child = children.get(values)
-            if child is None:
-                child = children[values] = counter.labels(*labels, *values)
-            child.inc()
+            found = tallies.get(values)
+            if found is None:
+                found = tallies[values] = metrics.tally(counter, (*labels, *values), model)
+            found.inc()
 
         return on_result
 
@@ -159,11 +242,14 @@ class MeteredStream(StreamProtocol):
 
     def __init__(self, inner: StreamProtocol, metrics: Metrics, labels: tuple[str, str]) -> None:
         self.inner = inner
-        self.received = metrics.received.labels(*labels)
-        self.sent = metrics.sent.labels(*labels)
-        self.open = metrics.open.labels(*labels)
-        metrics.connections.labels(*labels).inc()
+        self.metrics = metrics
+        model = labels[1]
+        self.received = metrics.tally(metrics.received, labels, model)
+        self.sent = metrics.tally(metrics.sent, labels, model)
+        self.open = metrics.tally(metrics.open, labels, model)
+        metrics.tally(metrics.connections, labels, model).inc()
         self.open.inc()
+        metrics.open_now += 1
         self.closed = False
 
     def _out(self, reply: Reply) -> Reply:
@@ -196,6 +282,10 @@ class MeteredStream(StreamProtocol):
         if not self.closed:
             self.closed = True
             self.open.dec()
+            metrics = self.metrics
+            metrics.open_now -= 1
+            if metrics.open_now <= 0:  # nothing open: publish now (a draining master may be about to exit)
+                metrics.publish()
         self.inner.connection_lost()
 
     @property
@@ -209,10 +299,12 @@ class MeteredStream(StreamProtocol):
 class MeteredDatagram(DatagramProtocol):
     def __init__(self, inner: DatagramProtocol, metrics: Metrics, labels: tuple[str, str]) -> None:
         self.inner = inner
-        self.count_in = metrics.datagrams_in.labels(*labels)
-        self.count_out = metrics.datagrams_out.labels(*labels)
-        self.received = metrics.received.labels(*labels)
-        self.sent = metrics.sent.labels(*labels)
+        self.metrics = metrics
+        model = labels[1]
+        self.count_in = metrics.tally(metrics.datagrams_in, labels, model)
+        self.count_out = metrics.tally(metrics.datagrams_out, labels, model)
+        self.received = metrics.tally(metrics.received, labels, model)
+        self.sent = metrics.tally(metrics.sent, labels, model)
 
     def tick(self, now: float) -> None:
         self.inner.tick(now)
