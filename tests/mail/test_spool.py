@@ -87,6 +87,65 @@ def test_acceptance_never_scans_the_queue(tmp_path, monkeypatch):
     assert len(router.spool.entries()) == 4
 
 
+class FakeHandle:
+    """A job's handle without an engine: calls at once, keeps timers and connections to look at."""
+
+    def __init__(self) -> None:
+        self.later: list = []
+        self.connected: list = []
+
+    def call_soon(self, fn):
+        fn()
+
+    def wake(self) -> None:
+        raise AssertionError("a wake without the message's id: the runner would rescan queue/")
+
+    def call_later(self, seconds, fn=None):
+        self.later.append((seconds, fn))
+
+    def connect(self, address, protocol, **kwargs):
+        self.connected.append((address, protocol))
+
+
+def test_the_runner_woken_with_an_id_reads_that_message_only(tmp_path, monkeypatch):
+    """A message queued wakes the runner with its id: it is tried (one read of its file) without a listing of
+    queue/ or state/ per message -- which grows with the queue -- and settling it reads nothing again."""
+    from sockhop.mail.client import Outcome
+    from sockhop.mail.codes import SMTPReply
+    from sockhop.mail.runner import DeliveryPolicy, QueueRunner
+
+    router = make_router(tmp_path)
+    spool = router.spool
+    runner = QueueRunner(spool, DeliveryPolicy("mx.example.test", relayhost=("127.0.0.1", 9)))
+    runner.attach(handle := FakeHandle())
+    router.on_queued = runner.wake
+    opened: list[str] = []
+    real_open = open
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a folder was listed for a message queued")
+
+    def counted(path, *args, **kwargs):
+        opened.append(os.path.basename(path))
+        return real_open(path, *args, **kwargs)
+
+    for name in ("scandir", "listdir"):
+        monkeypatch.setattr(os, name, refuse)
+    monkeypatch.setattr("builtins.open", counted)
+    queue_id = accept(router, "x@remote.test", "y@remote.test")
+    for _seconds, fn in handle.later:  # the runner's own hop to try what is due
+        fn()
+    [(_address, talk)] = handle.connected  # one connection to the relayhost, carrying the message
+    message = talk.take()
+    assert message.queue_id == queue_id and message.recipients == ("x@remote.test", "y@remote.test")
+    assert opened == [queue_id]
+    ok = SMTPReply(250, "2.0.0", ("ok",))
+    talk.report(message, [Outcome(r, ok, "relayhost") for r in message.recipients])
+    monkeypatch.undo()
+    assert opened == [queue_id] and os.listdir(tmp_path / "spool" / "queue") == []
+    assert os.listdir(tmp_path / "spool" / "state") == []
+
+
 def test_a_failed_spool_write_leaves_nothing_anywhere(tmp_path):
     router = make_router(tmp_path)
     os.rmdir(tmp_path / "spool" / "tmp")  # the spool's write fails after the Maildir copy was written

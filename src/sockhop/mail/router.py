@@ -26,10 +26,10 @@ class Router:
         *,
         spool: Spool | None = None,
         aliases: dict[str, tuple[str, ...]] | None = None,
-        on_queued: Callable[[], None] | None = None,
+        on_queued: Callable[[str], None] | None = None,
     ) -> None:
         self.maildir = maildir
-        self.on_queued = on_queued  # a message went to the queue: the queue runner is woken
+        self.on_queued = on_queued  # a message went to the queue: the queue runner is woken with its id
         self.local_domains = local_domains
         self.spool = spool
         self.aliases = aliases or {}
@@ -72,7 +72,7 @@ class Router:
                 def done(result: str | OSError) -> None:
                     told(result)
                     if not isinstance(result, OSError):
-                        wake()
+                        wake(result)
 
         self.maildir.submit(session, envelope, done, recipients=local, also=also)
 

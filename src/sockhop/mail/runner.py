@@ -34,7 +34,7 @@ from .codes import is_transient
 from .lookup import find_hops
 from .outbound import Conversation, Message
 from .protocol import Envelope, Session
-from .spool import Spool, SpoolError, envelope_line
+from .spool import QueueEntry, Spool, SpoolError, envelope_line
 
 log = logging.getLogger("sockhop.mail")
 
@@ -76,6 +76,7 @@ class Run:
     attempts: int
     content: bytes
     waiting: int = 0  # destinations still to answer
+    entry: QueueEntry | None = None  # as read for this try: the recipients it had left
     #: each recipient's outcome, with the status a bounce gives it when no server answered (4.4.1 unreachable;
     #: 5.1.2, 5.1.10 for a domain that does not exist or takes no mail) and whether that is final
     outcomes: list[tuple[Outcome, str, bool]] = field(default_factory=list)
@@ -215,11 +216,25 @@ class QueueRunner(Job):
 
         self.dns_servers = [] if policy.relayhost else server_addresses(policy.dns)  # --dns, or /etc/resolv.conf's
 
-    def wake(self) -> None:
-        """A message was queued (from any thread or process): look at the queue soon."""
+    def wake(self, queue_id: str | None = None) -> None:
+        """A message was queued (from any thread or process): look at the queue soon. Given its id, in this process
+        only that message is scheduled -- no rescan of ``queue/`` per message, which costs a listing of every name
+        queued (and of ``state/``) for each one accepted; from another process (a prefork worker) the call is not
+        carried, only the wake, and ``woken()`` rescans."""
         handle = getattr(self, "handle", None)
-        if handle is not None:
+        if handle is None:
+            return
+        if queue_id is None:
             handle.wake()
+        else:
+            handle.call_soon(lambda: self.queued(queue_id))
+
+    def queued(self, queue_id: str) -> Reply:
+        """One message just queued (on the engine's thread): due now, unless it is scheduled already (a rescan
+        found it first)."""
+        if queue_id not in self.scheduled and not self.stopping:
+            self._schedule(queue_id, 0.0)
+        return NOTHING
 
     # -- the job's events ------------------------------------------------------------------------------------------
     def started(self) -> Reply:
@@ -301,20 +316,19 @@ class QueueRunner(Job):
 
     def attempt(self, queue_id: str) -> Reply:
         """Try a message: its recipients still to deliver, grouped by destination."""
-        entry = self.spool.entry(queue_id)
-        if entry is None or entry.held or not entry.recipients or self.stopping:
-            self.scheduled.pop(queue_id, None)
-            return NOTHING
         try:
-            envelope, content = self.spool.read(queue_id)
+            loaded = None if self.stopping else self.spool.load(queue_id)  # one read: envelope, text, state
         except (OSError, SpoolError, ValueError):
+            loaded = None
+        if loaded is None or not loaded[0].recipients:
             self.scheduled.pop(queue_id, None)
             return NOTHING
+        entry, envelope, content = loaded
         self.active += 1
         groups: dict[str, list[str]] = {}
         for rcpt in entry.recipients:
             groups.setdefault(split_address(rcpt)[1].lower().rstrip("."), []).append(rcpt)
-        run = Run(queue_id, entry.sender, entry.arrival, entry.attempts, content, waiting=len(groups))
+        run = Run(queue_id, entry.sender, entry.arrival, entry.attempts, content, waiting=len(groups), entry=entry)
         utf8 = bool(envelope.get("smtputf8"))
         for domain, rcpts in groups.items():
             key = "[relayhost]" if self.policy.relayhost else domain
@@ -380,7 +394,7 @@ class QueueRunner(Job):
         if failed:
             self._bounce(run, failed)
         if done or failed:
-            self.spool.delivered(run.queue_id, done + [o.recipient for o, _ in failed], sync=False)
+            self.spool.delivered(run.queue_id, done + [o.recipient for o, _ in failed], sync=False, entry=run.entry)
         if later:
             error = "; ".join(dict.fromkeys(o.describe() for o, _ in later))
             next_try = now + self.policy.backoff(run.attempts + 1)

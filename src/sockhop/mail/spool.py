@@ -225,6 +225,28 @@ class Spool:
         first, _, content = data.partition(b"\n")
         return json.loads(first), content
 
+    def load(self, queue_id: str) -> tuple[QueueEntry, dict, bytes] | None:
+        """What a queue runner needs to try a queued message, from one read of its file (and of its state file, if
+        it has one): its entry, its envelope and its text. None when it is not in ``queue/`` (delivered, deleted,
+        held). Raises OSError, ValueError for a damaged file."""
+        if not queue_id or "/" in queue_id or queue_id.startswith("."):
+            return None
+        try:
+            with open(f"{self.root}/queue/{queue_id}", "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return None
+        first, _, content = data.partition(b"\n")
+        envelope = json.loads(first)
+        state = self._state(queue_id)
+        done = set(state.done)
+        entry = QueueEntry(
+            queue_id, len(content), float(envelope.get("arrival", 0)), envelope.get("from", ""),
+            tuple(r for r in envelope.get("to", ()) if r not in done), False, state.attempts, state.last_error,
+            state.next_try, envelope.get("user", ""),
+        )  # fmt: skip
+        return entry, envelope, content
+
     def due(self, now: float | None = None) -> list[QueueEntry]:
         """What a queue runner should try now: not held, its next try passed, oldest first."""
         now = time.time() if now is None else now
@@ -258,9 +280,16 @@ class Spool:
         state.last_error, state.next_try = error, next_try
         self._write_state(queue_id, state, sync=sync)
 
-    def delivered(self, queue_id: str, recipients: Iterable[str], *, sync: bool = True) -> bool:
+    def delivered(self, queue_id: str, recipients: Iterable[str], *, sync: bool = True,
+                  entry: QueueEntry | None = None) -> bool:  # fmt: skip
         """These recipients are settled (a 250, or a bounce sent): never tried again. Removes the message when none
-        remains; returns whether it did."""
+        remains; returns whether it did. ``entry``: the message as the caller read it (:meth:`load`) -- only this
+        process settles its recipients, so what remained then is what remains now, and neither file is read again
+        when that was all."""
+        recipients = list(recipients)
+        if entry is not None and not set(entry.recipients) - set(recipients):
+            self.delete(queue_id, sync=sync)
+            return True
         entry = self.entry(queue_id)  # the envelope's line and the state: the message itself is not read
         if entry is None:
             raise SpoolError(f"no such message: {queue_id}")
@@ -281,8 +310,12 @@ class Spool:
         return [queue_id]
 
     def delete(self, queue_id: str, *, sync: bool = True) -> None:
-        path = self._path(queue_id)
-        path.unlink()
+        path = self.root / "queue" / queue_id
+        try:
+            path.unlink()  # where it nearly always is: no look first
+        except FileNotFoundError:
+            path = self._path(queue_id)  # held meanwhile, or gone (SpoolError)
+            path.unlink()
         (self.root / "state" / queue_id).unlink(missing_ok=True)
         if sync:
             fsync_dir(path.parent)
