@@ -5,6 +5,7 @@ and aliases expanding before delivery."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import pytest
@@ -140,10 +141,18 @@ def test_the_runner_woken_with_an_id_reads_that_message_only(tmp_path, monkeypat
     assert message.queue_id == queue_id and message.recipients == ("x@remote.test", "y@remote.test")
     assert opened == [queue_id]
     ok = SMTPReply(250, "2.0.0", ("ok",))
+    gate, delete = threading.Event(), spool.delete
+    spool.delete = lambda *args, **kwargs: gate.wait(10) and delete(*args, **kwargs)
     talk.report(message, [Outcome(r, ok, "relayhost") for r in message.recipients])
     monkeypatch.undo()
+    assert os.listdir(tmp_path / "spool" / "queue") == [queue_id] and runner.removing == {queue_id}
+    tries = len(handle.later)
+    runner.scan()  # a rescan (a flush) while the file is being removed off the loop does not try it again
+    assert len(handle.later) == tries and not runner.due and queue_id not in runner.scheduled
+    gate.set()
+    runner.stopped()  # the removals asked for are done before the server exits
     assert opened == [queue_id] and os.listdir(tmp_path / "spool" / "queue") == []
-    assert os.listdir(tmp_path / "spool" / "state") == []
+    assert os.listdir(tmp_path / "spool" / "state") == [] and runner.removing == set()
 
 
 def test_a_failed_spool_write_leaves_nothing_anywhere(tmp_path):

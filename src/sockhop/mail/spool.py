@@ -280,16 +280,9 @@ class Spool:
         state.last_error, state.next_try = error, next_try
         self._write_state(queue_id, state, sync=sync)
 
-    def delivered(self, queue_id: str, recipients: Iterable[str], *, sync: bool = True,
-                  entry: QueueEntry | None = None) -> bool:  # fmt: skip
+    def delivered(self, queue_id: str, recipients: Iterable[str], *, sync: bool = True) -> bool:
         """These recipients are settled (a 250, or a bounce sent): never tried again. Removes the message when none
-        remains; returns whether it did. ``entry``: the message as the caller read it (:meth:`load`) -- only this
-        process settles its recipients, so what remained then is what remains now, and neither file is read again
-        when that was all."""
-        recipients = list(recipients)
-        if entry is not None and not set(entry.recipients) - set(recipients):
-            self.delete(queue_id, sync=sync)
-            return True
+        remains; returns whether it did."""
         entry = self.entry(queue_id)  # the envelope's line and the state: the message itself is not read
         if entry is None:
             raise SpoolError(f"no such message: {queue_id}")
