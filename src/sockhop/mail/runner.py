@@ -1,7 +1,8 @@
 """The queue runner: delivery from the spool (``--spool``) as an engine Job, the MTA's outbound half.
 
-It keeps its schedule in memory: one scan of ``queue/``'s names when it starts (and when woken: a message was
-queued, ``sockhop queue --flush`` or ``--release`` was given), then a timer per message for its next try. A message
+It keeps its schedule in memory: one scan of ``queue/``'s names when it starts (and when ``sockhop queue --flush``
+or ``--release`` was given, or a prefork worker queued a message), then a timer per message for its next try; a
+message queued in this process wakes it with its id, and only that message is scheduled. A message
 due is read, its recipients grouped by destination (their domain, or the ``--relayhost``), and handed to that
 destination, which finds its mail exchangers (MX in preference order, an implicit MX, a null MX refused; asked
 over the engine's own UDP, :mod:`sockhop.mail.lookup`) and opens at most ``--relay-concurrency``
@@ -9,9 +10,10 @@ connections (:class:`~sockhop.mail.outbound.Conversation`) through the engine, e
 An address that cannot be reached or will not talk passes the work to the next.
 
 What comes back settles each recipient: a 250 -- only then -- marks it delivered in ``state/`` (the message goes
-when none remains); a 5xx bounces it (an RFC 3464 DSN queued to the sender, from the null sender, never for a
-bounce); a 4xx or no answer defers the message on Postfix's backoff (``--retry-first``, doubling up to
-``--retry-max``) until ``--queue-lifetime`` has passed, when what remains bounces too.
+when none remains, its files unlinked by a thread of the runner's rather than on the loop); a 5xx bounces it (an
+RFC 3464 DSN queued to the sender, from the null sender, never for a bounce); a 4xx or no answer defers the message
+on Postfix's backoff (``--retry-first``, doubling up to ``--retry-max``) until ``--queue-lifetime`` has passed,
+when what remains bounces too.
 """
 
 from __future__ import annotations
