@@ -109,8 +109,9 @@ class FakeHandle:
 
 
 def test_the_runner_woken_with_an_id_reads_that_message_only(tmp_path, monkeypatch):
-    """A message queued wakes the runner with its id: it is tried (one read of its file) without a listing of
-    queue/ or state/ per message -- which grows with the queue -- and settling it reads nothing again."""
+    """A message queued wakes the runner with its id and the text the commit wrote: it is tried without a listing
+    of queue/ or state/ per message -- which grows with the queue -- nor a read of its file, and settling it reads
+    nothing either; what it is handed is what the file holds."""
     from sockhop.mail.client import Outcome
     from sockhop.mail.codes import SMTPReply
     from sockhop.mail.runner import DeliveryPolicy, QueueRunner
@@ -139,19 +140,21 @@ def test_the_runner_woken_with_an_id_reads_that_message_only(tmp_path, monkeypat
     [(_address, talk)] = handle.connected  # one connection to the relayhost, carrying the message
     message = talk.take()
     assert message.queue_id == queue_id and message.recipients == ("x@remote.test", "y@remote.test")
-    assert opened == [queue_id]
+    assert opened == [] and runner.written == {}
+    monkeypatch.undo()
+    assert spool.load(queue_id)[1:] == ({"from": "a@example.test", "to": ["x@remote.test", "y@remote.test"],
+                                         "arrival": spool.load(queue_id)[0].arrival}, message.data)  # fmt: skip
     ok = SMTPReply(250, "2.0.0", ("ok",))
     gate, delete = threading.Event(), spool.delete
     spool.delete = lambda *args, **kwargs: gate.wait(10) and delete(*args, **kwargs)
     talk.report(message, [Outcome(r, ok, "relayhost") for r in message.recipients])
-    monkeypatch.undo()
     assert os.listdir(tmp_path / "spool" / "queue") == [queue_id] and runner.removing == {queue_id}
     tries = len(handle.later)
     runner.scan()  # a rescan (a flush) while the file is being removed off the loop does not try it again
     assert len(handle.later) == tries and not runner.due and queue_id not in runner.scheduled
     gate.set()
     runner.stopped()  # the removals asked for are done before the server exits
-    assert opened == [queue_id] and os.listdir(tmp_path / "spool" / "queue") == []
+    assert os.listdir(tmp_path / "spool" / "queue") == []
     assert os.listdir(tmp_path / "spool" / "state") == [] and runner.removing == set()
 
 

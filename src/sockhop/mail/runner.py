@@ -219,29 +219,34 @@ class QueueRunner(Job):
         # delivered messages whose files a thread of the runner's unlinks (an unlink of a 100 KiB file costs the
         # loop ~0.7 ms, and more while the group commit syncs): a rescan leaves them alone meanwhile
         self.removing: set[str] = set()
+        self.written: dict[str, tuple[bytes, bytes]] = {}  # queued here, not yet tried: its envelope line and text
         self._removals: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._remover: threading.Thread | None = None
         from sockhop.dns.resolver import server_addresses
 
         self.dns_servers = [] if policy.relayhost else server_addresses(policy.dns)  # --dns, or /etc/resolv.conf's
 
-    def wake(self, queue_id: str | None = None) -> None:
+    def wake(self, queue_id: str | None = None, written: tuple[bytes, bytes] | None = None) -> None:
         """A message was queued (from any thread or process): look at the queue soon. Given its id, in this process
         only that message is scheduled -- no rescan of ``queue/`` per message, which costs a listing of every name
-        queued (and of ``state/``) for each one accepted; from another process (a prefork worker) the call is not
-        carried, only the wake, and ``woken()`` rescans."""
+        queued (and of ``state/``) for each one accepted -- and with ``written`` (its file's envelope line and text,
+        as the group commit wrote them) its first try does not read the file back; from another process (a prefork
+        worker) the call is not carried, only the wake, and ``woken()`` rescans."""
         handle = getattr(self, "handle", None)
         if handle is None:
             return
         if queue_id is None:
             handle.wake()
         else:
-            handle.call_soon(lambda: self.queued(queue_id))
+            handle.call_soon(lambda: self.queued(queue_id, written))
 
-    def queued(self, queue_id: str) -> Reply:
+    def queued(self, queue_id: str, written: tuple[bytes, bytes] | None = None) -> Reply:
         """One message just queued (on the engine's thread): due now, unless it is scheduled already (a rescan
-        found it first)."""
+        found it first). Its text is kept for the first try while few are (at most ACTIVE_LIMIT: a backlog is read
+        from the files as it is reached, not held in memory)."""
         if queue_id not in self.scheduled and queue_id not in self.removing and not self.stopping:
+            if written is not None and len(self.written) < ACTIVE_LIMIT:
+                self.written[queue_id] = written
             self._schedule(queue_id, 0.0)
         return NOTHING
 
@@ -332,8 +337,14 @@ class QueueRunner(Job):
 
     def attempt(self, queue_id: str) -> Reply:
         """Try a message: its recipients still to deliver, grouped by destination."""
+        written = self.written.pop(queue_id, None)
         try:
-            loaded = None if self.stopping else self.spool.load(queue_id)  # one read: envelope, text, state
+            if self.stopping:
+                loaded = None
+            elif written is not None:  # just queued: what the commit wrote, the file only looked for
+                loaded = self.spool.loaded(queue_id, *written)
+            else:
+                loaded = self.spool.load(queue_id)  # one read: envelope, text, state
         except (OSError, SpoolError, ValueError):
             loaded = None
         if loaded is None or not loaded[0].recipients:

@@ -237,6 +237,18 @@ class Spool:
         except FileNotFoundError:
             return None
         first, _, content = data.partition(b"\n")
+        return self._loaded(queue_id, first, content)
+
+    def loaded(self, queue_id: str, head: bytes, content: bytes) -> tuple[QueueEntry, dict, bytes] | None:
+        """As :meth:`load`, for a message whose envelope line and text the caller has from queueing it (the group
+        commit's): the file is not read, only looked for in ``queue/`` (not held or deleted meanwhile)."""
+        if not queue_id or "/" in queue_id or queue_id.startswith("."):
+            return None
+        if not os.path.exists(f"{self.root}/queue/{queue_id}"):
+            return None
+        return self._loaded(queue_id, head.rstrip(b"\n"), content)
+
+    def _loaded(self, queue_id: str, first: bytes, content: bytes) -> tuple[QueueEntry, dict, bytes]:
         envelope = json.loads(first)
         state = self._state(queue_id)
         done = set(state.done)
