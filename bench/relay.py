@@ -80,8 +80,11 @@ class Relay:
                    "--spool", str(self.work / "spool"), "--relay-networks", "127.0.0.0/8", "--relayhost",
                    f"127.0.0.1:{SINK}", "--model", self.name, "--listen", f"127.0.0.1:{self.port}",
                    "--max-connections", "1000", "--grace", "2", "--max-size", "20M"]  # fmt: skip
+        # this tree's sockhop, not whichever the interpreter has installed (a worktree's bench measures its own code)
+        src = str(Path(__file__).resolve().parent.parent / "src")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
         try:
-            self.proc = start_server(command, lambda: port_open(self.port), logs=[self.work / "server.log"])
+            self.proc = start_server(command, lambda: port_open(self.port), logs=[self.work / "server.log"], env=env)
         except RuntimeError as exc:
             raise Unavailable(str(exc)) from None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 import socket
 import ssl
 import subprocess
@@ -13,6 +14,8 @@ import sys
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sockhop.mail.client import (
     SendError,
@@ -35,6 +38,14 @@ def test_dot_stuff():
     assert dot_stuff(b".a\n..b\nc.\n.") == b"..a\r\n...b\r\nc.\r\n..\r\n"
     assert dot_stuff(b"x\ry\r\n") == b"x\r\ny\r\n"
     assert dot_stuff(b"") == b""
+
+
+@given(st.lists(st.sampled_from([b"a", b".", b"..", b"\n", b"\r", b"\r\n", b" x"]), max_size=30).map(b"".join))
+def test_dot_stuff_fast_path_as_the_rule(data):
+    """LF-only text (the spool's) takes a replace rather than the regexes: the same bytes either way."""
+    rule = re.sub(rb"\r\n|\r|\n", b"\r\n", data)
+    rule += b"\r\n" if rule and not rule.endswith(b"\r\n") else b""
+    assert dot_stuff(data) == re.sub(rb"(?m)^\.", b"..", rule)
 
 
 def test_build_message_with_attachment(tmp_path):

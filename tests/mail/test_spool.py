@@ -5,6 +5,7 @@ and aliases expanding before delivery."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import pytest
@@ -85,6 +86,76 @@ def test_acceptance_never_scans_the_queue(tmp_path, monkeypatch):
         accept(router, "x@remote.test", "bob@example.test")
     monkeypatch.undo()
     assert len(router.spool.entries()) == 4
+
+
+class FakeHandle:
+    """A job's handle without an engine: calls at once, keeps timers and connections to look at."""
+
+    def __init__(self) -> None:
+        self.later: list = []
+        self.connected: list = []
+
+    def call_soon(self, fn):
+        fn()
+
+    def wake(self) -> None:
+        raise AssertionError("a wake without the message's id: the runner would rescan queue/")
+
+    def call_later(self, seconds, fn=None):
+        self.later.append((seconds, fn))
+
+    def connect(self, address, protocol, **kwargs):
+        self.connected.append((address, protocol))
+
+
+def test_the_runner_woken_with_an_id_reads_that_message_only(tmp_path, monkeypatch):
+    """A message queued wakes the runner with its id and the text the commit wrote: it is tried without a listing
+    of queue/ or state/ per message -- which grows with the queue -- nor a read of its file, and settling it reads
+    nothing either; what it is handed is what the file holds."""
+    from sockhop.mail.client import Outcome
+    from sockhop.mail.codes import SMTPReply
+    from sockhop.mail.runner import DeliveryPolicy, QueueRunner
+
+    router = make_router(tmp_path)
+    spool = router.spool
+    runner = QueueRunner(spool, DeliveryPolicy("mx.example.test", relayhost=("127.0.0.1", 9)))
+    runner.attach(handle := FakeHandle())
+    router.on_queued = runner.wake
+    opened: list[str] = []
+    real_open = open
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a folder was listed for a message queued")
+
+    def counted(path, *args, **kwargs):
+        opened.append(os.path.basename(path))
+        return real_open(path, *args, **kwargs)
+
+    for name in ("scandir", "listdir"):
+        monkeypatch.setattr(os, name, refuse)
+    monkeypatch.setattr("builtins.open", counted)
+    queue_id = accept(router, "x@remote.test", "y@remote.test")
+    for _seconds, fn in handle.later:  # the runner's own hop to try what is due
+        fn()
+    [(_address, talk)] = handle.connected  # one connection to the relayhost, carrying the message
+    message = talk.take()
+    assert message.queue_id == queue_id and message.recipients == ("x@remote.test", "y@remote.test")
+    assert opened == [] and runner.written == {}
+    monkeypatch.undo()
+    assert spool.load(queue_id)[1:] == ({"from": "a@example.test", "to": ["x@remote.test", "y@remote.test"],
+                                         "arrival": spool.load(queue_id)[0].arrival}, message.data)  # fmt: skip
+    ok = SMTPReply(250, "2.0.0", ("ok",))
+    gate, delete = threading.Event(), spool.delete
+    spool.delete = lambda *args, **kwargs: gate.wait(10) and delete(*args, **kwargs)
+    talk.report(message, [Outcome(r, ok, "relayhost") for r in message.recipients])
+    assert os.listdir(tmp_path / "spool" / "queue") == [queue_id] and runner.removing == {queue_id}
+    tries = len(handle.later)
+    runner.scan()  # a rescan (a flush) while the file is being removed off the loop does not try it again
+    assert len(handle.later) == tries and not runner.due and queue_id not in runner.scheduled
+    gate.set()
+    runner.stopped()  # the removals asked for are done before the server exits
+    assert os.listdir(tmp_path / "spool" / "queue") == []
+    assert os.listdir(tmp_path / "spool" / "state") == [] and runner.removing == set()
 
 
 def test_a_failed_spool_write_leaves_nothing_anywhere(tmp_path):

@@ -26,10 +26,10 @@ class Router:
         *,
         spool: Spool | None = None,
         aliases: dict[str, tuple[str, ...]] | None = None,
-        on_queued: Callable[[], None] | None = None,
+        on_queued: Callable[[str, tuple[bytes, bytes] | None], None] | None = None,
     ) -> None:
         self.maildir = maildir
-        self.on_queued = on_queued  # a message went to the queue: the queue runner is woken
+        self.on_queued = on_queued  # a message went to the queue: the runner is woken with its id and its file's text
         self.local_domains = local_domains
         self.spool = spool
         self.aliases = aliases or {}
@@ -63,8 +63,12 @@ class Router:
             head = functools.partial(envelope_line, envelope.sender, remote, user=user, smtputf8=envelope.smtputf8,
                                      eight_bit=envelope.eight_bit)  # fmt: skip
 
+            written: list[tuple[bytes, bytes]] = []  # the queue file's envelope line and text, for the runner
+
             def also(queue_id: str, content: bytes, now: float) -> list[tuple[int, str, str]]:
-                return [spool.write(queue_id, head(now), content)]
+                line = head(now)
+                written.append((line, content))
+                return [spool.write(queue_id, line, content)]
 
             if self.on_queued is not None:
                 told, wake = done, self.on_queued
@@ -72,7 +76,7 @@ class Router:
                 def done(result: str | OSError) -> None:
                     told(result)
                     if not isinstance(result, OSError):
-                        wake()
+                        wake(result, written[-1] if written else None)
 
         self.maildir.submit(session, envelope, done, recipients=local, also=also)
 

@@ -1,7 +1,8 @@
 """The queue runner: delivery from the spool (``--spool``) as an engine Job, the MTA's outbound half.
 
-It keeps its schedule in memory: one scan of ``queue/``'s names when it starts (and when woken: a message was
-queued, ``sockhop queue --flush`` or ``--release`` was given), then a timer per message for its next try. A message
+It keeps its schedule in memory: one scan of ``queue/``'s names when it starts (and when ``sockhop queue --flush``
+or ``--release`` was given, or a prefork worker queued a message), then a timer per message for its next try; a
+message queued in this process wakes it with its id, and only that message is scheduled. A message
 due is read, its recipients grouped by destination (their domain, or the ``--relayhost``), and handed to that
 destination, which finds its mail exchangers (MX in preference order, an implicit MX, a null MX refused; asked
 over the engine's own UDP, :mod:`sockhop.mail.lookup`) and opens at most ``--relay-concurrency``
@@ -9,16 +10,19 @@ connections (:class:`~sockhop.mail.outbound.Conversation`) through the engine, e
 An address that cannot be reached or will not talk passes the work to the next.
 
 What comes back settles each recipient: a 250 -- only then -- marks it delivered in ``state/`` (the message goes
-when none remains); a 5xx bounces it (an RFC 3464 DSN queued to the sender, from the null sender, never for a
-bounce); a 4xx or no answer defers the message on Postfix's backoff (``--retry-first``, doubling up to
-``--retry-max``) until ``--queue-lifetime`` has passed, when what remains bounces too.
+when none remains, its files unlinked by a thread of the runner's rather than on the loop); a 5xx bounces it (an
+RFC 3464 DSN queued to the sender, from the null sender, never for a bounce); a 4xx or no answer defers the message
+on Postfix's backoff (``--retry-first``, doubling up to ``--retry-max``) until ``--queue-lifetime`` has passed,
+when what remains bounces too.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import ssl
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -34,7 +38,7 @@ from .codes import is_transient
 from .lookup import find_hops
 from .outbound import Conversation, Message
 from .protocol import Envelope, Session
-from .spool import Spool, SpoolError, envelope_line
+from .spool import QueueEntry, Spool, SpoolError, envelope_line
 
 log = logging.getLogger("sockhop.mail")
 
@@ -76,6 +80,7 @@ class Run:
     attempts: int
     content: bytes
     waiting: int = 0  # destinations still to answer
+    entry: QueueEntry | None = None  # as read for this try: the recipients it had left
     #: each recipient's outcome, with the status a bounce gives it when no server answered (4.4.1 unreachable;
     #: 5.1.2, 5.1.10 for a domain that does not exist or takes no mail) and whether that is final
     outcomes: list[tuple[Outcome, str, bool]] = field(default_factory=list)
@@ -211,15 +216,39 @@ class QueueRunner(Job):
         self.stopping = False
         self.flush_seen = self._flush_time()
         self.local: Any = None  # the server's own mail store (the Router): is_local(domain), deliver(...)
+        # delivered messages whose files a thread of the runner's unlinks (an unlink of a 100 KiB file costs the
+        # loop ~0.7 ms, and more while the group commit syncs): a rescan leaves them alone meanwhile
+        self.removing: set[str] = set()
+        self.written: dict[str, tuple[bytes, bytes]] = {}  # queued here, not yet tried: its envelope line and text
+        self._removals: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._remover: threading.Thread | None = None
         from sockhop.dns.resolver import server_addresses
 
         self.dns_servers = [] if policy.relayhost else server_addresses(policy.dns)  # --dns, or /etc/resolv.conf's
 
-    def wake(self) -> None:
-        """A message was queued (from any thread or process): look at the queue soon."""
+    def wake(self, queue_id: str | None = None, written: tuple[bytes, bytes] | None = None) -> None:
+        """A message was queued (from any thread or process): look at the queue soon. Given its id, in this process
+        only that message is scheduled -- no rescan of ``queue/`` per message, which costs a listing of every name
+        queued (and of ``state/``) for each one accepted -- and with ``written`` (its file's envelope line and text,
+        as the group commit wrote them) its first try does not read the file back; from another process (a prefork
+        worker) the call is not carried, only the wake, and ``woken()`` rescans."""
         handle = getattr(self, "handle", None)
-        if handle is not None:
+        if handle is None:
+            return
+        if queue_id is None:
             handle.wake()
+        else:
+            handle.call_soon(lambda: self.queued(queue_id, written))
+
+    def queued(self, queue_id: str, written: tuple[bytes, bytes] | None = None) -> Reply:
+        """One message just queued (on the engine's thread): due now, unless it is scheduled already (a rescan
+        found it first). Its text is kept for the first try while few are (at most ACTIVE_LIMIT: a backlog is read
+        from the files as it is reached, not held in memory)."""
+        if queue_id not in self.scheduled and queue_id not in self.removing and not self.stopping:
+            if written is not None and len(self.written) < ACTIVE_LIMIT:
+                self.written[queue_id] = written
+            self._schedule(queue_id, 0.0)
+        return NOTHING
 
     # -- the job's events ------------------------------------------------------------------------------------------
     def started(self) -> Reply:
@@ -232,6 +261,13 @@ class QueueRunner(Job):
             self.scan_due = True
             self.handle.call_later(0.0, self.scan)
         return NOTHING
+
+    def stopped(self) -> None:
+        """The removals asked for are done before the server exits (else each would be a duplicate delivery)."""
+        if self._remover is not None:
+            self._removals.put(None)
+            self._remover.join(10.0)
+            self._remover = None
 
     def stop_requested(self) -> Reply:
         self.stopping = True  # connections finish the message they carry, then say QUIT
@@ -274,7 +310,7 @@ class QueueRunner(Job):
         now = time.time()
         tried = self.spool.tried()  # names only: a message never tried is due now, its file not opened
         for queue_id in names:
-            if queue_id not in self.scheduled:
+            if queue_id not in self.scheduled and queue_id not in self.removing:
                 self._schedule(queue_id, self.spool.next_try(queue_id) - now if queue_id in tried else 0.0)
         return NOTHING
 
@@ -301,20 +337,25 @@ class QueueRunner(Job):
 
     def attempt(self, queue_id: str) -> Reply:
         """Try a message: its recipients still to deliver, grouped by destination."""
-        entry = self.spool.entry(queue_id)
-        if entry is None or entry.held or not entry.recipients or self.stopping:
-            self.scheduled.pop(queue_id, None)
-            return NOTHING
+        written = self.written.pop(queue_id, None)
         try:
-            envelope, content = self.spool.read(queue_id)
+            if self.stopping:
+                loaded = None
+            elif written is not None:  # just queued: what the commit wrote, the file only looked for
+                loaded = self.spool.loaded(queue_id, *written)
+            else:
+                loaded = self.spool.load(queue_id)  # one read: envelope, text, state
         except (OSError, SpoolError, ValueError):
+            loaded = None
+        if loaded is None or not loaded[0].recipients:
             self.scheduled.pop(queue_id, None)
             return NOTHING
+        entry, envelope, content = loaded
         self.active += 1
         groups: dict[str, list[str]] = {}
         for rcpt in entry.recipients:
             groups.setdefault(split_address(rcpt)[1].lower().rstrip("."), []).append(rcpt)
-        run = Run(queue_id, entry.sender, entry.arrival, entry.attempts, content, waiting=len(groups))
+        run = Run(queue_id, entry.sender, entry.arrival, entry.attempts, content, waiting=len(groups), entry=entry)
         utf8 = bool(envelope.get("smtputf8"))
         for domain, rcpts in groups.items():
             key = "[relayhost]" if self.policy.relayhost else domain
@@ -379,8 +420,13 @@ class QueueRunner(Job):
             later = []
         if failed:
             self._bounce(run, failed)
-        if done or failed:
-            self.spool.delivered(run.queue_id, done + [o.recipient for o, _ in failed], sync=False)
+        settled = done + [o.recipient for o, _ in failed]
+        if settled and run.entry is not None and not set(run.entry.recipients) - set(settled):
+            self.scheduled.pop(run.queue_id, None)
+            self._remove(run.queue_id)  # nothing left: the files go, off the loop
+            return
+        if settled:
+            self.spool.delivered(run.queue_id, settled, sync=False)
         if later:
             error = "; ".join(dict.fromkeys(o.describe() for o, _ in later))
             next_try = now + self.policy.backoff(run.attempts + 1)
@@ -389,6 +435,39 @@ class QueueRunner(Job):
             self._schedule(run.queue_id, next_try - now)
         else:
             self.scheduled.pop(run.queue_id, None)
+
+    # -- removal of what is delivered ----------------------------------------------------------------------------------
+    def _remove(self, queue_id: str) -> None:
+        """Every recipient settled: the message's files are unlinked by the runner's thread, not on the loop. A crash
+        before that means the message is tried again -- a duplicate, never a loss (as ``delivered(sync=False)``)."""
+        self.removing.add(queue_id)
+        if self._remover is None:
+            self._remover = threading.Thread(target=self._remove_loop, name="spool-remover", daemon=True)
+            self._remover.start()
+        self._removals.put(queue_id)
+
+    def _remove_loop(self) -> None:
+        while True:
+            first = self._removals.get()
+            batch = [first]
+            while not self._removals.empty():
+                batch.append(self._removals.get())
+            ids = [queue_id for queue_id in batch if queue_id is not None]
+            for queue_id in ids:
+                try:
+                    self.spool.delete(queue_id, sync=False)
+                except SpoolError:
+                    pass  # gone already (sockhop queue --delete)
+                except OSError as exc:
+                    log.error("mail: %s: cannot remove it from the queue: %s", queue_id, exc.strerror)
+            if ids:
+                self.handle.call_soon(lambda ids=ids: self._removed(ids))
+            if None in batch:
+                return
+
+    def _removed(self, ids: list[str]) -> Reply:
+        self.removing.difference_update(ids)
+        return NOTHING
 
     def _bounce(self, run: Run, failed: list[tuple[Outcome, str]]) -> None:
         """An RFC 3464 DSN to the sender, queued like any message -- unless the message is itself a bounce."""

@@ -225,6 +225,40 @@ class Spool:
         first, _, content = data.partition(b"\n")
         return json.loads(first), content
 
+    def load(self, queue_id: str) -> tuple[QueueEntry, dict, bytes] | None:
+        """What a queue runner needs to try a queued message, from one read of its file (and of its state file, if
+        it has one): its entry, its envelope and its text. None when it is not in ``queue/`` (delivered, deleted,
+        held). Raises OSError, ValueError for a damaged file."""
+        if not queue_id or "/" in queue_id or queue_id.startswith("."):
+            return None
+        try:
+            with open(f"{self.root}/queue/{queue_id}", "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return None
+        first, _, content = data.partition(b"\n")
+        return self._loaded(queue_id, first, content)
+
+    def loaded(self, queue_id: str, head: bytes, content: bytes) -> tuple[QueueEntry, dict, bytes] | None:
+        """As :meth:`load`, for a message whose envelope line and text the caller has from queueing it (the group
+        commit's): the file is not read, only looked for in ``queue/`` (not held or deleted meanwhile)."""
+        if not queue_id or "/" in queue_id or queue_id.startswith("."):
+            return None
+        if not os.path.exists(f"{self.root}/queue/{queue_id}"):
+            return None
+        return self._loaded(queue_id, head.rstrip(b"\n"), content)
+
+    def _loaded(self, queue_id: str, first: bytes, content: bytes) -> tuple[QueueEntry, dict, bytes]:
+        envelope = json.loads(first)
+        state = self._state(queue_id)
+        done = set(state.done)
+        entry = QueueEntry(
+            queue_id, len(content), float(envelope.get("arrival", 0)), envelope.get("from", ""),
+            tuple(r for r in envelope.get("to", ()) if r not in done), False, state.attempts, state.last_error,
+            state.next_try, envelope.get("user", ""),
+        )  # fmt: skip
+        return entry, envelope, content
+
     def due(self, now: float | None = None) -> list[QueueEntry]:
         """What a queue runner should try now: not held, its next try passed, oldest first."""
         now = time.time() if now is None else now
@@ -281,8 +315,12 @@ class Spool:
         return [queue_id]
 
     def delete(self, queue_id: str, *, sync: bool = True) -> None:
-        path = self._path(queue_id)
-        path.unlink()
+        path = self.root / "queue" / queue_id
+        try:
+            path.unlink()  # where it nearly always is: no look first
+        except FileNotFoundError:
+            path = self._path(queue_id)  # held meanwhile, or gone (SpoolError)
+            path.unlink()
         (self.root / "state" / queue_id).unlink(missing_ok=True)
         if sync:
             fsync_dir(path.parent)
