@@ -10,13 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.support import end_process, require_tool
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+from tests.support import end_process, free_port, require_tool
 
 
 def config(backends: dict[str, list[tuple[str, int]]], fronts: dict[str, tuple[str, int]], server_options: str) -> str:
