@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.support import ROOT, end_process, require_tool
-from tests.web.conftest import start_web
+from tests.web.conftest import curl as web_curl
+from tests.web.conftest import start_web, stop_clean
 from tests.web.upstreams import pattern
 
 MiB = 1024 * 1024
@@ -120,13 +121,11 @@ def front(request, uvicorn_app, nginx_upstream, tmp_path_factory):
     server.base = f"http://{host}:{port}"
     server.port = port
     yield server
-    status = server.stop()
-    assert "Traceback" not in server.log(), server.log()
-    assert status == 0, server.log()
+    stop_clean(server)
 
 
 def curl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([require_tool("curl"), "-sS", *args], capture_output=True, timeout=timeout, check=False)
+    return web_curl(*args, timeout=timeout)  # a minute: the large files
 
 
 def test_a_starlette_upload_streamed_through(front, tmp_path):
