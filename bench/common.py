@@ -249,17 +249,28 @@ def process_tree(pid: int) -> list[int]:
     return pids
 
 
-def pss_kib(pid: int) -> int:
-    """Proportional memory of the tree: a page shared by n processes counts 1/n in each, so once in the sum."""
+def tree_kib(pid: int, file: str, field: str) -> int:
+    """The sum over the tree of one kB figure of /proc/PID/``file`` (its line starting ``field``); a process that
+    ended while the tree was read counts 0."""
     total = 0
     for p in process_tree(pid):
         try:
-            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
+            for line in Path(f"/proc/{p}/{file}").read_text().splitlines():
+                if line.startswith(field):
                     total += int(line.split()[1])
         except OSError:
             pass
     return total
+
+
+def pss_kib(pid: int) -> int:
+    """Proportional memory of the tree: a page shared by n processes counts 1/n in each, so once in the sum."""
+    return tree_kib(pid, "smaps_rollup", "Pss:")
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of the tree, a shared page counted in every process that maps it."""
+    return tree_kib(pid, "status", "VmRSS:")
 
 
 def sockets_held(pid: int) -> int:

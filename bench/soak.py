@@ -28,9 +28,9 @@ from common import (
     parse,
     parser_for,
     port_open,
-    process_tree,
     pss_kib,
     raise_nofile,
+    rss_kib,
     run_pinned,
     start_server,
     stop,
@@ -41,18 +41,6 @@ from proxy import upstream_conf
 PHASES = ["static", "proxy"]
 UPSTREAM_PORT = 18280  # proxy.py's upstream configuration
 PORT = 18390
-
-
-def rss_kib(pid: int) -> int:
-    total = 0
-    for p in process_tree(pid):
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
 
 
 def wrk_for(port: int, seconds: int, conns: int) -> float:
