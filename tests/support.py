@@ -84,6 +84,27 @@ def free_port(host: str = "127.0.0.1") -> int:
         return probe.getsockname()[1]
 
 
+def wait_for_port(
+    port: int,
+    proc: subprocess.Popen | None = None,
+    what: str = "server",
+    timeout: float = 15.0,
+    host: str = "127.0.0.1",
+) -> None:
+    """Wait until ``host:port`` takes TCP connections; the test fails if ``proc`` (the server started for it) ends
+    first, or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"{what} ended with {proc.returncode}")
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"{what} did not listen on {host}:{port}")
+
+
 def split_address(addr: str) -> tuple[str, int]:
     host, _, port = addr.rpartition(":")
     return host.strip("[]"), int(port)

@@ -5,10 +5,10 @@ otherwise), and is put back after."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
+
+from tests.support import wait_for_port
 
 MASTER_CF = [
     "{listen} inet n - n - - smtpd", "pickup unix n - n 60 1 pickup", "cleanup unix n - n - 0 cleanup",
@@ -59,12 +59,7 @@ biff = no
         if done.returncode != 0:
             self.restore()
             raise AssertionError(f"postfix did not start: {done.stderr or done.stdout}")
-        deadline = time.monotonic() + 20  # started: smtpd listens a moment later
-        while time.monotonic() < deadline:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
+        wait_for_port(port, what="postfix's smtpd", timeout=20)  # started: smtpd listens a moment later
 
     def log(self) -> str:
         path = self.work / "postfix.log"

@@ -10,12 +10,11 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, end_process, require_tool
+from tests.support import ROOT, end_process, require_tool, wait_for_port
 from tests.web.conftest import curl as web_curl
 from tests.web.conftest import start_web, stop_clean
 from tests.web.upstreams import pattern
@@ -30,19 +29,6 @@ def _listening_socket() -> socket.socket:
     return sock
 
 
-def _wait_for(port: int, proc: subprocess.Popen, what: str) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"{what} ended: {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"{what} did not start")
-
-
 @pytest.fixture(scope="module")
 def uvicorn_app():
     """uvicorn serving tests/web/asgi_app.py on a socket bound here (handed over with --fd: no port race)."""
@@ -55,7 +41,7 @@ def uvicorn_app():
     )  # fmt: skip
     sock.close()
     try:
-        _wait_for(port, proc, "uvicorn")
+        wait_for_port(port, proc, "uvicorn", timeout=20)
         yield port
     finally:
         end_process(proc)
@@ -94,7 +80,7 @@ http {{
 """)
     proc = subprocess.Popen([nginx, "-c", str(work / "nginx.conf")], stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        _wait_for(port, proc, "nginx")
+        wait_for_port(port, proc, "nginx", timeout=20)
         yield port
     finally:
         end_process(proc)
