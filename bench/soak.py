@@ -32,6 +32,7 @@ from common import (
     raise_nofile,
     rss_kib,
     run_pinned,
+    sbin,
     start_server,
     stop,
     write_report,
@@ -98,7 +99,7 @@ def main() -> int:
     need_two_cores("wrk")
     raise_nofile()
     for tool in ("wrk", "nginx"):
-        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+        if sbin(tool) is None:
             sys.exit(f"bench: {tool} is needed (bench/apt-packages.txt)")
     samples = max(2, round(args.minutes * 60 / args.every))
     parts = [f"{samples} samples, one every {args.every} s, per phase."]
