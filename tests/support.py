@@ -38,8 +38,9 @@ def require_root(why: str = "") -> None:
 
 
 def require_tool(name: str) -> str:
-    """The path of a real client the test drives. Missing: a skip on a developer's machine, a failure in CI."""
-    path = shutil.which(name)
+    """The path of a real client or server the test drives, on PATH or in /usr/sbin (where daemons live, and which a
+    user's PATH may lack). Missing: a skip on a developer's machine, a failure in CI."""
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin")
     if path is None:
         cannot_run(f"{name} is not installed (make test installs it)")
     return path

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import subprocess
 import time
@@ -32,16 +30,10 @@ def free_port() -> int:
     raise AssertionError("no free port")
 
 
-def sbin(name: str) -> str:
-    """A daemon's path: on PATH, or in /usr/sbin (which a user's PATH may lack); the test skipped without it."""
-    found = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
-    return found or require_tool(name)
-
-
 def start_nsd(folder: Path, zone: str, secret: str | None = None) -> tuple[subprocess.Popen, int]:
     """NSD serving example.com, ``zone`` its lines in nsd.conf (the zone file, transfers, NOTIFY), with TSIG key upd
     (hmac-sha256) when ``secret`` is given; returned once it answers, with its port."""
-    nsd = sbin("nsd")
+    nsd = require_tool("nsd")
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     key = f'key:\n    name: upd\n    algorithm: hmac-sha256\n    secret: "{secret}"\n' if secret else ""
@@ -73,7 +65,7 @@ remote-control:
 def start_named(folder: Path, zone: str, secret: str, notify: str) -> tuple[subprocess.Popen, int, Path]:
     """BIND's named serving example.com, ``zone`` its statements in named.conf, with TSIG key upd (hmac-sha256) and
     ``notify`` its NOTIFY option; returned once it answers, with its port and its log."""
-    named = sbin("named")
+    named = require_tool("named")
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     conf = folder / "named.conf"

@@ -10,7 +10,7 @@ import dns.exception
 import dns.message
 import dns.query
 
-from tests.dns.peers import answering, free_port, sbin
+from tests.dns.peers import answering, free_port
 from tests.support import require_tool
 
 ZONE = """\
@@ -93,7 +93,7 @@ def anchor(folder: Path, key: str) -> str:
 def start_unbound(folder: Path, trust_anchor: str, server_port: int) -> tuple[subprocess.Popen, int]:
     """Unbound validating example.com with ``trust_anchor`` and asking only the server on 127.0.0.1:server_port
     (everything else refused locally: no query leaves loopback)."""
-    unbound = sbin("unbound")
+    unbound = require_tool("unbound")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "anchor").write_text(trust_anchor + "\n")
     port = free_port()

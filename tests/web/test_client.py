@@ -262,9 +262,7 @@ def test_against_python_http_server(site, tmp_path):
 
 
 def test_against_nginx(site, tmp_path):
-    nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
-    if nginx is None:
-        nginx = require_tool("nginx")
+    nginx = require_tool("nginx")
     port = free_port()
     conf = tmp_path / "nginx.conf"
     conf.write_text(

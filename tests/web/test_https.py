@@ -211,9 +211,7 @@ def test_redirect_between_http_and_https(served, pki):
 
 
 def test_get_against_nginx_over_https(site, pki, tmp_path):
-    nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
-    if nginx is None:
-        nginx = require_tool("nginx")
+    nginx = require_tool("nginx")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
