@@ -59,9 +59,63 @@ def need_two_cores(load: str) -> None:
         sys.exit(f"bench: needs two cores (server on one, {load} on the other)")
 
 
+def sbin(command: str) -> str | None:
+    """A program's path: on PATH, or in /usr/sbin (which a user's PATH may lack); None when it is not installed."""
+    return shutil.which(command) or (f"/usr/sbin/{command}" if os.path.exists(f"/usr/sbin/{command}") else None)
+
+
 def need_tool(command: str, package: str) -> None:
-    if shutil.which(command) is None and not Path("/usr/sbin", command).exists():
+    if sbin(command) is None:
         sys.exit(f"bench: {command} is needed: apt-get install {package}")
+
+
+def nsd_command(work: Path, port: int, zone: str, server: str = "") -> list[str] | None:
+    """NSD on 127.0.0.1:``port``, its state and log in ``work``, RRL off: nsd.conf written there with ``zone`` as its
+    zone clause and ``server`` (the benchmark's own lines) added to its server clause; None when NSD is missing."""
+    path = sbin("nsd")
+    if path is None:
+        return None
+    (work / "nsd.conf").write_text(f"""server:
+  ip-address: 127.0.0.1@{port}
+  server-count: 1
+  username: ""
+  chroot: ""
+  zonesdir: "{work}"
+  database: ""
+  pidfile: "{work}/nsd.pid"
+  xfrdfile: "{work}/xfrd.state"
+  xfrdir: "{work}"
+  zonelistfile: "{work}/zone.list"
+  logfile: "{work}/nsd.log"
+  rrl-ratelimit: 0
+{server}remote-control:
+  control-enable: no
+zone:
+{zone}""")
+    return [path, "-d", "-c", str(work / "nsd.conf")]
+
+
+def named_command(work: Path, port: int, rest: str, options: str = "") -> list[str] | None:
+    """BIND's named on 127.0.0.1:``port``, its files in ``work``, authoritative only, sending no NOTIFY: named.conf
+    written there with ``options`` added to its options and ``rest`` (keys, logging, the zone) after them; None when
+    BIND is missing."""
+    path = sbin("named")
+    if path is None:
+        return None
+    (work / "named.conf").write_text(f"""options {{
+  directory "{work}";
+  pid-file "{work}/named.pid";
+  session-keyfile "{work}/session.key";
+  managed-keys-directory "{work}";
+  listen-on port {port} {{ 127.0.0.1; }};
+  listen-on-v6 {{ none; }};
+  recursion no;
+{options}  dnssec-validation no;
+  notify no;
+}};
+controls {{ }};
+{rest}""")
+    return [path, "-g", "-n", "1", "-c", str(work / "named.conf")]
 
 
 def build_c(name: str) -> Path:
@@ -195,17 +249,28 @@ def process_tree(pid: int) -> list[int]:
     return pids
 
 
-def pss_kib(pid: int) -> int:
-    """Proportional memory of the tree: a page shared by n processes counts 1/n in each, so once in the sum."""
+def tree_kib(pid: int, file: str, field: str) -> int:
+    """The sum over the tree of one kB figure of /proc/PID/``file`` (its line starting ``field``); a process that
+    ended while the tree was read counts 0."""
     total = 0
     for p in process_tree(pid):
         try:
-            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
+            for line in Path(f"/proc/{p}/{file}").read_text().splitlines():
+                if line.startswith(field):
                     total += int(line.split()[1])
         except OSError:
             pass
     return total
+
+
+def pss_kib(pid: int) -> int:
+    """Proportional memory of the tree: a page shared by n processes counts 1/n in each, so once in the sum."""
+    return tree_kib(pid, "smaps_rollup", "Pss:")
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of the tree, a shared page counted in every process that maps it."""
+    return tree_kib(pid, "status", "VmRSS:")
 
 
 def sockets_held(pid: int) -> int:

@@ -68,12 +68,15 @@ from common import (  # noqa: E402  (bench/common.py: what every benchmark share
     fmt,
     grouped_bars,
     micros_per,
+    named_command,
     need_tool,
     need_two_cores,
+    nsd_command,
     parse,
     parser_for,
     ratio,
     run_pinned,
+    sbin,
     start_server,
     stop,
     write_report,
@@ -157,44 +160,11 @@ def query_files(work: Path) -> dict[str, Path]:
 
 
 # -- the servers ----------------------------------------------------------------------------------------------------
+NSD_SERVER = "  verbosity: 0\n  rrl-whitelist-ratelimit: 0\n"
+
+
 def configs(work: Path, zone: Path, port: int) -> None:
-    (work / "nsd.conf").write_text(f"""server:
-  ip-address: 127.0.0.1@{port}
-  server-count: 1
-  username: ""
-  chroot: ""
-  zonesdir: "{work}"
-  database: ""
-  pidfile: "{work}/nsd.pid"
-  xfrdfile: "{work}/xfrd.state"
-  xfrdir: "{work}"
-  zonelistfile: "{work}/zone.list"
-  logfile: "{work}/nsd.log"
-  verbosity: 0
-  rrl-ratelimit: 0
-  rrl-whitelist-ratelimit: 0
-remote-control:
-  control-enable: no
-zone:
-  name: example.test
-  zonefile: "{zone}"
-""")
-    (work / "named.conf").write_text(f"""options {{
-  directory "{work}";
-  pid-file "{work}/named.pid";
-  session-keyfile "{work}/session.key";
-  managed-keys-directory "{work}";
-  listen-on port {port} {{ 127.0.0.1; }};
-  listen-on-v6 {{ none; }};
-  recursion no;
-  allow-query {{ any; }};
-  dnssec-validation no;
-  notify no;
-}};
-controls {{ }};
-logging {{ category default {{ null; }}; category lame-servers {{ null; }}; }};
-zone "example.test" {{ type primary; file "{zone}"; }};
-""")
+    """The peers' configuration files that server_command does not write."""
     (work / "knotdb").mkdir(exist_ok=True)
     (work / "knot.conf").write_text(f"""server:
     rundir: "{work}"
@@ -233,18 +203,21 @@ def server_command(name: str, work: Path, zone: Path, port: int) -> list[str] | 
             sys.executable, "-m", "sockhop", "serve", "dns", str(zone), "--listen", f"127.0.0.1:{port}",
             "--model", model, "--workers", workers, "--grace", "1", "--rrl-rate", "0",  # as nsd.conf: RRL off
         ]  # fmt: skip
-    tools = {"nsd": "nsd", "bind": "named", "knot": "knotd"}
-    if name in tools:
-        path = shutil.which(tools[name]) or (
-            f"/usr/sbin/{tools[name]}" if os.path.exists(f"/usr/sbin/{tools[name]}") else None
+    if name == "nsd":
+        return nsd_command(work, port, f'  name: example.test\n  zonefile: "{zone}"\n', NSD_SERVER)
+    if name == "bind":
+        return named_command(
+            work,
+            port,
+            f"""\
+logging {{ category default {{ null; }}; category lame-servers {{ null; }}; }};
+zone "example.test" {{ type primary; file "{zone}"; }};
+""",
+            options="  allow-query { any; };\n",
         )
-        if path is None:
-            return None
-        return {
-            "nsd": [path, "-d", "-c", str(work / "nsd.conf")],
-            "bind": [path, "-g", "-n", "1", "-c", str(work / "named.conf")],
-            "knot": [path, "-c", str(work / "knot.conf")],
-        }[name]
+    if name == "knot":
+        path = sbin("knotd")
+        return None if path is None else [path, "-c", str(work / "knot.conf")]
     if name == "dnslib":
         try:
             import dnslib  # noqa: F401
@@ -547,7 +520,7 @@ def dnssec_figures(binary: Path, work: Path, files: dict, seconds: float) -> lis
         figures.append(("DO=1, pre-signed", name, one_figure(command, work, port, udp(files["exist"], "-D"))))
 
     port += 1
-    knotd = shutil.which("knotd") or ("/usr/sbin/knotd" if os.path.exists("/usr/sbin/knotd") else None)
+    knotd = sbin("knotd")
     knot_onlinesign(work, plain, port)
     command = [knotd, "-c", str(work / "knot-sign.conf")] if knotd else None
     fresh = udp(extra["fresh"], "-D", warm=False)  # a warm-up would ask the fresh names first

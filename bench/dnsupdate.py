@@ -22,7 +22,6 @@ Peers that are not installed are skipped with a note: ``apt-get install nsd bind
 from __future__ import annotations
 
 import base64
-import os
 import shutil
 import sys
 import tempfile
@@ -36,7 +35,9 @@ from common import (  # noqa: E402  (bench/common.py: what every benchmark share
     SERVER_CORE,
     cpu_seconds,
     fmt,
+    named_command,
     need_tool,
+    nsd_command,
     parse,
     parser_for,
     ratio,
@@ -69,10 +70,6 @@ def zone_text(records: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def peer(command: str) -> str | None:
-    return shutil.which(command) or (f"/usr/sbin/{command}" if os.path.exists(f"/usr/sbin/{command}") else None)
-
-
 def commands(name: str, work: Path, zone: Path, port: int) -> list[str] | None:
     if name == "sockhop":
         return [
@@ -81,51 +78,17 @@ def commands(name: str, work: Path, zone: Path, port: int) -> list[str] | None:
             "--allow-update", "key:bench",
         ]  # fmt: skip
     if name == "nsd":
-        path = peer("nsd")
-        if path is None:
-            return None
-        (work / "nsd.conf").write_text(f"""server:
-  ip-address: 127.0.0.1@{port}
-  server-count: 1
-  username: ""
-  chroot: ""
-  zonesdir: "{work}"
-  database: ""
-  pidfile: "{work}/nsd.pid"
-  xfrdfile: "{work}/xfrd.state"
-  xfrdir: "{work}"
-  zonelistfile: "{work}/zone.list"
-  logfile: "{work}/nsd.log"
-  rrl-ratelimit: 0
-remote-control:
-  control-enable: no
-zone:
-  name: example.test
-  zonefile: "{zone}"
-  provide-xfr: 127.0.0.1 NOKEY
-""")
-        return [path, "-d", "-c", str(work / "nsd.conf")]
+        return nsd_command(work, port, f'  name: example.test\n  zonefile: "{zone}"\n  provide-xfr: 127.0.0.1 NOKEY\n')
     if name == "bind":
-        path = peer("named")
-        if path is None:
-            return None
-        (work / "named.conf").write_text(f"""options {{
-  directory "{work}";
-  pid-file "{work}/named.pid";
-  session-keyfile "{work}/session.key";
-  managed-keys-directory "{work}";
-  listen-on port {port} {{ 127.0.0.1; }};
-  listen-on-v6 {{ none; }};
-  recursion no;
-  dnssec-validation no;
-  notify no;
-}};
+        return named_command(
+            work,
+            port,
+            f"""\
 key "bench" {{ algorithm hmac-sha256; secret "{SECRET}"; }};
-controls {{ }};
 logging {{ category default {{ null; }}; }};
 zone "example.test" {{ type primary; file "{zone}"; allow-update {{ key bench; }}; allow-transfer {{ 127.0.0.1; }}; }};
-""")
-        return [path, "-g", "-n", "1", "-c", str(work / "named.conf")]
+""",
+        )
     raise ValueError(name)
 
 
@@ -177,25 +140,14 @@ def secondary_command(name: str, work: Path, port: int, primary: int) -> list[st
             sys.executable, "-m", "sockhop", "serve", "dns", "--secondary", f"example.test@127.0.0.1:{primary}",
             "--listen", f"127.0.0.1:{port}", "--model", "eventloop", "--rrl-rate", "0",
         ]  # fmt: skip
-    path = peer("named")
-    if path is None:
-        return None
-    (work / "named.conf").write_text(f"""options {{
-  directory "{work}";
-  pid-file "{work}/named.pid";
-  session-keyfile "{work}/session.key";
-  managed-keys-directory "{work}";
-  listen-on port {port} {{ 127.0.0.1; }};
-  listen-on-v6 {{ none; }};
-  recursion no;
-  dnssec-validation no;
-  notify no;
-}};
-controls {{ }};
+    return named_command(
+        work,
+        port,
+        f"""\
 logging {{ category default {{ null; }}; }};
 zone "example.test" {{ type secondary; primaries port {primary} {{ 127.0.0.1; }}; file "{work}/example.test.db"; }};
-""")
-    return [path, "-g", "-n", "1", "-c", str(work / "named.conf")]
+""",
+    )
 
 
 def serves_last(port: int, records: int) -> bool:

@@ -56,13 +56,87 @@ class Unavailable(Exception):
 
 
 # -- servers ------------------------------------------------------------------------------------------------------
+class PrivatePostfix:
+    """A private Postfix (its own configuration folder, queue and data below ``work``) listening on ``port`` of
+    127.0.0.1, pinned to the server core. /etc/postfix/main.cf names its folder in alternate_config_directories while
+    it runs (``postfix -c DIR`` is refused otherwise) and is put back when it stops."""
+
+    SERVICES = [
+        "{listen} inet n - n - - smtpd", "pickup unix n - n 60 1 pickup",
+        "cleanup unix n - n - 0 cleanup", "qmgr unix n - n 300 1 qmgr", "rewrite unix - - n - - trivial-rewrite",
+        "bounce unix - - n - 0 bounce", "defer unix - - n - 0 bounce", "trace unix - - n - 0 bounce",
+        "verify unix - - n - 1 verify", "flush unix n - n 1000? 0 flush", "proxymap unix - - n - - proxymap",
+        "proxywrite unix - - n - 1 proxymap", "smtp unix - - n - - smtp", "relay unix - - n - - smtp",
+        "showq unix n - n - - showq", "error unix - - n - 0 error", "retry unix - - n - 0 error",
+        "discard unix - - n - 0 discard", "anvil unix - - n - 1 anvil", "scache unix - - n - 1 scache",
+        "postlog unix-dgram n - n - 1 postlogd",
+    ]  # fmt: skip
+
+    def __init__(self, work: Path, port: int) -> None:
+        """Unavailable unless Postfix is installed and this runs as root."""
+        if not shutil.which("postfix"):
+            raise Unavailable("postfix is missing (apt-get install postfix)")
+        if os.geteuid() != 0:
+            raise Unavailable("postfix needs root to start")
+        self.work, self.port = work, port
+        self.etc, self.spool, self.data = (work / d for d in ("postfix-etc", "postfix-spool", "postfix-data"))
+        self.started = False
+        self.main_cf: str | None = None  # /etc/postfix/main.cf as it was, put back when Postfix stops
+
+    def start(self, settings: str, services: tuple[str, ...] = ()) -> None:
+        """Started with ``settings`` (main.cf lines of the benchmark's own) and ``services`` added to master.cf;
+        returns once it listens."""
+        for folder in (self.etc, self.spool, self.data):
+            folder.mkdir(parents=True, exist_ok=True)
+        main_cf = Path("/etc/postfix/main.cf")
+        text = main_cf.read_text() if main_cf.exists() else "compatibility_level = 3.6\n"
+        self.main_cf = text
+        lines = [line for line in text.splitlines() if not line.startswith("alternate_config_directories")]
+        main_cf.write_text("\n".join(lines + [f"alternate_config_directories = {self.etc}"]) + "\n")
+        shutil.chown(self.data, "postfix")
+        os.chmod(self.work, 0o755)
+        (self.etc / "main.cf").write_text(f"""\
+compatibility_level = 3.6
+queue_directory = {self.spool}
+data_directory = {self.data}
+mail_owner = postfix
+setgid_group = postdrop
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+alias_maps =
+alias_database =
+maillog_file = {self.work}/postfix.log
+maillog_file_prefixes = /var, /dev/stdout, {self.work}
+biff = no
+smtputf8_enable = no
+message_size_limit = 20000000
+{settings}""")
+        master = [*self.SERVICES, *services]
+        (self.etc / "master.cf").write_text("\n".join(master).format(listen=f"127.0.0.1:{self.port}") + "\n")
+        self.started = True
+        done = subprocess.run(["postfix", "-c", str(self.etc), "start"], cwd=self.work,
+                              preexec_fn=pin_to({SERVER_CORE}), capture_output=True, text=True, timeout=60)  # fmt: skip
+        if done.returncode != 0:
+            raise Unavailable(f"postfix did not start: {(done.stderr or done.stdout).strip()[:200]}")
+        if not wait_ready(lambda: port_open(self.port), 20):
+            raise Unavailable(f"postfix did not start listening on port {self.port}")
+
+    def stop(self) -> None:
+        if self.started:
+            subprocess.run(["postfix", "-c", str(self.etc), "stop"], capture_output=True, timeout=30)
+        if self.main_cf is not None:
+            Path("/etc/postfix/main.cf").write_text(self.main_cf)
+            self.main_cf = None
+
+
 class Server:
     def __init__(self, name: str, work: Path, port: int) -> None:
         self.name, self.work, self.port = name, work, port
         self.maildir = work / "Maildir"
         self.proc: subprocess.Popen | None = None
-        self.postfix_dir: Path | None = None
-        self.main_cf: str | None = None  # /etc/postfix/main.cf as it was, put back when Postfix stops
+        self.postfix: PrivatePostfix | None = None
 
     @property
     def durable(self) -> bool:
@@ -95,16 +169,11 @@ class Server:
                 raise Unavailable(f"{exc} (port {self.port})") from None
             return
         self._start_postfix()
-        if not wait_ready(lambda: port_open(self.port), 20):
-            raise Unavailable(f"postfix did not start listening on port {self.port}")
         time.sleep(0.3)
 
     def stop(self) -> None:
-        if self.postfix_dir is not None:
-            subprocess.run(["postfix", "-c", str(self.postfix_dir), "stop"], capture_output=True, timeout=30)
-        if self.main_cf is not None:
-            Path("/etc/postfix/main.cf").write_text(self.main_cf)
-            self.main_cf = None
+        if self.postfix is not None:
+            self.postfix.stop()
         if self.proc is not None:
             stop(self.proc)
 
@@ -112,70 +181,29 @@ class Server:
         folders = [self.maildir / "new", self.work / "vmail" / "b" / "Maildir" / "new"]
         return [p for folder in folders if folder.is_dir() for p in folder.iterdir()]
 
-    # Postfix: its own configuration folder and queue, virtual delivery of b@example.test into a Maildir -- the
-    # configuration shared/peers/smtp.sh measured the issue's figures with.
+    # Postfix: virtual delivery of b@example.test into a Maildir -- the configuration shared/peers/smtp.sh measured
+    # the issue's figures with.
     def _start_postfix(self) -> None:
-        if not shutil.which("postfix"):
-            raise Unavailable("postfix is missing (apt-get install postfix)")
-        if os.geteuid() != 0:
-            raise Unavailable("postfix needs root to start")
-        etc, spool, data, vmail = (self.work / d for d in ("postfix-etc", "postfix-spool", "postfix-data", "vmail"))
-        for folder in (etc, spool, data, vmail):
-            folder.mkdir(parents=True, exist_ok=True)
-        main_cf = Path("/etc/postfix/main.cf")  # postfix -c DIR is refused unless the default main.cf names DIR
-        text = main_cf.read_text() if main_cf.exists() else "compatibility_level = 3.6\n"
-        self.main_cf = text
-        lines = [line for line in text.splitlines() if not line.startswith("alternate_config_directories")]
-        main_cf.write_text("\n".join(lines + [f"alternate_config_directories = {etc}"]) + "\n")
+        self.postfix = PrivatePostfix(self.work, self.port)
+        vmail = self.work / "vmail"
+        vmail.mkdir(parents=True, exist_ok=True)
         nobody, nogroup = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
-        shutil.chown(data, "postfix")
         os.chown(vmail, nobody, nogroup)
-        os.chmod(self.work, 0o755)
-        (etc / "main.cf").write_text(f"""\
-compatibility_level = 3.6
-queue_directory = {spool}
-data_directory = {data}
-mail_owner = postfix
-setgid_group = postdrop
+        self.postfix.start(
+            f"""\
 myhostname = peer.example.test
 mydomain = {DOMAIN}
 myorigin = {DOMAIN}
-mydestination =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
-alias_maps =
-alias_database =
 local_recipient_maps =
 virtual_mailbox_domains = {DOMAIN}
 virtual_mailbox_base = {vmail}
 virtual_mailbox_maps = inline:{{ b@{DOMAIN}=b/Maildir/ }}
 virtual_uid_maps = static:{nobody}
 virtual_gid_maps = static:{nogroup}
-maillog_file = {self.work}/postfix.log
-maillog_file_prefixes = /var, /dev/stdout, {self.work}
-biff = no
-smtputf8_enable = no
-message_size_limit = 20000000
-""")
-        services = [
-            f"127.0.0.1:{self.port} inet n - n - - smtpd", "pickup unix n - n 60 1 pickup",
-            "cleanup unix n - n - 0 cleanup", "qmgr unix n - n 300 1 qmgr", "rewrite unix - - n - - trivial-rewrite",
-            "bounce unix - - n - 0 bounce", "defer unix - - n - 0 bounce", "trace unix - - n - 0 bounce",
-            "verify unix - - n - 1 verify", "flush unix n - n 1000? 0 flush", "proxymap unix - - n - - proxymap",
-            "proxywrite unix - - n - 1 proxymap", "smtp unix - - n - - smtp", "relay unix - - n - - smtp",
-            "showq unix n - n - - showq", "error unix - - n - 0 error", "retry unix - - n - 0 error",
-            "discard unix - - n - 0 discard", "local unix - n n - - local", "virtual unix - n n - - virtual",
-            "lmtp unix - - n - - lmtp", "anvil unix - - n - 1 anvil", "scache unix - - n - 1 scache",
-            "postlog unix-dgram n - n - 1 postlogd",
-        ]  # fmt: skip
-        (etc / "master.cf").write_text("\n".join(services) + "\n")
-        self.postfix_dir = etc
-        done = subprocess.run(["postfix", "-c", str(etc), "start"], cwd=self.work, preexec_fn=pin_to({SERVER_CORE}),
-                              capture_output=True, text=True, timeout=60)  # fmt: skip
-        if done.returncode != 0:
-            raise Unavailable(f"postfix did not start: {(done.stderr or done.stdout).strip()[:200]}")
+""",
+            services=("local unix - n n - - local", "virtual unix - n n - - virtual", "lmtp unix - - n - - lmtp"),
+        )
 
 
 # -- load ---------------------------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from common import (
     raise_nofile,
     ratio,
     run_pinned,
+    sbin,
     start_server,
     stop,
     write_report,
@@ -231,7 +232,7 @@ def main() -> int:
     need_two_cores("wrk")
     raise_nofile()
     for tool in ("wrk", "nginx", "curl"):
-        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+        if sbin(tool) is None:
             sys.exit(f"bench: {tool} is needed (bench/apt-packages.txt)")
     huge = int(args.download * GiB)
     rows: list[dict] = []

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,20 +25,17 @@ from pathlib import Path
 
 from common import (
     CLIENT_CORE,
-    SERVER_CORE,
     need_tool,
     need_two_cores,
     parse,
     parser_for,
-    pin_to,
     port_open,
     ratio,
     start_server,
     stop,
-    wait_ready,
     write_report,
 )
-from mail import Unavailable, label, smtp_source
+from mail import PrivatePostfix, Unavailable, label, smtp_source
 
 PORT, SINK = 17900, 17990
 RELAYS = ["eventloop", "thread", "postfix"]
@@ -66,15 +62,12 @@ class Relay:
     def __init__(self, name: str, work: Path, port: int) -> None:
         self.name, self.work, self.port = name, work, port
         self.proc: subprocess.Popen | None = None
-        self.etc: Path | None = None
-        self.main_cf: str | None = None
+        self.postfix: PrivatePostfix | None = None
         work.mkdir()
 
     def start(self) -> None:
         if self.name == "postfix":
             self._start_postfix()
-            if not wait_ready(lambda: port_open(self.port), 20):
-                raise Unavailable(f"postfix did not start listening on port {self.port}")
             return
         command = [sys.executable, "-m", "sockhop", "serve", "mail", str(self.work / "mail"), "--domain", DOMAIN,
                    "--spool", str(self.work / "spool"), "--relay-networks", "127.0.0.0/8", "--relayhost",
@@ -90,78 +83,30 @@ class Relay:
 
     def queued(self) -> int:
         """Messages still in the relay's queue."""
-        if self.name == "postfix":
-            spool = self.work / "postfix-spool"
+        if self.postfix is not None:
+            spool = self.postfix.spool
             folders = [spool / d for d in ("maildrop", "incoming", "active", "deferred")]
         else:
             folders = [self.work / "spool" / "queue"]
         return sum(len(files) for folder in folders if folder.is_dir() for _, _, files in os.walk(folder))
 
     def stop(self) -> None:
-        if self.etc is not None:
-            subprocess.run(["postfix", "-c", str(self.etc), "stop"], capture_output=True, timeout=30)
-        if self.main_cf is not None:
-            Path("/etc/postfix/main.cf").write_text(self.main_cf)
-            self.main_cf = None
+        if self.postfix is not None:
+            self.postfix.stop()
         if self.proc is not None:
             stop(self.proc)
 
     def _start_postfix(self) -> None:
-        """A private Postfix (its own configuration folder and queue) relaying everything to the sink."""
-        if not shutil.which("postfix"):
-            raise Unavailable("postfix is missing (apt-get install postfix)")
-        if os.geteuid() != 0:
-            raise Unavailable("postfix needs root to start")
-        etc, spool, data = (self.work / d for d in ("postfix-etc", "postfix-spool", "postfix-data"))
-        for folder in (etc, spool, data):
-            folder.mkdir(parents=True, exist_ok=True)
-        main_cf = Path("/etc/postfix/main.cf")  # postfix -c DIR is refused unless the default main.cf names DIR
-        text = main_cf.read_text() if main_cf.exists() else "compatibility_level = 3.6\n"
-        self.main_cf = text
-        lines = [line for line in text.splitlines() if not line.startswith("alternate_config_directories")]
-        main_cf.write_text("\n".join(lines + [f"alternate_config_directories = {etc}"]) + "\n")
-        shutil.chown(data, "postfix")
-        os.chmod(self.work, 0o755)
-        (etc / "main.cf").write_text(f"""\
-compatibility_level = 3.6
-queue_directory = {spool}
-data_directory = {data}
-mail_owner = postfix
-setgid_group = postdrop
+        """Postfix relaying everything to the sink."""
+        self.postfix = PrivatePostfix(self.work, self.port)
+        self.postfix.start(f"""\
 myhostname = relay.{DOMAIN}
 mydomain = {DOMAIN}
 myorigin = {DOMAIN}
-mydestination =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
 smtpd_relay_restrictions = permit_mynetworks, reject
 relayhost = [127.0.0.1]:{SINK}
 smtp_dns_support_level = disabled
-alias_maps =
-alias_database =
-maillog_file = {self.work}/postfix.log
-maillog_file_prefixes = /var, /dev/stdout, {self.work}
-biff = no
-smtputf8_enable = no
-message_size_limit = 20000000
 """)
-        services = [
-            f"127.0.0.1:{self.port} inet n - n - - smtpd", "pickup unix n - n 60 1 pickup",
-            "cleanup unix n - n - 0 cleanup", "qmgr unix n - n 300 1 qmgr", "rewrite unix - - n - - trivial-rewrite",
-            "bounce unix - - n - 0 bounce", "defer unix - - n - 0 bounce", "trace unix - - n - 0 bounce",
-            "verify unix - - n - 1 verify", "flush unix n - n 1000? 0 flush", "proxymap unix - - n - - proxymap",
-            "proxywrite unix - - n - 1 proxymap", "smtp unix - - n - - smtp", "relay unix - - n - - smtp",
-            "showq unix n - n - - showq", "error unix - - n - 0 error", "retry unix - - n - 0 error",
-            "discard unix - - n - 0 discard", "anvil unix - - n - 1 anvil", "scache unix - - n - 1 scache",
-            "postlog unix-dgram n - n - 1 postlogd",
-        ]  # fmt: skip
-        (etc / "master.cf").write_text("\n".join(services) + "\n")
-        self.etc = etc
-        done = subprocess.run(["postfix", "-c", str(etc), "start"], cwd=self.work, preexec_fn=pin_to({SERVER_CORE}),
-                              capture_output=True, text=True, timeout=60)  # fmt: skip
-        if done.returncode != 0:
-            raise Unavailable(f"postfix did not start: {(done.stderr or done.stdout).strip()[:200]}")
 
 
 def relayed(relay: Relay, sink: Sink, sessions: int, messages: int, size: int) -> dict:

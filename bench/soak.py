@@ -28,10 +28,11 @@ from common import (
     parse,
     parser_for,
     port_open,
-    process_tree,
     pss_kib,
     raise_nofile,
+    rss_kib,
     run_pinned,
+    sbin,
     start_server,
     stop,
     write_report,
@@ -41,18 +42,6 @@ from proxy import upstream_conf
 PHASES = ["static", "proxy"]
 UPSTREAM_PORT = 18280  # proxy.py's upstream configuration
 PORT = 18390
-
-
-def rss_kib(pid: int) -> int:
-    total = 0
-    for p in process_tree(pid):
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
 
 
 def wrk_for(port: int, seconds: int, conns: int) -> float:
@@ -110,7 +99,7 @@ def main() -> int:
     need_two_cores("wrk")
     raise_nofile()
     for tool in ("wrk", "nginx"):
-        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+        if sbin(tool) is None:
             sys.exit(f"bench: {tool} is needed (bench/apt-packages.txt)")
     samples = max(2, round(args.minutes * 60 / args.every))
     parts = [f"{samples} samples, one every {args.every} s, per phase."]

@@ -59,6 +59,7 @@ from common import (
     raise_nofile,
     ratio,
     run_pinned,
+    sbin,
     sockets_held,
     start_server,
     stop,
@@ -93,7 +94,7 @@ REQUEST = b"GET /index.html HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 # -- installing the peers -------------------------------------------------------------------------------------------
 def ensure_apt() -> set[str]:
     """Install the Debian peers that are missing; return the commands that are there afterwards."""
-    missing = [pkg for cmd, pkg in APT.items() if shutil.which(cmd) is None and not Path(f"/usr/sbin/{cmd}").exists()]
+    missing = [pkg for cmd, pkg in APT.items() if sbin(cmd) is None]
     if missing:
         sudo = [] if os.geteuid() == 0 else ["sudo"]
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
@@ -101,7 +102,7 @@ def ensure_apt() -> set[str]:
         subprocess.run([*sudo, "apt-get", "update", "-qq"], env=env, check=False)
         subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", *missing], env=env, check=False,
                        stdout=subprocess.DEVNULL)  # fmt: skip
-    return {cmd for cmd in APT if shutil.which(cmd) or Path(f"/usr/sbin/{cmd}").exists()}
+    return {cmd for cmd in APT if sbin(cmd)}
 
 
 def ensure_pypi() -> Path | None:

@@ -38,8 +38,9 @@ def require_root(why: str = "") -> None:
 
 
 def require_tool(name: str) -> str:
-    """The path of a real client the test drives. Missing: a skip on a developer's machine, a failure in CI."""
-    path = shutil.which(name)
+    """The path of a real client or server the test drives, on PATH or in /usr/sbin (where daemons live, and which a
+    user's PATH may lack). Missing: a skip on a developer's machine, a failure in CI."""
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin")
     if path is None:
         cannot_run(f"{name} is not installed (make test installs it)")
     return path
@@ -75,6 +76,34 @@ def end_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on now (the test binds it soon after)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(
+    port: int,
+    proc: subprocess.Popen | None = None,
+    what: str = "server",
+    timeout: float = 15.0,
+    host: str = "127.0.0.1",
+) -> None:
+    """Wait until ``host:port`` takes TCP connections; the test fails if ``proc`` (the server started for it) ends
+    first, or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"{what} ended with {proc.returncode}")
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"{what} did not listen on {host}:{port}")
 
 
 def split_address(addr: str) -> tuple[str, int]:

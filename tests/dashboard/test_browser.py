@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, cannot_run, require_tool, start_server
+from tests.support import ROOT, cannot_run, require_tool
 
 ARTIFACTS = ROOT / "build" / "artifacts"
 WAIT = 10.0
@@ -56,17 +56,6 @@ def browser(tmp_path_factory):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     yield driver
     driver.quit()
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    root = tmp_path_factory.mktemp("browser")
-    server = start_server(["serve", "mail", str(root / "mail"), "--domain", "sockhop.test", "--listen", "127.0.0.1:0",
-                           "--dashboard", "127.0.0.1:0", "--message-log", str(root / "messages.log")],
-                          announce=2)  # fmt: skip
-    yield server, root
-    server.stop()
-    server.proc.stderr.close()
 
 
 def wait_for(condition, what: str, timeout: float = WAIT):

@@ -15,18 +15,7 @@ from email.message import EmailMessage
 import pytest
 
 from tests.dashboard.test_api import CRAFTED, deliver, mail
-from tests.support import require_tool, start_server
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dashboard")
-    server = start_server(["serve", "mail", str(root / "mail"), "--domain", "sockhop.test", "--listen", "127.0.0.1:0",
-                           "--dashboard", "127.0.0.1:0", "--message-log", str(root / "messages.log")],
-                          announce=2)  # fmt: skip
-    yield server, root / "mail"
-    server.stop()
-    server.proc.stderr.close()
+from tests.support import require_tool
 
 
 def request(served, method: str, path: str, headers: dict | None = None, body: bytes | None = None):
@@ -113,8 +102,8 @@ def test_no_path_reaches_outside_the_maildir(served, path):
 
 
 def test_a_crafted_filename_and_a_20_mb_message_are_answered_safely(served):
-    deliver(served[1], CRAFTED)
-    deliver(served[1], mail("twenty megabytes", attach=("big.bin", b"\x01" * (20 * 1024 * 1024))))
+    deliver(served[1] / "mail", CRAFTED)
+    deliver(served[1] / "mail", mail("twenty megabytes", attach=("big.bin", b"\x01" * (20 * 1024 * 1024))))
     [evil] = listed(served, "evil")
     disposition = request(served, "GET", f"/api/v1/messages/{evil['ID']}/part/0")[1]["Content-Disposition"]
     name = disposition.split('filename="', 1)[1].split('"', 1)[0]

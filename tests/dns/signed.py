@@ -1,19 +1,17 @@
-"""Signed zones for the DNSSEC tests, made by tools nobody here wrote (ldns-keygen, ldns-signzone), and NSD started
-on one of them: the reference a pre-signed zone is served against."""
+"""Signed zones for the DNSSEC tests, made by tools nobody here wrote (ldns-keygen, ldns-signzone), and Unbound
+validating what a server gives out of one."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import dns.exception
 import dns.message
 import dns.query
 
-from tests.support import end_process, require_tool
+from tests.dns.peers import answering, free_port
+from tests.support import require_tool
 
 ZONE = """\
 $ORIGIN example.com.
@@ -86,58 +84,6 @@ def sign(
     return out, key
 
 
-def free_port() -> int:
-    import socket
-
-    for _ in range(20):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", 0))
-            port = u.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise AssertionError("no free port")
-
-
-def start_nsd(folder: Path, zone: Path) -> tuple[subprocess.Popen, tuple[str, int]]:
-    path = shutil.which("nsd") or ("/usr/sbin/nsd" if os.path.exists("/usr/sbin/nsd") else None) or require_tool("nsd")
-    port = free_port()
-    conf = folder / "nsd.conf"
-    conf.write_text(f"""server:
-    ip-address: 127.0.0.1@{port}
-    username: ""
-    chroot: ""
-    zonesdir: "{folder}"
-    pidfile: "{folder}/nsd.pid"
-    database: ""
-    zonelistfile: "{folder}/zone.list"
-    xfrdfile: "{folder}/xfrd.state"
-    xfrdir: "{folder}"
-    logfile: "{folder}/nsd.log"
-    server-count: 1
-    rrl-ratelimit: 0
-remote-control:
-    control-enable: no
-zone:
-    name: example.com
-    zonefile: "{zone}"
-""")
-    proc = subprocess.Popen([path, "-d", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            dns.query.udp(dns.message.make_query("example.com", "SOA"), "127.0.0.1", port=port, timeout=0.5)
-            return proc, ("127.0.0.1", port)
-        except (dns.exception.Timeout, OSError):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                end_process(proc, 5)
-                log = (folder / "nsd.log").read_text() if (folder / "nsd.log").exists() else ""
-                raise AssertionError(f"nsd did not start: {log}") from None
-
-
 def anchor(folder: Path, key: str) -> str:
     """The DNSKEY line of a key made by ldns-keygen (``folder/key.key``), as a trust anchor."""
     text = (folder / f"{key}.key").read_text()
@@ -147,8 +93,7 @@ def anchor(folder: Path, key: str) -> str:
 def start_unbound(folder: Path, trust_anchor: str, server_port: int) -> tuple[subprocess.Popen, int]:
     """Unbound validating example.com with ``trust_anchor`` and asking only the server on 127.0.0.1:server_port
     (everything else refused locally: no query leaves loopback)."""
-    unbound = shutil.which("unbound") or ("/usr/sbin/unbound" if os.path.exists("/usr/sbin/unbound") else None)
-    unbound = unbound or require_tool("unbound")
+    unbound = require_tool("unbound")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "anchor").write_text(trust_anchor + "\n")
     port = free_port()
@@ -179,16 +124,8 @@ stub-zone:
     proc = subprocess.Popen(
         [unbound, "-d", "-c", str(folder / "unbound.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            dns.query.udp(dns.message.make_query("example.com", "SOA"), "127.0.0.1", port=port, timeout=0.5)
-            return proc, port
-        except (dns.exception.Timeout, OSError):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                end_process(proc, 5)
-                log = (folder / "unbound.log").read_text() if (folder / "unbound.log").exists() else ""
-                raise AssertionError(f"unbound did not start: {log}") from None
+    answering(proc, port, folder / "unbound.log")
+    return proc, port
 
 
 def validated(port: int, name: str, rdtype: str) -> dns.message.Message:

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from sockhop.dns.protocol import DnsDatagram
 from sockhop.dns.server import NameServer
 from sockhop.dns.zone import read_zone_file
-from tests.dns.signed import QUESTIONS, anchor, sign, start_nsd, start_unbound, validated
+from tests.dns.peers import start_nsd
+from tests.dns.signed import QUESTIONS, anchor, sign, start_unbound, validated
 from tests.support import end_process, require_tool
 
 pytestmark = pytest.mark.interop
@@ -41,13 +42,13 @@ def serve(sockhop_server, zone, *extra):
 @pytest.mark.parametrize("denial", ["nsec", "nsec3", "optout"])
 def test_answers_as_nsd_does_with_do(sockhop_server, tmp_path, denial):
     zone, _ = sign(tmp_path, nsec3=denial != "nsec", optout=denial == "optout")
-    proc, nsd = start_nsd(tmp_path, zone)
+    proc, nsd = start_nsd(tmp_path, f'    zonefile: "{zone}"\n')
     try:
         port = serve(sockhop_server, zone)
         for name, rdtype in QUESTIONS:
             query = dns.message.make_query(name, rdtype, want_dnssec=True)
             query.flags &= ~dns.flags.RD  # a resolver's question
-            theirs = dns.query.tcp(query, nsd[0], port=nsd[1], timeout=5)
+            theirs = dns.query.tcp(query, "127.0.0.1", port=nsd, timeout=5)
             ours = dns.query.tcp(query, "127.0.0.1", port=port, timeout=5)
             assert ours.rcode() == theirs.rcode(), (name, rdtype)
             assert ours.flags & dns.flags.AA == theirs.flags & dns.flags.AA, (name, rdtype)

@@ -5,8 +5,6 @@ SIGHUP with an edited file journals the difference, and ``sockhop dns fold`` wri
 from __future__ import annotations
 
 import base64
-import os
-import shutil
 import signal
 import socket
 import struct
@@ -24,6 +22,7 @@ import dns.tsigkeyring
 import dns.update
 import pytest
 
+from tests.dns.peers import start_named, start_nsd
 from tests.dns.zones import EXAMPLE, write_zone
 from tests.support import end_process, require_tool
 
@@ -250,40 +249,8 @@ def test_updates_need_one_process(tmp_path):
 
 def start_nsd_secondary(folder, primary_port: int):
     """NSD as a secondary of sockhop: it pulls example.com with TSIG key upd, and takes NOTIFY signed with it."""
-    from tests.dns.signed import free_port
-
-    path = shutil.which("nsd") or ("/usr/sbin/nsd" if os.path.exists("/usr/sbin/nsd") else None) or require_tool("nsd")
-    folder.mkdir()
-    port = free_port()
-    conf = folder / "nsd.conf"
-    conf.write_text(f"""server:
-    ip-address: 127.0.0.1@{port}
-    username: ""
-    chroot: ""
-    zonesdir: "{folder}"
-    pidfile: "{folder}/nsd.pid"
-    database: ""
-    zonelistfile: "{folder}/zone.list"
-    xfrdfile: "{folder}/xfrd.state"
-    xfrdir: "{folder}"
-    logfile: "{folder}/nsd.log"
-    server-count: 1
-    rrl-ratelimit: 0
-    verbosity: 2
-remote-control:
-    control-enable: no
-key:
-    name: upd
-    algorithm: hmac-sha256
-    secret: "{SECRET}"
-zone:
-    name: example.com
-    zonefile: "{folder}/example.com.zone"
-    request-xfr: 127.0.0.1@{primary_port} upd
-    allow-notify: 127.0.0.1 upd
-""")
-    proc = subprocess.Popen([path, "-d", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return proc, port
+    zone = f'    zonefile: "{folder}/example.com.zone"\n    request-xfr: 127.0.0.1@{primary_port} upd\n'
+    return start_nsd(folder, zone + "    allow-notify: 127.0.0.1 upd\n", SECRET)
 
 
 def soa_serial(port: int) -> int | None:
@@ -332,39 +299,21 @@ def test_data_folder_holds_the_journal(sockhop_server, tmp_path):
 
 def test_bind_pulls_axfr_then_ixfr_with_tsig(sockhop_server, tmp_path):
     """BIND's named as a secondary of sockhop, its requests signed with key upd, refreshing every second."""
-    from tests.dns.signed import free_port
-
-    named = shutil.which("named") or ("/usr/sbin/named" if os.path.exists("/usr/sbin/named") else None)
-    named = named or require_tool("named")
     server, port = serve(sockhop_server, write_zone(tmp_path, EXAMPLE.replace("7200 900 1209600", "1 1 1209600")))
     folder = tmp_path / "bind"
-    folder.mkdir()
-    bind_port = free_port()
-    (folder / "named.conf").write_text(f"""options {{
-  directory "{folder}";
-  pid-file "{folder}/named.pid";
-  session-keyfile "{folder}/session.key";
-  managed-keys-directory "{folder}";
-  listen-on port {bind_port} {{ 127.0.0.1; }};
-  listen-on-v6 {{ none; }};
-  recursion no;
-  dnssec-validation no;
-  notify no;
-}};
-key "upd" {{ algorithm hmac-sha256; secret "{SECRET}"; }};
-controls {{ }};
-zone "example.com" {{
+    proc, bind_port, log = start_named(
+        folder,
+        f"""\
   type secondary;
   primaries port {port} {{ 127.0.0.1 key upd; }};
   file "{folder}/example.com.db";
   masterfile-format text;
   min-refresh-time 1;
   min-retry-time 1;
-}};
-""")
-    log = folder / "named.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([named, "-g", "-n", "1", "-c", str(folder / "named.conf")], stdout=out, stderr=out)
+""",
+        SECRET,
+        notify="no",
+    )
     try:
         wait_for_serial(bind_port, SERIAL, log)
         assert "IN AXFR NOERROR 29 records" in queries(tmp_path)

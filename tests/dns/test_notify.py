@@ -3,10 +3,7 @@ sockhop is the secondary of NSD (its NOTIFY after a SIGHUP) and of BIND (its NOT
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
-import subprocess
 import time
 
 import dns.message
@@ -14,20 +11,15 @@ import dns.query
 import dns.rcode
 import pytest
 
-from tests.dns.signed import free_port
+from tests.dns.peers import free_port, start_named, start_nsd
 from tests.dns.test_dynamic import KEY, SECRET, SERIAL, dig, nsupdate, start_nsd_secondary, wait_for_serial
 from tests.dns.test_secondary import answer, secondary, serial_of, wait_until
 from tests.dns.zones import EXAMPLE, write_zone
-from tests.support import end_process, require_tool
+from tests.support import end_process
 
 pytestmark = pytest.mark.interop
 
 HOUR = EXAMPLE.replace("7200 900 1209600", "3600 600 1209600")  # no refresh within a test: only NOTIFY moves it
-
-
-def tool(name: str) -> str:
-    found = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
-    return found or require_tool(name)
 
 
 def test_nsd_transfers_on_sockhops_notify(sockhop_server, tmp_path):
@@ -55,37 +47,9 @@ def test_nsd_transfers_on_sockhops_notify(sockhop_server, tmp_path):
 def start_nsd_primary(folder, secondary_port: int):
     """NSD serving example.com, transfers for key upd, NOTIFY signed with it to sockhop."""
     folder.mkdir()
-    port = free_port()
     (folder / "example.com.zone").write_text(HOUR)
-    conf = folder / "nsd.conf"
-    conf.write_text(f"""server:
-    ip-address: 127.0.0.1@{port}
-    username: ""
-    chroot: ""
-    zonesdir: "{folder}"
-    pidfile: "{folder}/nsd.pid"
-    database: ""
-    zonelistfile: "{folder}/zone.list"
-    xfrdfile: "{folder}/xfrd.state"
-    xfrdir: "{folder}"
-    logfile: "{folder}/nsd.log"
-    server-count: 1
-    rrl-ratelimit: 0
-    verbosity: 2
-remote-control:
-    control-enable: no
-key:
-    name: upd
-    algorithm: hmac-sha256
-    secret: "{SECRET}"
-zone:
-    name: example.com
-    zonefile: "{folder}/example.com.zone"
-    provide-xfr: 127.0.0.1 upd
-    notify: 127.0.0.1@{secondary_port} upd
-""")
-    proc = subprocess.Popen([tool("nsd"), "-d", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return proc, port
+    zone = f'    zonefile: "{folder}/example.com.zone"\n    provide-xfr: 127.0.0.1 upd\n'
+    return start_nsd(folder, zone + f"    notify: 127.0.0.1@{secondary_port} upd\n", SECRET)
 
 
 def test_sockhop_secondary_of_nsd(sockhop_server, tmp_path):
@@ -111,33 +75,19 @@ def test_sockhop_secondary_of_bind(sockhop_server, tmp_path):
     port = free_port()
     folder = tmp_path / "bind"
     folder.mkdir()
-    bind = free_port()
     (folder / "example.com.db").write_text(HOUR)
-    (folder / "named.conf").write_text(f"""options {{
-  directory "{folder}";
-  pid-file "{folder}/named.pid";
-  session-keyfile "{folder}/session.key";
-  managed-keys-directory "{folder}";
-  listen-on port {bind} {{ 127.0.0.1; }};
-  listen-on-v6 {{ none; }};
-  recursion no;
-  dnssec-validation no;
-  notify explicit;
-}};
-key "upd" {{ algorithm hmac-sha256; secret "{SECRET}"; }};
-controls {{ }};
-zone "example.com" {{
+    proc, bind, log = start_named(
+        folder,
+        f"""\
   type primary;
   file "{folder}/example.com.db";
   allow-transfer {{ key upd; }};
   allow-update {{ key upd; }};
   also-notify {{ 127.0.0.1 port {port}; }};
-}};
-""")
-    log = folder / "named.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([tool("named"), "-g", "-n", "1", "-c", str(folder / "named.conf")], stdout=out,
-                                stderr=out)  # fmt: skip
+""",
+        SECRET,
+        notify="explicit",
+    )
     try:
         wait_for_serial(bind, SERIAL, log)
         sec = secondary(sockhop_server, f"example.com@127.0.0.1:{bind},key=upd", port)

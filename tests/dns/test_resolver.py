@@ -3,9 +3,7 @@ misbehaving responder that sends forged and broken replies first."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -32,6 +30,7 @@ from sockhop.dns.resolver import (
     resolve,
 )
 from sockhop.errors import UsageError
+from tests.dns.peers import start_nsd
 from tests.dns.zones import write_zone
 from tests.support import end_process, require_tool
 
@@ -334,64 +333,11 @@ def test_query_flags_rd_do_and_edns_go_out_as_asked():
 
 
 # -- against NSD ----------------------------------------------------------------------------------------------------
-def nsd_path() -> str:
-    found = shutil.which("nsd") or ("/usr/sbin/nsd" if os.path.exists("/usr/sbin/nsd") else None)
-    return found or require_tool("nsd")
-
-
-def free_port() -> int:
-    for _ in range(20):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", 0))
-            port = u.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise AssertionError("no free port")
-
-
 @pytest.fixture
 def nsd(tmp_path):
-    path = nsd_path()
     write_zone(tmp_path)
-    port = free_port()
-    conf = tmp_path / "nsd.conf"
-    conf.write_text(
-        f"""server:
-    ip-address: 127.0.0.1@{port}
-    port: {port}
-    username: ""
-    chroot: ""
-    zonesdir: "{tmp_path}"
-    pidfile: "{tmp_path}/nsd.pid"
-    database: ""
-    zonelistfile: "{tmp_path}/zone.list"
-    xfrdfile: "{tmp_path}/xfrd.state"
-    xfrdir: "{tmp_path}"
-    logfile: "{tmp_path}/nsd.log"
-    server-count: 1
-    verbosity: 1
-remote-control:
-    control-enable: no
-zone:
-    name: example.com
-    zonefile: example.com.zone
-"""
-    )
-    proc = subprocess.Popen([path, "-d", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, port = start_nsd(tmp_path, "    zonefile: example.com.zone\n")
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                dns.query.udp(dns.message.make_query("example.com", "SOA"), "127.0.0.1", port=port, timeout=0.5)
-                break
-            except (dns.exception.Timeout, OSError):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log = (tmp_path / "nsd.log").read_text() if (tmp_path / "nsd.log").exists() else ""
-                    raise AssertionError(f"nsd did not start: {log}") from None
         yield ("127.0.0.1", port)
     finally:
         end_process(proc, 10)

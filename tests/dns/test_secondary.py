@@ -20,7 +20,7 @@ import dns.tsigkeyring
 import dns.zone
 import pytest
 
-from tests.dns.signed import free_port
+from tests.dns.peers import free_port
 from tests.dns.test_dynamic import SECRET, SERIAL, nsupdate
 from tests.dns.zones import EXAMPLE, write_zone
 

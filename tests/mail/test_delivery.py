@@ -11,7 +11,6 @@ import os
 import pwd
 import shutil
 import smtplib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,17 +20,11 @@ from pathlib import Path
 import pytest
 
 from tests.mail.dnszone import ZONE_HEAD
-from tests.mail.test_postfix_client import MASTER_CF
-from tests.support import ROOT, require_root, require_tool, start_server
+from tests.mail.postfix import PrivatePostfix
+from tests.support import ROOT, free_port, require_root, require_tool, start_server
 from tests.tls_certs import LocalCA
 
 RETRY = ["--retry-first", "0.3", "--retry-max", "0.6", "--queue-lifetime", "1.5"]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
 
 
 def mail_server(folder: Path, domain: str, host: str, *extra: str, port: int = 0):
@@ -302,73 +295,28 @@ def test_flush_tries_a_deferred_message_now(world, tmp_path):
                 one.proc.stderr.close()
 
 
-class PostfixDestination:
-    """A private Postfix (its own configuration, queue and data folders) taking mail for pf.test: bob's into a
-    Maildir (virtual delivery), anyone else refused 550 5.1.1. /etc/postfix/main.cf names its folder in
-    alternate_config_directories while it runs (Postfix refuses -c DIR otherwise), and is put back after."""
-
-    def __init__(self, work: Path, port: int) -> None:
-        self.work, self.etc = work, work / "etc"
-        spool, data, self.vmail = work / "spool", work / "data", work / "vmail"
-        for folder in (self.etc, spool, data, self.vmail):
-            folder.mkdir(parents=True)
-        shutil.chown(data, "postfix")
-        nobody = pwd.getpwnam("nobody")
-        os.chown(self.vmail, nobody.pw_uid, nobody.pw_gid)
-        self.main_cf = Path("/etc/postfix/main.cf")
-        self.saved = self.main_cf.read_text() if self.main_cf.exists() else None
-        kept = [line for line in (self.saved or "").splitlines() if not line.startswith("alternate_config_directories")]
-        self.main_cf.parent.mkdir(exist_ok=True)
-        self.main_cf.write_text("\n".join(kept + [f"alternate_config_directories = {self.etc}"]) + "\n")
-        (self.etc / "main.cf").write_text(f"""\
-compatibility_level = 3.6
-queue_directory = {spool}
-data_directory = {data}
-mail_owner = postfix
-setgid_group = postdrop
+def postfix_destination(work: Path, port: int) -> PrivatePostfix:
+    """A private Postfix taking mail for pf.test: bob's into a Maildir (virtual delivery), anyone else refused
+    550 5.1.1."""
+    vmail = work / "vmail"
+    vmail.mkdir(parents=True)
+    nobody = pwd.getpwnam("nobody")
+    os.chown(vmail, nobody.pw_uid, nobody.pw_gid)
+    return PrivatePostfix(
+        work,
+        port,
+        f"""\
 myhostname = mx.pf.test
 mydestination =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
 smtpd_relay_restrictions = reject_unauth_destination
 virtual_mailbox_domains = pf.test
-virtual_mailbox_base = {self.vmail}
+virtual_mailbox_base = {vmail}
 virtual_mailbox_maps = inline:{{ bob@pf.test=bob/Maildir/ }}
 virtual_uid_maps = static:{nobody.pw_uid}
 virtual_gid_maps = static:{nobody.pw_gid}
-alias_maps =
-alias_database =
-maillog_file = {work}/postfix.log
-maillog_file_prefixes = /var, /dev/stdout, {work}
-biff = no
-""")
-        master = [*MASTER_CF, "virtual unix - n n - - virtual"]
-        (self.etc / "master.cf").write_text("\n".join(master).format(listen=f"127.0.0.1:{port}") + "\n")
-        done = subprocess.run(["postfix", "-c", str(self.etc), "start"], capture_output=True, text=True, timeout=60)
-        if done.returncode != 0:
-            self.restore()
-            raise AssertionError(f"postfix did not start: {done.stderr or done.stdout}")
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
-
-    def log(self) -> str:
-        path = self.work / "postfix.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def restore(self) -> None:
-        if self.saved is None:
-            self.main_cf.unlink(missing_ok=True)
-        else:
-            self.main_cf.write_text(self.saved)
-
-    def stop(self) -> None:
-        subprocess.run(["postfix", "-c", str(self.etc), "stop"], capture_output=True, timeout=60)
-        self.restore()
+""",
+        services=("virtual unix - n n - - virtual",),
+    )
 
 
 def test_postfix_as_the_destination(world):
@@ -378,7 +326,7 @@ def test_postfix_as_the_destination(world):
     os.chmod(work, 0o755)
     postfix = None
     try:
-        postfix = PostfixDestination(work, world.postfix_port)
+        postfix = postfix_destination(work, world.postfix_port)
         submit(world.sender, ["bob@pf.test", "nobody@pf.test"], "postfix-1")
         [msg] = arrived(work / "vmail" / "bob" / "Maildir", "postfix-1", timeout=20)
         assert "mx.sender.test" in str(msg["Received"]) and "ESMTP" in str(msg["Received"])

@@ -1,3 +1,4 @@
+import ipaddress
 import os
 import re
 import socket
@@ -7,7 +8,16 @@ import sys
 import pytest
 
 from sockhop.errors import AddressError, PortRangeError, UnknownServiceError
-from sockhop.net.addresses import Endpoint, check_host, parse_endpoint, parse_host, parse_port, resolve
+from sockhop.net.addresses import (
+    Endpoint,
+    check_host,
+    host_ip,
+    parse_endpoint,
+    parse_host,
+    parse_port,
+    peer_ip,
+    resolve,
+)
 from tests.support import ROOT, loopback_dns, require_tool
 
 
@@ -174,3 +184,19 @@ def test_default_port_fills_a_host_alone(text, host, port):
 def test_without_a_default_port_says_what_to_write(text, advice):
     with pytest.raises(AddressError, match=re.escape(advice)):
         parse_endpoint(text)
+
+
+# -- a peer's IP address, as the access lists match it -------------------------------------------------------------
+@pytest.mark.parametrize(
+    "peer, ip",
+    [(("192.0.2.1", 53), "192.0.2.1"), (("::ffff:192.0.2.1", 53, 0, 0), "192.0.2.1"),
+     (("fe80::1%eth0", 53, 0, 2), "fe80::1"), (("2001:db8::1", 53, 0, 0), "2001:db8::1"),
+     ("/run/sockhop.sock", None), ("", None), (None, None), ((), None),
+     (("example.com", 53), None)],
+)  # fmt: skip
+def test_a_peers_ip_address_is_plain_and_mapped_ipv4_is_ipv4(peer, ip):
+    assert peer_ip(peer) == (None if ip is None else ipaddress.ip_address(ip))
+
+
+def test_a_host_that_is_not_an_address_has_no_ip():
+    assert host_ip("localhost") is None and host_ip("::ffff:10.0.0.1") == ipaddress.ip_address("10.0.0.1")

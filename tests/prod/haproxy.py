@@ -4,19 +4,12 @@ service on an ephemeral loopback port, health checks every 200 ms."""
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.support import end_process, require_tool
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+from tests.support import end_process, free_port, require_tool, wait_for_port
 
 
 def config(backends: dict[str, list[tuple[str, int]]], fronts: dict[str, tuple[str, int]], server_options: str) -> str:
@@ -40,17 +33,6 @@ def config(backends: dict[str, list[tuple[str, int]]], fronts: dict[str, tuple[s
     return "\n".join(lines) + "\n"
 
 
-def wait_listening(host: str, port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((host, port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"haproxy did not listen on {host}:{port}")
-
-
 @contextlib.contextmanager
 def haproxy(
     folder: Path, backends: dict[str, list[tuple[str, int]]], server_options: str = ""
@@ -65,7 +47,7 @@ def haproxy(
     proc = subprocess.Popen([binary, "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         for host, port in fronts.values():
-            wait_listening(host, port)
+            wait_for_port(port, proc, "haproxy", timeout=10, host=host)
         time.sleep(0.6)  # the first health checks (rise 2 at 200 ms) pass before traffic
         yield fronts
     finally:

@@ -15,9 +15,8 @@ from sockhop.errors import AddressError
 from sockhop.net.addresses import Endpoint
 from sockhop.process.activation import InheritedSockets
 from tests.dns.zones import write_zone
-from tests.prod.haproxy import free_port
 from tests.prod.helpers import fetch, site_saying
-from tests.support import ROOT, end_process, require_tool
+from tests.support import ROOT, end_process, free_port, require_tool
 
 MODELS = ["iterative", "fork", "thread", "pool", "eventloop", "prefork"]
 

@@ -1,15 +1,18 @@
-"""A real `sockhop serve web` per model, shared by the tests of a module, over a small site in a temp folder."""
+"""A real `sockhop serve web` per model, shared by the tests of a module, over a small site in a temp folder; and
+what the proxy tests share: their upstreams, a clean stop, curl."""
 
 from __future__ import annotations
 
 import gzip
 import os
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.support import ServerProcess, read_until_closed, start_server
+from tests.support import ServerProcess, read_until_closed, require_tool, start_server
+from tests.web.upstreams import Upstreams
 
 MODELS = ["iterative", "fork", "thread", "pool", "eventloop", "prefork"]
 BIG = bytes(range(256)) * 4096  # 1 MiB
@@ -70,3 +73,23 @@ def web(request, site):
         server.stop()
         if server.proc.stderr:
             server.proc.stderr.close()
+
+
+@pytest.fixture(scope="module")
+def upstreams(tmp_path_factory):
+    """The proxy tests' upstreams (tests/web/upstreams.py), shared by the tests of a module."""
+    ups = Upstreams(tmp_path_factory.mktemp("upstreams"))
+    yield ups
+    ups.close()
+
+
+def stop_clean(server: ServerProcess) -> None:
+    """Stop a module's server, and fail unless it ended with status 0 and no traceback in its log."""
+    status = server.stop()
+    log = server.log()
+    assert "Traceback" not in log, log
+    assert status == 0, log
+
+
+def curl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run([require_tool("curl"), "-sS", *args], capture_output=True, timeout=timeout, check=False)

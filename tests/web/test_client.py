@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import end_process, loopback_dns, require_tool
+from tests.support import end_process, free_port, loopback_dns, require_tool, wait_for_port
 
 from .conftest import BIG, start_web
 
@@ -242,25 +242,6 @@ def test_redirect_loop_is_cut(scripted):
 
 
 # -- against real servers -----------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("server did not start")
-
-
 def test_against_python_http_server(site, tmp_path):
     port = free_port()
     proc = subprocess.Popen(
@@ -281,9 +262,7 @@ def test_against_python_http_server(site, tmp_path):
 
 
 def test_against_nginx(site, tmp_path):
-    nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
-    if nginx is None:
-        nginx = require_tool("nginx")
+    nginx = require_tool("nginx")
     port = free_port()
     conf = tmp_path / "nginx.conf"
     conf.write_text(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import end_process, require_tool, start_server
+from tests.support import end_process, require_tool, start_server, wait_for_port
 from tests.tls_certs import LocalCA
 
 from .conftest import BIG, MODELS
@@ -211,9 +211,7 @@ def test_redirect_between_http_and_https(served, pki):
 
 
 def test_get_against_nginx_over_https(site, pki, tmp_path):
-    nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
-    if nginx is None:
-        nginx = require_tool("nginx")
+    nginx = require_tool("nginx")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -238,9 +236,7 @@ def test_get_against_nginx_over_https(site, pki, tmp_path):
         [nginx, "-c", str(conf), "-p", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        from .test_client import wait_for_port
-
-        wait_for_port(port, proc)
+        wait_for_port(port, proc, "nginx")
         base = f"https://localhost:{port}"
         ca = str(pki["ca"].pem)
         result = sockhop_get("--cacert", ca, f"{base}/hello.txt", f"{base}/big.bin")

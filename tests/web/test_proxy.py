@@ -12,15 +12,8 @@ import subprocess
 import pytest
 
 from tests.support import read_until_closed, require_tool
-from tests.web.conftest import MODELS, start_web
-from tests.web.upstreams import Upstreams, pattern
-
-
-@pytest.fixture(scope="module")
-def upstreams(tmp_path_factory):
-    ups = Upstreams(tmp_path_factory.mktemp("upstreams"))
-    yield ups
-    ups.close()
+from tests.web.conftest import MODELS, curl, start_web, stop_clean
+from tests.web.upstreams import pattern
 
 
 @pytest.fixture(scope="module", params=MODELS)
@@ -51,14 +44,7 @@ def proxy(request, upstreams, tmp_path_factory):
     server.base = f"http://{host}:{port}"
     server.hostport = (host, port)
     yield server
-    status = server.stop()
-    log = server.log()
-    assert "Traceback" not in log, log
-    assert status == 0, log
-
-
-def curl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run([require_tool("curl"), "-sS", *args], capture_output=True, timeout=timeout, check=False)
+    stop_clean(server)
 
 
 def test_a_get_goes_to_the_upstream_and_static_files_stay_static(proxy):

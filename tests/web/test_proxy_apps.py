@@ -10,13 +10,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, end_process, require_tool
-from tests.web.conftest import start_web
+from tests.support import ROOT, end_process, require_tool, wait_for_port
+from tests.web.conftest import curl as web_curl
+from tests.web.conftest import start_web, stop_clean
 from tests.web.upstreams import pattern
 
 MiB = 1024 * 1024
@@ -27,19 +27,6 @@ def _listening_socket() -> socket.socket:
     sock = socket.create_server(("127.0.0.1", 0))
     sock.set_inheritable(True)
     return sock
-
-
-def _wait_for(port: int, proc: subprocess.Popen, what: str) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"{what} ended: {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"{what} did not start")
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +41,7 @@ def uvicorn_app():
     )  # fmt: skip
     sock.close()
     try:
-        _wait_for(port, proc, "uvicorn")
+        wait_for_port(port, proc, "uvicorn", timeout=20)
         yield port
     finally:
         end_process(proc)
@@ -93,7 +80,7 @@ http {{
 """)
     proc = subprocess.Popen([nginx, "-c", str(work / "nginx.conf")], stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        _wait_for(port, proc, "nginx")
+        wait_for_port(port, proc, "nginx", timeout=20)
         yield port
     finally:
         end_process(proc)
@@ -120,13 +107,11 @@ def front(request, uvicorn_app, nginx_upstream, tmp_path_factory):
     server.base = f"http://{host}:{port}"
     server.port = port
     yield server
-    status = server.stop()
-    assert "Traceback" not in server.log(), server.log()
-    assert status == 0, server.log()
+    stop_clean(server)
 
 
 def curl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([require_tool("curl"), "-sS", *args], capture_output=True, timeout=timeout, check=False)
+    return web_curl(*args, timeout=timeout)  # a minute: the large files
 
 
 def test_a_starlette_upload_streamed_through(front, tmp_path):

@@ -18,19 +18,12 @@ from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, WindowUpdateF
 
 from tests.support import require_tool
 from tests.tls_certs import LocalCA
-from tests.web.conftest import MODELS, start_web
+from tests.web.conftest import MODELS, curl, start_web
 from tests.web.h2frames import PREFACE, Wire, data_frame, headers_frame, rst, settings, window_update
 from tests.web.test_https import https_web
-from tests.web.upstreams import CLOSED, WRITTEN, Upstreams, pattern
+from tests.web.upstreams import CLOSED, WRITTEN, pattern
 
 INTERNAL_ERROR = 2
-
-
-@pytest.fixture(scope="module")
-def upstreams(tmp_path_factory):
-    ups = Upstreams(tmp_path_factory.mktemp("upstreams"))
-    yield ups
-    ups.close()
 
 
 @pytest.fixture(scope="module", params=MODELS)
@@ -63,12 +56,8 @@ def proxy(request, upstreams, tmp_path_factory):
         server.proc.stderr.close()
 
 
-def curl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-    # One URL per curl over h2c: curl 7.88 (Debian 12) fails reusing a prior-knowledge connection (curl/curl#10634).
-    return subprocess.run([require_tool("curl"), "-sS", *args], capture_output=True, timeout=timeout, check=False)
-
-
 def h2c(proxy, path: str, *args: str) -> subprocess.CompletedProcess:
+    # One URL per curl over h2c: curl 7.88 (Debian 12) fails reusing a prior-knowledge connection (curl/curl#10634).
     return curl("--http2-prior-knowledge", *args, proxy.plain + path)
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
+from sockhop.net.addresses import host_ip
+
 ALLOW, DROP, SLIP = 0, 1, 2
 DEFAULT_RATE = 200  # responses per second per prefix and class: NSD's rrl-ratelimit
 DEFAULT_SLIP = 2  # NSD's and BIND's: every second limited reply goes out truncated
@@ -61,12 +63,9 @@ class RateLimiter:
         return DROP
 
     def _prefix(self, host: str) -> object:
-        try:
-            address = ipaddress.ip_address(host.split("%")[0])
-        except ValueError:
+        address = host_ip(host)
+        if address is None:
             return host
-        if address.version == 6 and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
         if any(address in net for net in self.exempt):
             return EXEMPT
         return address.packed[:3] if address.version == 4 else address.packed[:7]

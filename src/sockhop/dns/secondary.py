@@ -33,6 +33,7 @@ from sockhop.dns.pull import Pulled, TransferFailed, TransferReader, framed, req
 from sockhop.dns.zone import Zone, ZoneError, from_records, read_zone_file, to_text
 from sockhop.engine.protocol import CLOSE, NOTHING, Address, ClientProtocol, Close, Job, Reply
 from sockhop.errors import SockhopError, UsageError
+from sockhop.net.addresses import peer_ip
 
 log = logging.getLogger("sockhop.dns")
 
@@ -209,13 +210,8 @@ class Secondary(Job):
         """A NOTIFY from the primary's address, or signed with the zone's key."""
         if key is not None and self.primary.key is not None and key == self.primary.key.name:
             return True
-        try:
-            host = ipaddress.ip_address(str(peer[0]).split("%")[0])  # type: ignore[index]
-        except (TypeError, IndexError, ValueError):
-            return False
-        if host.version == 6 and host.ipv4_mapped is not None:
-            host = host.ipv4_mapped
-        return host == ipaddress.ip_address(self.primary.address[0])
+        host = peer_ip(peer)
+        return host is not None and host == ipaddress.ip_address(self.primary.address[0])
 
     def notified(self) -> None:
         self.handle.wake()

@@ -23,6 +23,7 @@ import dns.rcode
 import dns.tsig
 
 from sockhop.errors import SockhopError
+from sockhop.net.addresses import peer_ip
 
 Rcode = dns.rcode.Rcode
 DEFAULT_ALGORITHM = "hmac-sha256"
@@ -126,13 +127,8 @@ class Acl:
     def allows(self, peer: object, key: dns.name.Name | None) -> bool:
         if key is not None and key in self.keys:
             return True
-        try:
-            address = ipaddress.ip_address(str(peer[0]).split("%")[0])  # type: ignore[index]
-        except (TypeError, IndexError, ValueError):
-            return False
-        if address.version == 6 and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return any(address in net for net in self.networks)
+        address = peer_ip(peer)
+        return address is not None and any(address in net for net in self.networks)
 
 
 class BadTsig(Exception):

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from sockhop.engine.protocol import Address, Reply, StreamProtocol, as_reply
 from sockhop.engine.shared import peer_name
 from sockhop.errors import RemoteProtocolError, SockhopError
+from sockhop.net.addresses import peer_ip
 
 log = logging.getLogger("sockhop.proxy")
 
@@ -177,13 +178,8 @@ class ProxyLayer(StreamProtocol):
         return parse_v1(buf[:end]), buf[end + 2 :]
 
     def _trusted(self, peer: Address) -> bool:
-        try:
-            ip = ipaddress.ip_address(peer[0].split("%")[0])
-        except (ValueError, TypeError, IndexError):
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-            ip = ip.ipv4_mapped
-        return any(ip in net for net in self.sources)
+        ip = peer_ip(peer)
+        return ip is not None and any(ip in net for net in self.sources)
 
     def eof_received(self) -> Reply:
         return Reply(close=True) if self.waiting else self.inner.eof_received()

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from sockhop.engine.protocol import NOTHING, START_TLS, Address, Close, Handoff, Reply, Results, StreamProtocol
-from sockhop.net.addresses import format_address
+from sockhop.net.addresses import format_address, peer_ip
 
 from .address import AddressSyntaxError, check_mailbox, parse_path, split_address
 from .auth import MECHANISMS, Exchange, SASLError, User, Users
@@ -125,13 +125,8 @@ class MailPolicy:
         """Whether ``peer`` is in ``relay_networks``."""
         if not self.relay_networks or not isinstance(peer, tuple):
             return False
-        try:
-            ip = ipaddress.ip_address(peer[0].split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip in network for network in self.relay_networks)
+        ip = peer_ip(peer)
+        return ip is not None and any(ip in network for network in self.relay_networks)
 
 
 @dataclass

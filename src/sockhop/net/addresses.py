@@ -8,6 +8,7 @@ reach the resolver, so a malformed one is one line, and sends no query.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket
 from dataclasses import dataclass
@@ -196,3 +197,26 @@ def format_host_port(host: str, port: int | str) -> str:
 def format_address(addr: tuple) -> str:
     """A socket address (``(host, port)``, or IPv6's four-tuple) as ``host:port``."""
     return format_host_port(addr[0], addr[1])
+
+
+def host_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A host as an IP address to match against networks: an IPv6 zone index (``%eth0``) dropped, an IPv4-mapped
+    address (``::ffff:192.0.2.1``, a dual-stack socket's IPv4 peer) as the IPv4 address it maps; None if it is not
+    an IP address."""
+    try:
+        ip = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return None
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def peer_ip(peer: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A socket peer's (``(host, port, ...)`` as the socket module reports it) IP address, as ``host_ip`` gives it;
+    None for a peer with none (a Unix socket's)."""
+    try:
+        host = str(peer[0])  # type: ignore[index]
+    except (TypeError, IndexError):
+        return None
+    return host_ip(host)
