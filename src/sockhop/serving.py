@@ -324,7 +324,8 @@ def proxy_wrapper(args: argparse.Namespace) -> Callable[[Callable], Callable]:
 
 def outer_layers(args: argparse.Namespace, listeners: list[Listener], model: str) -> list[Listener]:
     """The layers every listener gets around whatever factory its service settled on: PROXY protocol outermost on
-    streams (the header precedes TLS), and counting for --admin around everything (what crosses the socket)."""
+    streams (the header precedes TLS), and counting for --admin around everything (what crosses the socket) -- or,
+    for the dashboard alone, only connections and the services' results."""
     proxied = proxy_wrapper(args)
     metrics = None
     if args.admin or getattr(args, "dashboard", None):  # the dashboard shows the counters too
@@ -336,7 +337,10 @@ def outer_layers(args: argparse.Namespace, listeners: list[Listener], model: str
         factory = proxied(listener.factory) if listener.is_stream else listener.factory
         refused = listener.refused
         if metrics is not None:
-            factory = metrics.metered(factory, listener.name, model, listener.is_stream)
+            if args.admin:
+                factory = metrics.metered(factory, listener.name, model, listener.is_stream)
+            else:  # the dashboard alone: connections and results, no layer counting every read's bytes
+                factory = metrics.results_only(factory, listener.name, model, listener.is_stream)
             refused = metrics.refusals(listener.name, model)
         wrapped.append(dataclasses.replace(listener, factory=factory, refused=refused))
     return wrapped

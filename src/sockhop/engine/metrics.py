@@ -179,6 +179,21 @@ class Metrics:
             return lambda: MeteredStream(counting.attach(factory()), self, labels)
         return lambda: MeteredDatagram(counting.attach(factory()), self, labels)
 
+    def results_only(self, factory: Callable, service: str, model: str, stream: bool = True) -> Callable:
+        """Wrap a protocol factory so its connections and results are counted, but not its bytes: no layer between
+        the engine and the protocol (what the dashboard shows, without --admin, costs nothing per read)."""
+        labels = (service or "?", model)
+        counting = ResultCounting(self, labels, model)
+        if not stream:
+            return lambda: counting.attach(factory())
+        connections = self.tally(self.connections, labels, model)
+
+        def make():  # type: ignore[no-untyped-def]
+            connections.inc()
+            return counting.attach(factory())
+
+        return make
+
     def refusals(self, service: str, model: str) -> Callable[[], None]:
         """What a listener calls for each client it refuses at the connection limit (``Listener.refused``)."""
         return self.tally(self.refused, (service or "?", model), model).inc
