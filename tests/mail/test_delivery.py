@@ -24,7 +24,8 @@ from tests.mail.postfix import PrivatePostfix
 from tests.support import ROOT, free_port, require_root, require_tool, start_server
 from tests.tls_certs import LocalCA
 
-RETRY = ["--retry-first", "0.3", "--retry-max", "0.6", "--queue-lifetime", "1.5"]
+#: A lifetime long enough for `sockhop queue` (a new process) to start and list a deferred message under load.
+RETRY = ["--retry-first", "0.3", "--retry-max", "0.6", "--queue-lifetime", "4"]
 
 
 def mail_server(folder: Path, domain: str, host: str, *extra: str, port: int = 0):
