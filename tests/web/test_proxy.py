@@ -267,3 +267,70 @@ def test_a_graceful_stop_lets_a_proxied_answer_finish(upstreams, tmp_path, model
         assert server.proc.wait(10) == 0
     finally:
         server.stop()
+
+
+def test_upstream_connections_that_end_are_not_kept(tmp_path):
+    """Requests one after another on one keep-alive connection, each answered by an upstream that closes after its
+    answer (as one the pool has no room for is closed): every upstream connection ends, and nothing of it -- its read
+    timeout in the engine's heap, the loop's wake-up for that timer -- may outlive it. Counted, not timed."""
+    import gc
+    import threading
+
+    from sockhop.engine import Limits, Listener
+    from sockhop.engine.eventloop import EventLoopServer
+    from sockhop.web.files import Site, SiteOptions
+    from sockhop.web.protocol import HttpLimits, WebOptions
+    from sockhop.web.proxy import ProxyOptions, UpstreamConn, make_proxy_factory
+    from sockhop.web.upstream import make_routes
+
+    upstream = socket.create_server(("127.0.0.1", 0))
+
+    def answer() -> None:
+        while True:
+            try:
+                conn, _ = upstream.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    piece = conn.recv(4096)
+                    if not piece:
+                        break
+                    data += piece
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nup\n")
+
+    threading.Thread(target=answer, daemon=True).start()
+    routes = make_routes([("/", [f"http://127.0.0.1:{upstream.getsockname()[1]}"])])
+    options = WebOptions(Site(SiteOptions(root=tmp_path, proxy=routes)), HttpLimits(), None)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    factory = make_proxy_factory(options, ProxyOptions(read_timeout=60))
+    server = EventLoopServer([Listener(listener, factory, name="web")], Limits(idle_timeout=60, grace=2))
+    loop = threading.Thread(target=server.run)
+    loop.start()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            for _ in range(200):
+                client.sendall(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+                assert read_until(client, b"up\n").startswith(b"HTTP/1.1 200")
+            gc.collect()
+            held = sum(isinstance(o, UpstreamConn) for o in gc.get_objects())
+            assert server.reactor is not None
+            # Without the fix: all 200 held by their 60 s read timeouts, 400 reactor timers, 400 wake-up entries.
+            assert held <= 2, held
+            assert sum(not entry[2].stale for entry in server.reactor.timers) <= 2, server.reactor.timers
+            assert len(server.timers) <= 2 * len(server.conns) + 4, len(server.timers)
+    finally:
+        server.stop()
+        loop.join(30)
+        upstream.close()
+
+
+def read_until(sock: socket.socket, end: bytes) -> bytes:
+    data = b""
+    while not data.endswith(end):
+        piece = sock.recv(65536)
+        assert piece, data
+        data += piece
+    return data

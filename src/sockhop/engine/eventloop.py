@@ -23,6 +23,7 @@ import errno
 import heapq
 import itertools
 import logging
+import math
 import os
 import select
 import signal
@@ -132,6 +133,7 @@ class EventLoopServer(Server):
         self.local_of: dict[int, tuple | None] = {}  # listener fd -> its address, None for a wildcard
         self.debug = log.isEnabledFor(logging.DEBUG)  # formatting addresses for nothing costs per connection
         self.reactor: Reactor | None = None  # made when first needed: a handle asked for, or jobs to run
+        self.clock_due = math.inf  # when the earliest entry for the reactor's timers in this loop's heap fires
         self.running_jobs: Jobs | None = None
 
     # -- the loop ------------------------------------------------------------------------------------------------
@@ -335,8 +337,12 @@ class EventLoopServer(Server):
 
     def _clock_at(self, when: float) -> None:
         """A reactor's timer is set: an entry in the loop's own heap wakes the loop for it, so the loop's timeout and
-        expiry need no look at the reactor on every turn."""
-        heapq.heappush(self.timers, (when, next(_order), 0, CLOCK))
+        expiry need no look at the reactor on every turn. One entry wakes it for the earliest: a timer due later
+        than one already waited for adds none (a read timeout set per upstream connection would otherwise leave an
+        entry per connection for the whole timeout); once it fires, the reactor's next deadline gets its own."""
+        if when < self.clock_due:
+            self.clock_due = when
+            heapq.heappush(self.timers, (when, next(_order), 0, CLOCK))
 
     # -- accepting -----------------------------------------------------------------------------------------------
     def _accept(self, listener: Listener, now: float) -> None:
@@ -597,7 +603,11 @@ class EventLoopServer(Server):
             _, _, gen, conn = heapq.heappop(timers)
             if conn.fd < 0 or gen != conn.gen:
                 if conn is CLOCK and self.reactor is not None:  # a timer of the reactor's is due
+                    self.clock_due = math.inf
                     self.reactor.run_due()
+                    due = self.reactor.deadline()
+                    if due is not None:
+                        self._clock_at(due)
                 continue  # closed, or replaced by an earlier deadline
             due = min(conn.deadline, conn.alarm) if conn.alarm else conn.deadline
             if due > now:

@@ -446,6 +446,7 @@ class UpstreamConn(ClientProtocol):
         exchange = self.exchange
         if exchange is not None:
             exchange.failed(self, error, connected=False, timeout=isinstance(error, TimeoutError))
+        self._forget()
 
     def connection_lost(self) -> None:
         exchange = self.exchange
@@ -458,8 +459,13 @@ class UpstreamConn(ClientProtocol):
         self._forget()
 
     def _forget(self) -> None:
+        """The connection is over: out of the pool, and its read timeout let go (a timer left in the engine's heap
+        would hold this connection, its socket and parser, for the rest of the timeout)."""
         self.options.pool.remove(self.loop, self.upstream, self)
         self.exchange = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
     # -- httptools callbacks -------------------------------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
