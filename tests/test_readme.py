@@ -966,17 +966,21 @@ def echo_probe(stage: Stage) -> None:
     assert_equal(echo_once(7007, b"hello\n"), b"hello\n")
 
 
-def events_from(port: int, count: int) -> int:
-    """Server-Sent Events read from a response that stays open, until ``count`` have come (or 15 s)."""
-    deadline = time.monotonic() + 15
+def connect_when_listening(port: int, deadline: float) -> socket.socket:
+    """A connection to 127.0.0.1:``port``, retried while it is refused (a server just started) until ``deadline``."""
     while True:
         try:
-            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-            break
+            return socket.create_connection(("127.0.0.1", port), timeout=5)
         except ConnectionRefusedError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+def events_from(port: int, count: int) -> int:
+    """Server-Sent Events read from a response that stays open, until ``count`` have come (or 15 s)."""
+    deadline = time.monotonic() + 15
+    sock = connect_when_listening(port, deadline)
     with sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         said = b""
@@ -991,14 +995,7 @@ def events_from(port: int, count: int) -> int:
 
 def echo_once(port: int, data: bytes) -> bytes:
     deadline = time.monotonic() + 15
-    while True:
-        try:
-            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-            break
-        except ConnectionRefusedError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    sock = connect_when_listening(port, deadline)
     with sock:
         sock.sendall(data)
         sock.shutdown(socket.SHUT_WR)
