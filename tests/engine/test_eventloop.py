@@ -36,3 +36,38 @@ def test_closed_connections_do_not_pile_up_in_the_timer_heap(monkeypatch):
     finally:
         server.stop()
         loop.join(30)
+
+
+def test_a_closed_connection_in_the_timer_heap_holds_no_protocol():
+    """Until the heap is compacted (up to COMPACT_SLACK stale entries) it still holds closed connections: each must
+    hold only its own small record, not its protocol (a proxy's protocol holds its buffers and upstream)."""
+    import gc
+    import weakref
+
+    alive: weakref.WeakSet = weakref.WeakSet()
+
+    class Tracked(EchoStream):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            alive.add(self)
+
+    [sock] = open_listeners([Endpoint("127.0.0.1", 0)])
+    port = sock.getsockname()[1]
+    server = EventLoopServer([Listener(sock, Tracked, name="echo")], Limits(idle_timeout=60, grace=2))
+    loop = threading.Thread(target=server.run)
+    loop.start()
+    try:
+        for _ in range(50):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+                client.sendall(b"x")
+                assert client.recv(1) == b"x"
+        deadline = time.monotonic() + 10
+        while server.conns and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not server.conns
+        assert len(server.timers) >= 50  # the closed connections are still in the heap (no compaction yet) ...
+        gc.collect()
+        assert len(alive) == 0, len(alive)  # ... but none of their protocols is
+    finally:
+        server.stop()
+        loop.join(30)

@@ -61,6 +61,7 @@ EPOLLIN = select.EPOLLIN
 HANGUP = select.EPOLLERR | select.EPOLLHUP
 EOF_LIMIT = -(1 << 62)  # Connection.limit once a wakeable connection's peer has half-closed: never read again
 COMPACT_SLACK = 4096  # stale timer entries tolerated beyond twice the open connections before the heap is rebuilt
+CLOSED_PROTOCOL = StreamProtocol()  # a closed connection's protocol: it answers nothing, holds nothing
 
 
 class _Clock:
@@ -674,6 +675,9 @@ class EventLoopServer(Server):
             conn.protocol.connection_lost()
         except Exception as exc:
             protocol_failed(conn.peer, "connection_lost", exc)
+        # The timer heap may hold the closed connection until it compacts (up to COMPACT_SLACK entries): what it
+        # holds is this small record, not the protocol's buffers, parser and proxied partner.
+        conn.protocol = CLOSED_PROTOCOL
         if self.debug:
             log.debug("%s: closed", peer_name(conn.peer))
 
