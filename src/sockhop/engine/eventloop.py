@@ -61,6 +61,7 @@ EPOLLIN = select.EPOLLIN
 HANGUP = select.EPOLLERR | select.EPOLLHUP
 EOF_LIMIT = -(1 << 62)  # Connection.limit once a wakeable connection's peer has half-closed: never read again
 COMPACT_SLACK = 4096  # stale timer entries tolerated beyond twice the open connections before the heap is rebuilt
+MSG_MORE = getattr(socket, "MSG_MORE", 0)  # Linux: hold this send for the next (a file region)
 CLOSED_PROTOCOL = StreamProtocol()  # a closed connection's protocol: it answers nothing, holds nothing
 
 
@@ -482,7 +483,10 @@ class EventLoopServer(Server):
                         continue
                     out[0] = FileRegion(piece.fd, piece.offset + sent, piece.count - sent, piece.close)
                 else:
-                    sent = os.write(conn.fd, piece)
+                    if len(out) > 1 and isinstance(out[1], FileRegion) and out[1].count:
+                        sent = conn.sock.send(piece, MSG_MORE)  # a header goes with its file
+                    else:
+                        sent = os.write(conn.fd, piece)
                     if sent == len(piece):
                         out.popleft()
                     else:
