@@ -30,7 +30,7 @@ import dns.serial
 import dns.tsig
 
 from sockhop.dns.pull import Pulled, TransferFailed, TransferReader, framed, request
-from sockhop.dns.zone import Zone, ZoneError, from_records, read_zone_file, to_text
+from sockhop.dns.zone import Zone, ZoneError, from_wire, read_zone_file, to_text
 from sockhop.engine.protocol import CLOSE, NOTHING, Address, ClientProtocol, Close, Job, Reply
 from sockhop.errors import SockhopError, UsageError
 from sockhop.net.addresses import peer_ip
@@ -302,7 +302,7 @@ class Secondary(Job):
             count = sum(len(r) for diff in pulled.diffs for r in (*diff.deleted, *diff.added))
             what = f"IXFR {old} -> {pulled.serial}, {count} records changed"
         else:
-            zone = from_records(self.origin, [pulled.soa, *pulled.records], f"{self.origin} from {self.primary}")
+            zone = from_wire(self.origin, pulled.wire, f"{self.origin} from {self.primary}")
             what = f"AXFR serial {pulled.serial}, {zone.record_count()} records"
         zone.source = f"{self.origin} from {self.primary}"
         identity = None

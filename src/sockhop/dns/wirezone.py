@@ -1,0 +1,166 @@
+"""A zone's index built from wire records (:mod:`sockhop.dns.wireread`), as a secondary loads a transfer.
+
+Indexing 100,000 records as dnspython objects -- a Name, an Rdata and an RRset each, and a Name hashed in Python,
+character by character, for every dict they went into -- took longer than a whole transfer takes BIND. Here the
+index holds the records as they were read, by their owner's lower-cased labels (a tuple of bytes: it hashes in
+C), and a node becomes dnspython RRsets the first time a query looks at it, then stays so. What the rest of
+sockhop reads of a :class:`~sockhop.dns.zone.Zone` is unchanged: ``rrsets`` is a read-only mapping from Names to
+nodes (``{rdtype: RRset}``), ``names`` and ``cuts`` sets of Names, all looked up case-insensitively, answering in
+the zone's own case (the first spelling of an owner the transfer brought).
+
+``names`` (owners and their ancestors: empty non-terminals answer NODATA) and ``cuts`` (NS below the apex) are
+found while indexing, on the labels. A zone with DNSSEC records (RRSIG, NSEC, NSEC3) is indexed as dnspython
+objects (:func:`sockhop.dns.zone.from_records`): its signatures and proofs are sorted out there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Set
+
+import dns.name
+import dns.rdatatype
+import dns.rrset
+
+from sockhop.dns.wireread import WireRecord, key_of, to_rdata
+
+RdataType = dns.rdatatype.RdataType
+NS, DNAME = int(RdataType.NS), int(RdataType.DNAME)
+DNSSEC = frozenset({int(RdataType.RRSIG), int(RdataType.NSEC), int(RdataType.NSEC3)})
+
+
+class NameSet(Set):
+    """A read-only set of Names, held as their lower-cased labels (and the labels to show each by)."""
+
+    __slots__ = ("labels",)
+
+    def __init__(self, labels: dict[tuple[bytes, ...], tuple[bytes, ...]]) -> None:
+        self.labels = labels
+
+    @classmethod
+    def _from_iterable(cls, iterable: Iterable) -> set:  # type: ignore[override]
+        """What ``|``, ``&`` and ``-`` make: a plain set, as they would of a set."""
+        return set(iterable)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, dns.name.Name) and key_of(name) in self.labels
+
+    def __iter__(self) -> Iterator[dns.name.Name]:
+        for labels in self.labels.values():
+            yield dns.name.Name(labels)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __bool__(self) -> bool:
+        return bool(self.labels)
+
+
+class WireNodes(Mapping):
+    """Name -> ``{rdtype: RRset}``, each node made of its wire records on first use and kept.
+
+    Safe for the threads of the pool model: a node made twice at once is the same data, and the first one kept
+    is the one every caller gets."""
+
+    __slots__ = ("raw", "made", "count", "by_type")
+
+    def __init__(self, raw: dict[tuple, list[WireRecord]], count: int, by_type: dict[int, set]) -> None:
+        self.raw = raw  # key -> its records, in the order they came
+        self.made: dict[tuple, dict[int, dns.rrset.RRset]] = {}
+        self.count = count  # records
+        self.by_type = by_type  # the keys of the owners of a few types (DNAME), for a zone-wide question
+
+    def node(self, key: tuple) -> dict[int, dns.rrset.RRset] | None:
+        node = self.made.get(key)
+        if node is None:
+            records = self.raw.get(key)
+            if records is None:
+                return None
+            node = self.made.setdefault(key, materialize(records))
+        return node
+
+    def get(self, name: dns.name.Name, default=None):  # type: ignore[override]
+        node = self.node(key_of(name)) if isinstance(name, dns.name.Name) else None
+        return default if node is None else node
+
+    def __getitem__(self, name: dns.name.Name) -> dict[int, dns.rrset.RRset]:
+        node = self.get(name)
+        if node is None:
+            raise KeyError(name)
+        return node
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, dns.name.Name) and key_of(name) in self.raw
+
+    def __iter__(self) -> Iterator[dns.name.Name]:
+        for records in self.raw.values():
+            yield dns.name.Name(records[0][1])
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def values(self):  # type: ignore[override]
+        node = self.node
+        return (node(key) for key in self.raw)
+
+    def items(self):  # type: ignore[override]
+        node = self.node
+        return ((dns.name.Name(records[0][1]), node(key)) for key, records in self.raw.items())
+
+    def owners(self, rdtype: int) -> set[dns.name.Name]:
+        """The owners of records of ``rdtype`` (one of those kept in ``by_type``)."""
+        return {dns.name.Name(self.raw[key][0][1]) for key in self.by_type.get(rdtype, ())}
+
+
+def materialize(records: list[WireRecord]) -> dict[int, dns.rrset.RRset]:
+    """One node's RRsets, from its records: one RRset per type, the lowest TTL of its records."""
+    name = dns.name.Name(records[0][1])
+    node: dict[int, dns.rrset.RRset] = {}
+    for record in records:
+        rdtype, rdclass, ttl = record[2], record[3], record[4]
+        rrset = node.get(rdtype)
+        if rrset is None:
+            rrset = node[rdtype] = dns.rrset.RRset(name, rdclass, RdataType.make(rdtype))
+            rrset.ttl = ttl
+        elif ttl < rrset.ttl:
+            rrset.ttl = ttl
+        rrset.items[to_rdata(record)] = None
+    return node
+
+
+def index(origin: dns.name.Name, records: list[WireRecord]):
+    """The zone's index: node records by owner, names, cuts -- or None when the zone has DNSSEC records (the
+    caller indexes those as dnspython objects). Raises KeyError naming what the apex lacks (SOA, NS)."""
+    origin_key = key_of(origin)
+    depth = len(origin_key)
+    raw: dict[tuple, list[WireRecord]] = {}
+    names: dict[tuple, tuple] = {origin_key: origin.labels}
+    cuts: dict[tuple, tuple] = {}
+    dnames: set[tuple] = set()
+    for record in records:
+        key = record[0]
+        node = raw.get(key)
+        if node is None:
+            raw[key] = [record]
+            labels = record[1]
+            names[key] = labels
+            up = key[1:]
+            while len(up) > depth and up not in names:  # the ancestors below the apex: empty non-terminals
+                names[up] = labels[len(labels) - len(up) :]
+                up = up[1:]
+        else:
+            node.append(record)
+        rdtype = record[2]
+        if rdtype == NS:
+            if key != origin_key:
+                cuts[key] = record[1]
+        elif rdtype in DNSSEC:
+            return None
+        elif rdtype == DNAME:
+            dnames.add(key)
+    apex = {record[2] for record in raw.get(origin_key, ())}
+    if RdataType.SOA not in apex:
+        raise KeyError("SOA")
+    if RdataType.NS not in apex:
+        raise KeyError("NS")
+    nodes = WireNodes(raw, len(records), {DNAME: dnames})
+    return nodes, NameSet(names), NameSet(cuts)
