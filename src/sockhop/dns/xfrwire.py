@@ -50,6 +50,13 @@ class XfrMessage:
 def read(wire: bytes, key: dns.tsig.Key | None, request_mac: bytes, ctx: object) -> XfrMessage:
     """One message of the answer to a transfer request signed with ``key`` (None: unsigned) whose MAC is
     ``request_mac``; ``ctx`` is the TSIG chain the message before left (None for the first)."""
+    try:
+        return _read(wire, key, request_mac, ctx)
+    except (IndexError, struct.error):
+        raise WireError("the message ends inside a record") from None
+
+
+def _read(wire: bytes, key: dns.tsig.Key | None, request_mac: bytes, ctx: object) -> XfrMessage:
     if len(wire) < 12:
         raise dns.message.ShortHeader
     ident, flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(wire)
