@@ -28,9 +28,9 @@ import dns.ttl
 import dns.zone
 import dns.zonefile
 
+from sockhop.dns import wirezone
 from sockhop.dns.layered import GONE, LayeredDict
 from sockhop.dns.wireread import WireRecord, rrsets_of
-from sockhop.dns.wirezone import WireNodes
 from sockhop.errors import SockhopError
 
 RdataType = dns.rdatatype.RdataType
@@ -97,7 +97,7 @@ class Zone:
         yield soa
 
     def record_count(self) -> int:
-        if isinstance(self.rrsets, WireNodes) and not self.sigs:  # counted as it was read
+        if isinstance(self.rrsets, wirezone.WireNodes) and not self.sigs:  # counted as it was read
             return self.rrsets.count
         nodes = (*self.rrsets.values(), *self.sigs.values())
         return sum(len(rrset) for node in nodes for rrset in node.values()) + len(self.nsec3)
@@ -113,7 +113,7 @@ def _owners(rrsets: Mapping, rdtype: int) -> set[dns.name.Name]:
         found = {name for name in _owners(rrsets.base, rdtype) if name not in rrsets.layer}
         found.update(name for name, node in rrsets.layer.items() if node is not GONE and rdtype in node)
         return found
-    if isinstance(rrsets, WireNodes) and rdtype in rrsets.by_type:
+    if isinstance(rrsets, wirezone.WireNodes) and rdtype in rrsets.by_type:
         return rrsets.owners(rdtype)
     return {name for name, node in rrsets.items() if rdtype in node}
 
@@ -152,8 +152,6 @@ def from_wire(origin: dns.name.Name, records: list[WireRecord], source: str = ""
     """The answering index of a zone received as wire records (:mod:`sockhop.dns.wireread`: a transfer, or the
     copy a secondary keeps), the SOA among them; nodes become dnspython RRsets when first looked up
     (:mod:`sockhop.dns.wirezone`). Raises ZoneError for a zone without its SOA or NS."""
-    from sockhop.dns import wirezone
-
     try:
         built = wirezone.index(origin, records)
     except KeyError as missing:
@@ -164,14 +162,6 @@ def from_wire(origin: dns.name.Name, records: list[WireRecord], source: str = ""
         return from_records(origin, rrsets_of(records), source)
     nodes, names, cuts = built
     return Zone(origin, nodes, names, cuts, source)
-
-
-def to_text(zone: Zone) -> str:
-    """The zone as a master file (absolute names, the SOA first), as a secondary keeps what it transferred."""
-    lines = [f"$ORIGIN {zone.origin}\n"]
-    lines.extend(f"{line}\n" for rrset in zone.transfer_order() for line in rrset.to_text().splitlines())
-    lines.pop()  # transfer_order ends with the SOA again
-    return "".join(lines)
 
 
 def _index(origin: dns.name.Name, items: Iterable, source: str) -> Zone:
