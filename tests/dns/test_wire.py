@@ -240,3 +240,19 @@ def test_kept_as_a_stream_and_read_back(transferred, tmp_path):
     with pytest.raises(Exception, match="outside|answers another"):
         decode(data, dns.name.from_text("example.org"), "other")
     assert data.startswith(MAGIC)
+
+
+def test_an_update_that_removes_a_name_recounts_without_making_every_node(transferred):
+    """A change that takes a name away recounts the names and cuts over the whole zone (sockhop.dns.update): it
+    asks only which types each name has, which the wire index knows without making RRsets."""
+    from sockhop.dns.update import Diff, apply_diff, bumped
+
+    zone, query, wires = transferred
+    ours = from_wire(ORIGIN, pulled(wires, query).wire, "wire")
+    gone = dns.rrset.from_text("a.b.c.example.com.", 3600, "IN", "A", "192.0.2.10")
+    changed = apply_diff(ours, Diff(ours.soa, bumped(ours.soa), [gone], []))
+    assert name("a.b.c") not in changed.names and name("b.c") not in changed.names and name("c") not in changed.names
+    assert name("sub") in changed.cuts and name("x.y.z") in changed.names
+    assert Authority([changed]).answer(name("b.c"), A).rcode == dns.rcode.NXDOMAIN
+    made = [node for node in ours.rrsets.made.values() if node.rrsets is not None]
+    assert len(ours.rrsets.made) == len(ours.rrsets) and len(made) <= 3  # the apex, and what changed

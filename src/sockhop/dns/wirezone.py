@@ -5,8 +5,8 @@ character by character, for every dict they went into -- took longer than a whol
 index holds the records as they were read, by their owner's lower-cased labels (a tuple of bytes: it hashes in
 C), and a node becomes dnspython RRsets the first time a query looks at it, then stays so. What the rest of
 sockhop reads of a :class:`~sockhop.dns.zone.Zone` is unchanged: ``rrsets`` is a read-only mapping from Names to
-nodes (``{rdtype: RRset}``), ``names`` and ``cuts`` sets of Names, all looked up case-insensitively, answering in
-the zone's own case (the first spelling of an owner the transfer brought).
+nodes (read-only mappings ``{rdtype: RRset}``), ``names`` and ``cuts`` sets of Names, all looked up
+case-insensitively, answering in the zone's own case (the first spelling of an owner the transfer brought).
 
 ``names`` (owners and their ancestors: empty non-terminals answer NODATA) and ``cuts`` (NS below the apex) are
 found while indexing, on the labels. A zone with DNSSEC records (RRSIG, NSEC, NSEC3) is indexed as dnspython
@@ -15,6 +15,7 @@ objects (:func:`sockhop.dns.zone.from_records`): its signatures and proofs are s
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Set
 
 import dns.name
@@ -26,6 +27,7 @@ from sockhop.dns.wireread import WireRecord, key_of, to_rdata
 RdataType = dns.rdatatype.RdataType
 NS, DNAME = int(RdataType.NS), int(RdataType.DNAME)
 DNSSEC = frozenset({int(RdataType.RRSIG), int(RdataType.NSEC), int(RdataType.NSEC3)})
+_MADE = threading.Lock()
 
 
 class NameSet(Set):
@@ -55,34 +57,79 @@ class NameSet(Set):
         return bool(self.labels)
 
 
-class WireNodes(Mapping):
-    """Name -> ``{rdtype: RRset}``, each node made of its wire records on first use and kept.
+class WireNode(Mapping):
+    """One name's ``{rdtype: RRset}``: which types it has is known from its records; the RRsets are made the first
+    time one is asked for, all of them, and kept -- so a zone-wide walk that only asks which types a name has (an
+    update's recount of the names and cuts) makes none."""
 
-    Safe for the threads of the pool model: a node made twice at once is the same data, and the first one kept
-    is the one every caller gets."""
+    __slots__ = ("records", "types", "rrsets")
+
+    def __init__(self, records: list[WireRecord]) -> None:
+        self.records = records
+        self.types = {record[2] for record in records}
+        self.rrsets: dict[int, dns.rrset.RRset] | None = None
+
+    def made(self) -> dict[int, dns.rrset.RRset]:
+        rrsets = self.rrsets
+        if rrsets is None:
+            rrsets = materialize(self.records)
+            with _MADE:  # two threads at once: both get the RRsets kept first
+                if self.rrsets is None:
+                    self.rrsets = rrsets
+                rrsets = self.rrsets
+        return rrsets
+
+    def __contains__(self, rdtype: object) -> bool:
+        return rdtype in self.types
+
+    def __getitem__(self, rdtype: int) -> dns.rrset.RRset:
+        return self.made()[rdtype]
+
+    def get(self, rdtype: int, default=None):  # type: ignore[override]
+        return self.made().get(rdtype, default) if rdtype in self.types else default
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.made())
+
+    def __len__(self) -> int:
+        return len(self.types)
+
+    def keys(self):  # type: ignore[override]
+        return self.made().keys()
+
+    def values(self):  # type: ignore[override]
+        return self.made().values()
+
+    def items(self):  # type: ignore[override]
+        return self.made().items()
+
+
+class WireNodes(Mapping):
+    """Name -> :class:`WireNode`, made of its wire records on first use and kept (one per name, so its RRsets
+    are the same objects for every reader: the pool model's threads, an update comparing versions)."""
 
     __slots__ = ("raw", "made", "count", "by_type")
 
     def __init__(self, raw: dict[tuple, list[WireRecord]], count: int, by_type: dict[int, set]) -> None:
         self.raw = raw  # key -> its records, in the order they came
-        self.made: dict[tuple, dict[int, dns.rrset.RRset]] = {}
+        self.made: dict[tuple, WireNode] = {}
         self.count = count  # records
         self.by_type = by_type  # the keys of the owners of a few types (DNAME), for a zone-wide question
 
-    def node(self, key: tuple) -> dict[int, dns.rrset.RRset] | None:
+    def node(self, key: tuple) -> WireNode | None:
         node = self.made.get(key)
         if node is None:
             records = self.raw.get(key)
             if records is None:
                 return None
-            node = self.made.setdefault(key, materialize(records))
+            node = self.made.setdefault(key, WireNode(records))
         return node
 
     def get(self, name: dns.name.Name, default=None):  # type: ignore[override]
         node = self.node(key_of(name)) if isinstance(name, dns.name.Name) else None
         return default if node is None else node
 
-    def __getitem__(self, name: dns.name.Name) -> dict[int, dns.rrset.RRset]:
+    def __getitem__(self, name: dns.name.Name) -> WireNode:
         node = self.get(name)
         if node is None:
             raise KeyError(name)
