@@ -4,6 +4,7 @@ every malformed name or record fails the transfer."""
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 
 import dns.message
@@ -256,3 +257,35 @@ def test_an_update_that_removes_a_name_recounts_without_making_every_node(transf
     assert Authority([changed]).answer(name("b.c"), A).rcode == dns.rcode.NXDOMAIN
     made = [node for node in ours.rrsets.made.values() if node.rrsets is not None]
     assert len(ours.rrsets.made) == len(ours.rrsets) and len(made) <= 3  # the apex, and what changed
+
+
+def test_a_transferred_zone_is_transferred_on_from_its_wire_records(transferred):
+    """A secondary's AXFR out is encoded from the records it keeps (a question in every message, as RFC 5936 lets
+    it): read by dnspython and by sockhop's own reader, it is the same zone again -- after an IXFR's change too."""
+    from sockhop.dns.protocol import DnsStream
+    from sockhop.dns.server import NameServer
+    from sockhop.dns.tsig import Acl
+    from sockhop.dns.update import Diff, apply_diff, bumped
+
+    zone, query, wires = transferred
+    ours = from_wire(ORIGIN, pulled(wires, query).wire, "wire")
+    added = dns.rrset.from_text("more.example.com.", 60, "IN", "A", "192.0.2.251")
+    for version in (ours, apply_diff(ours, Diff(ours.soa, bumped(ours.soa), [], [added]))):
+        server = NameServer([version], allow_transfer=Acl(networks=[ipaddress.ip_network("127.0.0.0/8")]))
+        stream = DnsStream(server)
+        stream.peer = ("127.0.0.1", 5)
+        ask = request(ORIGIN, None)
+        reply = stream.data_received(framed([ask.to_wire()]))
+        out = b"".join(reply.send)
+        while reply.then is not None:  # a version's first transfer is encoded off the event loop
+            reply = reply.then()
+            out += b"".join(reply.send)
+        answers, at = [], 0
+        while at < len(out):
+            (size,) = struct.unpack_from("!H", out, at)
+            answers.append(out[at + 2 : at + 2 + size])
+            at += 2 + size
+        theirs = dnspython_index(answers)
+        assert theirs.record_count() == version.record_count() and theirs.serial == version.serial
+        again = from_wire(ORIGIN, pulled(answers, ask).wire, "again")
+        assert_same_index(again, theirs)

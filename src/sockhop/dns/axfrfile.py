@@ -63,20 +63,24 @@ def records_of(zone: Zone) -> Iterator[Plain]:
             yield rrset.name.labels, rrset.rdtype, rrset.rdclass, rrset.ttl, rdata
 
 
-def encode(origin: dns.name.Name, records: Iterable[Plain]) -> bytes:
-    """The file's bytes: the header, the CRC, the framed messages (the first record, the SOA, again at the end)."""
+def messages(origin: dns.name.Name, qtype: int, records: Iterable[Plain]) -> tuple[list[bytes], int]:
+    """The messages of a transfer carrying ``records`` (the SOA first; it closes the transfer again), ID 0, QR and
+    AA set, each with the question (``origin``, ``qtype``: RFC 5936 section 2.2.1 lets later messages copy it),
+    against which owners are compressed; and how many records they carry, the closing SOA not counted."""
     origin_labels = origin.labels
     depth = len(origin_labels)
-    question = origin.to_wire() + struct.pack("!HH", AXFR, IN)
-    messages: list[bytes] = []
+    question = origin.to_wire() + struct.pack("!HH", qtype, IN)
+    out: list[bytes] = []
     body: list[bytes] = []
-    size = count = 0
+    size = count = total = 0
     first = None
 
     def flush() -> None:
         nonlocal size, count
         wire = HEADER.pack(0, QR_AA, 1, count, 0, 0) + question + b"".join(body)
-        messages.append(LENGTH.pack(len(wire)) + wire)
+        if len(wire) > 65535:
+            raise ZoneError(f"{origin}: a record too large for a message")
+        out.append(wire)
         body.clear()
         size = count = 0
 
@@ -96,8 +100,9 @@ def encode(origin: dns.name.Name, records: Iterable[Plain]) -> bytes:
         body.append(piece)
         size += len(piece)
         count += 1
+        total += 1
     if first is None:
-        raise ZoneError(f"{origin}: no records to keep")
+        raise ZoneError(f"{origin}: no records")
     labels, rdtype, rdclass, ttl, data = first  # the SOA again closes the transfer
     data = data if type(data) is bytes else data.to_wire()  # type: ignore[attr-defined]
     piece = b"".join([bytes((len(label),)) + label for label in labels]) + HEAD.pack(rdtype, rdclass, ttl, len(data))
@@ -106,8 +111,22 @@ def encode(origin: dns.name.Name, records: Iterable[Plain]) -> bytes:
     body.append(piece + data)
     count += 1
     flush()
-    stream = b"".join(messages)
+    return out, total
+
+
+def encode(origin: dns.name.Name, records: Iterable[Plain]) -> bytes:
+    """The file's bytes: the header, the CRC, the framed messages of the AXFR."""
+    stream = b"".join(LENGTH.pack(len(wire)) + wire for wire in messages(origin, AXFR, records)[0])
     return MAGIC + CRC.pack(zlib.crc32(stream)) + stream
+
+
+def fast(zone: Zone) -> bool:
+    """Whether :func:`records_of` reads the zone's wire records (a transfer's, changed or not since) rather than
+    its RRsets: then :func:`messages` is the quicker way to encode its AXFR too."""
+    nodes = zone.rrsets
+    if isinstance(nodes, LayeredDict):
+        nodes = nodes.base
+    return isinstance(nodes, WireNodes) and not zone.presigned and zone.signer is None
 
 
 def decode(data: bytes, origin: dns.name.Name, source: str) -> Zone:
