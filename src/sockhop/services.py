@@ -1,5 +1,5 @@
 """Every service sockhop has, as the face reads them: ``sockhop serve``, ``sockhop up`` and ``sockhop.toml`` take
-their names, options and defaults from here. Adding a service is one package with a ``SERVICE`` and one line here.
+their names, options and defaults from here. Adding a service is one package with a ``SERVICE`` and its loader here.
 
 A service's package is imported when it is first asked for: ``sockhop serve dns`` reads DNS's description alone
 (:func:`load`), not web's and mail's, whose imports were most of its start-up time; ``SERVICES`` and ``BY_NAME``
