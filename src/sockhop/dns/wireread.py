@@ -34,12 +34,12 @@ RdataType = dns.rdatatype.RdataType
 HEAD = struct.Struct("!HHIH")
 IN = 1
 
-#: a name read: (lower-cased labels, labels as sent, uncompressed wire form)
-Entry = tuple[tuple[bytes, ...], tuple[bytes, ...], bytes]
+#: a name read: (lower-cased labels, labels as sent, its length in octets uncompressed)
+Entry = tuple[tuple[bytes, ...], tuple[bytes, ...], int]
 #: a record read: (owner's key, owner's labels, type, class, TTL, data: wire bytes or a dnspython Rdata)
 WireRecord = tuple[tuple[bytes, ...], tuple[bytes, ...], int, int, int, "bytes | dns.rdata.Rdata"]
 
-ROOT: Entry = ((b"",), (b"",), b"\x00")  # absolute names end with the empty label, as dnspython's
+ROOT: Entry = ((b"",), (b"",), 1)  # absolute names end with the empty label, as dnspython's
 ONE_NAME = frozenset({2, 3, 4, 5, 7, 8, 9, 12})  # NS, MD, MF, CNAME, MB, MG, MR, PTR: the data is one name
 SOA, MINFO, MX, A, AAAA, TXT, SPF = 6, 14, 15, 1, 28, 16, 99
 FIXED = {A: 4, AAAA: 16}
@@ -78,17 +78,22 @@ def name_at(wire: bytes, start: int, cache: dict[int, Entry]) -> tuple[Entry, in
                 break
         else:
             raise WireError("an unknown label type")
-    key, sent, form = rest
+    key, sent, size = rest
     for at in reversed(labels):
         n = wire[at]
         label = wire[at + 1 : at + 1 + n]
         key = (label.lower(), *key)
         sent = (label, *sent)
-        form = wire[at : at + 1 + n] + form
-        cache[at] = (key, sent, form)
-    if len(form) > 255:
+        size += n + 1
+        cache[at] = (key, sent, size)
+    if size > 255:
         raise WireError("a name longer than 255 octets")
-    return (key, sent, form), end
+    return (key, sent, size), end
+
+
+def wire_form(labels: tuple[bytes, ...]) -> bytes:
+    """A name's uncompressed wire form, from its labels (the root's empty one last)."""
+    return b"".join([bytes((len(label),)) + label for label in labels])
 
 
 def _names_only(wire: bytes, pos: int, end: int, count: int, cache: dict[int, Entry], tail: int = 0) -> bytes:
@@ -96,7 +101,7 @@ def _names_only(wire: bytes, pos: int, end: int, count: int, cache: dict[int, En
     parts = []
     for _ in range(count):
         entry, pos = name_at(wire, pos, cache)
-        parts.append(entry[2])
+        parts.append(wire_form(entry[1]))
     if pos + tail != end:
         raise WireError("the record's data is not its names")
     if tail:
@@ -167,12 +172,12 @@ def read_records(
             target = (wire[after] & 63) << 8 | wire[after + 1]
             if target >= pos:
                 raise WireError("a compression pointer that does not point back")
-            key, sent, form = cache.get(target) or name_at(wire, target, cache)[0]
-            label = wire[pos + 1 : after]
-            form = wire[pos:after] + form
-            if len(form) > 255:
+            key, sent, length = cache.get(target) or name_at(wire, target, cache)[0]
+            length += n + 1
+            if length > 255:
                 raise WireError("a name longer than 255 octets")
-            owner = cache[pos] = ((label.lower(), *key), (label, *sent), form)
+            label = wire[pos + 1 : after]
+            owner = cache[pos] = ((label.lower(), *key), (label, *sent), length)
             pos = after + 2
         else:
             owner, pos = name_at(wire, pos, cache)
@@ -181,11 +186,10 @@ def read_records(
         end = pos + rdlen
         if end > size:
             raise WireError("a record's data runs past the message")
-        if rdtype not in skip:
-            if rdtype == A and rdclass == IN and rdlen == 4:  # the most common, inlined
-                data = wire[pos:end]
-            else:
-                data = record_data(wire, pos, end, rdtype, rdclass, cache)
+        if rdtype == A and rdlen == 4 and rdclass == IN:  # the most common, inlined
+            append((owner[0], owner[1], rdtype, rdclass, ttl if ttl < 0x80000000 else 0x7FFFFFFF, wire[pos:end]))
+        elif rdtype not in skip:
+            data = record_data(wire, pos, end, rdtype, rdclass, cache)
             append((owner[0], owner[1], rdtype, rdclass, ttl if ttl < 0x80000000 else 0x7FFFFFFF, data))
         pos = end
     return pos

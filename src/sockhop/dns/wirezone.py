@@ -25,7 +25,7 @@ import dns.rrset
 from sockhop.dns.wireread import WireRecord, key_of, to_rdata
 
 RdataType = dns.rdatatype.RdataType
-NS, DNAME = int(RdataType.NS), int(RdataType.DNAME)
+A, NS, DNAME = int(RdataType.A), int(RdataType.NS), int(RdataType.DNAME)
 DNSSEC = frozenset({int(RdataType.RRSIG), int(RdataType.NSEC), int(RdataType.NSEC3)})
 _MADE = threading.Lock()
 
@@ -55,6 +55,37 @@ class NameSet(Set):
 
     def __bool__(self) -> bool:
         return bool(self.labels)
+
+
+class ZoneNames(NameSet):
+    """The names of a zone: its owners (the index's own keys, not copied) and their ancestors below the apex."""
+
+    __slots__ = ("raw", "size")
+
+    def __init__(self, raw: dict[tuple, list[WireRecord]], above: dict[tuple, tuple[bytes, ...]]) -> None:
+        super().__init__(above)
+        self.raw = raw
+        self.size = len(raw) + sum(1 for key in above if key not in raw)
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, dns.name.Name):
+            return False
+        key = key_of(name)
+        return key in self.raw or key in self.labels
+
+    def __iter__(self) -> Iterator[dns.name.Name]:
+        for records in self.raw.values():
+            yield dns.name.Name(records[0][1])
+        raw = self.raw
+        for key, labels in self.labels.items():
+            if key not in raw:
+                yield dns.name.Name(labels)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bool__(self) -> bool:
+        return self.size > 0
 
 
 class WireNode(Mapping):
@@ -179,8 +210,9 @@ def index(origin: dns.name.Name, records: list[WireRecord]):
     caller indexes those as dnspython objects). Raises KeyError naming what the apex lacks (SOA, NS)."""
     origin_key = key_of(origin)
     depth = len(origin_key)
+    below = depth + 1  # a child of the apex has no ancestor to add: most names
     raw: dict[tuple, list[WireRecord]] = {}
-    names: dict[tuple, tuple] = {origin_key: origin.labels}
+    above: dict[tuple, tuple] = {origin_key: origin.labels}  # ancestors of owners, below the apex
     cuts: dict[tuple, tuple] = {}
     dnames: set[tuple] = set()
     for record in records:
@@ -188,26 +220,26 @@ def index(origin: dns.name.Name, records: list[WireRecord]):
         node = raw.get(key)
         if node is None:
             raw[key] = [record]
-            labels = record[1]
-            names[key] = labels
-            up = key[1:]
-            while len(up) > depth and up not in names:  # the ancestors below the apex: empty non-terminals
-                names[up] = labels[len(labels) - len(up) :]
-                up = up[1:]
+            if len(key) > below:
+                up = key[1:]
+                while len(up) > depth and up not in above:  # empty non-terminals, unless owners too
+                    above[up] = record[1][len(key) - len(up) :]
+                    up = up[1:]
         else:
             node.append(record)
         rdtype = record[2]
-        if rdtype == NS:
-            if key != origin_key:
-                cuts[key] = record[1]
-        elif rdtype in DNSSEC:
-            return None
-        elif rdtype == DNAME:
-            dnames.add(key)
+        if rdtype != A:
+            if rdtype == NS:
+                if key != origin_key:
+                    cuts[key] = record[1]
+            elif rdtype in DNSSEC:
+                return None
+            elif rdtype == DNAME:
+                dnames.add(key)
     apex = {record[2] for record in raw.get(origin_key, ())}
     if RdataType.SOA not in apex:
         raise KeyError("SOA")
     if RdataType.NS not in apex:
         raise KeyError("NS")
     nodes = WireNodes(raw, len(records), {DNAME: dnames})
-    return nodes, NameSet(names), NameSet(cuts)
+    return nodes, ZoneNames(raw, above), NameSet(cuts)
