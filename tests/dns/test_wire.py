@@ -165,6 +165,7 @@ def test_pointers_into_record_data_and_what_fails():
         "a of 5 bytes": record(b"\x01x\xc0\x0c", A, b"\x01\x02\x03\x04\x05"),
         "cname overruns": record(b"\x01x\xc0\x0c", dns.rdatatype.CNAME, b"\x01x\xc0\x0c\x00"),
         "txt short": record(b"\x01x\xc0\x0c", dns.rdatatype.TXT, b"\x05abc"),
+        "tsig in the answer": record(b"\x03key\x00", dns.rdatatype.TSIG, b"\x00" * 20),
         "long name": record(b"\x3f" + b"a" * 63 + b"\x3f" + b"b" * 63 + b"\x3f" + b"c" * 63 + b"\x3f" + b"d" * 63
                             + b"\xc0\x0c", A, b"\x01\x02\x03\x04"),
     }  # fmt: skip

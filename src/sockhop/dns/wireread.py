@@ -41,7 +41,7 @@ WireRecord = tuple[tuple[bytes, ...], tuple[bytes, ...], int, int, int, "bytes |
 
 ROOT: Entry = ((b"",), (b"",), 1)  # absolute names end with the empty label, as dnspython's
 ONE_NAME = frozenset({2, 3, 4, 5, 7, 8, 9, 12})  # NS, MD, MF, CNAME, MB, MG, MR, PTR: the data is one name
-SOA, MINFO, MX, A, AAAA, TXT, SPF = 6, 14, 15, 1, 28, 16, 99
+SOA, MINFO, MX, A, AAAA, TXT, SPF, TSIG = 6, 14, 15, 1, 28, 16, 99, 250
 FIXED = {A: 4, AAAA: 16}
 
 
@@ -154,8 +154,8 @@ def read_records(
     wire: bytes, pos: int, count: int, cache: dict[int, Entry], out: list, skip: frozenset[int] = frozenset()
 ) -> int:
     """Read ``count`` records from ``pos`` into ``out``; return the offset after them. Records of a type in
-    ``skip`` are left out (their data unread). Raises :class:`WireError` (or IndexError for bytes that end too
-    soon)."""
+    ``skip`` are left out (their data unread); a TSIG record is an error (it is only ever the last of a message, in
+    its additional section). Raises :class:`WireError` (or IndexError for bytes that end too soon)."""
     unpack = HEAD.unpack_from
     size = len(wire)
     append = out.append
@@ -189,6 +189,8 @@ def read_records(
         if rdtype == A and rdlen == 4 and rdclass == IN:  # the most common, inlined
             append((owner[0], owner[1], rdtype, rdclass, ttl if ttl < 0x80000000 else 0x7FFFFFFF, wire[pos:end]))
         elif rdtype not in skip:
+            if rdtype == TSIG:
+                raise WireError("a TSIG record that is not the last")
             data = record_data(wire, pos, end, rdtype, rdclass, cache)
             append((owner[0], owner[1], rdtype, rdclass, ttl if ttl < 0x80000000 else 0x7FFFFFFF, data))
         pos = end

@@ -70,8 +70,6 @@ def _read(wire: bytes, key: dns.tsig.Key | None, request_mac: bytes, ctx: object
         question.append((entry[0], rdtype, rdclass))
     message = XfrMessage(ident, flags, flags & 0x000F, question)
     pos = read_records(wire, pos, ancount, cache, message.answer, SKIPPED)
-    if any(record[2] == TSIG for record in message.answer):
-        raise dns.exception.FormError("a TSIG record that is not the last")
     rcode_high = 0
     tsig: tuple | None = None
     rest = nscount + arcount
