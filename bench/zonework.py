@@ -9,9 +9,11 @@ enough to run while working and with ``--profile`` to see inside.
   (cProfile sees the main thread only: over TCP an update is applied on the engine's deferred-work thread, so
   profile with ``--udp``, where it is applied on the event loop's).
 * ``pull``: a zone of ``--records`` A records is encoded as a primary sends it (sockhop's own transfer messages,
-  about 16 KB each, as NSD's), then read by the secondary's code in this process -- the transfer reader, then the
-  zone's index (what ``--secondary`` does with a transfer) -- each step timed; ``--bound`` also times dnspython
-  parsing the same messages alone, the floor of this design.
+  about 16 KB each, as NSD's), then read by the secondary's code in this process, with the server's collector
+  settings -- the transfer reader (wire records), the zone's index (what ``--secondary`` does with a transfer), the
+  first lookup of the last name (its node made), and ``--data``'s copy written and read back -- each step timed;
+  ``--bound`` also times dnspython parsing the same messages alone (dns.message, and its name and rdata readers:
+  what the reader did before it read the wire itself).
 * ``axfr``: the first (uncached) encoding of that zone's AXFR messages, as the primary does for the first transfer
   of a version.
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import base64
 import cProfile
+import gc
 import io
 import os
 import pstats
@@ -209,7 +212,7 @@ def low_level(wire: bytes) -> int:
 
 def pull(args: argparse.Namespace) -> None:
     from sockhop.dns.pull import TransferReader, framed, request
-    from sockhop.dns.secondary import Secondary
+    from sockhop.dns.secondary import Secondary, keep, load_kept
 
     zone = primary_zone(args.records)
     origin = zone.origin
@@ -234,13 +237,22 @@ def pull(args: argparse.Namespace) -> None:
             pulled = reader.feed(wire[at : at + chunk])
         return pulled
 
+    if not args.bound:  # the server's collector settings (engine/base.py): what is loaded is frozen
+        gc.freeze()
+        gc.set_threshold(10_000)
     pulled = timed("transfer reader (parse, check)", read, profiler, args.repeat)
     job = Secondary.__new__(Secondary)
     job.origin, job.path, job.primary = origin, None, "bench"
-    build = lambda: job._build(None, read())  # noqa: E731 - the reader's RRsets are joined in place: fresh ones
-    built, what, _ = timed("zone index (the secondary's build)", lambda: job._build(None, pulled), profiler)
-    timed("both (what a secondary does with a transfer)", build, None, args.repeat)
+    built, what = timed("zone index (the secondary's build)", lambda: job._build(None, pulled), profiler, args.repeat)
+    timed("both (what a secondary does with a transfer)", lambda: job._build(None, read()), None, args.repeat)
+    last = dns.name.from_text(f"h{args.records - 1}.{ORIGIN}")
+    timed("the first answer's lookup (its node made)", lambda: built.get(last, dns.rdatatype.A), None)
     print(f"built: {what}; {len(built.rrsets):,} names")
+    with tempfile.TemporaryDirectory(prefix="sockhop-zonework-") as folder:
+        path = Path(folder) / "example.test.axfr"
+        timed("--data: keeping it (the AXFR stream, synced)", lambda: keep(path, built), profiler, args.repeat)
+        kept = timed("--data: a restart reading it back", lambda: load_kept(path, origin), profiler, args.repeat)
+        print(f"kept: {path.stat().st_size:,} bytes; read back: {kept[0].record_count():,} records")
     if profiler is not None:
         show_profile(pstats.Stats(profiler), args.top)
 

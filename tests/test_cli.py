@@ -219,3 +219,27 @@ def test_talk_to_a_bracketed_ipv6_address(sockhop_server):
     result = sockhop("talk", f"[{host}]", str(port), input=b"hello\n")
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"hello\n"
+
+
+def test_serve_imports_only_the_service_it_serves():
+    """``sockhop serve dns`` reads DNS's description alone: importing web and mail was most of its start-up time;
+    ``sockhop --help`` still lists every service and client command."""
+    import subprocess
+    import sys
+
+    from tests.support import ROOT
+
+    code = (
+        "import sys; from sockhop import cli; argv = ['serve', 'dns', '--secondary', 'a.test@127.0.0.1'];"
+        "args = cli.parse(cli.build_parser(cli.serving(argv)), argv);"
+        "print(args.secondary, sorted(m for m in sys.modules if m.split('.')[1:2] in (['web'], ['mail'], ['echo'])))"
+    )
+    env = {"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=30)
+    assert out.stdout.strip() == "['a.test@127.0.0.1'] []", out.stderr
+    from sockhop import cli
+
+    assert cli.serving(["-v", "serve", "web", "."]) == "web" and cli.serving(["serve", "--help"]) is None
+    assert cli.serving(["get", "serve", "dns"]) is None and cli.serving(["serve", "nope"]) is None
+    helps = cli.build_parser().format_help()
+    assert all(command in helps for command in ("get", "resolve", "send", "mailbox"))

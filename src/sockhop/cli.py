@@ -130,9 +130,23 @@ def serve_parsers() -> dict[str, argparse.ArgumentParser]:
     return {service.name: add_serve_parser(services, service) for service in SERVICES}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from sockhop.services import SERVICES
+def serving(argv: Sequence[str]) -> str | None:
+    """The service of ``sockhop [-v|-q] serve NAME ...`` (None for any other command): the parser for it needs that
+    service's description alone, and importing the others would only slow its start."""
+    from sockhop.services import NAMES
+
+    at = next((i for i, word in enumerate(argv) if not word.startswith("-")), len(argv))  # sockhop's own: no values
+    if argv[at : at + 1] == ["serve"] and at + 1 < len(argv) and argv[at + 1] in NAMES:
+        return argv[at + 1]
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command; ``only``: the parser of ``serve ONLY`` and nothing else of the services."""
+    from sockhop import services
     from sockhop.serving import add_engine_options, add_listen_options, add_production_options
+
+    SERVICES = (services.load(only),) if only else services.SERVICES  # noqa: N806
 
     parser = Parser(
         prog="sockhop",
@@ -167,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     services = serve.add_subparsers(dest="service", metavar="SERVICE", required=True, parser_class=Parser)
     for service in SERVICES:
         add_serve_parser(services, service)
-    for service in SERVICES:
+    for service in () if only else SERVICES:
         for command in service.commands:
             # a client's -v is its own (curl's, dig's, swaks': the conversation), not sockhop's log level
             client = _leaf(sub, command.name, help=command.help, description=command.description or command.help,
@@ -223,7 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if READY_FD in os.environ:
         # Started by a master restarting on SIGUSR2 from its helper thread, whose blocked signals exec kept.
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(serving(argv))
     args = parse(parser, argv)
     setup_logging(args.verbose, getattr(args, "log_format", "text"))
     return main_guard(args.func, args)

@@ -67,8 +67,7 @@ class Authority:
     def __init__(self, zones: Iterable[Zone], down: Iterable[dns.name.Name] = ()) -> None:
         self.zones: dict[dns.name.Name, Zone] = {zone.origin: zone for zone in zones}
         self.dnames: dict[dns.name.Name, set[dns.name.Name]] = {
-            zone.origin: {name for name, node in zone.rrsets.items() if RdataType.DNAME in node}
-            for zone in self.zones.values()
+            zone.origin: zone.owners(RdataType.DNAME) for zone in self.zones.values()
         }
         #: zones this server is secondary for and cannot serve (not transferred yet, or expired): SERVFAIL
         self.down: frozenset[dns.name.Name] = frozenset(down) - set(self.zones)
@@ -78,7 +77,7 @@ class Authority:
         only that zone searched for DNAMEs."""
         authority = Authority.__new__(Authority)
         authority.zones = {**self.zones, zone.origin: zone}
-        dnames = {name for name, node in zone.rrsets.items() if RdataType.DNAME in node}
+        dnames = zone.owners(RdataType.DNAME)
         authority.dnames = {**self.dnames, zone.origin: dnames}
         authority.down = self.down - {zone.origin}
         return authority

@@ -27,7 +27,7 @@ import dns.rrset
 from sockhop.dns import tsig
 from sockhop.dns.rrl import SLIP, truncated
 from sockhop.dns.server import HEADER, NameServer, header_only
-from sockhop.dns.transfer import encode, stamped
+from sockhop.dns.transfer import encode, encode_zone, stamped
 from sockhop.dns.tsig import BadTsig
 from sockhop.engine.protocol import CLOSE, NOTHING, Address, DatagramProtocol, Reply, Results, StreamProtocol
 
@@ -291,7 +291,7 @@ class DnsStream(StreamProtocol):
             return encode(zone.origin, qtype, zone.signer.transfer(zone)), f"{zone.record_count()} records"
         cached = zone.axfr.get(qtype)
         if cached is None:  # the count too: counting 100,000 records costs more than stamping their messages
-            cached = zone.axfr[qtype] = (encode(zone.origin, qtype, zone.transfer_order()), zone.record_count())
+            cached = zone.axfr[qtype] = encode_zone(zone, qtype)
         return cached[0], f"{cached[1]} records"
 
     def _counted(self, replies: list[bytes]) -> list[bytes]:

@@ -1,12 +1,13 @@
 """The receiving side of a zone transfer (AXFR, RFC 5936; IXFR, RFC 1995): the request, and a sans-IO reader.
 
-The reader is fed the bytes of the TCP stream as they arrive. dnspython's low-level pieces read each whole message
-(:mod:`sockhop.dns.xfrwire`: every RR, the TSIG chain across messages -- RFC 8945 section 5.3.1: each signature
-over the messages since the last -- the question) and the reader only follows the sequence of SOAs that says where
-the transfer is: the first SOA is the new version; an IXFR then brings, per change, the old SOA, what went, the new
-SOA, what came; the transfer ends where the first SOA comes again. Anything else (a cut-off stream is never whole;
-garbage, a wrong question, a bad signature, an error rcode) raises :class:`TransferFailed`, and nothing of it is
-used.
+The reader is fed the bytes of the TCP stream as they arrive. Each whole message is read as wire records
+(:mod:`sockhop.dns.xfrwire`: every RR a tuple of bytes, the TSIG chain across messages -- RFC 8945 section 5.3.1:
+each signature over the messages since the last -- the question), and the reader only follows the sequence of SOAs
+that says where the transfer is: the first SOA is the new version; an IXFR then brings, per change, the old SOA,
+what went, the new SOA, what came; the transfer ends where the first SOA comes again. A whole zone stays wire
+records, for the index (:mod:`sockhop.dns.wirezone`); only an IXFR's changes, which are few, become dnspython
+RRsets. Anything else (a cut-off stream is never whole; garbage, a wrong question, a bad signature, an error rcode)
+raises :class:`TransferFailed`, and nothing of it is used.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ import dns.tsig
 
 from sockhop.dns import xfrwire
 from sockhop.dns.update import Diff
+from sockhop.dns.wireread import key_of, rrsets_of
 from sockhop.errors import SockhopError
 
 RdataType = dns.rdatatype.RdataType
 LENGTH = struct.Struct("!H")
+SERIAL = struct.Struct("!I")
 MAX_RECORDS = 10_000_000  # a transfer that never ends is a failure, not all of memory
 #: an error answer may leave out the question (dns.message's is_response allows it too)
 ERRORS_WITHOUT_QUESTION = {dns.rcode.FORMERR, dns.rcode.SERVFAIL, dns.rcode.NOTIMP, dns.rcode.REFUSED}
@@ -43,18 +46,23 @@ class TransferFailed(SockhopError):
 
 @dataclass
 class Pulled:
-    """What a whole transfer brought: ``current`` (the primary has our serial), the whole zone (``records``,
-    AXFR or an AXFR-style IXFR) or the changes since our serial (``diffs``)."""
+    """What a whole transfer brought: ``current`` (the primary has our serial), the whole zone (``wire``: every
+    record as read, the SOA first; AXFR or an AXFR-style IXFR) or the changes since our serial (``diffs``)."""
 
     kind: str  # "current", "axfr", "ixfr"
     soa: dns.rrset.RRset
-    records: list[dns.rrset.RRset] = field(default_factory=list)
+    wire: list[xfrwire.Record] = field(default_factory=list)
     diffs: list[Diff] = field(default_factory=list)
     messages: int = 0
 
     @property
     def serial(self) -> int:
         return self.soa[0].serial
+
+    @property
+    def records(self) -> list[dns.rrset.RRset]:
+        """The records after the SOA as dnspython RRsets (one per owner, type and covered type)."""
+        return rrsets_of(self.wire[1:])
 
 
 def request(origin: dns.name.Name, serial: int | None, key: dns.tsig.Key | None = None) -> dns.message.Message:
@@ -76,27 +84,12 @@ def framed(query: dns.message.Message) -> bytes:
     return LENGTH.pack(len(wire)) + wire
 
 
-def _rrsets(records: list[xfrwire.Record], join: bool = True) -> list[dns.rrset.RRset]:
-    """RRsets of the records, in the order of their first records; ``join``: one per owner, type and covered type
-    (an RRset a primary split, or sent in pieces, is one again), else one per record. Each record's data goes
-    straight into the set dnspython keeps (``Rdataset.add``'s checks are this function's: one class and type per
-    RRset, the lowest TTL), so a 100,000-record zone costs no more than an RRset each. Owners differing only in
-    case stay apart here; the zone's index joins them."""
-    out: list[dns.rrset.RRset] = []
-    groups: dict[tuple, dns.rrset.RRset] = {}
-    for name, rdtype, covers, ttl, rdata in records:
-        key = (name.labels, rdtype, covers)  # labels, not the Name: a tuple of bytes hashes in C, a Name in Python
-        rrset = groups.get(key) if join else None
-        if rrset is None or rrset.rdclass != rdata.rdclass:
-            rrset = dns.rrset.RRset(name, rdata.rdclass, rdtype, covers)
-            rrset.ttl = ttl
-            if join:
-                groups[key] = rrset
-            out.append(rrset)
-        elif ttl < rrset.ttl:
-            rrset.ttl = ttl
-        rrset.items[rdata] = None
-    return out
+def _serial(record: xfrwire.Record) -> int:
+    """The serial of an SOA record as read: 20 bytes from the end of its data."""
+    data = record[5]
+    if type(data) is bytes:
+        return SERIAL.unpack_from(data, len(data) - 20)[0]
+    return data.serial  # type: ignore[union-attr]
 
 
 class TransferReader:
@@ -112,8 +105,8 @@ class TransferReader:
         self.first = True
         self.soa: dns.rrset.RRset | None = None
         self.records: list[xfrwire.Record] = []
-        self.origin_labels = self.origin.labels
-        self.suffix = -len(self.origin_labels)
+        self.origin_key = key_of(self.origin)
+        self.first_soa: xfrwire.Record | None = None
         self.count = 0
         self.messages = 0
         self.done: Pulled | None = None
@@ -156,12 +149,51 @@ class TransferReader:
         rcode = message.rcode
         if rcode != dns.rcode.NOERROR:
             raise TransferFailed(f"the primary answered {dns.rcode.to_text(rcode)}")
-        for record in message.answer:
-            self._record(record)
-            if self.done is not None:
-                if query.keyring is not None and not message.had_tsig:
-                    raise TransferFailed("the last message is not signed")
-                return
+        answer = message.answer
+        at = 0
+        if self.soa is None and answer:
+            first = answer[0]
+            if first[2] != RdataType.SOA or first[0] != self.origin_key:
+                raise TransferFailed("the transfer does not begin with the zone's SOA")
+            self.first_soa = first
+            self.soa = rrsets_of([first])[0]
+            at = 1
+            if self.incremental and self.serial is not None and _serial(first) == self.serial:
+                self.done = Pulled("current", self.soa, messages=self.messages)
+        if self.done is None:
+            at = self._records(answer, at)
+        if at < len(answer):
+            raise TransferFailed("records after the final SOA")
+        if self.done is not None and query.keyring is not None and not message.had_tsig:
+            raise TransferFailed("the last message is not signed")
+
+    def _records(self, answer: list[xfrwire.Record], at: int) -> int:
+        """Take the records from ``at`` on, up to the final SOA; return where they ended. In a tight loop: a large
+        zone has many."""
+        origin_key = self.origin_key
+        depth = len(origin_key)
+        soa = RdataType.SOA
+        end = len(answer)
+        for index in range(at, end):
+            record = answer[index]
+            key = record[0]
+            if key[len(key) - depth :] != origin_key:
+                raise TransferFailed(f"{dns.name.Name(record[1])} is outside the zone {self.origin}")
+            if record[2] == soa and key == origin_key:
+                self._take(answer[at:index])
+                at = index
+                if _serial(record) == _serial(self.first_soa) and self._at_end():  # type: ignore[arg-type]
+                    self.count += 1
+                    self.done = self._finish()
+                    return index + 1
+        self._take(answer[at:end])
+        return end
+
+    def _take(self, records: list[xfrwire.Record]) -> None:
+        self.records.extend(records)
+        self.count += len(records)
+        if self.count > MAX_RECORDS:
+            raise TransferFailed(f"more than {MAX_RECORDS} records")
 
     def _answers(self, message: xfrwire.XfrMessage) -> bool:
         """Whether the message answers our request (dns.message's ``is_response``, for an XFR): a response with
@@ -173,44 +205,24 @@ class TransferReader:
         if not message.question and (not self.first or message.rcode in ERRORS_WITHOUT_QUESTION):
             return True
         asked = self.query.question[0]
-        return len(message.question) == 1 and message.question[0] == (asked.name, asked.rdtype, asked.rdclass)
-
-    def _record(self, record: xfrwire.Record) -> None:
-        if self.done is not None:
-            raise TransferFailed("records after the final SOA")
-        name, rdtype, _, _, rdata = record
-        is_soa = rdtype == RdataType.SOA and name == self.origin
-        if self.soa is None:
-            if not is_soa:
-                raise TransferFailed("the transfer does not begin with the zone's SOA")
-            self.soa = _rrsets([record])[0]
-            if self.incremental and self.serial is not None and rdata.serial == self.serial:
-                self.done = Pulled("current", self.soa, messages=self.messages)
-            return
-        if name.labels[self.suffix :] != self.origin_labels and not name.is_subdomain(self.origin):
-            raise TransferFailed(f"{name} is outside the zone {self.origin}")
-        self.count += 1
-        if self.count > MAX_RECORDS:
-            raise TransferFailed(f"more than {MAX_RECORDS} records")
-        if is_soa and rdata.serial == self.soa[0].serial and self._at_end():
-            self.done = self._finish()
-            return
-        self.records.append(record)
+        return len(message.question) == 1 and message.question[0] == (self.origin_key, asked.rdtype, asked.rdclass)
 
     def _at_end(self) -> bool:
         """The first SOA again: the end of an AXFR, or of an IXFR whose changes are complete (an even number of
         SOAs between: each change has its old and its new)."""
-        if not self.incremental or not self.records or self.records[0][1] != RdataType.SOA:
+        records = self.records
+        if not self.incremental or not records or records[0][2] != RdataType.SOA:
             return True  # AXFR, or an IXFR answered AXFR-style (RFC 1995 section 4)
-        soas = sum(1 for r in self.records if r[1] == RdataType.SOA and r[0] == self.origin)
+        soas = sum(1 for r in records if r[2] == RdataType.SOA and r[0] == self.origin_key)
         return soas % 2 == 0
 
     def _finish(self) -> Pulled:
         assert self.soa is not None
         records = self.records
-        if not (self.incremental and records and records[0][1] == RdataType.SOA and records[0][0] == self.origin):
-            return Pulled("axfr", self.soa, _rrsets(records), messages=self.messages)
-        records = _rrsets(records, join=False)  # IXFR: in order, one record each
+        if not (self.incremental and records and records[0][2] == RdataType.SOA and records[0][0] == self.origin_key):
+            assert self.first_soa is not None
+            return Pulled("axfr", self.soa, [self.first_soa, *records], messages=self.messages)
+        records = rrsets_of(records, join=False)  # IXFR: in order, one record each
         diffs: list[Diff] = []
         diff: Diff | None = None
         adding = True  # each change: its old SOA, what went, its new SOA, what came

@@ -8,9 +8,10 @@ at once. Each contact with the primary restarts the SOA's expire time; when it p
 SERVFAIL until the primary is back. A transfer is used only once whole and checked (:mod:`sockhop.dns.pull`): one
 cut off, garbled or wrongly signed never replaces the zone being served, and says why in one line.
 
-With ``--data DIR`` the zone is kept in ``DIR/ZONE.zone``, written atomically (a temporary file, synced, renamed),
-and its modification time is the last contact, as BIND keeps it: a restart serves it at once, or SERVFAIL if it
-expired meanwhile.
+With ``--data DIR`` the zone is kept in ``DIR/ZONE.axfr`` (the AXFR stream that carries it: :mod:`sockhop.dns.axfrfile`,
+read back by the transfer reader itself), written once the new version is served, off the event loop, atomically (a
+temporary file, synced, renamed); its modification time is the last contact, as BIND keeps it: a restart serves it
+at once, or SERVFAIL if it expired meanwhile.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import dns.serial
 import dns.tsig
 
 from sockhop.dns.pull import Pulled, TransferFailed, TransferReader, framed, request
-from sockhop.dns.zone import Zone, ZoneError, from_records, read_zone_file, to_text
+from sockhop.dns.zone import Zone, ZoneError, from_wire, read_zone_file
 from sockhop.engine.protocol import CLOSE, NOTHING, Address, ClientProtocol, Close, Job, Reply
 from sockhop.errors import SockhopError, UsageError
 from sockhop.net.addresses import peer_ip
@@ -41,6 +42,7 @@ READ_TIMEOUT = 30.0  # seconds without a byte from the primary in the middle of 
 FIRST_RETRY = 2.0  # no SOA yet to say how long to wait after a failure: 2 s, doubled up to MAX_FIRST_RETRY
 MAX_FIRST_RETRY = 300.0
 MIN_TIMER = 1.0  # the SOA's timers are obeyed down to a second
+KEEP_GRACE = 30.0  # seconds a stopping server waits for the zone being written to --data
 
 
 @dataclass(frozen=True)
@@ -96,18 +98,32 @@ def parse_secondary(text: str, ring: dict) -> tuple[dns.name.Name, Primary]:
 
 
 def zone_path(data: str | os.PathLike[str], origin: dns.name.Name) -> Path:
-    return Path(data) / f"{origin.to_text(omit_final_dot=True) or 'root'}.zone"
+    """Where ``--data`` keeps a zone: as the AXFR stream that carries it (:mod:`sockhop.dns.axfrfile`)."""
+    return Path(data) / f"{origin.to_text(omit_final_dot=True) or 'root'}.axfr"
+
+
+def text_path(path: Path) -> Path:
+    """Where an earlier sockhop kept the zone, as a master file: read when there is no stream yet."""
+    return path.with_suffix(".zone")
 
 
 def load_kept(path: Path, origin: dns.name.Name) -> tuple[Zone, float] | None:
-    """The zone a transfer left in ``path`` and how long ago the primary was last reached (its modification
-    time), or None if there is none (or it cannot be read: it is transferred again)."""
+    """The zone a transfer left in ``path`` (or, before any, the master file an earlier sockhop kept beside it)
+    and how long ago the primary was last reached (its modification time), or None if there is none (or it
+    cannot be read: it is transferred again)."""
+    from sockhop.dns.axfrfile import decode
+
     try:
-        zone = read_zone_file(path)
+        if path.exists() or not text_path(path).exists():
+            zone = decode(path.read_bytes(), origin, str(path))
+        else:
+            path = text_path(path)
+            zone = read_zone_file(path)
         age = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return None
     except (ZoneError, OSError) as exc:
-        if path.exists():
-            log.warning("dns: %s: %s; transferring it again", origin, exc)
+        log.warning("dns: %s: %s; transferring it again", origin, exc)
         return None
     if zone.origin != origin:
         log.warning("dns: %s holds %s, not %s; transferring it again", path, zone.origin, origin)
@@ -116,19 +132,23 @@ def load_kept(path: Path, origin: dns.name.Name) -> tuple[Zone, float] | None:
 
 
 def keep(path: Path, zone: Zone) -> None:
-    """Write the zone atomically: a reader (a restart, a prefork worker) sees the old file or the new, whole."""
+    """Write the zone atomically: a reader (a restart, a prefork worker) sees the old file or the new, whole. The
+    master file an earlier sockhop kept goes: the stream is the copy now."""
+    from sockhop.dns.axfrfile import encode, records_of
     from sockhop.dns.journal import sync_folder
 
+    data = encode(zone.origin, records_of(zone))
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(to_text(zone))
+        with open(temporary, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+    text_path(path).unlink(missing_ok=True)
     sync_folder(path.parent)
 
 
@@ -169,11 +189,20 @@ class Secondary(Job):
         self.workers = workers
         self.owner = 0  # the process that runs the job (a prefork master), once started
         self.disk = self._identity() if kept else None  # the file ``self.zone`` was read from: (inode, size)
+        self.to_keep: Zone | None = None  # the newest version not on disk yet
+        self.keeper: threading.Thread | None = None  # writing it, off the event loop
+        self.keep_lock = threading.Lock()
         server.secondaries[origin] = self
+
+    def _kept_file(self) -> Path | None:
+        """The file the kept zone is read from: the stream, or before any, the master file an earlier sockhop kept."""
+        if self.path is None or self.path.exists() or not text_path(self.path).exists():
+            return self.path
+        return text_path(self.path)
 
     def _identity(self) -> tuple[int, int] | None:
         try:
-            st = self.path.stat()  # type: ignore[union-attr]
+            st = self._kept_file().stat()  # type: ignore[union-attr]
         except (OSError, AttributeError):
             return None
         return st.st_ino, st.st_size
@@ -194,7 +223,7 @@ class Secondary(Job):
                 return None, True
             self.zone, self.disk = found[0], identity
         try:
-            age = time.time() - self.path.stat().st_mtime
+            age = time.time() - self._kept_file().stat().st_mtime  # type: ignore[union-attr]
         except OSError:
             return None, True
         if self.zone is None or age >= timers(self.zone)[2] - 0.5:
@@ -244,6 +273,9 @@ class Secondary(Job):
 
     def stopped(self) -> None:
         self.server.secondaries.pop(self.origin, None)
+        keeper = self.keeper
+        if keeper is not None:
+            keeper.join(KEEP_GRACE)  # what was transferred goes on disk before the process ends
 
     def pull(self) -> Reply:
         """Transfer: IXFR from the serial we have, AXFR without one."""
@@ -267,9 +299,10 @@ class Secondary(Job):
         self.client = None
         zone = self.zone
         if pulled.kind == "current" or (zone is not None and pulled.serial == zone.serial):
-            if self.path is not None and zone is not None:
+            kept = self._kept_file()
+            if kept is not None and zone is not None:
                 try:
-                    os.utime(self.path)  # the last contact, for a restart's expiry
+                    os.utime(kept)  # the last contact, for a restart's expiry
                 except OSError:
                     pass
             self.busy = False
@@ -288,8 +321,8 @@ class Secondary(Job):
 
         threading.Thread(target=build, name=f"transfer {self.origin}", daemon=True).start()
 
-    def _build(self, zone: Zone | None, pulled: Pulled) -> tuple[Zone, str, tuple | None]:
-        """The new version (off the event loop): the zone, what changed in words, the kept file's identity."""
+    def _build(self, zone: Zone | None, pulled: Pulled) -> tuple[Zone, str]:
+        """The new version (off the event loop): the zone, and what changed in words."""
         if zone is not None and dns.serial.Serial(pulled.serial) < zone.serial:
             raise TransferFailed(f"the primary's serial {pulled.serial} is older than ours ({zone.serial})")
         if pulled.kind == "ixfr":
@@ -302,27 +335,62 @@ class Secondary(Job):
             count = sum(len(r) for diff in pulled.diffs for r in (*diff.deleted, *diff.added))
             what = f"IXFR {old} -> {pulled.serial}, {count} records changed"
         else:
-            zone = from_records(self.origin, [pulled.soa, *pulled.records], f"{self.origin} from {self.primary}")
+            zone = from_wire(self.origin, pulled.wire, f"{self.origin} from {self.primary}")
             what = f"AXFR serial {pulled.serial}, {zone.record_count()} records"
         zone.source = f"{self.origin} from {self.primary}"
-        identity = None
-        if self.path is not None:
-            keep(self.path, zone)
-            identity = self._identity()
-        return zone, what, identity
+        return zone, what
 
     def _built(self, result: tuple | Exception) -> Reply:
         self.busy = False
         if isinstance(result, Exception):
             self.failed(str(result))
             return NOTHING
-        zone, what, identity = result
-        self.zone, self.disk = zone, identity if identity is not None else self.disk
+        zone, what = result
+        self.zone = zone
         self.server.install(zone)
-        self._tell_workers()
+        if self.path is None:
+            self._tell_workers()
+        else:
+            self._keep(zone)  # then the workers are told
         log.info("dns: %s: transferred (%s) from %s", self.origin, what, self.primary)
         self._contact()
         self._schedule(timers(zone)[0])
+        return NOTHING
+
+    def _keep(self, zone: Zone) -> None:
+        """Write the new version to --data once it is served, on a thread: writing a large zone takes a while,
+        and queries are answered meanwhile. A version newer still, served while one is being written, is written
+        next; one in between is skipped."""
+        with self.keep_lock:
+            self.to_keep = zone
+            if self.keeper is not None:
+                return
+            self.keeper = threading.Thread(target=self._keeping, name=f"keep {self.origin}", daemon=True)
+        self.keeper.start()
+
+    def _keeping(self) -> None:
+        while True:
+            with self.keep_lock:
+                zone, self.to_keep = self.to_keep, None
+                if zone is None:
+                    self.keeper = None
+                    return
+            try:
+                keep(self.path, zone)  # type: ignore[arg-type]
+            except (OSError, ZoneError) as exc:
+                log.warning("dns: %s: cannot keep it in %s: %s", self.origin, self.path, exc)
+                continue
+            except Exception as exc:  # a bug: said in one line; the zone is served all the same
+                log.warning("dns: %s: cannot keep it in %s: %s: %s", self.origin, self.path, type(exc).__name__, exc)
+                continue
+            identity = self._identity()
+            self.handle.call_soon(lambda identity=identity: self._kept(identity))
+
+    def _kept(self, identity: tuple | None) -> Reply:
+        """A version is on disk: what a restart or a prefork worker reads now."""
+        if identity is not None:
+            self.disk = identity
+        self._tell_workers()
         return NOTHING
 
     def failed(self, why: str) -> None:

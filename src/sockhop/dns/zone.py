@@ -28,6 +28,9 @@ import dns.ttl
 import dns.zone
 import dns.zonefile
 
+from sockhop.dns import wirezone
+from sockhop.dns.layered import GONE, LayeredDict
+from sockhop.dns.wireread import WireRecord, rrsets_of
 from sockhop.errors import SockhopError
 
 RdataType = dns.rdatatype.RdataType
@@ -94,8 +97,25 @@ class Zone:
         yield soa
 
     def record_count(self) -> int:
+        if isinstance(self.rrsets, wirezone.WireNodes) and not self.sigs:  # counted as it was read
+            return self.rrsets.count
         nodes = (*self.rrsets.values(), *self.sigs.values())
         return sum(len(rrset) for node in nodes for rrset in node.values()) + len(self.nsec3)
+
+    def owners(self, rdtype: int) -> set[dns.name.Name]:
+        """The names that own records of ``rdtype`` (DNAME): without making every node of a zone read from the
+        wire (:mod:`sockhop.dns.wirezone`), which knows them."""
+        return _owners(self.rrsets, rdtype)
+
+
+def _owners(rrsets: Mapping, rdtype: int) -> set[dns.name.Name]:
+    if isinstance(rrsets, LayeredDict):  # a zone changed since: the base's owners, as the changes leave them
+        found = {name for name in _owners(rrsets.base, rdtype) if name not in rrsets.layer}
+        found.update(name for name, node in rrsets.layer.items() if node is not GONE and rdtype in node)
+        return found
+    if isinstance(rrsets, wirezone.WireNodes) and rdtype in rrsets.by_type:
+        return rrsets.owners(rdtype)
+    return {name for name, node in rrsets.items() if rdtype in node}
 
 
 def index(zone: dns.zone.Zone, source: str = "") -> Zone:
@@ -128,12 +148,20 @@ def from_records(origin: dns.name.Name, records: Iterable[dns.rrset.RRset], sour
     return _index(origin, ((name, node.values()) for name, node in nodes.values()), source)
 
 
-def to_text(zone: Zone) -> str:
-    """The zone as a master file (absolute names, the SOA first), as a secondary keeps what it transferred."""
-    lines = [f"$ORIGIN {zone.origin}\n"]
-    lines.extend(f"{line}\n" for rrset in zone.transfer_order() for line in rrset.to_text().splitlines())
-    lines.pop()  # transfer_order ends with the SOA again
-    return "".join(lines)
+def from_wire(origin: dns.name.Name, records: list[WireRecord], source: str = "") -> Zone:
+    """The answering index of a zone received as wire records (:mod:`sockhop.dns.wireread`: a transfer, or the
+    copy a secondary keeps), the SOA among them; nodes become dnspython RRsets when first looked up
+    (:mod:`sockhop.dns.wirezone`). Raises ZoneError for a zone without its SOA or NS."""
+    try:
+        built = wirezone.index(origin, records)
+    except KeyError as missing:
+        raise ZoneError(
+            f"{source or origin}: the zone has no {missing.args[0]} record at its origin {origin}"
+        ) from None
+    if built is None:  # signatures and proofs: sorted out as dnspython objects
+        return from_records(origin, rrsets_of(records), source)
+    nodes, names, cuts = built
+    return Zone(origin, nodes, names, cuts, source)
 
 
 def _index(origin: dns.name.Name, items: Iterable, source: str) -> Zone:
