@@ -1,5 +1,5 @@
 """Every service sockhop has, as the face reads them: ``sockhop serve``, ``sockhop up`` and ``sockhop.toml`` take
-their names, options and defaults from here. Adding a service is one package with a ``SERVICE`` and its loader here.
+their names, options and defaults from here. Adding a service is one package with a ``SERVICE`` and its line here.
 
 A service's package is imported when it is first asked for: ``sockhop serve dns`` reads DNS's description alone
 (:func:`load`), not web's and mail's, whose imports were most of its start-up time; ``SERVICES`` and ``BY_NAME``
@@ -8,43 +8,23 @@ A service's package is imported when it is first asked for: ``sockhop serve dns`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 
 from sockhop.service import Service
 
-
-def _echo() -> Service:
-    from sockhop import echo
-
-    return echo.SERVICE
-
-
-def _web() -> Service:
-    from sockhop.web.service import SERVICE
-
-    return SERVICE
-
-
-def _dns() -> Service:
-    from sockhop.dns.service import SERVICE
-
-    return SERVICE
-
-
-def _mail() -> Service:
-    from sockhop.mail.service import SERVICE
-
-    return SERVICE
-
-
-#: each service's name and where its description is, in the order the face lists them
-LOADERS: dict[str, Callable[[], Service]] = {"echo": _echo, "web": _web, "dns": _dns, "mail": _mail}
-NAMES: tuple[str, ...] = tuple(LOADERS)
+#: each service's name and the module that holds its ``SERVICE``, in the order the face lists them
+MODULES: dict[str, str] = {
+    "echo": "sockhop.echo",
+    "web": "sockhop.web.service",
+    "dns": "sockhop.dns.service",
+    "mail": "sockhop.mail.service",
+}
+NAMES: tuple[str, ...] = tuple(MODULES)
 
 
 def load(name: str) -> Service:
     """One service's description (its package imported now, if it was not)."""
-    return LOADERS[name]()
+    return importlib.import_module(MODULES[name]).SERVICE
 
 
 def __getattr__(attribute: str):

@@ -290,3 +290,34 @@ def test_a_transferred_zone_is_transferred_on_from_its_wire_records(transferred)
         assert theirs.record_count() == version.record_count() and theirs.serial == version.serial
         again = from_wire(ORIGIN, pulled(answers, ask).wire, "again")
         assert_same_index(again, theirs)
+
+
+def test_sockhop_dns_show_prints_a_kept_zone_as_text(transferred, tmp_path):
+    """``sockhop dns show FILE``: the kept stream as a master file that reads back to the same zone; a zone file
+    too; a missing or damaged file is one line, no traceback."""
+    import subprocess
+    import sys
+
+    from sockhop.dns.secondary import keep, zone_path
+
+    zone, query, wires = transferred
+    path = zone_path(tmp_path, ORIGIN)
+    kept = from_wire(ORIGIN, pulled(wires, query).wire, "wire")
+    keep(path, kept)
+
+    def show(target) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "sockhop", "dns", "show", str(target)], capture_output=True,
+                              text=True, timeout=30)  # fmt: skip
+
+    done = show(path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("$ORIGIN example.com.\nexample.com. ")
+    assert_same_index(kept, read_zone_text(done.stdout, "shown"))
+    text = tmp_path / "example.com.zone"
+    text.write_text(done.stdout)
+    assert show(text).stdout == done.stdout
+    damaged = tmp_path / "damaged.axfr"
+    damaged.write_bytes(path.read_bytes()[:-3])
+    for target, words in ((tmp_path / "none.axfr", "No such file"), (damaged, "damaged")):
+        failed = show(target)
+        assert failed.returncode == 1 and failed.stderr.count("\n") == 1 and words in failed.stderr, failed.stderr

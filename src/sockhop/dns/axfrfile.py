@@ -15,13 +15,14 @@ import struct
 import zlib
 from collections.abc import Iterable, Iterator
 
+import dns.exception
 import dns.name
 import dns.rdatatype
 
 from sockhop.dns.layered import GONE, LayeredDict
 from sockhop.dns.wireread import HEAD, key_of
 from sockhop.dns.wirezone import WireNodes
-from sockhop.dns.zone import Zone, ZoneError, from_wire
+from sockhop.dns.zone import Zone, ZoneError, from_wire, read_zone_file
 
 MAGIC = b"sockhop zone as AXFR, version 1\n"
 CRC = struct.Struct("!I")
@@ -149,3 +150,20 @@ def decode(data: bytes, origin: dns.name.Name, source: str) -> Zone:
     if pulled is None:
         raise ZoneError(f"{source}: cut short")
     return from_wire(origin, pulled.wire, source)
+
+
+def read(path: str) -> Zone:
+    """The zone a kept file holds (its origin the question of its first message), or a master file's
+    (``sockhop dns show``). Raises ZoneError for a file that cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise ZoneError(f"{path}: {exc.strerror}") from None
+    if not data.startswith(MAGIC):
+        return read_zone_file(path)
+    try:
+        origin, _ = dns.name.from_wire(data, len(MAGIC) + CRC.size + LENGTH.size + HEADER.size)
+    except dns.exception.DNSException:
+        raise ZoneError(f"{path}: damaged (its first message cannot be read)") from None
+    return decode(data, origin, path)

@@ -1,6 +1,6 @@
-"""``sockhop dns keygen ZONE``, ``sockhop dns ds ZONE`` and ``sockhop dns fold ZONEFILE``: the command line of
-DNSSEC keys and of zone journals. Light to import (the parser is built for every sockhop command); the cryptography
-loads only when one of them runs."""
+"""``sockhop dns keygen ZONE``, ``ds ZONE``, ``fold ZONEFILE`` and ``show FILE``: the command line of DNSSEC keys,
+zone journals and the zones a secondary keeps. Light to import (the parser is built for every sockhop command);
+the cryptography loads only when one of them runs."""
 
 from __future__ import annotations
 
@@ -30,12 +30,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fold.add_argument("zonefile", metavar="ZONEFILE")
     fold.add_argument("--data", metavar="DIR", help="where the journal is, as serve dns --data (default: beside)")
     fold.set_defaults(parser=fold)
+    show = actions.add_parser("show", help="print a zone a secondary keeps (DIR/ZONE.axfr), or a zone file, as text")
+    show.add_argument("file", metavar="FILE")
+    show.set_defaults(parser=show)
 
 
 def run(args: argparse.Namespace) -> int:
     import dns.exception
     import dns.name
 
+    if args.action == "show":  # as BIND's named-compilezone -f raw -F text
+        from sockhop.dns.axfrfile import read
+        from sockhop.dns.fold import zone_text
+
+        print(zone_text(read(args.file)), end="")
+        return 0
     if args.action == "fold":
         from sockhop.dns.fold import fold
 

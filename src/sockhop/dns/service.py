@@ -399,12 +399,13 @@ SERVICE = Service(
     commands=(
         Command(
             "dns",
-            "DNSSEC keys and zone journals: keygen ZONE, ds ZONE, fold ZONEFILE",
+            "DNSSEC keys, zone journals, kept zones: keygen ZONE, ds ZONE, fold ZONEFILE, show FILE",
             keycommands.add_arguments,
             keycommands.run,
             description="keygen ZONE makes a signing key (ZONE.key, readable by you alone) for serve dns --sign; "
             "ds ZONE prints the DS record the parent zone publishes for it; fold ZONEFILE writes the journal of "
-            "dynamic updates into the zone file and empties it.",
+            "dynamic updates into the zone file and empties it; show FILE prints a zone a secondary keeps in --data "
+            "(ZONE.axfr) or a zone file as a master file.",
         ),
         Command(
             "resolve",
