@@ -14,6 +14,7 @@ import pytest
 
 from sockhop.dns.journal import Journal
 from sockhop.dns.update import apply, apply_diff, difference
+from sockhop.dns.updatewire import read
 from sockhop.dns.zone import read_zone_text
 from tests.dns.zones import EXAMPLE
 
@@ -33,7 +34,7 @@ def update(*prereqs, **changes) -> dns.update.UpdateMessage:
     for kind, calls in changes.items():
         for args in calls:
             getattr(message, kind)(*args)
-    return dns.message.from_wire(message.to_wire())  # as the server reads it
+    return read(message.to_wire(), {}, 0)  # as the server reads it (sockhop.dns.updatewire)
 
 
 def names(zone, name: str):

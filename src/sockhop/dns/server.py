@@ -33,6 +33,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -52,7 +53,9 @@ from sockhop.dns import tsig
 from sockhop.dns.authority import Authority
 from sockhop.dns.cookies import CookieJar, packed_address, split_cookie, with_cookie
 from sockhop.dns.rrl import RateLimiter
-from sockhop.dns.tsig import Acl, BadTsig, Keyring
+from sockhop.dns.tsig import Acl, BadTsig, Keyring, wire_keys
+from sockhop.dns.updatewire import ParsedUpdate, WireUpdate
+from sockhop.dns.updatewire import read as read_update
 from sockhop.dns.zone import Zone, ZoneError
 
 RdataType = dns.rdatatype.RdataType
@@ -160,6 +163,7 @@ class NameServer:
             allow_transfer = Acl([ipaddress.ip_network(net, strict=False) for net in allow_transfer])
         self.allow_transfer = allow_transfer
         self.keyring: Keyring = keyring or {}
+        self.wire_keys = wire_keys(self.keyring)  # what updates are checked and answered with (tsig.WireKey)
         self.allow_update = allow_update or Acl()
         #: the journal of each zone, by origin (:mod:`sockhop.dns.journal`); zones without one take no updates
         self.journals: dict = journals or {}
@@ -395,44 +399,48 @@ class NameServer:
     # -- dynamic update (RFC 2136) --------------------------------------------------------------------------------
     def update(self, data: bytes, peer: object) -> tuple[bytes, str] | Callable[[], tuple[bytes, str]]:
         """An UPDATE message: a refusal at once (reply, log line), or the work that applies it, journals and syncs
-        it, and swaps the zone in -- blocking work, for ``Reply.then`` -- returning the reply and its log line."""
-        try:
-            message = tsig.parse(data, self.keyring)
-        except BadTsig as bad:
-            return bad.reply, f"UPDATE {bad.summary} NOTAUTH"
-        except Exception:  # dnspython raises many kinds for garbage
-            return header_only(data, Rcode.FORMERR), "UPDATE malformed FORMERR"
-        zone_section = message.question  # the zone section (RFC 2136 section 2.3)
-        if len(zone_section) != 1 or zone_section[0].rdtype != RdataType.SOA:
-            return self._update_reply(message, Rcode.FORMERR), "UPDATE without one SOA zone FORMERR"
-        origin = zone_section[0].name
+        it, and swaps the zone in -- blocking work, for ``Reply.then`` -- returning the reply and its log line.
+
+        Read and answered on the wire (:mod:`sockhop.dns.updatewire`); what that leaves -- EDNS, a bad signature,
+        garbage -- dns.message reads, and answers as RFC 8945 and RFC 2136 say."""
+        request: WireUpdate | ParsedUpdate | None = read_update(data, self.wire_keys, int(time.time()))
+        if request is None:
+            try:
+                request = ParsedUpdate(tsig.parse(data, self.keyring))
+            except BadTsig as bad:
+                return bad.reply, f"UPDATE {bad.summary} NOTAUTH"
+            except Exception:  # dnspython raises many kinds for garbage
+                return header_only(data, Rcode.FORMERR), "UPDATE malformed FORMERR"
+        origin = request.zone  # the zone section (RFC 2136 section 2.3)
+        if origin is None:
+            return request.reply(Rcode.FORMERR), "UPDATE without one SOA zone FORMERR"
         summary = f"UPDATE {origin}"
         if origin not in self.snapshot.authority.zones:
-            return self._update_reply(message, Rcode.NOTAUTH), f"{summary} not our zone NOTAUTH"
-        key = message.keyname if message.had_tsig else None
+            return request.reply(Rcode.NOTAUTH), f"{summary} not our zone NOTAUTH"
+        key = request.key
         if origin not in self.journals or not self.allow_update.allows(peer, key):
             signed = f" (key {key})" if key is not None else " (unsigned)"
-            return self._update_reply(message, Rcode.REFUSED), f"{summary}{signed} REFUSED"
+            return request.reply(Rcode.REFUSED), f"{summary}{signed} REFUSED"
 
         def apply() -> tuple[bytes, str]:
             from sockhop.dns.update import apply as apply_update
 
             with self.update_lock:
                 zone = self.snapshot.authority.zones[origin]
-                outcome = apply_update(zone, message)
+                outcome = apply_update(zone, request)
                 if outcome.rcode != Rcode.NOERROR:
                     why = f" ({outcome.reason})" if outcome.reason else ""
-                    return self._update_reply(message, outcome.rcode), f"{summary}{why} {Rcode(outcome.rcode).name}"
+                    return request.reply(outcome.rcode), f"{summary}{why} {Rcode(outcome.rcode).name}"
                 if outcome.zone is None:
-                    return self._update_reply(message, Rcode.NOERROR), f"{summary} NOERROR no change"
+                    return request.reply(Rcode.NOERROR), f"{summary} NOERROR no change"
                 try:
                     self.journals[origin].append(outcome.diff)
                 except OSError as exc:
-                    return self._update_reply(message, Rcode.SERVFAIL), f"{summary} journal: {exc.strerror} SERVFAIL"
+                    return request.reply(Rcode.SERVFAIL), f"{summary} journal: {exc.strerror} SERVFAIL"
                 self._swap(outcome.zone, outcome.diff)
             self.changed()
             serials = f"serial {outcome.diff.old_serial} -> {outcome.diff.new_serial}"  # type: ignore[union-attr]
-            return self._update_reply(message, Rcode.NOERROR), f"{summary} NOERROR {serials}"
+            return request.reply(Rcode.NOERROR), f"{summary} NOERROR {serials}"
 
         return apply
 
@@ -443,12 +451,6 @@ class NameServer:
         if zone.signer is not None:
             zone.signer.forget(touched)  # type: ignore[attr-defined]
         self.snapshot = Snapshot(self.snapshot.authority.replacing(zone, touched))
-
-    @staticmethod
-    def _update_reply(message: dns.message.Message, rcode: int) -> bytes:
-        response = dns.message.make_response(message)
-        response.set_rcode(rcode)
-        return response.to_wire()
 
     # -- transfers -----------------------------------------------------------------------------------------------
     def may_transfer(self, peer: object, key: dns.name.Name | None = None) -> bool:

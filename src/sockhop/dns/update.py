@@ -31,6 +31,7 @@ NONE = dns.rdataclass.NONE
 IN = dns.rdataclass.IN
 META = {RdataType.AXFR, RdataType.IXFR, RdataType.MAILA, RdataType.MAILB, RdataType.OPT, RdataType.TSIG}
 #: records the signer or a zone signer makes; an update may not touch them
+EMPTY: Mapping = {}
 DNSSEC = {RdataType.RRSIG, RdataType.NSEC, RdataType.NSEC3, RdataType.NSEC3PARAM, RdataType.DNSKEY}
 
 
@@ -77,14 +78,12 @@ def apply(zone: Zone, message) -> Outcome:
         if rrset.rdtype in DNSSEC and not (rrset.deleting == ANY and rrset.rdtype == RdataType.ANY):
             return Outcome(Rcode.REFUSED, reason=f"{dns.rdatatype.to_text(rrset.rdtype)} records are the signer's")
     nodes: dict[dns.name.Name, dict[int, dns.rrset.RRset]] = {}  # copied nodes, by owner
-
-    def node(name: dns.name.Name) -> dict[int, dns.rrset.RRset]:
-        if name not in nodes:
-            nodes[name] = dict(zone.rrsets.get(name, {}))
-        return nodes[name]
-
     for rrset in message.update:
-        _update(origin, node(rrset.name), rrset)
+        name = rrset.name
+        node = nodes.get(name)
+        if node is None:
+            node = nodes[name] = dict(zone.rrsets.get(name, EMPTY))
+        _update(origin, node, rrset)
     return _finish(zone, nodes)
 
 
@@ -163,9 +162,10 @@ def _update(origin: dns.name.Name, node: dict[int, dns.rrset.RRset], rrset: dns.
 
 
 def _rrset(name: dns.name.Name, ttl: int, rdtype: int, rdatas: list) -> dns.rrset.RRset:
+    """An RRset of these records (of ``rdtype``, class IN, distinct). Filled as one dict: ``RRset.add`` hashes each
+    record twice, and a record's hash is its canonical wire form, made anew each time (16 µs for an SOA)."""
     rrset = dns.rrset.RRset(name, IN, rdtype)
-    for rdata in rdatas:
-        rrset.add(rdata)
+    rrset.items = dict.fromkeys(rdatas)
     rrset.ttl = ttl
     return rrset
 
@@ -183,12 +183,15 @@ def _finish(zone: Zone, nodes: dict[dns.name.Name, dict[int, dns.rrset.RRset]]) 
             before, after = old.get(rdtype), new.get(rdtype)
             if before is after:
                 continue
-            gone = [r for r in before or () if after is None or r not in after or after.ttl != before.ttl]
-            came = [r for r in after or () if before is None or r not in before or after.ttl != before.ttl]
+            if before is None or after is None:  # an RRset that came or went whole: itself (RRsets are shared)
+                (added if before is None else deleted).append(after if before is None else before)
+                continue
+            gone = [r for r in before if r not in after or after.ttl != before.ttl]
+            came = [r for r in after if r not in before or after.ttl != before.ttl]
             if gone:
-                deleted.append(_rrset(name, before.ttl, rdtype, gone))  # type: ignore[union-attr]
+                deleted.append(_rrset(name, before.ttl, rdtype, gone))
             if came:
-                added.append(_rrset(name, after.ttl, rdtype, came))  # type: ignore[union-attr]
+                added.append(_rrset(name, after.ttl, rdtype, came))
     new_soa = nodes.get(zone.origin, {}).get(RdataType.SOA, old_soa)
     if not deleted and not added and new_soa is old_soa:
         return Outcome(Rcode.NOERROR)
@@ -200,9 +203,13 @@ def _finish(zone: Zone, nodes: dict[dns.name.Name, dict[int, dns.rrset.RRset]]) 
 
 
 def bumped(soa: dns.rrset.RRset) -> dns.rrset.RRset:
-    """The SOA with its serial one more (RFC 1982 arithmetic: past 2**32 - 1 it wraps to 0)."""
-    serial = (soa[0].serial + 1) % 2**32
-    return _rrset(soa.name, soa.ttl, RdataType.SOA, [soa[0].replace(serial=serial)])
+    """The SOA with its serial one more (RFC 1982 arithmetic: past 2**32 - 1 it wraps to 0). Made with the SOA's
+    constructor: ``Rdata.replace`` looks its signature up (inspect) each time, 30 µs an update."""
+    old = soa[0]
+    serial = (old.serial + 1) % 2**32
+    new = type(old)(old.rdclass, old.rdtype, old.mname, old.rname, serial, old.refresh, old.retry, old.expire,
+                    old.minimum)  # fmt: skip
+    return _rrset(soa.name, soa.ttl, RdataType.SOA, [new])
 
 
 def rebuilt(zone: Zone, rrsets: Mapping[dns.name.Name, dict], touched: Iterable[dns.name.Name] | None = None) -> Zone:
