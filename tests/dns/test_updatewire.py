@@ -115,9 +115,9 @@ def test_an_unsigned_answer_is_what_dns_message_writes():
         assert request.reply(rcode) == expected.to_wire()
 
 
-def signed(signing: dns.tsig.Key, **tsig) -> tuple[dns.update.UpdateMessage, bytes]:
+def signed(signing: dns.tsig.Key, address: str = "192.0.2.77", **tsig) -> tuple[dns.update.UpdateMessage, bytes]:
     message = dns.update.UpdateMessage("example.com.")
-    message.add("new", 300, "A", "192.0.2.77")
+    message.add("new", 300, "A", address)
     message.use_tsig(signing, **tsig)
     return message, message.to_wire()
 
@@ -127,7 +127,7 @@ def test_a_good_signature_is_applied_and_answered_signed(server):
     reply, summary = server.update(wire, PEER)()
     answer = dns.message.from_wire(reply, keyring=key(), request_mac=message.mac)
     assert answer.rcode() == Rcode.NOERROR and summary.endswith("NOERROR serial 2024010101 -> 2024010102")
-    message, wire = signed(key("hmac-md5", "old"))  # another key, another algorithm
+    message, wire = signed(key("hmac-md5", "old"), "192.0.2.78")  # another key, another algorithm
     reply, _ = server.update(wire, PEER)()
     assert dns.message.from_wire(reply, keyring=key("hmac-md5", "old"), request_mac=message.mac).rcode() == 0
 

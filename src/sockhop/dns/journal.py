@@ -100,7 +100,12 @@ class Journal:
         return Diff(old, new, list(deleted.values()), list(added.values()))
 
     def append(self, diff: Diff) -> None:
-        """Write one change and sync it: when this returns, it survives a crash. Called off the event loop.
+        """Write one change and sync it: when this returns, it survives a crash."""
+        self.write(diff)
+        self.sync(diff)
+
+    def write(self, diff: Diff) -> None:
+        """Append one change to the file, not yet synced (:meth:`sync` does, off the event loop).
 
         The file stays open between changes (opening it again cost as much as writing), unless its name no longer
         leads to it -- a journal removed or replaced by hand is made anew, its name synced too."""
@@ -114,12 +119,18 @@ class Journal:
                 "$END\n",
             ]
         )
+        data = text.encode("utf-8")
         with self.lock:
             fd = self._open()
-            data = text.encode("utf-8")
             while data:
                 data = data[os.write(fd, data) :]
-            os.fsync(fd)
+
+    def sync(self, diff: Diff) -> None:
+        """Sync what :meth:`write` wrote, ending with ``diff``: when this returns, it survives a crash; IXFR may
+        serve it."""
+        with self.lock:
+            if self.fd is not None:
+                os.fsync(self.fd)
             self.remember(diff)
 
     def _open(self) -> int:

@@ -218,7 +218,7 @@ class WireKey:
         """Whether the request ``message``, whose TSIG record (read already) begins at ``start``, was signed with this
         key within its fudge of ``now``. Anything else -- an error in the record, another algorithm, a MAC that
         differs (compared in constant time), a stale time -- is False: the caller answers it as RFC 8945 says."""
-        if error or algorithm != self.key.algorithm:
+        if error or (algorithm is not self.key.algorithm and algorithm != self.key.algorithm):
             return False
         (additional,) = LENGTH.unpack_from(message, 10)
         expected = self.mac(

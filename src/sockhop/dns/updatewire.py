@@ -86,21 +86,48 @@ class ParsedUpdate:
         return response.to_wire()
 
 
-def read(data: bytes, keys: dict[dns.name.Name, WireKey], now: int) -> WireUpdate | None:
+def read(data: bytes, keys: dict[dns.name.Name, WireKey], now: int, names: Names | None = None) -> WireUpdate | None:
     """The update in ``data``, its TSIG (if any) checked against ``keys`` at time ``now`` (seconds); None for what
-    dns.message must read instead: anything unusual, malformed or wrongly signed."""
+    dns.message must read instead: anything unusual, malformed or wrongly signed. ``names`` keeps the zone's, the
+    key's and the algorithm's names as they come, so the next update finds them rather than reading them again."""
     try:
-        return _read(data, keys, now)
+        return _read(data, keys, now, names if names is not None else {})
     except Exception:  # dnspython's readers raise many kinds for garbage: dns.message will say which
         return None
 
 
-def _read(data: bytes, keys: dict[dns.name.Name, WireKey], now: int) -> WireUpdate | None:
+#: names by their wire form, uncompressed, exactly as sent (see :func:`known_name`)
+Names = dict[bytes, dns.name.Name]
+NAMES_KEPT = 256  # names a Names keeps: zones, keys and algorithms are few, and a client may send any
+
+
+def known_name(parser: dns.wire.Parser, names: Names) -> dns.name.Name:
+    """The name at the parser, from ``names`` if it was seen before (one slice and a dict probe, where reading it
+    costs a Name made and checked; and the same object again, which a dict keyed by names finds without comparing
+    labels). Compressed ones are read as usual."""
+    data = parser.wire
+    start = end = parser.current
+    while data[end]:
+        if data[end] >= 64:  # a pointer (or a bad label type): dnspython's reader
+            return dns.name.from_wire_parser(parser)
+        end += data[end] + 1
+    raw = data[start : end + 1]
+    name = names.get(raw)
+    if name is None:
+        name = dns.name.from_wire_parser(parser)
+        if len(names) < NAMES_KEPT:
+            names[raw] = name
+    else:
+        parser.get_bytes(len(raw))
+    return name
+
+
+def _read(data: bytes, keys: dict[dns.name.Name, WireKey], now: int, names: Names) -> WireUpdate | None:
     parser = dns.wire.Parser(data)
     _, _, zones, prerequisites, updates, additional = parser.get_struct("!HHHHHH")
     if zones != 1 or additional > 1:
         return None
-    zone = dns.name.from_wire_parser(parser)
+    zone = known_name(parser, names)
     rdtype, zone_class = parser.get_struct("!HH")
     if rdtype != RdataType.SOA or dns.rdataclass.is_metaclass(zone_class):
         return None
@@ -111,12 +138,12 @@ def _read(data: bytes, keys: dict[dns.name.Name, WireKey], now: int) -> WireUpda
     signer, mac = None, b""
     if additional:
         start = parser.current
-        owner = dns.name.from_wire_parser(parser)
+        owner = known_name(parser, names)
         rdtype, rdclass, _, size = parser.get_struct("!HHIH")
         end = parser.current + size
         if rdtype != RdataType.TSIG or rdclass != ANY:
             return None
-        algorithm = dns.name.from_wire_parser(parser)
+        algorithm = known_name(parser, names)
         high, low, fudge, mac_size = parser.get_struct("!HIHH")
         mac = parser.get_bytes(mac_size)
         original_id, error, other_size = parser.get_struct("!HHH")
