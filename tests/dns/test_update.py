@@ -194,3 +194,26 @@ def test_updates_share_a_large_zone_and_keep_its_names_and_cuts_exact():
     assert dns.name.from_text("b.c.example.com.") not in zone.names  # gone with a.b.c, as empty non-terminals do
     assert dns.name.from_text("sub.example.com.") in zone.names and not zone.cuts
     assert len(first.rrsets) == 3000 + len(read_zone_text(EXAMPLE, "example.com.zone").rrsets)  # untouched
+
+
+def test_records_added_to_and_deleted_from_an_rrset_and_a_new_ttl(zone):
+    """The difference of an RRset that stays: the records that came or went (found by the hashes the RRsets keep,
+    none made again), or all of it when the TTL changed; the bumped SOA hashes and compares as dnspython's own."""
+    import dns.rdata
+    import dns.rdataclass
+
+    outcome = apply(zone, update(add=[("www", 3600, "A", "192.0.2.20"), ("www", 3600, "A", "192.0.2.2")]))
+    www = names(outcome.zone, "www.example.com.")[A]
+    assert sorted(r.to_text() for r in www) == ["192.0.2.2", "192.0.2.20"] and www.ttl == 3600
+    assert [r.to_text() for r in outcome.diff.added] == ["www.example.com. 3600 IN A 192.0.2.20"]
+    assert not outcome.diff.deleted
+    outcome = apply(outcome.zone, update(add=[("www", 60, "A", "192.0.2.21")]))  # a new TTL for all of them
+    (gone,), (came,) = outcome.diff.deleted, outcome.diff.added
+    assert (gone.ttl, sorted(r.to_text() for r in gone)) == (3600, ["192.0.2.2", "192.0.2.20"])
+    assert (came.ttl, sorted(r.to_text() for r in came)) == (60, ["192.0.2.2", "192.0.2.20", "192.0.2.21"])
+    outcome = apply(zone, update(delete=[("@", "NS", "ns2.example.net."), ("www", "A", "192.0.2.99")]))
+    assert [r.to_text() for r in names(outcome.zone, "example.com.")[dns.rdatatype.NS]] == ["ns1.example.com."]
+    assert [r.to_text() for r in outcome.diff.deleted] == ["example.com. 3600 IN NS ns2.example.net."]
+    soa = outcome.zone.soa[0]
+    plain = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.SOA, soa.to_text())
+    assert type(soa) is not type(plain) and hash(soa) == hash(plain) and soa == plain and plain in outcome.zone.soa
