@@ -139,7 +139,8 @@ def updates(args: argparse.Namespace) -> None:
     print(
         f"{args.count} updates over {how}, zone of {args.zone_records:,} records: "
         f"{elapsed / args.count * 1000:.2f} ms per update ({args.count / elapsed:.0f}/s), median "
-        f"{times[len(times) // 2] * 1000:.2f} ms, server CPU {cpu / args.count * 1000:.2f} ms per update"
+        f"{times[len(times) // 2] * 1000:.2f} ms (p99 {times[len(times) * 99 // 100] * 1000:.2f}, max "
+        f"{times[-1] * 1000:.2f}), server CPU {cpu / args.count * 1000:.2f} ms per update"
     )
     if args.strace:
         text = (work / "strace.txt").read_text()
