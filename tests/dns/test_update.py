@@ -217,3 +217,37 @@ def test_records_added_to_and_deleted_from_an_rrset_and_a_new_ttl(zone):
     soa = outcome.zone.soa[0]
     plain = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.SOA, soa.to_text())
     assert type(soa) is not type(plain) and hash(soa) == hash(plain) and soa == plain and plain in outcome.zone.soa
+
+
+def test_updates_written_before_a_sync_are_served_by_it_in_order(zone, tmp_path):
+    """Over TCP an update is applied and written on the event loop and synced later, on another thread: the next
+    update builds on the version not yet synced, and one sync serves every version written before it, in order --
+    also when the work that would have synced the first never runs (its connection gone first)."""
+    import ipaddress
+
+    from sockhop.dns.server import NameServer
+    from sockhop.dns.tsig import Acl
+
+    journal = Journal(tmp_path / "j.jnl", zone.origin)
+    server = NameServer([zone], journals={zone.origin: journal}, allow_update=Acl([ipaddress.ip_network("127.0.0.1")]))
+    peer = ("127.0.0.1", 5000)
+
+    def add(name: str) -> bytes:
+        message = dns.update.UpdateMessage("example.com.")
+        message.add(name, 300, "A", "192.0.2.50")
+        return message.to_wire()
+
+    first = server.update(add("one"), peer)  # applied and written, not synced
+    second = server.update(add("two"), peer)  # on top of it
+    served = server.snapshot.authority.zones[zone.origin]
+    assert served.serial == 2024010101 and dns.name.from_text("one.example.com.") not in served.names
+    reply, summary = second()  # syncs both: "one" was written first
+    assert summary.endswith("NOERROR serial 2024010102 -> 2024010103") and dns.message.from_wire(reply).rcode() == 0
+    served = server.snapshot.authority.zones[zone.origin]
+    assert served.serial == 2024010103 and {"one", "two"} <= {n.labels[0].decode() for n in served.names}
+    assert [c.new_serial for c in journal.changes] == [2024010102, 2024010103]  # IXFR's, in order
+    reply, summary = first()  # late: already served by the sync after it
+    assert summary.endswith("NOERROR serial 2024010101 -> 2024010102")
+    assert server.snapshot.authority.zones[zone.origin].serial == 2024010103
+    assert len(journal.changes) == 2 and len(Journal(journal.path, zone.origin).read()) == 2
+    journal.close()

@@ -100,12 +100,14 @@ class Journal:
         return Diff(old, new, list(deleted.values()), list(added.values()))
 
     def append(self, diff: Diff) -> None:
-        """Write one change and sync it: when this returns, it survives a crash."""
+        """Write one change and sync it: when this returns, it survives a crash, and IXFR may serve it."""
         self.write(diff)
-        self.sync(diff)
+        self.sync()
+        self.remember(diff)
 
     def write(self, diff: Diff) -> None:
-        """Append one change to the file, not yet synced (:meth:`sync` does, off the event loop).
+        """Append one change to the file, not yet synced (:meth:`sync` does, off the event loop; then
+        :meth:`remember` it for IXFR).
 
         The file stays open between changes (opening it again cost as much as writing), unless its name no longer
         leads to it -- a journal removed or replaced by hand is made anew, its name synced too."""
@@ -125,13 +127,12 @@ class Journal:
             while data:
                 data = data[os.write(fd, data) :]
 
-    def sync(self, diff: Diff) -> None:
-        """Sync what :meth:`write` wrote, ending with ``diff``: when this returns, it survives a crash; IXFR may
-        serve it."""
-        with self.lock:
-            if self.fd is not None:
-                os.fsync(self.fd)
-            self.remember(diff)
+    def sync(self) -> None:
+        """Sync what :meth:`write` wrote: when this returns, it survives a crash. Called off the event loop, and
+        without the lock: the loop writing the next change must not wait for the disk."""
+        fd = self.fd
+        if fd is not None:
+            os.fsync(fd)
 
     def _open(self) -> int:
         """The journal's descriptor for appending: the one kept, if the name still leads to its file."""

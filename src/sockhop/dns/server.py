@@ -175,6 +175,8 @@ class NameServer:
         #: the journal of each zone, by origin (:mod:`sockhop.dns.journal`); zones without one take no updates
         self.journals: dict = journals or {}
         self.update_lock = threading.Lock()  # one update at a time: each applies to the zone the last one left
+        #: by zone: the versions updates made and wrote to the journal, not yet synced -- served once they are
+        self.pending: dict[dns.name.Name, list[tuple[Zone, Any]]] = {}
         self.query_log = query_log
         self.loader = loader
         self.rrl = rrl
@@ -227,6 +229,7 @@ class NameServer:
                 else:
                     kept.append(zone)
             self.snapshot = Snapshot(Authority([*zones, *kept], down))
+            self.pending.clear()  # the journals were read again, the changes written so far with them
         self.changed()
         authority = self.snapshot.authority
         names = ", ".join(
@@ -431,49 +434,40 @@ class NameServer:
             signed = f" (key {key})" if key is not None else " (unsigned)"
             return request.reply(Rcode.REFUSED), f"{summary}{signed} REFUSED"
 
-        if not self.update_lock.acquire(blocking=False):  # an update in flight: this one waits for it, off the loop
+        if not self.update_lock.acquire(blocking=False):  # a reload or a transfer holds the zones: off the loop
 
             def after() -> tuple[bytes, str]:
                 with self.update_lock:
                     work = self._applied(origin, request, summary)
-                    reply, line, swapped = work() if callable(work) else work
-                if swapped:
-                    self.changed()
-                return reply, line
+                done = work() if callable(work) else work
+                return done[:2]
 
             return after
         try:
             work = self._applied(origin, request, summary)
-        except BaseException:
+        finally:
             self.update_lock.release()
-            raise
-        if not callable(work):  # refused by its prerequisites, or no change: nothing to sync
-            self.update_lock.release()
+        if not callable(work):  # refused by its prerequisites, no change, or no journal: nothing to sync
             return work[:2]
-        sync = work
-
-        def durable() -> tuple[bytes, str]:
-            try:
-                reply, line, swapped = sync()
-            finally:
-                self.update_lock.release()
-            if swapped:
-                self.changed()
-            return reply, line
-
-        return durable
+        synced = work
+        return lambda: synced()[:2]
 
     def _applied(
         self, origin: dns.name.Name, request: WireUpdate | ParsedUpdate, summary: str
     ) -> Applied | Callable[[], Applied]:
-        """The update applied to the zone and its change written to the journal, under ``update_lock``, on the
-        caller's thread -- the event loop's, for an update over TCP: the deferred thread is handed the sync alone (a
-        thread that did all of it cost a tenth of a millisecond more, the GIL and the caches moving between cores).
-        The answer at once when there is nothing to sync; else the work that syncs the journal, then serves the new
-        zone and answers. Either says whether the zone changed."""
+        """The update applied to the zone's latest version and its change written to the journal, under
+        ``update_lock``, on the caller's thread -- the event loop's, for an update over TCP: the deferred thread is
+        handed the sync alone (a thread that did all of it cost a tenth of a millisecond more, the GIL and the caches
+        moving between cores). The answer at once when there is nothing to sync; else the work that syncs the
+        journal, then serves the new version (and any written before it) and answers.
+
+        The latest version is the last one written and not yet synced, if any (``pending``): the next update
+        builds on it. A sync makes every change written before it durable (one file), so it serves them all, in
+        order -- whether or not the work that would have synced them ever runs (its connection gone first)."""
         from sockhop.dns.update import apply as apply_update
 
-        zone = self.snapshot.authority.zones[origin]
+        waiting = self.pending.get(origin)
+        zone = waiting[-1][0] if waiting else self.snapshot.authority.zones[origin]
         outcome = apply_update(zone, request)
         if outcome.rcode != Rcode.NOERROR:
             why = f" ({outcome.reason})" if outcome.reason else ""
@@ -487,18 +481,34 @@ class NameServer:
             journal.write(diff)
         except OSError as exc:
             return request.reply(Rcode.SERVFAIL), f"{summary} journal: {exc.strerror} SERVFAIL", False
+        version = (outcome.zone, diff)
+        self.pending.setdefault(origin, []).append(version)
         reply = request.reply(Rcode.NOERROR)
-        new_zone = outcome.zone
 
         def sync() -> Applied:
             try:
-                journal.sync(diff)
+                journal.sync()
             except OSError as exc:
                 return request.reply(Rcode.SERVFAIL), f"{summary} journal: {exc.strerror} SERVFAIL", False
-            self._swap(new_zone, diff)
+            with self.update_lock:
+                served = self._serve_synced(origin, version)
+            if served:
+                self.changed()
             return reply, f"{summary} NOERROR serial {diff.old_serial} -> {diff.new_serial}", True
 
         return sync
+
+    def _serve_synced(self, origin: dns.name.Name, version: tuple[Zone, Any]) -> bool:
+        """Serve ``version`` and the versions written before it, now synced: their changes remembered for IXFR, in
+        order. False if a later sync (or a reload) has served it already."""
+        waiting = self.pending.get(origin, [])
+        count = next((at + 1 for at, candidate in enumerate(waiting) if candidate is version), 0)
+        journal = self.journals[origin]
+        for zone, diff in waiting[:count]:
+            journal.remember(diff)
+            self._swap(zone, diff)
+        del waiting[:count]
+        return count > 0
 
     def _swap(self, zone: Zone, diff) -> None:
         """Serve the changed zone: a new snapshot (its reply caches empty), the signer's old signatures of the
