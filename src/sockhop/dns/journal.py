@@ -129,10 +129,12 @@ class Journal:
 
     def sync(self) -> None:
         """Sync what :meth:`write` wrote: when this returns, it survives a crash. Called off the event loop, and
-        without the lock: the loop writing the next change must not wait for the disk."""
+        without the lock: the loop writing the next change must not wait for the disk. ``fdatasync``: the data and
+        what reading it back needs (the file's size) -- not the times fsync would write too (a new file's name is
+        synced when it is made)."""
         fd = self.fd
         if fd is not None:
-            os.fsync(fd)
+            os.fdatasync(fd)
 
     def _open(self) -> int:
         """The journal's descriptor for appending: the one kept, if the name still leads to its file."""
