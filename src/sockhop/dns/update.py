@@ -283,12 +283,13 @@ def rebuilt(
 def _add_name(
     names: set[dns.name.Name], name: dns.name.Name, origin: dns.name.Name, present: Set = frozenset()
 ) -> None:
-    """The name and its ancestors up to the apex (those not ``present`` already). The apex is the one with as many
-    labels as ``origin``: every name here is in the zone."""
-    depth = len(origin)
+    """The name and its ancestors up to the apex (those not ``present`` already). Every name here is in the zone,
+    so a name one label longer than ``origin`` is the apex's child, and the apex is there (it holds the SOA): the
+    walk stops without making the parent's name."""
+    depth = len(origin) + 1
     while name not in present and name not in names:
         names.add(name)
-        if len(name) == depth:
+        if len(name) <= depth:
             break
         name = name.parent()
 
