@@ -251,3 +251,18 @@ def test_updates_written_before_a_sync_are_served_by_it_in_order(zone, tmp_path)
     assert server.snapshot.authority.zones[zone.origin].serial == 2024010103
     assert len(journal.changes) == 2 and len(Journal(journal.path, zone.origin).read()) == 2
     journal.close()
+
+
+def test_the_journal_stays_open_and_follows_its_name(zone, tmp_path):
+    """The journal is kept open between changes; removed or replaced by hand, the next change makes it anew."""
+    journal = Journal(tmp_path / "j.jnl", zone.origin)
+    first = apply(zone, update(add=[("one", 300, "A", "192.0.2.1")]))
+    second = apply(first.zone, update(add=[("two", 300, "A", "192.0.2.2")]))
+    journal.append(first.diff)
+    journal.path.unlink()
+    journal.append(second.diff)
+    assert [c.new_serial for c in Journal(journal.path, zone.origin).read()] == [second.zone.serial]
+    journal.append(apply(second.zone, update(add=[("three", 300, "A", "192.0.2.3")])).diff)
+    assert len(Journal(journal.path, zone.origin).read()) == 2 and journal.fd is not None
+    journal.close()
+    assert journal.fd is None
