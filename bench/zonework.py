@@ -4,10 +4,11 @@ enough to run while working and with ``--profile`` to see inside.
 
 * ``updates``: a sockhop server (``sockhop serve dns`` on loopback, eventloop) is sent ``--count`` TSIG-signed
   dynamic updates one at a time by dnspython (``dns.update``, over TCP as ``nsupdate -v`` does, or ``--udp``), each
-  waiting for its answer: milliseconds per update, the server's CPU per update, and (``--strace``) the fsync
-  calls per update. ``--profile``: the server runs under cProfile; its heaviest functions are printed at the end
-  (cProfile sees the main thread only: over TCP an update is applied on the engine's deferred-work thread, so
-  profile with ``--udp``, where it is applied on the event loop's).
+  waiting for its answer -- or by one ``nsupdate`` (``--nsupdate``), as bench/dnsupdate.py sends them:
+  milliseconds per update, the server's CPU per update, and (``--strace``) the fsync calls per update
+  (``--strace all``: every system call, counted). ``--profile``: the server runs under cProfile; its heaviest
+  functions are printed at the end (cProfile sees the main thread only: over TCP an update is applied on the
+  event loop and synced on the engine's deferred-work thread, which it does not see).
 * ``pull``: a zone of ``--records`` A records is encoded as a primary sends it (sockhop's own transfer messages,
   about 16 KB each, as NSD's), then read by the secondary's code in this process, with the server's collector
   settings -- the transfer reader (wire records), the zone's index (what ``--secondary`` does with a transfer), the
@@ -17,7 +18,8 @@ enough to run while working and with ``--profile`` to see inside.
 * ``axfr``: the first (uncached) encoding of that zone's AXFR messages, as the primary does for the first transfer
   of a version.
 
-    python bench/zonework.py updates --count 300 [--zone-records 100000] [--udp] [--profile] [--strace]
+    python bench/zonework.py updates --count 300 [--zone-records 100000] [--udp] [--nsupdate] [--profile]
+                                     [--strace [all]]
     python bench/zonework.py pull --records 100000 [--profile] [--bound]
     python bench/zonework.py axfr --records 100000 [--profile]
 """
@@ -90,8 +92,8 @@ def updates(args: argparse.Namespace) -> None:
     profile = work / "server.prof"
     command = [sys.executable, *(["-m", "cProfile", "-o", str(profile)] if args.profile else []), *serve]
     if args.strace:
-        command = ["strace", "-f", "-c", "-o", str(work / "strace.txt"), "-e", "trace=fsync,fdatasync,sync_file_range",
-                   *command]  # fmt: skip
+        calls = [] if args.strace == "all" else ["-e", "trace=fsync,fdatasync,sync_file_range"]
+        command = ["strace", "-f", "-c", "-o", str(work / "strace.txt"), *calls, *command]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     log = open(work / "server.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(command, stdout=log, stderr=log, env=env, start_new_session=True)
@@ -110,7 +112,17 @@ def updates(args: argparse.Namespace) -> None:
         times = []
         cpu_before = cpu_seconds(server_pid)
         start = time.perf_counter()
-        for i in range(args.count):
+        if args.nsupdate:  # bench/dnsupdate.py's client: one nsupdate, a send per update
+            script = [f"server 127.0.0.1 {args.port}", f"zone {ORIGIN}"]
+            for i in range(args.count):
+                script += [f"update add u{i}.{ORIGIN} 300 A 192.0.2.{i % 250}", "send"]
+            flags = [] if args.udp else ["-v"]
+            done = subprocess.run(["nsupdate", *flags, "-y", f"hmac-sha256:bench:{SECRET}"], capture_output=True,
+                                  input="\n".join(script) + "\n", text=True, timeout=600)  # fmt: skip
+            if done.returncode != 0:
+                raise SystemExit(f"nsupdate: {done.stderr.strip()[-300:]}")
+            times = [(time.perf_counter() - start) / args.count]
+        for i in range(0 if args.nsupdate else args.count):
             update = dns.update.UpdateMessage(ORIGIN, keyring=key)
             update.add(f"u{i}", 300, "A", f"192.0.2.{i % 250}")
             began = time.perf_counter()
@@ -126,10 +138,12 @@ def updates(args: argparse.Namespace) -> None:
         log.close()
     times.sort()
     how = "UDP" if args.udp else "TCP"
+    how += " (nsupdate)" if args.nsupdate else ""
     print(
         f"{args.count} updates over {how}, zone of {args.zone_records:,} records: "
         f"{elapsed / args.count * 1000:.2f} ms per update ({args.count / elapsed:.0f}/s), median "
-        f"{times[len(times) // 2] * 1000:.2f} ms, server CPU {cpu / args.count * 1000:.2f} ms per update"
+        f"{times[len(times) // 2] * 1000:.2f} ms (p99 {times[len(times) * 99 // 100] * 1000:.2f}, max "
+        f"{times[-1] * 1000:.2f}), server CPU {cpu / args.count * 1000:.2f} ms per update"
     )
     if args.strace:
         text = (work / "strace.txt").read_text()
@@ -275,7 +289,9 @@ def main() -> None:
     one.add_argument("--count", type=int, default=300)
     one.add_argument("--zone-records", type=int, default=100, help="A records in the updated zone")
     one.add_argument("--udp", action="store_true", help="send the updates over UDP (default TCP, as nsupdate -v)")
-    one.add_argument("--strace", action="store_true", help="count the server's fsync calls with strace")
+    one.add_argument("--strace", nargs="?", const="sync", choices=("sync", "all"),
+                     help="count the server's fsync calls (all: every system call) with strace")  # fmt: skip
+    one.add_argument("--nsupdate", action="store_true", help="send them with nsupdate, as bench/dnsupdate.py does")
     one.add_argument("--port", type=int, default=PORT)
     for name in ("pull", "axfr"):
         each = sub.add_parser(name)

@@ -14,6 +14,7 @@ import pytest
 
 from sockhop.dns.journal import Journal
 from sockhop.dns.update import apply, apply_diff, difference
+from sockhop.dns.updatewire import read
 from sockhop.dns.zone import read_zone_text
 from tests.dns.zones import EXAMPLE
 
@@ -33,7 +34,7 @@ def update(*prereqs, **changes) -> dns.update.UpdateMessage:
     for kind, calls in changes.items():
         for args in calls:
             getattr(message, kind)(*args)
-    return dns.message.from_wire(message.to_wire())  # as the server reads it
+    return read(message.to_wire(), {}, 0)  # as the server reads it (sockhop.dns.updatewire)
 
 
 def names(zone, name: str):
@@ -193,3 +194,75 @@ def test_updates_share_a_large_zone_and_keep_its_names_and_cuts_exact():
     assert dns.name.from_text("b.c.example.com.") not in zone.names  # gone with a.b.c, as empty non-terminals do
     assert dns.name.from_text("sub.example.com.") in zone.names and not zone.cuts
     assert len(first.rrsets) == 3000 + len(read_zone_text(EXAMPLE, "example.com.zone").rrsets)  # untouched
+
+
+def test_records_added_to_and_deleted_from_an_rrset_and_a_new_ttl(zone):
+    """The difference of an RRset that stays: the records that came or went (found by the hashes the RRsets keep,
+    none made again), or all of it when the TTL changed; the bumped SOA hashes and compares as dnspython's own."""
+    import dns.rdata
+    import dns.rdataclass
+
+    outcome = apply(zone, update(add=[("www", 3600, "A", "192.0.2.20"), ("www", 3600, "A", "192.0.2.2")]))
+    www = names(outcome.zone, "www.example.com.")[A]
+    assert sorted(r.to_text() for r in www) == ["192.0.2.2", "192.0.2.20"] and www.ttl == 3600
+    assert [r.to_text() for r in outcome.diff.added] == ["www.example.com. 3600 IN A 192.0.2.20"]
+    assert not outcome.diff.deleted
+    outcome = apply(outcome.zone, update(add=[("www", 60, "A", "192.0.2.21")]))  # a new TTL for all of them
+    (gone,), (came,) = outcome.diff.deleted, outcome.diff.added
+    assert (gone.ttl, sorted(r.to_text() for r in gone)) == (3600, ["192.0.2.2", "192.0.2.20"])
+    assert (came.ttl, sorted(r.to_text() for r in came)) == (60, ["192.0.2.2", "192.0.2.20", "192.0.2.21"])
+    outcome = apply(zone, update(delete=[("@", "NS", "ns2.example.net."), ("www", "A", "192.0.2.99")]))
+    assert [r.to_text() for r in names(outcome.zone, "example.com.")[dns.rdatatype.NS]] == ["ns1.example.com."]
+    assert [r.to_text() for r in outcome.diff.deleted] == ["example.com. 3600 IN NS ns2.example.net."]
+    soa = outcome.zone.soa[0]
+    plain = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.SOA, soa.to_text())
+    assert type(soa) is not type(plain) and hash(soa) == hash(plain) and soa == plain and plain in outcome.zone.soa
+
+
+def test_updates_written_before_a_sync_are_served_by_it_in_order(zone, tmp_path):
+    """Over TCP an update is applied and written on the event loop and synced later, on another thread: the next
+    update builds on the version not yet synced, and one sync serves every version written before it, in order --
+    also when the work that would have synced the first never runs (its connection gone first)."""
+    import ipaddress
+
+    from sockhop.dns.server import NameServer
+    from sockhop.dns.tsig import Acl
+
+    journal = Journal(tmp_path / "j.jnl", zone.origin)
+    server = NameServer([zone], journals={zone.origin: journal}, allow_update=Acl([ipaddress.ip_network("127.0.0.1")]))
+    peer = ("127.0.0.1", 5000)
+
+    def add(name: str) -> bytes:
+        message = dns.update.UpdateMessage("example.com.")
+        message.add(name, 300, "A", "192.0.2.50")
+        return message.to_wire()
+
+    first = server.update(add("one"), peer)  # applied and written, not synced
+    second = server.update(add("two"), peer)  # on top of it
+    served = server.snapshot.authority.zones[zone.origin]
+    assert served.serial == 2024010101 and dns.name.from_text("one.example.com.") not in served.names
+    reply, summary = second()  # syncs both: "one" was written first
+    assert summary.endswith("NOERROR serial 2024010102 -> 2024010103") and dns.message.from_wire(reply).rcode() == 0
+    served = server.snapshot.authority.zones[zone.origin]
+    assert served.serial == 2024010103 and {"one", "two"} <= {n.labels[0].decode() for n in served.names}
+    assert [c.new_serial for c in journal.changes] == [2024010102, 2024010103]  # IXFR's, in order
+    reply, summary = first()  # late: already served by the sync after it
+    assert summary.endswith("NOERROR serial 2024010101 -> 2024010102")
+    assert server.snapshot.authority.zones[zone.origin].serial == 2024010103
+    assert len(journal.changes) == 2 and len(Journal(journal.path, zone.origin).read()) == 2
+    journal.close()
+
+
+def test_the_journal_stays_open_and_follows_its_name(zone, tmp_path):
+    """The journal is kept open between changes; removed or replaced by hand, the next change makes it anew."""
+    journal = Journal(tmp_path / "j.jnl", zone.origin)
+    first = apply(zone, update(add=[("one", 300, "A", "192.0.2.1")]))
+    second = apply(first.zone, update(add=[("two", 300, "A", "192.0.2.2")]))
+    journal.append(first.diff)
+    journal.path.unlink()
+    journal.append(second.diff)
+    assert [c.new_serial for c in Journal(journal.path, zone.origin).read()] == [second.zone.serial]
+    journal.append(apply(second.zone, update(add=[("three", 300, "A", "192.0.2.3")])).diff)
+    assert len(Journal(journal.path, zone.origin).read()) == 2 and journal.fd is not None
+    journal.close()
+    assert journal.fd is None

@@ -110,7 +110,7 @@ class Authority:
         for name in touched:
             if RdataType.DNAME in zone.rrsets.get(name, {}):
                 dnames.add(name)
-            else:
+            elif dnames:
                 dnames.discard(name)
         authority.dnames = {**self.dnames, zone.origin: dnames}
         authority.down = self.down

@@ -43,6 +43,10 @@ class Journal:
         self.origin = origin
         self.changes: list[Diff] = []
         self.lock = threading.Lock()
+        self.fd: int | None = None  # kept open for appending (see append)
+        self.inode: tuple[int, int] = (0, 0)  # the file it is open on
+        #: the last SOA's owner, MNAME and RNAME, and their text: the SOA lines of successive changes share them
+        self.soa_names: tuple | None = None
 
     def read(self) -> list[Diff]:
         """The complete changes in the file (a torn last block is left out, and cut off the file)."""
@@ -96,22 +100,81 @@ class Journal:
         return Diff(old, new, list(deleted.values()), list(added.values()))
 
     def append(self, diff: Diff) -> None:
-        """Write one change and sync it: when this returns, it survives a crash. Called off the event loop."""
-        lines = [f"$CHANGE {diff.old_serial} {diff.new_serial}\n"]
-        for sign, rrsets in (("-", [diff.old_soa, *diff.deleted]), ("+", [diff.new_soa, *diff.added])):
-            for rrset in rrsets:
-                rdtype = dns.rdatatype.to_text(rrset.rdtype)
-                lines.extend(f"{sign} {rrset.name} {rrset.ttl} IN {rdtype} {rdata.to_text()}\n" for rdata in rrset)
-        lines.append("$END\n")
+        """Write one change and sync it: when this returns, it survives a crash, and IXFR may serve it."""
+        self.write(diff)
+        self.sync()
+        self.remember(diff)
+
+    def write(self, diff: Diff) -> None:
+        """Append one change to the file, not yet synced (:meth:`sync` does, off the event loop; then
+        :meth:`remember` it for IXFR).
+
+        The file stays open between changes (opening it again cost as much as writing), unless its name no longer
+        leads to it -- a journal removed or replaced by hand is made anew, its name synced too."""
+        text = "".join(
+            [
+                f"$CHANGE {diff.old_serial} {diff.new_serial}\n",
+                self._line("-", diff.old_soa),
+                *[self._line("-", rrset) for rrset in diff.deleted],
+                self._line("+", diff.new_soa),
+                *[self._line("+", rrset) for rrset in diff.added],
+                "$END\n",
+            ]
+        )
+        data = text.encode("utf-8")
         with self.lock:
-            fresh = not self.path.exists()
-            with open(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644), "ab") as handle:
-                handle.write("".join(lines).encode("utf-8"))
-                handle.flush()
-                os.fsync(handle.fileno())
-            if fresh:  # the new file's name must survive too
-                sync_folder(self.path.parent)
-            self.remember(diff)
+            fd = self._open()
+            while data:
+                data = data[os.write(fd, data) :]
+
+    def sync(self) -> None:
+        """Sync what :meth:`write` wrote: when this returns, it survives a crash. Called off the event loop, and
+        without the lock: the loop writing the next change must not wait for the disk. ``fdatasync``: the data and
+        what reading it back needs (the file's size) -- not the times fsync would write too (a new file's name is
+        synced when it is made)."""
+        fd = self.fd
+        if fd is not None:
+            os.fdatasync(fd)
+
+    def _open(self) -> int:
+        """The journal's descriptor for appending: the one kept, if the name still leads to its file."""
+        try:
+            found = os.stat(self.path)
+        except FileNotFoundError:
+            found = None
+        if self.fd is not None and found is not None and (found.st_dev, found.st_ino) == self.inode:
+            return self.fd
+        self.close()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        if found is None:  # a new file: its name must survive a crash too
+            sync_folder(self.path.parent)
+        opened = os.fstat(fd)
+        self.fd, self.inode = fd, (opened.st_dev, opened.st_ino)
+        return fd
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def _line(self, sign: str, rrset: dns.rrset.RRset) -> str:
+        """The lines of one RRset, ``sign`` first. The owner's and the type's text are made once per RRset, and
+        an SOA's text once per version: its serial is all a bump changes."""
+        rdtype = rrset.rdtype
+        if rdtype == RdataType.SOA:
+            return f"{sign} {self._soa_text(rrset)}\n"
+        head = f"{sign} {rrset.name} {rrset.ttl} IN {dns.rdatatype.to_text(rdtype)} "
+        return "".join([f"{head}{rdata.to_text()}\n" for rdata in rrset])
+
+    def _soa_text(self, rrset: dns.rrset.RRset) -> str:
+        soa = rrset[0]
+        names = self.soa_names
+        if names is None or names[0] is not rrset.name or names[1] is not soa.mname or names[2] is not soa.rname:
+            names = self.soa_names = (rrset.name, soa.mname, soa.rname, f"{rrset.name}", f"{soa.mname} {soa.rname}")
+        return (
+            f"{names[3]} {rrset.ttl} IN SOA {names[4]} {soa.serial} {soa.refresh} {soa.retry} {soa.expire} "
+            f"{soa.minimum}"
+        )
 
     def remember(self, diff: Diff) -> None:
         self.changes.append(diff)

@@ -101,10 +101,10 @@ class LayeredSet(Set):
         """What ``|``, ``&`` and ``-`` make: a plain set, as they would of a set."""
         return set(iterable)
 
-    def __contains__(self, key: object) -> bool:
+    def __contains__(self, key: object) -> bool:  # an empty layer is not asked: hashing a dns.name is not cheap
         if key in self.base:
-            return key not in self.removed
-        return key in self.added
+            return not self.removed or key not in self.removed
+        return bool(self.added) and key in self.added
 
     def __iter__(self) -> Iterator:
         removed = self.removed
@@ -119,7 +119,7 @@ class LayeredSet(Set):
 
 def set_changed(members: Set, add: Set = frozenset(), remove: Set = frozenset()) -> Set:
     """``members`` with ``add`` in it and ``remove`` out of it (``remove`` wins); ``members`` stays as it was."""
-    add = frozenset(key for key in add if key not in remove and key not in members)
+    add = frozenset(key for key in add if key not in members and not (remove and key in remove))
     remove = frozenset(key for key in remove if key in members)
     if not add and not remove:
         return members

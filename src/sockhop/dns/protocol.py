@@ -4,9 +4,9 @@ UDP: one datagram is one query, answered with at most one datagram. TCP: each me
 in two bytes; a client may send several queries on one connection, and each is answered as soon as it is whole,
 in the order they arrived. A zone transfer (AXFR, RFC 5936; IXFR, RFC 1995) is only possible here, and only for
 those ``--allow-transfer`` lists (addresses, or TSIG keys): the whole zone, or its changes, as a series of messages
-(:mod:`sockhop.dns.transfer`). A dynamic update (RFC 2136) comes by either: over TCP its journal is synced in
-``Reply.then``, off the event loop, and the connection's next message waits its turn; a datagram has no later, so
-over UDP the sync happens before the reply is returned.
+(:mod:`sockhop.dns.transfer`). A dynamic update (RFC 2136) comes by either: over TCP it is applied and written to
+its journal here, the journal synced in ``Reply.then``, off the event loop, and the connection's next message waits
+its turn; a datagram has no later, so over UDP the sync happens before the reply is returned.
 
 Both protocols are sans-IO: bytes in, bytes out, no socket and no clock.
 """
