@@ -266,3 +266,43 @@ def test_the_journal_stays_open_and_follows_its_name(zone, tmp_path):
     assert len(Journal(journal.path, zone.origin).read()) == 2 and journal.fd is not None
     journal.close()
     assert journal.fd is None
+
+
+def test_a_tcp_update_syncs_on_the_loop_until_a_sync_is_slow(zone, tmp_path, monkeypatch):
+    """Over TCP the journal is synced on the event loop while syncs are quick (a hand-off cost more); once one
+    took longer than QUICK_SYNC the next update's sync is handed to the deferred thread (Reply.then), and the
+    answers are the same either way."""
+    import ipaddress
+    import struct
+
+    from sockhop.dns import journal as journals
+    from sockhop.dns.protocol import DnsStream
+    from sockhop.dns.server import NameServer
+    from sockhop.dns.tsig import Acl
+
+    journal = Journal(tmp_path / "j.jnl", zone.origin)
+    server = NameServer([zone], journals={zone.origin: journal}, allow_update=Acl([ipaddress.ip_network("127.0.0.1")]))
+    stream = DnsStream(server)
+    stream.connection_made(("127.0.0.1", 5000), ("127.0.0.1", 53))
+
+    def send(name: str):
+        message = dns.update.UpdateMessage("example.com.")
+        message.add(name, 300, "A", "192.0.2.51")
+        wire = message.to_wire()
+        return stream.data_received(struct.pack("!H", len(wire)) + wire)
+
+    def rcode(reply) -> int:
+        return dns.message.from_wire(b"".join(reply.send)[2:]).rcode()
+
+    quick = send("one")  # the first sync is tried on the loop: answered at once
+    assert quick.then is None and rcode(quick) == 0 and journal.quick
+    monkeypatch.setattr(journals, "QUICK_SYNC", 0.0)  # every sync is slow from now on
+    slow = send("two")  # synced on the loop still (the last sync was quick), and found slow
+    assert slow.then is None and rcode(slow) == 0 and not journal.quick
+    deferred = send("three")
+    assert deferred.then is not None and not deferred.send  # the sync goes to the deferred thread
+    assert dns.name.from_text("three.example.com.") not in server.snapshot.authority.zones[zone.origin].names
+    assert rcode(deferred.then()) == 0
+    assert dns.name.from_text("three.example.com.") in server.snapshot.authority.zones[zone.origin].names
+    assert len(Journal(journal.path, zone.origin).read()) == 3
+    journal.close()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import dns.exception
@@ -32,6 +33,9 @@ from sockhop.dns.update import Diff
 from sockhop.dns.zone import ZoneError
 
 RdataType = dns.rdatatype.RdataType
+#: a sync this quick (an SSD's, a VM's) costs the event loop less than handing it to another thread; a slower one
+#: (a spinning disk's, a busy one's) would hold up every other client meanwhile
+QUICK_SYNC = 0.002  # seconds
 MAX_CHANGES = 10_000  # changes kept in memory for IXFR; older ones are answered with a full transfer
 
 
@@ -45,6 +49,7 @@ class Journal:
         self.lock = threading.Lock()
         self.fd: int | None = None  # kept open for appending (see append)
         self.inode: tuple[int, int] = (0, 0)  # the file it is open on
+        self.quick = True  # the last sync took under QUICK_SYNC (the first one is tried on the caller's thread)
         #: the last SOA's owner, MNAME and RNAME, and their text: the SOA lines of successive changes share them
         self.soa_names: tuple | None = None
 
@@ -128,13 +133,16 @@ class Journal:
                 data = data[os.write(fd, data) :]
 
     def sync(self) -> None:
-        """Sync what :meth:`write` wrote: when this returns, it survives a crash. Called off the event loop, and
-        without the lock: the loop writing the next change must not wait for the disk. ``fdatasync``: the data and
+        """Sync what :meth:`write` wrote: when this returns, it survives a crash. Called without the lock, off the
+        event loop unless the last sync was quick (``quick``): the loop writing the next change must not wait for a
+        slow disk. ``fdatasync``: the data and
         what reading it back needs (the file's size) -- not the times fsync would write too (a new file's name is
         synced when it is made)."""
         fd = self.fd
         if fd is not None:
+            start = time.perf_counter()
             os.fdatasync(fd)
+            self.quick = time.perf_counter() - start < QUICK_SYNC
 
     def _open(self) -> int:
         """The journal's descriptor for appending: the one kept, if the name still leads to its file."""

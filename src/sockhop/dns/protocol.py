@@ -5,8 +5,9 @@ in two bytes; a client may send several queries on one connection, and each is a
 in the order they arrived. A zone transfer (AXFR, RFC 5936; IXFR, RFC 1995) is only possible here, and only for
 those ``--allow-transfer`` lists (addresses, or TSIG keys): the whole zone, or its changes, as a series of messages
 (:mod:`sockhop.dns.transfer`). A dynamic update (RFC 2136) comes by either: over TCP it is applied and written to
-its journal here, the journal synced in ``Reply.then``, off the event loop, and the connection's next message waits
-its turn; a datagram has no later, so over UDP the sync happens before the reply is returned.
+its journal here, the journal synced here too while the disk syncs quickly, else in ``Reply.then``, off the event
+loop, the connection's next message waiting its turn; a datagram has no later, so over UDP the sync happens before
+the reply is returned.
 
 Both protocols are sans-IO: bytes in, bytes out, no socket and no clock.
 """
@@ -99,7 +100,7 @@ class DnsDatagram(DatagramProtocol):
 
     def _update(self, data: bytes, peer: Address) -> bytes:
         """An update over UDP, applied and synced before the answer. A datagram has no later: the sync happens
-        here, on this thread (updates over TCP, as nsupdate -v sends them, sync off the event loop)."""
+        here, on this thread (over TCP, as nsupdate -v sends them, a slow disk's sync goes off the event loop)."""
         work = self.server.update(data, peer)
         reply, summary = work if isinstance(work, tuple) else work()
         if self.server.query_log is not None:
@@ -146,7 +147,7 @@ class DnsStream(StreamProtocol):
             if len(buffer) < 2 + size:
                 break
             message, buffer = buffer[2 : 2 + size], buffer[2 + size :]
-            if is_update(message):  # the journal is synced off the event loop; the rest waits its turn
+            if is_update(message):  # a slow disk's sync goes off the event loop; the rest waits its turn
                 self.buffer = buffer
                 return self._update(message, out)
             replies = self.answer(message)
@@ -183,8 +184,8 @@ class DnsStream(StreamProtocol):
 
     def _update(self, message: bytes, out: list[bytes]) -> Reply:
         work = self.server.update(message, self.peer)
-        if isinstance(work, tuple):
-            out += self._framed_update(*work)
+        if isinstance(work, tuple) or getattr(work, "quick", False):  # nothing to sync, or a quick disk
+            out += self._framed_update(*(work if isinstance(work, tuple) else work()))
             more = self.data_received(b"") if len(self.buffer) >= 2 else NOTHING
             return Reply((b"".join(out), *more.send), more.close, more.then)
 
