@@ -30,6 +30,7 @@ from sockhop.engine.reactor import End, Handle, Reactor, reset_on_close
 from sockhop.engine.shared import (
     GONE,
     LINGER,
+    MSG_MORE,
     RECV_SIZE,
     answer_datagrams,
     close_region,
@@ -56,7 +57,8 @@ def send_blocking(sock: socket.socket, pieces: tuple) -> None:
             if isinstance(piece, FileRegion):
                 send_region(sock, piece)
             elif piece:
-                sock.sendall(piece)
+                more = i + 1 < len(pieces) and isinstance(pieces[i + 1], FileRegion) and pieces[i + 1].count
+                sock.sendall(piece, MSG_MORE if more else 0)  # a header goes with its file
         except BaseException:
             release(pieces[i + 1 :])
             raise

@@ -48,7 +48,16 @@ from sockhop.engine.protocol import (
     as_reply,
 )
 from sockhop.engine.reactor import End, Handle, Jobs, Reactor, reset_on_close
-from sockhop.engine.shared import LINGER, RECV_SIZE, answer_datagrams, close_region, peer_name, protocol_failed, release
+from sockhop.engine.shared import (
+    LINGER,
+    MSG_MORE,
+    RECV_SIZE,
+    answer_datagrams,
+    close_region,
+    peer_name,
+    protocol_failed,
+    release,
+)
 
 log = logging.getLogger("sockhop.engine")
 
@@ -61,7 +70,6 @@ EPOLLIN = select.EPOLLIN
 HANGUP = select.EPOLLERR | select.EPOLLHUP
 EOF_LIMIT = -(1 << 62)  # Connection.limit once a wakeable connection's peer has half-closed: never read again
 COMPACT_SLACK = 4096  # stale timer entries tolerated beyond twice the open connections before the heap is rebuilt
-MSG_MORE = getattr(socket, "MSG_MORE", 0)  # Linux: hold this send for the next (a file region)
 CLOSED_PROTOCOL = StreamProtocol()  # a closed connection's protocol: it answers nothing, holds nothing
 
 
@@ -424,7 +432,10 @@ class EventLoopServer(Server):
                 for i, piece in enumerate(pieces):
                     if type(piece) is bytes:
                         try:
-                            sent = os.write(conn.fd, piece)
+                            if i + 1 < len(pieces) and type(pieces[i + 1]) is FileRegion and pieces[i + 1].count:
+                                sent = conn.sock.send(piece, MSG_MORE)  # a header goes with its file (see _flush)
+                            else:
+                                sent = os.write(conn.fd, piece)
                         except (BlockingIOError, InterruptedError):
                             sent = 0
                         except OSError as exc:

@@ -20,6 +20,9 @@ log = logging.getLogger("sockhop.engine")
 # shrinking it, so recv(256 KiB) costs an mmap/munmap pair per call -- measured 7x slower for small messages.
 RECV_SIZE = 64 * 1024
 LINGER = 2.0  # seconds to drain a closing peer's input so our last bytes are not lost to a reset
+#: Linux: hold this send for the next. A file's header sent alone, as a short segment of its own, halved the rate of
+#: 1 MiB files (wrk -c10: 1,970 -> 4,370 a second with it, as lighttpd's TCP_CORK around its header and first chunk)
+MSG_MORE = getattr(socket, "MSG_MORE", 0)
 
 # Errors that mean "the peer went away" rather than "the server is broken".
 GONE = (ConnectionError, TimeoutError, BlockingIOError)
