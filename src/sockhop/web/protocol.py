@@ -208,6 +208,7 @@ class HttpServer(StreamProtocol):
     headers: list[tuple[bytes, bytes]] | tuple[()] = ()
     head_bytes = 0
     body_bytes = 0
+    fed_body = 0  # body bytes the parser found in the data being fed (a head may begin after them)
     method = ""
     version = "1.1"
     keep_alive = True
@@ -281,6 +282,7 @@ class HttpServer(StreamProtocol):
                 self.line += data
         began_here = state is IDLE
         self.begun = 0
+        self.fed_body = 0
         self.failed = False
         self.candidate = None
         parser = self.parser
@@ -509,6 +511,7 @@ class HttpServer(StreamProtocol):
 
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)
+        self.fed_body += len(body)
         if self.body_bytes > self.limits.max_body:
             self._raise(RemoteProtocolError("request body too large", hint=HTTPStatus.REQUEST_ENTITY_TOO_LARGE))
 
@@ -682,8 +685,10 @@ class HttpServer(StreamProtocol):
         """Bound the bytes of an unfinished request head, which llhttp and httptools buffer without limit (a
         header value arrives in one callback only when complete)."""
         if began_here or self.head_bytes == 0:
+            # The head under way began in this data: after its last blank line, and after the bodies in it (a
+            # request's body and the next request's head can share a read, as a client sends them back to back)
             end = data.rfind(b"\r\n\r\n")
-            self.head_bytes = len(data) - end - 4 if end >= 0 else len(data)
+            self.head_bytes = min(len(data) - end - 4 if end >= 0 else len(data), len(data) - self.fed_body)
         else:
             self.head_bytes += len(data)
         if self.head_bytes > self.limits.max_head:
