@@ -109,6 +109,10 @@ class End:
     def carry_out(self, reply: Reply) -> None:
         raise NotImplementedError
 
+    def write(self, data: bytes) -> None:
+        """Send one piece of bytes (``Handle.send``'s common case); a subclass may do it without a Reply."""
+        self.carry_out(Reply((data,)))
+
     @property
     def pending(self) -> int:
         return 0
@@ -213,7 +217,10 @@ class Handle:
 
     def send(self, *pieces: bytes | FileRegion) -> None:
         """Send these pieces on this handle's connection now (what a protocol forwards to its partner)."""
-        self.carry_out(Reply(pieces))
+        if self._map is None and len(pieces) == 1 and type(pieces[0]) is bytes:
+            self._end.write(pieces[0])  # what a proxy passes on, a request or an answer at a time: no Reply made
+        else:
+            self.carry_out(Reply(pieces))
 
     def close(self, how: Close = Close.LINGER) -> None:
         self.carry_out(Reply(close=how))
@@ -587,6 +594,17 @@ class Outbound(End):
             self.run(lambda: self.protocol.eof_received()._replace(close=Close.AT_ONCE), None, "eof_received")
 
     # -- output --------------------------------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if data:
+            self.out.append(data)
+            self.queued += len(data)
+        if self.state == self.OPEN:
+            self._flush()
+        else:
+            self.check_backlog()
+
     def carry_out(self, reply: Reply) -> None:
         if self.closed:
             release(reply.send)

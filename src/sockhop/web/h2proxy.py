@@ -283,6 +283,9 @@ class H2ProxyServer(Http2Server):
     def secure(self) -> bool:  # type: ignore[override]
         return self.outer.secure
 
+    def forwarding(self, host: bytes, via: bytes, forwarded_for: bytes) -> bytes:
+        return self.outer.forwarding(host, via, forwarded_for)
+
     # -- requests ------------------------------------------------------------------------------------------------
     def _proxy(self, sid: int, method: str, path: bytes, headers: list, site, log, ended: bool, now: float) -> bool:
         routes = site.options.proxy

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from functools import cached_property
 from http import HTTPStatus
 from typing import ClassVar
 
@@ -66,6 +67,11 @@ class ProxyOptions:
     pool: Pool = field(default_factory=Pool, compare=False)
     via: str = "1.1 sockhop"
 
+    @cached_property
+    def via_bytes(self) -> bytes:
+        """The Via value as sent, encoded once (not per request)."""
+        return self.via.encode()
+
 
 class _Done(Exception):
     """Raised from a response parser callback: this answer is over (a HEAD's head)."""
@@ -73,6 +79,18 @@ class _Done(Exception):
 
 def _names_in(value: bytes) -> set[bytes]:
     return {token.strip().lower() for token in value.split(b",")}
+
+
+#: Connection header values that name nothing beyond what is dropped anyway (nginx's "keep-alive"): no set built.
+_PLAIN_CONNECTION = frozenset((b"keep-alive", b"close", b"Keep-Alive", b"Close", b"upgrade", b"Upgrade"))
+_STATUS_LINES: dict[int, bytes] = {}
+
+
+def _status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = _STATUS_LINES[status] = f"HTTP/1.1 {status} {reason(status)}\r\n".encode()
+    return line
 
 
 class Exchange:
@@ -107,7 +125,7 @@ class Exchange:
     def head_for(self, upstream: Upstream) -> bytes:
         server = self.server
         target = self.route.target(upstream, self.url)
-        lines = [f"{self.method} ".encode(), target, b" HTTP/1.1\r\nHost: ", upstream.host.encode(), b"\r\n"]
+        lines = [self.method.encode(), b" ", target, b" HTTP/1.1\r\nHost: ", upstream.host_bytes, b"\r\n"]
         dropped = _REQUEST_DROPPED
         host = b""
         forwarded_for = b""
@@ -126,27 +144,8 @@ class Exchange:
                 kept.append((lower, name, value))
         for lower, name, value in kept:
             if lower not in named:
-                lines += [name, b": ", value, b"\r\n"]
-        client = server.peer_host.encode()
-        proto = b"https" if server.secure else b"http"
-        node = b'"[' + client + b']"' if b":" in client else client
-        lines += [
-            b"X-Forwarded-For: ",
-            forwarded_for + b", " + client if forwarded_for else client,
-            b"\r\nX-Forwarded-Proto: ",
-            proto,
-            b"\r\nX-Forwarded-Host: ",
-            host,
-            b"\r\nForwarded: for=",
-            node,
-            b";proto=",
-            proto,
-            b';host="',
-            host.replace(b'"', b""),
-            b'"\r\nVia: ',
-            self.via_received(),
-            b"\r\n",
-        ]
+                lines += (name, b": ", value, b"\r\n")
+        lines.append(server.forwarding(host, self.via_received(), forwarded_for))
         if self.upgrade:
             upgrade = next((v for n, v in self.headers if n.lower() == b"upgrade"), b"")
             lines += [b"Connection: upgrade\r\nUpgrade: ", upgrade, b"\r\n"]
@@ -161,7 +160,7 @@ class Exchange:
 
     def via_received(self) -> bytes:
         """The Via entry the upstream is told: the version the request came in by (RFC 9110 7.6.3), then our name."""
-        return self.server.proxy.via.encode()
+        return self.server.proxy.via_bytes
 
     def body(self, piece: bytes) -> None:
         if self.chunked:
@@ -269,20 +268,24 @@ class Exchange:
         server = self.server
         self.status = status
         self.answered = True
-        lines = [f"HTTP/1.1 {status} {reason(status)}\r\n".encode()]
+        lines = [_status_line(status)]
         dropped = _RESPONSE_DROPPED if status != 101 else _RESPONSE_DROPPED - {b"upgrade"}
-        named: set[bytes] = set()
-        kept = []
-        for name, value in headers:
+        named: set[bytes] | None = None  # what a Connection header names beyond the usual: hop-by-hop too
+        for name, value in headers:  # one pass; the fields Connection named are taken out after, when there are any
             lower = name.lower()
             if lower not in dropped:
-                kept.append((lower, name, value))
-            elif lower == b"connection":
-                named |= _names_in(value)
-        for lower, name, value in kept:
-            if lower not in named or lower == b"upgrade":
-                lines += [name, b": ", value, b"\r\n"]
-        lines += [b"Via: ", server.proxy.via.encode(), b"\r\n"]
+                lines += (name, b": ", value, b"\r\n")
+            elif lower == b"connection" and value not in _PLAIN_CONNECTION:
+                extra = _names_in(value) - dropped - {b"upgrade"}
+                if extra:
+                    named = extra if named is None else named | extra
+        if named is not None:
+            lines = [_status_line(status)]
+            for name, value in headers:
+                lower = name.lower()
+                if lower not in dropped and lower not in named:
+                    lines += (name, b": ", value, b"\r\n")
+        lines += (b"Via: ", server.proxy.via_bytes, b"\r\n")
         self.rechunk = False
         if status == 101:
             lines.append(b"Connection: upgrade\r\n")
@@ -342,12 +345,14 @@ class UpstreamConn(ClientProtocol):
         self.timer = None  # the read timeout's (see watch)
         self.last_read = 0.0
         self.held_back = False  # not read on purpose (an HTTP/2 client's shut window): no read timeout meanwhile
+        self.parser: httptools.HttpResponseParser | None = None
 
     def begin(self, exchange: Exchange, reused: bool) -> None:
         self.exchange = exchange
         self.reused = reused
         self.loop = exchange.server.handle.loop
-        self.parser = httptools.HttpResponseParser(self)
+        if not reused or self.parser is None:  # a pooled connection's parser ended its last answer cleanly: kept
+            self.parser = httptools.HttpResponseParser(self)
         self.headers: list[tuple[bytes, bytes]] = []
         self.framing: str | None = None
         self.status = 0
@@ -530,6 +535,39 @@ class ProxyServer(HttpServer):
         super().__init__(options)
         self.proxy = proxy
         self.queue: deque[Exchange | Reply] = deque()
+        self.forwarded: tuple[bytes, bytes, bytes] | None = None  # (Host, Via, the fields made of them)
+
+    def forwarding(self, host: bytes, via: bytes, forwarded_for: bytes) -> bytes:
+        """X-Forwarded-For, -Proto, -Host, Forwarded and Via: the same for every request of a connection that names
+        the same host and brings no X-Forwarded-For of its own, so made once for it."""
+        made = self.forwarded
+        if not forwarded_for and made is not None and made[0] == host and made[1] == via:
+            return made[2]
+        client = self.peer_host.encode()
+        proto = b"https" if self.secure else b"http"
+        node = b'"[' + client + b']"' if b":" in client else client
+        fields = b"".join(
+            (
+                b"X-Forwarded-For: ",
+                forwarded_for + b", " + client if forwarded_for else client,
+                b"\r\nX-Forwarded-Proto: ",
+                proto,
+                b"\r\nX-Forwarded-Host: ",
+                host,
+                b"\r\nForwarded: for=",
+                node,
+                b";proto=",
+                proto,
+                b';host="',
+                host.replace(b'"', b""),
+                b'"\r\nVia: ',
+                via,
+                b"\r\n",
+            )
+        )
+        if not forwarded_for:
+            self.forwarded = (host, via, fields)
+        return fields
 
     # -- the request, from HttpServer -------------------------------------------------------------------------
     def _proxy(self, chunked: bool, waiting: bool) -> bool:
