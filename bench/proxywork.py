@@ -18,7 +18,6 @@ import io
 import pstats
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
