@@ -30,8 +30,9 @@ from sockhop.errors import RemoteProtocolError
 from sockhop.web.accesslog import format_entry
 from sockhop.web.protocol import CLOSING as CLOSING_STATE
 from sockhop.web.protocol import COMPLETE as COMPLETE_EVENT
-from sockhop.web.protocol import CONTINUE, HttpServer, WebOptions
+from sockhop.web.protocol import CONTINUE, MEMO_BYTES, HttpServer, WebOptions
 from sockhop.web.protocol import HTTP2 as HTTP2_STATE
+from sockhop.web.protocol import IDLE as IDLE_STATE
 from sockhop.web.protocol import LAST as LAST_EVENT
 from sockhop.web.protocol import _Stop as StopParsing
 from sockhop.web.response import error_response, http_date, reason, response_head
@@ -73,6 +74,22 @@ class ProxyOptions:
         return self.via.encode()
 
 
+@dataclass(eq=False)
+class _Repeat:
+    """A request a connection may send again byte for byte (wrk, a health check, a poll): what its parse decided,
+    kept so the same bytes are proxied without parsing them -- as HttpServer's memo answers a static file -- and the
+    upstream's request head, made once per upstream."""
+
+    data: bytes
+    route: Route
+    vhost: tuple
+    method: str
+    url: bytes
+    version: str
+    headers: list[tuple[bytes, bytes]]
+    heads: dict[Upstream, bytes] = field(default_factory=dict)
+
+
 class _Done(Exception):
     """Raised from a response parser callback: this answer is over (a HEAD's head)."""
 
@@ -95,6 +112,8 @@ def _status_line(status: int) -> bytes:
 
 class Exchange:
     """One proxied request: which upstreams to try, what has been sent, how far the answer has got."""
+
+    heads: dict[Upstream, bytes] | None = None  # a repeated request's heads, per upstream (ProxyServer._proxy_again)
 
     def __init__(self, server: ProxyServer, route: Route, upstreams: list[Upstream], method: str, chunked: bool):
         self.server = server
@@ -212,7 +231,13 @@ class Exchange:
         self.conn = conn
         conn.begin(self, reused)
         self.link(conn)
-        data = [self.head_for(upstream), *self.buffered]
+        heads = self.heads
+        head = heads.get(upstream) if heads is not None else None
+        if head is None:
+            head = self.head_for(upstream)
+            if heads is not None:
+                heads[upstream] = head
+        data = [head, *self.buffered]
         self.buffered = []
         if reused:
             self.kept = None
@@ -530,6 +555,8 @@ class ProxyServer(HttpServer):
     tunnel: UpstreamConn | None = None
     current: Exchange | None = None  # the exchange of the request being read
     in_event = False
+    made: Exchange | None = None  # the exchange the current event's parse made
+    repeat: _Repeat | None = None  # the last request, if it can be proxied again unparsed (see _Repeat)
 
     def __init__(self, options: WebOptions, proxy: ProxyOptions) -> None:
         super().__init__(options)
@@ -591,6 +618,7 @@ class ProxyServer(HttpServer):
             self.queue.append(Reply(tuple(early)))
         self.queue.append(exchange)
         self.current = exchange
+        self.made = exchange
         return True
 
     def on_body(self, body: bytes) -> None:
@@ -654,12 +682,75 @@ class ProxyServer(HttpServer):
             return NOTHING
         if self.queue:
             self.memo = {}  # nothing answered out of turn from the memo while an upstream answers
+        elif self.state is IDLE_STATE:
+            repeat = self.repeat
+            if (
+                repeat is not None
+                and data == repeat.data
+                and not self.stopping
+                and self.requests + 1 < self.limits.max_requests
+            ):
+                return self._proxy_again(repeat)
+        began_idle = self.state is IDLE_STATE and not self.queue
+        self.made = None
         self.in_event = True
         try:
-            return super().data_received(data)
+            reply = super().data_received(data)
         finally:
             self.in_event = False
             self.memo = self.options.memo
+        made = self.made
+        if made is not None:
+            self.made = None
+            if began_idle:
+                self._remember(data, made)
+        return reply
+
+    def _remember(self, data: bytes, exchange: Exchange) -> None:
+        """Keep what parsing ``data`` decided if the same bytes can be proxied again without it: one whole bodiless
+        GET or HEAD alone in its read, complete, the connection kept alive."""
+        if (
+            self.state is IDLE_STATE
+            and self.begun == 1
+            and not self.failed
+            and not self.continued
+            and self.body_bytes == 0
+            and len(data) <= MEMO_BYTES
+            and exchange.complete
+            and not exchange.last
+            and not exchange.chunked
+            and not exchange.upgrade
+            and exchange.body_sent == 0
+            and exchange.method in ("GET", "HEAD")
+            and self.bad_method is None
+        ):
+            repeat = self.repeat
+            if repeat is None or repeat.data != data:
+                route = exchange.route
+                self.repeat = _Repeat(data, route, (self.site, self.log), exchange.method, exchange.url,
+                                      exchange.version, exchange.headers)  # fmt: skip
+        else:
+            self.repeat = None
+
+    def _proxy_again(self, repeat: _Repeat) -> Reply:
+        """The last request again, byte for byte: proxied as parsing it decided, without the parser."""
+        self.now = now = self.clock()
+        self.requests += 1
+        self.method, self.url, self.version = repeat.method, repeat.url, repeat.version
+        self.headers = repeat.headers
+        self.keep_alive = True
+        self.asked_close = False
+        self.site, self.log = repeat.vhost
+        route = repeat.route
+        exchange = Exchange(self, route, route.order(now), repeat.method, False)
+        exchange.heads = repeat.heads
+        exchange.complete = True
+        self.queue.append(exchange)
+        self.in_event = True
+        try:
+            return self._flush()
+        finally:
+            self.in_event = False
 
     def _flush(self) -> Reply:
         reply = super()._flush()
