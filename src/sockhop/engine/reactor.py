@@ -242,8 +242,10 @@ class Handle:
 
     def link(self, other: Handle) -> None:
         """Backpressure both ways: while one side's output is over ``write_buffer``, the other is not read."""
-        self.unlink()
-        other.unlink()
+        if self._end.partner is not None:
+            self.unlink()
+        if other._end.partner is not None:
+            other.unlink()
         self._end.partner, other._end.partner = other._end, self._end
 
     def unlink(self) -> None:

@@ -148,32 +148,39 @@ class Exchange:
         dropped = _REQUEST_DROPPED
         host = b""
         forwarded_for = b""
-        named: set[bytes] = set()  # what the client's Connection header names: hop-by-hop too
-        kept = []
-        for name, value in self.headers:  # one pass; the names Connection gave are taken out after, if any
+        length: bytes | None = None
+        named: set[bytes] | None = None  # what the client's Connection header names beyond the usual: hop-by-hop too
+        start = len(lines)
+        for name, value in self.headers:  # one pass; the fields Connection named are taken out after, if any
             lower = name.lower()
             if lower in dropped:
                 if lower == b"host":
                     host = value
                 elif lower == b"connection":
-                    named |= _names_in(value)
+                    if value not in _PLAIN_CONNECTION:
+                        extra = _names_in(value) - dropped
+                        if extra:
+                            named = extra if named is None else named | extra
+                elif lower == b"content-length" and length is None:
+                    length = value
             elif lower == b"x-forwarded-for":
                 forwarded_for = forwarded_for + b", " + value if forwarded_for else value
             else:
-                kept.append((lower, name, value))
-        for lower, name, value in kept:
-            if lower not in named:
                 lines += (name, b": ", value, b"\r\n")
+        if named is not None:
+            del lines[start:]
+            for name, value in self.headers:
+                lower = name.lower()
+                if lower not in dropped and lower != b"x-forwarded-for" and lower not in named:
+                    lines += (name, b": ", value, b"\r\n")
         lines.append(server.forwarding(host, self.via_received(), forwarded_for))
         if self.upgrade:
             upgrade = next((v for n, v in self.headers if n.lower() == b"upgrade"), b"")
             lines += [b"Connection: upgrade\r\nUpgrade: ", upgrade, b"\r\n"]
         if self.chunked:
             lines.append(b"Transfer-Encoding: chunked\r\n")
-        else:
-            length = next((v for n, v in self.headers if n.lower() == b"content-length"), None)
-            if length is not None:
-                lines += [b"Content-Length: ", length.strip(), b"\r\n"]
+        elif length is not None:
+            lines += (b"Content-Length: ", length.strip(), b"\r\n")
         lines.append(b"\r\n")
         return b"".join(lines)
 
@@ -293,7 +300,7 @@ class Exchange:
         server = self.server
         self.status = status
         self.answered = True
-        lines = [_status_line(status)]
+        lines = [_STATUS_LINES.get(status) or _status_line(status)]
         dropped = _RESPONSE_DROPPED if status != 101 else _RESPONSE_DROPPED - {b"upgrade"}
         named: set[bytes] | None = None  # what a Connection header names beyond the usual: hop-by-hop too
         for name, value in headers:  # one pass; the fields Connection named are taken out after, when there are any
@@ -599,7 +606,7 @@ class ProxyServer(HttpServer):
     # -- the request, from HttpServer -------------------------------------------------------------------------
     def _proxy(self, chunked: bool, waiting: bool) -> bool:
         """At the end of a request's head: True if an upstream answers it (the exchange is queued)."""
-        host = next((v for n, v in self.headers if n.lower() == b"host"), None)
+        host = self.host_field
         vhost = self.hosts.pick(host.decode("latin-1") if host is not None else None)
         routes = vhost.site.options.proxy
         if routes is None:
