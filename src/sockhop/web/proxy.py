@@ -563,7 +563,9 @@ class ProxyServer(HttpServer):
     current: Exchange | None = None  # the exchange of the request being read
     in_event = False
     made: Exchange | None = None  # the exchange the current event's parse made
-    repeat: _Repeat | None = None  # the last request, if it can be proxied again unparsed (see _Repeat)
+    repeat: _Repeat | None = None  # a request sent again, proxied unparsed each further time (see _Repeat)
+    parsed: tuple[bytes, Exchange, tuple] | None = None  # the last request parsed, if it could be (bytes, exchange,
+    # host): a _Repeat is made of it only when the same bytes come again (varied requests make none)
 
     def __init__(self, options: WebOptions, proxy: ProxyOptions) -> None:
         super().__init__(options)
@@ -691,12 +693,14 @@ class ProxyServer(HttpServer):
             self.memo = {}  # nothing answered out of turn from the memo while an upstream answers
         elif self.state is IDLE_STATE:
             repeat = self.repeat
-            if (
-                repeat is not None
-                and data == repeat.data
-                and not self.stopping
-                and self.requests + 1 < self.limits.max_requests
-            ):
+            if repeat is None or data != repeat.data:
+                parsed = self.parsed
+                repeat = None
+                if parsed is not None and data == parsed[0]:
+                    data, exchange, vhost = parsed
+                    repeat = self.repeat = _Repeat(data, exchange.route, vhost, exchange.method, exchange.url,
+                                                   exchange.version, exchange.headers)  # fmt: skip
+            if repeat is not None and not self.stopping and self.requests + 1 < self.limits.max_requests:
                 return self._proxy_again(repeat)
         began_idle = self.state is IDLE_STATE and not self.queue
         self.made = None
@@ -731,13 +735,9 @@ class ProxyServer(HttpServer):
             and exchange.method in ("GET", "HEAD")
             and self.bad_method is None
         ):
-            repeat = self.repeat
-            if repeat is None or repeat.data != data:
-                route = exchange.route
-                self.repeat = _Repeat(data, route, (self.site, self.log), exchange.method, exchange.url,
-                                      exchange.version, exchange.headers)  # fmt: skip
+            self.parsed = (data, exchange, (self.site, self.log))
         else:
-            self.repeat = None
+            self.parsed = None
 
     def _proxy_again(self, repeat: _Repeat) -> Reply:
         """The last request again, byte for byte: proxied as parsing it decided, without the parser."""
