@@ -186,7 +186,9 @@ class H2Exchange(Exchange):
         return b"2.0 " + name
 
     # -- the answer ----------------------------------------------------------------------------------------------
-    def answer_head(self, status: int, headers: list[tuple[bytes, bytes]], framing: str | None) -> None:
+    def answer_head(
+        self, status: int, headers: list[tuple[bytes, bytes]], framing: str | None, lowers: list[bytes] | None = None
+    ) -> None:
         self.status = status
         self.answered = True
         self.head_count = len(headers)

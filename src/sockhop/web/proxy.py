@@ -295,16 +295,20 @@ class Exchange:
         """What was handed to the upstream connection has gone to the kernel (asked for by HTTP/2's exchanges)."""
 
     # -- the answer --------------------------------------------------------------------------------------------
-    def answer_head(self, status: int, headers: list[tuple[bytes, bytes]], framing: str | None) -> None:
-        """The upstream's head, passed on: hop-by-hop fields dropped, Via added, the framing the client needs."""
+    def answer_head(
+        self, status: int, headers: list[tuple[bytes, bytes]], framing: str | None, lowers: list[bytes] | None = None
+    ) -> None:
+        """The upstream's head, passed on: hop-by-hop fields dropped, Via added, the framing the client needs
+        (``lowers``: the fields' names in lower case, when the caller has them)."""
         server = self.server
         self.status = status
         self.answered = True
         lines = [_STATUS_LINES.get(status) or _status_line(status)]
         dropped = _RESPONSE_DROPPED if status != 101 else _RESPONSE_DROPPED - {b"upgrade"}
         named: set[bytes] | None = None  # what a Connection header names beyond the usual: hop-by-hop too
-        for name, value in headers:  # one pass; the fields Connection named are taken out after, when there are any
-            lower = name.lower()
+        if lowers is None:
+            lowers = [name.lower() for name, _ in headers]
+        for lower, (name, value) in zip(lowers, headers, strict=True):  # one pass; Connection's names after
             if lower not in dropped:
                 lines += (name, b": ", value, b"\r\n")
             elif lower == b"connection" and value not in _PLAIN_CONNECTION:
@@ -517,13 +521,12 @@ class UpstreamConn(ClientProtocol):
             return
         self.status = status
         framing: str | None = None
-        chunked = False
-        for name, value in self.headers:
-            lower = name.lower()
-            if lower == b"content-length":
-                framing = value.strip().decode("ascii", "replace")
-            elif lower == b"transfer-encoding":
-                chunked = True
+        headers = self.headers
+        lowers = [name.lower() for name, _ in headers]
+        if b"content-length" in lowers:  # the last one, as llhttp reads it
+            value = headers[len(lowers) - 1 - lowers[::-1].index(b"content-length")][1]
+            framing = value.strip().decode("ascii", "replace")
+        chunked = b"transfer-encoding" in lowers
         bodiless = exchange.method == "HEAD" or status in (204, 304) or status == 101
         if chunked:
             framing = "close"  # passed on re-chunked (1.1) or close-delimited (1.0): its own chunks are not kept
@@ -534,7 +537,7 @@ class UpstreamConn(ClientProtocol):
         if exchange.method == "HEAD" and framing is None:
             framing = next((v.decode() for n, v in self.headers if n.lower() == b"content-length"), None)
         self.framing = "close" if framing == "close" and not chunked else framing
-        exchange.answer_head(status, self.headers, framing)
+        exchange.answer_head(status, headers, framing, lowers)
         if chunked:
             self.framing = "chunked"
         if exchange.method == "HEAD":
