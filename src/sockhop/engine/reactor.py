@@ -538,7 +538,9 @@ class Outbound(End):
         mask = select.EPOLLOUT if self.out else 0
         if not self.paused and not (self.udp and self.closing):
             mask |= select.EPOLLIN
-        self._watch(mask or select.EPOLLERR)  # epoll reports errors and hang-ups whatever the mask
+        mask = mask or select.EPOLLERR  # epoll reports errors and hang-ups whatever the mask
+        if mask != self.mask:
+            self._watch(mask)
 
     def pause_reading(self) -> None:
         self.paused = True
@@ -590,7 +592,19 @@ class Outbound(End):
             self.lost(exc)
             return
         if data:
-            self.run(lambda: self.protocol.data_received(data), None, "data_received")
+            if self.closed:
+                return
+            try:  # End.run's work inline: this is every upstream read of a proxy
+                reply = self.protocol.data_received(data)
+                if type(reply) is not Reply:
+                    reply = NOTHING if reply is None else as_reply(reply)
+                    if not isinstance(reply, Reply):
+                        raise TypeError(f"answered {type(reply).__name__}, not a Reply")
+            except Exception as exc:
+                protocol_failed(self.peer, "data_received", exc)
+                self.abort()
+                return
+            self.carry_out(reply)
         elif not self.udp:  # an empty datagram is no end of anything: ignored
             self.eof = True
             self.run(lambda: self.protocol.eof_received()._replace(close=Close.AT_ONCE), None, "eof_received")
@@ -669,7 +683,8 @@ class Outbound(End):
                     self.lost(exc)
                     return
         self._update()
-        self.check_backlog()
+        if self.holding or self.queued > self.reactor.limits.write_buffer:  # check_backlog has something to do
+            self.check_backlog()
         if self.drain and not out and not self.closed:  # what the protocol handed over has gone: it may give more
             self.drain = False
             self.run(self.protocol.output_drained, None, "output_drained")
