@@ -114,6 +114,17 @@ class Exchange:
     """One proxied request: which upstreams to try, what has been sent, how far the answer has got."""
 
     heads: dict[Upstream, bytes] | None = None  # a repeated request's heads, per upstream (ProxyServer._proxy_again)
+    # Starting values as class attributes: an exchange sets only what it changes.
+    kept_size = 0
+    body_sent = 0
+    complete = False  # the whole request has been read from the client
+    last = False
+    started = False
+    answered = False  # the answer's head has gone to the client
+    finished = False
+    conn: UpstreamConn | None = None
+    status = 0
+    sent = 0  # body bytes to the client, for the access log
 
     def __init__(self, server: ProxyServer, route: Route, upstreams: list[Upstream], method: str, chunked: bool):
         self.server = server
@@ -128,16 +139,6 @@ class Exchange:
         self.client_keep_alive = server.keep_alive
         self.buffered: list[bytes] = []  # the request's bytes while no upstream connection takes them
         self.kept: list[bytes] | None = []  # the body so far, while no upstream has connected (None: over the limit)
-        self.kept_size = 0
-        self.body_sent = 0
-        self.complete = False  # the whole request has been read from the client
-        self.last = False
-        self.started = False
-        self.answered = False  # the answer's head has gone to the client
-        self.finished = False
-        self.conn: UpstreamConn | None = None
-        self.status = 0
-        self.sent = 0  # body bytes to the client, for the access log
         self.outgoing: list[bytes] = []  # the answer's bytes from the current upstream read
 
     # -- the request -------------------------------------------------------------------------------------------
@@ -768,7 +769,11 @@ class ProxyServer(HttpServer):
             return reply
         if reply.send or reply.close:
             self.queue.append(Reply(reply.send, reply.close))
+        elif reply.alarm is None:
+            reply = NOTHING
         pieces, close = self._release()
+        if not pieces and not close and reply is NOTHING:
+            return NOTHING
         return Reply(pieces, close, None, reply.alarm)
 
     def _release(self) -> tuple[tuple, bool | Close]:
