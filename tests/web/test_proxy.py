@@ -70,6 +70,48 @@ def test_the_upstream_sees_the_forwarding_headers_and_no_hop_by_hop_ones(proxy):
     assert headers["host"].startswith("127.0.0.1:")
 
 
+def read_answer(sock: socket.socket) -> tuple[bytes, bytes]:
+    """One answer with a Content-Length off a keep-alive connection: (head, body)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        piece = sock.recv(65536)
+        assert piece, data
+        data += piece
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(
+        next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    )
+    while len(body) < length:
+        piece = sock.recv(65536)
+        assert piece, head
+        body += piece
+    return head, body
+
+
+def test_a_request_sent_again_byte_for_byte_is_proxied_the_same(proxy):
+    # The second and later copies are proxied from what parsing the first decided (ProxyServer._proxy_again): the
+    # upstream sees the same head each time, round robin still turns, and a different request in between is parsed.
+    again = b"GET /app/headers?q=2 HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 192.0.2.7\r\nX-Secret: 1\r\n\r\n"
+    robin = b"GET /rr/hello HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(proxy.hostport, timeout=10) as sock:
+        seen = []
+        for request in (again, again, robin, robin, robin, again, b"HEAD /app/hello HTTP/1.1\r\nHost: x\r\n\r\n"):
+            sock.sendall(request)
+            head, body = read_answer(sock) if not request.startswith(b"HEAD") else (read_until(sock, b"\r\n\r\n"), b"")
+            if request.startswith(b"HEAD"):
+                assert head.startswith(b"HTTP/1.1 200 ") and b"Content-Length: 15" in head, head
+                continue
+            assert head.startswith(b"HTTP/1.1 200 ") and b"\r\nVia: 1.1 sockhop" in head, head
+            seen.append(body)
+    assert seen[0] == seen[1] == seen[5], seen
+    first = json.loads(seen[0])
+    headers = {k.lower(): v for k, v in first["headers"]}
+    assert first["path"] == "/headers?q=2"
+    assert headers["x-forwarded-for"] == "192.0.2.7, 127.0.0.1" and headers["x-secret"] == "1"
+    assert headers["forwarded"] == 'for=127.0.0.1;proto=http;host="x"' and headers["via"] == "1.1 sockhop"
+    assert seen[2] == seen[3] == seen[4] == b"upstream hello\n"
+
+
 def test_without_a_path_in_the_url_the_request_path_goes_on_unchanged(proxy):
     # /keep=http://up (no path): /keep... is sent as it is, and the upstream has no such path
     assert curl("-o", "/dev/null", "-w", "%{http_code}", proxy.base + "/keep").stdout == b"404"

@@ -109,6 +109,10 @@ class End:
     def carry_out(self, reply: Reply) -> None:
         raise NotImplementedError
 
+    def write(self, data: bytes) -> None:
+        """Send one piece of bytes (``Handle.send``'s common case); a subclass may do it without a Reply."""
+        self.carry_out(Reply((data,)))
+
     @property
     def pending(self) -> int:
         return 0
@@ -213,7 +217,10 @@ class Handle:
 
     def send(self, *pieces: bytes | FileRegion) -> None:
         """Send these pieces on this handle's connection now (what a protocol forwards to its partner)."""
-        self.carry_out(Reply(pieces))
+        if self._map is None and len(pieces) == 1 and type(pieces[0]) is bytes:
+            self._end.write(pieces[0])  # what a proxy passes on, a request or an answer at a time: no Reply made
+        else:
+            self.carry_out(Reply(pieces))
 
     def close(self, how: Close = Close.LINGER) -> None:
         self.carry_out(Reply(close=how))
@@ -235,8 +242,10 @@ class Handle:
 
     def link(self, other: Handle) -> None:
         """Backpressure both ways: while one side's output is over ``write_buffer``, the other is not read."""
-        self.unlink()
-        other.unlink()
+        if self._end.partner is not None:
+            self.unlink()
+        if other._end.partner is not None:
+            other.unlink()
         self._end.partner, other._end.partner = other._end, self._end
 
     def unlink(self) -> None:
@@ -529,7 +538,9 @@ class Outbound(End):
         mask = select.EPOLLOUT if self.out else 0
         if not self.paused and not (self.udp and self.closing):
             mask |= select.EPOLLIN
-        self._watch(mask or select.EPOLLERR)  # epoll reports errors and hang-ups whatever the mask
+        mask = mask or select.EPOLLERR  # epoll reports errors and hang-ups whatever the mask
+        if mask != self.mask:
+            self._watch(mask)
 
     def pause_reading(self) -> None:
         self.paused = True
@@ -581,12 +592,35 @@ class Outbound(End):
             self.lost(exc)
             return
         if data:
-            self.run(lambda: self.protocol.data_received(data), None, "data_received")
+            if self.closed:
+                return
+            try:  # End.run's work inline: this is every upstream read of a proxy
+                reply = self.protocol.data_received(data)
+                if type(reply) is not Reply:
+                    reply = NOTHING if reply is None else as_reply(reply)
+                    if not isinstance(reply, Reply):
+                        raise TypeError(f"answered {type(reply).__name__}, not a Reply")
+            except Exception as exc:
+                protocol_failed(self.peer, "data_received", exc)
+                self.abort()
+                return
+            self.carry_out(reply)
         elif not self.udp:  # an empty datagram is no end of anything: ignored
             self.eof = True
             self.run(lambda: self.protocol.eof_received()._replace(close=Close.AT_ONCE), None, "eof_received")
 
     # -- output --------------------------------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if data:
+            self.out.append(data)
+            self.queued += len(data)
+        if self.state == self.OPEN:
+            self._flush()
+        else:
+            self.check_backlog()
+
     def carry_out(self, reply: Reply) -> None:
         if self.closed:
             release(reply.send)
@@ -649,7 +683,8 @@ class Outbound(End):
                     self.lost(exc)
                     return
         self._update()
-        self.check_backlog()
+        if self.holding or self.queued > self.reactor.limits.write_buffer:  # check_backlog has something to do
+            self.check_backlog()
         if self.drain and not out and not self.closed:  # what the protocol handed over has gone: it may give more
             self.drain = False
             self.run(self.protocol.output_drained, None, "output_drained")

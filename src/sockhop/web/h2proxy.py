@@ -186,7 +186,9 @@ class H2Exchange(Exchange):
         return b"2.0 " + name
 
     # -- the answer ----------------------------------------------------------------------------------------------
-    def answer_head(self, status: int, headers: list[tuple[bytes, bytes]], framing: str | None) -> None:
+    def answer_head(
+        self, status: int, headers: list[tuple[bytes, bytes]], framing: str | None, lowers: list[bytes] | None = None
+    ) -> None:
         self.status = status
         self.answered = True
         self.head_count = len(headers)
@@ -282,6 +284,9 @@ class H2ProxyServer(Http2Server):
     @property
     def secure(self) -> bool:  # type: ignore[override]
         return self.outer.secure
+
+    def forwarding(self, host: bytes, via: bytes, forwarded_for: bytes) -> bytes:
+        return self.outer.forwarding(host, via, forwarded_for)
 
     # -- requests ------------------------------------------------------------------------------------------------
     def _proxy(self, sid: int, method: str, path: bytes, headers: list, site, log, ended: bool, now: float) -> bool:

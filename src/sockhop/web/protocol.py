@@ -215,6 +215,7 @@ class HttpServer(StreamProtocol):
     asked_close = False  # Connection: close, or HTTP/1.0 without keep-alive (an upgrade ends keep-alive too)
     answer: Response | None = None  # decided at the end of the headers (405, 400...), else the file
     continued = False  # 100 Continue was sent for the current request
+    host_field: bytes | None = None  # the current request's Host header, once its head is complete
     h2: Http2Server  # set when the connection turns out to be HTTP/2
     #: A subclass with a reverse proxy (web/proxy.py) answers some requests from an upstream.
     proxying: ClassVar[bool] = False
@@ -458,6 +459,7 @@ class HttpServer(StreamProtocol):
         self.asked_close = not parser.should_keep_alive()
         self.keep_alive = not self.asked_close and not parser.should_upgrade()
         hosts = 0
+        host = None
         has_body = chunked = False
         length = 0
         expect = None
@@ -465,6 +467,7 @@ class HttpServer(StreamProtocol):
             lower = name.lower()
             if lower == b"host":
                 hosts += 1
+                host = value
                 if _HOST.fullmatch(value) is None:  # RFC 9112 3.2: 400 for an invalid Host
                     self._raise(RemoteProtocolError("invalid Host header", hint=HTTPStatus.BAD_REQUEST))
             elif lower == b"transfer-encoding":
@@ -484,6 +487,7 @@ class HttpServer(StreamProtocol):
         if expect is not None and self.version == "1.1" and expect != b"100-continue":  # 1.0's is ignored (RFC 9110)
             self._raise(RemoteProtocolError("unsupported expectation", hint=HTTPStatus.EXPECTATION_FAILED))
         waiting = expect is not None and self.version == "1.1" and (chunked or has_body)
+        self.host_field = host
         if self.proxying and self._proxy(chunked, waiting):
             return
         answer = refused_method(self.method)

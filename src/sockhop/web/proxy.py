@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from functools import cached_property
 from http import HTTPStatus
 from typing import ClassVar
 
@@ -29,8 +30,9 @@ from sockhop.errors import RemoteProtocolError
 from sockhop.web.accesslog import format_entry
 from sockhop.web.protocol import CLOSING as CLOSING_STATE
 from sockhop.web.protocol import COMPLETE as COMPLETE_EVENT
-from sockhop.web.protocol import CONTINUE, HttpServer, WebOptions
+from sockhop.web.protocol import CONTINUE, MEMO_BYTES, HttpServer, WebOptions
 from sockhop.web.protocol import HTTP2 as HTTP2_STATE
+from sockhop.web.protocol import IDLE as IDLE_STATE
 from sockhop.web.protocol import LAST as LAST_EVENT
 from sockhop.web.protocol import _Stop as StopParsing
 from sockhop.web.response import error_response, http_date, reason, response_head
@@ -66,6 +68,27 @@ class ProxyOptions:
     pool: Pool = field(default_factory=Pool, compare=False)
     via: str = "1.1 sockhop"
 
+    @cached_property
+    def via_bytes(self) -> bytes:
+        """The Via value as sent, encoded once (not per request)."""
+        return self.via.encode()
+
+
+@dataclass(eq=False)
+class _Repeat:
+    """A request a connection may send again byte for byte (wrk, a health check, a poll): what its parse decided,
+    kept so the same bytes are proxied without parsing them -- as HttpServer's memo answers a static file -- and the
+    upstream's request head, made once per upstream."""
+
+    data: bytes
+    route: Route
+    vhost: tuple
+    method: str
+    url: bytes
+    version: str
+    headers: list[tuple[bytes, bytes]]
+    heads: dict[Upstream, bytes] = field(default_factory=dict)
+
 
 class _Done(Exception):
     """Raised from a response parser callback: this answer is over (a HEAD's head)."""
@@ -75,8 +98,33 @@ def _names_in(value: bytes) -> set[bytes]:
     return {token.strip().lower() for token in value.split(b",")}
 
 
+#: Connection header values that name nothing beyond what is dropped anyway (nginx's "keep-alive"): no set built.
+_PLAIN_CONNECTION = frozenset((b"keep-alive", b"close", b"Keep-Alive", b"Close", b"upgrade", b"Upgrade"))
+_STATUS_LINES: dict[int, bytes] = {}
+
+
+def _status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = _STATUS_LINES[status] = f"HTTP/1.1 {status} {reason(status)}\r\n".encode()
+    return line
+
+
 class Exchange:
     """One proxied request: which upstreams to try, what has been sent, how far the answer has got."""
+
+    heads: dict[Upstream, bytes] | None = None  # a repeated request's heads, per upstream (ProxyServer._proxy_again)
+    # Starting values as class attributes: an exchange sets only what it changes.
+    kept_size = 0
+    body_sent = 0
+    complete = False  # the whole request has been read from the client
+    last = False
+    started = False
+    answered = False  # the answer's head has gone to the client
+    finished = False
+    conn: UpstreamConn | None = None
+    status = 0
+    sent = 0  # body bytes to the client, for the access log
 
     def __init__(self, server: ProxyServer, route: Route, upstreams: list[Upstream], method: str, chunked: bool):
         self.server = server
@@ -91,77 +139,55 @@ class Exchange:
         self.client_keep_alive = server.keep_alive
         self.buffered: list[bytes] = []  # the request's bytes while no upstream connection takes them
         self.kept: list[bytes] | None = []  # the body so far, while no upstream has connected (None: over the limit)
-        self.kept_size = 0
-        self.body_sent = 0
-        self.complete = False  # the whole request has been read from the client
-        self.last = False
-        self.started = False
-        self.answered = False  # the answer's head has gone to the client
-        self.finished = False
-        self.conn: UpstreamConn | None = None
-        self.status = 0
-        self.sent = 0  # body bytes to the client, for the access log
         self.outgoing: list[bytes] = []  # the answer's bytes from the current upstream read
 
     # -- the request -------------------------------------------------------------------------------------------
     def head_for(self, upstream: Upstream) -> bytes:
         server = self.server
         target = self.route.target(upstream, self.url)
-        lines = [f"{self.method} ".encode(), target, b" HTTP/1.1\r\nHost: ", upstream.host.encode(), b"\r\n"]
+        lines = [self.method.encode(), b" ", target, b" HTTP/1.1\r\nHost: ", upstream.host_bytes, b"\r\n"]
         dropped = _REQUEST_DROPPED
         host = b""
         forwarded_for = b""
-        named: set[bytes] = set()  # what the client's Connection header names: hop-by-hop too
-        kept = []
-        for name, value in self.headers:  # one pass; the names Connection gave are taken out after, if any
+        length: bytes | None = None
+        named: set[bytes] | None = None  # what the client's Connection header names beyond the usual: hop-by-hop too
+        start = len(lines)
+        for name, value in self.headers:  # one pass; the fields Connection named are taken out after, if any
             lower = name.lower()
             if lower in dropped:
                 if lower == b"host":
                     host = value
                 elif lower == b"connection":
-                    named |= _names_in(value)
+                    if value not in _PLAIN_CONNECTION:
+                        extra = _names_in(value) - dropped
+                        if extra:
+                            named = extra if named is None else named | extra
+                elif lower == b"content-length" and length is None:
+                    length = value
             elif lower == b"x-forwarded-for":
                 forwarded_for = forwarded_for + b", " + value if forwarded_for else value
             else:
-                kept.append((lower, name, value))
-        for lower, name, value in kept:
-            if lower not in named:
-                lines += [name, b": ", value, b"\r\n"]
-        client = server.peer_host.encode()
-        proto = b"https" if server.secure else b"http"
-        node = b'"[' + client + b']"' if b":" in client else client
-        lines += [
-            b"X-Forwarded-For: ",
-            forwarded_for + b", " + client if forwarded_for else client,
-            b"\r\nX-Forwarded-Proto: ",
-            proto,
-            b"\r\nX-Forwarded-Host: ",
-            host,
-            b"\r\nForwarded: for=",
-            node,
-            b";proto=",
-            proto,
-            b';host="',
-            host.replace(b'"', b""),
-            b'"\r\nVia: ',
-            self.via_received(),
-            b"\r\n",
-        ]
+                lines += (name, b": ", value, b"\r\n")
+        if named is not None:
+            del lines[start:]
+            for name, value in self.headers:
+                lower = name.lower()
+                if lower not in dropped and lower != b"x-forwarded-for" and lower not in named:
+                    lines += (name, b": ", value, b"\r\n")
+        lines.append(server.forwarding(host, self.via_received(), forwarded_for))
         if self.upgrade:
             upgrade = next((v for n, v in self.headers if n.lower() == b"upgrade"), b"")
             lines += [b"Connection: upgrade\r\nUpgrade: ", upgrade, b"\r\n"]
         if self.chunked:
             lines.append(b"Transfer-Encoding: chunked\r\n")
-        else:
-            length = next((v for n, v in self.headers if n.lower() == b"content-length"), None)
-            if length is not None:
-                lines += [b"Content-Length: ", length.strip(), b"\r\n"]
+        elif length is not None:
+            lines += (b"Content-Length: ", length.strip(), b"\r\n")
         lines.append(b"\r\n")
         return b"".join(lines)
 
     def via_received(self) -> bytes:
         """The Via entry the upstream is told: the version the request came in by (RFC 9110 7.6.3), then our name."""
-        return self.server.proxy.via.encode()
+        return self.server.proxy.via_bytes
 
     def body(self, piece: bytes) -> None:
         if self.chunked:
@@ -213,7 +239,13 @@ class Exchange:
         self.conn = conn
         conn.begin(self, reused)
         self.link(conn)
-        data = [self.head_for(upstream), *self.buffered]
+        heads = self.heads
+        head = heads.get(upstream) if heads is not None else None
+        if head is None:
+            head = self.head_for(upstream)
+            if heads is not None:
+                heads[upstream] = head
+        data = [head, *self.buffered]
         self.buffered = []
         if reused:
             self.kept = None
@@ -264,25 +296,33 @@ class Exchange:
         """What was handed to the upstream connection has gone to the kernel (asked for by HTTP/2's exchanges)."""
 
     # -- the answer --------------------------------------------------------------------------------------------
-    def answer_head(self, status: int, headers: list[tuple[bytes, bytes]], framing: str | None) -> None:
-        """The upstream's head, passed on: hop-by-hop fields dropped, Via added, the framing the client needs."""
+    def answer_head(
+        self, status: int, headers: list[tuple[bytes, bytes]], framing: str | None, lowers: list[bytes] | None = None
+    ) -> None:
+        """The upstream's head, passed on: hop-by-hop fields dropped, Via added, the framing the client needs
+        (``lowers``: the fields' names in lower case, when the caller has them)."""
         server = self.server
         self.status = status
         self.answered = True
-        lines = [f"HTTP/1.1 {status} {reason(status)}\r\n".encode()]
+        lines = [_STATUS_LINES.get(status) or _status_line(status)]
         dropped = _RESPONSE_DROPPED if status != 101 else _RESPONSE_DROPPED - {b"upgrade"}
-        named: set[bytes] = set()
-        kept = []
-        for name, value in headers:
-            lower = name.lower()
+        named: set[bytes] | None = None  # what a Connection header names beyond the usual: hop-by-hop too
+        if lowers is None:
+            lowers = [name.lower() for name, _ in headers]
+        for lower, (name, value) in zip(lowers, headers, strict=True):  # one pass; Connection's names after
             if lower not in dropped:
-                kept.append((lower, name, value))
-            elif lower == b"connection":
-                named |= _names_in(value)
-        for lower, name, value in kept:
-            if lower not in named or lower == b"upgrade":
-                lines += [name, b": ", value, b"\r\n"]
-        lines += [b"Via: ", server.proxy.via.encode(), b"\r\n"]
+                lines += (name, b": ", value, b"\r\n")
+            elif lower == b"connection" and value not in _PLAIN_CONNECTION:
+                extra = _names_in(value) - dropped - {b"upgrade"}
+                if extra:
+                    named = extra if named is None else named | extra
+        if named is not None:
+            lines = [_status_line(status)]
+            for name, value in headers:
+                lower = name.lower()
+                if lower not in dropped and lower not in named:
+                    lines += (name, b": ", value, b"\r\n")
+        lines += (b"Via: ", server.proxy.via_bytes, b"\r\n")
         self.rechunk = False
         if status == 101:
             lines.append(b"Connection: upgrade\r\n")
@@ -342,12 +382,14 @@ class UpstreamConn(ClientProtocol):
         self.timer = None  # the read timeout's (see watch)
         self.last_read = 0.0
         self.held_back = False  # not read on purpose (an HTTP/2 client's shut window): no read timeout meanwhile
+        self.parser: httptools.HttpResponseParser | None = None
 
     def begin(self, exchange: Exchange, reused: bool) -> None:
         self.exchange = exchange
         self.reused = reused
         self.loop = exchange.server.handle.loop
-        self.parser = httptools.HttpResponseParser(self)
+        if not reused or self.parser is None:  # a pooled connection's parser ended its last answer cleanly: kept
+            self.parser = httptools.HttpResponseParser(self)
         self.headers: list[tuple[bytes, bytes]] = []
         self.framing: str | None = None
         self.status = 0
@@ -480,13 +522,12 @@ class UpstreamConn(ClientProtocol):
             return
         self.status = status
         framing: str | None = None
-        chunked = False
-        for name, value in self.headers:
-            lower = name.lower()
-            if lower == b"content-length":
-                framing = value.strip().decode("ascii", "replace")
-            elif lower == b"transfer-encoding":
-                chunked = True
+        headers = self.headers
+        lowers = [name.lower() for name, _ in headers]
+        if b"content-length" in lowers:  # the last one, as llhttp reads it
+            value = headers[len(lowers) - 1 - lowers[::-1].index(b"content-length")][1]
+            framing = value.strip().decode("ascii", "replace")
+        chunked = b"transfer-encoding" in lowers
         bodiless = exchange.method == "HEAD" or status in (204, 304) or status == 101
         if chunked:
             framing = "close"  # passed on re-chunked (1.1) or close-delimited (1.0): its own chunks are not kept
@@ -497,7 +538,7 @@ class UpstreamConn(ClientProtocol):
         if exchange.method == "HEAD" and framing is None:
             framing = next((v.decode() for n, v in self.headers if n.lower() == b"content-length"), None)
         self.framing = "close" if framing == "close" and not chunked else framing
-        exchange.answer_head(status, self.headers, framing)
+        exchange.answer_head(status, headers, framing, lowers)
         if chunked:
             self.framing = "chunked"
         if exchange.method == "HEAD":
@@ -525,16 +566,53 @@ class ProxyServer(HttpServer):
     tunnel: UpstreamConn | None = None
     current: Exchange | None = None  # the exchange of the request being read
     in_event = False
+    made: Exchange | None = None  # the exchange the current event's parse made
+    repeat: _Repeat | None = None  # a request sent again, proxied unparsed each further time (see _Repeat)
+    parsed: tuple[bytes, Exchange, tuple] | None = None  # the last request parsed, if it could be (bytes, exchange,
+    # host): a _Repeat is made of it only when the same bytes come again (varied requests make none)
 
     def __init__(self, options: WebOptions, proxy: ProxyOptions) -> None:
         super().__init__(options)
         self.proxy = proxy
         self.queue: deque[Exchange | Reply] = deque()
+        self.forwarded: tuple[bytes, bytes, bytes] | None = None  # (Host, Via, the fields made of them)
+
+    def forwarding(self, host: bytes, via: bytes, forwarded_for: bytes) -> bytes:
+        """X-Forwarded-For, -Proto, -Host, Forwarded and Via: the same for every request of a connection that names
+        the same host and brings no X-Forwarded-For of its own, so made once for it."""
+        made = self.forwarded
+        if not forwarded_for and made is not None and made[0] == host and made[1] == via:
+            return made[2]
+        client = self.peer_host.encode()
+        proto = b"https" if self.secure else b"http"
+        node = b'"[' + client + b']"' if b":" in client else client
+        fields = b"".join(
+            (
+                b"X-Forwarded-For: ",
+                forwarded_for + b", " + client if forwarded_for else client,
+                b"\r\nX-Forwarded-Proto: ",
+                proto,
+                b"\r\nX-Forwarded-Host: ",
+                host,
+                b"\r\nForwarded: for=",
+                node,
+                b";proto=",
+                proto,
+                b';host="',
+                host.replace(b'"', b""),
+                b'"\r\nVia: ',
+                via,
+                b"\r\n",
+            )
+        )
+        if not forwarded_for:
+            self.forwarded = (host, via, fields)
+        return fields
 
     # -- the request, from HttpServer -------------------------------------------------------------------------
     def _proxy(self, chunked: bool, waiting: bool) -> bool:
         """At the end of a request's head: True if an upstream answers it (the exchange is queued)."""
-        host = next((v for n, v in self.headers if n.lower() == b"host"), None)
+        host = self.host_field
         vhost = self.hosts.pick(host.decode("latin-1") if host is not None else None)
         routes = vhost.site.options.proxy
         if routes is None:
@@ -553,6 +631,7 @@ class ProxyServer(HttpServer):
             self.queue.append(Reply(tuple(early)))
         self.queue.append(exchange)
         self.current = exchange
+        self.made = exchange
         return True
 
     def on_body(self, body: bytes) -> None:
@@ -616,12 +695,73 @@ class ProxyServer(HttpServer):
             return NOTHING
         if self.queue:
             self.memo = {}  # nothing answered out of turn from the memo while an upstream answers
+        elif self.state is IDLE_STATE:
+            repeat = self.repeat
+            if repeat is None or data != repeat.data:
+                parsed = self.parsed
+                repeat = None
+                if parsed is not None and data == parsed[0]:
+                    data, exchange, vhost = parsed
+                    repeat = self.repeat = _Repeat(data, exchange.route, vhost, exchange.method, exchange.url,
+                                                   exchange.version, exchange.headers)  # fmt: skip
+            if repeat is not None and not self.stopping and self.requests + 1 < self.limits.max_requests:
+                return self._proxy_again(repeat)
+        began_idle = self.state is IDLE_STATE and not self.queue
+        self.made = None
         self.in_event = True
         try:
-            return super().data_received(data)
+            reply = super().data_received(data)
         finally:
             self.in_event = False
             self.memo = self.options.memo
+        made = self.made
+        if made is not None:
+            self.made = None
+            if began_idle:
+                self._remember(data, made)
+        return reply
+
+    def _remember(self, data: bytes, exchange: Exchange) -> None:
+        """Keep what parsing ``data`` decided if the same bytes can be proxied again without it: one whole bodiless
+        GET or HEAD alone in its read, complete, the connection kept alive."""
+        if (
+            self.state is IDLE_STATE
+            and self.begun == 1
+            and not self.failed
+            and not self.continued
+            and self.body_bytes == 0
+            and len(data) <= MEMO_BYTES
+            and exchange.complete
+            and not exchange.last
+            and not exchange.chunked
+            and not exchange.upgrade
+            and exchange.body_sent == 0
+            and exchange.method in ("GET", "HEAD")
+            and self.bad_method is None
+        ):
+            self.parsed = (data, exchange, (self.site, self.log))
+        else:
+            self.parsed = None
+
+    def _proxy_again(self, repeat: _Repeat) -> Reply:
+        """The last request again, byte for byte: proxied as parsing it decided, without the parser."""
+        self.now = now = self.clock()
+        self.requests += 1
+        self.method, self.url, self.version = repeat.method, repeat.url, repeat.version
+        self.headers = repeat.headers
+        self.keep_alive = True
+        self.asked_close = False
+        self.site, self.log = repeat.vhost
+        route = repeat.route
+        exchange = Exchange(self, route, route.order(now), repeat.method, False)
+        exchange.heads = repeat.heads
+        exchange.complete = True
+        self.queue.append(exchange)
+        self.in_event = True
+        try:
+            return self._flush()
+        finally:
+            self.in_event = False
 
     def _flush(self) -> Reply:
         reply = super()._flush()
@@ -629,7 +769,11 @@ class ProxyServer(HttpServer):
             return reply
         if reply.send or reply.close:
             self.queue.append(Reply(reply.send, reply.close))
+        elif reply.alarm is None:
+            reply = NOTHING
         pieces, close = self._release()
+        if not pieces and not close and reply is NOTHING:
+            return NOTHING
         return Reply(pieces, close, None, reply.alarm)
 
     def _release(self) -> tuple[tuple, bool | Close]:

@@ -44,6 +44,9 @@ class Upstream:
     server_hostname: str | None = None
     failed_until: float = 0.0
 
+    def __post_init__(self) -> None:
+        self.host_bytes = self.host.encode()  # the Host header, encoded once
+
     def __str__(self) -> str:
         return self.url
 
@@ -60,6 +63,8 @@ class Route:
         """The upstreams to try for one request: the next one in turn first, then the others; those that failed
         lately go last (all of them failed: try them all the same, as nginx does when every one is down)."""
         n = len(self.upstreams)
+        if n == 1:
+            return list(self.upstreams)
         start = next(self.turn) % n
         ring = self.upstreams[start:] + self.upstreams[:start]
         return [u for u in ring if u.failed_until <= now] + [u for u in ring if u.failed_until > now]
