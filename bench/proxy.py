@@ -119,6 +119,18 @@ http {{
     return conf
 
 
+def folders(work: Path) -> Path:
+    """The folders a run uses in ``work`` (readable by nginx's worker, whatever its user): the proxy's empty root,
+    and the upstream's root with its 1 KiB index.html, which is returned."""
+    work.chmod(0o755)
+    (work / "empty").mkdir()
+    www = work / "www"
+    www.mkdir(mode=0o755)
+    (www / "index.html").write_bytes(b"a" * 1024)
+    (www / "index.html").chmod(0o644)
+    return www
+
+
 def proxy_command(name: str, work: Path, port: int) -> list[str]:
     if name == "nginx":
         return [shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(nginx_proxy_conf(work, port))]
@@ -238,11 +250,7 @@ def main() -> int:
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="sockhop-proxy-bench-") as tmp:
         work = Path(tmp)
-        work.chmod(0o755)
-        (work / "empty").mkdir()
-        www = work / "www"
-        www.mkdir()
-        (www / "index.html").write_bytes(b"a" * 1024)
+        www = folders(work)
         with open(www / "huge.bin", "wb") as f:  # sparse: no disk, the page cache's zeros
             f.truncate(huge)
         for path in (www, *www.iterdir()):

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from common import cpu_seconds, micros_per, port_open, raise_nofile, run_pinned, sbin, start_server, stop
-from proxy import UPSTREAM_PORT, proxy_command, upstream_conf
+from proxy import UPSTREAM_PORT, folders, proxy_command, upstream_conf
 
 PORT = 18299
 
@@ -93,13 +93,7 @@ def main() -> int:
             sys.exit(f"bench: {tool} is needed (bench/apt-packages.txt)")
     with tempfile.TemporaryDirectory(prefix="sockhop-proxywork-") as tmp:
         work = Path(tmp)
-        work.chmod(0o755)
-        (work / "empty").mkdir()
-        www = work / "www"
-        www.mkdir()
-        (www / "index.html").write_bytes(b"a" * 1024)
-        www.chmod(0o755)
-        (www / "index.html").chmod(0o644)
+        www = folders(work)
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         upstream = start_server([nginx, "-c", str(upstream_conf(work, www))], lambda: port_open(UPSTREAM_PORT),
                                 cores=None, logs=[work / "upstream.out"])  # fmt: skip
