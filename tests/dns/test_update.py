@@ -307,3 +307,36 @@ def test_a_tcp_update_syncs_on_the_loop_until_a_sync_is_slow(zone, tmp_path, mon
     assert dns.name.from_text("three.example.com.") in server.snapshot.authority.zones[zone.origin].names
     assert len(Journal(journal.path, zone.origin).read()) == 3
     journal.close()
+
+
+def test_a_name_taken_away_takes_the_empty_non_terminals_left_above_it(zone):
+    """Deleting every record of a name: it leaves, and so do its ancestors that nothing is below any more -- found
+    without counting the zone again (one pass over the owners' labels, case-insensitively); after each step the
+    names and cuts are what counting the whole zone gives."""
+    from sockhop.dns.update import rebuilt
+
+    def check(message) -> object:
+        nonlocal zone
+        outcome = apply(zone, message)
+        assert outcome.rcode == Rcode.NOERROR and outcome.zone is not None
+        zone = outcome.zone
+        recounted = rebuilt(zone, dict(zone.rrsets.items()))
+        assert set(zone.names) == set(recounted.names) and len(zone.names) == len(recounted.names)
+        assert set(zone.cuts) == set(recounted.cuts)
+        return zone
+
+    def has(name: str) -> bool:
+        return dns.name.from_text(name, dns.name.from_text("example.com.")) in zone.names
+
+    check(update(add=[("d.b.c", 300, "A", "192.0.2.1"), ("X.Y.C", 300, "A", "192.0.2.2")]))
+    check(update(delete=[("a.b.c",)]))  # b.c still has d.b.c below it
+    assert not has("a.b.c") and has("b.c") and has("c")
+    check(update(delete=[("d.b.c",)]))  # b.c is empty now; c still has X.Y.C (another case) below it
+    assert not has("d.b.c") and not has("b.c") and has("c") and has("y.c")
+    check(update(add=[("e.f", 300, "A", "192.0.2.3")], delete=[("x.y.c",)]))  # in one update: one goes, one comes
+    assert not has("x.y.c") and not has("y.c") and not has("c") and has("e.f") and has("f")
+    check(update(add=[("f", 300, "TXT", '"owner"')]))
+    check(update(delete=[("e.f",)]))  # f owns a record: it stays
+    assert not has("e.f") and has("f")
+    check(update(delete=[("sub", "NS"), ("ns.sub",)]))  # a delegation and its glue go
+    assert not has("sub") and not has("ns.sub") and not zone.cuts

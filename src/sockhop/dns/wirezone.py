@@ -90,8 +90,8 @@ class ZoneNames(NameSet):
 
 class WireNode(Mapping):
     """One name's ``{rdtype: RRset}``: which types it has is known from its records; the RRsets are made the first
-    time one is asked for, all of them, and kept -- so a zone-wide walk that only asks which types a name has (an
-    update's recount of the names and cuts) makes none."""
+    time one is asked for, all of them, and kept -- so a zone-wide walk that only asks which types a name has (a
+    full recount of the names and cuts, :func:`sockhop.dns.update.rebuilt` without changes) makes none."""
 
     __slots__ = ("records", "types", "rrsets")
 
