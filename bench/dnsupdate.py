@@ -248,6 +248,19 @@ def measure_updates(names: list[str], work: Path, count: int, rounds: int) -> li
     return out
 
 
+def table(rows: list[dict], peer: str, key: str, cells) -> list[str]:
+    """A table's rows: each server's ``cells(row)``, then its ``key`` figure as a ratio to ``peer``'s (a skipped
+    server: why, the rest of its row empty)."""
+    base = next((row[key] for row in rows if row["server"] == peer and "skipped" not in row), None)
+    out = []
+    for row in rows:
+        if "skipped" in row:
+            out.append(f"| {row['server']} | skipped: {row['skipped']} |")
+            continue
+        out.append(f"| {' | '.join([row['server'], *cells(row), ratio(row[key], base)])} |")
+    return out
+
+
 def main() -> None:
     parser = parser_for(__doc__, SERVERS)
     parser.add_argument("--records", type=int, default=100_000, help="A records in the transferred zone")
@@ -265,35 +278,17 @@ def main() -> None:
         updates = measure_updates(servers, work, args.updates, args.rounds)
     lines = [f"## AXFR of {args.records:,} records (dig axfr on core {CLIENT_CORE}, server on core {SERVER_CORE})",
              "", "| server | best time (s) | server CPU (s) | / nsd |", "|---|---:|---:|---:|"]  # fmt: skip
-    nsd = next((r for r in transfers if r["server"] == "nsd" and "skipped" not in r), None)
-    for row in transfers:
-        if "skipped" in row:
-            lines.append(f"| {row['server']} | skipped: {row['skipped']} | | |")
-            continue
-        base = nsd["seconds"] if nsd else None
-        lines.append(f"| {row['server']} | {fmt(row['seconds'], 3)} | {fmt(row['cpu'], 3)} | "
-                     f"{ratio(row['seconds'], base)} |")  # fmt: skip
+    lines += table(transfers, "nsd", "seconds", lambda row: [fmt(row["seconds"], 3), fmt(row["cpu"], 3)])
     lines += ["", "Target: sockhop's time ≤ 1.0x NSD's.", "",
               f"## Secondary: loading the {args.records:,}-record zone from NSD (start to answering its last record)",
               "", "| secondary | best time (s) | / bind |", "|---|---:|---:|"]  # fmt: skip
-    bind_secondary = next((r for r in secondaries if r["server"] == "bind" and "skipped" not in r), None)
-    for row in secondaries:
-        if "skipped" in row:
-            lines.append(f"| {row['server']} | skipped: {row['skipped']} | |")
-            continue
-        base = bind_secondary["seconds"] if bind_secondary else None
-        lines.append(f"| {row['server']} | {fmt(row['seconds'], 3)} | {ratio(row['seconds'], base)} |")
+    lines += table(secondaries, "bind", "seconds", lambda row: [fmt(row["seconds"], 3)])
     lines += ["", "Target: sockhop's time ≤ 1.5x BIND's.", "",
               f"## Durable dynamic updates ({args.updates:,} nsupdate sends over TCP, each answered once on disk, in "
               f"{args.rounds} rounds the servers take in turn)",
               "", "| server | updates/s | slowest / fastest round | / bind |", "|---|---:|---:|---:|"]  # fmt: skip
-    bind = next((r for r in updates if r["server"] == "bind" and "skipped" not in r), None)
-    for row in updates:
-        if "skipped" in row:
-            lines.append(f"| {row['server']} | skipped: {row['skipped']} | | |")
-            continue
-        lines.append(f"| {row['server']} | {fmt(row['rate'], 1)} | {fmt(row['low'], 0)} / {fmt(row['high'], 0)} | "
-                     f"{ratio(row['rate'], bind['rate'] if bind else None)} |")  # fmt: skip
+    lines += table(updates, "bind", "rate",
+                   lambda row: [fmt(row["rate"], 1), f"{fmt(row['low'], 0)} / {fmt(row['high'], 0)}"])  # fmt: skip
     lines += ["", "Target: sockhop ≥ 1.0x BIND."]
     if args.quick:
         lines += ["", "(--quick: a smoke run; these figures mean nothing)"]

@@ -30,13 +30,13 @@ from sockhop.engine.reactor import End, Handle, Reactor, reset_on_close
 from sockhop.engine.shared import (
     GONE,
     LINGER,
-    MSG_MORE,
     RECV_SIZE,
     answer_datagrams,
     close_region,
     peer_name,
     protocol_failed,
     release,
+    send_flags,
 )
 
 log = logging.getLogger("sockhop.engine")
@@ -57,8 +57,7 @@ def send_blocking(sock: socket.socket, pieces: tuple) -> None:
             if isinstance(piece, FileRegion):
                 send_region(sock, piece)
             elif piece:
-                more = i + 1 < len(pieces) and isinstance(pieces[i + 1], FileRegion) and pieces[i + 1].count
-                sock.sendall(piece, MSG_MORE if more else 0)  # a header goes with its file
+                sock.sendall(piece, send_flags(pieces, i))
         except BaseException:
             release(pieces[i + 1 :])
             raise

@@ -57,6 +57,7 @@ from sockhop.engine.shared import (
     peer_name,
     protocol_failed,
     release,
+    send_flags,
 )
 
 log = logging.getLogger("sockhop.engine")
@@ -432,8 +433,8 @@ class EventLoopServer(Server):
                 for i, piece in enumerate(pieces):
                     if type(piece) is bytes:
                         try:
-                            if i + 1 < len(pieces) and type(pieces[i + 1]) is FileRegion and pieces[i + 1].count:
-                                sent = conn.sock.send(piece, MSG_MORE)  # a header goes with its file (see _flush)
+                            if i + 1 < len(pieces) and send_flags(pieces, i):  # (a one-piece reply: no call)
+                                sent = conn.sock.send(piece, MSG_MORE)
                             else:
                                 sent = os.write(conn.fd, piece)
                         except (BlockingIOError, InterruptedError):
@@ -494,10 +495,7 @@ class EventLoopServer(Server):
                         continue
                     out[0] = FileRegion(piece.fd, piece.offset + sent, piece.count - sent, piece.close)
                 else:
-                    if len(out) > 1 and isinstance(out[1], FileRegion) and out[1].count:
-                        sent = conn.sock.send(piece, MSG_MORE)  # a header goes with its file
-                    else:
-                        sent = os.write(conn.fd, piece)
+                    sent = conn.sock.send(piece, MSG_MORE) if send_flags(out, 0) else os.write(conn.fd, piece)
                     if sent == len(piece):
                         out.popleft()
                     else:
