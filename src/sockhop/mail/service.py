@@ -361,7 +361,9 @@ def up_plans(ctx: UpContext) -> list[UpPlan]:
     if ctx.tls:
         from .auth import set_password
 
-        users, password = ctx.data / "mail-users", secrets.token_urlsafe(9)
+        # hex: a printed command line takes it as is (a URL-safe token began with "-" once in 64, which swaks took
+        # for an option)
+        users, password = ctx.data / "mail-users", secrets.token_hex(9)
         try:
             ctx.data.mkdir(parents=True, exist_ok=True)
             set_password(users, UP_USER, password)
